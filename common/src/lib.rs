@@ -1,0 +1,10 @@
+//! Shared building blocks of Kodis: the slot function, RESP scanning, the topology
+//! model, configuration helpers and telemetry set-up.
+
+pub mod resp;
+pub mod slot;
+pub mod telemetry;
+pub mod topology;
+
+#[cfg(feature = "test-util")]
+pub mod test_util;

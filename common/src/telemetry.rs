@@ -1,0 +1,15 @@
+//! Logging set-up shared by every Kodis binary.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs a `tracing` subscriber that writes to stderr. `RUST_LOG` wins over
+/// `default_filter` (for example `info` or `kodis_proxy=debug`).
+pub fn init(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // A second call (tests) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

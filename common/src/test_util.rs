@@ -1,0 +1,207 @@
+//! Test helpers that start real `redis-server` processes on free loopback ports and
+//! always stop them (kill on drop). Enabled by the `test-util` feature.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `redis-server` on 127.0.0.1, killed and its directory removed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a plain server (no persistence) on a free port.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra arguments such as `["--requirepass", "s3cret"]`.
+    pub fn start_with(extra: &[&str]) -> Self {
+        for _ in 0..5 {
+            if let Some(s) = Self::try_start(extra) {
+                return s;
+            }
+        }
+        panic!("redis-server did not start; is it installed (apt-get install redis-server)?");
+    }
+
+    fn try_start(extra: &[&str]) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--logfile", "redis.log"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let mut server = Self {
+            child: Some(child),
+            port,
+            dir,
+        };
+        let password = extra
+            .windows(2)
+            .find(|w| w[0] == "--requirepass")
+            .map(|w| w[1].to_string());
+        let up = wait_for(Duration::from_secs(10), || {
+            if let Some(c) = server.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return Some(false);
+                }
+            }
+            let mut args: Vec<&[u8]> = Vec::new();
+            if let Some(p) = &password {
+                args.extend([b"AUTH".as_slice(), p.as_bytes()]);
+                let _ = server.try_command(&args);
+            }
+            match server.try_command_auth(password.as_deref(), &[b"PING"]) {
+                Ok(r) if r.starts_with(b"+PONG") => Some(true),
+                _ => None,
+            }
+        });
+        if up == Some(true) {
+            Some(server)
+        } else {
+            None
+        }
+    }
+
+    /// The server's TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The server's working directory (holds `redis.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Sends one command on a fresh connection and returns the raw reply bytes.
+    pub fn command(&self, args: &[&[u8]]) -> Vec<u8> {
+        self.try_command(args).expect("command to redis-server")
+    }
+
+    /// Like [`RedisServer::command`], authenticating first with `password` if given.
+    pub fn try_command_auth(
+        &self,
+        password: Option<&str>,
+        args: &[&[u8]],
+    ) -> std::io::Result<Vec<u8>> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        if let Some(p) = password {
+            s.write_all(&encode(&[b"AUTH", p.as_bytes()]))?;
+            read_reply(&mut BufReader::new(&mut s))?;
+        }
+        s.write_all(&encode(args))?;
+        read_reply(&mut BufReader::new(&mut s))
+    }
+
+    /// Sends one command on a fresh connection; errors are I/O errors only.
+    pub fn try_command(&self, args: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+        self.try_command_auth(None, args)
+    }
+
+    /// Kills the server now (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Encodes a command as a RESP multibulk frame.
+pub fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Reads one complete RESP2 reply and returns its raw bytes.
+pub fn read_reply(r: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    read_into(r, &mut out)?;
+    Ok(out)
+}
+
+fn read_into(r: &mut impl BufRead, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut line = Vec::new();
+    r.read_until(b'\n', &mut line)?;
+    if line.is_empty() {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    out.extend_from_slice(&line);
+    let num = || -> i64 {
+        std::str::from_utf8(&line[1..line.len().saturating_sub(2)])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(-1)
+    };
+    match line[0] {
+        b'$' => {
+            let n = num();
+            if n >= 0 {
+                let mut buf = vec![0; n as usize + 2];
+                r.read_exact(&mut buf)?;
+                out.extend_from_slice(&buf);
+            }
+        }
+        b'*' => {
+            for _ in 0..num().max(0) {
+                read_into(r, out)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! The topology model: groups of servers, which group owns which slot, and the epoch.
+
+use serde::{Deserialize, Serialize};
+
+use crate::slot::{even_split, SLOT_COUNT};
+
+/// A group of Redis servers: one master and its replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// Group id, unique in a cluster.
+    pub id: u32,
+    /// Server addresses (`host:port`); the first one is the master.
+    pub servers: Vec<String>,
+}
+
+impl Group {
+    /// The master's address, if the group has servers.
+    pub fn master(&self) -> Option<&str> {
+        self.servers.first().map(String::as_str)
+    }
+}
+
+/// A run of consecutive slots owned by one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRange {
+    /// First slot of the range.
+    pub start: u16,
+    /// Last slot of the range (inclusive).
+    pub end: u16,
+    /// Id of the owning group.
+    pub group: u32,
+}
+
+/// Groups, slot ownership and the epoch that grows with every committed change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    /// Grows by one with every committed change; older topologies are ignored.
+    pub epoch: u64,
+    /// The groups, in id order.
+    pub groups: Vec<Group>,
+    /// Slot ownership as ranges, in slot order, covering every slot.
+    pub slots: Vec<SlotRange>,
+}
+
+/// A topology that cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyError {
+    /// No group was given.
+    #[error("a topology needs at least one group")]
+    NoGroups,
+    /// A group has no server.
+    #[error("group {0} has no server")]
+    EmptyGroup(u32),
+    /// Two groups share an id.
+    #[error("group id {0} is used twice")]
+    DuplicateGroup(u32),
+    /// A slot range names a group that does not exist.
+    #[error("slots {start}..={end} belong to unknown group {group}")]
+    UnknownGroup { start: u16, end: u16, group: u32 },
+    /// The slot ranges leave a slot without an owner or give it two.
+    #[error("slot {0} has no owner or more than one")]
+    SlotCoverage(u16),
+}
+
+impl Topology {
+    /// The static-mode topology: group `i` (id `i + 1`) of `n` owns slots
+    /// `floor(i*16384/n) ..= floor((i+1)*16384/n) - 1`.
+    pub fn even(groups: Vec<Vec<String>>) -> Result<Self, TopologyError> {
+        let n = groups.len();
+        let groups: Vec<Group> = groups
+            .into_iter()
+            .enumerate()
+            .map(|(i, servers)| Group {
+                id: i as u32 + 1,
+                servers,
+            })
+            .collect();
+        let slots = (0..n)
+            .map(|i| {
+                let (start, end) = even_split(i, n);
+                SlotRange {
+                    start,
+                    end,
+                    group: i as u32 + 1,
+                }
+            })
+            .collect();
+        let topo = Self {
+            epoch: 1,
+            groups,
+            slots,
+        };
+        topo.validate()?;
+        Ok(topo)
+    }
+
+    /// Checks that groups are non-empty and unique and that every slot has one owner.
+    pub fn validate(&self) -> Result<(), TopologyError> {
+        if self.groups.is_empty() {
+            return Err(TopologyError::NoGroups);
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for g in &self.groups {
+            if g.servers.is_empty() {
+                return Err(TopologyError::EmptyGroup(g.id));
+            }
+            if !ids.insert(g.id) {
+                return Err(TopologyError::DuplicateGroup(g.id));
+            }
+        }
+        self.slot_owners().map(|_| ())
+    }
+
+    /// The owning group id of every slot, indexed by slot.
+    pub fn slot_owners(&self) -> Result<Vec<u32>, TopologyError> {
+        let mut owners: Vec<Option<u32>> = vec![None; SLOT_COUNT as usize];
+        for r in &self.slots {
+            if !self.groups.iter().any(|g| g.id == r.group) {
+                return Err(TopologyError::UnknownGroup {
+                    start: r.start,
+                    end: r.end,
+                    group: r.group,
+                });
+            }
+            if r.end >= SLOT_COUNT || r.start > r.end {
+                return Err(TopologyError::SlotCoverage(r.start.min(SLOT_COUNT - 1)));
+            }
+            for s in r.start..=r.end {
+                if owners[s as usize].replace(r.group).is_some() {
+                    return Err(TopologyError::SlotCoverage(s));
+                }
+            }
+        }
+        owners
+            .into_iter()
+            .enumerate()
+            .map(|(s, o)| o.ok_or(TopologyError::SlotCoverage(s as u16)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn even_topology_three_groups() {
+        let t = Topology::even(vec![
+            vec!["a:1".into()],
+            vec!["b:1".into(), "b:2".into()],
+            vec!["c:1".into()],
+        ])
+        .expect("valid");
+        let owners = t.slot_owners().expect("owners");
+        assert_eq!(owners[0], 1);
+        assert_eq!(owners[5460], 1);
+        assert_eq!(owners[5461], 2);
+        assert_eq!(owners[10922], 2);
+        assert_eq!(owners[10923], 3);
+        assert_eq!(owners[16383], 3);
+        assert_eq!(t.groups[1].master(), Some("b:1"));
+    }
+
+    #[test]
+    fn rejects_gaps_and_empty_groups() {
+        assert_eq!(Topology::even(vec![]), Err(TopologyError::NoGroups));
+        assert_eq!(
+            Topology::even(vec![vec![]]),
+            Err(TopologyError::EmptyGroup(1))
+        );
+        let mut t = Topology::even(vec![vec!["a:1".into()]]).expect("valid");
+        t.slots[0].end = 100;
+        assert_eq!(t.validate(), Err(TopologyError::SlotCoverage(101)));
+    }
+}
