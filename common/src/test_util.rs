@@ -83,11 +83,6 @@ impl RedisServer {
                     return Some(false);
                 }
             }
-            let mut args: Vec<&[u8]> = Vec::new();
-            if let Some(p) = &password {
-                args.extend([b"AUTH".as_slice(), p.as_bytes()]);
-                let _ = server.try_command(&args);
-            }
             match server.try_command_auth(password.as_deref(), &[b"PING"]) {
                 Ok(r) if r.starts_with(b"+PONG") => Some(true),
                 _ => None,
