@@ -1,0 +1,304 @@
+//! Shared, pipelined connections to one backend server.
+//!
+//! Each connection is a task that owns a socket: it takes every request queued since
+//! its last write, writes them in one batch, and hands replies back in FIFO order.
+//! A broken connection fails exactly the requests that were in flight on it (their
+//! reply channels are dropped), then reconnects with backoff; while a backend is
+//! unreachable, requests get an error at once instead of waiting.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kodis_common::resp::{Limits, ReplyScanner};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::error::BackendError;
+use crate::metrics::BackendMetrics;
+
+/// A reply, or why there is none.
+pub type BackendResult = Result<Bytes, BackendError>;
+
+/// Where a request's reply goes.
+pub type ReplyRx = oneshot::Receiver<BackendResult>;
+
+/// One request for a backend: RESP bytes and where its reply goes.
+#[derive(Debug)]
+pub struct BackendRequest {
+    /// The request, a complete multibulk frame.
+    pub frame: Bytes,
+    /// Receives the reply frame.
+    pub reply: oneshot::Sender<BackendResult>,
+}
+
+/// Settings shared by every backend connection.
+#[derive(Debug, Clone)]
+pub struct BackendOptions {
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// `AUTH` password of the backends, if they need one.
+    pub password: Option<String>,
+    /// Reply size limits.
+    pub limits: Limits,
+    /// Requests queued per connection before senders wait.
+    pub queue: usize,
+}
+
+/// The connections to one backend server.
+#[derive(Debug)]
+pub struct BackendPool {
+    addr: Arc<str>,
+    conns: Vec<mpsc::Sender<BackendRequest>>,
+    up: Arc<AtomicBool>,
+}
+
+impl BackendPool {
+    /// Starts `n` connection tasks to `addr`. They connect lazily and stop when the
+    /// pool is dropped.
+    pub fn new(
+        addr: &str,
+        n: usize,
+        opts: Arc<BackendOptions>,
+        metrics: BackendMetrics,
+    ) -> Arc<Self> {
+        let addr: Arc<str> = Arc::from(addr);
+        let up = Arc::new(AtomicBool::new(false));
+        let conns = (0..n.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(opts.queue);
+                tokio::spawn(run_connection(
+                    addr.clone(),
+                    rx,
+                    opts.clone(),
+                    metrics.clone(),
+                    up.clone(),
+                ));
+                tx
+            })
+            .collect();
+        Arc::new(Self { addr, conns, up })
+    }
+
+    /// The backend's address.
+    pub fn addr(&self) -> &Arc<str> {
+        &self.addr
+    }
+
+    /// Whether a connection to the backend is currently established.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Queues `frame` on connection `conn % n` and returns where its reply arrives.
+    /// A session always uses the same connection, so its requests to one backend run
+    /// in the order it sent them.
+    pub async fn send(&self, conn: usize, frame: Bytes) -> ReplyRx {
+        let (tx, rx) = oneshot::channel();
+        let req = BackendRequest { frame, reply: tx };
+        let idx = conn % self.conns.len();
+        if let Err(mpsc::error::SendError(req)) = self.conns[idx].send(req).await {
+            // The task is gone only when the proxy is shutting down.
+            let _ = req.reply.send(Err(BackendError::Unavailable {
+                addr: self.addr.clone(),
+                cause: Arc::from("proxy is shutting down"),
+            }));
+        }
+        rx
+    }
+}
+
+async fn run_connection(
+    addr: Arc<str>,
+    mut rx: mpsc::Receiver<BackendRequest>,
+    opts: Arc<BackendOptions>,
+    metrics: BackendMetrics,
+    up: Arc<AtomicBool>,
+) {
+    const MIN_BACKOFF: Duration = Duration::from_millis(50);
+    const MAX_BACKOFF: Duration = Duration::from_secs(2);
+    let mut backoff = MIN_BACKOFF;
+    // Connect only once there is work, so an idle pool to a dead server is quiet.
+    let mut pending: Option<BackendRequest> = match rx.recv().await {
+        Some(r) => Some(r),
+        None => return,
+    };
+    loop {
+        let cause = match connect(&addr, &opts).await {
+            Ok(stream) => {
+                info!(backend = %addr, "connected to backend");
+                up.store(true, Ordering::Relaxed);
+                backoff = MIN_BACKOFF;
+                let end = serve(stream, &addr, &mut rx, pending.take(), &opts, &metrics).await;
+                up.store(false, Ordering::Relaxed);
+                match end {
+                    ServeEnd::Closed => return,
+                    ServeEnd::Broken(e) => {
+                        warn!(backend = %addr, error = %e, "backend connection lost");
+                        metrics.errors.inc();
+                        e
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(backend = %addr, error = %e, "cannot connect to backend");
+                e
+            }
+        };
+        let err = BackendError::Unavailable {
+            addr: addr.clone(),
+            cause: Arc::from(cause.as_str()),
+        };
+        if let Some(r) = pending.take() {
+            let _ = r.reply.send(Err(err.clone()));
+        }
+        // During backoff every request fails at once rather than queueing.
+        let retry_at = tokio::time::Instant::now() + backoff;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(retry_at) => break,
+                r = rx.recv() => match r {
+                    Some(r) => { let _ = r.reply.send(Err(err.clone())); }
+                    None => return,
+                },
+            }
+        }
+        pending = match rx.recv().await {
+            Some(r) => Some(r),
+            None => return,
+        };
+    }
+}
+
+async fn connect(addr: &str, opts: &BackendOptions) -> Result<TcpStream, String> {
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        if let Some(pw) = &opts.password {
+            let mut cmd = Vec::new();
+            kodis_common::resp::encode_array_header(&mut cmd, 2);
+            kodis_common::resp::encode_bulk(&mut cmd, b"AUTH");
+            kodis_common::resp::encode_bulk(&mut cmd, pw.as_bytes());
+            s.write_all(&cmd).await.map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if !buf[..n].starts_with(b"+OK") {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                return Err(format!("AUTH refused: {}", text.trim_end()));
+            }
+        }
+        Ok(s)
+    };
+    match tokio::time::timeout(opts.connect_timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "connect timed out after {} ms",
+            opts.connect_timeout.as_millis()
+        )),
+    }
+}
+
+enum ServeEnd {
+    /// The pool was dropped: stop for good.
+    Closed,
+    /// The connection failed; the string says why.
+    Broken(String),
+}
+
+/// An in-flight request: where its reply goes and when its batch was written.
+struct InFlight {
+    reply: oneshot::Sender<BackendResult>,
+    sent: Instant,
+}
+
+async fn serve(
+    stream: TcpStream,
+    addr: &Arc<str>,
+    rx: &mut mpsc::Receiver<BackendRequest>,
+    first: Option<BackendRequest>,
+    opts: &BackendOptions,
+    metrics: &BackendMetrics,
+) -> ServeEnd {
+    let (mut rd, mut wr) = stream.into_split();
+    let (inflight_tx, mut inflight_rx) = mpsc::unbounded_channel::<InFlight>();
+
+    let writer = async {
+        let mut batch: Vec<BackendRequest> = Vec::with_capacity(64);
+        let mut wbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
+        if let Some(r) = first {
+            batch.push(r);
+        }
+        loop {
+            if batch.is_empty() && rx.recv_many(&mut batch, 256).await == 0 {
+                return ServeEnd::Closed;
+            }
+            let now = Instant::now();
+            for req in batch.drain(..) {
+                wbuf.extend_from_slice(&req.frame);
+                // Queued before the write, so the reader always finds it.
+                let _ = inflight_tx.send(InFlight {
+                    reply: req.reply,
+                    sent: now,
+                });
+            }
+            if let Err(e) = wr.write_all(&wbuf).await {
+                return ServeEnd::Broken(format!("write failed: {e}"));
+            }
+            metrics.bytes_out.inc_by(wbuf.len() as u64);
+            metrics.writes.inc();
+            if wbuf.capacity() > 1024 * 1024 {
+                wbuf = Vec::with_capacity(16 * 1024);
+            } else {
+                wbuf.clear();
+            }
+        }
+    };
+
+    let reader = async {
+        let mut rbuf = BytesMut::with_capacity(16 * 1024);
+        let mut scanner = ReplyScanner::new(opts.limits);
+        let mut queue: VecDeque<InFlight> = VecDeque::new();
+        loop {
+            if rbuf.capacity() - rbuf.len() < 4096 {
+                rbuf.reserve(16 * 1024);
+            }
+            match rd.read_buf(&mut rbuf).await {
+                Ok(0) => return ServeEnd::Broken("backend closed the connection".into()),
+                Ok(n) => {
+                    metrics.bytes_in.inc_by(n as u64);
+                }
+                Err(e) => return ServeEnd::Broken(format!("read failed: {e}")),
+            }
+            loop {
+                let n = match scanner.scan(&rbuf) {
+                    Ok(Some(n)) => n,
+                    Ok(None) => break,
+                    Err(e) => return ServeEnd::Broken(format!("bad reply: {e}")),
+                };
+                let frame = rbuf.split_to(n).freeze();
+                while let Ok(f) = inflight_rx.try_recv() {
+                    queue.push_back(f);
+                }
+                let Some(f) = queue.pop_front() else {
+                    return ServeEnd::Broken("reply with no request in flight".into());
+                };
+                metrics.latency.observe(f.sent.elapsed().as_secs_f64());
+                debug!(backend = %addr, bytes = frame.len(), "backend reply");
+                let _ = f.reply.send(Ok(frame));
+            }
+        }
+    };
+
+    let end = tokio::select! {
+        e = writer => e,
+        e = reader => e,
+    };
+    // Dropping the in-flight queue drops each reply sender: those sessions answer
+    // "connection lost" for exactly those requests.
+    end
+}

@@ -1,0 +1,252 @@
+//! What the proxy does with each command: route it by key, split it, answer it
+//! itself, or refuse it. Built once at start-up over the command table.
+
+use prometheus_client::metrics::counter::Counter;
+use rustc_hash::FxHashMap;
+
+use crate::command_table::{CommandSpec, CommandTable};
+use crate::metrics::Metrics;
+use crate::reply::lowercase;
+
+/// How a split command's parts are merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitKind {
+    /// MGET: arrays re-assembled in the client's key order.
+    Mget,
+    /// MSET: OK once every part is OK.
+    Mset,
+    /// DEL, UNLINK, EXISTS, TOUCH: integers summed.
+    Sum,
+}
+
+/// Commands the proxy answers from its own state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// PING [msg]
+    Ping,
+    /// ECHO msg
+    Echo,
+    /// QUIT
+    Quit,
+    /// SELECT db (only 0)
+    Select,
+    /// AUTH [user] pass
+    Auth,
+    /// HELLO [protover [AUTH user pass] [SETNAME name]]
+    Hello,
+    /// CLIENT subcommands
+    Client,
+    /// INFO [section]
+    Info,
+    /// CLUSTER KEYSLOT (other CLUSTER subcommands are refused)
+    Cluster,
+    /// TIME
+    Time,
+    /// READONLY / READWRITE
+    ReadMode,
+    /// CONFIG GET goes to a backend; other CONFIG subcommands are refused.
+    Config,
+}
+
+/// The action class of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Routed to the owner of its keys; several keys must share a slot.
+    Keyed,
+    /// Split per group when its keys span groups.
+    Split(SplitKind),
+    /// Answered by the proxy.
+    Local(Local),
+    /// Refused with the reason given.
+    Refused(&'static str),
+    /// Sent to any backend (the first group's master): COMMAND, CONFIG GET.
+    AnyBackend,
+    /// Sent to every group's master, integer replies summed: DBSIZE.
+    SumAll,
+    /// A command with no key to route by.
+    NoKey,
+}
+
+/// One command's entry: its canonical name, its kind and its counter.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Upper-case name, as errors show it.
+    pub name: String,
+    /// What the proxy does with it.
+    pub kind: Kind,
+    /// Pre-registered `commands_total` counter.
+    pub counter: Counter,
+}
+
+/// The command table plus the proxy's decision for each command.
+#[derive(Debug)]
+pub struct Commands {
+    /// Key specs, arity and flags of every command Redis knows.
+    pub table: CommandTable,
+    entries: FxHashMap<Vec<u8>, Entry>,
+    /// Counter of commands no table knows.
+    pub unknown: Counter,
+}
+
+const TX: &str = "transactions are not supported by kodis-proxy yet";
+const BLOCKING: &str = "blocking commands are not supported by kodis-proxy yet";
+const PUBSUB: &str = "Pub/Sub is not supported by kodis-proxy yet";
+const KEYSPACE: &str = "whole-keyspace commands are not supported by kodis-proxy yet";
+const ONE_DB: &str = "kodis-proxy has only database 0";
+const ADMIN: &str = "it is an administrative command for a single server";
+
+/// Commands refused whatever their flags, with why.
+const REFUSED: &[(&str, &str)] = &[
+    ("shutdown", "it would stop a backend server"),
+    ("replicaof", "replication is managed by kodis-dashboard and kodis-ha"),
+    ("slaveof", "replication is managed by kodis-dashboard and kodis-ha"),
+    ("sync", "replication is managed by kodis-dashboard and kodis-ha"),
+    ("psync", "replication is managed by kodis-dashboard and kodis-ha"),
+    ("failover", "failover is managed by kodis-ha"),
+    ("monitor", "it cannot be served through a proxy"),
+    ("debug", ADMIN),
+    ("migrate", "slot migration is managed by kodis-dashboard"),
+    ("move", ONE_DB),
+    ("swapdb", ONE_DB),
+    ("multi", TX),
+    ("exec", TX),
+    ("discard", TX),
+    ("watch", TX),
+    ("unwatch", TX),
+    ("subscribe", PUBSUB),
+    ("psubscribe", PUBSUB),
+    ("ssubscribe", PUBSUB),
+    ("unsubscribe", PUBSUB),
+    ("punsubscribe", PUBSUB),
+    ("sunsubscribe", PUBSUB),
+    ("publish", PUBSUB),
+    ("spublish", PUBSUB),
+    ("pubsub", PUBSUB),
+    ("scan", KEYSPACE),
+    ("keys", KEYSPACE),
+    ("randomkey", KEYSPACE),
+    ("flushall", KEYSPACE),
+    ("flushdb", KEYSPACE),
+    ("wait", "it cannot be served through a proxy"),
+    ("reset", "it cannot be served through a proxy"),
+    ("save", ADMIN),
+    ("bgsave", ADMIN),
+    ("bgrewriteaof", ADMIN),
+    ("lastsave", ADMIN),
+    ("acl", ADMIN),
+    ("module", ADMIN),
+    ("latency", ADMIN),
+    ("slowlog", ADMIN),
+    ("role", ADMIN),
+    ("script", "script management is not supported by kodis-proxy yet"),
+    ("function", "function management is not supported by kodis-proxy yet"),
+];
+
+const LOCAL: &[(&str, Local)] = &[
+    ("ping", Local::Ping),
+    ("echo", Local::Echo),
+    ("quit", Local::Quit),
+    ("select", Local::Select),
+    ("auth", Local::Auth),
+    ("hello", Local::Hello),
+    ("client", Local::Client),
+    ("info", Local::Info),
+    ("cluster", Local::Cluster),
+    ("time", Local::Time),
+    ("readonly", Local::ReadMode),
+    ("readwrite", Local::ReadMode),
+    ("config", Local::Config),
+];
+
+const SPLIT: &[(&str, SplitKind)] = &[
+    ("mget", SplitKind::Mget),
+    ("mset", SplitKind::Mset),
+    ("del", SplitKind::Sum),
+    ("unlink", SplitKind::Sum),
+    ("exists", SplitKind::Sum),
+    ("touch", SplitKind::Sum),
+];
+
+impl Commands {
+    /// Classifies every command of `table`, registering one counter per command.
+    pub fn new(table: CommandTable, metrics: &Metrics) -> Self {
+        let mut entries = FxHashMap::default();
+        for spec in table.commands() {
+            let name = spec.name.to_ascii_lowercase();
+            if name.contains('|') {
+                continue;
+            }
+            let kind = classify(&name, spec);
+            let counter = metrics.command_counter(&name);
+            entries.insert(
+                name.clone().into_bytes(),
+                Entry {
+                    name: name.to_ascii_uppercase(),
+                    kind,
+                    counter,
+                },
+            );
+        }
+        // Commands the proxy answers even if a backend's table lacks them.
+        for (name, local) in LOCAL {
+            entries.entry(name.as_bytes().to_vec()).or_insert_with(|| Entry {
+                name: name.to_ascii_uppercase(),
+                kind: Kind::Local(*local),
+                counter: metrics.command_counter(name),
+            });
+        }
+        Self {
+            table,
+            entries,
+            unknown: metrics.command_counter("unknown"),
+        }
+    }
+
+    /// The entry of a command name, case-insensitive, without allocating.
+    #[inline]
+    pub fn get(&self, name: &[u8]) -> Option<&Entry> {
+        let mut buf = [0u8; 32];
+        let lower = lowercase(name, &mut buf)?;
+        self.entries.get(lower)
+    }
+
+    /// The command-table spec for a request's name and (if any) subcommand.
+    #[inline]
+    pub fn spec(&self, name: &[u8], sub: Option<&[u8]>) -> Option<&CommandSpec> {
+        self.table.lookup(name, sub)
+    }
+}
+
+fn classify(name: &str, spec: &CommandSpec) -> Kind {
+    if let Some((_, l)) = LOCAL.iter().find(|(n, _)| *n == name) {
+        return Kind::Local(*l);
+    }
+    if let Some((_, why)) = REFUSED.iter().find(|(n, _)| *n == name) {
+        return Kind::Refused(why);
+    }
+    if let Some((_, s)) = SPLIT.iter().find(|(n, _)| *n == name) {
+        return Kind::Split(*s);
+    }
+    match name {
+        "dbsize" => return Kind::SumAll,
+        "command" => return Kind::AnyBackend,
+        _ => {}
+    }
+    // XREAD and XREADGROUP are blocking only with BLOCK; the session checks that.
+    if spec.is_blocking() && name != "xread" && name != "xreadgroup" {
+        return Kind::Refused(BLOCKING);
+    }
+    if spec.is_pubsub() {
+        return Kind::Refused(PUBSUB);
+    }
+    if spec.has_keys() || spec.has_subcommands() {
+        return Kind::Keyed;
+    }
+    if spec.is_admin() {
+        return Kind::Refused(ADMIN);
+    }
+    Kind::NoKey
+}
+
+/// Reason given when XREAD / XREADGROUP asks to block.
+pub const BLOCKING_REASON: &str = BLOCKING;

@@ -1,0 +1,270 @@
+//! Proxy configuration: a TOML file with documented defaults, overridden by flags.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use kodis_common::resp::Limits;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StartError;
+
+/// Every setting of `kodis-proxy`. Each field's default is in [`ProxyConfig::default`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Address clients connect to. Default `0.0.0.0:19000`.
+    pub listen: String,
+    /// Address of the admin HTTP endpoint (`/metrics`, `/healthz`, `/api/v1/topology`).
+    /// Default `0.0.0.0:11080`.
+    pub admin_listen: String,
+    /// Static mode: groups of backend servers, master first. Slots are split evenly in
+    /// this order.
+    pub groups: Vec<Vec<String>>,
+    /// Password clients must give with `AUTH` (none by default). Also read from
+    /// `KODIS_PROXY_PASSWORD`.
+    pub password: Option<String>,
+    /// Password of the backend servers (`requirepass`). Also read from
+    /// `KODIS_REDIS_PASSWORD`; never a flag, so `ps` does not show it.
+    pub backend_password: Option<String>,
+    /// Pipelined connections per backend server; 0 means one per worker thread.
+    pub backend_connections: usize,
+    /// Tokio worker threads; 0 means one per CPU core.
+    pub worker_threads: usize,
+    /// Backend connect timeout in milliseconds. Default 1000.
+    pub connect_timeout_ms: u64,
+    /// Most client connections served at once; one more gets an error. Default 10000.
+    pub max_clients: usize,
+    /// Most requests of one client awaiting their reply; past it the proxy stops
+    /// reading that client (backpressure). Default 1024.
+    pub max_pipeline: usize,
+    /// How long a SIGTERM waits for in-flight requests, in milliseconds. Default 10000.
+    pub shutdown_timeout_ms: u64,
+    /// Refresh the command table from a backend's `COMMAND` at start-up. Default true.
+    pub refresh_command_table: bool,
+    /// RESP size limits for client requests and backend replies.
+    pub limits: Limits,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:19000".into(),
+            admin_listen: "0.0.0.0:11080".into(),
+            groups: Vec::new(),
+            password: None,
+            backend_password: None,
+            backend_connections: 0,
+            worker_threads: 0,
+            connect_timeout_ms: 1000,
+            max_clients: 10_000,
+            max_pipeline: 1024,
+            shutdown_timeout_ms: 10_000,
+            refresh_command_table: true,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Command-line flags of `kodis-proxy`. Flags override the config file.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "kodis-proxy",
+    version,
+    about = "Kodis data plane: speaks RESP to clients as one Redis and routes each key \
+             to the group of stock Redis servers that owns its slot.",
+    after_help = "Static mode example:\n  kodis-proxy --listen 127.0.0.1:19000 \
+                  --group 127.0.0.1:6379 --group 127.0.0.1:6380,127.0.0.1:6381\n\n\
+                  The backend password is read from the config file or \
+                  KODIS_REDIS_PASSWORD, never from a flag."
+)]
+pub struct Args {
+    /// TOML config file; every field of it is optional.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Client address to listen on [default: 0.0.0.0:19000].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Admin HTTP address (metrics, health, topology) [default: 0.0.0.0:11080].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// A group of servers, master first, comma separated; repeat for each group.
+    /// Slots are split evenly over the groups in the order given.
+    #[arg(long = "group", value_name = "MASTER[,REPLICA...]")]
+    pub groups: Vec<String>,
+    /// Password clients must give with AUTH.
+    #[arg(long, env = "KODIS_PROXY_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Most client connections at once [default: 10000].
+    #[arg(long)]
+    pub max_clients: Option<usize>,
+    /// Backend connect timeout in milliseconds [default: 1000].
+    #[arg(long)]
+    pub connect_timeout_ms: Option<u64>,
+    /// Pipelined connections per backend server [default: one per worker thread].
+    #[arg(long)]
+    pub backend_connections: Option<usize>,
+    /// Tokio worker threads [default: one per core].
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
+}
+
+impl ProxyConfig {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self, StartError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| StartError::Config(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text)
+            .map_err(|e| StartError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// The file (if any), then the flags over it, then the environment for the backend
+    /// password; validated.
+    pub fn load(args: &Args, backend_password_env: Option<String>) -> Result<Self, StartError> {
+        let mut cfg = match &args.config {
+            Some(p) => Self::from_file(p)?,
+            None => Self::default(),
+        };
+        if let Some(v) = &args.listen {
+            cfg.listen.clone_from(v);
+        }
+        if let Some(v) = &args.admin_listen {
+            cfg.admin_listen.clone_from(v);
+        }
+        if !args.groups.is_empty() {
+            cfg.groups = args
+                .groups
+                .iter()
+                .map(|g| g.split(',').map(|s| s.trim().to_string()).collect())
+                .collect();
+        }
+        if args.password.is_some() {
+            cfg.password.clone_from(&args.password);
+        }
+        if let Some(v) = args.max_clients {
+            cfg.max_clients = v;
+        }
+        if let Some(v) = args.connect_timeout_ms {
+            cfg.connect_timeout_ms = v;
+        }
+        if let Some(v) = args.backend_connections {
+            cfg.backend_connections = v;
+        }
+        if let Some(v) = args.worker_threads {
+            cfg.worker_threads = v;
+        }
+        if cfg.backend_password.is_none() {
+            cfg.backend_password = backend_password_env.filter(|p| !p.is_empty());
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Rejects values the proxy cannot run with, naming the field.
+    pub fn validate(&self) -> Result<(), StartError> {
+        let bad = |m: String| Err(StartError::Config(m));
+        for (name, addr) in [("listen", &self.listen), ("admin_listen", &self.admin_listen)] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return bad(format!("{name} = {addr:?} is not an IP:port address"));
+            }
+        }
+        if self.groups.is_empty() {
+            return bad("no backend group given (use --group or `groups` in the file)".into());
+        }
+        for (i, g) in self.groups.iter().enumerate() {
+            if g.is_empty() {
+                return bad(format!("group {} has no server", i + 1));
+            }
+            for s in g {
+                if s.rsplit_once(':')
+                    .and_then(|(h, p)| (!h.is_empty()).then_some(p))
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .is_none()
+                {
+                    return bad(format!("group {}: {s:?} is not a host:port address", i + 1));
+                }
+            }
+        }
+        if self.max_clients == 0 {
+            return bad("max_clients must be at least 1".into());
+        }
+        if self.max_pipeline == 0 {
+            return bad("max_pipeline must be at least 1".into());
+        }
+        if self.connect_timeout_ms == 0 {
+            return bad("connect_timeout_ms must be at least 1".into());
+        }
+        let l = &self.limits;
+        if l.max_bulk_len == 0 || l.max_array_len == 0 || l.max_inline_len == 0 {
+            return bad("limits must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Worker threads to run, resolving 0 to the number of cores.
+    pub fn effective_workers(&self) -> usize {
+        if self.worker_threads > 0 {
+            self.worker_threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// Connections per backend, resolving 0 to the worker count.
+    pub fn effective_backend_connections(&self) -> usize {
+        if self.backend_connections > 0 {
+            self.backend_connections
+        } else {
+            self.effective_workers()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\nmax_clients = 5\ngroups = [[\"127.0.0.1:6379\"]]\n\
+             [limits]\nmax_inline_len = 100\n",
+        )
+        .expect("write");
+        let args = Args {
+            config: Some(path),
+            listen: Some("127.0.0.1:2".into()),
+            ..Args::default()
+        };
+        let cfg = ProxyConfig::load(&args, Some("pw".into())).expect("valid");
+        assert_eq!(cfg.listen, "127.0.0.1:2");
+        assert_eq!(cfg.max_clients, 5);
+        assert_eq!(cfg.limits.max_inline_len, 100);
+        assert_eq!(cfg.limits.max_bulk_len, 512 * 1024 * 1024);
+        assert_eq!(cfg.backend_password.as_deref(), Some("pw"));
+        assert_eq!(cfg.groups, vec![vec!["127.0.0.1:6379".to_string()]]);
+    }
+
+    #[test]
+    fn rejects_bad_values_with_the_field_name() {
+        let args = Args {
+            groups: vec!["localhost".into()],
+            ..Args::default()
+        };
+        let err = ProxyConfig::load(&args, None).expect_err("bad addr").to_string();
+        assert!(err.contains("not a host:port"), "{err}");
+        let err = ProxyConfig::load(&Args::default(), None).expect_err("no groups").to_string();
+        assert!(err.contains("no backend group"), "{err}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").expect("write");
+        let args = Args {
+            config: Some(path),
+            ..Args::default()
+        };
+        let err = ProxyConfig::load(&args, None).expect_err("unknown").to_string();
+        assert!(err.contains("lisen"), "{err}");
+    }
+}

@@ -1,0 +1,48 @@
+//! Errors of the proxy, and how each becomes a RESP error reply.
+
+use std::sync::Arc;
+
+/// Why a request sent to a backend got no reply from it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    /// The backend could not be reached (connect failed or timed out, or in backoff).
+    #[error("backend {addr} is unavailable: {cause}")]
+    Unavailable {
+        /// The backend's address.
+        addr: Arc<str>,
+        /// Why the last connection attempt failed.
+        cause: Arc<str>,
+    },
+    /// The connection broke while the request was in flight: it may or may not have run.
+    #[error("connection to backend {addr} was lost with the request in flight")]
+    ConnectionLost {
+        /// The backend's address.
+        addr: Arc<str>,
+    },
+}
+
+impl BackendError {
+    /// The error as a RESP error line.
+    pub fn to_resp(&self) -> bytes::Bytes {
+        bytes::Bytes::from(format!("-ERR {self}\r\n"))
+    }
+}
+
+/// Start-up failures of the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address given.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The static topology is invalid.
+    #[error(transparent)]
+    Topology(#[from] kodis_common::topology::TopologyError),
+}

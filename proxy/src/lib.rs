@@ -1,0 +1,19 @@
+//! kodis-proxy: the Kodis data plane. Clients speak RESP to it as to one Redis; it
+//! routes each key to the group of stock Redis servers that owns the key's slot.
+
+pub mod admin;
+pub mod backend;
+pub mod command_table;
+pub mod commands;
+pub mod config;
+pub mod error;
+mod local;
+pub mod merge;
+pub mod metrics;
+pub mod reply;
+pub mod router;
+pub mod server;
+pub mod session;
+
+pub use config::{Args, ProxyConfig};
+pub use server::{start, ProxyHandle};

@@ -1,0 +1,273 @@
+//! Commands the proxy answers itself: connection state, INFO, HELLO, CLIENT, ...
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use kodis_common::resp::Request;
+use kodis_common::slot::key_slot;
+
+use crate::commands::Local;
+use crate::reply;
+use crate::session::{refused, wrong_args, Pending, Session};
+
+impl Session {
+    /// Answers a local command, or forwards the part of it a backend must answer.
+    pub(crate) async fn local(&mut self, l: Local, req: &Request) -> Pending {
+        let argc = req.argc();
+        let ready = |b: Bytes| Pending::Ready(b);
+        match l {
+            Local::Ping => match argc {
+                1 => ready(reply::simple("PONG")),
+                2 => ready(reply::bulk(req.arg(1))),
+                _ => ready(wrong_args("ping")),
+            },
+            Local::Echo if argc == 2 => ready(reply::bulk(req.arg(1))),
+            Local::Echo => ready(wrong_args("echo")),
+            Local::Quit => Pending::Close(reply::simple("OK")),
+            Local::Select => self.select(req),
+            Local::Auth => ready(self.auth(req)),
+            Local::Hello => ready(self.hello(req)),
+            Local::Client => ready(self.client(req)),
+            Local::Info => ready(self.info()),
+            Local::Cluster => {
+                if argc == 3 && req.arg(1).eq_ignore_ascii_case(b"KEYSLOT") {
+                    ready(reply::integer(i64::from(key_slot(req.arg(2)))))
+                } else if argc < 2 {
+                    ready(wrong_args("cluster"))
+                } else {
+                    self.ctx.metrics.errors.refused.inc();
+                    ready(refused(
+                        &format!("CLUSTER {}", upper(req.arg(1))),
+                        "kodis-proxy presents one standalone Redis; only CLUSTER KEYSLOT is served",
+                    ))
+                }
+            }
+            Local::Time => {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                ready(reply::array(&[
+                    reply::bulk(now.as_secs().to_string().as_bytes()),
+                    reply::bulk(now.subsec_micros().to_string().as_bytes()),
+                ]))
+            }
+            Local::ReadMode => ready(reply::simple("OK")),
+            Local::Config => {
+                if argc >= 3 && req.arg(1).eq_ignore_ascii_case(b"GET") {
+                    let routes = self.ctx.router.load();
+                    match routes.groups.first() {
+                        Some(g) => {
+                            let rx = g.master.send(self.id as usize, req.to_resp()).await;
+                            Pending::Backend(rx, g.master.addr().clone())
+                        }
+                        None => ready(reply::error("ERR kodis: no backend group")),
+                    }
+                } else if argc < 2 {
+                    ready(wrong_args("config"))
+                } else {
+                    self.ctx.metrics.errors.refused.inc();
+                    ready(refused(
+                        &format!("CONFIG {}", upper(req.arg(1))),
+                        "backend configuration is managed by kodis, not through the proxy",
+                    ))
+                }
+            }
+        }
+    }
+
+    fn select(&self, req: &Request) -> Pending {
+        if req.argc() != 2 {
+            return Pending::Ready(wrong_args("select"));
+        }
+        Pending::Ready(match std::str::from_utf8(req.arg(1)).ok().and_then(|s| s.parse::<i64>().ok()) {
+            Some(0) => reply::simple("OK"),
+            Some(_) => reply::error("ERR DB index is out of range: kodis-proxy has only database 0"),
+            None => reply::error("ERR value is not an integer or out of range"),
+        })
+    }
+
+    /// Checks `user`/`pass` against the proxy password; marks the session on success.
+    fn check_password(&mut self, user: &[u8], pass: &[u8]) -> Result<(), Bytes> {
+        let Some(expected) = &self.ctx.config.password else {
+            // No password set: the default user accepts anything, as Redis's nopass.
+            self.authed = true;
+            return Ok(());
+        };
+        if user == b"default" && pass == expected.as_bytes() {
+            self.authed = true;
+            Ok(())
+        } else {
+            self.ctx.metrics.errors.auth.inc();
+            Err(reply::error("WRONGPASS invalid username-password pair or user is disabled."))
+        }
+    }
+
+    fn auth(&mut self, req: &Request) -> Bytes {
+        let (user, pass) = match req.argc() {
+            2 => (&b"default"[..], req.arg(1)),
+            3 => (req.arg(1), req.arg(2)),
+            _ => return wrong_args("auth"),
+        };
+        if self.ctx.config.password.is_none() && req.argc() == 2 {
+            return reply::error(
+                "ERR AUTH <password> called without any password configured for the default user. \
+                 Are you sure your configuration is correct?",
+            );
+        }
+        match self.check_password(user, pass) {
+            Ok(()) => reply::simple("OK"),
+            Err(e) => e,
+        }
+    }
+
+    fn hello(&mut self, req: &Request) -> Bytes {
+        let argc = req.argc();
+        if argc >= 2 {
+            match std::str::from_utf8(req.arg(1)).ok().and_then(|s| s.parse::<i64>().ok()) {
+                Some(2) => {}
+                Some(3) => {
+                    return reply::error("NOPROTO kodis-proxy speaks RESP2 only for now; use HELLO 2")
+                }
+                Some(_) => return reply::error("NOPROTO unsupported protocol version"),
+                None => {
+                    return reply::error("ERR Protocol version is not an integer or out of range")
+                }
+            }
+        }
+        let mut i = 2;
+        let mut new_name = None;
+        while i < argc {
+            let opt = req.arg(i);
+            if opt.eq_ignore_ascii_case(b"AUTH") && i + 2 < argc {
+                if let Err(e) = self.check_password(req.arg(i + 1), req.arg(i + 2)) {
+                    return e;
+                }
+                i += 3;
+            } else if opt.eq_ignore_ascii_case(b"SETNAME") && i + 1 < argc {
+                new_name = Some(req.arg_bytes(i + 1));
+                i += 2;
+            } else {
+                return reply::error(&format!("ERR Syntax error in HELLO option '{}'", upper(opt)));
+            }
+        }
+        if !self.authed {
+            self.ctx.metrics.errors.auth.inc();
+            return reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        }
+        if let Some(n) = new_name {
+            if let Err(e) = valid_name(&n) {
+                return e;
+            }
+            self.name = (!n.is_empty()).then_some(n);
+        }
+        reply::array(&[
+            reply::bulk(b"server"),
+            reply::bulk(b"redis"),
+            reply::bulk(b"version"),
+            reply::bulk(self.ctx.redis_version.as_bytes()),
+            reply::bulk(b"proto"),
+            reply::integer(2),
+            reply::bulk(b"id"),
+            reply::integer(self.id as i64),
+            reply::bulk(b"mode"),
+            reply::bulk(b"standalone"),
+            reply::bulk(b"role"),
+            reply::bulk(b"master"),
+            reply::bulk(b"modules"),
+            reply::array(&[]),
+        ])
+    }
+
+    fn client(&mut self, req: &Request) -> Bytes {
+        let argc = req.argc();
+        if argc < 2 {
+            return wrong_args("client");
+        }
+        let sub = upper(req.arg(1));
+        match (sub.as_str(), argc) {
+            ("SETNAME", 3) => {
+                let n = req.arg_bytes(2);
+                if let Err(e) = valid_name(&n) {
+                    return e;
+                }
+                self.name = (!n.is_empty()).then_some(n);
+                reply::simple("OK")
+            }
+            ("GETNAME", 2) => self.name.as_deref().map_or_else(reply::null, reply::bulk),
+            ("ID", 2) => reply::integer(self.id as i64),
+            ("SETINFO", 4) => {
+                let attr = upper(req.arg(2));
+                let v = req.arg_bytes(3);
+                if v.iter().any(|&c| c <= b' ' || c > b'~') {
+                    return reply::error(&format!(
+                        "ERR {attr} cannot contain spaces, newlines or special characters."
+                    ));
+                }
+                match attr.as_str() {
+                    "LIB-NAME" => self.lib_name = Some(v),
+                    "LIB-VER" => self.lib_ver = Some(v),
+                    _ => return reply::error(&format!("ERR Unrecognized option '{attr}'")),
+                }
+                reply::simple("OK")
+            }
+            ("INFO", 2) | ("LIST", 2) => reply::bulk(self.client_line().as_bytes()),
+            ("NO-EVICT", 3) | ("NO-TOUCH", 3) => reply::simple("OK"),
+            ("SETNAME" | "GETNAME" | "ID" | "SETINFO" | "INFO", _) => {
+                wrong_args(&format!("client|{}", sub.to_ascii_lowercase()))
+            }
+            _ => {
+                self.ctx.metrics.errors.refused.inc();
+                refused(
+                    &format!("CLIENT {sub}"),
+                    "only CLIENT SETNAME, GETNAME, ID, SETINFO, INFO and LIST are served by the proxy",
+                )
+            }
+        }
+    }
+
+    fn client_line(&self) -> String {
+        let s = |b: &Option<Bytes>| b.as_deref().map(String::from_utf8_lossy).unwrap_or_default().to_string();
+        format!(
+            "id={} addr={} name={} db=0 lib-name={} lib-ver={}\n",
+            self.id,
+            self.peer,
+            s(&self.name),
+            s(&self.lib_name),
+            s(&self.lib_ver)
+        )
+    }
+
+    fn info(&self) -> Bytes {
+        let ctx = &self.ctx;
+        let routes = ctx.router.load();
+        let text = format!(
+            "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nkodis_version:{}\r\n\
+             process_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n\
+             # Clients\r\nconnected_clients:{}\r\n\r\n\
+             # Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n\
+             # Proxy\r\nkodis_epoch:{}\r\nkodis_groups:{}\r\nkodis_backends_up:{}\r\n",
+            ctx.redis_version,
+            env!("CARGO_PKG_VERSION"),
+            std::process::id(),
+            ctx.config.listen.rsplit(':').next().unwrap_or(""),
+            ctx.started.elapsed().as_secs(),
+            ctx.metrics.connections.get(),
+            routes.topology.epoch,
+            routes.groups.len(),
+            routes.groups.iter().filter(|g| g.master.is_up()).count(),
+        );
+        reply::bulk(text.as_bytes())
+    }
+}
+
+fn upper(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_ascii_uppercase()
+}
+
+fn valid_name(n: &[u8]) -> Result<(), Bytes> {
+    if n.iter().any(|&c| c <= b' ' || c > b'~') {
+        Err(reply::error(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,35 @@
+//! `kodis-proxy`: parse flags, set up logging, serve until SIGTERM or SIGINT.
+
+use anyhow::Context;
+use clap::Parser;
+use kodis_proxy::{Args, ProxyConfig};
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    kodis_common::telemetry::init("info");
+    let config = ProxyConfig::load(&args, std::env::var("KODIS_REDIS_PASSWORD").ok())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.effective_workers())
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let proxy = kodis_proxy::start(config).await?;
+        wait_for_signal().await?;
+        tracing::info!("shutting down: finishing in-flight requests");
+        proxy.shutdown();
+        proxy.wait().await;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

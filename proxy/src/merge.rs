@@ -1,0 +1,123 @@
+//! Splitting multi-key commands per group and merging the parts' replies.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kodis_common::resp::{array_elements, encode_array_header, encode_bulk, reply_integer, Request};
+
+use crate::backend::ReplyRx;
+use crate::commands::SplitKind;
+use crate::error::BackendError;
+use crate::metrics::Metrics;
+use crate::reply;
+
+/// Builds one request per group for a command whose key arguments start at 1 and
+/// repeat every `step` arguments (1 for MGET/DEL, 2 for MSET). `groups[k]` is the
+/// group of the k-th key. Returns `(group, frame, key ordinals)` per part, in the
+/// order groups first appear.
+pub fn split_request(req: &Request, step: usize, groups: &[usize]) -> Vec<(usize, Bytes, Vec<usize>)> {
+    let mut parts: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (k, &g) in groups.iter().enumerate() {
+        match parts.iter_mut().find(|(pg, _)| *pg == g) {
+            Some((_, keys)) => keys.push(k),
+            None => parts.push((g, vec![k])),
+        }
+    }
+    parts
+        .into_iter()
+        .map(|(g, keys)| {
+            let mut out = Vec::with_capacity(64 * keys.len());
+            encode_array_header(&mut out, 1 + keys.len() * step);
+            encode_bulk(&mut out, req.arg(0));
+            for &k in &keys {
+                let i = 1 + k * step;
+                for j in i..i + step {
+                    encode_bulk(&mut out, req.arg(j));
+                }
+            }
+            (g, Bytes::from(out), keys)
+        })
+        .collect()
+}
+
+/// The parts of one split request, merged into one reply when all have answered.
+#[derive(Debug)]
+pub struct Merge {
+    kind: SplitKind,
+    parts: Vec<(ReplyRx, Arc<str>)>,
+    /// For MGET: the client's key ordinals each part asked for.
+    positions: Vec<Vec<usize>>,
+    total_keys: usize,
+}
+
+impl Merge {
+    /// A merge of `parts`; `positions` and `total_keys` matter for MGET only.
+    pub fn new(
+        kind: SplitKind,
+        parts: Vec<(ReplyRx, Arc<str>)>,
+        positions: Vec<Vec<usize>>,
+        total_keys: usize,
+    ) -> Self {
+        Self {
+            kind,
+            parts,
+            positions,
+            total_keys,
+        }
+    }
+
+    /// Waits for every part and builds the client's reply. The first error (a backend
+    /// failure or an error reply) wins, so a partial result is never shown as whole.
+    pub async fn resolve(self, metrics: &Metrics) -> Bytes {
+        let mut replies = Vec::with_capacity(self.parts.len());
+        for (rx, addr) in self.parts {
+            match rx.await.unwrap_or(Err(BackendError::ConnectionLost { addr })) {
+                Ok(b) => replies.push(b),
+                Err(e) => {
+                    metrics.errors.backend.inc();
+                    return e.to_resp();
+                }
+            }
+        }
+        if let Some(err) = replies.iter().find(|r| r.first() == Some(&b'-')) {
+            return err.clone();
+        }
+        match self.kind {
+            SplitKind::Mset => reply::simple("OK"),
+            SplitKind::Sum => {
+                let mut sum = 0i64;
+                for r in &replies {
+                    match reply_integer(r) {
+                        Some(n) => sum += n,
+                        None => return unexpected(r),
+                    }
+                }
+                reply::integer(sum)
+            }
+            SplitKind::Mget => {
+                let mut slots: Vec<&[u8]> = vec![b"$-1\r\n"; self.total_keys];
+                for (r, pos) in replies.iter().zip(&self.positions) {
+                    let Some(elems) = array_elements(r).filter(|e| e.len() == pos.len()) else {
+                        return unexpected(r);
+                    };
+                    for (e, &p) in elems.into_iter().zip(pos) {
+                        if let Some(s) = slots.get_mut(p) {
+                            *s = e;
+                        }
+                    }
+                }
+                let mut out = Vec::with_capacity(16 + slots.iter().map(|s| s.len()).sum::<usize>());
+                encode_array_header(&mut out, slots.len());
+                for s in slots {
+                    out.extend_from_slice(s);
+                }
+                Bytes::from(out)
+            }
+        }
+    }
+}
+
+fn unexpected(r: &[u8]) -> Bytes {
+    let shown = String::from_utf8_lossy(&r[..r.len().min(64)]).to_string();
+    reply::error(&format!("ERR kodis-proxy: unexpected reply from a backend while merging: {shown:?}"))
+}

@@ -1,0 +1,223 @@
+//! Prometheus metrics of the proxy, with handles registered once and cloned into the
+//! places that count, so the request path never looks up a label set.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label of per-command counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabel {
+    /// Lower-case command name, or `unknown`.
+    pub command: String,
+}
+
+/// Label of error counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    /// What kind of error: protocol, backend, refused, crossslot, auth, unknown_command, args.
+    pub kind: String,
+}
+
+/// Label of per-backend metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabel {
+    /// The backend's address.
+    pub backend: String,
+}
+
+/// Kinds of errors the proxy answers, each with its own counter.
+#[derive(Debug, Clone)]
+pub struct ErrorCounters {
+    /// Malformed or over-limit client requests.
+    pub protocol: Counter,
+    /// Backend unavailable or connection lost.
+    pub backend: Counter,
+    /// Commands the proxy refuses.
+    pub refused: Counter,
+    /// Keys in different slots where one slot is required.
+    pub crossslot: Counter,
+    /// NOAUTH / WRONGPASS.
+    pub auth: Counter,
+    /// Commands no table knows.
+    pub unknown_command: Counter,
+    /// Wrong number of arguments.
+    pub args: Counter,
+    /// Clients turned away at max_clients.
+    pub max_clients: Counter,
+}
+
+/// Counters of one backend server.
+#[derive(Debug, Clone)]
+pub struct BackendMetrics {
+    /// Time from the write of a request's batch to its reply.
+    pub latency: Histogram,
+    /// Bytes written to the backend.
+    pub bytes_out: Counter,
+    /// Bytes read from the backend.
+    pub bytes_in: Counter,
+    /// Broken connections.
+    pub errors: Counter,
+    /// Write calls (one per batch of requests).
+    pub writes: Counter,
+}
+
+/// All metrics of one proxy, owning its registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    commands: Family<CommandLabel, Counter>,
+    errors_family: Family<ErrorLabel, Counter>,
+    backend_latency: Family<BackendLabel, Histogram>,
+    backend_bytes_out: Family<BackendLabel, Counter>,
+    backend_bytes_in: Family<BackendLabel, Counter>,
+    backend_errors: Family<BackendLabel, Counter>,
+    backend_writes: Family<BackendLabel, Counter>,
+    /// Client connections open now.
+    pub connections: Gauge,
+    /// Client connections accepted since start.
+    pub connections_total: Counter,
+    /// Bytes read from clients.
+    pub client_bytes_in: Counter,
+    /// Bytes written to clients.
+    pub client_bytes_out: Counter,
+    /// Write calls to clients (one per batch of replies).
+    pub client_writes: Counter,
+    /// Errors answered, by kind.
+    pub errors: ErrorCounters,
+    /// Epoch of the topology being served.
+    pub epoch: Gauge,
+}
+
+impl Metrics {
+    /// Registers every metric under the `kodis_proxy` prefix.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("kodis_proxy");
+        let commands = Family::<CommandLabel, Counter>::default();
+        registry.register("commands", "Commands received, by name", commands.clone());
+        let errors_family = Family::<ErrorLabel, Counter>::default();
+        registry.register("errors", "Error replies sent, by kind", errors_family.clone());
+        let backend_latency =
+            Family::<BackendLabel, Histogram>::new_with_constructor(|| -> Histogram {
+                Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+            });
+        registry.register(
+            "backend_request_duration_seconds",
+            "Time from writing a request to a backend to reading its reply",
+            backend_latency.clone(),
+        );
+        let backend_bytes_out = Family::<BackendLabel, Counter>::default();
+        registry.register(
+            "backend_sent_bytes",
+            "Bytes written to backends",
+            backend_bytes_out.clone(),
+        );
+        let backend_bytes_in = Family::<BackendLabel, Counter>::default();
+        registry.register(
+            "backend_received_bytes",
+            "Bytes read from backends",
+            backend_bytes_in.clone(),
+        );
+        let backend_errors = Family::<BackendLabel, Counter>::default();
+        registry.register(
+            "backend_connection_errors",
+            "Backend connections that broke",
+            backend_errors.clone(),
+        );
+        let backend_writes = Family::<BackendLabel, Counter>::default();
+        registry.register(
+            "backend_writes",
+            "Batched writes to backends",
+            backend_writes.clone(),
+        );
+        let client_writes = Counter::default();
+        registry.register(
+            "client_writes",
+            "Batched writes to clients",
+            client_writes.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register("connections", "Client connections open", connections.clone());
+        let connections_total = Counter::default();
+        registry.register(
+            "accepted_connections",
+            "Client connections accepted",
+            connections_total.clone(),
+        );
+        let client_bytes_in = Counter::default();
+        registry.register("client_received_bytes", "Bytes read from clients", client_bytes_in.clone());
+        let client_bytes_out = Counter::default();
+        registry.register("client_sent_bytes", "Bytes written to clients", client_bytes_out.clone());
+        let epoch = Gauge::default();
+        registry.register("topology_epoch", "Epoch of the topology served", epoch.clone());
+        let err = |kind: &str| {
+            errors_family
+                .get_or_create(&ErrorLabel { kind: kind.into() })
+                .clone()
+        };
+        let errors = ErrorCounters {
+            protocol: err("protocol"),
+            backend: err("backend"),
+            refused: err("refused"),
+            crossslot: err("crossslot"),
+            auth: err("auth"),
+            unknown_command: err("unknown_command"),
+            args: err("args"),
+            max_clients: err("max_clients"),
+        };
+        Arc::new(Self {
+            registry,
+            commands,
+            errors_family,
+            backend_latency,
+            backend_bytes_out,
+            backend_bytes_in,
+            backend_errors,
+            backend_writes,
+            connections,
+            connections_total,
+            client_bytes_in,
+            client_bytes_out,
+            client_writes,
+            errors,
+            epoch,
+        })
+    }
+
+    /// The counter of one command, to keep and increment without a lookup.
+    pub fn command_counter(&self, name: &str) -> Counter {
+        self.commands
+            .get_or_create(&CommandLabel {
+                command: name.to_string(),
+            })
+            .clone()
+    }
+
+    /// The metric handles of one backend server.
+    pub fn backend(&self, addr: &str) -> BackendMetrics {
+        let l = BackendLabel {
+            backend: addr.to_string(),
+        };
+        BackendMetrics {
+            latency: self.backend_latency.get_or_create(&l).clone(),
+            bytes_out: self.backend_bytes_out.get_or_create(&l).clone(),
+            bytes_in: self.backend_bytes_in.get_or_create(&l).clone(),
+            errors: self.backend_errors.get_or_create(&l).clone(),
+            writes: self.backend_writes.get_or_create(&l).clone(),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let _ = &self.errors_family;
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,153 @@
+//! The routing table: which backend pool serves each slot, swapped atomically when a
+//! new topology arrives.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use kodis_common::slot::SLOT_COUNT;
+use kodis_common::topology::{Topology, TopologyError};
+
+use crate::backend::{BackendOptions, BackendPool};
+use crate::metrics::Metrics;
+
+/// A group as the data plane sees it: its id and the pool of its master.
+#[derive(Debug)]
+pub struct RouteGroup {
+    /// Group id.
+    pub id: u32,
+    /// Connections to the group's master.
+    pub master: Arc<BackendPool>,
+}
+
+/// One immutable routing snapshot.
+#[derive(Debug)]
+pub struct Routes {
+    /// The topology this snapshot was built from.
+    pub topology: Topology,
+    /// The groups, indexed by position.
+    pub groups: Vec<RouteGroup>,
+    /// For every slot, the index in `groups` of its owner.
+    slot_group: Box<[u16]>,
+}
+
+impl Routes {
+    /// Index in [`Routes::groups`] of the group that owns `slot`.
+    #[inline]
+    pub fn group_of_slot(&self, slot: u16) -> usize {
+        self.slot_group[slot as usize % SLOT_COUNT as usize] as usize
+    }
+}
+
+/// Why a topology was not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// It is older than the one being served.
+    #[error("topology epoch {new} is older than the current epoch {current}")]
+    Stale {
+        /// Epoch offered.
+        new: u64,
+        /// Epoch served.
+        current: u64,
+    },
+    /// It is not a valid topology.
+    #[error(transparent)]
+    Invalid(#[from] TopologyError),
+}
+
+/// The current routing snapshot plus the backend pools, reused across topologies.
+#[derive(Debug)]
+pub struct Router {
+    current: ArcSwap<Routes>,
+    pools: Mutex<HashMap<String, Arc<BackendPool>>>,
+    opts: Arc<BackendOptions>,
+    conns_per_backend: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Router {
+    /// A router serving `topology`.
+    pub fn new(
+        topology: Topology,
+        opts: Arc<BackendOptions>,
+        conns_per_backend: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, InstallError> {
+        let pools = Mutex::new(HashMap::new());
+        let routes = build(&topology, &pools, &opts, conns_per_backend, &metrics)?;
+        metrics.epoch.set(topology.epoch as i64);
+        Ok(Self {
+            current: ArcSwap::from_pointee(routes),
+            pools,
+            opts,
+            conns_per_backend,
+            metrics,
+        })
+    }
+
+    /// The snapshot to route with; cheap, lock-free.
+    pub fn load(&self) -> arc_swap::Guard<Arc<Routes>> {
+        self.current.load()
+    }
+
+    /// Installs a newer topology; an older epoch is refused.
+    pub fn install(&self, topology: Topology) -> Result<(), InstallError> {
+        let current = self.current.load().topology.epoch;
+        if topology.epoch < current {
+            return Err(InstallError::Stale {
+                new: topology.epoch,
+                current,
+            });
+        }
+        let routes = build(
+            &topology,
+            &self.pools,
+            &self.opts,
+            self.conns_per_backend,
+            &self.metrics,
+        )?;
+        self.metrics.epoch.set(topology.epoch as i64);
+        self.current.store(Arc::new(routes));
+        Ok(())
+    }
+}
+
+fn build(
+    topology: &Topology,
+    pools: &Mutex<HashMap<String, Arc<BackendPool>>>,
+    opts: &Arc<BackendOptions>,
+    n: usize,
+    metrics: &Metrics,
+) -> Result<Routes, InstallError> {
+    let owners = topology.slot_owners()?;
+    let mut pools = pools.lock().unwrap_or_else(|p| p.into_inner());
+    let groups: Vec<RouteGroup> = topology
+        .groups
+        .iter()
+        .map(|g| {
+            let addr = g.master().unwrap_or_default().to_string();
+            let pool = pools
+                .entry(addr.clone())
+                .or_insert_with(|| BackendPool::new(&addr, n, opts.clone(), metrics.backend(&addr)))
+                .clone();
+            RouteGroup {
+                id: g.id,
+                master: pool,
+            }
+        })
+        .collect();
+    let slot_group = owners
+        .iter()
+        .map(|id| {
+            groups
+                .iter()
+                .position(|g| g.id == *id)
+                .map_or(0, |i| i as u16)
+        })
+        .collect();
+    Ok(Routes {
+        topology: topology.clone(),
+        groups,
+        slot_group,
+    })
+}

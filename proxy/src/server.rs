@@ -1,0 +1,206 @@
+//! Start-up and the accept loop: listeners, connection limit, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kodis_common::resp::{encode_array_header, encode_bulk};
+use kodis_common::topology::Topology;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::backend::BackendOptions;
+use crate::command_table::CommandTable;
+use crate::commands::Commands;
+use crate::config::ProxyConfig;
+use crate::error::StartError;
+use crate::metrics::Metrics;
+use crate::router::{Router, Routes};
+use crate::session::{self, Shared};
+
+/// A running proxy: its bound addresses and the means to stop it.
+#[derive(Debug)]
+pub struct ProxyHandle {
+    /// Address clients connect to.
+    pub addr: SocketAddr,
+    /// Address of the admin HTTP endpoint.
+    pub admin_addr: SocketAddr,
+    /// State shared by the sessions (router, metrics, ...).
+    pub shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    done: JoinHandle<()>,
+}
+
+impl ProxyHandle {
+    /// Stops accepting, lets sessions finish what they have in flight, then stops.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until the proxy has stopped (after [`ProxyHandle::shutdown`]).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Binds the listeners and starts serving `config`.
+pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
+    config.validate()?;
+    let metrics = Metrics::new();
+    let topology = Topology::even(config.groups.clone())?;
+    let opts = Arc::new(BackendOptions {
+        connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+        password: config.backend_password.clone(),
+        limits: config.limits,
+        queue: config.max_pipeline.max(64),
+    });
+    let router = Router::new(
+        topology,
+        opts,
+        config.effective_backend_connections(),
+        metrics.clone(),
+    )
+    .map_err(|e| StartError::Config(e.to_string()))?;
+    let (table, version) = load_command_table(&config, &router.load()).await;
+    let commands = Commands::new(table, &metrics);
+
+    let bind = |addr: String| async move {
+        TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let listener = bind(config.listen.clone()).await?;
+    let admin = bind(config.admin_listen.clone()).await?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen.clone(),
+        source,
+    })?;
+    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
+        addr: config.admin_listen.clone(),
+        source,
+    })?;
+    let shared = Arc::new(Shared::new(config, router, commands, metrics, version));
+    let (tx, rx) = watch::channel(false);
+
+    let mut admin_rx = rx.clone();
+    let app = crate::admin::routes(shared.clone());
+    let admin_task = tokio::spawn(async move {
+        let stop = async move {
+            let _ = admin_rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(admin, app).with_graceful_shutdown(stop).await {
+            warn!(error = %e, "admin endpoint failed");
+        }
+    });
+    let ctx = shared.clone();
+    let done = tokio::spawn(async move {
+        accept_loop(listener, ctx, rx).await;
+        let _ = admin_task.await;
+    });
+    info!(%addr, %admin_addr, "kodis-proxy listening");
+    Ok(ProxyHandle {
+        addr,
+        admin_addr,
+        shared,
+        shutdown: tx,
+        done,
+    })
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let max = ctx.config.max_clients;
+    let slots = Arc::new(Semaphore::new(max));
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        ctx.metrics.connections_total.inc();
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let ctx = ctx.clone();
+                let rx = shutdown.clone();
+                tokio::spawn(async move {
+                    session::serve(stream, peer, ctx, rx).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                ctx.metrics.errors.max_clients.inc();
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    info!("stopped accepting; waiting for sessions to finish");
+    let wait = slots.acquire_many(max as u32);
+    let limit = Duration::from_millis(ctx.config.shutdown_timeout_ms);
+    if tokio::time::timeout(limit, wait).await.is_err() {
+        warn!("sessions still open after the shutdown timeout; exiting anyway");
+    }
+}
+
+/// The command table from a backend's `COMMAND`, so newer commands route correctly,
+/// or the compiled-in one; plus the backend's `redis_version` for INFO and HELLO.
+async fn load_command_table(config: &ProxyConfig, routes: &Routes) -> (CommandTable, String) {
+    let fallback_version = "7.0.0".to_string();
+    let Some(group) = routes.groups.first() else {
+        return (CommandTable::compiled_in(), fallback_version);
+    };
+    let ask = |args: &[&[u8]]| {
+        let mut out = Vec::new();
+        encode_array_header(&mut out, args.len());
+        for a in args {
+            encode_bulk(&mut out, a);
+        }
+        let pool = group.master.clone();
+        async move {
+            let rx = pool.send(0, Bytes::from(out)).await;
+            let limit = Duration::from_millis(config.connect_timeout_ms) + Duration::from_secs(2);
+            match tokio::time::timeout(limit, rx).await {
+                Ok(Ok(Ok(b))) if !b.starts_with(b"-") => Some(b),
+                _ => None,
+            }
+        }
+    };
+    let version = match ask(&[b"INFO", b"server"]).await {
+        Some(b) => String::from_utf8_lossy(&b)
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:").map(|v| v.trim().to_string()))
+            .unwrap_or(fallback_version),
+        None => fallback_version,
+    };
+    if !config.refresh_command_table {
+        return (CommandTable::compiled_in(), version);
+    }
+    let live = match ask(&[b"COMMAND"]).await {
+        Some(b) => CommandTable::from_resp(&b).map_err(|e| e.to_string()),
+        None => Err(format!("no reply from {}", group.master.addr())),
+    };
+    match live {
+        Ok(t) => {
+            info!(commands = t.len(), backend = %group.master.addr(), "command table refreshed from backend");
+            (t, version)
+        }
+        Err(e) => {
+            warn!(error = %e, "using the compiled-in command table");
+            (CommandTable::compiled_in(), version)
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! A client session: read requests, route each, and write replies back in request
+//! order, whatever order the backends answer in.
+//!
+//! The reading half parses every complete request in the buffer and, for each,
+//! queues the backend request and pushes a [`Pending`] reply to the writing half in
+//! request order. The writing half resolves them in that order and writes them in
+//! batches: it flushes only when the next reply is not ready yet, so a pipeline of
+//! 100 requests costs about one read and one write. The channel between the two is
+//! bounded, which is the session's backpressure.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use kodis_common::resp::{Request, RequestScanner};
+use kodis_common::slot::key_slot;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, Instrument};
+
+use crate::backend::{BackendPool, ReplyRx};
+use crate::commands::{Commands, Kind, Local, SplitKind, BLOCKING_REASON};
+use crate::config::ProxyConfig;
+use crate::error::BackendError;
+use crate::merge::{self, Merge};
+use crate::metrics::Metrics;
+use crate::reply;
+use crate::router::Router;
+
+/// State shared by every session of one proxy.
+#[derive(Debug)]
+pub struct Shared {
+    /// The validated configuration.
+    pub config: ProxyConfig,
+    /// Slot → backend routing.
+    pub router: Router,
+    /// What to do with each command.
+    pub commands: Commands,
+    /// Metric handles.
+    pub metrics: Arc<Metrics>,
+    /// `redis_version` reported by INFO and HELLO: the backends' version.
+    pub redis_version: String,
+    /// When the proxy started.
+    pub started: Instant,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    /// Bundles the parts every session needs.
+    pub fn new(
+        config: ProxyConfig,
+        router: Router,
+        commands: Commands,
+        metrics: Arc<Metrics>,
+        redis_version: String,
+    ) -> Self {
+        Self {
+            config,
+            router,
+            commands,
+            metrics,
+            redis_version,
+            started: Instant::now(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+/// A reply owed to the client, in request order.
+#[derive(Debug)]
+pub enum Pending {
+    /// Already known: a local answer or an error.
+    Ready(Bytes),
+    /// Coming from a backend.
+    Backend(ReplyRx, Arc<str>),
+    /// Coming from several backends, merged.
+    Merge(Box<Merge>),
+    /// Write this, then close the connection.
+    Close(Bytes),
+}
+
+/// Per-connection state that commands like AUTH and CLIENT SETNAME change.
+#[derive(Debug)]
+pub struct Session {
+    pub(crate) id: u64,
+    pub(crate) peer: SocketAddr,
+    pub(crate) authed: bool,
+    pub(crate) name: Option<Bytes>,
+    pub(crate) lib_name: Option<Bytes>,
+    pub(crate) lib_ver: Option<Bytes>,
+    pub(crate) ctx: Arc<Shared>,
+}
+
+/// Serves one client connection until it closes, errs, or shutdown is signalled.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("session", id, %peer);
+    async move {
+        debug!("client connected");
+        ctx.metrics.connections.inc();
+        let _ = stream.set_nodelay(true);
+        let session = Session {
+            id,
+            peer,
+            authed: ctx.config.password.is_none(),
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            ctx: ctx.clone(),
+        };
+        run(stream, session, shutdown).await;
+        ctx.metrics.connections.dec();
+        debug!("client disconnected");
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Receiver<bool>) {
+    let ctx = session.ctx.clone();
+    let (mut rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<Pending>(ctx.config.max_pipeline);
+    let writer = tokio::spawn(write_loop(wr, rx, ctx.metrics.clone()));
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut scanner = RequestScanner::new(ctx.config.limits);
+    'session: loop {
+        loop {
+            let parsed = match scanner.scan(&buf) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    ctx.metrics.errors.protocol.inc();
+                    debug!(error = %e, "protocol error from client");
+                    let _ = tx.send(Pending::Close(reply::error(&format!("ERR {e}")))).await;
+                    break 'session;
+                }
+            };
+            let frame = buf.split_to(parsed.len).freeze();
+            let req = Request::new(frame, parsed);
+            if req.argc() == 0 {
+                continue;
+            }
+            let pending = session.handle(&req).await;
+            let close = matches!(pending, Pending::Close(_));
+            if tx.send(pending).await.is_err() || close {
+                break 'session;
+            }
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        tokio::select! {
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    ctx.metrics.client_bytes_in.inc_by(n as u64);
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    // The writer finishes every reply already owed, then closes.
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, metrics: Arc<Metrics>) {
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    loop {
+        let item = match rx.try_recv() {
+            Ok(i) => i,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if flush(&mut wr, &mut out, &metrics).await.is_err() {
+                    return;
+                }
+                match rx.recv().await {
+                    Some(i) => i,
+                    None => break,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
+        match item {
+            Pending::Ready(b) => out.extend_from_slice(&b),
+            Pending::Close(b) => {
+                out.extend_from_slice(&b);
+                break;
+            }
+            Pending::Backend(mut r, addr) => {
+                let res = match r.try_recv() {
+                    Ok(res) => res,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                        if flush(&mut wr, &mut out, &metrics).await.is_err() {
+                            return;
+                        }
+                        r.await.unwrap_or(Err(BackendError::ConnectionLost { addr }))
+                    }
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                        Err(BackendError::ConnectionLost { addr })
+                    }
+                };
+                match res {
+                    Ok(b) => out.extend_from_slice(&b),
+                    Err(e) => {
+                        metrics.errors.backend.inc();
+                        out.extend_from_slice(&e.to_resp());
+                    }
+                }
+            }
+            Pending::Merge(m) => {
+                if flush(&mut wr, &mut out, &metrics).await.is_err() {
+                    return;
+                }
+                let b = m.resolve(&metrics).await;
+                out.extend_from_slice(&b);
+            }
+        }
+        if out.len() >= 64 * 1024 && flush(&mut wr, &mut out, &metrics).await.is_err() {
+            return;
+        }
+    }
+    let _ = flush(&mut wr, &mut out, &metrics).await;
+    let _ = wr.shutdown().await;
+}
+
+async fn flush(
+    wr: &mut OwnedWriteHalf,
+    out: &mut Vec<u8>,
+    metrics: &Metrics,
+) -> std::io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    wr.write_all(out).await?;
+    metrics.client_bytes_out.inc_by(out.len() as u64);
+    metrics.client_writes.inc();
+    if out.capacity() > 1024 * 1024 {
+        *out = Vec::with_capacity(16 * 1024);
+    } else {
+        out.clear();
+    }
+    Ok(())
+}
+
+impl Session {
+    /// Decides what to do with one request and starts doing it.
+    async fn handle(&mut self, req: &Request) -> Pending {
+        let ctx = self.ctx.clone();
+        let name = req.arg(0);
+        let Some(entry) = ctx.commands.get(name) else {
+            ctx.commands.unknown.inc();
+            ctx.metrics.errors.unknown_command.inc();
+            return Pending::Ready(unknown_command(req));
+        };
+        entry.counter.inc();
+        if !self.authed && !matches!(entry.kind, Kind::Local(Local::Auth | Local::Hello | Local::Quit)) {
+            ctx.metrics.errors.auth.inc();
+            return Pending::Ready(reply::error("NOAUTH Authentication required."));
+        }
+        debug!(command = %entry.name, args = req.argc(), "request");
+        match entry.kind {
+            Kind::Keyed => self.keyed(req).await,
+            Kind::Split(kind) => self.split(kind, req).await,
+            Kind::Local(l) => self.local(l, req).await,
+            Kind::Refused(why) => {
+                ctx.metrics.errors.refused.inc();
+                Pending::Ready(refused(&entry.name, why))
+            }
+            Kind::AnyBackend => self.any_backend(req).await,
+            Kind::SumAll => self.sum_all(req).await,
+            Kind::NoKey => {
+                ctx.metrics.errors.refused.inc();
+                Pending::Ready(refused(&entry.name, "it has no key to route by"))
+            }
+        }
+    }
+
+    /// The connection index this session uses on every backend, so its requests to
+    /// one backend stay in order.
+    fn conn(&self) -> usize {
+        self.id as usize
+    }
+
+    async fn forward(&self, pool: &BackendPool, frame: Bytes) -> Pending {
+        let rx = pool.send(self.conn(), frame).await;
+        Pending::Backend(rx, pool.addr().clone())
+    }
+
+    /// Routes a command by its keys; all keys must share a slot.
+    async fn keyed(&self, req: &Request) -> Pending {
+        let ctx = &self.ctx;
+        let sub = (req.argc() > 1).then(|| req.arg(1));
+        let Some(spec) = ctx.commands.spec(req.arg(0), sub) else {
+            return Pending::Ready(unknown_command(req));
+        };
+        if !spec.arity_ok(req.argc()) {
+            ctx.metrics.errors.args.inc();
+            return Pending::Ready(wrong_args(&spec.name));
+        }
+        let keys = spec.key_positions(req);
+        let Some(&first) = keys.first() else {
+            ctx.metrics.errors.refused.inc();
+            let name = spec.name.replace('|', " ").to_ascii_uppercase();
+            return Pending::Ready(refused(&name, "it has no key to route by"));
+        };
+        if spec.is_blocking() && has_block_option(req) {
+            ctx.metrics.errors.refused.inc();
+            return Pending::Ready(refused(&spec.name.to_ascii_uppercase(), BLOCKING_REASON));
+        }
+        let slot = key_slot(req.arg(first));
+        if keys[1..].iter().any(|&k| key_slot(req.arg(k)) != slot) {
+            ctx.metrics.errors.crossslot.inc();
+            return Pending::Ready(crossslot());
+        }
+        let routes = ctx.router.load();
+        let pool = &routes.groups[routes.group_of_slot(slot)].master;
+        self.forward(pool, req.to_resp()).await
+    }
+
+    /// MGET, MSET, DEL, UNLINK, EXISTS, TOUCH: one request when all keys live in one
+    /// group, else one part per group, sent together and merged.
+    async fn split(&self, kind: SplitKind, req: &Request) -> Pending {
+        let ctx = &self.ctx;
+        let argc = req.argc();
+        let step = if kind == SplitKind::Mset { 2 } else { 1 };
+        if argc < 2 || (argc - 1) % step != 0 {
+            ctx.metrics.errors.args.inc();
+            let name = String::from_utf8_lossy(req.arg(0)).to_ascii_lowercase();
+            return Pending::Ready(wrong_args(&name));
+        }
+        let routes = ctx.router.load();
+        let groups: smallvec::SmallVec<[usize; 16]> = (1..argc)
+            .step_by(step)
+            .map(|i| routes.group_of_slot(key_slot(req.arg(i))))
+            .collect();
+        if groups.iter().all(|&g| g == groups[0]) {
+            return self.forward(&routes.groups[groups[0]].master, req.to_resp()).await;
+        }
+        let parts = merge::split_request(req, step, &groups);
+        let mut replies = Vec::with_capacity(parts.len());
+        for (group, frame, _) in &parts {
+            let pool = &routes.groups[*group].master;
+            let rx = pool.send(self.conn(), frame.clone()).await;
+            replies.push((rx, pool.addr().clone()));
+        }
+        let positions = parts.into_iter().map(|(_, _, pos)| pos).collect();
+        Pending::Merge(Box::new(Merge::new(kind, replies, positions, groups.len())))
+    }
+
+    /// Sends the request to the first group's master.
+    async fn any_backend(&self, req: &Request) -> Pending {
+        let routes = self.ctx.router.load();
+        match routes.groups.first() {
+            Some(g) => self.forward(&g.master, req.to_resp()).await,
+            None => Pending::Ready(reply::error("ERR kodis: no backend group")),
+        }
+    }
+
+    /// Sends the request to every group's master and sums the integer replies.
+    async fn sum_all(&self, req: &Request) -> Pending {
+        let routes = self.ctx.router.load();
+        let frame = req.to_resp();
+        let mut replies = Vec::with_capacity(routes.groups.len());
+        for g in &routes.groups {
+            let rx = g.master.send(self.conn(), frame.clone()).await;
+            replies.push((rx, g.master.addr().clone()));
+        }
+        Pending::Merge(Box::new(Merge::new(SplitKind::Sum, replies, Vec::new(), 0)))
+    }
+}
+
+/// True when an XREAD / XREADGROUP request asks to block (`BLOCK ms` before STREAMS).
+fn has_block_option(req: &Request) -> bool {
+    (1..req.argc())
+        .map(|i| req.arg(i))
+        .take_while(|a| !a.eq_ignore_ascii_case(b"STREAMS"))
+        .any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
+}
+
+/// Redis's own text for an unknown command.
+fn unknown_command(req: &Request) -> Bytes {
+    let mut msg = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        String::from_utf8_lossy(&req.arg(0)[..req.arg(0).len().min(128)])
+    );
+    for i in 1..req.argc().min(4) {
+        let a = req.arg(i);
+        msg.push_str(&format!("'{}' ", String::from_utf8_lossy(&a[..a.len().min(64)])));
+    }
+    reply::error(&msg)
+}
+
+/// Redis's own text for a wrong argument count.
+pub(crate) fn wrong_args(name: &str) -> Bytes {
+    reply::error(&format!(
+        "ERR wrong number of arguments for '{}' command",
+        name.to_ascii_lowercase()
+    ))
+}
+
+/// The error for a refused command: names it and says why.
+pub(crate) fn refused(name: &str, why: &str) -> Bytes {
+    reply::error(&format!("ERR kodis-proxy refuses '{name}': {why}"))
+}
+
+/// Redis Cluster's error for keys in different slots.
+fn crossslot() -> Bytes {
+    reply::error("CROSSSLOT Keys in request don't hash to the same slot")
+}
