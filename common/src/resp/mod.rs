@@ -54,7 +54,7 @@ pub enum ProtocolError {
     /// A quote in an inline request that is never closed.
     #[error("Protocol error: unbalanced quotes in request")]
     UnbalancedQuotes,
-    /// A bulk string not followed by CRLF.
+    /// A bulk string (or a reply line) not followed by CRLF.
     #[error("Protocol error: bulk string not terminated by CRLF")]
     MissingCrlf,
     /// A reply that starts with a byte that is no RESP2 type.
@@ -63,4 +63,13 @@ pub enum ProtocolError {
     /// An integer line that is not a number.
     #[error("Protocol error: invalid integer")]
     InvalidInteger,
+    /// An inline argument that uses a backslash escape, or a quote inside an unquoted
+    /// word: its bytes differ from the frame's, which offsets cannot express.
+    #[error(
+        "Protocol error: escapes in inline requests are not supported, use the multibulk form"
+    )]
+    UnsupportedInlineEscape,
+    /// A simple-string or error reply line longer than the bulk length limit.
+    #[error("Protocol error: too big reply line")]
+    LineTooBig,
 }
