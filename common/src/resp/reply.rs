@@ -201,3 +201,228 @@ pub fn reply_integer(frame: &[u8]) -> Option<i64> {
     let digits = frame.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
     parse_i64(digits)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn scan_all(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        ReplyScanner::new(Limits::default()).scan(buf)
+    }
+
+    /// Every prefix fed to one scanner gives `None` until the frame is complete, then
+    /// the same result as scanning it all at once.
+    fn assert_byte_by_byte(buf: &[u8]) {
+        let whole = scan_all(buf);
+        let mut s = ReplyScanner::new(Limits::default());
+        for n in 1..=buf.len() {
+            match s.scan(&buf[..n]) {
+                Ok(None) => continue,
+                other => {
+                    assert_eq!(
+                        other,
+                        whole,
+                        "prefix {n} of {:?}",
+                        String::from_utf8_lossy(buf)
+                    );
+                    if let Ok(Some(len)) = other {
+                        assert_eq!(len, n);
+                    }
+                    return;
+                }
+            }
+        }
+        assert_eq!(whole, Ok(None));
+    }
+
+    const VALID: &[&[u8]] = &[
+        b"+OK\r\n",
+        b"+\r\n",
+        b"-ERR unknown command 'x'\r\n",
+        b":0\r\n",
+        b":-42\r\n",
+        b":9223372036854775807\r\n",
+        b"$5\r\nhello\r\n",
+        b"$0\r\n\r\n",
+        b"$4\r\na\r\nb\r\n",
+        b"$-1\r\n",
+        b"*-1\r\n",
+        b"*0\r\n",
+        b"*2\r\n$1\r\na\r\n$-1\r\n",
+        b"*3\r\n:1\r\n*2\r\n+a\r\n*0\r\n-E x\r\n",
+        b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:7\r\n",
+        b"*2\r\n*1\r\n$-1\r\n*-1\r\n",
+    ];
+
+    #[test]
+    fn every_type() {
+        for buf in VALID {
+            assert_eq!(
+                scan_all(buf),
+                Ok(Some(buf.len())),
+                "{:?}",
+                String::from_utf8_lossy(buf)
+            );
+            assert_byte_by_byte(buf);
+        }
+    }
+
+    #[test]
+    fn errors() {
+        use ProtocolError::*;
+        let cases: &[(&[u8], ProtocolError)] = &[
+            (b"!3\r\nabc\r\n", UnknownReplyType('!')),
+            (b"*2\r\n:1\r\n?x\r\n", UnknownReplyType('?')),
+            (b":abc\r\n", InvalidInteger),
+            (b":\r\n", InvalidInteger),
+            (b":1.5\r\n", InvalidInteger),
+            (b":99999999999999999999\r\n", InvalidInteger),
+            (b":1111111111111111111111111111111111111", InvalidInteger),
+            (b":1\rx", InvalidInteger),
+            (b"$-2\r\n", InvalidBulkLength),
+            (b"$x\r\n", InvalidBulkLength),
+            (b"$536870913\r\n", InvalidBulkLength),
+            (b"$3\r\nabcd\r\n", MissingCrlf),
+            (b"+OK\rx", MissingCrlf),
+            (b"*-2\r\n", InvalidMultibulkLength),
+            (b"*1048577\r\n", InvalidMultibulkLength),
+            (b"*1x\r\n", InvalidMultibulkLength),
+            (b"*111111111111111111111111111111111111", HeaderTooBig),
+        ];
+        for (buf, err) in cases {
+            assert_eq!(
+                scan_all(buf),
+                Err(err.clone()),
+                "{:?}",
+                String::from_utf8_lossy(buf)
+            );
+            assert_byte_by_byte(buf);
+        }
+    }
+
+    #[test]
+    fn limits_are_checked_before_waiting_for_data() {
+        let limits = Limits {
+            max_bulk_len: 8,
+            max_array_len: 2,
+            max_inline_len: 8,
+        };
+        let mut s = ReplyScanner::new(limits);
+        assert_eq!(s.scan(b"$9\r\n"), Err(ProtocolError::InvalidBulkLength));
+        assert_eq!(
+            s.scan(b"*3\r\n"),
+            Err(ProtocolError::InvalidMultibulkLength)
+        );
+        assert_eq!(s.scan(b"+123456789"), Err(ProtocolError::LineTooBig));
+        assert_eq!(s.scan(b"+12345678"), Ok(None));
+        assert_eq!(s.scan(b"+12345678\r\n"), Ok(Some(11)));
+        assert_eq!(s.scan(b"$8\r\n12345678\r\n"), Ok(Some(14)));
+        // A huge announced bulk allocates nothing and waits without looking at bytes.
+        let mut s = ReplyScanner::new(Limits::default());
+        assert_eq!(s.scan(b"$536870912\r\nab"), Ok(None));
+        let before = s.bytes_examined();
+        assert_eq!(s.scan(&[b'x'; 100_000]), Ok(None));
+        assert_eq!(s.bytes_examined(), before);
+    }
+
+    #[test]
+    fn pipelined_replies() {
+        let mut buf = Vec::new();
+        for f in VALID {
+            buf.extend_from_slice(f);
+        }
+        buf.extend_from_slice(b"*2\r\n:1\r\n");
+        let mut s = ReplyScanner::new(Limits::default());
+        let mut off = 0;
+        let mut lens = Vec::new();
+        while let Some(n) = s.scan(&buf[off..]).unwrap() {
+            lens.push(n);
+            off += n;
+        }
+        assert_eq!(lens, VALID.iter().map(|f| f.len()).collect::<Vec<_>>());
+        assert_eq!(&buf[off..], b"*2\r\n:1\r\n");
+    }
+
+    /// A big MGET-like reply fed in 16 KiB reads costs about one pass over headers.
+    #[test]
+    fn big_array_in_16k_pieces_is_one_pass() {
+        let mut buf = b"*20000\r\n".to_vec();
+        for i in 0..20_000 {
+            if i % 7 == 0 {
+                buf.extend_from_slice(b"$-1\r\n");
+            } else {
+                buf.extend_from_slice(b"$130\r\n");
+                buf.extend_from_slice(&[b'v'; 130]);
+                buf.extend_from_slice(b"\r\n");
+            }
+        }
+        // And one long status line, searched once even though it arrives in pieces.
+        let mut line = b"+".to_vec();
+        line.extend_from_slice(&vec![b's'; 300_000]);
+        line.extend_from_slice(b"\r\n");
+        // Bulk data is never examined; a status line is searched once.
+        for (frame, bound) in [(&buf, buf.len() / 10), (&line, line.len())] {
+            let mut s = ReplyScanner::new(Limits::default());
+            let mut n = 0;
+            let mut calls = 0;
+            let got = loop {
+                n = (n + 16 * 1024).min(frame.len());
+                calls += 1;
+                if let Some(len) = s.scan(&frame[..n]).unwrap() {
+                    break len;
+                }
+            };
+            assert_eq!(got, frame.len());
+            assert!(s.bytes_examined() <= bound as u64 + calls * 34);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_resumes() {
+        let mut buf = Vec::new();
+        for _ in 0..1000 {
+            buf.extend_from_slice(b"*2\r\n:1\r\n");
+        }
+        buf.extend_from_slice(b"$-1\r\n");
+        assert_byte_by_byte(&buf);
+        assert_eq!(scan_all(&buf), Ok(Some(buf.len())));
+    }
+
+    #[test]
+    fn elements_of_an_array() {
+        let frame = b"*4\r\n$3\r\nfoo\r\n$-1\r\n*2\r\n:1\r\n+x\r\n-ERR e\r\n";
+        assert_eq!(
+            array_elements(frame).unwrap(),
+            vec![
+                &b"$3\r\nfoo\r\n"[..],
+                b"$-1\r\n",
+                b"*2\r\n:1\r\n+x\r\n",
+                b"-ERR e\r\n"
+            ]
+        );
+        assert_eq!(array_elements(b"*0\r\n").unwrap(), Vec::<&[u8]>::new());
+        assert_eq!(array_elements(b"*-1\r\n"), None);
+        assert_eq!(array_elements(b"$1\r\na\r\n"), None);
+        assert_eq!(array_elements(b"*2\r\n:1\r\n"), None, "incomplete");
+        assert_eq!(
+            array_elements(b"*1\r\n:1\r\n:2\r\n"),
+            None,
+            "trailing bytes"
+        );
+        assert_eq!(array_elements(b"*1\r\n:x\r\n"), None);
+        // A lying count does not make it allocate for a million elements.
+        assert_eq!(array_elements(b"*1000000\r\n:1\r\n"), None);
+    }
+
+    #[test]
+    fn integers() {
+        assert_eq!(reply_integer(b":0\r\n"), Some(0));
+        assert_eq!(reply_integer(b":-12\r\n"), Some(-12));
+        assert_eq!(reply_integer(b":9223372036854775807\r\n"), Some(i64::MAX));
+        assert_eq!(reply_integer(b":1"), None);
+        assert_eq!(reply_integer(b"+1\r\n"), None);
+        assert_eq!(reply_integer(b":1\r\n:2\r\n"), None);
+        assert_eq!(reply_integer(b":x\r\n"), None);
+    }
+}
