@@ -1,0 +1,140 @@
+//! Commands the proxy answers itself, and the commands it refuses (the connection
+//! stays usable after each refusal).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use support::{Cluster, Value};
+
+#[test]
+fn connection_commands() {
+    let c = Cluster::start(2);
+    let mut p = c.proxy.conn();
+    assert_eq!(p.cmd(&["PING"]), Value::Simple("PONG".into()));
+    assert_eq!(p.cmd(&["ping", "hi"]), Value::bulk("hi"));
+    assert_eq!(p.cmd(&["ECHO", "x y"]), Value::bulk("x y"));
+    assert_eq!(p.cmd(&["SELECT", "0"]), Value::ok());
+    let e = p.cmd(&["SELECT", "1"]);
+    assert!(e.err_text().contains("only database 0"), "{e:?}");
+    assert_eq!(p.cmd(&["READONLY"]), Value::ok());
+    assert_eq!(p.cmd(&["READWRITE"]), Value::ok());
+    assert_eq!(p.cmd(&["CLUSTER", "KEYSLOT", "foo"]), Value::Int(12182));
+    assert_eq!(p.cmd(&["CLUSTER", "KEYSLOT", "{user1000}.following"]), Value::Int(3443));
+    match p.cmd(&["TIME"]) {
+        Value::Array(Some(v)) => assert_eq!(v.len(), 2),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.cmd(&["CLIENT", "SETNAME", "app-1"]), Value::ok());
+    assert_eq!(p.cmd(&["CLIENT", "GETNAME"]), Value::bulk("app-1"));
+    assert_eq!(p.cmd(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]), Value::ok());
+    assert_eq!(p.cmd(&["CLIENT", "SETINFO", "LIB-VER", "5.0.1"]), Value::ok());
+    let Value::Int(id) = p.cmd(&["CLIENT", "ID"]) else { panic!() };
+    match p.cmd(&["CLIENT", "INFO"]) {
+        Value::Bulk(Some(b)) => {
+            let s = String::from_utf8(b).unwrap();
+            assert!(s.contains(&format!("id={id} ")) && s.contains("name=app-1") && s.contains("lib-name=redis-py"), "{s}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match p.cmd(&["INFO"]) {
+        Value::Bulk(Some(b)) => {
+            let s = String::from_utf8(b).unwrap();
+            assert!(s.contains("redis_version:7."), "{s}");
+            assert!(s.contains("# Proxy"), "{s}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match p.cmd(&["HELLO"]) {
+        Value::Array(Some(v)) => {
+            assert_eq!(v[0], Value::bulk("server"));
+            assert_eq!(v[5], Value::Int(2));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(p.cmd(&["HELLO", "3"]).err_text().starts_with("NOPROTO"));
+    assert!(matches!(p.cmd(&["HELLO", "2", "SETNAME", "n2"]), Value::Array(Some(_))));
+    assert_eq!(p.cmd(&["CLIENT", "GETNAME"]), Value::bulk("n2"));
+    // COMMAND comes from a backend.
+    match p.cmd(&["COMMAND", "COUNT"]) {
+        Value::Int(n) => assert!(n > 200, "{n}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.cmd(&["SET", "a", "1"]), Value::ok());
+    assert_eq!(p.cmd(&["SET", "b", "1"]), Value::ok());
+    assert_eq!(p.cmd(&["DBSIZE"]), Value::Int(2));
+    assert!(p.cmd(&["GET"]).err_text().contains("wrong number of arguments for 'get'"));
+    assert!(p.cmd(&["NOSUCHCMD", "x"]).err_text().starts_with("ERR unknown command 'NOSUCHCMD'"));
+    assert_eq!(p.cmd(&["QUIT"]), Value::ok());
+    assert!(p.is_closed());
+}
+
+#[test]
+fn auth_with_a_proxy_password() {
+    let c = Cluster::start_with(1, |cfg| cfg.password = Some("pw".into()));
+    let mut p = c.proxy.conn();
+    assert_eq!(p.cmd(&["GET", "a"]), Value::Error("NOAUTH Authentication required.".into()));
+    assert_eq!(p.cmd(&["PING"]), Value::Error("NOAUTH Authentication required.".into()));
+    assert!(p.cmd(&["AUTH", "wrong"]).err_text().starts_with("WRONGPASS"));
+    assert!(p.cmd(&["AUTH", "someone", "pw"]).err_text().starts_with("WRONGPASS"));
+    assert_eq!(p.cmd(&["AUTH", "pw"]), Value::ok());
+    assert_eq!(p.cmd(&["SET", "a", "1"]), Value::ok());
+    let mut q = c.proxy.conn();
+    assert!(matches!(q.cmd(&["HELLO", "2", "AUTH", "default", "pw"]), Value::Array(Some(_))));
+    assert_eq!(q.cmd(&["GET", "a"]), Value::bulk("1"));
+    // Without a proxy password, AUTH says so, as Redis does.
+    let d = Cluster::start(1);
+    assert!(d.proxy.conn().cmd(&["AUTH", "x"]).err_text().contains("without any password configured"));
+}
+
+#[test]
+fn refused_commands_name_the_command_and_keep_the_connection() {
+    let c = Cluster::start(2);
+    let mut p = c.proxy.conn();
+    let cases: &[&[&str]] = &[
+        &["SHUTDOWN"],
+        &["REPLICAOF", "127.0.0.1", "1"],
+        &["SLAVEOF", "NO", "ONE"],
+        &["MONITOR"],
+        &["DEBUG", "SLEEP", "0"],
+        &["SYNC"],
+        &["PSYNC", "?", "-1"],
+        &["CONFIG", "SET", "maxmemory", "1"],
+        &["FAILOVER"],
+        &["CLUSTER", "NODES"],
+        &["MIGRATE", "127.0.0.1", "1", "k", "0", "1000"],
+        &["MOVE", "k", "1"],
+        &["SWAPDB", "0", "1"],
+        &["MULTI"],
+        &["EXEC"],
+        &["WATCH", "k"],
+        &["BLPOP", "k", "0"],
+        &["BRPOP", "k", "0"],
+        &["BZPOPMIN", "k", "0"],
+        &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
+        &["SUBSCRIBE", "ch"],
+        &["PSUBSCRIBE", "c*"],
+        &["PUBLISH", "ch", "m"],
+        &["SCAN", "0"],
+        &["KEYS", "*"],
+        &["RANDOMKEY"],
+        &["FLUSHALL"],
+        &["FLUSHDB"],
+    ];
+    for args in cases {
+        let v = p.cmd(args);
+        let text = v.err_text();
+        let name = if args.len() > 1 && ["CONFIG", "CLUSTER"].contains(&args[0]) {
+            format!("'{} {}'", args[0], args[1])
+        } else {
+            format!("'{}'", args[0])
+        };
+        assert!(text.starts_with("ERR kodis-proxy refuses ") && text.contains(&name), "{args:?}: {text}");
+        assert_eq!(p.cmd(&["PING"]), Value::Simple("PONG".into()), "after {args:?}");
+    }
+    // Nothing reached the backends.
+    assert_eq!(p.cmd(&["DBSIZE"]), Value::Int(0));
+    // XREAD without BLOCK is an ordinary read.
+    assert_eq!(p.cmd(&["XADD", "s", "1-1", "f", "v"]), Value::bulk("1-1"));
+    assert!(matches!(p.cmd(&["XREAD", "STREAMS", "s", "0"]), Value::Array(Some(_))));
+    assert_eq!(p.cmd(&["CONFIG", "GET", "maxmemory"]), Value::Array(Some(vec![Value::bulk("maxmemory"), Value::bulk("0")])));
+}
