@@ -1,0 +1,214 @@
+//! Failures: a backend that dies, a client that vanishes mid-pipeline, too many
+//! clients, and a graceful stop on SIGTERM.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kodis_common::test_util::{encode, free_port, RedisServer};
+use support::{eventually, Cluster, Conn, Value};
+
+/// A key owned by server `i` of a 2-group cluster.
+fn key_on(c: &Cluster, i: usize, prefix: &str) -> String {
+    (0..).map(|n| format!("{prefix}{n}")).find(|k| c.owner(k.as_bytes()) == i).unwrap()
+}
+
+#[test]
+fn a_dead_backend_fails_only_its_slots_then_recovers() {
+    let mut c = Cluster::start(2);
+    let mut p = c.proxy.conn();
+    let k0 = key_on(&c, 0, "a");
+    let k1 = key_on(&c, 1, "b");
+    assert_eq!(p.cmd(&["SET", &k0, "1"]), Value::ok());
+    assert_eq!(p.cmd(&["SET", &k1, "1"]), Value::ok());
+    let port = c.servers[1].port();
+    let dir = c.servers[1].dir().to_path_buf();
+    c.servers[1].kill();
+    let started = Instant::now();
+    let e = p.cmd(&["GET", &k1]);
+    let text = e.err_text().to_string();
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "error names the backend: {text}");
+    assert!(started.elapsed() < Duration::from_secs(3), "answered within the connect timeout");
+    // The other group keeps working, on the same connection.
+    assert_eq!(p.cmd(&["GET", &k0]), Value::bulk("1"));
+    // A split command touching the dead group fails as a whole, with the backend named.
+    let e = p.cmd(&["MGET", &k0, &k1]);
+    assert!(e.err_text().contains(&format!("127.0.0.1:{port}")), "{e:?}");
+    // Bring a server back on the same port: the proxy reconnects by itself.
+    let _revived = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut revived = KillOnDrop(_revived);
+    assert!(eventually(15, || p.cmd(&["SET", &k1, "2"]) == Value::ok()));
+    assert_eq!(p.cmd(&["GET", &k1]), Value::bulk("2"));
+    revived.kill();
+}
+
+struct KillOnDrop(std::process::Child);
+impl KillOnDrop {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn backend_killed_under_load_gives_errors_never_wrong_replies() {
+    let mut c = Cluster::start(2);
+    let addr = c.proxy.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut p = Conn::connect(addr);
+                let (mut ok, mut errors) = (0u64, 0u64);
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Pipelines of SET k v; GET k: a GET must return its own key's value.
+                    let mut raw = Vec::new();
+                    let keys: Vec<String> = (0..20).map(|i| format!("w{w}:{}", n + i)).collect();
+                    for k in &keys {
+                        raw.extend(encode(&[b"SET", k.as_bytes(), k.as_bytes()]));
+                        raw.extend(encode(&[b"GET", k.as_bytes()]));
+                    }
+                    n += 20;
+                    p.send_raw(&raw);
+                    for k in &keys {
+                        let set = p.read();
+                        let get = p.read();
+                        match (&set, &get) {
+                            (Value::Simple(_), Value::Bulk(Some(v))) => {
+                                assert_eq!(v, k.as_bytes(), "a reply for another request");
+                                ok += 1;
+                            }
+                            (_, Value::Error(e)) => {
+                                assert!(e.starts_with("ERR ") && e.contains("backend"), "{e}");
+                                errors += 1;
+                            }
+                            (Value::Error(e), _) => {
+                                assert!(e.contains("backend"), "{e}");
+                                errors += 1;
+                            }
+                            other => panic!("unexpected {other:?}"),
+                        }
+                    }
+                }
+                (ok, errors)
+            })
+        })
+        .collect();
+    assert!(eventually(10, || c.proxy.metric("kodis_proxy_commands_total{command=\"get\"}") > 2000.0));
+    c.servers[1].kill();
+    let after_kill = c.proxy.metric("kodis_proxy_errors_total{kind=\"backend\"}");
+    assert!(eventually(10, || c.proxy.metric("kodis_proxy_errors_total{kind=\"backend\"}") > after_kill + 100.0));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total_ok = 0;
+    let mut total_err = 0;
+    for w in workers {
+        let (ok, err) = w.join().unwrap();
+        total_ok += ok;
+        total_err += err;
+    }
+    assert!(total_ok > 0 && total_err > 0, "ok {total_ok} err {total_err}");
+}
+
+#[test]
+fn a_client_killed_mid_pipeline_leaks_nothing() {
+    let c = Cluster::start(2);
+    let mut p = c.proxy.conn();
+    assert_eq!(p.cmd(&["SET", "x", "1"]), Value::ok());
+    for _ in 0..20 {
+        let mut q = c.proxy.conn();
+        let mut raw = Vec::new();
+        for i in 0..500 {
+            raw.extend(encode(&[b"SET", format!("m{i}").as_bytes(), &[b'v'; 100]]));
+        }
+        // Half a request at the end, then gone.
+        raw.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$1\r\n");
+        q.send_raw(&raw);
+        drop(q);
+    }
+    assert!(
+        eventually(10, || c.proxy.metric("kodis_proxy_connections ") == 1.0),
+        "connections: {}",
+        c.proxy.metric("kodis_proxy_connections ")
+    );
+    assert_eq!(p.cmd(&["GET", "x"]), Value::bulk("1"));
+}
+
+#[test]
+fn max_clients_turns_one_more_away() {
+    let c = Cluster::start_with(1, |cfg| cfg.max_clients = 3);
+    let mut held: Vec<Conn> = (0..3).map(|_| c.proxy.conn()).collect();
+    for h in &mut held {
+        assert_eq!(h.cmd(&["PING"]), Value::Simple("PONG".into()));
+    }
+    let mut extra = c.proxy.conn();
+    assert_eq!(extra.read(), Value::Error("ERR max number of clients reached".into()));
+    assert!(extra.is_closed());
+    drop(held.pop());
+    assert!(eventually(10, || {
+        let mut again = c.proxy.conn();
+        again.send_raw(&encode(&[b"PING"]));
+        again.read() == Value::Simple("PONG".into())
+    }));
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    let server = RedisServer::start();
+    let port = free_port();
+    let admin = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_kodis-proxy"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--group", &server.addr()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    assert!(eventually(20, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()));
+    let mut p = Conn::connect(("127.0.0.1", port));
+    assert_eq!(p.cmd(&["SET", "k", "v"]), Value::ok());
+    // A request in flight when SIGTERM arrives still gets its reply: a script that
+    // keeps the backend busy for about a second.
+    p.stream
+        .write_all(&encode(&[
+            b"EVAL",
+            b"local t=redis.call('TIME')[1]+0 while redis.call('TIME')[1]+0 < t+1 do end return 7",
+            b"1",
+            b"k",
+        ]))
+        .unwrap();
+    assert!(eventually(10, || admin_metrics(admin).contains("kodis_proxy_commands_total{command=\"eval\"} 1")));
+    let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
+    assert_eq!(p.read(), Value::Int(7));
+    let status = kodis_common::test_util::wait_for(Duration::from_secs(15), || child.0.try_wait().unwrap())
+        .expect("kodis-proxy did not exit after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "still accepting");
+}
+
+fn admin_metrics(port: u16) -> String {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
