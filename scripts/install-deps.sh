@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Kodis's tests and benchmarks run: redis-server,
+# redis-tools (redis-cli, redis-benchmark) and nutcracker (twemproxy). Does nothing
+# when they are already there.
+set -euo pipefail
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || need+=(redis-tools)
+command -v nutcracker >/dev/null || [ -x /usr/sbin/nutcracker ] || need+=(nutcracker)
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "installing: ${need[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian's package may start a system redis on 6379; tests never use it.
