@@ -1,2 +1,102 @@
-//! Criterion benches of the hot path (placeholder, filled in below).
-fn main() {}
+//! Criterion benches of the request path's CPU-bound pieces: the RESP scanners (with
+//! `redis-protocol`'s decoder on the same frame for comparison) and the slot function.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kodis_common::resp::{encode_array_header, encode_bulk, Limits, ReplyScanner, RequestScanner};
+use kodis_common::slot::key_slot;
+
+fn command(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_array_header(&mut out, parts.len());
+    for p in parts {
+        encode_bulk(&mut out, p);
+    }
+    out
+}
+
+/// Scans every request in `buf`, as a session does with one read's worth of bytes.
+fn scan_requests(s: &mut RequestScanner, buf: &[u8]) -> usize {
+    let mut off = 0;
+    let mut args = 0;
+    while let Ok(Some(p)) = s.scan(&buf[off..]) {
+        off += p.len;
+        args += p.args.len();
+    }
+    args
+}
+
+fn requests(c: &mut Criterion) {
+    let set = command(&[b"SET", b"key:000042", b"value-0042"]);
+    let keys: Vec<String> = (0..10).map(|i| format!("key:{i:06}")).collect();
+    let mut mset: Vec<&[u8]> = vec![b"MSET"];
+    for k in &keys {
+        mset.push(k.as_bytes());
+        mset.push(b"value-of-some-length");
+    }
+    let mset = command(&mset);
+    let gets: Vec<u8> = (0..16)
+        .flat_map(|i| command(&[b"GET", format!("key:{i:06}").as_bytes()]))
+        .collect();
+
+    let mut g = c.benchmark_group("request");
+    let mut s = RequestScanner::new(Limits::default());
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("scan_set", |b| b.iter(|| s.scan(black_box(&set))));
+    g.bench_function("redis_protocol_decode_set", |b| {
+        b.iter(|| redis_protocol::resp2::decode::decode(black_box(&set)))
+    });
+    g.bench_function("scan_mset_10_keys", |b| b.iter(|| s.scan(black_box(&mset))));
+    g.throughput(Throughput::Elements(16));
+    g.bench_function("scan_pipeline_16_gets", |b| {
+        b.iter(|| scan_requests(&mut s, black_box(&gets)))
+    });
+    g.finish();
+}
+
+fn replies(c: &mut Criterion) {
+    let mut bulk = Vec::new();
+    encode_bulk(&mut bulk, &[b'v'; 100]);
+    let mut mget = Vec::new();
+    encode_array_header(&mut mget, 10);
+    for i in 0..10 {
+        if i == 3 {
+            mget.extend_from_slice(b"$-1\r\n");
+        } else {
+            encode_bulk(&mut mget, b"value-of-some-length");
+        }
+    }
+
+    let mut g = c.benchmark_group("reply");
+    let mut s = ReplyScanner::new(Limits::default());
+    g.bench_function("scan_bulk_100", |b| b.iter(|| s.scan(black_box(&bulk))));
+    g.bench_function("scan_mget_10", |b| b.iter(|| s.scan(black_box(&mget))));
+    g.finish();
+}
+
+fn slots(c: &mut Criterion) {
+    let mut g = c.benchmark_group("slot");
+    g.bench_function("key_slot_10_bytes", |b| {
+        b.iter(|| key_slot(black_box(b"key:000042")))
+    });
+    g.bench_function("key_slot_hash_tag", |b| {
+        b.iter(|| key_slot(black_box(b"{user1000}.following")))
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50)
+}
+
+criterion_group! {
+    name = hot_path;
+    config = config();
+    targets = requests, replies, slots
+}
+criterion_main!(hot_path);
