@@ -1,7 +1,7 @@
 //! Test helpers that start real `redis-server` processes on free loopback ports and
 //! always stop them (kill on drop). Enabled by the `test-util` feature.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

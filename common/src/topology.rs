@@ -155,8 +155,8 @@ mod tests {
         assert_eq!(owners[0], 1);
         assert_eq!(owners[5460], 1);
         assert_eq!(owners[5461], 2);
-        assert_eq!(owners[10922], 2);
-        assert_eq!(owners[10923], 3);
+        assert_eq!(owners[10921], 2);
+        assert_eq!(owners[10922], 3);
         assert_eq!(owners[16383], 3);
         assert_eq!(t.groups[1].master(), Some("b:1"));
     }

@@ -98,10 +98,22 @@ const ADMIN: &str = "it is an administrative command for a single server";
 /// Commands refused whatever their flags, with why.
 const REFUSED: &[(&str, &str)] = &[
     ("shutdown", "it would stop a backend server"),
-    ("replicaof", "replication is managed by kodis-dashboard and kodis-ha"),
-    ("slaveof", "replication is managed by kodis-dashboard and kodis-ha"),
-    ("sync", "replication is managed by kodis-dashboard and kodis-ha"),
-    ("psync", "replication is managed by kodis-dashboard and kodis-ha"),
+    (
+        "replicaof",
+        "replication is managed by kodis-dashboard and kodis-ha",
+    ),
+    (
+        "slaveof",
+        "replication is managed by kodis-dashboard and kodis-ha",
+    ),
+    (
+        "sync",
+        "replication is managed by kodis-dashboard and kodis-ha",
+    ),
+    (
+        "psync",
+        "replication is managed by kodis-dashboard and kodis-ha",
+    ),
     ("failover", "failover is managed by kodis-ha"),
     ("monitor", "it cannot be served through a proxy"),
     ("debug", ADMIN),
@@ -138,8 +150,14 @@ const REFUSED: &[(&str, &str)] = &[
     ("latency", ADMIN),
     ("slowlog", ADMIN),
     ("role", ADMIN),
-    ("script", "script management is not supported by kodis-proxy yet"),
-    ("function", "function management is not supported by kodis-proxy yet"),
+    (
+        "script",
+        "script management is not supported by kodis-proxy yet",
+    ),
+    (
+        "function",
+        "function management is not supported by kodis-proxy yet",
+    ),
 ];
 
 const LOCAL: &[(&str, Local)] = &[
@@ -189,11 +207,13 @@ impl Commands {
         }
         // Commands the proxy answers even if a backend's table lacks them.
         for (name, local) in LOCAL {
-            entries.entry(name.as_bytes().to_vec()).or_insert_with(|| Entry {
-                name: name.to_ascii_uppercase(),
-                kind: Kind::Local(*local),
-                counter: metrics.command_counter(name),
-            });
+            entries
+                .entry(name.as_bytes().to_vec())
+                .or_insert_with(|| Entry {
+                    name: name.to_ascii_uppercase(),
+                    kind: Kind::Local(*local),
+                    counter: metrics.command_counter(name),
+                });
         }
         Self {
             table,

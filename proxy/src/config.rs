@@ -113,8 +113,7 @@ impl ProxyConfig {
     pub fn from_file(path: &Path) -> Result<Self, StartError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| StartError::Config(format!("cannot read {}: {e}", path.display())))?;
-        toml::from_str(&text)
-            .map_err(|e| StartError::Config(format!("{}: {e}", path.display())))
+        toml::from_str(&text).map_err(|e| StartError::Config(format!("{}: {e}", path.display())))
     }
 
     /// The file (if any), then the flags over it, then the environment for the backend
@@ -162,7 +161,10 @@ impl ProxyConfig {
     /// Rejects values the proxy cannot run with, naming the field.
     pub fn validate(&self) -> Result<(), StartError> {
         let bad = |m: String| Err(StartError::Config(m));
-        for (name, addr) in [("listen", &self.listen), ("admin_listen", &self.admin_listen)] {
+        for (name, addr) in [
+            ("listen", &self.listen),
+            ("admin_listen", &self.admin_listen),
+        ] {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 return bad(format!("{name} = {addr:?} is not an IP:port address"));
             }
@@ -253,9 +255,13 @@ mod tests {
             groups: vec!["localhost".into()],
             ..Args::default()
         };
-        let err = ProxyConfig::load(&args, None).expect_err("bad addr").to_string();
+        let err = ProxyConfig::load(&args, None)
+            .expect_err("bad addr")
+            .to_string();
         assert!(err.contains("not a host:port"), "{err}");
-        let err = ProxyConfig::load(&Args::default(), None).expect_err("no groups").to_string();
+        let err = ProxyConfig::load(&Args::default(), None)
+            .expect_err("no groups")
+            .to_string();
         assert!(err.contains("no backend group"), "{err}");
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("p.toml");
@@ -264,7 +270,9 @@ mod tests {
             config: Some(path),
             ..Args::default()
         };
-        let err = ProxyConfig::load(&args, None).expect_err("unknown").to_string();
+        let err = ProxyConfig::load(&args, None)
+            .expect_err("unknown")
+            .to_string();
         assert!(err.contains("lisen"), "{err}");
     }
 }

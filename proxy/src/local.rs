@@ -43,7 +43,9 @@ impl Session {
                 }
             }
             Local::Time => {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
                 ready(reply::array(&[
                     reply::bulk(now.as_secs().to_string().as_bytes()),
                     reply::bulk(now.subsec_micros().to_string().as_bytes()),
@@ -77,11 +79,18 @@ impl Session {
         if req.argc() != 2 {
             return Pending::Ready(wrong_args("select"));
         }
-        Pending::Ready(match std::str::from_utf8(req.arg(1)).ok().and_then(|s| s.parse::<i64>().ok()) {
-            Some(0) => reply::simple("OK"),
-            Some(_) => reply::error("ERR DB index is out of range: kodis-proxy has only database 0"),
-            None => reply::error("ERR value is not an integer or out of range"),
-        })
+        Pending::Ready(
+            match std::str::from_utf8(req.arg(1))
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+            {
+                Some(0) => reply::simple("OK"),
+                Some(_) => {
+                    reply::error("ERR DB index is out of range: kodis-proxy has only database 0")
+                }
+                None => reply::error("ERR value is not an integer or out of range"),
+            },
+        )
     }
 
     /// Checks `user`/`pass` against the proxy password; marks the session on success.
@@ -96,7 +105,9 @@ impl Session {
             Ok(())
         } else {
             self.ctx.metrics.errors.auth.inc();
-            Err(reply::error("WRONGPASS invalid username-password pair or user is disabled."))
+            Err(reply::error(
+                "WRONGPASS invalid username-password pair or user is disabled.",
+            ))
         }
     }
 
@@ -121,10 +132,15 @@ impl Session {
     fn hello(&mut self, req: &Request) -> Bytes {
         let argc = req.argc();
         if argc >= 2 {
-            match std::str::from_utf8(req.arg(1)).ok().and_then(|s| s.parse::<i64>().ok()) {
+            match std::str::from_utf8(req.arg(1))
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+            {
                 Some(2) => {}
                 Some(3) => {
-                    return reply::error("NOPROTO kodis-proxy speaks RESP2 only for now; use HELLO 2")
+                    return reply::error(
+                        "NOPROTO kodis-proxy speaks RESP2 only for now; use HELLO 2",
+                    )
                 }
                 Some(_) => return reply::error("NOPROTO unsupported protocol version"),
                 None => {
@@ -145,7 +161,10 @@ impl Session {
                 new_name = Some(req.arg_bytes(i + 1));
                 i += 2;
             } else {
-                return reply::error(&format!("ERR Syntax error in HELLO option '{}'", upper(opt)));
+                return reply::error(&format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    upper(opt)
+                ));
             }
         }
         if !self.authed {
@@ -224,7 +243,12 @@ impl Session {
     }
 
     fn client_line(&self) -> String {
-        let s = |b: &Option<Bytes>| b.as_deref().map(String::from_utf8_lossy).unwrap_or_default().to_string();
+        let s = |b: &Option<Bytes>| {
+            b.as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .to_string()
+        };
         format!(
             "id={} addr={} name={} db=0 lib-name={} lib-ver={}\n",
             self.id,

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kodis_common::resp::{array_elements, encode_array_header, encode_bulk, reply_integer, Request};
+use kodis_common::resp::{
+    array_elements, encode_array_header, encode_bulk, reply_integer, Request,
+};
 
 use crate::backend::ReplyRx;
 use crate::commands::SplitKind;
@@ -15,7 +17,11 @@ use crate::reply;
 /// repeat every `step` arguments (1 for MGET/DEL, 2 for MSET). `groups[k]` is the
 /// group of the k-th key. Returns `(group, frame, key ordinals)` per part, in the
 /// order groups first appear.
-pub fn split_request(req: &Request, step: usize, groups: &[usize]) -> Vec<(usize, Bytes, Vec<usize>)> {
+pub fn split_request(
+    req: &Request,
+    step: usize,
+    groups: &[usize],
+) -> Vec<(usize, Bytes, Vec<usize>)> {
     let mut parts: Vec<(usize, Vec<usize>)> = Vec::new();
     for (k, &g) in groups.iter().enumerate() {
         match parts.iter_mut().find(|(pg, _)| *pg == g) {
@@ -71,7 +77,10 @@ impl Merge {
     pub async fn resolve(self, metrics: &Metrics) -> Bytes {
         let mut replies = Vec::with_capacity(self.parts.len());
         for (rx, addr) in self.parts {
-            match rx.await.unwrap_or(Err(BackendError::ConnectionLost { addr })) {
+            match rx
+                .await
+                .unwrap_or(Err(BackendError::ConnectionLost { addr }))
+            {
                 Ok(b) => replies.push(b),
                 Err(e) => {
                     metrics.errors.backend.inc();
@@ -119,5 +128,7 @@ impl Merge {
 
 fn unexpected(r: &[u8]) -> Bytes {
     let shown = String::from_utf8_lossy(&r[..r.len().min(64)]).to_string();
-    reply::error(&format!("ERR kodis-proxy: unexpected reply from a backend while merging: {shown:?}"))
+    reply::error(&format!(
+        "ERR kodis-proxy: unexpected reply from a backend while merging: {shown:?}"
+    ))
 }

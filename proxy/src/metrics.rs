@@ -101,7 +101,11 @@ impl Metrics {
         let commands = Family::<CommandLabel, Counter>::default();
         registry.register("commands", "Commands received, by name", commands.clone());
         let errors_family = Family::<ErrorLabel, Counter>::default();
-        registry.register("errors", "Error replies sent, by kind", errors_family.clone());
+        registry.register(
+            "errors",
+            "Error replies sent, by kind",
+            errors_family.clone(),
+        );
         let backend_latency =
             Family::<BackendLabel, Histogram>::new_with_constructor(|| -> Histogram {
                 Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -142,7 +146,11 @@ impl Metrics {
             client_writes.clone(),
         );
         let connections = Gauge::default();
-        registry.register("connections", "Client connections open", connections.clone());
+        registry.register(
+            "connections",
+            "Client connections open",
+            connections.clone(),
+        );
         let connections_total = Counter::default();
         registry.register(
             "accepted_connections",
@@ -150,11 +158,23 @@ impl Metrics {
             connections_total.clone(),
         );
         let client_bytes_in = Counter::default();
-        registry.register("client_received_bytes", "Bytes read from clients", client_bytes_in.clone());
+        registry.register(
+            "client_received_bytes",
+            "Bytes read from clients",
+            client_bytes_in.clone(),
+        );
         let client_bytes_out = Counter::default();
-        registry.register("client_sent_bytes", "Bytes written to clients", client_bytes_out.clone());
+        registry.register(
+            "client_sent_bytes",
+            "Bytes written to clients",
+            client_bytes_out.clone(),
+        );
         let epoch = Gauge::default();
-        registry.register("topology_epoch", "Epoch of the topology served", epoch.clone());
+        registry.register(
+            "topology_epoch",
+            "Epoch of the topology served",
+            epoch.clone(),
+        );
         let err = |kind: &str| {
             errors_family
                 .get_or_create(&ErrorLabel { kind: kind.into() })

@@ -141,7 +141,9 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Shared>, mut shutdown: watc
                 ctx.metrics.errors.max_clients.inc();
                 tokio::spawn(async move {
                     let mut stream = stream;
-                    let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                    let _ = stream
+                        .write_all(b"-ERR max number of clients reached\r\n")
+                        .await;
                     let _ = stream.shutdown().await;
                 });
             }
@@ -182,7 +184,10 @@ async fn load_command_table(config: &ProxyConfig, routes: &Routes) -> (CommandTa
     let version = match ask(&[b"INFO", b"server"]).await {
         Some(b) => String::from_utf8_lossy(&b)
             .lines()
-            .find_map(|l| l.strip_prefix("redis_version:").map(|v| v.trim().to_string()))
+            .find_map(|l| {
+                l.strip_prefix("redis_version:")
+                    .map(|v| v.trim().to_string())
+            })
             .unwrap_or(fallback_version),
         None => fallback_version,
     };

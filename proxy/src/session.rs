@@ -140,7 +140,9 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                 Err(e) => {
                     ctx.metrics.errors.protocol.inc();
                     debug!(error = %e, "protocol error from client");
-                    let _ = tx.send(Pending::Close(reply::error(&format!("ERR {e}")))).await;
+                    let _ = tx
+                        .send(Pending::Close(reply::error(&format!("ERR {e}"))))
+                        .await;
                     break 'session;
                 }
             };
@@ -173,7 +175,11 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
     let _ = writer.await;
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, metrics: Arc<Metrics>) {
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Pending>,
+    metrics: Arc<Metrics>,
+) {
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
         let item = match rx.try_recv() {
@@ -202,7 +208,8 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, met
                         if flush(&mut wr, &mut out, &metrics).await.is_err() {
                             return;
                         }
-                        r.await.unwrap_or(Err(BackendError::ConnectionLost { addr }))
+                        r.await
+                            .unwrap_or(Err(BackendError::ConnectionLost { addr }))
                     }
                     Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
                         Err(BackendError::ConnectionLost { addr })
@@ -262,7 +269,12 @@ impl Session {
             return Pending::Ready(unknown_command(req));
         };
         entry.counter.inc();
-        if !self.authed && !matches!(entry.kind, Kind::Local(Local::Auth | Local::Hello | Local::Quit)) {
+        if !self.authed
+            && !matches!(
+                entry.kind,
+                Kind::Local(Local::Auth | Local::Hello | Local::Quit)
+            )
+        {
             ctx.metrics.errors.auth.inc();
             return Pending::Ready(reply::error("NOAUTH Authentication required."));
         }
@@ -306,7 +318,13 @@ impl Session {
             ctx.metrics.errors.args.inc();
             return Pending::Ready(wrong_args(&spec.name));
         }
-        let keys = spec.key_positions(req);
+        let keys = match spec.try_key_positions(req) {
+            Ok(k) => k,
+            Err(e) => {
+                ctx.metrics.errors.args.inc();
+                return Pending::Ready(reply::error(&format!("ERR {e}")));
+            }
+        };
         let Some(&first) = keys.first() else {
             ctx.metrics.errors.refused.inc();
             let name = spec.name.replace('|', " ").to_ascii_uppercase();
@@ -343,7 +361,9 @@ impl Session {
             .map(|i| routes.group_of_slot(key_slot(req.arg(i))))
             .collect();
         if groups.iter().all(|&g| g == groups[0]) {
-            return self.forward(&routes.groups[groups[0]].master, req.to_resp()).await;
+            return self
+                .forward(&routes.groups[groups[0]].master, req.to_resp())
+                .await;
         }
         let parts = merge::split_request(req, step, &groups);
         let mut replies = Vec::with_capacity(parts.len());
@@ -394,7 +414,10 @@ fn unknown_command(req: &Request) -> Bytes {
     );
     for i in 1..req.argc().min(4) {
         let a = req.arg(i);
-        msg.push_str(&format!("'{}' ", String::from_utf8_lossy(&a[..a.len().min(64)])));
+        msg.push_str(&format!(
+            "'{}' ",
+            String::from_utf8_lossy(&a[..a.len().min(64)])
+        ));
     }
     reply::error(&msg)
 }

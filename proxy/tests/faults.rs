@@ -13,7 +13,10 @@ use support::{eventually, Cluster, Conn, Value};
 
 /// A key owned by server `i` of a 2-group cluster.
 fn key_on(c: &Cluster, i: usize, prefix: &str) -> String {
-    (0..).map(|n| format!("{prefix}{n}")).find(|k| c.owner(k.as_bytes()) == i).unwrap()
+    (0..)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|k| c.owner(k.as_bytes()) == i)
+        .unwrap()
 }
 
 #[test]
@@ -30,8 +33,14 @@ fn a_dead_backend_fails_only_its_slots_then_recovers() {
     let started = Instant::now();
     let e = p.cmd(&["GET", &k1]);
     let text = e.err_text().to_string();
-    assert!(text.contains(&format!("127.0.0.1:{port}")), "error names the backend: {text}");
-    assert!(started.elapsed() < Duration::from_secs(3), "answered within the connect timeout");
+    assert!(
+        text.contains(&format!("127.0.0.1:{port}")),
+        "error names the backend: {text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered within the connect timeout"
+    );
     // The other group keeps working, on the same connection.
     assert_eq!(p.cmd(&["GET", &k0]), Value::bulk("1"));
     // A split command touching the dead group fails as a whole, with the backend named.
@@ -39,7 +48,15 @@ fn a_dead_backend_fails_only_its_slots_then_recovers() {
     assert!(e.err_text().contains(&format!("127.0.0.1:{port}")), "{e:?}");
     // Bring a server back on the same port: the proxy reconnects by itself.
     let _revived = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--dir"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+        ])
         .arg(&dir)
         .stdout(Stdio::null())
         .spawn()
@@ -109,10 +126,16 @@ fn backend_killed_under_load_gives_errors_never_wrong_replies() {
             })
         })
         .collect();
-    assert!(eventually(10, || c.proxy.metric("kodis_proxy_commands_total{command=\"get\"}") > 2000.0));
+    assert!(eventually(10, || c
+        .proxy
+        .metric("kodis_proxy_commands_total{command=\"get\"}")
+        > 2000.0));
     c.servers[1].kill();
     let after_kill = c.proxy.metric("kodis_proxy_errors_total{kind=\"backend\"}");
-    assert!(eventually(10, || c.proxy.metric("kodis_proxy_errors_total{kind=\"backend\"}") > after_kill + 100.0));
+    assert!(eventually(10, || c
+        .proxy
+        .metric("kodis_proxy_errors_total{kind=\"backend\"}")
+        > after_kill + 100.0));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total_ok = 0;
     let mut total_err = 0;
@@ -121,7 +144,10 @@ fn backend_killed_under_load_gives_errors_never_wrong_replies() {
         total_ok += ok;
         total_err += err;
     }
-    assert!(total_ok > 0 && total_err > 0, "ok {total_ok} err {total_err}");
+    assert!(
+        total_ok > 0 && total_err > 0,
+        "ok {total_ok} err {total_err}"
+    );
 }
 
 #[test]
@@ -156,7 +182,10 @@ fn max_clients_turns_one_more_away() {
         assert_eq!(h.cmd(&["PING"]), Value::Simple("PONG".into()));
     }
     let mut extra = c.proxy.conn();
-    assert_eq!(extra.read(), Value::Error("ERR max number of clients reached".into()));
+    assert_eq!(
+        extra.read(),
+        Value::Error("ERR max number of clients reached".into())
+    );
     assert!(extra.is_closed());
     drop(held.pop());
     assert!(eventually(10, || {
@@ -180,7 +209,11 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         .spawn()
         .unwrap();
     let mut child = KillOnDrop(child);
-    assert!(eventually(20, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()));
+    assert!(eventually(20, || std::net::TcpStream::connect((
+        "127.0.0.1",
+        port
+    ))
+    .is_ok()));
     let mut p = Conn::connect(("127.0.0.1", port));
     assert_eq!(p.cmd(&["SET", "k", "v"]), Value::ok());
     // A request in flight when SIGTERM arrives still gets its reply: a script that
@@ -193,13 +226,20 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
             b"k",
         ]))
         .unwrap();
-    assert!(eventually(10, || admin_metrics(admin).contains("kodis_proxy_commands_total{command=\"eval\"} 1")));
-    let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
+    assert!(eventually(10, || admin_metrics(admin)
+        .contains("kodis_proxy_commands_total{command=\"eval\"} 1")));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
     assert_eq!(p.read(), Value::Int(7));
-    let status = kodis_common::test_util::wait_for(Duration::from_secs(15), || child.0.try_wait().unwrap())
-        .expect("kodis-proxy did not exit after SIGTERM");
+    let status =
+        kodis_common::test_util::wait_for(Duration::from_secs(15), || child.0.try_wait().unwrap())
+            .expect("kodis-proxy did not exit after SIGTERM");
     assert!(status.success(), "exit status {status}");
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "still accepting");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still accepting"
+    );
 }
 
 fn admin_metrics(port: u16) -> String {
@@ -207,7 +247,10 @@ fn admin_metrics(port: u16) -> String {
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
     };
-    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out

@@ -19,20 +19,36 @@ fn connection_commands() {
     assert_eq!(p.cmd(&["READONLY"]), Value::ok());
     assert_eq!(p.cmd(&["READWRITE"]), Value::ok());
     assert_eq!(p.cmd(&["CLUSTER", "KEYSLOT", "foo"]), Value::Int(12182));
-    assert_eq!(p.cmd(&["CLUSTER", "KEYSLOT", "{user1000}.following"]), Value::Int(3443));
+    assert_eq!(
+        p.cmd(&["CLUSTER", "KEYSLOT", "{user1000}.following"]),
+        Value::Int(3443)
+    );
     match p.cmd(&["TIME"]) {
         Value::Array(Some(v)) => assert_eq!(v.len(), 2),
         other => panic!("{other:?}"),
     }
     assert_eq!(p.cmd(&["CLIENT", "SETNAME", "app-1"]), Value::ok());
     assert_eq!(p.cmd(&["CLIENT", "GETNAME"]), Value::bulk("app-1"));
-    assert_eq!(p.cmd(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]), Value::ok());
-    assert_eq!(p.cmd(&["CLIENT", "SETINFO", "LIB-VER", "5.0.1"]), Value::ok());
-    let Value::Int(id) = p.cmd(&["CLIENT", "ID"]) else { panic!() };
+    assert_eq!(
+        p.cmd(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]),
+        Value::ok()
+    );
+    assert_eq!(
+        p.cmd(&["CLIENT", "SETINFO", "LIB-VER", "5.0.1"]),
+        Value::ok()
+    );
+    let Value::Int(id) = p.cmd(&["CLIENT", "ID"]) else {
+        panic!()
+    };
     match p.cmd(&["CLIENT", "INFO"]) {
         Value::Bulk(Some(b)) => {
             let s = String::from_utf8(b).unwrap();
-            assert!(s.contains(&format!("id={id} ")) && s.contains("name=app-1") && s.contains("lib-name=redis-py"), "{s}");
+            assert!(
+                s.contains(&format!("id={id} "))
+                    && s.contains("name=app-1")
+                    && s.contains("lib-name=redis-py"),
+                "{s}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -52,7 +68,10 @@ fn connection_commands() {
         other => panic!("{other:?}"),
     }
     assert!(p.cmd(&["HELLO", "3"]).err_text().starts_with("NOPROTO"));
-    assert!(matches!(p.cmd(&["HELLO", "2", "SETNAME", "n2"]), Value::Array(Some(_))));
+    assert!(matches!(
+        p.cmd(&["HELLO", "2", "SETNAME", "n2"]),
+        Value::Array(Some(_))
+    ));
     assert_eq!(p.cmd(&["CLIENT", "GETNAME"]), Value::bulk("n2"));
     // COMMAND comes from a backend.
     match p.cmd(&["COMMAND", "COUNT"]) {
@@ -62,8 +81,14 @@ fn connection_commands() {
     assert_eq!(p.cmd(&["SET", "a", "1"]), Value::ok());
     assert_eq!(p.cmd(&["SET", "b", "1"]), Value::ok());
     assert_eq!(p.cmd(&["DBSIZE"]), Value::Int(2));
-    assert!(p.cmd(&["GET"]).err_text().contains("wrong number of arguments for 'get'"));
-    assert!(p.cmd(&["NOSUCHCMD", "x"]).err_text().starts_with("ERR unknown command 'NOSUCHCMD'"));
+    assert!(p
+        .cmd(&["GET"])
+        .err_text()
+        .contains("wrong number of arguments for 'get'"));
+    assert!(p
+        .cmd(&["NOSUCHCMD", "x"])
+        .err_text()
+        .starts_with("ERR unknown command 'NOSUCHCMD'"));
     assert_eq!(p.cmd(&["QUIT"]), Value::ok());
     assert!(p.is_closed());
 }
@@ -72,18 +97,38 @@ fn connection_commands() {
 fn auth_with_a_proxy_password() {
     let c = Cluster::start_with(1, |cfg| cfg.password = Some("pw".into()));
     let mut p = c.proxy.conn();
-    assert_eq!(p.cmd(&["GET", "a"]), Value::Error("NOAUTH Authentication required.".into()));
-    assert_eq!(p.cmd(&["PING"]), Value::Error("NOAUTH Authentication required.".into()));
-    assert!(p.cmd(&["AUTH", "wrong"]).err_text().starts_with("WRONGPASS"));
-    assert!(p.cmd(&["AUTH", "someone", "pw"]).err_text().starts_with("WRONGPASS"));
+    assert_eq!(
+        p.cmd(&["GET", "a"]),
+        Value::Error("NOAUTH Authentication required.".into())
+    );
+    assert_eq!(
+        p.cmd(&["PING"]),
+        Value::Error("NOAUTH Authentication required.".into())
+    );
+    assert!(p
+        .cmd(&["AUTH", "wrong"])
+        .err_text()
+        .starts_with("WRONGPASS"));
+    assert!(p
+        .cmd(&["AUTH", "someone", "pw"])
+        .err_text()
+        .starts_with("WRONGPASS"));
     assert_eq!(p.cmd(&["AUTH", "pw"]), Value::ok());
     assert_eq!(p.cmd(&["SET", "a", "1"]), Value::ok());
     let mut q = c.proxy.conn();
-    assert!(matches!(q.cmd(&["HELLO", "2", "AUTH", "default", "pw"]), Value::Array(Some(_))));
+    assert!(matches!(
+        q.cmd(&["HELLO", "2", "AUTH", "default", "pw"]),
+        Value::Array(Some(_))
+    ));
     assert_eq!(q.cmd(&["GET", "a"]), Value::bulk("1"));
     // Without a proxy password, AUTH says so, as Redis does.
     let d = Cluster::start(1);
-    assert!(d.proxy.conn().cmd(&["AUTH", "x"]).err_text().contains("without any password configured"));
+    assert!(d
+        .proxy
+        .conn()
+        .cmd(&["AUTH", "x"])
+        .err_text()
+        .contains("without any password configured"));
 }
 
 #[test]
@@ -128,13 +173,26 @@ fn refused_commands_name_the_command_and_keep_the_connection() {
         } else {
             format!("'{}'", args[0])
         };
-        assert!(text.starts_with("ERR kodis-proxy refuses ") && text.contains(&name), "{args:?}: {text}");
-        assert_eq!(p.cmd(&["PING"]), Value::Simple("PONG".into()), "after {args:?}");
+        assert!(
+            text.starts_with("ERR kodis-proxy refuses ") && text.contains(&name),
+            "{args:?}: {text}"
+        );
+        assert_eq!(
+            p.cmd(&["PING"]),
+            Value::Simple("PONG".into()),
+            "after {args:?}"
+        );
     }
     // Nothing reached the backends.
     assert_eq!(p.cmd(&["DBSIZE"]), Value::Int(0));
     // XREAD without BLOCK is an ordinary read.
     assert_eq!(p.cmd(&["XADD", "s", "1-1", "f", "v"]), Value::bulk("1-1"));
-    assert!(matches!(p.cmd(&["XREAD", "STREAMS", "s", "0"]), Value::Array(Some(_))));
-    assert_eq!(p.cmd(&["CONFIG", "GET", "maxmemory"]), Value::Array(Some(vec![Value::bulk("maxmemory"), Value::bulk("0")])));
+    assert!(matches!(
+        p.cmd(&["XREAD", "STREAMS", "s", "0"]),
+        Value::Array(Some(_))
+    ));
+    assert_eq!(
+        p.cmd(&["CONFIG", "GET", "maxmemory"]),
+        Value::Array(Some(vec![Value::bulk("maxmemory"), Value::bulk("0")]))
+    );
 }

@@ -13,8 +13,16 @@ fn assert_protocol_error(c: &Cluster, raw: &[u8], text: &str) {
     bytes.extend_from_slice(raw);
     p.send_raw(&bytes);
     assert_eq!(p.read(), Value::Simple("PONG".into()));
-    assert_eq!(p.read(), Value::Error(text.into()), "for {:?}", String::from_utf8_lossy(&raw[..raw.len().min(40)]));
-    assert!(p.is_closed(), "connection must close after a protocol error");
+    assert_eq!(
+        p.read(),
+        Value::Error(text.into()),
+        "for {:?}",
+        String::from_utf8_lossy(&raw[..raw.len().min(40)])
+    );
+    assert!(
+        p.is_closed(),
+        "connection must close after a protocol error"
+    );
 }
 
 #[test]
@@ -24,25 +32,61 @@ fn over_limit_lengths_are_refused_before_buffering() {
         cfg.limits.max_array_len = 16;
         cfg.limits.max_inline_len = 256;
     });
-    assert_protocol_error(&c, b"*1\r\n$1025\r\n", "ERR Protocol error: invalid bulk length");
-    assert_protocol_error(&c, b"*17\r\n", "ERR Protocol error: invalid multibulk length");
-    assert_protocol_error(&c, &[b'x'; 300], "ERR Protocol error: too big inline request");
+    assert_protocol_error(
+        &c,
+        b"*1\r\n$1025\r\n",
+        "ERR Protocol error: invalid bulk length",
+    );
+    assert_protocol_error(
+        &c,
+        b"*17\r\n",
+        "ERR Protocol error: invalid multibulk length",
+    );
+    assert_protocol_error(
+        &c,
+        &[b'x'; 300],
+        "ERR Protocol error: too big inline request",
+    );
     // Default limits: a 4 GiB bulk and a 2^31 array are refused at once.
     let d = Cluster::start(1);
-    assert_protocol_error(&d, b"*2\r\n$3\r\nGET\r\n$4294967296\r\n", "ERR Protocol error: invalid bulk length");
-    assert_protocol_error(&d, b"*2147483648\r\n", "ERR Protocol error: invalid multibulk length");
+    assert_protocol_error(
+        &d,
+        b"*2\r\n$3\r\nGET\r\n$4294967296\r\n",
+        "ERR Protocol error: invalid bulk length",
+    );
+    assert_protocol_error(
+        &d,
+        b"*2147483648\r\n",
+        "ERR Protocol error: invalid multibulk length",
+    );
     // Nothing of the announced size was allocated: the proxy is still small and serving.
     let mut p = d.proxy.conn();
     assert_eq!(p.cmd(&["PING"]), Value::Simple("PONG".into()));
-    assert!(d.proxy.metric("kodis_proxy_errors_total{kind=\"protocol\"}") >= 2.0);
+    assert!(
+        d.proxy
+            .metric("kodis_proxy_errors_total{kind=\"protocol\"}")
+            >= 2.0
+    );
 }
 
 #[test]
 fn malformed_requests_are_refused() {
     let c = Cluster::start(1);
-    assert_protocol_error(&c, b"*1\r\n+PING\r\n", "ERR Protocol error: expected '$', got '+'");
-    assert_protocol_error(&c, b"*x\r\n", "ERR Protocol error: invalid multibulk length");
-    assert_protocol_error(&c, b"*1\r\n$-5\r\n", "ERR Protocol error: invalid bulk length");
+    assert_protocol_error(
+        &c,
+        b"*1\r\n+PING\r\n",
+        "ERR Protocol error: expected '$', got '+'",
+    );
+    assert_protocol_error(
+        &c,
+        b"*x\r\n",
+        "ERR Protocol error: invalid multibulk length",
+    );
+    assert_protocol_error(
+        &c,
+        b"*1\r\n$-5\r\n",
+        "ERR Protocol error: invalid bulk length",
+    );
 }
 
 #[test]

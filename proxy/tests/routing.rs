@@ -22,7 +22,11 @@ fn each_key_lands_on_the_backend_that_owns_its_slot() {
         let owner = c.owner(k.as_bytes());
         per_server[owner] += 1;
         for (s, d) in direct.iter_mut().enumerate() {
-            let expect = if s == owner { Value::bulk(&i.to_string()) } else { Value::Bulk(None) };
+            let expect = if s == owner {
+                Value::bulk(&i.to_string())
+            } else {
+                Value::Bulk(None)
+            };
             assert_eq!(d.cmd(&["GET", &k]), expect, "key {k} on server {s}");
         }
     }
@@ -46,7 +50,10 @@ fn hash_tagged_keys_share_a_backend() {
     assert_eq!(d.cmd(&["DBSIZE"]), Value::Int(50));
     assert_eq!(c.direct(1 - owner).cmd(&["DBSIZE"]), Value::Int(0));
     // Same-slot multi-key commands work when the tags match.
-    assert_eq!(p.cmd(&["RENAME", &keys[0], "{user:42}:renamed"]), Value::ok());
+    assert_eq!(
+        p.cmd(&["RENAME", &keys[0], "{user:42}:renamed"]),
+        Value::ok()
+    );
     assert_eq!(p.cmd(&["MSETNX", "{t}a", "1", "{t}b", "2"]), Value::Int(1));
 }
 
@@ -76,8 +83,19 @@ fn split_commands_answer_like_one_redis() {
         v.push("k1".into());
         script.push(v);
     }
-    script.push(vec!["DEL".into(), "k1".into(), "k2".into(), "k35".into(), "k7".into()]);
-    script.push(vec!["UNLINK".into(), "k8".into(), "k9".into(), "k10".into()]);
+    script.push(vec![
+        "DEL".into(),
+        "k1".into(),
+        "k2".into(),
+        "k35".into(),
+        "k7".into(),
+    ]);
+    script.push(vec![
+        "UNLINK".into(),
+        "k8".into(),
+        "k9".into(),
+        "k10".into(),
+    ]);
     script.push(mget);
     script.push(vec!["MSET".into(), "k1".into()]);
     script.push(vec!["MGET".into()]);
@@ -119,7 +137,13 @@ fn commands_whose_keys_must_share_a_slot_answer_crossslot() {
         &["BITOP", "AND", "d", "a", "b"],
         &["GEORADIUS", "a", "0", "0", "10", "km", "STORE", "b"],
         &["EVAL", "return 1", "2", "a", "b"],
-        &["EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "2", "a", "b"],
+        &[
+            "EVALSHA",
+            "e0e1f9fabfc9d4800c877a703b823ac0578ff8db",
+            "2",
+            "a",
+            "b",
+        ],
         &["FCALL", "f", "2", "a", "b"],
         &["SINTER", "a", "b"],
         &["SUNION", "a", "b"],
@@ -135,7 +159,10 @@ fn commands_whose_keys_must_share_a_slot_answer_crossslot() {
     // With hash tags the same commands go through.
     assert_eq!(p.cmd(&["SET", "{x}a", "1"]), Value::ok());
     assert_eq!(p.cmd(&["RENAME", "{x}a", "{x}b"]), Value::ok());
-    assert_eq!(p.cmd(&["EVAL", "return redis.call('GET', KEYS[1])", "1", "{x}b"]), Value::bulk("1"));
+    assert_eq!(
+        p.cmd(&["EVAL", "return redis.call('GET', KEYS[1])", "1", "{x}b"]),
+        Value::bulk("1")
+    );
     assert_eq!(p.cmd(&["COPY", "{x}b", "{x}c"]), Value::Int(1));
     assert_eq!(p.cmd(&["GET", "{x}c"]), Value::bulk("1"));
     assert_eq!(p.cmd(&["PING"]), Value::Simple("PONG".into()));
@@ -151,10 +178,17 @@ fn pipelined_replies_come_back_in_order_with_few_writes() {
     let before_client = c.proxy.metric("kodis_proxy_client_writes_total");
     let mut raw = Vec::new();
     for i in 0..100 {
-        raw.extend(kodis_common::test_util::encode(&[b"SET", format!("p{i}").as_bytes(), i.to_string().as_bytes()]));
+        raw.extend(kodis_common::test_util::encode(&[
+            b"SET",
+            format!("p{i}").as_bytes(),
+            i.to_string().as_bytes(),
+        ]));
     }
     for i in 0..100 {
-        raw.extend(kodis_common::test_util::encode(&[b"GET", format!("p{i}").as_bytes()]));
+        raw.extend(kodis_common::test_util::encode(&[
+            b"GET",
+            format!("p{i}").as_bytes(),
+        ]));
     }
     p.send_raw(&raw);
     for _ in 0..100 {
