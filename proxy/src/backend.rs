@@ -49,11 +49,14 @@ pub struct BackendOptions {
     pub queue: usize,
 }
 
+/// Requests one session queues for one backend in one go, in order.
+pub type Batch = smallvec::SmallVec<[BackendRequest; 2]>;
+
 /// The connections to one backend server.
 #[derive(Debug)]
 pub struct BackendPool {
     addr: Arc<str>,
-    conns: Vec<mpsc::Sender<BackendRequest>>,
+    conns: Vec<mpsc::Sender<Batch>>,
     up: Arc<AtomicBool>,
 }
 
@@ -99,22 +102,30 @@ impl BackendPool {
     /// in the order it sent them.
     pub async fn send(&self, conn: usize, frame: Bytes) -> ReplyRx {
         let (tx, rx) = oneshot::channel();
-        let req = BackendRequest { frame, reply: tx };
-        let idx = conn % self.conns.len();
-        if let Err(mpsc::error::SendError(req)) = self.conns[idx].send(req).await {
-            // The task is gone only when the proxy is shutting down.
-            let _ = req.reply.send(Err(BackendError::Unavailable {
-                addr: self.addr.clone(),
-                cause: Arc::from("proxy is shutting down"),
-            }));
-        }
+        let mut batch = Batch::new();
+        batch.push(BackendRequest { frame, reply: tx });
+        self.send_batch(conn, batch).await;
         rx
+    }
+
+    /// Queues a batch of requests on connection `conn % n`, in order.
+    pub async fn send_batch(&self, conn: usize, batch: Batch) {
+        let idx = conn % self.conns.len();
+        if let Err(mpsc::error::SendError(batch)) = self.conns[idx].send(batch).await {
+            // The task is gone only when the proxy is shutting down.
+            for req in batch {
+                let _ = req.reply.send(Err(BackendError::Unavailable {
+                    addr: self.addr.clone(),
+                    cause: Arc::from("proxy is shutting down"),
+                }));
+            }
+        }
     }
 }
 
 async fn run_connection(
     addr: Arc<str>,
-    mut rx: mpsc::Receiver<BackendRequest>,
+    mut rx: mpsc::Receiver<Batch>,
     opts: Arc<BackendOptions>,
     metrics: BackendMetrics,
     up: Arc<AtomicBool>,
@@ -123,7 +134,7 @@ async fn run_connection(
     const MAX_BACKOFF: Duration = Duration::from_secs(2);
     let mut backoff = MIN_BACKOFF;
     // Connect only once there is work, so an idle pool to a dead server is quiet.
-    let mut pending: Option<BackendRequest> = match rx.recv().await {
+    let mut pending: Option<Batch> = match rx.recv().await {
         Some(r) => Some(r),
         None => return,
     };
@@ -153,7 +164,7 @@ async fn run_connection(
             addr: addr.clone(),
             cause: Arc::from(cause.as_str()),
         };
-        if let Some(r) = pending.take() {
+        for r in pending.take().into_iter().flatten() {
             let _ = r.reply.send(Err(err.clone()));
         }
         // During backoff every request fails at once rather than queueing.
@@ -163,7 +174,11 @@ async fn run_connection(
             tokio::select! {
                 _ = tokio::time::sleep_until(retry_at) => break,
                 r = rx.recv() => match r {
-                    Some(r) => { let _ = r.reply.send(Err(err.clone())); }
+                    Some(batch) => {
+                        for r in batch {
+                            let _ = r.reply.send(Err(err.clone()));
+                        }
+                    }
                     None => return,
                 },
             }
@@ -219,8 +234,8 @@ struct InFlight {
 async fn serve(
     stream: TcpStream,
     addr: &Arc<str>,
-    rx: &mut mpsc::Receiver<BackendRequest>,
-    first: Option<BackendRequest>,
+    rx: &mut mpsc::Receiver<Batch>,
+    first: Option<Batch>,
     opts: &BackendOptions,
     metrics: &BackendMetrics,
 ) -> ServeEnd {
@@ -228,7 +243,7 @@ async fn serve(
     let (inflight_tx, mut inflight_rx) = mpsc::unbounded_channel::<InFlight>();
 
     let writer = async {
-        let mut batch: Vec<BackendRequest> = Vec::with_capacity(64);
+        let mut batch: Vec<Batch> = Vec::with_capacity(64);
         let mut wbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
         if let Some(r) = first {
             batch.push(r);
@@ -238,7 +253,7 @@ async fn serve(
                 return ServeEnd::Closed;
             }
             let now = Instant::now();
-            for req in batch.drain(..) {
+            for req in batch.drain(..).flatten() {
                 wbuf.extend_from_slice(&req.frame);
                 // Queued before the write, so the reader always finds it.
                 let _ = inflight_tx.send(InFlight {

@@ -8,11 +8,11 @@ use kodis_common::slot::key_slot;
 
 use crate::commands::Local;
 use crate::reply;
-use crate::session::{refused, wrong_args, Pending, Session};
+use crate::session::{refused, wrong_args, Outbox, Pending, Session};
 
 impl Session {
     /// Answers a local command, or forwards the part of it a backend must answer.
-    pub(crate) async fn local(&mut self, l: Local, req: &Request) -> Pending {
+    pub(crate) fn local(&mut self, l: Local, req: &Request, outbox: &mut Outbox) -> Pending {
         let argc = req.argc();
         let ready = |b: Bytes| Pending::Ready(b);
         match l {
@@ -56,10 +56,7 @@ impl Session {
                 if argc >= 3 && req.arg(1).eq_ignore_ascii_case(b"GET") {
                     let routes = self.ctx.router.load();
                     match routes.groups.first() {
-                        Some(g) => {
-                            let rx = g.master.send(self.id as usize, req.to_resp()).await;
-                            Pending::Backend(rx, g.master.addr().clone())
-                        }
+                        Some(g) => outbox.forward(&g.master, req.to_resp()),
                         None => ready(reply::error("ERR kodis: no backend group")),
                     }
                 } else if argc < 2 {

@@ -54,6 +54,8 @@ pub struct Merge {
     /// For MGET: the client's key ordinals each part asked for.
     positions: Vec<Vec<usize>>,
     total_keys: usize,
+    /// Replies received so far, kept across cancelled waits.
+    received: Vec<Option<Result<Bytes, BackendError>>>,
 }
 
 impl Merge {
@@ -64,28 +66,38 @@ impl Merge {
         positions: Vec<Vec<usize>>,
         total_keys: usize,
     ) -> Self {
+        let received = parts.iter().map(|_| None).collect();
         Self {
             kind,
             parts,
             positions,
             total_keys,
+            received,
         }
     }
 
     /// Waits for every part and builds the client's reply. The first error (a backend
     /// failure or an error reply) wins, so a partial result is never shown as whole.
-    pub async fn resolve(self, metrics: &Metrics) -> Bytes {
+    /// Cancel-safe: a reply received before a cancelled wait is kept.
+    pub async fn resolve(&mut self, metrics: &Metrics) -> Bytes {
+        for ((rx, addr), slot) in self.parts.iter_mut().zip(self.received.iter_mut()) {
+            if slot.is_none() {
+                let r = rx.await;
+                *slot =
+                    Some(r.unwrap_or_else(|_| {
+                        Err(BackendError::ConnectionLost { addr: addr.clone() })
+                    }));
+            }
+        }
         let mut replies = Vec::with_capacity(self.parts.len());
-        for (rx, addr) in self.parts {
-            match rx
-                .await
-                .unwrap_or(Err(BackendError::ConnectionLost { addr }))
-            {
-                Ok(b) => replies.push(b),
-                Err(e) => {
+        for r in &self.received {
+            match r {
+                Some(Ok(b)) => replies.push(b.clone()),
+                Some(Err(e)) => {
                     metrics.errors.backend.inc();
                     return e.to_resp();
                 }
+                None => return reply::error("ERR kodis-proxy: merge incomplete"),
             }
         }
         if let Some(err) = replies.iter().find(|r| r.first() == Some(&b'-')) {

@@ -8,6 +8,7 @@
 //! 100 requests costs about one read and one write. The channel between the two is
 //! bounded, which is the session's backpressure.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,10 +20,10 @@ use kodis_common::slot::key_slot;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{oneshot, watch};
 use tracing::{debug, Instrument};
 
-use crate::backend::{BackendPool, ReplyRx};
+use crate::backend::{BackendPool, BackendRequest, Batch, ReplyRx};
 use crate::commands::{Commands, Kind, Local, SplitKind, BLOCKING_REASON};
 use crate::config::ProxyConfig;
 use crate::error::BackendError;
@@ -95,6 +96,46 @@ pub struct Session {
     pub(crate) ctx: Arc<Shared>,
 }
 
+/// Requests routed but not yet handed to their backends: sent as one batch per
+/// backend after each read, so a pipeline becomes one write per backend.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    batches: Vec<(Arc<BackendPool>, Batch)>,
+    len: usize,
+}
+
+impl Outbox {
+    /// Routes `frame` to `pool`, to be sent with the next batch.
+    pub(crate) fn push(&mut self, pool: &Arc<BackendPool>, frame: Bytes) -> (ReplyRx, Arc<str>) {
+        let (tx, rx) = oneshot::channel();
+        let req = BackendRequest { frame, reply: tx };
+        match self.batches.iter_mut().find(|(p, _)| Arc::ptr_eq(p, pool)) {
+            Some((_, batch)) => batch.push(req),
+            None => {
+                let mut batch = Batch::new();
+                batch.push(req);
+                self.batches.push((pool.clone(), batch));
+            }
+        }
+        self.len += 1;
+        (rx, pool.addr().clone())
+    }
+
+    /// Like [`Outbox::push`], as the reply owed to the client.
+    pub(crate) fn forward(&mut self, pool: &Arc<BackendPool>, frame: Bytes) -> Pending {
+        let (rx, addr) = self.push(pool, frame);
+        Pending::Backend(rx, addr)
+    }
+
+    /// Hands every queued batch to its backend connection `conn`.
+    async fn flush(&mut self, conn: usize) {
+        for (pool, batch) in self.batches.drain(..) {
+            pool.send_batch(conn, batch).await;
+        }
+        self.len = 0;
+    }
+}
+
 /// Serves one client connection until it closes, errs, or shutdown is signalled.
 pub async fn serve(
     stream: TcpStream,
@@ -127,116 +168,108 @@ pub async fn serve(
 
 async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Receiver<bool>) {
     let ctx = session.ctx.clone();
-    let (mut rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::channel::<Pending>(ctx.config.max_pipeline);
-    let writer = tokio::spawn(write_loop(wr, rx, ctx.metrics.clone()));
+    let metrics = &ctx.metrics;
+    let max_pipeline = ctx.config.max_pipeline;
+    let (mut rd, mut wr) = stream.into_split();
+    let mut queue: VecDeque<Pending> = VecDeque::new();
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut scanner = RequestScanner::new(ctx.config.limits);
-    'session: loop {
-        loop {
-            let parsed = match scanner.scan(&buf) {
-                Ok(Some(p)) => p,
-                Ok(None) => break,
-                Err(e) => {
-                    ctx.metrics.errors.protocol.inc();
-                    debug!(error = %e, "protocol error from client");
-                    let _ = tx
-                        .send(Pending::Close(reply::error(&format!("ERR {e}"))))
-                        .await;
-                    break 'session;
-                }
-            };
-            let frame = buf.split_to(parsed.len).freeze();
-            let req = Request::new(frame, parsed);
-            if req.argc() == 0 {
-                continue;
-            }
-            let pending = session.handle(&req).await;
-            let close = matches!(pending, Pending::Close(_));
-            if tx.send(pending).await.is_err() || close {
-                break 'session;
-            }
-        }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
-        }
-        tokio::select! {
-            r = rd.read_buf(&mut buf) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    ctx.metrics.client_bytes_in.inc_by(n as u64);
-                }
-            },
-            _ = shutdown.changed() => break,
-        }
-    }
-    // The writer finishes every reply already owed, then closes.
-    drop(tx);
-    let _ = writer.await;
-}
-
-async fn write_loop(
-    mut wr: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Pending>,
-    metrics: Arc<Metrics>,
-) {
-    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut outbox = Outbox::default();
+    // False once the client closed, erred, or shutdown began: finish what is owed.
+    let mut reading = true;
+    let mut closing = false;
     loop {
-        let item = match rx.try_recv() {
-            Ok(i) => i,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                if flush(&mut wr, &mut out, &metrics).await.is_err() {
-                    return;
-                }
-                match rx.recv().await {
-                    Some(i) => i,
-                    None => break,
-                }
+        // Replies that are already there go out together in one write.
+        while let Some(front) = queue.front_mut() {
+            let Some(bytes) = front.try_take(metrics) else {
+                break;
+            };
+            if matches!(front, Pending::Close(_)) {
+                closing = true;
             }
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
-        };
-        match item {
-            Pending::Ready(b) => out.extend_from_slice(&b),
-            Pending::Close(b) => {
-                out.extend_from_slice(&b);
+            out.extend_from_slice(&bytes);
+            queue.pop_front();
+            if closing {
                 break;
             }
-            Pending::Backend(mut r, addr) => {
-                let res = match r.try_recv() {
-                    Ok(res) => res,
-                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
-                        if flush(&mut wr, &mut out, &metrics).await.is_err() {
-                            return;
-                        }
-                        r.await
-                            .unwrap_or(Err(BackendError::ConnectionLost { addr }))
-                    }
-                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                        Err(BackendError::ConnectionLost { addr })
-                    }
-                };
-                match res {
-                    Ok(b) => out.extend_from_slice(&b),
-                    Err(e) => {
-                        metrics.errors.backend.inc();
-                        out.extend_from_slice(&e.to_resp());
-                    }
-                }
-            }
-            Pending::Merge(m) => {
-                if flush(&mut wr, &mut out, &metrics).await.is_err() {
-                    return;
-                }
-                let b = m.resolve(&metrics).await;
-                out.extend_from_slice(&b);
-            }
         }
-        if out.len() >= 64 * 1024 && flush(&mut wr, &mut out, &metrics).await.is_err() {
+        // The front reply is not there yet (or nothing is owed): send what is ready.
+        if flush(&mut wr, &mut out, metrics).await.is_err() {
             return;
         }
+        if closing || (!reading && queue.is_empty()) {
+            break;
+        }
+        tokio::select! {
+            r = rd.read_buf(&mut buf), if reading && !closing && queue.len() < max_pipeline => {
+                match r {
+                    Ok(0) | Err(_) => reading = false,
+                    Ok(n) => {
+                        metrics.client_bytes_in.inc_by(n as u64);
+                        if session.parse_and_dispatch(&mut buf, &mut scanner, &mut queue, &mut outbox).await {
+                            reading = false;
+                        }
+                        if buf.capacity() - buf.len() < 4096 {
+                            buf.reserve(16 * 1024);
+                        }
+                    }
+                }
+            }
+            bytes = wait_front(&mut queue, metrics), if !queue.is_empty() => {
+                out.extend_from_slice(&bytes);
+                if matches!(queue.pop_front(), Some(Pending::Close(_))) {
+                    closing = true;
+                }
+            }
+            _ = shutdown.changed(), if reading => reading = false,
+        }
     }
-    let _ = flush(&mut wr, &mut out, &metrics).await;
+    let _ = flush(&mut wr, &mut out, metrics).await;
     let _ = wr.shutdown().await;
+}
+
+/// Waits for the reply at the front of the queue. Cancel-safe: partial progress of
+/// a merge is kept in the queue entry.
+async fn wait_front(queue: &mut VecDeque<Pending>, metrics: &Metrics) -> Bytes {
+    match queue.front_mut() {
+        Some(Pending::Backend(rx, addr)) => match rx.await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                metrics.errors.backend.inc();
+                e.to_resp()
+            }
+            Err(_) => {
+                metrics.errors.backend.inc();
+                BackendError::ConnectionLost { addr: addr.clone() }.to_resp()
+            }
+        },
+        Some(Pending::Merge(m)) => m.resolve(metrics).await,
+        Some(Pending::Ready(b) | Pending::Close(b)) => b.clone(),
+        None => std::future::pending().await,
+    }
+}
+
+impl Pending {
+    /// The reply if it is there now, without waiting.
+    fn try_take(&mut self, metrics: &Metrics) -> Option<Bytes> {
+        match self {
+            Pending::Ready(b) | Pending::Close(b) => Some(b.clone()),
+            Pending::Backend(rx, addr) => match rx.try_recv() {
+                Ok(Ok(b)) => Some(b),
+                Ok(Err(e)) => {
+                    metrics.errors.backend.inc();
+                    Some(e.to_resp())
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    metrics.errors.backend.inc();
+                    Some(BackendError::ConnectionLost { addr: addr.clone() }.to_resp())
+                }
+            },
+            Pending::Merge(_) => None,
+        }
+    }
 }
 
 async fn flush(
@@ -259,8 +292,47 @@ async fn flush(
 }
 
 impl Session {
+    /// Handles every complete request in `buf`, queueing their replies in order.
+    /// Returns true when the connection must stop reading (protocol error, QUIT).
+    async fn parse_and_dispatch(
+        &mut self,
+        buf: &mut BytesMut,
+        scanner: &mut RequestScanner,
+        queue: &mut VecDeque<Pending>,
+        outbox: &mut Outbox,
+    ) -> bool {
+        let stop = loop {
+            let parsed = match scanner.scan(buf) {
+                Ok(Some(p)) => p,
+                Ok(None) => break false,
+                Err(e) => {
+                    self.ctx.metrics.errors.protocol.inc();
+                    debug!(error = %e, "protocol error from client");
+                    queue.push_back(Pending::Close(reply::error(&format!("ERR {e}"))));
+                    break true;
+                }
+            };
+            let frame = buf.split_to(parsed.len).freeze();
+            let req = Request::new(frame, parsed);
+            if req.argc() == 0 {
+                continue;
+            }
+            let pending = self.handle(&req, outbox);
+            let close = matches!(pending, Pending::Close(_));
+            queue.push_back(pending);
+            if close {
+                break true;
+            }
+            if outbox.len >= 256 {
+                outbox.flush(self.conn()).await;
+            }
+        };
+        outbox.flush(self.conn()).await;
+        stop
+    }
+
     /// Decides what to do with one request and starts doing it.
-    async fn handle(&mut self, req: &Request) -> Pending {
+    fn handle(&mut self, req: &Request, outbox: &mut Outbox) -> Pending {
         let ctx = self.ctx.clone();
         let name = req.arg(0);
         let Some(entry) = ctx.commands.get(name) else {
@@ -280,15 +352,15 @@ impl Session {
         }
         debug!(command = %entry.name, args = req.argc(), "request");
         match entry.kind {
-            Kind::Keyed => self.keyed(req).await,
-            Kind::Split(kind) => self.split(kind, req).await,
-            Kind::Local(l) => self.local(l, req).await,
+            Kind::Keyed => self.keyed(req, outbox),
+            Kind::Split(kind) => self.split(kind, req, outbox),
+            Kind::Local(l) => self.local(l, req, outbox),
             Kind::Refused(why) => {
                 ctx.metrics.errors.refused.inc();
                 Pending::Ready(refused(&entry.name, why))
             }
-            Kind::AnyBackend => self.any_backend(req).await,
-            Kind::SumAll => self.sum_all(req).await,
+            Kind::AnyBackend => self.any_backend(req, outbox),
+            Kind::SumAll => self.sum_all(req, outbox),
             Kind::NoKey => {
                 ctx.metrics.errors.refused.inc();
                 Pending::Ready(refused(&entry.name, "it has no key to route by"))
@@ -302,13 +374,8 @@ impl Session {
         self.id as usize
     }
 
-    async fn forward(&self, pool: &BackendPool, frame: Bytes) -> Pending {
-        let rx = pool.send(self.conn(), frame).await;
-        Pending::Backend(rx, pool.addr().clone())
-    }
-
     /// Routes a command by its keys; all keys must share a slot.
-    async fn keyed(&self, req: &Request) -> Pending {
+    fn keyed(&self, req: &Request, outbox: &mut Outbox) -> Pending {
         let ctx = &self.ctx;
         let sub = (req.argc() > 1).then(|| req.arg(1));
         let Some(spec) = ctx.commands.spec(req.arg(0), sub) else {
@@ -341,12 +408,12 @@ impl Session {
         }
         let routes = ctx.router.load();
         let pool = &routes.groups[routes.group_of_slot(slot)].master;
-        self.forward(pool, req.to_resp()).await
+        outbox.forward(pool, req.to_resp())
     }
 
     /// MGET, MSET, DEL, UNLINK, EXISTS, TOUCH: one request when all keys live in one
     /// group, else one part per group, sent together and merged.
-    async fn split(&self, kind: SplitKind, req: &Request) -> Pending {
+    fn split(&self, kind: SplitKind, req: &Request, outbox: &mut Outbox) -> Pending {
         let ctx = &self.ctx;
         let argc = req.argc();
         let step = if kind == SplitKind::Mset { 2 } else { 1 };
@@ -361,38 +428,34 @@ impl Session {
             .map(|i| routes.group_of_slot(key_slot(req.arg(i))))
             .collect();
         if groups.iter().all(|&g| g == groups[0]) {
-            return self
-                .forward(&routes.groups[groups[0]].master, req.to_resp())
-                .await;
+            return outbox.forward(&routes.groups[groups[0]].master, req.to_resp());
         }
         let parts = merge::split_request(req, step, &groups);
         let mut replies = Vec::with_capacity(parts.len());
         for (group, frame, _) in &parts {
             let pool = &routes.groups[*group].master;
-            let rx = pool.send(self.conn(), frame.clone()).await;
-            replies.push((rx, pool.addr().clone()));
+            replies.push(outbox.push(pool, frame.clone()));
         }
         let positions = parts.into_iter().map(|(_, _, pos)| pos).collect();
         Pending::Merge(Box::new(Merge::new(kind, replies, positions, groups.len())))
     }
 
     /// Sends the request to the first group's master.
-    async fn any_backend(&self, req: &Request) -> Pending {
+    fn any_backend(&self, req: &Request, outbox: &mut Outbox) -> Pending {
         let routes = self.ctx.router.load();
         match routes.groups.first() {
-            Some(g) => self.forward(&g.master, req.to_resp()).await,
+            Some(g) => outbox.forward(&g.master, req.to_resp()),
             None => Pending::Ready(reply::error("ERR kodis: no backend group")),
         }
     }
 
     /// Sends the request to every group's master and sums the integer replies.
-    async fn sum_all(&self, req: &Request) -> Pending {
+    fn sum_all(&self, req: &Request, outbox: &mut Outbox) -> Pending {
         let routes = self.ctx.router.load();
         let frame = req.to_resp();
         let mut replies = Vec::with_capacity(routes.groups.len());
         for g in &routes.groups {
-            let rx = g.master.send(self.conn(), frame.clone()).await;
-            replies.push((rx, g.master.addr().clone()));
+            replies.push(outbox.push(&g.master, frame.clone()));
         }
         Pending::Merge(Box::new(Merge::new(SplitKind::Sum, replies, Vec::new(), 0)))
     }
