@@ -61,20 +61,26 @@ pub struct BackendPool {
 }
 
 impl BackendPool {
-    /// Starts `n` connection tasks to `addr`. They connect lazily and stop when the
-    /// pool is dropped.
+    /// Starts `n` connection tasks to `addr`, connection `i` on runtime
+    /// `runtimes[i % runtimes.len()]` (the current runtime if none is given). They
+    /// connect lazily and stop when the pool is dropped.
     pub fn new(
         addr: &str,
         n: usize,
         opts: Arc<BackendOptions>,
         metrics: BackendMetrics,
+        runtimes: &[tokio::runtime::Handle],
     ) -> Arc<Self> {
         let addr: Arc<str> = Arc::from(addr);
         let up = Arc::new(AtomicBool::new(false));
         let conns = (0..n.max(1))
-            .map(|_| {
+            .map(|i| {
                 let (tx, rx) = mpsc::channel(opts.queue);
-                tokio::spawn(run_connection(
+                let rt = match runtimes.get(i % runtimes.len().max(1)) {
+                    Some(h) => h.clone(),
+                    None => tokio::runtime::Handle::current(),
+                };
+                rt.spawn(run_connection(
                     addr.clone(),
                     rx,
                     opts.clone(),
@@ -251,6 +257,16 @@ async fn serve(
         loop {
             if batch.is_empty() && rx.recv_many(&mut batch, 256).await == 0 {
                 return ServeEnd::Closed;
+            }
+            // Let the other sessions that are ready right now queue their requests
+            // too, so one write carries many clients' requests. Without this the
+            // scheduler runs this task as soon as the first session wakes it.
+            tokio::task::yield_now().await;
+            while batch.len() < 256 {
+                match rx.try_recv() {
+                    Ok(b) => batch.push(b),
+                    Err(_) => break,
+                }
             }
             let now = Instant::now();
             for req in batch.drain(..).flatten() {

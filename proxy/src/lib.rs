@@ -14,6 +14,7 @@ pub mod reply;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod workers;
 
 pub use config::{Args, ProxyConfig};
 pub use server::{start, ProxyHandle};

@@ -8,8 +8,9 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     kodis_common::telemetry::init("info");
     let config = ProxyConfig::load(&args, std::env::var("KODIS_REDIS_PASSWORD").ok())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.effective_workers())
+    // Sessions run on the proxy's own worker threads; this runtime only accepts
+    // connections, serves the admin endpoint and waits for signals.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

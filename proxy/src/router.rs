@@ -63,18 +63,29 @@ pub struct Router {
     opts: Arc<BackendOptions>,
     conns_per_backend: usize,
     metrics: Arc<Metrics>,
+    runtimes: Vec<tokio::runtime::Handle>,
 }
 
 impl Router {
     /// A router serving `topology`.
+    /// Backend connection `i` runs on `runtimes[i % len]`: the worker whose sessions
+    /// use it.
     pub fn new(
         topology: Topology,
         opts: Arc<BackendOptions>,
         conns_per_backend: usize,
         metrics: Arc<Metrics>,
+        runtimes: Vec<tokio::runtime::Handle>,
     ) -> Result<Self, InstallError> {
         let pools = Mutex::new(HashMap::new());
-        let routes = build(&topology, &pools, &opts, conns_per_backend, &metrics)?;
+        let routes = build(
+            &topology,
+            &pools,
+            &opts,
+            conns_per_backend,
+            &metrics,
+            &runtimes,
+        )?;
         metrics.epoch.set(topology.epoch as i64);
         Ok(Self {
             current: ArcSwap::from_pointee(routes),
@@ -82,6 +93,7 @@ impl Router {
             opts,
             conns_per_backend,
             metrics,
+            runtimes,
         })
     }
 
@@ -105,6 +117,7 @@ impl Router {
             &self.opts,
             self.conns_per_backend,
             &self.metrics,
+            &self.runtimes,
         )?;
         self.metrics.epoch.set(topology.epoch as i64);
         self.current.store(Arc::new(routes));
@@ -118,6 +131,7 @@ fn build(
     opts: &Arc<BackendOptions>,
     n: usize,
     metrics: &Metrics,
+    runtimes: &[tokio::runtime::Handle],
 ) -> Result<Routes, InstallError> {
     let owners = topology.slot_owners()?;
     let mut pools = pools.lock().unwrap_or_else(|p| p.into_inner());
@@ -128,7 +142,9 @@ fn build(
             let addr = g.master().unwrap_or_default().to_string();
             let pool = pools
                 .entry(addr.clone())
-                .or_insert_with(|| BackendPool::new(&addr, n, opts.clone(), metrics.backend(&addr)))
+                .or_insert_with(|| {
+                    BackendPool::new(&addr, n, opts.clone(), metrics.backend(&addr), runtimes)
+                })
                 .clone();
             RouteGroup {
                 id: g.id,

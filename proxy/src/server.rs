@@ -21,6 +21,7 @@ use crate::error::StartError;
 use crate::metrics::Metrics;
 use crate::router::{Router, Routes};
 use crate::session::{self, Shared};
+use crate::workers::Workers;
 
 /// A running proxy: its bound addresses and the means to stop it.
 #[derive(Debug)]
@@ -58,11 +59,14 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
         limits: config.limits,
         queue: config.max_pipeline.max(64),
     });
+    let workers = Workers::start(config.effective_workers())
+        .map_err(|e| StartError::Config(format!("cannot start worker threads: {e}")))?;
     let router = Router::new(
         topology,
         opts,
         config.effective_backend_connections(),
         metrics.clone(),
+        workers.handles().to_vec(),
     )
     .map_err(|e| StartError::Config(e.to_string()))?;
     let (table, version) = load_command_table(&config, &router.load()).await;
@@ -98,8 +102,9 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
     });
     let ctx = shared.clone();
     let done = tokio::spawn(async move {
-        accept_loop(listener, ctx, rx).await;
+        accept_loop(listener, ctx, rx, workers.handles()).await;
         let _ = admin_task.await;
+        let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     });
     info!(%addr, %admin_addr, "kodis-proxy listening");
     Ok(ProxyHandle {
@@ -111,9 +116,15 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
     })
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    workers: &[tokio::runtime::Handle],
+) {
     let max = ctx.config.max_clients;
     let slots = Arc::new(Semaphore::new(max));
+    let mut next_worker = 0usize;
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -132,10 +143,27 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Shared>, mut shutdown: watc
             Ok(permit) => {
                 let ctx = ctx.clone();
                 let rx = shutdown.clone();
-                tokio::spawn(async move {
-                    session::serve(stream, peer, ctx, rx).await;
+                let worker = next_worker % workers.len().max(1);
+                next_worker = next_worker.wrapping_add(1);
+                // Re-registered with the worker's own reactor.
+                let stream = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(error = %e, "cannot hand a connection to a worker");
+                        continue;
+                    }
+                };
+                let task = async move {
+                    match tokio::net::TcpStream::from_std(stream) {
+                        Ok(stream) => session::serve(stream, peer, ctx, rx, worker).await,
+                        Err(e) => warn!(error = %e, "cannot register a client connection"),
+                    }
                     drop(permit);
-                });
+                };
+                match workers.get(worker) {
+                    Some(h) => drop(h.spawn(task)),
+                    None => drop(tokio::spawn(task)),
+                }
             }
             Err(_) => {
                 ctx.metrics.errors.max_clients.inc();

@@ -93,6 +93,8 @@ pub struct Session {
     pub(crate) name: Option<Bytes>,
     pub(crate) lib_name: Option<Bytes>,
     pub(crate) lib_ver: Option<Bytes>,
+    /// Index of the worker thread this session runs on.
+    pub(crate) worker: usize,
     pub(crate) ctx: Arc<Shared>,
 }
 
@@ -142,6 +144,7 @@ pub async fn serve(
     peer: SocketAddr,
     ctx: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
+    worker: usize,
 ) {
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("session", id, %peer);
@@ -156,6 +159,7 @@ pub async fn serve(
             name: None,
             lib_name: None,
             lib_ver: None,
+            worker,
             ctx: ctx.clone(),
         };
         run(stream, session, shutdown).await;
@@ -368,10 +372,10 @@ impl Session {
         }
     }
 
-    /// The connection index this session uses on every backend, so its requests to
-    /// one backend stay in order.
+    /// The connection index this session uses on every backend: the one on its own
+    /// worker, and always the same one, so its requests to a backend stay in order.
     fn conn(&self) -> usize {
-        self.id as usize
+        self.worker
     }
 
     /// Routes a command by its keys; all keys must share a slot.
