@@ -390,9 +390,9 @@ def start_twemproxy(children: Children, exe: str, servers: list[int]) -> tuple[C
     return child, port
 
 
-def start_kodis(children: Children, exe: str, servers: list[int]) -> tuple[Child, int]:
+def start_kodis(children: Children, exe: str, servers: list[int], extra: list[str]) -> tuple[Child, int]:
     port, admin = free_port(), free_port()
-    argv = [exe, "--listen", f"{HOST}:{port}", "--admin-listen", f"{HOST}:{admin}"]
+    argv = [exe, "--listen", f"{HOST}:{port}", "--admin-listen", f"{HOST}:{admin}", *extra]
     for p in servers:
         argv += ["--group", f"{HOST}:{p}"]
     child = children.start("kodis-proxy", argv)
@@ -477,6 +477,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=50, help="redis-benchmark -c (default 50)")
     p.add_argument("--proxy-bin", default=None,
                    help="kodis-proxy binary (default <repo>/target/release/kodis-proxy)")
+    p.add_argument("--proxy-args", default="",
+                   help="extra kodis-proxy flags, e.g. '--worker-threads 1'")
     p.add_argument("--nutcracker", default=None, help="twemproxy binary (default: nutcracker on PATH or /usr/sbin)")
     p.add_argument("--redis-server", default=None, help="redis-server binary (default: on PATH)")
     p.add_argument("--redis-benchmark", default=None, help="redis-benchmark binary (default: on PATH)")
@@ -548,7 +550,7 @@ def main(argv: list[str]) -> int:
             Target("direct", port_a, be_pids, [], descriptions["direct"], [redis_a, redis_b])
         ]
         if kodis_exe:
-            kodis, kport = start_kodis(children, kodis_exe, servers)
+            kodis, kport = start_kodis(children, kodis_exe, servers, shlex.split(args.proxy_args))
             descriptions["kodis"] = f"kodis-proxy on {kport} over A and B (two groups)"
             targets.append(Target("kodis", kport, [kodis.pid], be_pids, descriptions["kodis"],
                                   [kodis, redis_a, redis_b]))
