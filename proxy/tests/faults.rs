@@ -255,3 +255,60 @@ fn admin_metrics(port: u16) -> String {
     let _ = s.read_to_string(&mut out);
     out
 }
+
+/// A client that pipelines without reading replies: the proxy stops reading it once
+/// `max_pipeline` replies are owed and its socket is full, instead of buffering
+/// everything; the replies all arrive, in order, once the client reads.
+#[test]
+fn a_slow_reader_is_backpressured() {
+    let c = Cluster::start_with(1, |cfg| cfg.max_pipeline = 32);
+    let mut p = c.proxy.conn();
+    let value = vec![b'x'; 64 * 1024];
+    // Long requests, so kernel socket buffers cannot hide a proxy that never stops.
+    let key = vec![b'k'; 4096];
+    assert_eq!(p.cmd_bytes(&[b"SET", &key, &value]), Value::ok());
+    let get = encode(&[b"GET", &key]);
+    p.stream.set_nonblocking(true).unwrap();
+    let mut sent = 0usize;
+    let mut offset = 0usize;
+    let mut blocked_since: Option<Instant> = None;
+    // Write GETs until the socket stays full for a while.
+    while sent < 50_000 {
+        match p.stream.write(&get[offset..]) {
+            Ok(n) => {
+                offset += n;
+                if offset == get.len() {
+                    sent += 1;
+                    offset = 0;
+                }
+                blocked_since = None;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(1) {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    p.stream.set_nonblocking(false).unwrap();
+    if offset > 0 {
+        // Finish the half-written request once replies are being read.
+        let rest = get[offset..].to_vec();
+        let mut w = p.stream.try_clone().unwrap();
+        std::thread::spawn(move || w.write_all(&rest));
+        sent += 1;
+    }
+    assert!(sent < 50_000, "the proxy never pushed back");
+    let handled = c.proxy.metric("kodis_proxy_commands_total{command=\"get\"}");
+    // The proxy took only what fits its pipeline bound and the socket buffers.
+    assert!(handled < sent as f64, "handled {handled} of {sent}");
+    for i in 0..sent {
+        match p.read() {
+            Value::Bulk(Some(v)) => assert_eq!(v.len(), value.len(), "reply {i}"),
+            other => panic!("reply {i}: {other:?}"),
+        }
+    }
+}
