@@ -87,6 +87,37 @@ fn slots(c: &mut Criterion) {
     g.finish();
 }
 
+/// Everything routing does for one request before it is queued: find the command,
+/// find its keys, hash them.
+fn routing(c: &mut Criterion) {
+    let metrics = kodis_proxy::metrics::Metrics::new();
+    let commands = kodis_proxy::commands::Commands::new(
+        kodis_proxy::command_table::CommandTable::compiled_in(),
+        &metrics,
+    );
+    let request = |parts: &[&[u8]]| {
+        let frame = bytes::Bytes::from(command(parts));
+        let mut scanner = RequestScanner::new(Limits::default());
+        let parsed = scanner.scan(&frame).ok().flatten().expect("complete frame");
+        kodis_common::resp::Request::new(frame, parsed)
+    };
+    let route = |req: &kodis_common::resp::Request| -> usize {
+        let entry = commands.get(req.arg(0)).expect("known command");
+        let spec = commands.spec(req.arg(0), None).expect("spec");
+        let keys = spec.try_key_positions(req).expect("keys");
+        let _ = entry;
+        keys.iter().map(|&k| key_slot(req.arg(k)) as usize).sum()
+    };
+    let mut g = c.benchmark_group("routing");
+    let get = request(&[b"GET", b"key:000042"]);
+    g.bench_function("get", |b| b.iter(|| route(black_box(&get))));
+    let set = request(&[b"set", b"key:000042", b"value", b"EX", b"10"]);
+    g.bench_function("set_ex", |b| b.iter(|| route(black_box(&set))));
+    let eval = request(&[b"EVAL", b"return 1", b"2", b"{a}1", b"{a}2"]);
+    g.bench_function("eval_2_keys", |b| b.iter(|| route(black_box(&eval))));
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -97,6 +128,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = hot_path;
     config = config();
-    targets = requests, replies, slots
+    targets = requests, replies, slots, routing
 }
 criterion_main!(hot_path);
