@@ -276,3 +276,22 @@ mod tests {
         assert!(err.contains("lisen"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// The shipped example file parses, and its values are the documented defaults.
+    #[test]
+    fn example_file_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("kodis-proxy.example.toml");
+        let cfg = ProxyConfig::from_file(&path).expect("example parses");
+        let defaults = ProxyConfig {
+            groups: cfg.groups.clone(),
+            ..ProxyConfig::default()
+        };
+        assert_eq!(cfg, defaults);
+        assert_eq!(cfg.groups.len(), 2);
+        cfg.validate().expect("example is valid");
+    }
+}

@@ -302,7 +302,9 @@ fn a_slow_reader_is_backpressured() {
         sent += 1;
     }
     assert!(sent < 50_000, "the proxy never pushed back");
-    let handled = c.proxy.metric("kodis_proxy_commands_total{command=\"get\"}");
+    let handled = c
+        .proxy
+        .metric("kodis_proxy_commands_total{command=\"get\"}");
     // The proxy took only what fits its pipeline bound and the socket buffers.
     assert!(handled < sent as f64, "handled {handled} of {sent}");
     for i in 0..sent {
