@@ -57,7 +57,12 @@ mod tests {
     #[test]
     fn golden_vectors() {
         for &(key, slot) in GOLDEN {
-            assert_eq!(key_slot(key), slot, "key {:?}", String::from_utf8_lossy(key));
+            assert_eq!(
+                key_slot(key),
+                slot,
+                "key {:?}",
+                String::from_utf8_lossy(key)
+            );
         }
     }
 
