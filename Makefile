@@ -14,7 +14,7 @@ deps:
 test: deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
-	cargo test --workspace --all-features
+	scripts/run-tests.sh
 
 run:
 	@scripts/run-local.sh

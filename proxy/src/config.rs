@@ -186,8 +186,11 @@ impl ProxyConfig {
                 }
             }
         }
-        if self.max_clients == 0 {
-            return bad("max_clients must be at least 1".into());
+        if self.max_clients == 0 || self.max_clients > 1_000_000 {
+            return bad(format!(
+                "max_clients = {} is out of range (1 to 1000000)",
+                self.max_clients
+            ));
         }
         if self.max_pipeline == 0 {
             return bad("max_pipeline must be at least 1".into());

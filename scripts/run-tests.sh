@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test: the Rust workspace (real redis-servers on free ports) and the
+# redis-py client-library test against the proxy binary; ends with one summary line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-features 2>&1 | tee "$log"
+rust_rc=${PIPESTATUS[0]}
+# redis-py from PyPI, if this machine does not have it yet.
+python3 -c 'import redis' 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check redis >/dev/null
+cargo build --quiet -p kodis-proxy
+python3 proxy/tests/clients/redis_py_smoke.py target/debug/kodis-proxy 2>&1 | tee -a "$log"
+py_rc=${PIPESTATUS[0]}
+passed=$(grep -oE '(ok|FAILED)\. [0-9]+ passed' "$log" | awk '{s+=$2} END {print s+0}')
+failed=$(grep -oE '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+py_passed=$(grep -oE '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 | awk '{print $1}')
+passed=$((passed + ${py_passed:-0}))
+echo
+echo "all tests: $passed passed, $failed failed"
+[ "$rust_rc" -eq 0 ] && [ "$py_rc" -eq 0 ] && [ "$failed" -eq 0 ]
