@@ -94,6 +94,7 @@ fn routing(c: &mut Criterion) {
     let commands = kodis_proxy::commands::Commands::new(
         kodis_proxy::command_table::CommandTable::compiled_in(),
         &metrics,
+        "compiled-in".into(),
     );
     let request = |parts: &[&[u8]]| {
         let frame = bytes::Bytes::from(command(parts));

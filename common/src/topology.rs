@@ -56,7 +56,14 @@ pub enum TopologyError {
     DuplicateGroup(u32),
     /// A slot range names a group that does not exist.
     #[error("slots {start}..={end} belong to unknown group {group}")]
-    UnknownGroup { start: u16, end: u16, group: u32 },
+    UnknownGroup {
+        /// First slot of the range.
+        start: u16,
+        /// Last slot of the range.
+        end: u16,
+        /// The group id named.
+        group: u32,
+    },
     /// The slot ranges leave a slot without an owner or give it two.
     #[error("slot {0} has no owner or more than one")]
     SlotCoverage(u16),

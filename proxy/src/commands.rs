@@ -86,6 +86,8 @@ pub struct Commands {
     entries: FxHashMap<Vec<u8>, Entry>,
     /// Counter of commands no table knows.
     pub unknown: Counter,
+    /// Where the table came from: a backend's COMMAND, or the compiled-in one.
+    pub source: String,
 }
 
 const TX: &str = "transactions are not supported by kodis-proxy yet";
@@ -187,7 +189,7 @@ const SPLIT: &[(&str, SplitKind)] = &[
 
 impl Commands {
     /// Classifies every command of `table`, registering one counter per command.
-    pub fn new(table: CommandTable, metrics: &Metrics) -> Self {
+    pub fn new(table: CommandTable, metrics: &Metrics, source: String) -> Self {
         let mut entries = FxHashMap::default();
         for spec in table.commands() {
             let name = spec.name.to_ascii_lowercase();
@@ -219,6 +221,7 @@ impl Commands {
             table,
             entries,
             unknown: metrics.command_counter("unknown"),
+            source,
         }
     }
 

@@ -264,7 +264,8 @@ impl Session {
              process_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n\
              # Clients\r\nconnected_clients:{}\r\n\r\n\
              # Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n\
-             # Proxy\r\nkodis_epoch:{}\r\nkodis_groups:{}\r\nkodis_backends_up:{}\r\n",
+             # Proxy\r\nkodis_epoch:{}\r\nkodis_groups:{}\r\nkodis_backends_up:{}\r\n\
+kodis_command_table:{}\r\n",
             ctx.redis_version,
             env!("CARGO_PKG_VERSION"),
             std::process::id(),
@@ -274,6 +275,7 @@ impl Session {
             routes.topology.epoch,
             routes.groups.len(),
             routes.groups.iter().filter(|g| g.master.is_up()).count(),
+            ctx.commands.source,
         );
         reply::bulk(text.as_bytes())
     }

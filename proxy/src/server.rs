@@ -69,8 +69,8 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
         workers.handles().to_vec(),
     )
     .map_err(|e| StartError::Config(e.to_string()))?;
-    let (table, version) = load_command_table(&config, &router.load()).await;
-    let commands = Commands::new(table, &metrics);
+    let (table, version, source) = load_command_table(&config, &router.load()).await;
+    let commands = Commands::new(table, &metrics, source);
 
     let bind = |addr: String| async move {
         TcpListener::bind(&addr)
@@ -188,10 +188,18 @@ async fn accept_loop(
 
 /// The command table from a backend's `COMMAND`, so newer commands route correctly,
 /// or the compiled-in one; plus the backend's `redis_version` for INFO and HELLO.
-async fn load_command_table(config: &ProxyConfig, routes: &Routes) -> (CommandTable, String) {
+async fn load_command_table(
+    config: &ProxyConfig,
+    routes: &Routes,
+) -> (CommandTable, String, String) {
+    const COMPILED_IN: &str = "compiled-in (Redis 7.0.15)";
     let fallback_version = "7.0.0".to_string();
     let Some(group) = routes.groups.first() else {
-        return (CommandTable::compiled_in(), fallback_version);
+        return (
+            CommandTable::compiled_in(),
+            fallback_version,
+            COMPILED_IN.into(),
+        );
     };
     let ask = |args: &[&[u8]]| {
         let mut out = Vec::new();
@@ -220,7 +228,7 @@ async fn load_command_table(config: &ProxyConfig, routes: &Routes) -> (CommandTa
         None => fallback_version,
     };
     if !config.refresh_command_table {
-        return (CommandTable::compiled_in(), version);
+        return (CommandTable::compiled_in(), version, COMPILED_IN.into());
     }
     let live = match ask(&[b"COMMAND"]).await {
         Some(b) => CommandTable::from_resp(&b).map_err(|e| e.to_string()),
@@ -229,11 +237,12 @@ async fn load_command_table(config: &ProxyConfig, routes: &Routes) -> (CommandTa
     match live {
         Ok(t) => {
             info!(commands = t.len(), backend = %group.master.addr(), "command table refreshed from backend");
-            (t, version)
+            let source = format!("backend {}", group.master.addr());
+            (t, version, source)
         }
         Err(e) => {
             warn!(error = %e, "using the compiled-in command table");
-            (CommandTable::compiled_in(), version)
+            (CommandTable::compiled_in(), version, COMPILED_IN.into())
         }
     }
 }

@@ -196,3 +196,36 @@ fn refused_commands_name_the_command_and_keep_the_connection() {
         Value::Array(Some(vec![Value::bulk("maxmemory"), Value::bulk("0")]))
     );
 }
+
+fn info_field(p: &mut support::Conn, field: &str) -> String {
+    match p.cmd(&["INFO"]) {
+        Value::Bulk(Some(b)) => String::from_utf8(b)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")).map(str::to_string))
+            .unwrap_or_default(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_command_table_comes_from_a_backend_or_the_compiled_in_copy() {
+    let c = Cluster::start(2);
+    let mut p = c.proxy.conn();
+    assert_eq!(
+        info_field(&mut p, "kodis_command_table"),
+        format!("backend {}", c.servers[0].addr())
+    );
+    let d = Cluster::start_with(1, |cfg| cfg.refresh_command_table = false);
+    let mut q = d.proxy.conn();
+    assert!(info_field(&mut q, "kodis_command_table").starts_with("compiled-in"));
+    // Routing works the same with either table.
+    assert_eq!(
+        q.cmd(&["LMOVE", "{l}a", "{l}b", "LEFT", "RIGHT"]),
+        Value::Bulk(None)
+    );
+    assert_eq!(
+        p.cmd(&["LMOVE", "{l}a", "{l}b", "LEFT", "RIGHT"]),
+        Value::Bulk(None)
+    );
+}
