@@ -33,30 +33,31 @@ pub fn even_split(i: usize, n: usize) -> (u16, u16) {
     (start as u16, end as u16)
 }
 
+/// Golden vectors: `(key, slot)` pairs as Redis Cluster's `CLUSTER KEYSLOT` gives
+/// them. They pin the slot function; `common/tests/keyslot.rs` checks each one against
+/// a real redis-server.
+pub const GOLDEN_VECTORS: &[(&[u8], u16)] = &[
+    (b"", 0),
+    (b"foo", 12182),
+    (b"bar", 5061),
+    (b"key", 12539),
+    (b"123456789", 12739),
+    (b"{user1000}.following", 3443),
+    (b"{user1000}.followers", 3443),
+    (b"foo{}{bar}", 8363),
+    (b"foo{{bar}}zap", 4015),
+    (b"foo{bar}{zap}", 5061),
+    (b"{}", 15257),
+    (b"a{b", 13340),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Golden vectors: values Redis Cluster's `CLUSTER KEYSLOT` gives. The integration
-    /// test `keyslot_matches_redis` checks every one against a real redis-server.
-    pub(crate) const GOLDEN: &[(&[u8], u16)] = &[
-        (b"", 0),
-        (b"foo", 12182),
-        (b"bar", 5061),
-        (b"key", 12539),
-        (b"123456789", 12739),
-        (b"{user1000}.following", 3443),
-        (b"{user1000}.followers", 3443),
-        (b"foo{}{bar}", 8363),
-        (b"foo{{bar}}zap", 4015),
-        (b"foo{bar}{zap}", 5061),
-        (b"{}", 15257),
-        (b"a{b", 13340),
-    ];
-
     #[test]
     fn golden_vectors() {
-        for &(key, slot) in GOLDEN {
+        for &(key, slot) in GOLDEN_VECTORS {
             assert_eq!(
                 key_slot(key),
                 slot,

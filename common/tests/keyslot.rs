@@ -6,24 +6,8 @@ use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use kodis_common::slot::key_slot;
+use kodis_common::slot::{key_slot, GOLDEN_VECTORS as GOLDEN};
 use kodis_common::test_util::{encode, read_reply, RedisServer};
-
-/// Golden vectors. Keep in sync with `GOLDEN` in `common/src/slot.rs`.
-const GOLDEN: &[(&[u8], u16)] = &[
-    (b"", 0),
-    (b"foo", 12182),
-    (b"bar", 5061),
-    (b"key", 12539),
-    (b"123456789", 12739),
-    (b"{user1000}.following", 3443),
-    (b"{user1000}.followers", 3443),
-    (b"foo{}{bar}", 8363),
-    (b"foo{{bar}}zap", 4015),
-    (b"foo{bar}{zap}", 5061),
-    (b"{}", 15257),
-    (b"a{b", 13340),
-];
 
 /// A cluster-mode server, and the directory of its cluster config file (dropped after
 /// the server, which is killed first).
