@@ -7,6 +7,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use kodis_common::topology::Topology;
+use tracing::Instrument;
 
 use crate::session::Shared;
 
@@ -15,7 +17,7 @@ pub fn routes(ctx: Arc<Shared>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .route("/api/v1/topology", get(topology))
+        .route("/api/v1/topology", get(topology).put(put_topology))
         .fallback(not_found)
         .with_state(ctx)
         .layer(axum::middleware::from_fn(trace_request))
@@ -24,10 +26,12 @@ pub fn routes(ctx: Arc<Shared>) -> Router {
 /// A span per admin request, so its log lines carry method and path.
 async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let span = tracing::info_span!("admin", method = %req.method(), path = %req.uri().path());
-    let _guard = span.enter();
-    tracing::debug!("admin request");
-    drop(_guard);
-    next.run(req).await
+    async move {
+        tracing::debug!("admin request");
+        next.run(req).await
+    }
+    .instrument(span)
+    .await
 }
 
 async fn metrics(State(ctx): State<Arc<Shared>>) -> Response {
@@ -55,6 +59,47 @@ async fn healthz(State(ctx): State<Arc<Shared>>) -> Response {
 
 async fn topology(State(ctx): State<Arc<Shared>>) -> Response {
     Json(ctx.router.load().topology.clone()).into_response()
+}
+
+fn json_error(status: StatusCode, msg: String) -> Response {
+    (status, Json(serde_json::json!({ "error": msg }))).into_response()
+}
+
+/// Installs a topology pushed by the dashboard: atomically, never an older epoch.
+async fn put_topology(
+    State(ctx): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(token) = &ctx.config.admin_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong admin token (Authorization: Bearer ...)".into(),
+            );
+        }
+    }
+    let topology: Topology = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("bad topology JSON: {e}")),
+    };
+    let epoch = topology.epoch;
+    match ctx.router.install(topology) {
+        Ok(()) => {
+            tracing::info!(epoch, "topology installed");
+            Json(serde_json::json!({ "epoch": epoch })).into_response()
+        }
+        Err(e @ crate::router::InstallError::Stale { current, .. }) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "error": e.to_string(), "epoch": current })),
+        )
+            .into_response(),
+        Err(e) => json_error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {

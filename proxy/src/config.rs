@@ -26,6 +26,9 @@ pub struct ProxyConfig {
     /// Password of the backend servers (`requirepass`). Also read from
     /// `KODIS_REDIS_PASSWORD`; never a flag, so `ps` does not show it.
     pub backend_password: Option<String>,
+    /// Token the admin endpoint requires (`Authorization: Bearer ...`) to change the
+    /// topology. Also read from `KODIS_ADMIN_TOKEN`. Unset: no token required.
+    pub admin_token: Option<String>,
     /// Pipelined connections per backend server; 0 means one per worker thread.
     pub backend_connections: usize,
     /// Tokio worker threads; 0 means one per CPU core.
@@ -53,6 +56,7 @@ impl Default for ProxyConfig {
             groups: Vec::new(),
             password: None,
             backend_password: None,
+            admin_token: None,
             backend_connections: 0,
             worker_threads: 0,
             connect_timeout_ms: 1000,
@@ -94,6 +98,9 @@ pub struct Args {
     /// Password clients must give with AUTH.
     #[arg(long, env = "KODIS_PROXY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// Token required to change the topology through the admin endpoint.
+    #[arg(long, env = "KODIS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Most client connections at once [default: 10000].
     #[arg(long)]
     pub max_clients: Option<usize>,
@@ -138,6 +145,9 @@ impl ProxyConfig {
         }
         if args.password.is_some() {
             cfg.password.clone_from(&args.password);
+        }
+        if args.admin_token.is_some() {
+            cfg.admin_token.clone_from(&args.admin_token);
         }
         if let Some(v) = args.max_clients {
             cfg.max_clients = v;

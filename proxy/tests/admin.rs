@@ -46,3 +46,62 @@ fn metrics_health_and_topology() {
     assert_eq!(status, 404);
     assert!(body.contains("\"error\""), "{body}");
 }
+
+/// A topology pushed to `PUT /api/v1/topology` takes effect at once for new requests;
+/// an older epoch, bad JSON, an invalid topology and a wrong token are refused.
+#[test]
+fn a_pushed_topology_reroutes_and_stale_ones_are_refused() {
+    let c = Cluster::start_with(2, |cfg| cfg.admin_token = Some("t0ken".into()));
+    let mut p = c.proxy.conn();
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| c.owner(k.as_bytes()) == 0)
+        .unwrap();
+    assert_eq!(p.cmd(&["SET", &key, "before"]), Value::ok());
+    let all_to_second = format!(
+        r#"{{"epoch": 2, "groups": [{{"id": 1, "servers": ["{}"]}}, {{"id": 2, "servers": ["{}"]}}],
+            "slots": [{{"start": 0, "end": 16383, "group": 2}}]}}"#,
+        c.servers[0].addr(),
+        c.servers[1].addr()
+    );
+    let auth = ["Authorization: Bearer t0ken"];
+    let (status, body) = c.proxy.http("PUT", "/api/v1/topology", &all_to_second, &[]);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = c.proxy.http(
+        "PUT",
+        "/api/v1/topology",
+        &all_to_second,
+        &["Authorization: Bearer nope"],
+    );
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = c
+        .proxy
+        .http("PUT", "/api/v1/topology", &all_to_second, &auth);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"epoch\":2"), "{body}");
+    // The same connection now routes the key to the second server.
+    assert_eq!(p.cmd(&["GET", &key]), Value::Bulk(None));
+    assert_eq!(p.cmd(&["SET", &key, "after"]), Value::ok());
+    assert_eq!(c.direct(1).cmd(&["GET", &key]), Value::bulk("after"));
+    assert_eq!(c.direct(0).cmd(&["GET", &key]), Value::bulk("before"));
+    // Older epoch: 409 with the current epoch; nothing changes.
+    let stale = all_to_second.replace("\"epoch\": 2", "\"epoch\": 1");
+    let (status, body) = c.proxy.http("PUT", "/api/v1/topology", &stale, &auth);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("\"epoch\":2") && body.contains("older"),
+        "{body}"
+    );
+    let (status, body) = c.proxy.http("PUT", "/api/v1/topology", "{not json", &auth);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("bad topology JSON"), "{body}");
+    let gap = all_to_second
+        .replace("\"epoch\": 2", "\"epoch\": 3")
+        .replace("\"end\": 16383", "\"end\": 100");
+    let (status, body) = c.proxy.http("PUT", "/api/v1/topology", &gap, &auth);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("slot 101"), "{body}");
+    let (_, body) = c.proxy.http_get("/api/v1/topology");
+    assert!(body.contains("\"epoch\":2"), "{body}");
+    assert_eq!(c.proxy.metric("kodis_proxy_topology_epoch"), 2.0);
+}

@@ -175,12 +175,20 @@ impl TestProxy {
 
     /// GET on the admin endpoint; returns (status, body).
     pub fn http_get(&self, path: &str) -> (u16, String) {
+        self.http("GET", path, "", &[])
+    }
+
+    /// Any request on the admin endpoint; returns (status, body).
+    pub fn http(&self, method: &str, path: &str, body: &str, headers: &[&str]) -> (u16, String) {
         use std::io::Read;
         let mut s = TcpStream::connect(self.admin_addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+            body.len()
         )
         .unwrap();
         let mut out = String::new();
