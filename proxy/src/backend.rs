@@ -157,7 +157,14 @@ async fn run_connection(
                     ServeEnd::Broken(e) => {
                         warn!(backend = %addr, error = %e, "backend connection lost");
                         metrics.errors.inc();
-                        e
+                        // A connection that worked (and may only have been closed for
+                        // idling) is retried at once with the next request; only a
+                        // failed connect starts the fail-fast backoff.
+                        pending = match rx.recv().await {
+                            Some(r) => Some(r),
+                            None => return,
+                        };
+                        continue;
                     }
                 }
             }
@@ -206,8 +213,18 @@ async fn connect(addr: &str, opts: &BackendOptions) -> Result<TcpStream, String>
             kodis_common::resp::encode_bulk(&mut cmd, b"AUTH");
             kodis_common::resp::encode_bulk(&mut cmd, pw.as_bytes());
             s.write_all(&cmd).await.map_err(|e| e.to_string())?;
-            let mut buf = [0u8; 256];
-            let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+            let mut buf = BytesMut::with_capacity(256);
+            let mut scanner = ReplyScanner::new(Limits::default());
+            let n = loop {
+                if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                    return Err("backend closed the connection during AUTH".into());
+                }
+                match scanner.scan(&buf) {
+                    Ok(Some(n)) => break n,
+                    Ok(None) => continue,
+                    Err(e) => return Err(format!("bad reply to AUTH: {e}")),
+                }
+            };
             if !buf[..n].starts_with(b"+OK") {
                 let text = String::from_utf8_lossy(&buf[..n]);
                 return Err(format!("AUTH refused: {}", text.trim_end()));

@@ -40,11 +40,15 @@ pub struct ProxyConfig {
     /// Most requests of one client awaiting their reply; past it the proxy stops
     /// reading that client (backpressure). Default 1024.
     pub max_pipeline: usize,
+    /// Bytes of replies the proxy holds for one client that is not reading them
+    /// before it stops reading that client's requests. Default 64 MiB.
+    pub max_output_buffer: usize,
     /// How long a SIGTERM waits for in-flight requests, in milliseconds. Default 10000.
     pub shutdown_timeout_ms: u64,
     /// Refresh the command table from a backend's `COMMAND` at start-up. Default true.
     pub refresh_command_table: bool,
-    /// RESP size limits for client requests and backend replies.
+    /// RESP size limits for client requests (backend replies are not limited: Redis
+    /// sets no limit on reply size).
     pub limits: Limits,
 }
 
@@ -62,6 +66,7 @@ impl Default for ProxyConfig {
             connect_timeout_ms: 1000,
             max_clients: 10_000,
             max_pipeline: 1024,
+            max_output_buffer: 64 * 1024 * 1024,
             shutdown_timeout_ms: 10_000,
             refresh_command_table: true,
             limits: Limits::default(),
@@ -201,6 +206,9 @@ impl ProxyConfig {
                 "max_clients = {} is out of range (1 to 1000000)",
                 self.max_clients
             ));
+        }
+        if self.max_output_buffer == 0 {
+            return bad("max_output_buffer must be at least 1".into());
         }
         if self.max_pipeline == 0 {
             return bad("max_pipeline must be at least 1".into());

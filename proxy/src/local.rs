@@ -53,7 +53,17 @@ impl Session {
             }
             Local::ReadMode => ready(reply::simple("OK")),
             Local::Config => {
-                if argc >= 3 && req.arg(1).eq_ignore_ascii_case(b"GET") {
+                let is_get = argc >= 2 && req.arg(1).eq_ignore_ascii_case(b"GET");
+                if is_get && argc == 2 {
+                    ready(wrong_args("config|get"))
+                } else if is_get && (2..argc).any(|i| is_secret_config(req.arg(i))) {
+                    self.ctx.metrics.errors.refused.inc();
+                    ready(refused(
+                        "CONFIG GET",
+                        "glob patterns and password parameters would reveal backend secrets; \
+                         ask for parameters by name",
+                    ))
+                } else if is_get {
                     let routes = self.ctx.router.load();
                     match routes.groups.first() {
                         Some(g) => outbox.forward(&g.master, req.to_resp()),
@@ -76,18 +86,13 @@ impl Session {
         if req.argc() != 2 {
             return Pending::Ready(wrong_args("select"));
         }
-        Pending::Ready(
-            match std::str::from_utf8(req.arg(1))
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-            {
-                Some(0) => reply::simple("OK"),
-                Some(_) => {
-                    reply::error("ERR DB index is out of range: kodis-proxy has only database 0")
-                }
-                None => reply::error("ERR value is not an integer or out of range"),
-            },
-        )
+        Pending::Ready(match strict_i64(req.arg(1)) {
+            Some(0) => reply::simple("OK"),
+            Some(_) => {
+                reply::error("ERR DB index is out of range: kodis-proxy has only database 0")
+            }
+            None => reply::error("ERR value is not an integer or out of range"),
+        })
     }
 
     /// Checks `user`/`pass` against the proxy password; marks the session on success.
@@ -129,10 +134,7 @@ impl Session {
     fn hello(&mut self, req: &Request) -> Bytes {
         let argc = req.argc();
         if argc >= 2 {
-            match std::str::from_utf8(req.arg(1))
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-            {
+            match strict_i64(req.arg(1)) {
                 Some(2) => {}
                 Some(3) => {
                     return reply::error(
@@ -279,6 +281,33 @@ kodis_command_table:{}\r\n",
         );
         reply::bulk(text.as_bytes())
     }
+}
+
+/// CONFIG GET parameters that could return a backend password: the password
+/// settings themselves and any glob pattern (which may match them).
+fn is_secret_config(param: &[u8]) -> bool {
+    let lower = param.to_ascii_lowercase();
+    lower.iter().any(|c| matches!(c, b'*' | b'?' | b'['))
+        || [
+            &b"requirepass"[..],
+            b"masterauth",
+            b"masteruser",
+            b"tls-key-file-pass",
+            b"tls-client-key-file-pass",
+        ]
+        .contains(&lower.as_slice())
+}
+
+/// Redis's strict integer parse: optional '-', digits, no leading zeros or '+'.
+fn strict_i64(b: &[u8]) -> Option<i64> {
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    if digits.is_empty()
+        || !digits.iter().all(u8::is_ascii_digit)
+        || (digits.len() > 1 && digits[0] == b'0')
+    {
+        return None;
+    }
+    std::str::from_utf8(b).ok()?.parse().ok()
 }
 
 fn upper(b: &[u8]) -> String {

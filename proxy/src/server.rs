@@ -56,7 +56,7 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
     let opts = Arc::new(BackendOptions {
         connect_timeout: Duration::from_millis(config.connect_timeout_ms),
         password: config.backend_password.clone(),
-        limits: config.limits,
+        limits: kodis_common::resp::Limits::REPLIES,
         queue: config.max_pipeline.max(64),
     });
     let workers = Workers::start(config.effective_workers())

@@ -18,7 +18,6 @@ use bytes::{Bytes, BytesMut};
 use kodis_common::resp::{Request, RequestScanner};
 use kodis_common::slot::key_slot;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, Instrument};
@@ -174,39 +173,66 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
     let ctx = session.ctx.clone();
     let metrics = &ctx.metrics;
     let max_pipeline = ctx.config.max_pipeline;
+    let max_output = ctx.config.max_output_buffer;
     let (mut rd, mut wr) = stream.into_split();
     let mut queue: VecDeque<Pending> = VecDeque::new();
+    // Replies ready for the client; `out[written..]` is still to be sent.
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut written = 0usize;
     let mut buf = BytesMut::with_capacity(16 * 1024);
-    let mut scanner = RequestScanner::new(ctx.config.limits);
+    let mut scanner = RequestScanner::new(session.request_limits());
     let mut outbox = Outbox::default();
     // False once the client closed, erred, or shutdown began: finish what is owed.
     let mut reading = true;
     let mut closing = false;
     loop {
         // Replies that are already there go out together in one write.
-        while let Some(front) = queue.front_mut() {
+        while !closing {
+            let Some(front) = queue.front_mut() else {
+                break;
+            };
             let Some(bytes) = front.try_take(metrics) else {
                 break;
             };
-            if matches!(front, Pending::Close(_)) {
-                closing = true;
-            }
+            closing = matches!(front, Pending::Close(_));
             out.extend_from_slice(&bytes);
             queue.pop_front();
-            if closing {
-                break;
-            }
         }
-        // The front reply is not there yet (or nothing is owed): send what is ready.
-        if flush(&mut wr, &mut out, metrics).await.is_err() {
-            return;
-        }
-        if closing || (!reading && queue.is_empty()) {
+        let unsent = out.len() - written;
+        if unsent == 0 && (closing || (!reading && queue.is_empty())) {
             break;
         }
+        // Keep reading while replies pile up for a client that does not read yet (a
+        // pipeline written whole before its replies are read, as client libraries do),
+        // up to the output budget; past it, or past max_pipeline owed replies, stop
+        // reading: that is the backpressure.
+        let want_read = reading && !closing && queue.len() < max_pipeline && unsent < max_output;
         tokio::select! {
-            r = rd.read_buf(&mut buf), if reading && !closing && queue.len() < max_pipeline => {
+            biased;
+            r = wr.write(&out[written..]), if unsent > 0 => match r {
+                Ok(n) if n > 0 => {
+                    written += n;
+                    metrics.client_bytes_out.inc_by(n as u64);
+                    metrics.client_writes.inc();
+                    if written == out.len() {
+                        written = 0;
+                        if out.capacity() > 1024 * 1024 {
+                            out = Vec::with_capacity(16 * 1024);
+                        } else {
+                            out.clear();
+                        }
+                    }
+                }
+                // The client is gone: nothing more can be delivered.
+                _ => return,
+            },
+            bytes = wait_front(&mut queue, metrics), if !queue.is_empty() && !closing => {
+                out.extend_from_slice(&bytes);
+                if matches!(queue.pop_front(), Some(Pending::Close(_))) {
+                    closing = true;
+                }
+            }
+            r = rd.read_buf(&mut buf), if want_read => {
                 match r {
                     Ok(0) | Err(_) => reading = false,
                     Ok(n) => {
@@ -220,16 +246,9 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                     }
                 }
             }
-            bytes = wait_front(&mut queue, metrics), if !queue.is_empty() => {
-                out.extend_from_slice(&bytes);
-                if matches!(queue.pop_front(), Some(Pending::Close(_))) {
-                    closing = true;
-                }
-            }
             _ = shutdown.changed(), if reading => reading = false,
         }
     }
-    let _ = flush(&mut wr, &mut out, metrics).await;
     let _ = wr.shutdown().await;
 }
 
@@ -276,26 +295,22 @@ impl Pending {
     }
 }
 
-async fn flush(
-    wr: &mut OwnedWriteHalf,
-    out: &mut Vec<u8>,
-    metrics: &Metrics,
-) -> std::io::Result<()> {
-    if out.is_empty() {
-        return Ok(());
-    }
-    wr.write_all(out).await?;
-    metrics.client_bytes_out.inc_by(out.len() as u64);
-    metrics.client_writes.inc();
-    if out.capacity() > 1024 * 1024 {
-        *out = Vec::with_capacity(16 * 1024);
-    } else {
-        out.clear();
-    }
-    Ok(())
-}
-
 impl Session {
+    /// The request limits for this session now: Redis's tight ones until a client
+    /// that must authenticate has done so, then the configured ones.
+    fn request_limits(&self) -> kodis_common::resp::Limits {
+        let full = self.ctx.config.limits;
+        if self.authed {
+            return full;
+        }
+        let tight = kodis_common::resp::Limits::UNAUTHENTICATED;
+        kodis_common::resp::Limits {
+            max_bulk_len: full.max_bulk_len.min(tight.max_bulk_len),
+            max_array_len: full.max_array_len.min(tight.max_array_len),
+            max_inline_len: full.max_inline_len.min(tight.max_inline_len),
+        }
+    }
+
     /// Handles every complete request in `buf`, queueing their replies in order.
     /// Returns true when the connection must stop reading (protocol error, QUIT).
     async fn parse_and_dispatch(
@@ -321,7 +336,11 @@ impl Session {
             if req.argc() == 0 {
                 continue;
             }
+            let was_authed = self.authed;
             let pending = self.handle(&req, outbox);
+            if self.authed && !was_authed {
+                scanner.set_limits(self.request_limits());
+            }
             let close = matches!(pending, Pending::Close(_));
             queue.push_back(pending);
             if close {
@@ -465,12 +484,25 @@ impl Session {
     }
 }
 
-/// True when an XREAD / XREADGROUP request asks to block (`BLOCK ms` before STREAMS).
+/// True when an XREAD / XREADGROUP request asks to block. Options are walked as
+/// Redis parses them (a group or consumer may itself be named STREAMS or BLOCK).
 fn has_block_option(req: &Request) -> bool {
-    (1..req.argc())
-        .map(|i| req.arg(i))
-        .take_while(|a| !a.eq_ignore_ascii_case(b"STREAMS"))
-        .any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
+    let mut i = 1;
+    while i < req.argc() {
+        let a = req.arg(i);
+        if a.eq_ignore_ascii_case(b"STREAMS") {
+            return false;
+        } else if a.eq_ignore_ascii_case(b"BLOCK") {
+            return true;
+        } else if a.eq_ignore_ascii_case(b"COUNT") {
+            i += 2;
+        } else if a.eq_ignore_ascii_case(b"GROUP") {
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    false
 }
 
 /// Redis's own text for an unknown command.

@@ -261,7 +261,10 @@ fn admin_metrics(port: u16) -> String {
 /// everything; the replies all arrive, in order, once the client reads.
 #[test]
 fn a_slow_reader_is_backpressured() {
-    let c = Cluster::start_with(1, |cfg| cfg.max_pipeline = 32);
+    let c = Cluster::start_with(1, |cfg| {
+        cfg.max_pipeline = 32;
+        cfg.max_output_buffer = 1024 * 1024;
+    });
     let mut p = c.proxy.conn();
     let value = vec![b'x'; 64 * 1024];
     // Long requests, so kernel socket buffers cannot hide a proxy that never stops.
@@ -313,4 +316,29 @@ fn a_slow_reader_is_backpressured() {
             other => panic!("reply {i}: {other:?}"),
         }
     }
+}
+
+/// A backend that closes idle connections (its `timeout` setting) costs no request
+/// an error: the next request reconnects at once.
+#[test]
+fn an_idle_connection_closed_by_the_backend_is_reopened_without_errors() {
+    let server = RedisServer::start_with(&["--timeout", "1"]);
+    let proxy = support::TestProxy::start(kodis_proxy::ProxyConfig {
+        groups: vec![vec![server.addr()]],
+        worker_threads: 1,
+        ..Default::default()
+    });
+    let mut p = proxy.conn();
+    assert_eq!(p.cmd(&["SET", "k", "v"]), Value::ok());
+    // Wait until the server has dropped the proxy's idle connections.
+    assert!(eventually(15, || {
+        proxy.metric("kodis_proxy_backend_connection_errors_total") >= 1.0
+    }));
+    for _ in 0..20 {
+        assert_eq!(p.cmd(&["GET", "k"]), Value::bulk("v"));
+    }
+    assert_eq!(
+        proxy.metric("kodis_proxy_errors_total{kind=\"backend\"}"),
+        0.0
+    );
 }

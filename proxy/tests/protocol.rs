@@ -120,3 +120,70 @@ fn a_request_split_over_many_reads_is_served() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Before AUTH, when a password is set, Redis's tight limits apply (10 arguments of
+/// at most 16 KiB); after it, the configured ones.
+#[test]
+fn unauthenticated_clients_get_tight_limits() {
+    let c = Cluster::start_with(1, |cfg| cfg.password = Some("pw".into()));
+    let mut args: Vec<String> = vec!["MSET".into()];
+    for i in 0..10 {
+        args.push(format!("k{i}"));
+        args.push("v".into());
+    }
+    let refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    let raw = kodis_common::test_util::encode(&refs);
+    let mut p = c.proxy.conn();
+    p.send_raw(&raw);
+    assert_eq!(
+        p.read(),
+        Value::Error("ERR Protocol error: invalid multibulk length".into())
+    );
+    assert!(p.is_closed());
+    let mut q = c.proxy.conn();
+    assert_eq!(q.cmd(&["AUTH", "pw"]), Value::ok());
+    q.send_raw(&raw);
+    assert_eq!(q.read(), Value::ok());
+}
+
+/// A client that writes a whole pipeline before reading any reply (as client
+/// libraries do) is served, even when the replies are far larger than the sockets'
+/// buffers.
+#[test]
+fn a_pipeline_written_whole_before_reading_completes() {
+    let c = Cluster::start(2);
+    let mut p = c.proxy.conn();
+    let value = vec![b'v'; 4096];
+    assert_eq!(p.cmd_bytes(&[b"SET", b"{p}big", &value]), Value::ok());
+    let n = 6000; // about 24 MB of replies
+    let mut raw = Vec::new();
+    for _ in 0..n {
+        raw.extend(kodis_common::test_util::encode(&[b"GET", b"{p}big"]));
+    }
+    p.send_raw(&raw);
+    for i in 0..n {
+        match p.read() {
+            Value::Bulk(Some(v)) => assert_eq!(v.len(), 4096, "reply {i}"),
+            other => panic!("reply {i}: {other:?}"),
+        }
+    }
+}
+
+/// Backend replies are not held to the client request limits: Redis sets no limit
+/// on reply size, and a long reply must not break the shared backend connection.
+#[test]
+fn long_replies_pass_whatever_the_request_limits() {
+    let c = Cluster::start_with(1, |cfg| cfg.limits.max_array_len = 16);
+    let mut p = c.proxy.conn();
+    let mut args: Vec<String> = vec!["RPUSH".into(), "list".into()];
+    args.extend((0..14).map(|i| i.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    for round in 1..=6 {
+        assert_eq!(p.cmd(&refs), Value::Int(14 * round));
+    }
+    match p.cmd(&["LRANGE", "list", "0", "-1"]) {
+        Value::Array(Some(v)) => assert_eq!(v.len(), 84),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.cmd(&["LLEN", "list"]), Value::Int(84));
+}

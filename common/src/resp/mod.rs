@@ -22,6 +22,26 @@ pub struct Limits {
     pub max_inline_len: usize,
 }
 
+impl Limits {
+    /// What Redis allows a client that has not authenticated yet (since 6.2.6,
+    /// CVE-2021-32675): 10 arguments of at most 16 KiB, so an anonymous peer cannot
+    /// make the server buffer large requests.
+    pub const UNAUTHENTICATED: Limits = Limits {
+        max_bulk_len: 16 * 1024,
+        max_array_len: 10,
+        max_inline_len: 16 * 1024,
+    };
+
+    /// Limits for replies from backend servers, which are trusted: Redis itself puts
+    /// no limit on the size of a reply, so only lengths no machine could hold are
+    /// refused.
+    pub const REPLIES: Limits = Limits {
+        max_bulk_len: 1 << 40,
+        max_array_len: 1 << 40,
+        max_inline_len: 1 << 40,
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {

@@ -149,6 +149,12 @@ pub struct RequestScanner {
 }
 
 impl RequestScanner {
+    /// Changes the limits for the requests scanned from now on (for example tighter
+    /// ones until a client has authenticated, as Redis does).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// A scanner that enforces `limits`.
     pub fn new(limits: Limits) -> Self {
         Self {
