@@ -48,8 +48,8 @@ pub enum TopologyError {
     /// No group was given.
     #[error("a topology needs at least one group")]
     NoGroups,
-    /// A group has no server.
-    #[error("group {0} has no server")]
+    /// A group that owns slots has no server.
+    #[error("group {0} owns slots but has no server")]
     EmptyGroup(u32),
     /// Two groups share an id.
     #[error("group id {0} is used twice")]
@@ -97,29 +97,64 @@ impl Topology {
             groups,
             slots,
         };
-        topo.validate()?;
+        if let Some(g) = topo.groups.iter().find(|g| g.servers.is_empty()) {
+            return Err(TopologyError::EmptyGroup(g.id));
+        }
+        topo.validate_complete()?;
         Ok(topo)
     }
 
-    /// Checks that groups are non-empty and unique and that every slot has one owner.
-    pub fn validate(&self) -> Result<(), TopologyError> {
-        if self.groups.is_empty() {
-            return Err(TopologyError::NoGroups);
+    /// A topology with no group and no owned slot yet.
+    pub fn empty() -> Self {
+        Self {
+            epoch: 0,
+            groups: Vec::new(),
+            slots: Vec::new(),
         }
+    }
+
+    /// Checks that group ids are unique, that slot ranges are valid, name existing
+    /// groups and do not overlap, and that every group owning slots has a server.
+    /// Slots may be unowned (a cluster being set up); use
+    /// [`Topology::validate_complete`] where every slot must be served.
+    pub fn validate(&self) -> Result<(), TopologyError> {
         let mut ids = std::collections::BTreeSet::new();
         for g in &self.groups {
-            if g.servers.is_empty() {
-                return Err(TopologyError::EmptyGroup(g.id));
-            }
             if !ids.insert(g.id) {
                 return Err(TopologyError::DuplicateGroup(g.id));
             }
         }
-        self.slot_owners().map(|_| ())
+        self.slot_owners()?;
+        for r in &self.slots {
+            if let Some(g) = self.group(r.group) {
+                if g.servers.is_empty() {
+                    return Err(TopologyError::EmptyGroup(g.id));
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// The owning group id of every slot, indexed by slot.
-    pub fn slot_owners(&self) -> Result<Vec<u32>, TopologyError> {
+    /// Like [`Topology::validate`], and every slot must have an owner.
+    pub fn validate_complete(&self) -> Result<(), TopologyError> {
+        if self.groups.is_empty() {
+            return Err(TopologyError::NoGroups);
+        }
+        self.validate()?;
+        let owners = self.slot_owners()?;
+        match owners.iter().position(Option::is_none) {
+            Some(s) => Err(TopologyError::SlotCoverage(s as u16)),
+            None => Ok(()),
+        }
+    }
+
+    /// The group with id `id`.
+    pub fn group(&self, id: u32) -> Option<&Group> {
+        self.groups.iter().find(|g| g.id == id)
+    }
+
+    /// The owning group id of every slot (`None`: unowned), indexed by slot.
+    pub fn slot_owners(&self) -> Result<Vec<Option<u32>>, TopologyError> {
         let mut owners: Vec<Option<u32>> = vec![None; SLOT_COUNT as usize];
         for r in &self.slots {
             if !self.groups.iter().any(|g| g.id == r.group) {
@@ -138,11 +173,7 @@ impl Topology {
                 }
             }
         }
-        owners
-            .into_iter()
-            .enumerate()
-            .map(|(s, o)| o.ok_or(TopologyError::SlotCoverage(s as u16)))
-            .collect()
+        Ok(owners)
     }
 }
 
@@ -159,12 +190,12 @@ mod tests {
         ])
         .expect("valid");
         let owners = t.slot_owners().expect("owners");
-        assert_eq!(owners[0], 1);
-        assert_eq!(owners[5460], 1);
-        assert_eq!(owners[5461], 2);
-        assert_eq!(owners[10921], 2);
-        assert_eq!(owners[10922], 3);
-        assert_eq!(owners[16383], 3);
+        assert_eq!(owners[0], Some(1));
+        assert_eq!(owners[5460], Some(1));
+        assert_eq!(owners[5461], Some(2));
+        assert_eq!(owners[10921], Some(2));
+        assert_eq!(owners[10922], Some(3));
+        assert_eq!(owners[16383], Some(3));
         assert_eq!(t.groups[1].master(), Some("b:1"));
     }
 
@@ -177,6 +208,26 @@ mod tests {
         );
         let mut t = Topology::even(vec![vec!["a:1".into()]]).expect("valid");
         t.slots[0].end = 100;
-        assert_eq!(t.validate(), Err(TopologyError::SlotCoverage(101)));
+        // Unowned slots are allowed while a cluster is set up, not where all must be served.
+        assert_eq!(t.validate(), Ok(()));
+        assert_eq!(t.validate_complete(), Err(TopologyError::SlotCoverage(101)));
+        t.slots.push(SlotRange {
+            start: 50,
+            end: 60,
+            group: 1,
+        });
+        assert_eq!(t.validate(), Err(TopologyError::SlotCoverage(50)));
+        let mut e = Topology::empty();
+        e.groups.push(Group {
+            id: 7,
+            servers: vec![],
+        });
+        assert_eq!(e.validate(), Ok(()));
+        e.slots.push(SlotRange {
+            start: 0,
+            end: 0,
+            group: 7,
+        });
+        assert_eq!(e.validate(), Err(TopologyError::EmptyGroup(7)));
     }
 }

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use kodis_common::slot::SLOT_COUNT;
 use kodis_common::topology::{Topology, TopologyError};
 
 use crate::backend::{BackendOptions, BackendPool};
@@ -27,15 +26,22 @@ pub struct Routes {
     pub topology: Topology,
     /// The groups, indexed by position.
     pub groups: Vec<RouteGroup>,
-    /// For every slot, the index in `groups` of its owner.
+    /// For every slot, the index in `groups` of its owner, or [`UNOWNED`].
     slot_group: Box<[u16]>,
 }
 
+/// Marks a slot no group owns.
+const UNOWNED: u16 = u16::MAX;
+
 impl Routes {
-    /// Index in [`Routes::groups`] of the group that owns `slot`.
+    /// Index in [`Routes::groups`] of the group that owns `slot`; `None` while no
+    /// group owns it.
     #[inline]
-    pub fn group_of_slot(&self, slot: u16) -> usize {
-        self.slot_group[slot as usize % SLOT_COUNT as usize] as usize
+    pub fn group_of_slot(&self, slot: u16) -> Option<usize> {
+        match self.slot_group.get(slot as usize) {
+            Some(&g) if g != UNOWNED => Some(g as usize),
+            _ => None,
+        }
     }
 }
 
@@ -135,9 +141,12 @@ fn build(
 ) -> Result<Routes, InstallError> {
     let owners = topology.slot_owners()?;
     let mut pools = pools.lock().unwrap_or_else(|p| p.into_inner());
+    topology.validate()?;
+    // Groups without servers own no slot (validated) and cannot be routed to.
     let groups: Vec<RouteGroup> = topology
         .groups
         .iter()
+        .filter(|g| !g.servers.is_empty())
         .map(|g| {
             let addr = g.master().unwrap_or_default().to_string();
             let pool = pools
@@ -155,10 +164,8 @@ fn build(
     let slot_group = owners
         .iter()
         .map(|id| {
-            groups
-                .iter()
-                .position(|g| g.id == *id)
-                .map_or(0, |i| i as u16)
+            id.and_then(|id| groups.iter().position(|g| g.id == id))
+                .map_or(UNOWNED, |i| i as u16)
         })
         .collect();
     Ok(Routes {

@@ -430,7 +430,10 @@ impl Session {
             return Pending::Ready(crossslot());
         }
         let routes = ctx.router.load();
-        let pool = &routes.groups[routes.group_of_slot(slot)].master;
+        let Some(group) = routes.group_of_slot(slot) else {
+            return Pending::Ready(clusterdown());
+        };
+        let pool = &routes.groups[group].master;
         outbox.forward(pool, req.to_resp())
     }
 
@@ -446,10 +449,13 @@ impl Session {
             return Pending::Ready(wrong_args(&name));
         }
         let routes = ctx.router.load();
-        let groups: smallvec::SmallVec<[usize; 16]> = (1..argc)
+        let groups: Option<smallvec::SmallVec<[usize; 16]>> = (1..argc)
             .step_by(step)
             .map(|i| routes.group_of_slot(key_slot(req.arg(i))))
             .collect();
+        let Some(groups) = groups else {
+            return Pending::Ready(clusterdown());
+        };
         if groups.iter().all(|&g| g == groups[0]) {
             return outbox.forward(&routes.groups[groups[0]].master, req.to_resp());
         }
@@ -532,6 +538,11 @@ pub(crate) fn wrong_args(name: &str) -> Bytes {
 /// The error for a refused command: names it and says why.
 pub(crate) fn refused(name: &str, why: &str) -> Bytes {
     reply::error(&format!("ERR kodis-proxy refuses '{name}': {why}"))
+}
+
+/// Redis Cluster's error for a key whose slot no group owns (yet).
+fn clusterdown() -> Bytes {
+    reply::error("CLUSTERDOWN Hash slot not served")
 }
 
 /// Redis Cluster's error for keys in different slots.

@@ -95,13 +95,41 @@ fn a_pushed_topology_reroutes_and_stale_ones_are_refused() {
     let (status, body) = c.proxy.http("PUT", "/api/v1/topology", "{not json", &auth);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("bad topology JSON"), "{body}");
-    let gap = all_to_second
+    let overlap = all_to_second
         .replace("\"epoch\": 2", "\"epoch\": 3")
-        .replace("\"end\": 16383", "\"end\": 100");
-    let (status, body) = c.proxy.http("PUT", "/api/v1/topology", &gap, &auth);
+        .replace(
+            "\"slots\": [",
+            "\"slots\": [{\"start\": 5, \"end\": 6, \"group\": 1}, ",
+        );
+    let (status, body) = c.proxy.http("PUT", "/api/v1/topology", &overlap, &auth);
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("slot 101"), "{body}");
+    assert!(body.contains("slot 5"), "{body}");
     let (_, body) = c.proxy.http_get("/api/v1/topology");
     assert!(body.contains("\"epoch\":2"), "{body}");
     assert_eq!(c.proxy.metric("kodis_proxy_topology_epoch"), 2.0);
+}
+
+/// Slots no group owns (a cluster being set up) answer Redis Cluster's CLUSTERDOWN.
+#[test]
+fn unowned_slots_answer_clusterdown() {
+    let c = Cluster::start(1);
+    let mut p = c.proxy.conn();
+    let half = format!(
+        r#"{{"epoch": 2, "groups": [{{"id": 1, "servers": ["{}"]}}, {{"id": 2, "servers": []}}],
+            "slots": [{{"start": 0, "end": 8191, "group": 1}}]}}"#,
+        c.servers[0].addr()
+    );
+    let (status, body) = c.proxy.http("PUT", "/api/v1/topology", &half, &[]);
+    assert_eq!(status, 200, "{body}");
+    // foo is in slot 12182 (unowned), bar in 5061 (group 1).
+    assert_eq!(
+        p.cmd(&["GET", "foo"]),
+        Value::Error("CLUSTERDOWN Hash slot not served".into())
+    );
+    assert_eq!(
+        p.cmd(&["MGET", "bar", "foo"]),
+        Value::Error("CLUSTERDOWN Hash slot not served".into())
+    );
+    assert_eq!(p.cmd(&["SET", "bar", "1"]), Value::ok());
+    assert_eq!(p.cmd(&["DBSIZE"]), Value::Int(1));
 }

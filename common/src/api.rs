@@ -1,0 +1,168 @@
+//! The REST API between the dashboard, the `kodis` CLI and proxies: request and
+//! response bodies, as JSON. Routes live under `/api/v1` on the dashboard:
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `GET /topology` | | [`Topology`] |
+//! | `GET /overview` | | [`Overview`] |
+//! | `POST /groups` | [`CreateGroup`] | 201 [`Group`] |
+//! | `DELETE /groups/{id}` | | 204; 409 while it owns slots or has servers |
+//! | `POST /groups/{id}/servers` | [`AddServer`] | 201 [`Group`] |
+//! | `DELETE /groups/{id}/servers/{addr}` | | 204; 409 for a master with replicas or slots |
+//! | `POST /groups/{id}/promote` | [`Promote`] | 200 [`Group`] |
+//! | `POST /slots/init` | | 200 [`Topology`] |
+//! | `POST /slots/assign` | [`AssignSlots`] | 200 [`Topology`]; 409 if a slot is owned |
+//! | `GET /proxies` | | `[`[`ProxyInfo`]`]` |
+//! | `POST /proxies` | [`RegisterProxy`] | 201 [`Registered`] |
+//! | `DELETE /proxies/{id}` | | 204 |
+//! | `GET /openapi.json` | | the OpenAPI document |
+//!
+//! Mutating routes need `Authorization: Bearer <token>` when the dashboard has one.
+//! Every error is [`ErrorBody`] with 400 (bad input), 401 (token), 404 (unknown id),
+//! 409 (conflicting state) or 503 (not the active dashboard).
+//!
+//! A proxy's admin endpoint takes `PUT /api/v1/topology` with a [`Topology`] and answers
+//! [`Applied`] (409 with the current epoch for an older one).
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::topology::{Group, SlotRange, Topology};
+
+/// Every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong and why.
+    pub error: String,
+}
+
+/// `POST /groups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    /// The new group's id (1 or more).
+    pub id: u32,
+}
+
+/// `POST /groups/{id}/servers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddServer {
+    /// `host:port` of a running redis-server.
+    pub addr: String,
+}
+
+/// `POST /groups/{id}/promote`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Promote {
+    /// The replica to make master.
+    pub addr: String,
+}
+
+/// `POST /slots/assign`: give unowned slots `from..=to` to `group`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignSlots {
+    /// First slot.
+    pub from: u16,
+    /// Last slot (inclusive).
+    pub to: u16,
+    /// Owner to be.
+    pub group: u32,
+}
+
+/// `POST /proxies`: a proxy announcing itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterProxy {
+    /// Address clients use (`host:port`).
+    pub addr: String,
+    /// Address of its admin endpoint, where topologies are pushed (`host:port`).
+    pub admin_addr: String,
+    /// Kubernetes pod name, from the downward API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// Kubernetes namespace, from the downward API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// A registered proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyInfo {
+    /// Its id: the pod name when it has one, else its admin address.
+    pub id: String,
+    /// Address clients use.
+    pub addr: String,
+    /// Admin endpoint address.
+    pub admin_addr: String,
+    /// Kubernetes pod name, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// Kubernetes namespace, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// When it registered, in seconds since the Unix epoch.
+    pub started_at: u64,
+    /// The newest topology epoch it has acknowledged (0: none yet).
+    pub acked_epoch: u64,
+}
+
+/// Answer to a registration: the proxy's record and the topology to serve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    /// The proxy as recorded.
+    pub proxy: ProxyInfo,
+    /// The current topology.
+    pub topology: Topology,
+}
+
+/// A proxy's answer to a pushed topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The epoch it serves now.
+    pub epoch: u64,
+}
+
+/// One server as the overview shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    /// `host:port`.
+    pub addr: String,
+    /// `master` or `replica`, as recorded in the topology.
+    pub role: String,
+    /// Whether it answered a probe just now.
+    pub reachable: bool,
+    /// What the server itself says its role is (`INFO replication`), if reachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_role: Option<String>,
+    /// Why it is unreachable, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One group as the overview shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// Group id.
+    pub id: u32,
+    /// Its servers, master first.
+    pub servers: Vec<ServerStatus>,
+    /// How many slots it owns.
+    pub slots: u32,
+}
+
+/// `GET /overview`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overview {
+    /// Cluster name.
+    pub cluster: String,
+    /// Current topology epoch.
+    pub epoch: u64,
+    /// Groups with their servers' state.
+    pub groups: Vec<GroupStatus>,
+    /// Slots no group owns yet.
+    pub unassigned_slots: u32,
+    /// Registered proxies, with the epoch each acknowledged.
+    pub proxies: Vec<ProxyInfo>,
+}
