@@ -3,6 +3,7 @@
 
 pub mod resp;
 pub mod slot;
+pub mod store;
 pub mod telemetry;
 pub mod topology;
 
