@@ -45,6 +45,10 @@ fn lease_err(op: &'static str, lease: LeaseId) -> impl FnOnce(etcd_client::Error
         etcd_client::Error::GRpcStatus(s) if s.message().contains("lease not found") => {
             StoreError::LeaseNotFound(lease)
         }
+        // The keep-alive stream reports an ended lease this way.
+        etcd_client::Error::LeaseKeepAliveError(m) if m.contains("lease not found") => {
+            StoreError::LeaseNotFound(lease)
+        }
         _ => backend(op)(e),
     }
 }
