@@ -57,7 +57,10 @@ mod cases {
         assert_eq!(s.list(b"/none/").await.unwrap().kvs, vec![]);
         // Binary keys and values round-trip.
         s.put(b"/t/\xff\x00", b"\x00\xfe", None).await.unwrap();
-        assert_eq!(s.get(b"/t/\xff\x00").await.unwrap().unwrap().value, b"\x00\xfe");
+        assert_eq!(
+            s.get(b"/t/\xff\x00").await.unwrap().unwrap().value,
+            b"\x00\xfe"
+        );
     }
 
     pub async fn revisions_grow(s: S) {
@@ -223,11 +226,17 @@ mod cases {
             .unwrap();
         assert!(b.revision() > a.revision());
         // The paused holder wakes up: every fenced write of its is refused.
-        let err = s.put_fenced(&a, b"/e/topology", b"stale").await.unwrap_err();
+        let err = s
+            .put_fenced(&a, b"/e/topology", b"stale")
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::LockLost { .. }), "{err}");
         assert!(err.to_string().contains("no longer held"), "{err}");
         s.put_fenced(&b, b"/e/topology", b"fresh").await.unwrap();
-        assert_eq!(s.get(b"/e/topology").await.unwrap().unwrap().value, b"fresh");
+        assert_eq!(
+            s.get(b"/e/topology").await.unwrap().unwrap().value,
+            b"fresh"
+        );
         // Unlocking a lost lock does not touch the successor's.
         s.unlock(&a).await.unwrap();
         assert_eq!(s.get(b"/e/lock").await.unwrap().unwrap().value, b"b");

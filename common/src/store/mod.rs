@@ -399,7 +399,9 @@ pub enum StoreError {
         waited: Duration,
     },
     /// A watch asked for history the store no longer has.
-    #[error("watch from revision {requested} is not possible: history before revision {oldest} is gone")]
+    #[error(
+        "watch from revision {requested} is not possible: history before revision {oldest} is gone"
+    )]
     Compacted {
         /// The revision the watch asked to start at.
         requested: Revision,
