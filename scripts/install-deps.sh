@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Kodis's tests and benchmarks run: redis-server,
-# redis-tools (redis-cli, redis-benchmark) and nutcracker (twemproxy). Does nothing
-# when they are already there.
+# redis-tools (redis-cli, redis-benchmark), nutcracker (twemproxy), etcd-server (the
+# store tests) and protoc with its well-known .proto files (the etcd-client crate's
+# build). Does nothing when they are already there.
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || need+=(redis-tools)
 command -v nutcracker >/dev/null || [ -x /usr/sbin/nutcracker ] || need+=(nutcracker)
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+# protoc needs google/protobuf/*.proto, which Debian ships separately.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing: ${need[*]}"
 SUDO=""

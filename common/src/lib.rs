@@ -4,6 +4,7 @@
 pub mod api;
 pub mod resp;
 pub mod slot;
+pub mod store;
 pub mod telemetry;
 pub mod topology;
 

@@ -200,3 +200,112 @@ fn read_into(r: &mut impl BufRead, out: &mut Vec<u8>) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// A running single-member `etcd` on 127.0.0.1 (free client and peer ports, data in a
+/// temp dir), killed and its directory removed on drop.
+#[derive(Debug)]
+pub struct EtcdServer {
+    child: Option<Child>,
+    client_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl EtcdServer {
+    /// Starts etcd and waits until `/health` says it is healthy.
+    pub fn start() -> Self {
+        for _ in 0..5 {
+            if let Some(s) = Self::try_start() {
+                return s;
+            }
+        }
+        panic!("etcd did not start; is it installed (apt-get install etcd-server)?");
+    }
+
+    fn try_start() -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let client_port = free_port();
+        let peer_port = free_port();
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).ok()?;
+        let child = Command::new("etcd")
+            .args(["--name", "kodis-test"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("kodis-test={peer}")])
+            .args(["--initial-cluster-state", "new"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .ok()?;
+        let mut server = Self {
+            child: Some(child),
+            client_port,
+            dir,
+        };
+        let up = wait_for(Duration::from_secs(20), || {
+            if let Some(c) = server.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    // Exited: most likely a port taken since we picked it.
+                    return Some(false);
+                }
+            }
+            server.healthy().then_some(true)
+        });
+        if up == Some(true) {
+            Some(server)
+        } else {
+            None
+        }
+    }
+
+    /// Whether `GET /health` answers `"health":"true"`.
+    fn healthy(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut body = String::new();
+        let _ = std::io::Read::read_to_string(&mut s, &mut body);
+        body.contains("\"health\":\"true\"")
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.client_port
+    }
+
+    /// The client endpoint, `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The working directory (holds `etcd.log` and the data directory).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kills etcd now (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
