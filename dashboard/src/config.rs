@@ -1,0 +1,84 @@
+//! Dashboard configuration: flags (and the environment for secrets), validated.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Command-line flags of `kodis-dashboard`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "kodis-dashboard",
+    version,
+    about = "Kodis control plane: owns the cluster topology (in etcd, or an embedded \
+             store on one machine), serves the REST admin API, and pushes every change \
+             to the registered proxies. Only one dashboard is active; others wait as \
+             standbys and take over when its lock expires.",
+    after_help = "The Redis password is read from KODIS_REDIS_PASSWORD, never from a flag."
+)]
+pub struct DashboardConfig {
+    /// Address of the REST API.
+    #[arg(long, default_value = "127.0.0.1:18080", value_name = "ADDR")]
+    pub listen: String,
+    /// etcd endpoints, comma separated (e.g. http://127.0.0.1:2379). Without it the
+    /// embedded store in --data-dir is used.
+    #[arg(long, value_delimiter = ',', value_name = "URLS")]
+    pub etcd: Vec<String>,
+    /// Directory of the embedded store (used when no --etcd is given).
+    #[arg(long, default_value = ".kodis/dashboard", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Cluster name: store keys live under /kodis/<cluster>/.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// Token that mutating API calls must send as `Authorization: Bearer <token>`;
+    /// also pushed to proxies.
+    #[arg(long, env = "KODIS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Seconds the active dashboard's lock lives without renewal: a standby takes
+    /// over within this after the active one dies.
+    #[arg(long, default_value_t = 10)]
+    pub lock_ttl_secs: u64,
+    /// Password of the Redis servers (environment only).
+    #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
+    pub redis_password: Option<String>,
+}
+
+impl DashboardConfig {
+    /// Rejects values the dashboard cannot run with.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "--listen {:?} is not an IP:port address",
+                self.listen
+            ));
+        }
+        if self.cluster.is_empty() || self.cluster.contains('/') {
+            return Err(format!(
+                "--cluster {:?} must be non-empty without '/'",
+                self.cluster
+            ));
+        }
+        if self.lock_ttl_secs < 2 {
+            return Err("--lock-ttl-secs must be at least 2".into());
+        }
+        Ok(())
+    }
+
+    /// The lock's time to live.
+    pub fn lock_ttl(&self) -> Duration {
+        Duration::from_secs(self.lock_ttl_secs)
+    }
+
+    /// A configuration for tests and embedding: embedded store in `data_dir`.
+    pub fn embedded(listen: &str, data_dir: PathBuf) -> Self {
+        Self {
+            listen: listen.into(),
+            etcd: Vec::new(),
+            data_dir,
+            cluster: "default".into(),
+            admin_token: None,
+            lock_ttl_secs: 10,
+            redis_password: None,
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The dashboard's core: leadership over the store, the topology as the single
+//! writer keeps it, proxy registrations, and pushes to proxies.
+//!
+//! Store layout, under `/kodis/<cluster>/`:
+//! - `lock`: the active dashboard's lock (a lease; its revision fences every write);
+//! - `topology`: the whole [`Topology`] as JSON (groups, slot ranges, epoch), written
+//!   with a compare on its own revision and on the lock, so changes never interleave
+//!   and a deposed dashboard cannot write;
+//! - `proxies/<id>`: one [`ProxyInfo`] per registered proxy.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kodis_common::api::{ProxyInfo, RegisterProxy};
+use kodis_common::store::{
+    Compare, EmbeddedStore, EtcdStore, KeepAlive, LockGuard, Op, Revision, Store, StoreError, Txn,
+    TxnOutcome,
+};
+use kodis_common::topology::Topology;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::DashboardConfig;
+use crate::error::ApiError;
+use crate::servers::Servers;
+
+/// The dashboard's shared state.
+pub struct Dashboard {
+    /// Its configuration.
+    pub config: DashboardConfig,
+    store: RwLock<Option<Arc<dyn Store>>>,
+    guard: RwLock<Option<LockGuard>>,
+    /// Serialises changes: read, decide, act on servers, write.
+    writes: tokio::sync::Mutex<()>,
+    /// Talks to Redis servers.
+    pub servers: Servers,
+    published: watch::Sender<Arc<Topology>>,
+    acked: Mutex<HashMap<String, u64>>,
+    pushers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    http: reqwest::Client,
+    owner: String,
+}
+
+impl std::fmt::Debug for Dashboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dashboard")
+            .field("cluster", &self.config.cluster)
+            .field("active", &self.is_active())
+            .finish()
+    }
+}
+
+/// An open change: holds the write lock, the store, the lock guard and the topology
+/// read at its start.
+pub struct Change<'a> {
+    dashboard: &'a Dashboard,
+    _writes: tokio::sync::MutexGuard<'a, ()>,
+    store: Arc<dyn Store>,
+    guard: LockGuard,
+    revision: Revision,
+    /// The topology when the change began.
+    pub current: Topology,
+}
+
+impl std::fmt::Debug for Change<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Change")
+            .field("revision", &self.revision)
+            .finish()
+    }
+}
+
+impl Dashboard {
+    /// A dashboard for `config`; call [`Dashboard::run_leadership`] to make it act.
+    pub fn new(config: DashboardConfig) -> Result<Arc<Self>, ApiError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| ApiError::Internal(format!("http client: {e}")))?;
+        let (published, _) = watch::channel(Arc::new(Topology::empty()));
+        let owner = format!("{}@{}", std::process::id(), config.listen);
+        Ok(Arc::new(Self {
+            servers: Servers::new(config.redis_password.clone(), Duration::from_secs(2)),
+            config,
+            store: RwLock::new(None),
+            guard: RwLock::new(None),
+            writes: tokio::sync::Mutex::new(()),
+            published,
+            acked: Mutex::new(HashMap::new()),
+            pushers: Mutex::new(HashMap::new()),
+            http,
+            owner,
+        }))
+    }
+
+    fn key(&self, suffix: &str) -> Vec<u8> {
+        format!("/kodis/{}/{suffix}", self.config.cluster).into_bytes()
+    }
+
+    /// Whether this dashboard holds the lock now.
+    pub fn is_active(&self) -> bool {
+        self.guard.read().map(|g| g.is_some()).unwrap_or(false)
+    }
+
+    fn store(&self) -> Result<Arc<dyn Store>, ApiError> {
+        self.store
+            .read()
+            .ok()
+            .and_then(|s| s.clone())
+            .ok_or_else(|| ApiError::NotActive("the store is not open yet".into()))
+    }
+
+    async fn open_store(&self) -> Result<Arc<dyn Store>, StoreError> {
+        if self.config.etcd.is_empty() {
+            Ok(Arc::new(
+                EmbeddedStore::open(self.config.data_dir.clone()).await?,
+            ))
+        } else {
+            Ok(Arc::new(
+                EtcdStore::connect(&self.config.etcd, Duration::from_secs(5)).await?,
+            ))
+        }
+    }
+
+    /// Runs for ever: opens the store, waits for the lock, serves as the active
+    /// dashboard while the lock lasts, then goes back to waiting.
+    pub async fn run_leadership(self: Arc<Self>) {
+        loop {
+            let store = match self.open_store().await {
+                Ok(s) => s,
+                Err(e) => {
+                    // Embedded store held by another dashboard, or etcd unreachable.
+                    info!(error = %e, "store not available; standing by");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if let Ok(mut s) = self.store.write() {
+                *s = Some(store.clone());
+            }
+            let lock_key = self.key("lock");
+            let guard = match store
+                .lock(
+                    &lock_key,
+                    self.owner.as_bytes(),
+                    self.config.lock_ttl(),
+                    None,
+                )
+                .await
+            {
+                Ok(g) => g,
+                Err(e) => {
+                    warn!(error = %e, "cannot take the dashboard lock; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            info!(owner = %self.owner, "this dashboard is now active");
+            let mut keep = KeepAlive::start(store.clone(), guard.lease());
+            if let Ok(mut g) = self.guard.write() {
+                *g = Some(guard);
+            }
+            if let Err(e) = self.on_active().await {
+                warn!(error = %e, "could not resume pushing to proxies");
+            }
+            let why = keep.lost().await;
+            warn!(error = %why, "lost the dashboard lock; back to standby");
+            self.step_down();
+        }
+    }
+
+    fn step_down(&self) {
+        if let Ok(mut g) = self.guard.write() {
+            *g = None;
+        }
+        if let Ok(mut p) = self.pushers.lock() {
+            for (_, task) in p.drain() {
+                task.abort();
+            }
+        }
+    }
+
+    /// After taking the lock: publish the stored topology and push it to every
+    /// registered proxy.
+    async fn on_active(self: &Arc<Self>) -> Result<(), ApiError> {
+        let store = self.store()?;
+        let (topology, _) = self.read_topology(&store).await?;
+        self.published.send_replace(Arc::new(topology));
+        for p in self.proxies().await? {
+            self.start_pusher(p);
+        }
+        Ok(())
+    }
+
+    async fn read_topology(
+        &self,
+        store: &Arc<dyn Store>,
+    ) -> Result<(Topology, Revision), ApiError> {
+        match store.get(&self.key("topology")).await? {
+            None => Ok((Topology::empty(), 0)),
+            Some(kv) => {
+                let t: Topology = serde_json::from_slice(&kv.value).map_err(|e| {
+                    ApiError::Internal(format!("stored topology is not valid JSON: {e}"))
+                })?;
+                Ok((t, kv.mod_revision))
+            }
+        }
+    }
+
+    /// The current topology, read from the store.
+    pub async fn topology(&self) -> Result<Topology, ApiError> {
+        let store = self.store()?;
+        Ok(self.read_topology(&store).await?.0)
+    }
+
+    fn active_guard(&self) -> Result<LockGuard, ApiError> {
+        self.guard
+            .read()
+            .ok()
+            .and_then(|g| g.clone())
+            .ok_or_else(|| ApiError::NotActive("another dashboard holds the lock".into()))
+    }
+
+    /// Starts a change: only on the active dashboard, one at a time.
+    pub async fn begin(&self) -> Result<Change<'_>, ApiError> {
+        let writes = self.writes.lock().await;
+        let guard = self.active_guard()?;
+        let store = self.store()?;
+        let (current, revision) = self.read_topology(&store).await?;
+        Ok(Change {
+            dashboard: self,
+            _writes: writes,
+            store,
+            guard,
+            revision,
+            current,
+        })
+    }
+
+    fn lock_lost(&self, e: StoreError) -> ApiError {
+        if matches!(e, StoreError::LockLost { .. }) {
+            warn!(error = %e, "a write was fenced off: this dashboard was deposed");
+            self.step_down();
+            ApiError::NotActive(format!("this dashboard lost its lock ({e})"))
+        } else {
+            ApiError::Store(e)
+        }
+    }
+
+    /// Registered proxies with the epoch each acknowledged.
+    pub async fn proxies(&self) -> Result<Vec<ProxyInfo>, ApiError> {
+        let store = self.store()?;
+        let listing = store.list(&self.key("proxies/")).await?;
+        let acked = self.acked.lock().map(|a| a.clone()).unwrap_or_default();
+        let mut out = Vec::new();
+        for kv in listing.kvs {
+            match serde_json::from_slice::<ProxyInfo>(&kv.value) {
+                Ok(mut p) => {
+                    p.acked_epoch = acked.get(&p.id).copied().unwrap_or(p.acked_epoch);
+                    out.push(p);
+                }
+                Err(e) => warn!(error = %e, "skipping an unreadable proxy record"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a proxy (replacing an earlier record with the same id) and starts
+    /// pushing topologies to it.
+    pub async fn register(
+        self: &Arc<Self>,
+        r: RegisterProxy,
+    ) -> Result<(ProxyInfo, Topology), ApiError> {
+        for (what, addr) in [("addr", &r.addr), ("admin_addr", &r.admin_addr)] {
+            if addr
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(ApiError::BadRequest(format!(
+                    "{what} {addr:?} is not host:port"
+                )));
+            }
+        }
+        let change = self.begin().await?;
+        let id = r.pod_name.clone().unwrap_or_else(|| r.admin_addr.clone());
+        if id.is_empty() || id.contains('/') {
+            return Err(ApiError::BadRequest(format!(
+                "proxy id {id:?} is not usable"
+            )));
+        }
+        let info = ProxyInfo {
+            id: id.clone(),
+            addr: r.addr,
+            admin_addr: r.admin_addr,
+            pod_name: r.pod_name,
+            namespace: r.namespace,
+            started_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            acked_epoch: 0,
+        };
+        let value = serde_json::to_vec(&info).map_err(|e| ApiError::Internal(e.to_string()))?;
+        change
+            .store
+            .put_fenced(&change.guard, &self.key(&format!("proxies/{id}")), &value)
+            .await
+            .map_err(|e| self.lock_lost(e))?;
+        let topology = change.current.clone();
+        drop(change);
+        if let Ok(mut a) = self.acked.lock() {
+            a.remove(&id);
+        }
+        self.start_pusher(info.clone());
+        info!(proxy = %id, "proxy registered");
+        Ok((info, topology))
+    }
+
+    /// Forgets a proxy.
+    pub async fn deregister(&self, id: &str) -> Result<(), ApiError> {
+        let change = self.begin().await?;
+        let key = self.key(&format!("proxies/{id}"));
+        if change.store.get(&key).await?.is_none() {
+            return Err(ApiError::NotFound(format!("no proxy {id}")));
+        }
+        change
+            .store
+            .delete_fenced(&change.guard, &key)
+            .await
+            .map_err(|e| self.lock_lost(e))?;
+        if let Ok(mut p) = self.pushers.lock() {
+            if let Some(t) = p.remove(id) {
+                t.abort();
+            }
+        }
+        if let Ok(mut a) = self.acked.lock() {
+            a.remove(id);
+        }
+        info!(proxy = %id, "proxy deregistered");
+        Ok(())
+    }
+
+    /// Keeps `proxy` up to date with the published topology, retrying with backoff.
+    fn start_pusher(self: &Arc<Self>, proxy: ProxyInfo) {
+        let me = Arc::clone(self);
+        let mut rx = self.published.subscribe();
+        let id = proxy.id.clone();
+        let task = tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let topology = rx.borrow_and_update().clone();
+                let acked = me
+                    .acked
+                    .lock()
+                    .ok()
+                    .and_then(|a| a.get(&proxy.id).copied())
+                    .unwrap_or(0);
+                if topology.epoch > acked || acked == 0 {
+                    match me.push(&proxy, &topology).await {
+                        Ok(epoch) => {
+                            if let Ok(mut a) = me.acked.lock() {
+                                a.insert(proxy.id.clone(), epoch);
+                            }
+                            backoff = Duration::from_millis(100);
+                        }
+                        Err(e) => {
+                            warn!(proxy = %proxy.id, error = %e, "push failed; retrying");
+                            tokio::select! {
+                                _ = tokio::time::sleep(backoff) => {}
+                                r = rx.changed() => if r.is_err() { return },
+                            }
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                            continue;
+                        }
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        if let Ok(mut p) = self.pushers.lock() {
+            if let Some(old) = p.insert(id, task) {
+                old.abort();
+            }
+        }
+    }
+
+    /// One push: `PUT /api/v1/topology` on the proxy's admin endpoint.
+    async fn push(&self, proxy: &ProxyInfo, topology: &Topology) -> Result<u64, String> {
+        let url = format!("http://{}/api/v1/topology", proxy.admin_addr);
+        let mut req = self.http.put(&url).json(topology);
+        if let Some(t) = &self.config.admin_token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+        let epoch = body.get("epoch").and_then(serde_json::Value::as_u64);
+        match (status.as_u16(), epoch) {
+            // 409: the proxy already serves something newer; that counts as acked.
+            (200 | 409, Some(e)) => Ok(e),
+            _ => Err(format!("{status}: {body}")),
+        }
+    }
+}
+
+impl Change<'_> {
+    /// Writes `next` (with the epoch bumped) if the topology did not change since the
+    /// change began and this dashboard still holds the lock; then pushes it.
+    pub async fn commit(self, mut next: Topology) -> Result<Topology, ApiError> {
+        next.epoch = self.current.epoch + 1;
+        next.validate().map_err(|e| {
+            ApiError::Internal(format!("refusing to store an invalid topology: {e}"))
+        })?;
+        let key = self.dashboard.key("topology");
+        let value = serde_json::to_vec(&next).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let same = if self.revision == 0 {
+            Compare::missing(key.clone())
+        } else {
+            Compare::mod_revision(key.clone(), self.revision)
+        };
+        let txn = Txn::new()
+            .fenced(&self.guard)
+            .when(same)
+            .then(Op::put(key, value));
+        match self
+            .store
+            .txn(txn)
+            .await
+            .map_err(|e| self.dashboard.lock_lost(e))?
+        {
+            TxnOutcome::Committed { .. } => {}
+            TxnOutcome::Failed { .. } => {
+                return Err(ApiError::Conflict(
+                    "the topology changed during this request; try again".into(),
+                ))
+            }
+        }
+        info!(epoch = next.epoch, "topology committed");
+        self.dashboard
+            .published
+            .send_replace(Arc::new(next.clone()));
+        Ok(next)
+    }
+}

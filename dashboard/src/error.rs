@@ -1,0 +1,73 @@
+//! Errors of the dashboard's API, each with its HTTP status and a JSON body.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kodis_common::api::ErrorBody;
+use kodis_common::store::StoreError;
+
+/// A failed API call: what went wrong, mapped to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed input (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or wrong token (401).
+    #[error("missing or wrong admin token (send Authorization: Bearer <token>)")]
+    Unauthorized,
+    /// Unknown id (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The cluster's state does not allow it (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// This dashboard is not the active one (503).
+    #[error("this dashboard is not active ({0}); send writes to the active dashboard")]
+    NotActive(String),
+    /// A server could not be reached or refused a command (409, naming it).
+    #[error("server {addr}: {cause}")]
+    Server {
+        /// The server's address.
+        addr: String,
+        /// What failed.
+        cause: String,
+    },
+    /// The store failed (503: it may be unreachable for a while).
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A bug or corrupt state (500).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) | ApiError::Server { .. } => StatusCode::CONFLICT,
+            ApiError::NotActive(_) | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        } else {
+            tracing::debug!(error = %self, "request refused");
+        }
+        (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response()
+    }
+}

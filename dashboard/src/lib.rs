@@ -1,0 +1,14 @@
+//! The Kodis control plane: `kodis-dashboard` (REST admin API, the single writer of
+//! the topology, pushes to proxies) and the `kodis` CLI.
+
+pub mod cluster;
+pub mod config;
+pub mod dashboard;
+pub mod error;
+pub mod openapi;
+pub mod routes;
+pub mod server;
+pub mod servers;
+
+pub use config::DashboardConfig;
+pub use server::{start, DashboardHandle};

@@ -1,0 +1,74 @@
+//! The OpenAPI 3 document of the REST API, served at `/api/v1/openapi.json`.
+
+use serde_json::{json, Value};
+
+fn op(summary: &str, body: Option<&str>, ok: &str, errors: &[&str]) -> Value {
+    let mut responses = serde_json::Map::new();
+    responses.insert(ok.into(), json!({ "description": "success" }));
+    for e in errors {
+        responses.insert(
+            (*e).into(),
+            json!({ "description": "error", "content": { "application/json": {
+                "schema": { "$ref": "#/components/schemas/Error" } } } }),
+        );
+    }
+    let mut o = json!({ "summary": summary, "responses": responses });
+    if let Some(schema) = body {
+        o["requestBody"] = json!({ "required": true, "content": { "application/json": {
+            "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
+    }
+    o
+}
+
+fn path_param(name: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } })
+}
+
+/// The document.
+pub fn document() -> Value {
+    let w = ["400", "401", "409", "503"];
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "kodis-dashboard", "version": env!("CARGO_PKG_VERSION") },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"],
+                    "properties": { "error": { "type": "string" } } },
+                "CreateGroup": { "type": "object", "required": ["id"],
+                    "properties": { "id": { "type": "integer", "minimum": 1 } } },
+                "AddServer": { "type": "object", "required": ["addr"],
+                    "properties": { "addr": { "type": "string" } } },
+                "Promote": { "type": "object", "required": ["addr"],
+                    "properties": { "addr": { "type": "string" } } },
+                "AssignSlots": { "type": "object", "required": ["from", "to", "group"],
+                    "properties": { "from": { "type": "integer" }, "to": { "type": "integer" },
+                                    "group": { "type": "integer" } } },
+                "RegisterProxy": { "type": "object", "required": ["addr", "admin_addr"],
+                    "properties": { "addr": { "type": "string" }, "admin_addr": { "type": "string" },
+                                    "pod_name": { "type": "string" }, "namespace": { "type": "string" } } }
+            }
+        },
+        "security": [ { "bearer": [] } ],
+        "paths": {
+            "/api/v1/topology": { "get": op("current topology", None, "200", &["503"]) },
+            "/api/v1/overview": { "get": op("groups, servers, slots and proxies", None, "200", &["503"]) },
+            "/api/v1/groups": { "post": op("create a group", Some("CreateGroup"), "201", &w) },
+            "/api/v1/groups/{id}": { "parameters": [path_param("id")],
+                "delete": op("remove an empty group", None, "204", &["400", "401", "404", "409", "503"]) },
+            "/api/v1/groups/{id}/servers": { "parameters": [path_param("id")],
+                "post": op("add a server (first: master, later: replicas)", Some("AddServer"), "201", &["400", "401", "404", "409", "503"]) },
+            "/api/v1/groups/{id}/servers/{addr}": { "parameters": [path_param("id"), path_param("addr")],
+                "delete": op("remove a server", None, "204", &["400", "401", "404", "409", "503"]) },
+            "/api/v1/groups/{id}/promote": { "parameters": [path_param("id")],
+                "post": op("make a replica the master", Some("Promote"), "200", &["400", "401", "404", "409", "503"]) },
+            "/api/v1/slots/init": { "post": op("spread unowned slots over the groups", None, "200", &w) },
+            "/api/v1/slots/assign": { "post": op("give unowned slots to a group", Some("AssignSlots"), "200", &["400", "401", "404", "409", "503"]) },
+            "/api/v1/proxies": {
+                "get": op("registered proxies", None, "200", &["503"]),
+                "post": op("register a proxy", Some("RegisterProxy"), "201", &w) },
+            "/api/v1/proxies/{id}": { "parameters": [path_param("id")],
+                "delete": op("deregister a proxy", None, "204", &["401", "404", "503"]) }
+        }
+    })
+}

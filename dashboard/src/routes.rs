@@ -1,0 +1,269 @@
+//! The REST API under `/api/v1` (see `kodis_common::api` for the contract).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use kodis_common::api::{
+    AddServer, AssignSlots, CreateGroup, GroupStatus, Overview, Promote, RegisterProxy, Registered,
+    ServerStatus,
+};
+use kodis_common::slot::SLOT_COUNT;
+use serde::de::DeserializeOwned;
+use tracing::{warn, Instrument};
+
+use crate::cluster;
+use crate::dashboard::Dashboard;
+use crate::error::ApiError;
+
+type Ctx = State<Arc<Dashboard>>;
+
+/// Every route of the dashboard.
+pub fn router(d: Arc<Dashboard>) -> Router {
+    Router::new()
+        .route("/api/v1/topology", get(topology))
+        .route("/api/v1/overview", get(overview))
+        .route("/api/v1/groups", post(add_group))
+        .route("/api/v1/groups/{id}", delete(remove_group))
+        .route("/api/v1/groups/{id}/servers", post(add_server))
+        .route("/api/v1/groups/{id}/servers/{addr}", delete(remove_server))
+        .route("/api/v1/groups/{id}/promote", post(promote))
+        .route("/api/v1/slots/init", post(init_slots))
+        .route("/api/v1/slots/assign", post(assign_slots))
+        .route("/api/v1/proxies", get(proxies).post(register))
+        .route("/api/v1/proxies/{id}", delete(deregister))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(d.clone(), guard))
+        .with_state(d)
+}
+
+/// A span per request, and the token check for every mutating call.
+async fn guard(
+    State(d): Ctx,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let span = tracing::info_span!("api", method = %req.method(), path = %req.uri().path());
+    async move {
+        if req.method() != Method::GET {
+            if let Some(token) = &d.config.admin_token {
+                let given = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                if given != Some(token.as_str()) {
+                    return ApiError::Unauthorized.into_response();
+                }
+            }
+        }
+        tracing::debug!("api request");
+        next.run(req).await
+    }
+    .instrument(span)
+    .await
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("bad JSON body: {e}")))
+}
+
+fn group_id(raw: &str) -> Result<u32, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::BadRequest(format!("{raw:?} is not a group id")))
+}
+
+async fn topology(State(d): Ctx) -> Result<Response, ApiError> {
+    Ok(Json(d.topology().await?).into_response())
+}
+
+async fn overview(State(d): Ctx) -> Result<Response, ApiError> {
+    let t = d.topology().await?;
+    let mut probes = tokio::task::JoinSet::new();
+    for g in &t.groups {
+        for (i, addr) in g.servers.iter().enumerate() {
+            let (d, addr, gid) = (d.clone(), addr.clone(), g.id);
+            probes.spawn(async move {
+                let r = d.servers.replication(&addr).await;
+                let role = if i == 0 { "master" } else { "replica" };
+                let status = match r {
+                    Ok(r) => ServerStatus {
+                        addr,
+                        role: role.into(),
+                        reachable: true,
+                        reported_role: Some(if r.role == "slave" {
+                            "replica".into()
+                        } else {
+                            r.role
+                        }),
+                        error: None,
+                    },
+                    Err(e) => ServerStatus {
+                        addr,
+                        role: role.into(),
+                        reachable: false,
+                        reported_role: None,
+                        error: Some(e.to_string()),
+                    },
+                };
+                (gid, i, status)
+            });
+        }
+    }
+    let mut groups: Vec<GroupStatus> = t
+        .groups
+        .iter()
+        .map(|g| GroupStatus {
+            id: g.id,
+            servers: Vec::new(),
+            slots: cluster::slot_count(&t, g.id),
+        })
+        .collect();
+    let mut found = Vec::new();
+    while let Some(r) = probes.join_next().await {
+        if let Ok(x) = r {
+            found.push(x);
+        }
+    }
+    found.sort_by_key(|(g, i, _)| (*g, *i));
+    for (gid, _, s) in found {
+        if let Some(g) = groups.iter_mut().find(|g| g.id == gid) {
+            g.servers.push(s);
+        }
+    }
+    let owned: u32 = groups.iter().map(|g| g.slots).sum();
+    Ok(Json(Overview {
+        cluster: d.config.cluster.clone(),
+        epoch: t.epoch,
+        groups,
+        unassigned_slots: u32::from(SLOT_COUNT) - owned,
+        proxies: d.proxies().await?,
+    })
+    .into_response())
+}
+
+async fn add_group(State(d): Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let req: CreateGroup = parse(&body)?;
+    let change = d.begin().await?;
+    let next = cluster::add_group(&change.current, req.id)?;
+    let t = change.commit(next).await?;
+    Ok((StatusCode::CREATED, Json(t.group(req.id).cloned())).into_response())
+}
+
+async fn remove_group(State(d): Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = group_id(&id)?;
+    let change = d.begin().await?;
+    let next = cluster::remove_group(&change.current, id)?;
+    change.commit(next).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn add_server(
+    State(d): Ctx,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = group_id(&id)?;
+    let req: AddServer = parse(&body)?;
+    let change = d.begin().await?;
+    let next = cluster::add_server(&change.current, id, &req.addr)?;
+    let master = next
+        .group(id)
+        .and_then(|g| g.master())
+        .unwrap_or_default()
+        .to_string();
+    if master == req.addr {
+        // The group's first server is its master: make sure it is not following
+        // some other server.
+        let r = d.servers.replication(&req.addr).await?;
+        if r.role == "slave" {
+            d.servers.make_master(&req.addr).await?;
+        }
+    } else {
+        d.servers.replicate(&req.addr, &master).await?;
+        d.servers
+            .wait_replica_of(&req.addr, &master, Duration::from_secs(5))
+            .await?;
+    }
+    let t = change.commit(next).await?;
+    Ok((StatusCode::CREATED, Json(t.group(id).cloned())).into_response())
+}
+
+async fn remove_server(
+    State(d): Ctx,
+    Path((id, addr)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = group_id(&id)?;
+    let change = d.begin().await?;
+    let next = cluster::remove_server(&change.current, id, &addr)?;
+    change.commit(next).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn promote(State(d): Ctx, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let id = group_id(&id)?;
+    let req: Promote = parse(&body)?;
+    let change = d.begin().await?;
+    let next = cluster::promote(&change.current, id, &req.addr)?;
+    d.servers.make_master(&req.addr).await?;
+    // The old master and the other replicas follow the new master; one that is down
+    // is re-pointed when it comes back (HA's job), so failures only warn here.
+    for s in next
+        .group(id)
+        .map(|g| g.servers[1..].to_vec())
+        .unwrap_or_default()
+    {
+        if let Err(e) = d.servers.replicate(&s, &req.addr).await {
+            warn!(server = %s, error = %e, "could not re-point to the new master");
+        }
+    }
+    let t = change.commit(next).await?;
+    Ok(Json(t.group(id).cloned()).into_response())
+}
+
+async fn init_slots(State(d): Ctx) -> Result<Response, ApiError> {
+    let change = d.begin().await?;
+    let next = cluster::init_slots(&change.current)?;
+    Ok(Json(change.commit(next).await?).into_response())
+}
+
+async fn assign_slots(State(d): Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let req: AssignSlots = parse(&body)?;
+    let change = d.begin().await?;
+    let next = cluster::assign_slots(&change.current, req.from, req.to, req.group)?;
+    Ok(Json(change.commit(next).await?).into_response())
+}
+
+async fn proxies(State(d): Ctx) -> Result<Response, ApiError> {
+    Ok(Json(d.proxies().await?).into_response())
+}
+
+async fn register(State(d): Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let req: RegisterProxy = parse(&body)?;
+    let (proxy, topology) = d.register(req).await?;
+    Ok((StatusCode::CREATED, Json(Registered { proxy, topology })).into_response())
+}
+
+async fn deregister(State(d): Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
+    d.deregister(&id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn healthz(State(d): Ctx) -> Response {
+    Json(serde_json::json!({ "status": "ok", "active": d.is_active() })).into_response()
+}
+
+async fn openapi() -> Response {
+    Json(crate::openapi::document()).into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    ApiError::NotFound(format!("no such route: {}", uri.path())).into_response()
+}

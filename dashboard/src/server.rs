@@ -1,0 +1,64 @@
+//! Start-up: bind the API, run leadership in the background.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::config::DashboardConfig;
+use crate::dashboard::Dashboard;
+
+/// A running dashboard.
+#[derive(Debug)]
+pub struct DashboardHandle {
+    /// Where the API listens.
+    pub addr: SocketAddr,
+    /// The shared state.
+    pub dashboard: Arc<Dashboard>,
+    stop: watch::Sender<bool>,
+    api: JoinHandle<()>,
+    leadership: JoinHandle<()>,
+}
+
+impl DashboardHandle {
+    /// Stops serving (the lock is left to expire, as after a crash, unless released).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.leadership.abort();
+        let _ = self.api.await;
+    }
+}
+
+/// Binds `config.listen` and starts the dashboard.
+pub async fn start(mut config: DashboardConfig) -> anyhow::Result<DashboardHandle> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let listener = TcpListener::bind(&config.listen).await?;
+    let addr = listener.local_addr()?;
+    config.listen = addr.to_string();
+    let dashboard = Dashboard::new(config)?;
+    let leadership = tokio::spawn(dashboard.clone().run_leadership());
+    let (stop, mut stopped) = watch::channel(false);
+    let app = crate::routes::router(dashboard.clone());
+    let api = tokio::spawn(async move {
+        let until = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(until)
+            .await
+        {
+            tracing::warn!(error = %e, "API server failed");
+        }
+    });
+    info!(%addr, "kodis-dashboard listening");
+    Ok(DashboardHandle {
+        addr,
+        dashboard,
+        stop,
+        api,
+        leadership,
+    })
+}
