@@ -458,6 +458,14 @@ mod embedded_only {
     }
 
     #[tokio::test]
+    async fn open_without_etcd_endpoints_is_embedded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = kodis_common::store::open(&[], dir.path()).await.unwrap();
+        s.put(b"/o/k", b"v", None).await.unwrap();
+        assert!(dir.path().join("data.json").exists());
+    }
+
+    #[tokio::test]
     async fn data_survives_reopen_and_leases_do_not() {
         let dir = tempfile::tempdir().unwrap();
         let (rev, lock_rev) = {
@@ -472,6 +480,8 @@ mod embedded_only {
             let rev = s.put(b"/p/a", b"2", None).await.unwrap();
             (rev, g.revision())
         };
+        // A crash in the middle of a commit leaves a torn temp file: ignored.
+        std::fs::write(dir.path().join("data.json.tmp"), b"{\"revision\": 99, \"kv").unwrap();
         let s = eventually("reopen", || {
             let path = dir.path().to_path_buf();
             async move { EmbeddedStore::open(path).await.ok() }
@@ -499,5 +509,13 @@ mod embedded_only {
             Err(StoreError::Compacted { .. })
         ));
         assert!(!dir.path().join("data.json.tmp").exists());
+    }
+
+    #[tokio::test]
+    async fn corrupt_data_file_is_an_error_not_an_empty_store() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("data.json"), b"not json").unwrap();
+        let err = EmbeddedStore::open(dir.path()).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     }
 }

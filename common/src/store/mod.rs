@@ -450,9 +450,34 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The configuration asks for something this build cannot do.
+    #[error("unsupported store configuration: {0}")]
+    Unsupported(&'static str),
     /// The store was closed (its background task is gone).
     #[error("store is closed")]
     Closed,
+}
+
+/// Opens the store the configuration names: etcd when `etcd_endpoints` is not empty,
+/// otherwise the embedded store in `data_dir` (the single-machine default).
+pub async fn open(
+    etcd_endpoints: &[String],
+    data_dir: &std::path::Path,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if etcd_endpoints.is_empty() {
+        return Ok(std::sync::Arc::new(EmbeddedStore::open(data_dir).await?));
+    }
+    #[cfg(feature = "etcd")]
+    {
+        let store = EtcdStore::connect(etcd_endpoints, Duration::from_secs(5)).await?;
+        Ok(std::sync::Arc::new(store))
+    }
+    #[cfg(not(feature = "etcd"))]
+    {
+        Err(StoreError::Unsupported(
+            "etcd endpoints are configured, but this build lacks the `etcd` feature",
+        ))
+    }
 }
 
 /// Lossy text of a key for messages.
@@ -568,7 +593,20 @@ pub trait Store: Send + Sync {
             // Wait for the holder's key to go, watching from just after the revision
             // we saw it at so a release between our read and the watch is not missed.
             let Some(holder) = holder else { continue };
-            let mut watch = self.watch(key, holder.mod_revision + 1).await?;
+            let mut watch = match self.watch(key, holder.mod_revision + 1).await {
+                Ok(w) => w,
+                Err(StoreError::Compacted { .. }) => {
+                    // That history is gone: watch from now, then re-read, so a
+                    // release between our attempt and the watch is still noticed.
+                    let w = self.watch(key, 0).await?;
+                    let now = self.get(key).await?.map(|kv| kv.mod_revision);
+                    if now != Some(holder.mod_revision) {
+                        continue;
+                    }
+                    w
+                }
+                Err(e) => return Err(e),
+            };
             loop {
                 let next = match deadline {
                     Some(d) => match tokio::time::timeout_at(d, watch.next()).await {
