@@ -7,7 +7,8 @@ SHELL := /bin/bash
 .PHONY: deps test run bench bench-micro bench-e2e fmt
 
 # Debian packages the tests and benchmarks start: redis-server, redis-cli and
-# redis-benchmark, twemproxy (nutcracker).
+# redis-benchmark, twemproxy (nutcracker), etcd-server, and protoc (protobuf-compiler)
+# to build etcd-client.
 deps:
 	@scripts/install-deps.sh
 
