@@ -17,6 +17,9 @@ pub struct ProxyConfig {
     /// Address of the admin HTTP endpoint (`/metrics`, `/healthz`, `/api/v1/topology`).
     /// Default `0.0.0.0:11080`.
     pub admin_listen: String,
+    /// Dashboard URL (e.g. `http://127.0.0.1:18080`): register there and take the
+    /// topology from it instead of `groups`.
+    pub dashboard: Option<String>,
     /// Static mode: groups of backend servers, master first. Slots are split evenly in
     /// this order.
     pub groups: Vec<Vec<String>>,
@@ -57,6 +60,7 @@ impl Default for ProxyConfig {
         Self {
             listen: "0.0.0.0:19000".into(),
             admin_listen: "0.0.0.0:11080".into(),
+            dashboard: None,
             groups: Vec::new(),
             password: None,
             backend_password: None,
@@ -96,6 +100,9 @@ pub struct Args {
     /// Admin HTTP address (metrics, health, topology) [default: 0.0.0.0:11080].
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
+    /// Dashboard to register with and take the topology from (instead of --group).
+    #[arg(long, value_name = "URL", env = "KODIS_DASHBOARD")]
+    pub dashboard: Option<String>,
     /// A group of servers, master first, comma separated; repeat for each group.
     /// Slots are split evenly over the groups in the order given.
     #[arg(long = "group", value_name = "MASTER[,REPLICA...]")]
@@ -141,6 +148,9 @@ impl ProxyConfig {
         if let Some(v) = &args.admin_listen {
             cfg.admin_listen.clone_from(v);
         }
+        if args.dashboard.is_some() {
+            cfg.dashboard.clone_from(&args.dashboard);
+        }
         if !args.groups.is_empty() {
             cfg.groups = args
                 .groups
@@ -184,8 +194,15 @@ impl ProxyConfig {
                 return bad(format!("{name} = {addr:?} is not an IP:port address"));
             }
         }
-        if self.groups.is_empty() {
-            return bad("no backend group given (use --group or `groups` in the file)".into());
+        if self.groups.is_empty() && self.dashboard.is_none() {
+            return bad(
+                "no backend group given (use --group, `groups` in the file, or --dashboard)".into(),
+            );
+        }
+        if let Some(url) = &self.dashboard {
+            if !url.starts_with("http://") {
+                return bad(format!("dashboard = {url:?} must be an http:// URL"));
+            }
         }
         for (i, g) in self.groups.iter().enumerate() {
             if g.is_empty() {

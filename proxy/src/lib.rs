@@ -6,6 +6,7 @@ pub mod backend;
 pub mod command_table;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod error;
 mod local;
 pub mod merge;

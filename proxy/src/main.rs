@@ -18,6 +18,7 @@ fn main() -> anyhow::Result<()> {
         let proxy = kodis_proxy::start(config).await?;
         wait_for_signal().await?;
         tracing::info!("shutting down: finishing in-flight requests");
+        proxy.deregister().await;
         proxy.shutdown();
         proxy.wait().await;
         tracing::info!("stopped");

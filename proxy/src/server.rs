@@ -17,6 +17,7 @@ use crate::backend::BackendOptions;
 use crate::command_table::CommandTable;
 use crate::commands::Commands;
 use crate::config::ProxyConfig;
+use crate::control::Control;
 use crate::error::StartError;
 use crate::metrics::Metrics;
 use crate::router::{Router, Routes};
@@ -32,6 +33,7 @@ pub struct ProxyHandle {
     pub admin_addr: SocketAddr,
     /// State shared by the sessions (router, metrics, ...).
     pub shared: Arc<Shared>,
+    control: Option<Control>,
     shutdown: watch::Sender<bool>,
     done: JoinHandle<()>,
 }
@@ -40,6 +42,17 @@ impl ProxyHandle {
     /// Stops accepting, lets sessions finish what they have in flight, then stops.
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// Tells the dashboard (if any) this proxy is going away; bounded wait.
+    pub async fn deregister(&self) {
+        if let Some(c) = &self.control {
+            match tokio::time::timeout(Duration::from_secs(3), c.deregister()).await {
+                Ok(Ok(())) => info!("deregistered from the dashboard"),
+                Ok(Err(e)) => warn!(error = %e, "could not deregister"),
+                Err(_) => warn!("deregistering timed out"),
+            }
+        }
     }
 
     /// Waits until the proxy has stopped (after [`ProxyHandle::shutdown`]).
@@ -52,7 +65,13 @@ impl ProxyHandle {
 pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
     config.validate()?;
     let metrics = Metrics::new();
-    let topology = Topology::even(config.groups.clone())?;
+    // With a dashboard and no static groups, serve nothing (CLUSTERDOWN) until the
+    // dashboard's topology arrives.
+    let topology = if config.groups.is_empty() {
+        Topology::empty()
+    } else {
+        Topology::even(config.groups.clone())?
+    };
     let opts = Arc::new(BackendOptions {
         connect_timeout: Duration::from_millis(config.connect_timeout_ms),
         password: config.backend_password.clone(),
@@ -100,6 +119,15 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
             warn!(error = %e, "admin endpoint failed");
         }
     });
+    let control = match &shared.config.dashboard {
+        Some(url) => {
+            let c = Control::new(url, shared.config.admin_token.clone(), addr, admin_addr)
+                .map_err(|e| StartError::Config(format!("dashboard client: {e}")))?;
+            tokio::spawn(c.clone().run(shared.clone(), rx.clone()));
+            Some(c)
+        }
+        None => None,
+    };
     let ctx = shared.clone();
     let done = tokio::spawn(async move {
         accept_loop(listener, ctx, rx, workers.handles()).await;
@@ -111,6 +139,7 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
         addr,
         admin_addr,
         shared,
+        control,
         shutdown: tx,
         done,
     })

@@ -1,0 +1,203 @@
+//! The proxy's side of the control plane: register with the dashboard, keep the
+//! topology current (pushes arrive on the admin endpoint; this polls as a catch-up
+//! for missed pushes), and deregister on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kodis_common::api::{RegisterProxy, Registered};
+use kodis_common::topology::Topology;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::session::Shared;
+
+/// How often the proxy asks the dashboard for the current topology.
+const POLL: Duration = Duration::from_secs(1);
+
+/// A proxy's link to its dashboard.
+#[derive(Debug, Clone)]
+pub struct Control {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+    registration: RegisterProxy,
+}
+
+/// Why a control-plane call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The dashboard could not be reached.
+    #[error("dashboard {url} unreachable: {source}")]
+    Unreachable {
+        /// The URL called.
+        url: String,
+        /// The HTTP client's error.
+        source: reqwest::Error,
+    },
+    /// The dashboard refused the call.
+    #[error("dashboard refused {url}: {status} {body}")]
+    Refused {
+        /// The URL called.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// Its error text.
+        body: String,
+    },
+}
+
+impl Control {
+    /// A link to the dashboard at `base` (e.g. `http://127.0.0.1:18080`) for a proxy
+    /// bound at `addr` / `admin_addr`.
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        addr: SocketAddr,
+        admin_addr: SocketAddr,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()?;
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        // A wildcard bind is advertised as the pod's IP when Kubernetes gives one.
+        let advertise = |a: SocketAddr| {
+            if a.ip().is_unspecified() {
+                let host = env("KODIS_POD_IP").unwrap_or_else(|| "127.0.0.1".into());
+                format!("{host}:{}", a.port())
+            } else {
+                a.to_string()
+            }
+        };
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+            registration: RegisterProxy {
+                addr: advertise(addr),
+                admin_addr: advertise(admin_addr),
+                pod_name: env("KODIS_POD_NAME"),
+                namespace: env("KODIS_POD_NAMESPACE"),
+            },
+        })
+    }
+
+    /// The id the dashboard gives this proxy.
+    pub fn id(&self) -> String {
+        self.registration
+            .pod_name
+            .clone()
+            .unwrap_or_else(|| self.registration.admin_addr.clone())
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&RegisterProxy>,
+    ) -> Result<reqwest::Response, ControlError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| ControlError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            let body = resp.text().await.unwrap_or_default();
+            Err(ControlError::Refused { url, status, body })
+        }
+    }
+
+    /// Registers; returns the topology to serve.
+    pub async fn register(&self) -> Result<Topology, ControlError> {
+        let resp = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/proxies",
+                Some(&self.registration),
+            )
+            .await?;
+        let url = format!("{}/api/v1/proxies", self.base);
+        let r: Registered = resp
+            .json()
+            .await
+            .map_err(|source| ControlError::Unreachable { url, source })?;
+        Ok(r.topology)
+    }
+
+    /// The dashboard's current topology.
+    pub async fn topology(&self) -> Result<Topology, ControlError> {
+        let resp = self
+            .call(reqwest::Method::GET, "/api/v1/topology", None)
+            .await?;
+        let url = format!("{}/api/v1/topology", self.base);
+        resp.json()
+            .await
+            .map_err(|source| ControlError::Unreachable { url, source })
+    }
+
+    /// Deregisters (on shutdown).
+    pub async fn deregister(&self) -> Result<(), ControlError> {
+        let path = format!("/api/v1/proxies/{}", self.id());
+        self.call(reqwest::Method::DELETE, &path, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Registers (retrying until the dashboard answers), then keeps the topology
+    /// current until `stop` fires.
+    pub async fn run(self, ctx: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(200);
+        let mut registered = false;
+        loop {
+            if !registered {
+                match self.register().await {
+                    Ok(t) => {
+                        info!(id = %self.id(), epoch = t.epoch, "registered with the dashboard");
+                        registered = true;
+                        backoff = Duration::from_millis(200);
+                        install(&ctx, t);
+                    }
+                    Err(e) => warn!(error = %e, "cannot register with the dashboard yet"),
+                }
+            } else {
+                match self.topology().await {
+                    Ok(t) => install(&ctx, t),
+                    Err(e) => debug!(error = %e, "topology poll failed"),
+                }
+            }
+            let wait = if registered { POLL } else { backoff };
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+/// Installs `t` if it is newer than what the proxy serves.
+fn install(ctx: &Shared, t: Topology) {
+    let current = ctx.router.load().topology.epoch;
+    if t.epoch <= current {
+        return;
+    }
+    let epoch = t.epoch;
+    match ctx.router.install(t) {
+        Ok(()) => info!(epoch, "topology installed from the dashboard"),
+        Err(e) => warn!(error = %e, "refused a topology from the dashboard"),
+    }
+}
