@@ -170,6 +170,21 @@ impl Dashboard {
         }
     }
 
+    /// Stops acting: releases the lock (so a standby takes over at once) and closes
+    /// the store.
+    pub async fn close(&self) {
+        let guard = self.guard.write().ok().and_then(|mut g| g.take());
+        let store = self.store.write().ok().and_then(|mut s| s.take());
+        self.step_down();
+        if let (Some(g), Some(s)) = (guard, store) {
+            match tokio::time::timeout(Duration::from_secs(2), s.unlock(&g)).await {
+                Ok(Ok(())) => info!("released the dashboard lock"),
+                Ok(Err(e)) => warn!(error = %e, "could not release the dashboard lock"),
+                Err(_) => warn!("releasing the dashboard lock timed out"),
+            }
+        }
+    }
+
     fn step_down(&self) {
         if let Ok(mut g) = self.guard.write() {
             *g = None;

@@ -24,10 +24,12 @@ pub struct DashboardHandle {
 }
 
 impl DashboardHandle {
-    /// Stops serving (the lock is left to expire, as after a crash, unless released).
+    /// Stops serving and releases the lock, so a standby takes over at once.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         self.leadership.abort();
+        let _ = self.leadership.await;
+        self.dashboard.close().await;
         let _ = self.api.await;
     }
 }
