@@ -1,0 +1,286 @@
+//! The `kodis` admin CLI: one subcommand per dashboard route, tables for people and
+//! the dashboard's JSON as is with `--json`, and `kodis up` for a whole local cluster.
+
+pub mod client;
+pub mod output;
+pub mod up;
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use kodis_common::api::{Group, ProxyInfo, Topology};
+
+use self::client::{Answer, ClientError, DashboardClient, DEFAULT_DASHBOARD};
+
+/// Exit status of an error the dashboard answered (or any other failure).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit status when the dashboard cannot be reached at all.
+pub const EXIT_UNREACHABLE: u8 = 2;
+
+/// `kodis`: the command line of the Kodis control plane.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kodis",
+    version,
+    about = "Administer a Kodis cluster through its dashboard, or start a whole local one \
+             with `kodis up`.",
+    long_about = "Administer a Kodis cluster through its dashboard's REST API \
+                  (/api/v1), or start a whole local cluster with `kodis up`.\n\n\
+                  Output is a table for people; --json prints the dashboard's JSON \
+                  answer as is, for scripts. On an error the dashboard's message goes to \
+                  stderr, prefixed with the HTTP status, and kodis exits 1; if the \
+                  dashboard cannot be reached it exits 2.",
+    after_help = "Examples:\n  \
+                  kodis up                              # 2 groups x (master + replica), 1 proxy\n  \
+                  kodis status\n  \
+                  kodis group add 3\n  \
+                  kodis server add 3 127.0.0.1:7010     # the first server of a group is its master\n  \
+                  kodis slots assign 0 1023 3\n  \
+                  kodis --json topology | jq .epoch"
+)]
+pub struct Cli {
+    /// Dashboard base URL.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "KODIS_DASHBOARD",
+        default_value = DEFAULT_DASHBOARD,
+        value_name = "URL"
+    )]
+    pub dashboard: String,
+    /// Admin token, sent as `Authorization: Bearer <token>` when set.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "KODIS_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Print the dashboard's JSON answer as is instead of a table.
+    #[arg(long, global = true, help_heading = "Global options")]
+    pub json: bool,
+    /// Seconds one call to the dashboard may take.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        default_value_t = 30,
+        value_name = "SECS"
+    )]
+    pub timeout: u64,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Groups, servers (role, reachability), slot counts and proxies (acked epochs).
+    Status,
+    /// The current topology: groups, servers and slot ranges.
+    Topology,
+    /// Create or remove groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Add servers to a group or remove them.
+    #[command(subcommand)]
+    Server(ServerCommand),
+    /// Make a replica the master of its group.
+    Promote {
+        /// Group id.
+        group: u32,
+        /// The replica's `host:port`.
+        addr: String,
+    },
+    /// Give slots to groups.
+    #[command(subcommand)]
+    Slots(SlotsCommand),
+    /// List or remove registered proxies.
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
+    /// Start a whole local cluster on loopback: a dashboard, redis-servers and proxies.
+    Up(up::UpArgs),
+}
+
+/// `kodis group ...`.
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create an empty group.
+    Add {
+        /// The new group's id (1 or more).
+        id: u32,
+    },
+    /// Remove a group that owns no slot and has no server.
+    Rm {
+        /// Group id.
+        id: u32,
+    },
+}
+
+/// `kodis server ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Add a running redis-server to a group: the first one becomes its master, later
+    /// ones its replicas (the dashboard sends them REPLICAOF).
+    Add(ServerArgs),
+    /// Remove a server from a group (not a master that has replicas or slots).
+    Rm(ServerArgs),
+}
+
+/// A group and a server address.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Group id.
+    pub group: u32,
+    /// The server's `host:port`.
+    pub addr: String,
+}
+
+/// `kodis slots ...`.
+#[derive(Debug, Subcommand)]
+pub enum SlotsCommand {
+    /// Split every slot evenly over the groups, in id order (an empty slot map only).
+    Init,
+    /// Give the unowned slots FROM..=TO to GROUP.
+    Assign {
+        /// First slot.
+        from: u16,
+        /// Last slot (inclusive).
+        to: u16,
+        /// The group to own them.
+        group: u32,
+    },
+}
+
+/// `kodis proxy ...`.
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// List registered proxies and the topology epoch each has acknowledged.
+    Ls,
+    /// Deregister a proxy (one that is gone and did not deregister itself).
+    Rm {
+        /// Proxy id, as `kodis proxy ls` shows it.
+        id: String,
+    },
+}
+
+/// Why a command failed; [`CliError::exit_code`] tells the exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Talking to the dashboard failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// `kodis up` failed.
+    #[error(transparent)]
+    Up(#[from] up::UpError),
+    /// Writing the output failed.
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+impl CliError {
+    /// The process exit status for this error: 2 when the dashboard is unreachable,
+    /// else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Client(ClientError::Unreachable { .. })
+            | CliError::Up(up::UpError::Client(ClientError::Unreachable { .. })) => {
+                EXIT_UNREACHABLE
+            }
+            _ => EXIT_ERROR,
+        }
+    }
+}
+
+/// Runs one parsed command line, writing results to stdout.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let timeout = Duration::from_secs(cli.timeout.max(1));
+    if let Command::Up(args) = &cli.command {
+        return Ok(up::up(args, cli.token.clone(), timeout).await?);
+    }
+    let client = DashboardClient::new(&cli.dashboard, cli.token.clone(), timeout)?;
+    let text = execute(&client, &cli.command, cli.json).await?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(CliError::Output)
+}
+
+/// Runs one dashboard command and returns what to print: the answer's JSON (plus a
+/// newline) with `json`, else a table or a sentence.
+pub async fn execute(
+    client: &DashboardClient,
+    command: &Command,
+    json: bool,
+) -> Result<String, CliError> {
+    let (answer, render): (Answer, Render) = match command {
+        Command::Status => (client.overview().await?, Render::Overview),
+        Command::Topology => (client.topology().await?, Render::Topology),
+        Command::Group(GroupCommand::Add { id }) => {
+            (client.create_group(*id).await?, Render::Group)
+        }
+        Command::Group(GroupCommand::Rm { id }) => (
+            client.remove_group(*id).await?,
+            Render::Done(format!("group {id} removed")),
+        ),
+        Command::Server(ServerCommand::Add(a)) => {
+            (client.add_server(a.group, &a.addr).await?, Render::Group)
+        }
+        Command::Server(ServerCommand::Rm(a)) => (
+            client.remove_server(a.group, &a.addr).await?,
+            Render::Done(format!("{} removed from group {}", a.addr, a.group)),
+        ),
+        Command::Promote { group, addr } => (client.promote(*group, addr).await?, Render::Group),
+        Command::Slots(SlotsCommand::Init) => (client.init_slots().await?, Render::Slots),
+        Command::Slots(SlotsCommand::Assign { from, to, group }) => (
+            client.assign_slots(*from, *to, *group).await?,
+            Render::Slots,
+        ),
+        Command::Proxy(ProxyCommand::Ls) => (client.proxies().await?, Render::Proxies),
+        Command::Proxy(ProxyCommand::Rm { id }) => (
+            client.remove_proxy(id).await?,
+            Render::Done(format!("proxy {id} removed")),
+        ),
+        Command::Up(_) => return Ok(String::new()),
+    };
+    if json {
+        let body = answer.body.trim_end();
+        return Ok(if body.is_empty() {
+            String::new()
+        } else {
+            format!("{body}\n")
+        });
+    }
+    Ok(match render {
+        Render::Overview => output::overview(&answer.decode()?),
+        Render::Topology => output::topology(&answer.decode()?),
+        Render::Group => {
+            let g: Group = answer.decode()?;
+            format!("{}\n", output::group_line(&g))
+        }
+        Render::Slots => {
+            let t: Topology = answer.decode()?;
+            format!("epoch {}\n{}", t.epoch, output::slots(&t))
+        }
+        Render::Proxies => {
+            let list: Vec<ProxyInfo> = answer.decode()?;
+            output::proxies(&list, None)
+        }
+        Render::Done(msg) => format!("{msg}\n"),
+    })
+}
+
+/// How to show an answer to people.
+enum Render {
+    Overview,
+    Topology,
+    Group,
+    Slots,
+    Proxies,
+    Done(String),
+}

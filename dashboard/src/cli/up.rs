@@ -1,0 +1,934 @@
+//! `kodis up`: a whole local Kodis cluster on loopback, each part a child process —
+//! a dashboard, groups of redis-servers and proxies — set up through the REST API,
+//! watched, and all stopped on Ctrl-C (or when start-up fails halfway).
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal as _;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use kodis_common::api::Topology;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::client::{ClientError, DashboardClient};
+use super::output;
+
+/// Flags of `kodis up`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Start a whole local Kodis cluster on 127.0.0.1, each part a child \
+                  process: kodis-dashboard, GROUPS x (1 + REPLICAS) redis-servers (ports \
+                  from BASE_PORT up, group by group, master first) and PROXIES \
+                  kodis-proxy (client ports from PROXY_PORT, admin ports from \
+                  PROXY_ADMIN_PORT). Groups 1..GROUPS are created through the \
+                  dashboard's API and the slots split evenly over them (skipped for what \
+                  an earlier run in the same DATA_DIR already set up).\n\n\
+                  kodis-dashboard and kodis-proxy are looked for next to this kodis \
+                  binary, then on PATH; redis-server on PATH. Data and logs go under \
+                  DATA_DIR (logs in DATA_DIR/logs). Ctrl-C (or SIGTERM) stops every \
+                  process it started: SIGTERM, then SIGKILL after a deadline.\n\n\
+                  The global --dashboard flag is ignored here: the CLI talks to the \
+                  dashboard it starts, on DASHBOARD_PORT."
+)]
+pub struct UpArgs {
+    /// Number of groups.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub groups: u16,
+    /// Replicas per group (besides its master).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u16,
+    /// Number of proxies (0: none).
+    #[arg(long, default_value_t = 1)]
+    pub proxies: u16,
+    /// Port of the first redis-server; the others follow one by one.
+    #[arg(long, default_value_t = 7000)]
+    pub base_port: u16,
+    /// Where the dashboard's store, Redis data and logs go.
+    #[arg(long, default_value = ".kodis/up", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Port of the dashboard's REST API.
+    #[arg(long, default_value_t = 18080)]
+    pub dashboard_port: u16,
+    /// Client port of the first proxy; the others follow one by one.
+    #[arg(long, default_value_t = 19000)]
+    pub proxy_port: u16,
+    /// Admin port of the first proxy; the others follow one by one.
+    #[arg(long, default_value_t = 11080)]
+    pub proxy_admin_port: u16,
+    /// Cluster name given to the dashboard.
+    #[arg(long, default_value = "local")]
+    pub cluster: String,
+    /// Seconds each process may take to become ready.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub ready_timeout: u64,
+}
+
+/// Why `kodis up` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    /// The flags cannot make a cluster (a port past 65535, two parts on one port...).
+    #[error("{0}")]
+    Invalid(String),
+    /// Something already listens on a port the cluster needs.
+    #[error("port {port} ({what}) is already in use on 127.0.0.1: {source}")]
+    PortInUse {
+        /// The port.
+        port: u16,
+        /// Which part needs it.
+        what: String,
+        /// The bind error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A program to start is neither next to `kodis` nor on PATH.
+    #[error("cannot find {program}: looked in {looked}; {hint}")]
+    NotFound {
+        /// The program's name.
+        program: String,
+        /// Where it was looked for.
+        looked: String,
+        /// How to get it.
+        hint: String,
+    },
+    /// A file system operation failed.
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        /// What was tried.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A process could not be started.
+    #[error("cannot start {what} ({}): {source}", program.display())]
+    Spawn {
+        /// Which part.
+        what: String,
+        /// The program.
+        program: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A process exited while the cluster was starting.
+    #[error("{what} exited during start-up ({status}); log {}:\n{tail}", log.display())]
+    Exited {
+        /// Which part.
+        what: String,
+        /// Its exit status.
+        status: String,
+        /// Its log file.
+        log: PathBuf,
+        /// The last lines of its log.
+        tail: String,
+    },
+    /// A process did not become ready in time.
+    #[error("{what} was not ready after {secs}s (last probe: {last}); log {}:\n{tail}", log.display())]
+    NotReady {
+        /// Which part.
+        what: String,
+        /// The deadline, in seconds.
+        secs: u64,
+        /// The last probe's error.
+        last: String,
+        /// Its log file.
+        log: PathBuf,
+        /// The last lines of its log.
+        tail: String,
+    },
+    /// Setting the cluster up through the dashboard failed.
+    #[error("setting up the cluster through the dashboard failed: {0}")]
+    Client(#[from] ClientError),
+    /// Signal handlers could not be installed.
+    #[error("cannot watch signals: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Every port and address of the cluster to start, computed from [`UpArgs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Dashboard port.
+    pub dashboard_port: u16,
+    /// Redis ports per group (group `i + 1`), master first.
+    pub groups: Vec<Vec<u16>>,
+    /// `(client port, admin port)` per proxy.
+    pub proxies: Vec<(u16, u16)>,
+}
+
+impl Plan {
+    /// The ports for these flags; fails if one passes 65535 or two parts share one.
+    pub fn new(args: &UpArgs) -> Result<Self, UpError> {
+        let per_group = u32::from(args.replicas) + 1;
+        let port = |base: u16, offset: u32, what: &str| -> Result<u16, UpError> {
+            u16::try_from(u32::from(base) + offset)
+                .map_err(|_| UpError::Invalid(format!("{what} would need a port past 65535")))
+        };
+        let mut groups = Vec::new();
+        for g in 0..u32::from(args.groups) {
+            let mut ports = Vec::new();
+            for s in 0..per_group {
+                ports.push(port(args.base_port, g * per_group + s, "a redis-server")?);
+            }
+            groups.push(ports);
+        }
+        let mut proxies = Vec::new();
+        for i in 0..u32::from(args.proxies) {
+            proxies.push((
+                port(args.proxy_port, i, "a proxy")?,
+                port(args.proxy_admin_port, i, "a proxy's admin endpoint")?,
+            ));
+        }
+        let plan = Self {
+            dashboard_port: args.dashboard_port,
+            groups,
+            proxies,
+        };
+        let mut seen = BTreeSet::new();
+        for (p, what) in plan.ports() {
+            if p == 0 {
+                return Err(UpError::Invalid(format!("{what} cannot use port 0")));
+            }
+            if !seen.insert(p) {
+                return Err(UpError::Invalid(format!(
+                    "port {p} is planned twice (second use: {what}); choose other \
+                     --base-port, --proxy-port, --proxy-admin-port or --dashboard-port"
+                )));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Every port with what uses it.
+    pub fn ports(&self) -> Vec<(u16, String)> {
+        let mut out = vec![(self.dashboard_port, "the dashboard".to_string())];
+        for (g, ports) in self.groups.iter().enumerate() {
+            for (i, p) in ports.iter().enumerate() {
+                let role = if i == 0 { "master" } else { "replica" };
+                out.push((*p, format!("redis-server, {role} of group {}", g + 1)));
+            }
+        }
+        for (i, (p, a)) in self.proxies.iter().enumerate() {
+            out.push((*p, format!("proxy {}", i + 1)));
+            out.push((*a, format!("admin endpoint of proxy {}", i + 1)));
+        }
+        out
+    }
+
+    /// Fails on the first planned port something already listens on.
+    pub fn check_ports_free(&self) -> Result<(), UpError> {
+        for (port, what) in self.ports() {
+            TcpListener::bind(("127.0.0.1", port)).map_err(|source| UpError::PortInUse {
+                port,
+                what,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `kodis up` until SIGINT or SIGTERM, then stops everything it started.
+pub async fn up(args: &UpArgs, token: Option<String>, timeout: Duration) -> Result<(), UpError> {
+    let plan = Plan::new(args)?;
+    plan.check_ports_free()?;
+    let bins = Binaries::find(!plan.proxies.is_empty())?;
+    let dirs = Dirs::create(&args.data_dir, &plan)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(UpError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(UpError::Signals)?;
+    let mut sup = Supervisor::default();
+    let ctx = Ctx {
+        args,
+        plan: &plan,
+        bins: &bins,
+        dirs: &dirs,
+        token,
+        timeout,
+    };
+    let result = tokio::select! {
+        r = run_cluster(&ctx, &mut sup) => r,
+        _ = int.recv() => Ok(()),
+        _ = term.recv() => Ok(()),
+    };
+    if sup.live() > 0 {
+        match &result {
+            Ok(()) => println!("\nstopping every process kodis up started..."),
+            Err(_) => eprintln!("kodis up: start-up failed; stopping what was started..."),
+        }
+    }
+    sup.stop_all().await;
+    result
+}
+
+/// What the start-up steps share.
+struct Ctx<'a> {
+    args: &'a UpArgs,
+    plan: &'a Plan,
+    bins: &'a Binaries,
+    dirs: &'a Dirs,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+/// Starts everything, sets it up, then shows the live status until cancelled.
+async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError> {
+    let ready = Duration::from_secs(ctx.args.ready_timeout.max(1));
+    let url = format!("http://127.0.0.1:{}", ctx.plan.dashboard_port);
+    let client = DashboardClient::new(&url, ctx.token.clone(), ctx.timeout)?;
+    let probe_client = DashboardClient::new(&url, ctx.token.clone(), Duration::from_secs(2))?;
+
+    // The dashboard.
+    let mut cmd = Command::new(&ctx.bins.dashboard);
+    cmd.arg("--listen")
+        .arg(format!("127.0.0.1:{}", ctx.plan.dashboard_port))
+        .arg("--data-dir")
+        .arg(&ctx.dirs.dashboard)
+        .arg("--cluster")
+        .arg(&ctx.args.cluster);
+    if let Some(t) = &ctx.token {
+        // The environment, not a flag: `ps` would show a flag.
+        cmd.env("KODIS_ADMIN_TOKEN", t);
+    }
+    let idx = sup.spawn(
+        "the dashboard",
+        Stage::Dashboard,
+        cmd,
+        &ctx.dirs.log("dashboard"),
+    )?;
+    wait_ready(sup, idx, ready, Probe::Dashboard(&probe_client)).await?;
+    println!("dashboard  {url}  ready");
+
+    // Redis servers. A replica starts as a replica of its group's master (the one the
+    // dashboard records, if an earlier run set the group up), so it never comes up as
+    // an empty master.
+    let known = client.topology().await?.decode::<Topology>()?;
+    let mut started = Vec::new();
+    for (g, ports) in ctx.plan.groups.iter().enumerate() {
+        let gid = g as u32 + 1;
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let master = known
+            .group(gid)
+            .and_then(|kg| kg.master())
+            .filter(|m| addrs.iter().any(|a| a == m))
+            .map(str::to_string)
+            .or_else(|| addrs.first().cloned());
+        for (port, addr) in ports.iter().zip(&addrs) {
+            let mut cmd = Command::new(&ctx.bins.redis);
+            cmd.arg("--port")
+                .arg(port.to_string())
+                .arg("--bind")
+                .arg("127.0.0.1")
+                .arg("--dir")
+                .arg(ctx.dirs.redis(*port))
+                .args(["--appendonly", "yes", "--save", ""]);
+            if let Some(m) = master.as_deref().filter(|m| *m != addr) {
+                if let Some((host, mport)) = m.rsplit_once(':') {
+                    cmd.args(["--replicaof", host, mport]);
+                }
+            }
+            let what = format!("redis-server :{port} (group {gid})");
+            let log = ctx.dirs.log(&format!("redis-{port}"));
+            started.push((sup.spawn(&what, Stage::Redis, cmd, &log)?, *port));
+        }
+    }
+    for (idx, port) in started {
+        wait_ready(sup, idx, ready, Probe::Ping(local(port))).await?;
+    }
+    println!(
+        "redis      {} servers ready",
+        ctx.plan.groups.iter().map(Vec::len).sum::<usize>()
+    );
+
+    // Groups, servers and slots, through the API; what an earlier run did is kept.
+    for (g, ports) in ctx.plan.groups.iter().enumerate() {
+        let gid = g as u32 + 1;
+        let mut have: Vec<String> = match known.group(gid) {
+            Some(kg) => kg.servers.clone(),
+            None => {
+                client.create_group(gid).await?;
+                Vec::new()
+            }
+        };
+        for port in ports {
+            let addr = format!("127.0.0.1:{port}");
+            if !have.contains(&addr) {
+                client.add_server(gid, &addr).await?;
+                have.push(addr);
+            }
+        }
+    }
+    let topo = client.topology().await?.decode::<Topology>()?;
+    let topo = if topo.slots.is_empty() {
+        client.init_slots().await?.decode::<Topology>()?
+    } else {
+        topo
+    };
+    for g in &topo.groups {
+        println!("{}", output::group_line(g));
+    }
+    print!("{}", output::slots(&topo));
+
+    // Proxies.
+    let mut started = Vec::new();
+    for (i, (port, admin)) in ctx.plan.proxies.iter().enumerate() {
+        let mut cmd = Command::new(&ctx.bins.proxy);
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--admin-listen")
+            .arg(format!("127.0.0.1:{admin}"))
+            .arg("--dashboard")
+            .arg(&url);
+        if let Some(t) = &ctx.token {
+            cmd.env("KODIS_ADMIN_TOKEN", t);
+        }
+        let what = format!("proxy {} (:{port})", i + 1);
+        let log = ctx.dirs.log(&format!("proxy-{port}"));
+        started.push((sup.spawn(&what, Stage::Proxy, cmd, &log)?, *port));
+    }
+    for (idx, port) in started {
+        wait_ready(sup, idx, ready, Probe::Ping(local(port))).await?;
+    }
+    if !ctx.plan.proxies.is_empty() {
+        wait_registered(&probe_client, ctx.plan, ready).await;
+    }
+
+    let first_proxy = ctx.plan.proxies.first().map(|p| p.0);
+    println!();
+    println!(
+        "Kodis is up: cluster {}, {} groups x {} servers, {} proxies.",
+        ctx.args.cluster,
+        ctx.plan.groups.len(),
+        u32::from(ctx.args.replicas) + 1,
+        ctx.plan.proxies.len()
+    );
+    match first_proxy {
+        Some(p) => println!("  connect    redis-cli -p {p}"),
+        None => println!("  no proxy started (--proxies 0)"),
+    }
+    println!("  dashboard  {url}   (kodis --dashboard {url} status)");
+    println!("  logs       {}", ctx.dirs.logs.display());
+    println!("Ctrl-C stops everything.\n");
+    watch(sup, &probe_client).await
+}
+
+/// Refreshes a one-line status every 2 s and reports processes that exit; never
+/// returns by itself.
+async fn watch(sup: &mut Supervisor, client: &DashboardClient) -> Result<(), UpError> {
+    let tty = std::io::stdout().is_terminal();
+    let since = Instant::now();
+    let mut last = String::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        for msg in sup.reap() {
+            if tty {
+                print!("\r\x1b[2K");
+            }
+            println!("{msg}");
+            last.clear();
+        }
+        let line = match client.overview_decoded().await {
+            Ok(o) => output::status_line(&o),
+            Err(e) => format!("dashboard: {e}"),
+        };
+        let mut out = std::io::stdout().lock();
+        let written = if tty {
+            let up = output::ago(since.elapsed().as_secs());
+            write!(out, "\r\x1b[2K[up {up}] {line}").and_then(|()| out.flush())
+        } else if line != last {
+            writeln!(out, "{line}")
+        } else {
+            Ok(())
+        };
+        // A closed stdout must not stop the cluster; the status is a courtesy.
+        drop(written);
+        last = line;
+    }
+}
+
+/// Waits until every planned proxy is registered and has acknowledged the current
+/// epoch; only warns when that does not happen in time (the proxies do serve).
+async fn wait_registered(client: &DashboardClient, plan: &Plan, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let wanted: Vec<String> = plan
+        .proxies
+        .iter()
+        .map(|(_, a)| format!("127.0.0.1:{a}"))
+        .collect();
+    let mut missing = wanted.clone();
+    while Instant::now() < deadline {
+        if let Ok(o) = client.overview_decoded().await {
+            missing = wanted
+                .iter()
+                .filter(|w| {
+                    !o.proxies
+                        .iter()
+                        .any(|p| p.admin_addr == **w && p.acked_epoch >= o.epoch)
+                })
+                .cloned()
+                .collect();
+            if missing.is_empty() {
+                println!(
+                    "proxies    {} registered, serving epoch {}",
+                    wanted.len(),
+                    o.epoch
+                );
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "warning: proxies with admin address {} did not register with the dashboard or \
+         acknowledge its topology within {}s (see their logs)",
+        missing.join(", "),
+        limit.as_secs()
+    );
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// How to tell that a process is ready.
+enum Probe<'a> {
+    /// `PING` answers `+PONG` (redis-server, kodis-proxy).
+    Ping(SocketAddr),
+    /// `GET /api/v1/overview` answers 200.
+    Dashboard(&'a DashboardClient),
+}
+
+impl Probe<'_> {
+    async fn check(&self) -> Result<(), String> {
+        match self {
+            Probe::Ping(addr) => ping(*addr).await,
+            Probe::Dashboard(c) => c.overview().await.map(drop).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Polls `probe` until it passes, the process exits, or `limit` passes.
+async fn wait_ready(
+    sup: &mut Supervisor,
+    idx: usize,
+    limit: Duration,
+    probe: Probe<'_>,
+) -> Result<(), UpError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        sup.check_running(idx)?;
+        let last = match probe.check().await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            sup.check_running(idx)?;
+            let p = &sup.procs[idx];
+            return Err(UpError::NotReady {
+                what: p.what.clone(),
+                secs: limit.as_secs(),
+                last,
+                log: p.log.clone(),
+                tail: log_tail(&p.log),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends an inline `PING` and expects `+PONG` (a server loading its AOF answers
+/// `-LOADING`: not ready yet).
+pub async fn ping(addr: SocketAddr) -> Result<(), String> {
+    let attempt = async {
+        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        s.write_all(b"PING\r\n").await.map_err(|e| e.to_string())?;
+        let mut buf = Vec::with_capacity(64);
+        let mut chunk = [0u8; 64];
+        while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 1024 {
+            let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("connection closed before a reply".to_string());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        if buf.starts_with(b"+PONG") {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&buf).trim().to_string())
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), attempt)
+        .await
+        .map_err(|_| "no reply within 1s".to_string())?
+}
+
+/// The programs `kodis up` starts.
+#[derive(Debug)]
+struct Binaries {
+    dashboard: PathBuf,
+    proxy: PathBuf,
+    redis: PathBuf,
+}
+
+impl Binaries {
+    fn find(need_proxy: bool) -> Result<Self, UpError> {
+        let here = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf));
+        let dashboard = find_program(
+            "kodis-dashboard",
+            here.as_deref(),
+            "build it with `cargo build -p kodis-dashboard`",
+        )?;
+        let proxy = if need_proxy {
+            find_program(
+                "kodis-proxy",
+                here.as_deref(),
+                "build it with `cargo build -p kodis-proxy`",
+            )?
+        } else {
+            PathBuf::new()
+        };
+        let redis = find_program(
+            "redis-server",
+            None,
+            "install Debian's redis-server (`make deps`)",
+        )?;
+        Ok(Self {
+            dashboard,
+            proxy,
+            redis,
+        })
+    }
+}
+
+/// `name` in `first_dir` if it is there, else on PATH.
+fn find_program(name: &str, first_dir: Option<&Path>, hint: &str) -> Result<PathBuf, UpError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = first_dir
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain(std::env::split_paths(&path))
+        .collect();
+    for d in &dirs {
+        let candidate = d.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    let looked = match first_dir {
+        Some(d) => format!("{} and PATH", d.display()),
+        None => "PATH".to_string(),
+    };
+    Err(UpError::NotFound {
+        program: name.to_string(),
+        looked,
+        hint: hint.to_string(),
+    })
+}
+
+/// The directories under `--data-dir`, absolute (children get them as flags).
+#[derive(Debug)]
+struct Dirs {
+    root: PathBuf,
+    dashboard: PathBuf,
+    logs: PathBuf,
+}
+
+impl Dirs {
+    fn create(root: &Path, plan: &Plan) -> Result<Self, UpError> {
+        let mkdir = |p: &Path| {
+            std::fs::create_dir_all(p).map_err(|source| UpError::Io {
+                what: "create directory",
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        mkdir(root)?;
+        let root = std::fs::canonicalize(root).map_err(|source| UpError::Io {
+            what: "resolve directory",
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let dirs = Self {
+            dashboard: root.join("dashboard"),
+            logs: root.join("logs"),
+            root,
+        };
+        mkdir(&dirs.dashboard)?;
+        mkdir(&dirs.logs)?;
+        for p in plan.groups.iter().flatten() {
+            mkdir(&dirs.redis(*p))?;
+        }
+        Ok(dirs)
+    }
+
+    fn redis(&self, port: u16) -> PathBuf {
+        self.root.join(format!("redis-{port}"))
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.logs.join(format!("{name}.log"))
+    }
+}
+
+/// Which kind of process, for the order of stopping: proxies first (they deregister
+/// from the dashboard), then the dashboard, then the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Proxy,
+    Dashboard,
+    Redis,
+}
+
+struct Proc {
+    what: String,
+    stage: Stage,
+    child: Child,
+    log: PathBuf,
+    exited: Option<ExitStatus>,
+}
+
+/// Every child process `kodis up` started. Children are killed on drop too (SIGKILL,
+/// a last resort: [`Supervisor::stop_all`] is the orderly way).
+#[derive(Default)]
+struct Supervisor {
+    procs: Vec<Proc>,
+}
+
+/// How long a stage of processes gets to exit after SIGTERM before SIGKILL.
+const STOP_DEADLINE: Duration = Duration::from_secs(12);
+
+impl Supervisor {
+    /// Starts `cmd` with stdout and stderr appended to `log`; returns its index.
+    fn spawn(
+        &mut self,
+        what: &str,
+        stage: Stage,
+        mut cmd: Command,
+        log: &Path,
+    ) -> Result<usize, UpError> {
+        let io_err = |source| UpError::Io {
+            what: "open log file",
+            path: log.to_path_buf(),
+            source,
+        };
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(io_err)?;
+        let err = out.try_clone().map_err(io_err)?;
+        // Its own process group: a Ctrl-C in the terminal reaches only `kodis up`,
+        // which then stops the children in order.
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .kill_on_drop(true);
+        let program = PathBuf::from(cmd.as_std().get_program());
+        let child = cmd.spawn().map_err(|source| UpError::Spawn {
+            what: what.to_string(),
+            program,
+            source,
+        })?;
+        self.procs.push(Proc {
+            what: what.to_string(),
+            stage,
+            child,
+            log: log.to_path_buf(),
+            exited: None,
+        });
+        Ok(self.procs.len() - 1)
+    }
+
+    /// How many children have not been seen to exit.
+    fn live(&self) -> usize {
+        self.procs.iter().filter(|p| p.exited.is_none()).count()
+    }
+
+    /// Fails if child `idx` has exited.
+    fn check_running(&mut self, idx: usize) -> Result<(), UpError> {
+        let Some(p) = self.procs.get_mut(idx) else {
+            return Ok(());
+        };
+        if p.exited.is_none() {
+            p.exited = p.child.try_wait().ok().flatten();
+        }
+        match p.exited {
+            None => Ok(()),
+            Some(status) => Err(UpError::Exited {
+                what: p.what.clone(),
+                status: status.to_string(),
+                log: p.log.clone(),
+                tail: log_tail(&p.log),
+            }),
+        }
+    }
+
+    /// Messages for children that exited since the last call.
+    fn reap(&mut self) -> Vec<String> {
+        let mut msgs = Vec::new();
+        for p in &mut self.procs {
+            if p.exited.is_some() {
+                continue;
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                p.exited = Some(status);
+                msgs.push(format!(
+                    "{} exited ({status}); see {}",
+                    p.what,
+                    p.log.display()
+                ));
+            }
+        }
+        msgs
+    }
+
+    /// Stops every child, stage by stage: SIGTERM, wait up to [`STOP_DEADLINE`], then
+    /// SIGKILL and wait.
+    async fn stop_all(&mut self) {
+        for stage in [Stage::Proxy, Stage::Dashboard, Stage::Redis] {
+            let live: Vec<usize> = (0..self.procs.len())
+                .filter(|&i| self.procs[i].stage == stage && self.procs[i].exited.is_none())
+                .collect();
+            if live.is_empty() {
+                continue;
+            }
+            for &i in &live {
+                if let Some(pid) = self.procs[i]
+                    .child
+                    .id()
+                    .and_then(|id| i32::try_from(id).ok())
+                {
+                    // ESRCH (already gone) is fine: the wait below reaps it.
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                }
+            }
+            let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
+            for &i in &live {
+                let p = &mut self.procs[i];
+                let status = match tokio::time::timeout_at(deadline, p.child.wait()).await {
+                    Ok(Ok(s)) => Some(s),
+                    Ok(Err(_)) => None,
+                    Err(_) => {
+                        eprintln!(
+                            "{} did not stop within {}s after SIGTERM; sending SIGKILL",
+                            p.what,
+                            STOP_DEADLINE.as_secs()
+                        );
+                        let _ = p.child.start_kill();
+                        p.child.wait().await.ok()
+                    }
+                };
+                p.exited = status.or(p.exited);
+                println!("stopped {}", p.what);
+            }
+        }
+    }
+}
+
+/// The last lines of a log file (or why it cannot be read).
+fn log_tail(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(12);
+            let tail = lines[from..].join("\n  ");
+            if tail.trim().is_empty() {
+                "  (empty)".to_string()
+            } else {
+                format!("  {tail}")
+            }
+        }
+        Err(e) => format!("  (cannot read it: {e})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn args(extra: &[&str]) -> UpArgs {
+        let cli = Cli::try_parse_from(["kodis", "up"].iter().chain(extra)).expect("parses");
+        match cli.command {
+            Command::Up(a) => a,
+            other => panic!("not up: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_plan() {
+        let plan = Plan::new(&args(&[])).expect("plan");
+        assert_eq!(plan.dashboard_port, 18080);
+        assert_eq!(plan.groups, vec![vec![7000, 7001], vec![7002, 7003]]);
+        assert_eq!(plan.proxies, vec![(19000, 11080)]);
+        assert_eq!(plan.ports().len(), 7);
+    }
+
+    #[test]
+    fn sized_plan() {
+        let a = args(&[
+            "--groups",
+            "3",
+            "--replicas",
+            "0",
+            "--proxies",
+            "2",
+            "--base-port",
+            "8000",
+        ]);
+        let plan = Plan::new(&a).expect("plan");
+        assert_eq!(plan.groups, vec![vec![8000], vec![8001], vec![8002]]);
+        assert_eq!(plan.proxies, vec![(19000, 11080), (19001, 11081)]);
+    }
+
+    #[test]
+    fn overlapping_or_overflowing_ports_are_refused() {
+        let e = Plan::new(&args(&["--base-port", "18079"])).expect_err("overlap");
+        assert!(e.to_string().contains("port 18080 is planned twice"), "{e}");
+        let e = Plan::new(&args(&["--base-port", "65535"])).expect_err("overflow");
+        assert!(e.to_string().contains("past 65535"), "{e}");
+        assert!(Cli::try_parse_from(["kodis", "up", "--groups", "0"]).is_err());
+    }
+
+    #[test]
+    fn taken_port_is_named() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let plan = Plan {
+            dashboard_port: port,
+            groups: vec![],
+            proxies: vec![],
+        };
+        let e = plan.check_ports_free().expect_err("taken");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("port {port} (the dashboard) is already in use")),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn ping_of_closed_port_fails() {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        assert!(ping(local(port)).await.is_err());
+    }
+}
