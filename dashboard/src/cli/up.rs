@@ -405,7 +405,7 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
     let first_proxy = ctx.plan.proxies.first().map(|p| p.0);
     println!();
     println!(
-        "Kodis is up: cluster {}, {} groups x {} servers, {} proxies.",
+        "Kodis is up: cluster {}, groups: {} x {} servers, proxies: {}.",
         ctx.args.cluster,
         ctx.plan.groups.len(),
         u32::from(ctx.args.replicas) + 1,

@@ -1,0 +1,165 @@
+//! `kodis up` with the real `kodis-dashboard` and `redis-server` (and `kodis-proxy`
+//! when it has been built next to `kodis`, as `cargo test --workspace` does): the
+//! cluster comes up, answers, and SIGINT stops every process it started.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use kodis_common::api::Overview;
+use kodis_common::test_util::{free_port, wait_for};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Two consecutive free ports (the first returned).
+fn free_port_pair() -> u16 {
+    wait_for(Duration::from_secs(5), || {
+        let p = free_port();
+        let next = p.checked_add(1)?;
+        TcpListener::bind(("127.0.0.1", next)).ok().map(|_| p)
+    })
+    .expect("two consecutive free ports")
+}
+
+/// `kodis up`, interrupted (SIGINT) and reaped on drop if a test fails halfway.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+fn inline(port: u16, command: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(format!("{command}\r\n").as_bytes())
+        .expect("write");
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).expect("read");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn up_starts_a_cluster_and_sigint_stops_everything() {
+    let kodis = env!("CARGO_BIN_EXE_kodis");
+    let with_proxy = Path::new(kodis)
+        .parent()
+        .is_some_and(|d| d.join("kodis-proxy").is_file());
+    if !with_proxy {
+        eprintln!("kodis-proxy is not built next to kodis: testing without a proxy");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = free_port_pair();
+    let dashboard = free_port();
+    let proxy = free_port();
+    let admin = free_port();
+    let mut ports = vec![base, base + 1, dashboard];
+    if with_proxy {
+        ports.extend([proxy, admin]);
+    }
+    let mut child = Command::new(kodis)
+        .args(["up", "--groups", "1", "--replicas", "1"])
+        .args(["--proxies", if with_proxy { "1" } else { "0" }])
+        .args(["--base-port", &base.to_string()])
+        .args(["--dashboard-port", &dashboard.to_string()])
+        .args(["--proxy-port", &proxy.to_string()])
+        .args(["--proxy-admin-port", &admin.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("KODIS_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kodis up");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let up = Up(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let ready = wait_for(Duration::from_secs(60), || {
+        while let Ok(line) = rx.try_recv() {
+            seen.push(line);
+        }
+        seen.iter()
+            .any(|l| l.contains("Ctrl-C stops everything"))
+            .then_some(())
+    });
+    if ready.is_none() {
+        drop(up);
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        panic!(
+            "kodis up not ready; stdout:\n{}\nstderr:\n{err}",
+            seen.join("\n")
+        );
+    }
+
+    let out = Command::new(kodis)
+        .args([
+            "--json",
+            "--dashboard",
+            &format!("http://127.0.0.1:{dashboard}"),
+        ])
+        .arg("status")
+        .output()
+        .expect("kodis status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let o: Overview = serde_json::from_slice(&out.stdout).expect("overview JSON");
+    assert_eq!(o.groups.len(), 1);
+    assert_eq!(o.unassigned_slots, 0);
+    let servers: Vec<_> = o.groups[0].servers.iter().map(|s| s.addr.clone()).collect();
+    assert_eq!(
+        servers,
+        [
+            format!("127.0.0.1:{base}"),
+            format!("127.0.0.1:{}", base + 1)
+        ]
+    );
+    assert!(o.groups[0].servers.iter().all(|s| s.reachable), "{o:?}");
+    if with_proxy {
+        assert_eq!(o.proxies.len(), 1, "{o:?}");
+        assert_eq!(inline(proxy, "SET up:key 1"), "+OK\r\n");
+        assert_eq!(inline(proxy, "GET up:key"), "$1\r\n1\r\n");
+    }
+
+    let mut up = up;
+    let pid = i32::try_from(up.0.id()).expect("pid");
+    kill(Pid::from_raw(pid), Signal::SIGINT).expect("SIGINT");
+    let status = wait_for(Duration::from_secs(60), || up.0.try_wait().ok().flatten())
+        .expect("kodis up exits after SIGINT");
+    assert!(status.success(), "{status}");
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        seen.push(line);
+    }
+    let text = seen.join("\n");
+    assert!(text.contains("stopped the dashboard"), "{text}");
+    for p in ports {
+        assert!(
+            !listening(p),
+            "port {p} still has a listener after kodis up stopped"
+        );
+    }
+}
