@@ -1,79 +1,13 @@
-//! The `kodis` binary end to end: requests it sends, what it prints, exit codes.
-//!
-//! The dashboard side is a scripted stand-in (one canned HTTP answer per test, and a
-//! record of the request) because these tests check the CLI's half of the contract in
-//! `kodis_common::api` on their own; tests against the real `kodis-dashboard` belong
-//! next to it.
+//! The `kodis` binary end to end against a real `kodis-dashboard` (in this process,
+//! embedded store) and real redis-servers: what it prints, exit codes, the token.
+#![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpListener;
 use std::process::{Command, Output};
-use std::sync::mpsc;
-use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// One request as the stand-in dashboard received it.
-#[derive(Debug)]
-struct Request {
-    method: String,
-    path: String,
-    authorization: Option<String>,
-    body: String,
-}
-
-/// Serves one HTTP answer on a loopback port; returns its URL and the request.
-fn serve_once(status: &str, body: &str) -> (String, mpsc::Receiver<Request>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (tx, rx) = mpsc::channel();
-    let status = status.to_string();
-    let body = body.to_string();
-    thread::spawn(move || {
-        let (stream, _) = listener.accept().expect("accept");
-        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("request line");
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or_default().to_string();
-        let path = parts.next().unwrap_or_default().to_string();
-        let mut length = 0usize;
-        let mut authorization = None;
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h).expect("header");
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            let (name, value) = h.split_once(':').expect("header line");
-            match name.to_ascii_lowercase().as_str() {
-                "content-length" => length = value.trim().parse().expect("length"),
-                "authorization" => authorization = Some(value.trim().to_string()),
-                _ => {}
-            }
-        }
-        let mut buf = vec![0u8; length];
-        reader.read_exact(&mut buf).expect("body");
-        let mut stream = stream;
-        let content = if body.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            )
-        };
-        let answer = format!("HTTP/1.1 {status}\r\n{content}Connection: close\r\n\r\n{body}");
-        stream.write_all(answer.as_bytes()).expect("answer");
-        let _ = tx.send(Request {
-            method,
-            path,
-            authorization,
-            body: String::from_utf8(buf).expect("utf-8 body"),
-        });
-    });
-    (url, rx)
-}
+use kodis_common::test_util::{free_port, RedisServer};
+use kodis_dashboard::DashboardConfig;
 
 fn kodis(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kodis"))
@@ -84,10 +18,6 @@ fn kodis(args: &[&str]) -> Output {
         .expect("run kodis")
 }
 
-fn received(rx: &mpsc::Receiver<Request>) -> Request {
-    rx.recv_timeout(Duration::from_secs(10)).expect("a request")
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -96,143 +26,109 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-const OVERVIEW: &str = r#"{"cluster":"local","epoch":4,"groups":[{"id":1,"servers":[
-{"addr":"127.0.0.1:7000","role":"master","reachable":true,"reported_role":"master"},
-{"addr":"127.0.0.1:7001","role":"replica","reachable":false,"error":"connection refused"}],
-"slots":16384}],"unassigned_slots":0,"proxies":[{"id":"127.0.0.1:11080",
-"addr":"127.0.0.1:19000","admin_addr":"127.0.0.1:11080","started_at":0,"acked_epoch":4}]}"#;
+/// A dashboard (token `t0k`) on its own runtime thread, for as long as it is alive.
+struct Dashboard {
+    url: String,
+    _rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
 
-#[test]
-fn status_prints_a_table() {
-    let (url, rx) = serve_once("200 OK", OVERVIEW);
-    let out = kodis(&["--dashboard", &url, "status"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let req = received(&rx);
-    assert_eq!(
-        (req.method.as_str(), req.path.as_str()),
-        ("GET", "/api/v1/overview")
-    );
-    let text = stdout(&out);
-    assert!(text.contains("cluster local  epoch 4"), "{text}");
+fn dashboard() -> Dashboard {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = DashboardConfig::embedded("127.0.0.1:0", dir.path().join("store"));
+    cfg.admin_token = Some("t0k".into());
+    let h = rt.block_on(kodis_dashboard::start(cfg)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !h.dashboard.is_active() {
+        assert!(Instant::now() < deadline, "dashboard never became active");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("http://{}", h.addr);
+    // The runtime keeps serving the dashboard; dropping it stops everything.
+    std::mem::forget(h);
+    Dashboard {
+        url,
+        _rt: rt,
+        _dir: dir,
+    }
+}
+
+fn ok(o: &Output) -> String {
     assert!(
-        text.contains("1      16384  127.0.0.1:7000  master   up"),
-        "{text}"
+        o.status.success(),
+        "kodis failed: {}{}",
+        stdout(o),
+        stderr(o)
     );
-    assert!(
-        text.contains("127.0.0.1:7001  replica  DOWN: connection refused"),
-        "{text}"
-    );
-    assert!(
-        text.contains("127.0.0.1:11080  127.0.0.1:19000  127.0.0.1:11080  4"),
-        "{text}"
-    );
+    stdout(o)
 }
 
 #[test]
-fn json_prints_the_answer_as_is() {
-    let (url, _rx) = serve_once("200 OK", OVERVIEW);
-    let out = kodis(&["--json", "--dashboard", &url, "status"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), format!("{OVERVIEW}\n"));
+fn building_a_cluster_and_reading_its_status() {
+    let servers = [RedisServer::start(), RedisServer::start()];
+    let d = dashboard();
+    let k = |args: &[&str]| {
+        let mut all = vec!["--dashboard", d.url.as_str(), "--token", "t0k"];
+        all.extend_from_slice(args);
+        kodis(&all)
+    };
+    ok(&k(&["group", "add", "1"]));
+    ok(&k(&["server", "add", "1", &servers[0].addr()]));
+    ok(&k(&["server", "add", "1", &servers[1].addr()]));
+    let assigned = ok(&k(&["slots", "assign", "0", "99", "1"]));
+    assert!(assigned.contains("99"), "{assigned}");
+    ok(&k(&["slots", "init"]));
+    let status = ok(&k(&["status"]));
+    for needle in [
+        servers[0].addr(),
+        servers[1].addr(),
+        "master".into(),
+        "replica".into(),
+        "16384".into(),
+    ] {
+        assert!(status.contains(&needle), "{needle} missing from:\n{status}");
+    }
+    // --json prints the dashboard's answer as is.
+    let json: serde_json::Value = serde_json::from_str(&ok(&k(&["--json", "topology"]))).unwrap();
+    assert_eq!(json["epoch"], 5);
+    // A replica can be removed by its address.
+    ok(&k(&["server", "rm", "1", &servers[1].addr()]));
+    let json: serde_json::Value = serde_json::from_str(&ok(&k(&["--json", "topology"]))).unwrap();
+    assert_eq!(json["groups"][0]["servers"].as_array().unwrap().len(), 1);
 }
 
 #[test]
-fn error_answer_exits_1_with_status_and_message() {
-    let (url, _rx) = serve_once("409 Conflict", r#"{"error":"group 1 owns 16384 slots"}"#);
-    let out = kodis(&["--dashboard", &url, "group", "rm", "1"]);
+fn errors_name_the_status_and_exit_non_zero() {
+    let d = dashboard();
+    // The dashboard's own message, with the status; exit 1.
+    let out = kodis(&["--dashboard", &d.url, "--token", "t0k", "group", "rm", "9"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        stderr(&out),
-        "kodis: 409 Conflict: group 1 owns 16384 slots\n"
+    assert!(
+        stderr(&out).contains("404") && stderr(&out).contains("no group 9"),
+        "{}",
+        stderr(&out)
     );
-    assert_eq!(stdout(&out), "");
+    // No token, or a wrong one: 401.
+    let out = kodis(&["--dashboard", &d.url, "group", "add", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+    let out = kodis(&["--dashboard", &d.url, "--token", "bad", "group", "add", "1"]);
+    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+    // Reads need no token.
+    ok(&kodis(&["--dashboard", &d.url, "proxy", "ls"]));
 }
 
 #[test]
 fn unreachable_dashboard_exits_2() {
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let url = format!("http://127.0.0.1:{port}");
-    let out = kodis(&["--dashboard", &url, "topology"]);
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let out = kodis(&["--dashboard", &url, "status"]);
     assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
-    assert!(
-        err.contains(&format!("the dashboard at {url} is unreachable")),
-        "{err}"
-    );
-    assert!(err.contains("refused"), "{err}");
-}
-
-#[test]
-fn mutations_send_the_token_and_json_bodies() {
-    let group = r#"{"id":3,"servers":["127.0.0.1:7010","127.0.0.1:7011"]}"#;
-    let (url, rx) = serve_once("201 Created", group);
-    let out = kodis(&[
-        "--dashboard",
-        &url,
-        "--token",
-        "s3cret",
-        "server",
-        "add",
-        "3",
-        "127.0.0.1:7011",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let req = received(&rx);
-    assert_eq!(
-        (req.method.as_str(), req.path.as_str()),
-        ("POST", "/api/v1/groups/3/servers")
-    );
-    assert_eq!(req.authorization.as_deref(), Some("Bearer s3cret"));
-    let body: serde_json::Value = serde_json::from_str(&req.body).expect("json body");
-    assert_eq!(body, serde_json::json!({"addr": "127.0.0.1:7011"}));
-    assert_eq!(
-        stdout(&out),
-        "group 3: master 127.0.0.1:7010, replicas 127.0.0.1:7011\n"
-    );
-}
-
-#[test]
-fn no_token_no_authorization_header() {
-    let (url, rx) = serve_once("201 Created", r#"{"id":5,"servers":[]}"#);
-    let out = kodis(&["--dashboard", &url, "group", "add", "5"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let req = received(&rx);
-    assert_eq!(req.authorization, None);
-    assert_eq!(req.body, r#"{"id":5}"#);
-    assert_eq!(stdout(&out), "group 5: no servers yet\n");
-}
-
-#[test]
-fn server_rm_encodes_the_address() {
-    let (url, rx) = serve_once("204 No Content", "");
-    let out = kodis(&["--dashboard", &url, "server", "rm", "2", "127.0.0.1:7003"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let req = received(&rx);
-    assert_eq!(req.method, "DELETE");
-    assert_eq!(req.path, "/api/v1/groups/2/servers/127.0.0.1%3A7003");
-    assert_eq!(stdout(&out), "127.0.0.1:7003 removed from group 2\n");
-}
-
-#[test]
-fn slots_assign_prints_the_ranges() {
-    let topo = r#"{"epoch":9,"groups":[{"id":1,"servers":["a:1"]}],
-        "slots":[{"start":0,"end":99,"group":1}]}"#;
-    let (url, rx) = serve_once("200 OK", topo);
-    let out = kodis(&["--dashboard", &url, "slots", "assign", "0", "99", "1"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let req = received(&rx);
-    assert_eq!(req.path, "/api/v1/slots/assign");
-    let body: serde_json::Value = serde_json::from_str(&req.body).expect("json body");
-    assert_eq!(body, serde_json::json!({"from": 0, "to": 99, "group": 1}));
-    let text = stdout(&out);
-    assert!(
-        text.starts_with("epoch 9\nSLOTS  COUNT  GROUP\n0-99   100    1\n"),
-        "{text}"
-    );
-    assert!(text.ends_with("16284 of 16384 slots unowned\n"), "{text}");
+    assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
 }
 
 #[test]
