@@ -1,10 +1,11 @@
 # Kodis: the two commands the README promises, plus benchmarks.
-#   make run    a local Kodis: two redis-servers and kodis-proxy over them
+#   make run    a local Kodis (kodis up): dashboard, 2 groups of master + replica,
+#               a proxy on 127.0.0.1:19000; Ctrl-C stops it all
 #   make test   install what the tests need, then fmt, clippy and every test
 #   make bench  criterion micro benchmarks and the end-to-end comparison
 
 SHELL := /bin/bash
-.PHONY: deps test run bench bench-micro bench-e2e fmt
+.PHONY: deps test run run-static bench bench-micro bench-e2e fmt
 
 # Debian packages the tests and benchmarks start: redis-server, redis-cli and
 # redis-benchmark, twemproxy (nutcracker), etcd-server, and protoc (protobuf-compiler)
@@ -17,7 +18,12 @@ test: deps
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	scripts/run-tests.sh
 
-run:
+run: deps
+	cargo build --release -p kodis-proxy -p kodis-dashboard
+	target/release/kodis up
+
+# The proxy alone in static mode over two redis-servers (no dashboard).
+run-static:
 	@scripts/run-local.sh
 
 bench: bench-micro bench-e2e
