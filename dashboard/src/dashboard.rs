@@ -127,7 +127,14 @@ impl Dashboard {
     /// dashboard while the lock lasts, then goes back to waiting.
     pub async fn run_leadership(self: Arc<Self>) {
         loop {
-            let store = match self.open_store().await {
+            // Reuse an open store: the embedded one holds a file lock, so opening it
+            // again from this process would fail for ever.
+            let open = self.store.read().ok().and_then(|s| s.clone());
+            let store = match open {
+                Some(s) => Ok(s),
+                None => self.open_store().await,
+            };
+            let store = match store {
                 Ok(s) => s,
                 Err(e) => {
                     // Embedded store held by another dashboard, or etcd unreachable.
@@ -253,10 +260,15 @@ impl Dashboard {
         })
     }
 
-    fn lock_lost(&self, e: StoreError) -> ApiError {
+    fn lock_lost(&self, e: StoreError, used: &LockGuard) -> ApiError {
         if matches!(e, StoreError::LockLost { .. }) {
             warn!(error = %e, "a write was fenced off: this dashboard was deposed");
-            self.step_down();
+            // Only if that lock is still the one held: a slow request that began under
+            // an older lock must not switch off a newer one.
+            let current = self.guard.read().ok().and_then(|g| g.clone());
+            if current.as_ref() == Some(used) {
+                self.step_down();
+            }
             ApiError::NotActive(format!("this dashboard lost its lock ({e})"))
         } else {
             ApiError::Store(e)
@@ -321,13 +333,14 @@ impl Dashboard {
             .store
             .put_fenced(&change.guard, &self.key(&format!("proxies/{id}")), &value)
             .await
-            .map_err(|e| self.lock_lost(e))?;
+            .map_err(|e| self.lock_lost(e, &change.guard))?;
         let topology = change.current.clone();
-        drop(change);
         if let Ok(mut a) = self.acked.lock() {
             a.remove(&id);
         }
+        // Started before the change ends, so a deregistration cannot slip in between.
         self.start_pusher(info.clone());
+        drop(change);
         info!(proxy = %id, "proxy registered");
         Ok((info, topology))
     }
@@ -343,7 +356,7 @@ impl Dashboard {
             .store
             .delete_fenced(&change.guard, &key)
             .await
-            .map_err(|e| self.lock_lost(e))?;
+            .map_err(|e| self.lock_lost(e, &change.guard))?;
         if let Ok(mut p) = self.pushers.lock() {
             if let Some(t) = p.remove(id) {
                 t.abort();
@@ -364,6 +377,9 @@ impl Dashboard {
         let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
+                if !me.is_active() {
+                    return;
+                }
                 let topology = rx.borrow_and_update().clone();
                 let acked = me
                     .acked
@@ -414,14 +430,34 @@ impl Dashboard {
         let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
         let epoch = body.get("epoch").and_then(serde_json::Value::as_u64);
         match (status.as_u16(), epoch) {
-            // 409: the proxy already serves something newer; that counts as acked.
-            (200 | 409, Some(e)) => Ok(e),
+            (200, Some(e)) => Ok(e),
+            // The proxy serves an epoch this dashboard never wrote: the store was reset
+            // or another cluster pushed to it. Say so rather than count it as acked.
+            (409, Some(e)) if e > topology.epoch => Err(format!(
+                "proxy serves epoch {e}, newer than this dashboard's {}; was the store reset?",
+                topology.epoch
+            )),
+            (409, Some(e)) => Ok(e),
             _ => Err(format!("{status}: {body}")),
         }
     }
 }
 
 impl Change<'_> {
+    /// Confirms, with a fenced no-op, that this dashboard still holds the lock: called
+    /// right before changing servers, so a deposed dashboard does not touch them.
+    pub async fn ensure_active(&self) -> Result<(), ApiError> {
+        match self
+            .store
+            .txn(Txn::new().fenced(&self.guard))
+            .await
+            .map_err(|e| self.dashboard.lock_lost(e, &self.guard))?
+        {
+            TxnOutcome::Committed { .. } => Ok(()),
+            TxnOutcome::Failed { .. } => Err(ApiError::NotActive("lock lost".into())),
+        }
+    }
+
     /// Writes `next` (with the epoch bumped) if the topology did not change since the
     /// change began and this dashboard still holds the lock; then pushes it.
     pub async fn commit(self, mut next: Topology) -> Result<Topology, ApiError> {
@@ -444,7 +480,7 @@ impl Change<'_> {
             .store
             .txn(txn)
             .await
-            .map_err(|e| self.dashboard.lock_lost(e))?
+            .map_err(|e| self.dashboard.lock_lost(e, &self.guard))?
         {
             TxnOutcome::Committed { .. } => {}
             TxnOutcome::Failed { .. } => {

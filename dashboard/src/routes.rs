@@ -212,6 +212,7 @@ async fn promote(State(d): Ctx, Path(id): Path<String>, body: Bytes) -> Result<R
     let req: Promote = parse(&body)?;
     let change = d.begin().await?;
     let next = cluster::promote(&change.current, id, &req.addr)?;
+    change.ensure_active().await?;
     d.servers.make_master(&req.addr).await?;
     // The old master and the other replicas follow the new master; one that is down
     // is re-pointed when it comes back (HA's job), so failures only warn here.

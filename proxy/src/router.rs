@@ -66,6 +66,9 @@ pub enum InstallError {
 pub struct Router {
     current: ArcSwap<Routes>,
     pools: Mutex<HashMap<String, Arc<BackendPool>>>,
+    /// Held across check-and-swap so two installs (a push and a poll) cannot store an
+    /// older topology after a newer one.
+    installing: Mutex<()>,
     opts: Arc<BackendOptions>,
     conns_per_backend: usize,
     metrics: Arc<Metrics>,
@@ -96,6 +99,7 @@ impl Router {
         Ok(Self {
             current: ArcSwap::from_pointee(routes),
             pools,
+            installing: Mutex::new(()),
             opts,
             conns_per_backend,
             metrics,
@@ -110,6 +114,7 @@ impl Router {
 
     /// Installs a newer topology; an older epoch is refused.
     pub fn install(&self, topology: Topology) -> Result<(), InstallError> {
+        let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.current.load().topology.epoch;
         if topology.epoch < current {
             return Err(InstallError::Stale {
