@@ -550,6 +550,34 @@ fn proxies_register_take_pushes_catch_up_and_deregister() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(cmd(p3.addr, &[b"GET", b"foo"]), b"$1\r\n1\r\n");
+        // A proxy whose record was removed (by an operator, or a store reset) notices
+        // within about ten polls and registers again.
+        let api = Api::new(&listen, None);
+        let (_, list) = api.call("GET", "/api/v1/proxies", None).await;
+        let id = list[0]["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            api.call("DELETE", &format!("/api/v1/proxies/{id}"), None)
+                .await
+                .0,
+            204
+        );
+        let gone = Instant::now();
+        loop {
+            let (_, list) = api.call("GET", "/api/v1/proxies", None).await;
+            if list
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["id"] == id.as_str())
+            {
+                break;
+            }
+            assert!(
+                gone.elapsed() < Duration::from_secs(20),
+                "proxy never re-registered"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         for p in [p1, p3] {
             p.shutdown();
             p.wait().await;

@@ -149,6 +149,20 @@ impl Control {
             .map_err(|source| ControlError::Unreachable { url, source })
     }
 
+    /// Whether the dashboard still has this proxy's record.
+    pub async fn is_registered(&self) -> Result<bool, ControlError> {
+        let resp = self
+            .call(reqwest::Method::GET, "/api/v1/proxies", None)
+            .await?;
+        let url = format!("{}/api/v1/proxies", self.base);
+        let list: Vec<kodis_common::api::ProxyInfo> = resp
+            .json()
+            .await
+            .map_err(|source| ControlError::Unreachable { url, source })?;
+        let id = self.id();
+        Ok(list.iter().any(|p| p.id == id))
+    }
+
     /// Deregisters (on shutdown).
     pub async fn deregister(&self) -> Result<(), ControlError> {
         let path = format!("/api/v1/proxies/{}", self.id());
@@ -162,6 +176,7 @@ impl Control {
     pub async fn run(self, ctx: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(200);
         let mut registered = false;
+        let mut polls = 0u32;
         loop {
             if !registered {
                 match self.register().await {
@@ -177,6 +192,15 @@ impl Control {
                 match self.topology().await {
                     Ok(t) => install(&ctx, t),
                     Err(e) => debug!(error = %e, "topology poll failed"),
+                }
+                // Now and then, make sure the dashboard still knows this proxy (its
+                // record may have been removed or the store reset): without a record
+                // no pushes arrive.
+                polls = polls.wrapping_add(1);
+                if polls % 10 == 0 && matches!(self.is_registered().await, Ok(false)) {
+                    warn!("the dashboard has no record of this proxy; registering again");
+                    registered = false;
+                    continue;
                 }
             }
             let wait = if registered { POLL } else { backoff };
