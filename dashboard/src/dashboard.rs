@@ -98,6 +98,22 @@ impl Dashboard {
         format!("/kodis/{}/{suffix}", self.config.cluster).into_bytes()
     }
 
+    /// Epoch of the topology this dashboard last published.
+    pub fn published_epoch(&self) -> u64 {
+        self.published.borrow().epoch
+    }
+
+    /// The epoch each proxy acknowledged, by proxy id, sorted.
+    pub fn acked_epochs(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .acked
+            .lock()
+            .map(|a| a.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
     /// Whether this dashboard holds the lock now.
     pub fn is_active(&self) -> bool {
         self.guard.read().map(|g| g.is_some()).unwrap_or(false)

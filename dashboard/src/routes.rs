@@ -39,6 +39,7 @@ pub fn router(d: Arc<Dashboard>) -> Router {
         .route("/api/v1/proxies/{id}", delete(deregister))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(d.clone(), guard))
         .with_state(d)
@@ -259,6 +260,45 @@ async fn deregister(State(d): Ctx, Path(id): Path<String>) -> Result<Response, A
 
 async fn healthz(State(d): Ctx) -> Response {
     Json(serde_json::json!({ "status": "ok", "active": d.is_active() })).into_response()
+}
+
+/// Label of per-proxy metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ProxyLabel {
+    proxy: String,
+}
+
+/// Prometheus text: whether this dashboard is active, the epoch it last published,
+/// and per proxy the epoch it acknowledged. Built per scrape from the live state.
+async fn metrics(State(d): Ctx) -> Response {
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    let mut registry = prometheus_client::registry::Registry::with_prefix("kodis_dashboard");
+    let active = Gauge::<i64>::default();
+    active.set(i64::from(d.is_active()));
+    registry.register("active", "Whether this dashboard holds the lock", active);
+    let epoch = Gauge::<i64>::default();
+    epoch.set(d.published_epoch() as i64);
+    registry.register("epoch", "Epoch of the topology last published", epoch);
+    let acked = Family::<ProxyLabel, Gauge>::default();
+    for (proxy, e) in d.acked_epochs() {
+        acked.get_or_create(&ProxyLabel { proxy }).set(e as i64);
+    }
+    registry.register(
+        "proxy_acked_epoch",
+        "Epoch each registered proxy acknowledged",
+        acked,
+    );
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 async fn openapi() -> Response {

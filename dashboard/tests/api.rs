@@ -522,6 +522,24 @@ fn proxies_register_take_pushes_catch_up_and_deregister() {
         for p in [&p1, &p2] {
             assert_eq!(p.shared.router.load().topology.epoch, epoch);
         }
+        let metrics = reqwest::get(format!("{url}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(metrics.contains("kodis_dashboard_active 1"), "{metrics}");
+        assert!(
+            metrics.contains(&format!("kodis_dashboard_epoch {epoch}")),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!(
+                "kodis_dashboard_proxy_acked_epoch{{proxy=\"{}\"}} {epoch}",
+                p1.admin_addr
+            )),
+            "{metrics}"
+        );
         // Data goes where the dashboard's topology says: foo (slot 12182) on group 2.
         assert_eq!(cmd(p1.addr, &[b"SET", b"foo", b"1"]), b"+OK\r\n");
         assert_eq!(servers[1].command(&[b"GET", b"foo"]), b"$1\r\n1\r\n");
