@@ -95,6 +95,7 @@ fn routing(c: &mut Criterion) {
         kodis_proxy::command_table::CommandTable::compiled_in(),
         &metrics,
         "compiled-in".into(),
+        "7.0.15".into(),
     );
     let request = |parts: &[&[u8]]| {
         let frame = bytes::Bytes::from(command(parts));

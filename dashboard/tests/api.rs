@@ -540,6 +540,22 @@ fn proxies_register_take_pushes_catch_up_and_deregister() {
             )),
             "{metrics}"
         );
+        // A proxy that started with no backend reads the real command table (and the
+        // servers' version) from the first backend a topology names.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info = String::from_utf8(cmd(p1.addr, &[b"INFO"])).unwrap();
+            if info.contains("kodis_command_table:backend ")
+                && info.contains("redis_version:7.0.15")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no command table refresh: {info}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         // Data goes where the dashboard's topology says: foo (slot 12182) on group 2.
         assert_eq!(cmd(p1.addr, &[b"SET", b"foo", b"1"]), b"+OK\r\n");
         assert_eq!(servers[1].command(&[b"GET", b"foo"]), b"$1\r\n1\r\n");

@@ -91,6 +91,7 @@ async fn put_topology(
     match ctx.router.install(topology) {
         Ok(()) => {
             tracing::info!(epoch, "topology installed");
+            crate::control::refresh_commands(&ctx);
             Json(serde_json::json!({ "epoch": epoch })).into_response()
         }
         Err(e @ crate::router::InstallError::Stale { current, .. }) => (

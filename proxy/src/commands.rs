@@ -88,6 +88,8 @@ pub struct Commands {
     pub unknown: Counter,
     /// Where the table came from: a backend's COMMAND, or the compiled-in one.
     pub source: String,
+    /// `redis_version` reported by INFO and HELLO: the backends' version.
+    pub redis_version: String,
 }
 
 const TX: &str = "transactions are not supported by kodis-proxy yet";
@@ -189,7 +191,12 @@ const SPLIT: &[(&str, SplitKind)] = &[
 
 impl Commands {
     /// Classifies every command of `table`, registering one counter per command.
-    pub fn new(table: CommandTable, metrics: &Metrics, source: String) -> Self {
+    pub fn new(
+        table: CommandTable,
+        metrics: &Metrics,
+        source: String,
+        redis_version: String,
+    ) -> Self {
         let mut entries = FxHashMap::default();
         for spec in table.commands() {
             let name = spec.name.to_ascii_lowercase();
@@ -222,6 +229,7 @@ impl Commands {
             entries,
             unknown: metrics.command_counter("unknown"),
             source,
+            redis_version,
         }
     }
 

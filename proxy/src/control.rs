@@ -214,14 +214,45 @@ impl Control {
 }
 
 /// Installs `t` if it is newer than what the proxy serves.
-fn install(ctx: &Shared, t: Topology) {
+fn install(ctx: &Arc<Shared>, t: Topology) {
     let current = ctx.router.load().topology.epoch;
     if t.epoch <= current {
         return;
     }
     let epoch = t.epoch;
     match ctx.router.install(t) {
-        Ok(()) => info!(epoch, "topology installed from the dashboard"),
+        Ok(()) => {
+            info!(epoch, "topology installed from the dashboard");
+            refresh_commands(ctx);
+        }
         Err(e) => warn!(error = %e, "refused a topology from the dashboard"),
     }
+}
+
+/// A proxy that started without backends runs on the compiled-in command table;
+/// once a topology names a backend, read the real one from it (in the background).
+pub(crate) fn refresh_commands(ctx: &Arc<Shared>) {
+    use std::sync::atomic::Ordering;
+    if !ctx.config.refresh_command_table
+        || ctx.commands.load().source != crate::session::COMPILED_IN
+        || ctx.router.load().groups.is_empty()
+        || ctx.refreshing.swap(true, Ordering::AcqRel)
+    {
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let routes = ctx.router.load_full();
+        let (table, version, source) =
+            crate::server::load_command_table(&ctx.config, &routes).await;
+        if source != crate::session::COMPILED_IN {
+            ctx.commands.store(Arc::new(crate::commands::Commands::new(
+                table,
+                &ctx.metrics,
+                source,
+                version,
+            )));
+        }
+        ctx.refreshing.store(false, Ordering::Release);
+    });
 }

@@ -180,7 +180,7 @@ impl Session {
             reply::bulk(b"server"),
             reply::bulk(b"redis"),
             reply::bulk(b"version"),
-            reply::bulk(self.ctx.redis_version.as_bytes()),
+            reply::bulk(self.ctx.commands.load().redis_version.as_bytes()),
             reply::bulk(b"proto"),
             reply::integer(2),
             reply::bulk(b"id"),
@@ -268,7 +268,7 @@ impl Session {
              # Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n\
              # Proxy\r\nkodis_epoch:{}\r\nkodis_groups:{}\r\nkodis_backends_up:{}\r\n\
 kodis_command_table:{}\r\n",
-            ctx.redis_version,
+            ctx.commands.load().redis_version,
             env!("CARGO_PKG_VERSION"),
             std::process::id(),
             ctx.config.listen.rsplit(':').next().unwrap_or(""),
@@ -277,7 +277,7 @@ kodis_command_table:{}\r\n",
             routes.topology.epoch,
             routes.groups.len(),
             routes.groups.iter().filter(|g| g.master.is_up()).count(),
-            ctx.commands.source,
+            ctx.commands.load().source,
         );
         reply::bulk(text.as_bytes())
     }

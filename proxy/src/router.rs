@@ -112,6 +112,11 @@ impl Router {
         self.current.load()
     }
 
+    /// The snapshot to route with, as an owned `Arc`.
+    pub fn load_full(&self) -> Arc<Routes> {
+        self.current.load_full()
+    }
+
     /// Installs a newer topology; an older epoch is refused.
     pub fn install(&self, topology: Topology) -> Result<(), InstallError> {
         let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());

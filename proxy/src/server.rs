@@ -21,7 +21,7 @@ use crate::control::Control;
 use crate::error::StartError;
 use crate::metrics::Metrics;
 use crate::router::{Router, Routes};
-use crate::session::{self, Shared};
+use crate::session::{self, Shared, COMPILED_IN};
 use crate::workers::Workers;
 
 /// A running proxy: its bound addresses and the means to stop it.
@@ -89,7 +89,7 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
     )
     .map_err(|e| StartError::Config(e.to_string()))?;
     let (table, version, source) = load_command_table(&config, &router.load()).await;
-    let commands = Commands::new(table, &metrics, source);
+    let commands = Commands::new(table, &metrics, source, version);
 
     let bind = |addr: String| async move {
         TcpListener::bind(&addr)
@@ -106,7 +106,7 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
         addr: config.admin_listen.clone(),
         source,
     })?;
-    let shared = Arc::new(Shared::new(config, router, commands, metrics, version));
+    let shared = Arc::new(Shared::new(config, router, commands, metrics));
     let (tx, rx) = watch::channel(false);
 
     let mut admin_rx = rx.clone();
@@ -216,12 +216,12 @@ async fn accept_loop(
 }
 
 /// The command table from a backend's `COMMAND`, so newer commands route correctly,
-/// or the compiled-in one; plus the backend's `redis_version` for INFO and HELLO.
-async fn load_command_table(
+/// or the compiled-in one; plus the backend's `redis_version` for INFO and HELLO, and
+/// where the table came from.
+pub(crate) async fn load_command_table(
     config: &ProxyConfig,
     routes: &Routes,
 ) -> (CommandTable, String, String) {
-    const COMPILED_IN: &str = "compiled-in (Redis 7.0.15)";
     let fallback_version = "7.0.0".to_string();
     let Some(group) = routes.groups.first() else {
         return (

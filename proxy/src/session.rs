@@ -38,14 +38,15 @@ pub struct Shared {
     pub config: ProxyConfig,
     /// Slot → backend routing.
     pub router: Router,
-    /// What to do with each command.
-    pub commands: Commands,
+    /// What to do with each command; swapped when a better table arrives (a proxy
+    /// started without backends refreshes it from the first topology's backend).
+    pub commands: arc_swap::ArcSwap<Commands>,
     /// Metric handles.
     pub metrics: Arc<Metrics>,
-    /// `redis_version` reported by INFO and HELLO: the backends' version.
-    pub redis_version: String,
     /// When the proxy started.
     pub started: Instant,
+    /// Set while a command-table refresh runs, so only one runs.
+    pub(crate) refreshing: std::sync::atomic::AtomicBool,
     next_id: AtomicU64,
 }
 
@@ -56,19 +57,21 @@ impl Shared {
         router: Router,
         commands: Commands,
         metrics: Arc<Metrics>,
-        redis_version: String,
     ) -> Self {
         Self {
             config,
             router,
-            commands,
+            commands: arc_swap::ArcSwap::from_pointee(commands),
             metrics,
-            redis_version,
             started: Instant::now(),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         }
     }
 }
+
+/// `Commands::source` of the compiled-in table.
+pub const COMPILED_IN: &str = "compiled-in (Redis 7.0.15)";
 
 /// A reply owed to the client, in request order.
 #[derive(Debug)]
@@ -357,9 +360,10 @@ impl Session {
     /// Decides what to do with one request and starts doing it.
     fn handle(&mut self, req: &Request, outbox: &mut Outbox) -> Pending {
         let ctx = self.ctx.clone();
+        let commands = ctx.commands.load();
         let name = req.arg(0);
-        let Some(entry) = ctx.commands.get(name) else {
-            ctx.commands.unknown.inc();
+        let Some(entry) = commands.get(name) else {
+            commands.unknown.inc();
             ctx.metrics.errors.unknown_command.inc();
             return Pending::Ready(unknown_command(req));
         };
@@ -375,7 +379,7 @@ impl Session {
         }
         debug!(command = %entry.name, args = req.argc(), "request");
         match entry.kind {
-            Kind::Keyed => self.keyed(req, outbox),
+            Kind::Keyed => self.keyed(&commands, req, outbox),
             Kind::Split(kind) => self.split(kind, req, outbox),
             Kind::Local(l) => self.local(l, req, outbox),
             Kind::Refused(why) => {
@@ -398,10 +402,10 @@ impl Session {
     }
 
     /// Routes a command by its keys; all keys must share a slot.
-    fn keyed(&self, req: &Request, outbox: &mut Outbox) -> Pending {
+    fn keyed(&self, commands: &Commands, req: &Request, outbox: &mut Outbox) -> Pending {
         let ctx = &self.ctx;
         let sub = (req.argc() > 1).then(|| req.arg(1));
-        let Some(spec) = ctx.commands.spec(req.arg(0), sub) else {
+        let Some(spec) = commands.spec(req.arg(0), sub) else {
             return Pending::Ready(unknown_command(req));
         };
         if !spec.arity_ok(req.argc()) {
