@@ -12,6 +12,7 @@
 //! | `POST /groups/{id}/promote` | [`Promote`] | 200 [`Group`] |
 //! | `POST /slots/init` | | 200 [`Topology`] |
 //! | `POST /slots/assign` | [`AssignSlots`] | 200 [`Topology`]; 409 if a slot is owned |
+//! | `POST /rebalance?dry_run=true` | | [`RebalancePlan`] (without `dry_run`: 501 until migration exists) |
 //! | `GET /proxies` | | `[`[`ProxyInfo`]`]` |
 //! | `POST /proxies` | [`RegisterProxy`] | 201 [`Registered`] |
 //! | `DELETE /proxies/{id}` | | 204 |
@@ -165,4 +166,29 @@ pub struct Overview {
     pub unassigned_slots: u32,
     /// Registered proxies, with the epoch each acknowledged.
     pub proxies: Vec<ProxyInfo>,
+}
+
+/// One move of a rebalance plan: slots `start..=end` from group `from` to group `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotMove {
+    /// First slot.
+    pub start: u16,
+    /// Last slot (inclusive).
+    pub end: u16,
+    /// Group that owns them now.
+    pub from: u32,
+    /// Group that would own them.
+    pub to: u32,
+}
+
+/// `POST /rebalance?dry_run=true`: the fewest slot moves that leave the groups' slot
+/// counts at most one apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalancePlan {
+    /// The moves, in order.
+    pub moves: Vec<SlotMove>,
+    /// How many slots move in all.
+    pub slots: u32,
+    /// Slot count per group (id, count) after the moves.
+    pub after: Vec<(u32, u32)>,
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod openapi;
+pub mod plan;
 pub mod routes;
 pub mod server;
 pub mod servers;

@@ -64,6 +64,11 @@ pub fn document() -> Value {
                 "post": op("make a replica the master", Some("Promote"), "200", &["400", "401", "404", "409", "503"]) },
             "/api/v1/slots/init": { "post": op("spread unowned slots over the groups", None, "200", &w) },
             "/api/v1/slots/assign": { "post": op("give unowned slots to a group", Some("AssignSlots"), "200", &["400", "401", "404", "409", "503"]) },
+            "/api/v1/rebalance": { "post": {
+                "summary": "plan (dry_run=true) the fewest slot moves that even out slot counts",
+                "parameters": [ { "name": "dry_run", "in": "query", "schema": { "type": "boolean" } } ],
+                "responses": { "200": { "description": "the plan" },
+                               "501": { "description": "migration not built yet" } } } },
             "/api/v1/proxies": {
                 "get": op("registered proxies", None, "200", &["503"]),
                 "post": op("register a proxy", Some("RegisterProxy"), "201", &w) },

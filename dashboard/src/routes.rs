@@ -35,6 +35,7 @@ pub fn router(d: Arc<Dashboard>) -> Router {
         .route("/api/v1/groups/{id}/promote", post(promote))
         .route("/api/v1/slots/init", post(init_slots))
         .route("/api/v1/slots/assign", post(assign_slots))
+        .route("/api/v1/rebalance", post(rebalance))
         .route("/api/v1/proxies", get(proxies).post(register))
         .route("/api/v1/proxies/{id}", delete(deregister))
         .route("/api/v1/openapi.json", get(openapi))
@@ -241,6 +242,28 @@ async fn assign_slots(State(d): Ctx, body: Bytes) -> Result<Response, ApiError> 
     let change = d.begin().await?;
     let next = cluster::assign_slots(&change.current, req.from, req.to, req.group)?;
     Ok(Json(change.commit(next).await?).into_response())
+}
+
+/// Query of `POST /rebalance`.
+#[derive(Debug, serde::Deserialize)]
+struct RebalanceQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn rebalance(
+    State(d): Ctx,
+    axum::extract::Query(q): axum::extract::Query<RebalanceQuery>,
+) -> Result<Response, ApiError> {
+    let plan = crate::plan::rebalance(&d.topology().await?)?;
+    if q.dry_run {
+        return Ok(Json(plan).into_response());
+    }
+    Err(ApiError::NotImplemented(
+        "moving owned slots needs online migration, which is not built yet; \
+         POST /api/v1/rebalance?dry_run=true shows the plan"
+            .into(),
+    ))
 }
 
 async fn proxies(State(d): Ctx) -> Result<Response, ApiError> {

@@ -96,6 +96,16 @@ fn building_a_cluster_and_reading_its_status() {
     // --json prints the dashboard's answer as is.
     let json: serde_json::Value = serde_json::from_str(&ok(&k(&["--json", "topology"]))).unwrap();
     assert_eq!(json["epoch"], 5);
+    // Balanced already: a dry-run rebalance moves nothing; a real one is not built yet.
+    let plan = ok(&k(&["rebalance", "--dry-run"]));
+    assert!(plan.starts_with("0 slot(s) would move"), "{plan}");
+    let out = k(&["rebalance"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("501") && stderr(&out).contains("dry_run"),
+        "{}",
+        stderr(&out)
+    );
     // A replica can be removed by its address.
     ok(&k(&["server", "rm", "1", &servers[1].addr()]));
     let json: serde_json::Value = serde_json::from_str(&ok(&k(&["--json", "topology"]))).unwrap();

@@ -231,6 +231,16 @@ impl DashboardClient {
         self.call::<()>(Method::POST, "/slots/init", None).await
     }
 
+    /// `POST /rebalance` (`?dry_run=true`: the plan only).
+    pub async fn rebalance(&self, dry_run: bool) -> Result<Answer, ClientError> {
+        let path = if dry_run {
+            "/rebalance?dry_run=true"
+        } else {
+            "/rebalance"
+        };
+        self.call::<()>(Method::POST, path, None).await
+    }
+
     /// `POST /slots/assign`.
     pub async fn assign_slots(
         &self,

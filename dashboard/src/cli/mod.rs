@@ -100,6 +100,12 @@ pub enum Command {
     /// Give slots to groups.
     #[command(subcommand)]
     Slots(SlotsCommand),
+    /// Even out slot counts over the groups (`--dry-run`: show the moves only).
+    Rebalance {
+        /// Print the plan without moving anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List or remove registered proxies.
     #[command(subcommand)]
     Proxy(ProxyCommand),
@@ -241,6 +247,7 @@ pub async fn execute(
             client.assign_slots(*from, *to, *group).await?,
             Render::Slots,
         ),
+        Command::Rebalance { dry_run } => (client.rebalance(*dry_run).await?, Render::Plan),
         Command::Proxy(ProxyCommand::Ls) => (client.proxies().await?, Render::Proxies),
         Command::Proxy(ProxyCommand::Rm { id }) => (
             client.remove_proxy(id).await?,
@@ -271,6 +278,19 @@ pub async fn execute(
             let list: Vec<ProxyInfo> = answer.decode()?;
             output::proxies(&list, None)
         }
+        Render::Plan => {
+            let plan: kodis_common::api::RebalancePlan = answer.decode()?;
+            let mut out = format!("{} slot(s) would move\n", plan.slots);
+            for m in &plan.moves {
+                out.push_str(&format!(
+                    "  slots {}..={}  group {} -> group {}\n",
+                    m.start, m.end, m.from, m.to
+                ));
+            }
+            let after: Vec<String> = plan.after.iter().map(|(g, c)| format!("{g}:{c}")).collect();
+            out.push_str(&format!("after: {}\n", after.join(" ")));
+            out
+        }
         Render::Done(msg) => format!("{msg}\n"),
     })
 }
@@ -282,5 +302,6 @@ enum Render {
     Group,
     Slots,
     Proxies,
+    Plan,
     Done(String),
 }

@@ -1,0 +1,149 @@
+//! Planning slot moves (pure functions): which slots a rebalance moves.
+
+use kodis_common::api::{RebalancePlan, SlotMove};
+use kodis_common::slot::SLOT_COUNT;
+use kodis_common::topology::Topology;
+
+use crate::error::ApiError;
+
+/// The fewest slot moves that leave every group with servers within one slot of the
+/// others. Groups that already hold the most keep the extra slots; donors give their
+/// highest slots first, so ranges stay contiguous.
+pub fn rebalance(t: &Topology) -> Result<RebalancePlan, ApiError> {
+    let owners = t
+        .slot_owners()
+        .map_err(|e| ApiError::Internal(format!("stored topology is invalid: {e}")))?;
+    let groups: Vec<u32> = t
+        .groups
+        .iter()
+        .filter(|g| !g.servers.is_empty())
+        .map(|g| g.id)
+        .collect();
+    if groups.is_empty() {
+        return Err(ApiError::Conflict("no group has a server".into()));
+    }
+    let count = |g: u32| owners.iter().filter(|o| **o == Some(g)).count();
+    let mut counts: Vec<(u32, usize)> = groups.iter().map(|&g| (g, count(g))).collect();
+    let total: usize = counts.iter().map(|c| c.1).sum();
+    if let Some(g) = owners.iter().flatten().find(|g| !groups.contains(g)) {
+        return Err(ApiError::Conflict(format!(
+            "group {g} owns slots but has no server"
+        )));
+    }
+    // Targets: the groups holding the most get the remainder.
+    let n = groups.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(counts[i].1), counts[i].0));
+    let mut target = vec![total / n; n];
+    for &i in order.iter().take(total % n) {
+        target[i] += 1;
+    }
+    // Slots each donor gives, highest first.
+    let mut given: Vec<(u16, u32)> = Vec::new();
+    for (i, &(g, c)) in counts.iter().enumerate() {
+        let extra = c.saturating_sub(target[i]);
+        let mut mine: Vec<u16> = (0..SLOT_COUNT)
+            .rev()
+            .filter(|&s| owners[s as usize] == Some(g))
+            .take(extra)
+            .collect();
+        mine.reverse();
+        given.extend(mine.into_iter().map(|s| (s, g)));
+    }
+    given.sort_unstable();
+    // Receivers in id order take them in slot order.
+    let mut moves: Vec<SlotMove> = Vec::new();
+    let mut it = given.into_iter();
+    for i in 0..n {
+        while counts[i].1 < target[i] {
+            let Some((s, from)) = it.next() else { break };
+            counts[i].1 += 1;
+            let to = counts[i].0;
+            match moves.last_mut() {
+                Some(m) if m.from == from && m.to == to && m.end + 1 == s => m.end = s,
+                _ => moves.push(SlotMove {
+                    start: s,
+                    end: s,
+                    from,
+                    to,
+                }),
+            }
+        }
+    }
+    let slots = moves.iter().map(|m| u32::from(m.end - m.start) + 1).sum();
+    Ok(RebalancePlan {
+        moves,
+        slots,
+        // Every group, donor or receiver, ends at its target.
+        after: groups
+            .iter()
+            .zip(&target)
+            .map(|(&g, &c)| (g, c as u32))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{add_group, add_server, assign_slots, init_slots};
+
+    fn cluster(groups: u32) -> Topology {
+        let mut t = Topology::empty();
+        for g in 1..=groups {
+            t = add_group(&t, g).expect("group");
+            t = add_server(&t, g, &format!("h:{g}")).expect("server");
+        }
+        t
+    }
+
+    fn apply(t: &Topology, plan: &RebalancePlan) -> Vec<Option<u32>> {
+        let mut owners = t.slot_owners().expect("owners");
+        for m in &plan.moves {
+            for s in m.start..=m.end {
+                assert_eq!(
+                    owners[s as usize],
+                    Some(m.from),
+                    "slot {s} not owned by the donor"
+                );
+                owners[s as usize] = Some(m.to);
+            }
+        }
+        owners
+    }
+
+    #[test]
+    fn adding_a_third_group_moves_the_fewest_slots() {
+        let two = init_slots(&cluster(2)).expect("init");
+        let mut three = add_group(&two, 3).expect("group");
+        three = add_server(&three, 3, "h:3").expect("server");
+        let plan = rebalance(&three).expect("plan");
+        // 16384 / 3 = 5461 r 1: group 3 receives 5461, the minimum possible.
+        assert_eq!(plan.slots, 5461);
+        let owners = apply(&three, &plan);
+        let counts: Vec<usize> = (1..=3)
+            .map(|g| owners.iter().filter(|o| **o == Some(g)).count())
+            .collect();
+        assert!(
+            counts.iter().max().unwrap_or(&0) - counts.iter().min().unwrap_or(&0) <= 1,
+            "{counts:?}"
+        );
+        assert!(plan.moves.iter().all(|m| m.to == 3));
+        assert_eq!(
+            plan.moves.len(),
+            2,
+            "one contiguous range per donor: {:?}",
+            plan.moves
+        );
+    }
+
+    #[test]
+    fn a_balanced_cluster_moves_nothing() {
+        let t = init_slots(&cluster(3)).expect("init");
+        assert_eq!(rebalance(&t).expect("plan").slots, 0);
+        let skewed = assign_slots(&cluster(2), 0, 16383, 1).expect("assign");
+        let plan = rebalance(&skewed).expect("plan");
+        assert_eq!(plan.slots, 8192);
+        assert_eq!(plan.after, vec![(1, 8192), (2, 8192)]);
+    }
+}
