@@ -38,8 +38,25 @@ pub struct Topology {
     pub epoch: u64,
     /// The groups, in id order.
     pub groups: Vec<Group>,
-    /// Slot ownership as ranges, in slot order, covering every slot.
+    /// Slot ownership as ranges, in slot order (slots in no range are unowned).
     pub slots: Vec<SlotRange>,
+    /// Slots moving to another group: still owned by `from`; proxies move a key to
+    /// `to` before they serve it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrations: Vec<Migration>,
+}
+
+/// Slots `start..=end` moving from group `from` (their owner) to group `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migration {
+    /// First slot.
+    pub start: u16,
+    /// Last slot (inclusive).
+    pub end: u16,
+    /// The owner, where the keys are now.
+    pub from: u32,
+    /// Where the keys go.
+    pub to: u32,
 }
 
 /// A topology that cannot be served.
@@ -51,6 +68,20 @@ pub enum TopologyError {
     /// A group that owns slots has no server.
     #[error("group {0} owns slots but has no server")]
     EmptyGroup(u32),
+    /// A migration that does not match the slots' owner or names a bad target.
+    #[error("migration of slots {start}..={end} from {from} to {to}: {why}")]
+    BadMigration {
+        /// First slot.
+        start: u16,
+        /// Last slot.
+        end: u16,
+        /// Source group.
+        from: u32,
+        /// Target group.
+        to: u32,
+        /// What is wrong.
+        why: &'static str,
+    },
     /// Two groups share an id.
     #[error("group id {0} is used twice")]
     DuplicateGroup(u32),
@@ -96,6 +127,7 @@ impl Topology {
             epoch: 1,
             groups,
             slots,
+            migrations: Vec::new(),
         };
         if let Some(g) = topo.groups.iter().find(|g| g.servers.is_empty()) {
             return Err(TopologyError::EmptyGroup(g.id));
@@ -110,6 +142,7 @@ impl Topology {
             epoch: 0,
             groups: Vec::new(),
             slots: Vec::new(),
+            migrations: Vec::new(),
         }
     }
 
@@ -124,7 +157,7 @@ impl Topology {
                 return Err(TopologyError::DuplicateGroup(g.id));
             }
         }
-        self.slot_owners()?;
+        let owners = self.slot_owners()?;
         for r in &self.slots {
             if let Some(g) = self.group(r.group) {
                 if g.servers.is_empty() {
@@ -132,7 +165,41 @@ impl Topology {
                 }
             }
         }
+        let mut moving = vec![false; SLOT_COUNT as usize];
+        for m in &self.migrations {
+            let bad = |why| TopologyError::BadMigration {
+                start: m.start,
+                end: m.end,
+                from: m.from,
+                to: m.to,
+                why,
+            };
+            if m.start > m.end || m.end >= SLOT_COUNT {
+                return Err(bad("not a slot range"));
+            }
+            if m.from == m.to {
+                return Err(bad("source and target are the same group"));
+            }
+            if self.group(m.to).is_none_or(|g| g.servers.is_empty()) {
+                return Err(bad("the target group has no server"));
+            }
+            for s in m.start..=m.end {
+                if owners[s as usize] != Some(m.from) {
+                    return Err(bad("the source group does not own every slot"));
+                }
+                if std::mem::replace(&mut moving[s as usize], true) {
+                    return Err(bad("a slot is in two migrations"));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The migration slot `slot` is in, if any.
+    pub fn migration_of(&self, slot: u16) -> Option<&Migration> {
+        self.migrations
+            .iter()
+            .find(|m| (m.start..=m.end).contains(&slot))
     }
 
     /// Like [`Topology::validate`], and every slot must have an owner.

@@ -88,7 +88,7 @@ async fn put_topology(
         Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("bad topology JSON: {e}")),
     };
     let epoch = topology.epoch;
-    match ctx.router.install(topology) {
+    match ctx.router.install_and_drain(topology).await {
         Ok(()) => {
             tracing::info!(epoch, "topology installed");
             crate::control::refresh_commands(&ctx);

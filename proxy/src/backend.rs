@@ -98,6 +98,11 @@ impl BackendPool {
         &self.addr
     }
 
+    /// How many connections the pool has.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
     /// Whether a connection to the backend is currently established.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)

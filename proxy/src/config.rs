@@ -48,6 +48,9 @@ pub struct ProxyConfig {
     pub max_output_buffer: usize,
     /// How long a SIGTERM waits for in-flight requests, in milliseconds. Default 10000.
     pub shutdown_timeout_ms: u64,
+    /// Timeout of the `MIGRATE` that moves a request's keys out of a migrating slot,
+    /// in milliseconds. Default 10000 (a 10 MB value moves within it on a LAN).
+    pub migrate_timeout_ms: u64,
     /// Refresh the command table from a backend's `COMMAND` at start-up. Default true.
     pub refresh_command_table: bool,
     /// RESP size limits for client requests (backend replies are not limited: Redis
@@ -72,6 +75,7 @@ impl Default for ProxyConfig {
             max_pipeline: 1024,
             max_output_buffer: 64 * 1024 * 1024,
             shutdown_timeout_ms: 10_000,
+            migrate_timeout_ms: 10_000,
             refresh_command_table: true,
             limits: Limits::default(),
         }

@@ -184,13 +184,13 @@ impl Control {
                         info!(id = %self.id(), epoch = t.epoch, "registered with the dashboard");
                         registered = true;
                         backoff = Duration::from_millis(200);
-                        install(&ctx, t);
+                        install(&ctx, t).await;
                     }
                     Err(e) => warn!(error = %e, "cannot register with the dashboard yet"),
                 }
             } else {
                 match self.topology().await {
-                    Ok(t) => install(&ctx, t),
+                    Ok(t) => install(&ctx, t).await,
                     Err(e) => debug!(error = %e, "topology poll failed"),
                 }
                 // Now and then, make sure the dashboard still knows this proxy (its
@@ -214,13 +214,13 @@ impl Control {
 }
 
 /// Installs `t` if it is newer than what the proxy serves.
-fn install(ctx: &Arc<Shared>, t: Topology) {
+async fn install(ctx: &Arc<Shared>, t: Topology) {
     let current = ctx.router.load().topology.epoch;
     if t.epoch <= current {
         return;
     }
     let epoch = t.epoch;
-    match ctx.router.install(t) {
+    match ctx.router.install_and_drain(t).await {
         Ok(()) => {
             info!(epoch, "topology installed from the dashboard");
             refresh_commands(ctx);

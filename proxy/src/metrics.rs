@@ -92,6 +92,8 @@ pub struct Metrics {
     pub errors: ErrorCounters,
     /// Epoch of the topology being served.
     pub epoch: Gauge,
+    /// Keys asked to move (MIGRATE) before serving requests in migrating slots.
+    pub keys_moved: Counter,
 }
 
 impl Metrics {
@@ -169,6 +171,12 @@ impl Metrics {
             "Bytes written to clients",
             client_bytes_out.clone(),
         );
+        let keys_moved = Counter::default();
+        registry.register(
+            "migrated_keys",
+            "Keys moved to their slot's new group before serving a request",
+            keys_moved.clone(),
+        );
         let epoch = Gauge::default();
         registry.register(
             "topology_epoch",
@@ -206,6 +214,7 @@ impl Metrics {
             client_writes,
             errors,
             epoch,
+            keys_moved,
         })
     }
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use kodis_common::slot::SLOT_COUNT;
 use kodis_common::topology::{Topology, TopologyError};
 
 use crate::backend::{BackendOptions, BackendPool};
@@ -28,12 +29,25 @@ pub struct Routes {
     pub groups: Vec<RouteGroup>,
     /// For every slot, the index in `groups` of its owner, or [`UNOWNED`].
     slot_group: Box<[u16]>,
+    /// For every slot being migrated, the index in `groups` of its target, else
+    /// [`UNOWNED`]. Empty when nothing migrates, so the common case costs one check.
+    slot_target: Box<[u16]>,
 }
 
 /// Marks a slot no group owns.
 const UNOWNED: u16 = u16::MAX;
 
 impl Routes {
+    /// Index in [`Routes::groups`] of the group slot `slot` is moving to, if it is
+    /// being migrated.
+    #[inline]
+    pub fn migration_target(&self, slot: u16) -> Option<usize> {
+        match self.slot_target.get(slot as usize) {
+            Some(&g) if g != UNOWNED => Some(g as usize),
+            _ => None,
+        }
+    }
+
     /// Index in [`Routes::groups`] of the group that owns `slot`; `None` while no
     /// group owns it.
     #[inline]
@@ -69,6 +83,10 @@ pub struct Router {
     /// Held across check-and-swap so two installs (a push and a poll) cannot store an
     /// older topology after a newer one.
     installing: Mutex<()>,
+    /// Sessions hold it shared while they route and hand requests to backends; an
+    /// install takes it exclusively, so once it has swapped, no request routed by the
+    /// old topology is still on its way to a backend.
+    gate: tokio::sync::RwLock<()>,
     opts: Arc<BackendOptions>,
     conns_per_backend: usize,
     metrics: Arc<Metrics>,
@@ -100,6 +118,7 @@ impl Router {
             current: ArcSwap::from_pointee(routes),
             pools,
             installing: Mutex::new(()),
+            gate: tokio::sync::RwLock::new(()),
             opts,
             conns_per_backend,
             metrics,
@@ -110,6 +129,43 @@ impl Router {
     /// The snapshot to route with; cheap, lock-free.
     pub fn load(&self) -> arc_swap::Guard<Arc<Routes>> {
         self.current.load()
+    }
+
+    /// Held by a session while it routes a batch and hands it to backends.
+    pub async fn routing(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().await
+    }
+
+    /// Installs a newer topology, then waits until every request routed by an older
+    /// one has been answered by its backend: sessions finish the batch they are
+    /// routing, and a PING goes through every backend connection (each answers in
+    /// order). A proxy acknowledges a topology only after this, so when the dashboard
+    /// sees every acknowledgement of a migration, no old-route write can still reach
+    /// the source group.
+    pub async fn install_and_drain(&self, topology: Topology) -> Result<(), InstallError> {
+        {
+            let _closed = self.gate.write().await;
+            self.install(topology)?;
+        }
+        let pools: Vec<Arc<BackendPool>> = self
+            .pools
+            .lock()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default();
+        let mut pings = Vec::new();
+        for pool in &pools {
+            for conn in 0..pool.connections() {
+                pings.push(
+                    pool.send(conn, bytes::Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"))
+                        .await,
+                );
+            }
+        }
+        for rx in pings {
+            // An error means that connection broke, failing what it carried: drained too.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;
+        }
+        Ok(())
     }
 
     /// The snapshot to route with, as an owned `Arc`.
@@ -178,9 +234,23 @@ fn build(
                 .map_or(UNOWNED, |i| i as u16)
         })
         .collect();
+    let slot_target: Box<[u16]> = if topology.migrations.is_empty() {
+        Box::new([])
+    } else {
+        let mut t = vec![UNOWNED; SLOT_COUNT as usize];
+        for m in &topology.migrations {
+            if let Some(i) = groups.iter().position(|g| g.id == m.to) {
+                for s in m.start..=m.end {
+                    t[s as usize] = i as u16;
+                }
+            }
+        }
+        t.into_boxed_slice()
+    };
     Ok(Routes {
         topology: topology.clone(),
         groups,
         slot_group,
+        slot_target,
     })
 }

@@ -84,6 +84,21 @@ pub enum Pending {
     Merge(Box<Merge>),
     /// Write this, then close the connection.
     Close(Bytes),
+    /// Not a reply: the request's keys must first move to their slot's new group.
+    /// Handled inside the session, never queued.
+    Migrate(Vec<KeyMove>),
+}
+
+/// Keys of one request to move from a source group to the group their slot is
+/// migrating to, before the request is served.
+#[derive(Debug)]
+pub struct KeyMove {
+    /// The source group's master.
+    pub source: Arc<BackendPool>,
+    /// The target group's master, `host:port`.
+    pub target: Arc<str>,
+    /// The keys.
+    pub keys: Vec<Bytes>,
 }
 
 /// Per-connection state that commands like AUTH and CLIENT SETNAME change.
@@ -97,6 +112,9 @@ pub struct Session {
     pub(crate) lib_ver: Option<Bytes>,
     /// Index of the worker thread this session runs on.
     pub(crate) worker: usize,
+    /// Set while re-routing a request whose keys were just moved: route migrating
+    /// slots to their target instead of asking for another move.
+    pub(crate) keys_moved: bool,
     pub(crate) ctx: Arc<Shared>,
 }
 
@@ -162,6 +180,7 @@ pub async fn serve(
             lib_name: None,
             lib_ver: None,
             worker,
+            keys_moved: false,
             ctx: ctx.clone(),
         };
         run(stream, session, shutdown).await;
@@ -240,6 +259,9 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                     Ok(0) | Err(_) => reading = false,
                     Ok(n) => {
                         metrics.client_bytes_in.inc_by(n as u64);
+                        // Shared while routing and handing the batch to backends: a
+                        // topology change waits for it (see Router::install_and_drain).
+                        let _routing = ctx.router.routing().await;
                         if session.parse_and_dispatch(&mut buf, &mut scanner, &mut queue, &mut outbox).await {
                             reading = false;
                         }
@@ -271,6 +293,7 @@ async fn wait_front(queue: &mut VecDeque<Pending>, metrics: &Metrics) -> Bytes {
             }
         },
         Some(Pending::Merge(m)) => m.resolve(metrics).await,
+        Some(Pending::Migrate(_)) => reply::error("ERR kodis-proxy: internal: unhandled key move"),
         Some(Pending::Ready(b) | Pending::Close(b)) => b.clone(),
         None => std::future::pending().await,
     }
@@ -294,6 +317,9 @@ impl Pending {
                 }
             },
             Pending::Merge(_) => None,
+            Pending::Migrate(_) => Some(reply::error(
+                "ERR kodis-proxy: internal: unhandled key move",
+            )),
         }
     }
 }
@@ -340,7 +366,21 @@ impl Session {
                 continue;
             }
             let was_authed = self.authed;
-            let pending = self.handle(&req, outbox);
+            let mut pending = self.handle(&req, outbox);
+            if let Pending::Migrate(moves) = pending {
+                // Earlier requests go out first; this one waits for its keys to move,
+                // and so do the requests after it (they are not parsed until then).
+                outbox.flush(self.conn()).await;
+                pending = match self.move_keys(moves).await {
+                    Ok(()) => {
+                        self.keys_moved = true;
+                        let p = self.handle(&req, outbox);
+                        self.keys_moved = false;
+                        p
+                    }
+                    Err(e) => Pending::Ready(e),
+                };
+            }
             if self.authed && !was_authed {
                 scanner.set_limits(self.request_limits());
             }
@@ -355,6 +395,60 @@ impl Session {
         };
         outbox.flush(self.conn()).await;
         stop
+    }
+
+    /// Moves keys with `MIGRATE ... KEYS` from their source group to the target, one
+    /// command per source; `NOKEY` (nothing there) is fine. Returns the error reply
+    /// to send instead of serving the request if a move fails.
+    async fn move_keys(&self, moves: Vec<KeyMove>) -> Result<(), Bytes> {
+        let cfg = &self.ctx.config;
+        for m in moves {
+            let Some((host, port)) = m.target.rsplit_once(':') else {
+                return Err(reply::error(&format!(
+                    "ERR kodis: bad target address {}",
+                    m.target
+                )));
+            };
+            let timeout = cfg.migrate_timeout_ms.to_string();
+            let mut args: Vec<&[u8]> = vec![
+                b"MIGRATE",
+                host.as_bytes(),
+                port.as_bytes(),
+                b"",
+                b"0",
+                timeout.as_bytes(),
+            ];
+            if let Some(pw) = &cfg.backend_password {
+                args.extend([b"AUTH".as_slice(), pw.as_bytes()]);
+            }
+            args.push(b"KEYS");
+            args.extend(m.keys.iter().map(|k| k.as_ref()));
+            let mut frame = Vec::new();
+            kodis_common::resp::encode_array_header(&mut frame, args.len());
+            for a in &args {
+                kodis_common::resp::encode_bulk(&mut frame, a);
+            }
+            self.ctx.metrics.keys_moved.inc_by(m.keys.len() as u64);
+            let rx = m.source.send(self.conn(), Bytes::from(frame)).await;
+            let answer = rx.await.unwrap_or_else(|_| {
+                Err(BackendError::ConnectionLost {
+                    addr: m.source.addr().clone(),
+                })
+            });
+            match answer {
+                Ok(b) if b.starts_with(b"+OK") || b.starts_with(b"+NOKEY") => {}
+                Ok(b) => {
+                    let text = String::from_utf8_lossy(&b[1..]).trim_end().to_string();
+                    return Err(reply::error(&format!(
+                        "TRYAGAIN kodis-proxy could not move the key from {} to {}: {text}",
+                        m.source.addr(),
+                        m.target
+                    )));
+                }
+                Err(e) => return Err(e.to_resp()),
+            }
+        }
+        Ok(())
     }
 
     /// Decides what to do with one request and starts doing it.
@@ -434,9 +528,19 @@ impl Session {
             return Pending::Ready(crossslot());
         }
         let routes = ctx.router.load();
-        let Some(group) = routes.group_of_slot(slot) else {
+        let Some(mut group) = routes.group_of_slot(slot) else {
             return Pending::Ready(clusterdown());
         };
+        if let Some(target) = routes.migration_target(slot) {
+            if !self.keys_moved {
+                return Pending::Migrate(vec![KeyMove {
+                    source: routes.groups[group].master.clone(),
+                    target: routes.groups[target].master.addr().clone(),
+                    keys: keys.iter().map(|&k| req.arg_bytes(k)).collect(),
+                }]);
+            }
+            group = target;
+        }
         let pool = &routes.groups[group].master;
         outbox.forward(pool, req.to_resp())
     }
@@ -453,13 +557,35 @@ impl Session {
             return Pending::Ready(wrong_args(&name));
         }
         let routes = ctx.router.load();
+        let mut moves: Vec<KeyMove> = Vec::new();
         let groups: Option<smallvec::SmallVec<[usize; 16]>> = (1..argc)
             .step_by(step)
-            .map(|i| routes.group_of_slot(key_slot(req.arg(i))))
+            .map(|i| {
+                let slot = key_slot(req.arg(i));
+                let owner = routes.group_of_slot(slot)?;
+                let Some(target) = routes.migration_target(slot) else {
+                    return Some(owner);
+                };
+                if !self.keys_moved {
+                    let source = &routes.groups[owner].master;
+                    match moves.iter_mut().find(|m| Arc::ptr_eq(&m.source, source)) {
+                        Some(m) => m.keys.push(req.arg_bytes(i)),
+                        None => moves.push(KeyMove {
+                            source: source.clone(),
+                            target: routes.groups[target].master.addr().clone(),
+                            keys: vec![req.arg_bytes(i)],
+                        }),
+                    }
+                }
+                Some(target)
+            })
             .collect();
         let Some(groups) = groups else {
             return Pending::Ready(clusterdown());
         };
+        if !moves.is_empty() {
+            return Pending::Migrate(moves);
+        }
         if groups.iter().all(|&g| g == groups[0]) {
             return outbox.forward(&routes.groups[groups[0]].master, req.to_resp());
         }

@@ -1,0 +1,192 @@
+//! Keys in a migrating slot (stock Redis `MIGRATE`): the proxy moves a request's keys
+//! from the slot's owner to its target first, then serves the request from the target.
+//! The topology with the migration is pushed as the dashboard would.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use kodis_common::slot::key_slot;
+use kodis_common::test_util::RedisServer;
+use support::{Cluster, Conn, TestProxy, Value};
+
+/// Pushes epoch 2: the even split, plus `slot` migrating from its owner to the other
+/// group. Returns (source index, target index).
+fn migrate_slot(proxy: &TestProxy, servers: &[RedisServer], slot: u16) -> (usize, usize) {
+    let from = if slot < 8192 { 0 } else { 1 };
+    let to = 1 - from;
+    let body = format!(
+        r#"{{"epoch": 2,
+            "groups": [{{"id": 1, "servers": ["{}"]}}, {{"id": 2, "servers": ["{}"]}}],
+            "slots": [{{"start": 0, "end": 8191, "group": 1}}, {{"start": 8192, "end": 16383, "group": 2}}],
+            "migrations": [{{"start": {slot}, "end": {slot}, "from": {}, "to": {}}}]}}"#,
+        servers[0].addr(),
+        servers[1].addr(),
+        from + 1,
+        to + 1
+    );
+    let (status, answer) = proxy.http("PUT", "/api/v1/topology", &body, &[]);
+    assert_eq!(status, 200, "{answer}");
+    (from, to)
+}
+
+fn exists(c: &Cluster, i: usize, key: &str) -> bool {
+    c.direct(i).cmd(&["EXISTS", key]) == Value::Int(1)
+}
+
+#[test]
+fn every_type_moves_with_its_ttl_on_first_access() {
+    let c = Cluster::start(2);
+    let mut p = c.proxy.conn();
+    let k = |name: &str| format!("{{mig}}{name}");
+    assert_eq!(p.cmd(&["SET", &k("str"), "v", "EX", "1000"]), Value::ok());
+    assert_eq!(p.cmd(&["HSET", &k("hash"), "f", "v"]), Value::Int(1));
+    assert_eq!(p.cmd(&["RPUSH", &k("list"), "a", "b"]), Value::Int(2));
+    assert_eq!(p.cmd(&["SADD", &k("set"), "a"]), Value::Int(1));
+    assert_eq!(p.cmd(&["ZADD", &k("zset"), "1", "a"]), Value::Int(1));
+    assert_eq!(
+        p.cmd(&["XADD", &k("stream"), "1-1", "f", "v"]),
+        Value::bulk("1-1")
+    );
+    assert_eq!(p.cmd(&["PFADD", &k("hll"), "a", "b", "c"]), Value::Int(1));
+    let big = vec![b'x'; 10 * 1024 * 1024];
+    assert_eq!(
+        p.cmd_bytes(&[b"SET", k("big").as_bytes(), &big]),
+        Value::ok()
+    );
+    let (from, to) = migrate_slot(&c.proxy, &c.servers, key_slot(b"mig"));
+    assert!(exists(&c, from, &k("str")));
+    // Each access moves its key, and the answer is the moved data's.
+    match p.cmd(&["TTL", &k("str")]) {
+        Value::Int(t) => assert!((990..=1000).contains(&t), "ttl {t}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.cmd(&["HGET", &k("hash"), "f"]), Value::bulk("v"));
+    assert_eq!(
+        p.cmd(&["LRANGE", &k("list"), "0", "-1"]),
+        Value::Array(Some(vec![Value::bulk("a"), Value::bulk("b")]))
+    );
+    assert_eq!(p.cmd(&["SISMEMBER", &k("set"), "a"]), Value::Int(1));
+    assert_eq!(p.cmd(&["ZSCORE", &k("zset"), "a"]), Value::bulk("1"));
+    assert_eq!(p.cmd(&["XLEN", &k("stream")]), Value::Int(1));
+    assert_eq!(p.cmd(&["PFCOUNT", &k("hll")]), Value::Int(3));
+    assert_eq!(p.cmd(&["STRLEN", &k("big")]), Value::Int(10 * 1024 * 1024));
+    for name in ["str", "hash", "list", "set", "zset", "stream", "hll", "big"] {
+        assert!(!exists(&c, from, &k(name)), "{name} still on the source");
+        assert!(exists(&c, to, &k(name)), "{name} not on the target");
+    }
+    match c.direct(to).cmd(&["TTL", &k("str")]) {
+        Value::Int(t) => assert!(t > 900, "ttl lost in the move: {t}"),
+        other => panic!("{other:?}"),
+    }
+    // A key created after the migration began goes straight to the target.
+    assert_eq!(p.cmd(&["SET", &k("new"), "1"]), Value::ok());
+    assert!(exists(&c, to, &k("new")) && !exists(&c, from, &k("new")));
+    // Multi-key commands move all their keys in that slot, and split ones still merge.
+    assert_eq!(p.cmd(&["SET", "other", "o"]), Value::ok());
+    assert_eq!(
+        p.cmd(&["MGET", &k("str"), "other", &k("missing")]),
+        Value::Array(Some(vec![
+            Value::bulk("v"),
+            Value::bulk("o"),
+            Value::Bulk(None)
+        ]))
+    );
+    assert!(c.proxy.metric("kodis_proxy_migrated_keys_total") >= 9.0);
+}
+
+#[test]
+fn split_commands_move_their_migrating_keys_first() {
+    let c = Cluster::start(2);
+    let mut p = c.proxy.conn();
+    let keys: Vec<String> = (0..40).map(|i| format!("{{mv}}{i}")).collect();
+    let mut mset = vec!["MSET".to_string()];
+    for k in &keys {
+        mset.push(k.clone());
+        mset.push(format!("v-{k}"));
+    }
+    mset.extend(["plain1".to_string(), "p".to_string()]);
+    let args: Vec<&str> = mset.iter().map(String::as_str).collect();
+    assert_eq!(p.cmd(&args), Value::ok());
+    let (from, to) = migrate_slot(&c.proxy, &c.servers, key_slot(b"mv"));
+    let mut mget = vec!["MGET"];
+    mget.extend(keys.iter().map(String::as_str));
+    mget.push("plain1");
+    match p.cmd(&mget) {
+        Value::Array(Some(v)) => {
+            assert_eq!(v.len(), 41);
+            assert_eq!(v[0], Value::bulk("v-{mv}0"));
+            assert_eq!(v[40], Value::bulk("p"));
+        }
+        other => panic!("{other:?}"),
+    }
+    for k in &keys {
+        assert!(!exists(&c, from, k) && exists(&c, to, k), "{k}");
+    }
+    let mut del = vec!["DEL"];
+    del.extend(keys.iter().map(String::as_str));
+    assert_eq!(p.cmd(&del), Value::Int(40));
+}
+
+/// INCRs from several clients while the slot starts to migrate: every acknowledged
+/// increment counts exactly once, and the key ends in one group only.
+#[test]
+fn increments_during_the_move_count_exactly_once() {
+    let c = Cluster::start(2);
+    let addr = c.proxy.addr;
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (acked, stop) = (acked.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut p = Conn::connect(addr);
+                while !stop.load(Ordering::Relaxed) {
+                    match p.cmd(&["INCR", "{ctr}n"]) {
+                        Value::Int(_) => {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => panic!("INCR failed: {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    assert!(support::eventually(10, || acked.load(Ordering::Relaxed) > 500));
+    let (from, to) = migrate_slot(&c.proxy, &c.servers, key_slot(b"ctr"));
+    let at_push = acked.load(Ordering::Relaxed);
+    assert!(support::eventually(10, || acked.load(Ordering::Relaxed) > at_push + 500));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let total = acked.load(Ordering::Relaxed);
+    assert_eq!(
+        c.direct(to).cmd(&["GET", "{ctr}n"]),
+        Value::bulk(&total.to_string())
+    );
+    assert!(!exists(&c, from, "{ctr}n"), "the key is in two groups");
+}
+
+#[test]
+fn keys_move_between_servers_that_need_a_password() {
+    let servers = vec![
+        RedisServer::start_with(&["--requirepass", "pw"]),
+        RedisServer::start_with(&["--requirepass", "pw"]),
+    ];
+    let proxy = TestProxy::start(kodis_proxy::ProxyConfig {
+        groups: servers.iter().map(|s| vec![s.addr()]).collect(),
+        backend_password: Some("pw".into()),
+        ..Default::default()
+    });
+    let mut p = proxy.conn();
+    assert_eq!(p.cmd(&["SET", "{pw}k", "v"]), Value::ok());
+    let (_, to) = migrate_slot(&proxy, &servers, key_slot(b"pw"));
+    assert_eq!(p.cmd(&["GET", "{pw}k"]), Value::bulk("v"));
+    let raw = servers[to]
+        .try_command_auth(Some("pw"), &[b"GET", b"{pw}k"])
+        .unwrap();
+    assert_eq!(raw, b"$1\r\nv\r\n");
+}
