@@ -352,6 +352,7 @@ mod tests {
                 end: 8191,
                 group: 1,
             }],
+            migrations: Vec::new(),
         };
         let text = topology(&t);
         assert!(text.contains("1      a:1     b:1 c:1\n"), "{text}");
