@@ -41,7 +41,6 @@ pub struct Progress {
     error: Option<(Option<(u32, u32)>, String)>,
     slots_done: u64,
     started: Option<Instant>,
-    waiting_slots: u64,
 }
 
 impl Progress {
@@ -81,11 +80,6 @@ impl Progress {
     /// Keys moved in all since this dashboard became active.
     pub fn keys_moved_total(&self) -> u64 {
         self.total
-    }
-
-    /// Migrating slots held back because a proxy has not acknowledged them.
-    pub fn slots_waiting(&self) -> u64 {
-        self.waiting_slots
     }
 }
 
@@ -232,19 +226,10 @@ async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiEr
     let t = d.topology().await?;
     if t.migrations.is_empty() {
         *pass = None;
-        d.with_progress(|p| {
-            p.waiting_slots = 0;
-            p.error = None;
-        });
+        d.with_progress(|p| p.error = None);
         return Ok(Step::Idle);
     }
     let blocking = blockers(d, t.epoch).await?;
-    let migrating: u64 = t
-        .migrations
-        .iter()
-        .map(|m| u64::from(m.end - m.start) + 1)
-        .sum();
-    d.with_progress(|p| p.waiting_slots = if blocking.is_empty() { 0 } else { migrating });
     if !blocking.is_empty() {
         return Ok(Step::Idle);
     }

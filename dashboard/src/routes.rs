@@ -356,26 +356,31 @@ async fn metrics(State(d): Ctx) -> Response {
         "Epoch each registered proxy acknowledged",
         acked,
     );
+    let migrations = d.published_migrations();
+    let slots: i64 = migrations
+        .iter()
+        .map(|m| i64::from(m.end - m.start) + 1)
+        .sum();
     let migrating = Gauge::<i64>::default();
-    migrating.set(
-        d.published_migrations()
-            .iter()
-            .map(|m| i64::from(m.end - m.start) + 1)
-            .sum(),
-    );
+    migrating.set(slots);
     registry.register(
         "slots_migrating",
         "Slots migrating in the topology last published",
         migrating,
     );
-    let (moved, waiting) = d.with_progress(|p| (p.keys_moved_total(), p.slots_waiting()));
-    let waiting_g = Gauge::<i64>::default();
-    waiting_g.set(waiting as i64);
+    // Computed like GET /migrations: from the proxies' acknowledgements right now.
+    let blocked = !migrations.is_empty()
+        && crate::migrator::blockers(&d, d.published_epoch())
+            .await
+            .is_ok_and(|b| !b.is_empty());
+    let waiting = Gauge::<i64>::default();
+    waiting.set(if blocked { slots } else { 0 });
     registry.register(
         "slots_waiting_for_proxies",
         "Migrating slots whose keys wait for every proxy to acknowledge",
-        waiting_g,
+        waiting,
     );
+    let moved = d.with_progress(|p| p.keys_moved_total());
     let moved_c = prometheus_client::metrics::counter::Counter::<u64>::default();
     moved_c.inc_by(moved);
     registry.register(
