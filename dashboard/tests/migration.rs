@@ -383,6 +383,17 @@ fn a_silent_proxy_holds_keys_back_until_removed_and_busykey_pauses() {
             .await;
         assert_eq!(status, 202, "{t}");
         assert_eq!(t["migrations"][0]["to"], 2);
+        let doc = api.ok("GET", "/api/v1/openapi.json", None).await;
+        for path in [
+            "/api/v1/migrations",
+            "/api/v1/slots/migrate",
+            "/api/v1/groups/{id}/drain",
+        ] {
+            assert!(
+                doc["paths"][path].is_object(),
+                "{path} missing from OpenAPI"
+            );
+        }
 
         let st = api
             .wait_migrations("the silent proxy to be named", |v| {
