@@ -285,6 +285,25 @@ fn rebalance_onto_a_new_group_and_drain_it_keep_every_key() {
             )
             .await;
         assert_eq!(status, 409, "slot 16383 is migrating already");
+        // Writes while slots move: the proxies move each key to its target first.
+        let mut keys = keys;
+        for i in 2000..2300 {
+            let k = key_name(i);
+            let v = format!("during{i}");
+            let _: () = con.set(&k, &v).await.unwrap();
+            keys.insert(k, (Val::Str(v), false));
+        }
+        // Overwrites of keys written before, possibly in a migrating slot.
+        for i in (0..2000).step_by(4 * 7) {
+            let k = key_name(i);
+            let v = format!("again{i}");
+            let _: () = con.set(&k, &v).await.unwrap();
+            let ttl = keys[&k].1;
+            if ttl {
+                let _: () = con.expire(&k, 100_000).await.unwrap();
+            }
+            keys.insert(k, (Val::Str(v), ttl));
+        }
         api.wait_no_migrations().await;
         check(&api, &proxy_addr, &keys).await;
         let st = api.ok("GET", "/api/v1/migrations", None).await;
