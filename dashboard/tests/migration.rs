@@ -471,3 +471,75 @@ fn a_silent_proxy_holds_keys_back_until_removed_and_busykey_pauses() {
         h.stop().await;
     });
 }
+
+#[test]
+fn a_restarted_dashboard_resumes_a_rate_limited_migration() {
+    let servers: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut cfg = DashboardConfig::embedded(&listen, dir.path().join("store"));
+        cfg.migrate_slots_in_flight = 16384;
+        cfg.migrate_keys_per_batch = 10;
+        // Slow enough that the first dashboard stops in the middle.
+        cfg.migrate_max_keys_per_sec = 200;
+        let h = kodis_dashboard::start(cfg.clone()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !h.dashboard.is_active() {
+            assert!(Instant::now() < deadline, "dashboard never became active");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let api = Api {
+            base: format!("http://{listen}"),
+            http: reqwest::Client::new(),
+        };
+        add_group(&api, 1, &servers[0]).await;
+        add_group(&api, 2, &servers[1]).await;
+        api.ok("POST", "/api/v1/slots/init", None).await;
+        let mut src = connect(&servers[0].addr()).await;
+        let mut moving = Vec::new();
+        for i in 0..1200 {
+            let k = format!("r{i}");
+            if key_slot(k.as_bytes()) < 8192 {
+                let _: () = src.set(&k, i).await.unwrap();
+                moving.push(k);
+            }
+        }
+        api.ok(
+            "POST",
+            "/api/v1/slots/migrate",
+            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
+        )
+        .await;
+        let st = api
+            .wait_migrations("some keys to move", |v| {
+                v["keys_moved_total"].as_u64().is_some_and(|n| n >= 50)
+            })
+            .await;
+        // Rate limited: far from all moved yet.
+        assert!(
+            st["keys_moved_total"].as_u64().unwrap() < moving.len() as u64,
+            "{st}"
+        );
+        assert!(st["keys_per_sec"].as_f64().unwrap() <= 400.0, "{st}");
+        h.stop().await;
+
+        // A new dashboard on the same store picks the migration up from the topology.
+        cfg.migrate_max_keys_per_sec = 0;
+        let h = kodis_dashboard::start(cfg).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !h.dashboard.is_active() {
+            assert!(Instant::now() < deadline, "dashboard never became active");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        api.wait_no_migrations().await;
+        let mut dst = connect(&servers[1].addr()).await;
+        for k in &moving {
+            let n: i64 = dst.exists(k).await.unwrap();
+            assert_eq!(n, 1, "{k} not on the target");
+        }
+        let left: i64 = redis::cmd("DBSIZE").query_async(&mut src).await.unwrap();
+        assert_eq!(left, 0);
+        h.stop().await;
+    });
+}
