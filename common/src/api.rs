@@ -12,7 +12,11 @@
 //! | `POST /groups/{id}/promote` | [`Promote`] | 200 [`Group`] |
 //! | `POST /slots/init` | | 200 [`Topology`] |
 //! | `POST /slots/assign` | [`AssignSlots`] | 200 [`Topology`]; 409 if a slot is owned |
-//! | `POST /rebalance?dry_run=true` | | [`RebalancePlan`] (without `dry_run`: 501 until migration exists) |
+//! | `POST /slots/migrate` | [`MigrateSlots`] | 202 [`Topology`]; 409 if a slot is migrating or the group has no server |
+//! | `POST /rebalance` | | 202 [`RebalancePlan`], its moves started as migrations; 409 while migrations run |
+//! | `POST /rebalance?dry_run=true` | | [`RebalancePlan`] |
+//! | `POST /groups/{id}/drain` | | 202 [`RebalancePlan`] moving all its slots to the other groups |
+//! | `GET /migrations` | | [`MigrationStatus`] |
 //! | `GET /proxies` | | `[`[`ProxyInfo`]`]` |
 //! | `POST /proxies` | [`RegisterProxy`] | 201 [`Registered`] |
 //! | `DELETE /proxies/{id}` | | 204 |
@@ -191,4 +195,65 @@ pub struct RebalancePlan {
     pub slots: u32,
     /// Slot count per group (id, count) after the moves.
     pub after: Vec<(u32, u32)>,
+}
+
+/// `POST /slots/migrate`: move slots `from..=to` (owned by other groups) to `group`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateSlots {
+    /// First slot.
+    pub from: u16,
+    /// Last slot (inclusive).
+    pub to: u16,
+    /// The group to own them.
+    pub group: u32,
+}
+
+/// Where a migration stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationState {
+    /// Some registered proxy has not acknowledged the migrating topology yet; no key
+    /// moves until it does.
+    WaitingForProxies,
+    /// Keys are moving.
+    Moving,
+    /// Moving keys failed (see `error`); retried every second.
+    Paused,
+}
+
+/// One migration's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationProgress {
+    /// First slot.
+    pub start: u16,
+    /// Last slot (inclusive).
+    pub end: u16,
+    /// Source group (the owner).
+    pub from: u32,
+    /// Target group.
+    pub to: u32,
+    /// Its state.
+    pub state: MigrationState,
+    /// Proxies that have not acknowledged the migrating topology (ids).
+    pub blocking_proxies: Vec<String>,
+    /// Keys moved by the dashboard so far (since it became active).
+    pub keys_moved: u64,
+    /// The last error while moving keys, if paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /migrations`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationStatus {
+    /// Migrations in flight, in slot order.
+    pub migrations: Vec<MigrationProgress>,
+    /// Keys moved in all since this dashboard became active.
+    pub keys_moved_total: u64,
+    /// Keys moved per second over the last few seconds.
+    pub keys_per_sec: f64,
+    /// Estimated seconds until every migration is done, once there is a rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_secs: Option<u64>,
 }

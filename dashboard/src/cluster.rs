@@ -1,8 +1,9 @@
 //! Topology changes as pure functions: each takes the current topology and returns
 //! the next one or says why not. No I/O here, so every rule is tested directly.
 
+use kodis_common::api::SlotMove;
 use kodis_common::slot::SLOT_COUNT;
-use kodis_common::topology::{Group, SlotRange, Topology};
+use kodis_common::topology::{Group, Migration, SlotRange, Topology};
 
 use crate::error::ApiError;
 
@@ -73,6 +74,11 @@ pub fn remove_server(t: &Topology, id: u32, addr: &str) -> Result<Topology, ApiE
             "{addr} is not a server of group {id}"
         )));
     };
+    if g.servers.len() == 1 && t.migrations.iter().any(|m| m.to == id) {
+        return Err(ApiError::Conflict(format!(
+            "group {id} is the target of a migration; {addr} is its last server"
+        )));
+    }
     if pos == 0 {
         if g.servers.len() > 1 {
             return Err(ApiError::Conflict(format!(
@@ -187,6 +193,127 @@ pub fn assign_slots(t: &Topology, from: u16, to: u16, group: u32) -> Result<Topo
     Ok(next)
 }
 
+/// Starts migrating slots `from..=to` to `group`: one [`Migration`] per run of slots
+/// with the same owner. Every slot must be owned by another group and not be
+/// migrating already.
+pub fn migrate_slots(t: &Topology, from: u16, to: u16, group: u32) -> Result<Topology, ApiError> {
+    if from > to || to >= SLOT_COUNT {
+        return Err(ApiError::BadRequest(format!(
+            "slots {from}..={to} are not a range within 0..={}",
+            SLOT_COUNT - 1
+        )));
+    }
+    let owners = owners(t)?;
+    let mut moves: Vec<SlotMove> = Vec::new();
+    for s in from..=to {
+        let Some(owner) = owners[s as usize] else {
+            return Err(ApiError::Conflict(format!(
+                "slot {s} has no owner; assign it instead"
+            )));
+        };
+        if owner == group {
+            return Err(ApiError::Conflict(format!(
+                "slot {s} already belongs to group {group}"
+            )));
+        }
+        match moves.last_mut() {
+            Some(m) if m.from == owner && m.end + 1 == s => m.end = s,
+            _ => moves.push(SlotMove {
+                start: s,
+                end: s,
+                from: owner,
+                to: group,
+            }),
+        }
+    }
+    start_moves(t, &moves)
+}
+
+/// Adds `moves` as migrations. Each target must have a server, each slot must be
+/// owned by the move's source and not be migrating already.
+pub fn start_moves(t: &Topology, moves: &[SlotMove]) -> Result<Topology, ApiError> {
+    let owners = owners(t)?;
+    let mut next = t.clone();
+    for m in moves {
+        let g = find(t, m.to)?;
+        if g.servers.is_empty() {
+            return Err(ApiError::Conflict(format!(
+                "group {} has no server to take slots",
+                m.to
+            )));
+        }
+        if m.start > m.end || m.end >= SLOT_COUNT {
+            return Err(ApiError::BadRequest(format!(
+                "slots {}..={} are not a range",
+                m.start, m.end
+            )));
+        }
+        for s in m.start..=m.end {
+            if owners[s as usize] != Some(m.from) {
+                return Err(ApiError::Conflict(format!(
+                    "slot {s} is not owned by group {}",
+                    m.from
+                )));
+            }
+            if let Some(other) = next.migration_of(s) {
+                return Err(ApiError::Conflict(format!(
+                    "slot {s} is already migrating to group {}",
+                    other.to
+                )));
+            }
+        }
+        next.migrations.push(Migration {
+            start: m.start,
+            end: m.end,
+            from: m.from,
+            to: m.to,
+        });
+    }
+    next.migrations.sort_by_key(|m| m.start);
+    Ok(next)
+}
+
+/// Ends the migration of `done` slots: each goes to its migration's target and
+/// leaves `migrations` (ranges split or trimmed; both lists stay compressed). Slots
+/// that are not migrating are ignored.
+pub fn finish_slots(t: &Topology, done: &[u16]) -> Result<Topology, ApiError> {
+    let mut owners = owners(t)?;
+    let mut moving: Vec<Option<(u32, u32)>> = vec![None; SLOT_COUNT as usize];
+    for m in &t.migrations {
+        for s in m.start..=m.end.min(SLOT_COUNT - 1) {
+            moving[s as usize] = Some((m.from, m.to));
+        }
+    }
+    for &s in done {
+        if let Some((_, to)) = moving.get_mut(s as usize).and_then(Option::take) {
+            owners[s as usize] = Some(to);
+        }
+    }
+    let mut next = t.clone();
+    next.slots = ranges(&owners);
+    next.migrations = migration_ranges(&moving);
+    Ok(next)
+}
+
+/// Compresses per-slot (from, to) pairs into migrations.
+fn migration_ranges(moving: &[Option<(u32, u32)>]) -> Vec<Migration> {
+    let mut out: Vec<Migration> = Vec::new();
+    for (s, m) in moving.iter().enumerate() {
+        let Some((from, to)) = *m else { continue };
+        let s = s as u16;
+        match out.last_mut() {
+            Some(r) if r.from == from && r.to == to && r.end + 1 == s => r.end = s,
+            _ => out.push(Migration {
+                start: s,
+                end: s,
+                from,
+                to,
+            }),
+        }
+    }
+    out
+}
+
 /// How many slots group `id` owns.
 pub fn slot_count(t: &Topology, id: u32) -> u32 {
     t.slots
@@ -278,6 +405,112 @@ mod tests {
             Some(vec!["h:2".into(), "h:1".into()])
         );
         assert!(matches!(promote(&t, 1, "h:1"), Err(ApiError::Conflict(_))));
+    }
+
+    #[test]
+    fn migrations_start_split_and_finish() {
+        let t = init_slots(&two_groups()).expect("init");
+        let t = add_group(&t, 3).expect("group");
+        assert!(matches!(
+            migrate_slots(&t, 0, 10, 3),
+            Err(ApiError::Conflict(_))
+        ));
+        let t = add_server(&t, 3, "h:9").expect("server");
+        assert!(matches!(
+            migrate_slots(&t, 0, 10, 9),
+            Err(ApiError::NotFound(_))
+        ));
+        assert!(matches!(
+            migrate_slots(&t, 0, 10, 1),
+            Err(ApiError::Conflict(_))
+        ));
+        // Spans both owners: one migration per owner.
+        let m = migrate_slots(&t, 8190, 8200, 3).expect("migrate");
+        m.validate().expect("valid");
+        assert_eq!(
+            m.migrations,
+            vec![
+                Migration {
+                    start: 8190,
+                    end: 8191,
+                    from: 1,
+                    to: 3
+                },
+                Migration {
+                    start: 8192,
+                    end: 8200,
+                    from: 2,
+                    to: 3
+                },
+            ]
+        );
+        assert!(matches!(
+            migrate_slots(&m, 8200, 8201, 3),
+            Err(ApiError::Conflict(_))
+        ));
+        // The target cannot lose its last server while slots move to it.
+        assert!(matches!(
+            remove_server(&m, 3, "h:9"),
+            Err(ApiError::Conflict(_))
+        ));
+        // Finishing slots in the middle splits a migration; ranges stay compressed.
+        let f = finish_slots(&m, &[8191, 8195, 8196]).expect("finish");
+        f.validate().expect("valid");
+        assert_eq!(
+            f.migrations,
+            vec![
+                Migration {
+                    start: 8190,
+                    end: 8190,
+                    from: 1,
+                    to: 3
+                },
+                Migration {
+                    start: 8192,
+                    end: 8194,
+                    from: 2,
+                    to: 3
+                },
+                Migration {
+                    start: 8197,
+                    end: 8200,
+                    from: 2,
+                    to: 3
+                },
+            ]
+        );
+        assert_eq!(slot_count(&f, 3), 3);
+        assert_eq!(
+            f.slots.iter().filter(|r| r.group == 3).count(),
+            2,
+            "{:?}",
+            f.slots
+        );
+        let all: Vec<u16> = (8190..=8200).collect();
+        let done = finish_slots(&f, &all).expect("finish all");
+        done.validate_complete().expect("complete");
+        assert!(done.migrations.is_empty());
+        assert_eq!(slot_count(&done, 3), 11);
+        assert_eq!(
+            done.slots,
+            vec![
+                SlotRange {
+                    start: 0,
+                    end: 8189,
+                    group: 1
+                },
+                SlotRange {
+                    start: 8190,
+                    end: 8200,
+                    group: 3
+                },
+                SlotRange {
+                    start: 8201,
+                    end: 16383,
+                    group: 2
+                },
+            ]
+        );
     }
 
     #[test]

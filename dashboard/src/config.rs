@@ -38,6 +38,18 @@ pub struct DashboardConfig {
     /// over within this after the active one dies.
     #[arg(long, default_value_t = 10)]
     pub lock_ttl_secs: u64,
+    /// Keys asked for per SCAN step (COUNT) while migrating slots.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub migrate_keys_per_batch: usize,
+    /// Upper bound on keys moved per second by migrations (0: unlimited).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub migrate_max_keys_per_sec: u64,
+    /// How many migrating slots have their keys moved at a time.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub migrate_slots_in_flight: usize,
+    /// Timeout of one MIGRATE, in milliseconds.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub migrate_timeout_ms: u64,
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
@@ -57,6 +69,14 @@ impl DashboardConfig {
                 "--cluster {:?} must be non-empty without '/'",
                 self.cluster
             ));
+        }
+        if self.migrate_keys_per_batch == 0 || self.migrate_slots_in_flight == 0 {
+            return Err(
+                "--migrate-keys-per-batch and --migrate-slots-in-flight must be at least 1".into(),
+            );
+        }
+        if self.migrate_timeout_ms == 0 {
+            return Err("--migrate-timeout-ms must be at least 1".into());
         }
         if self.lock_ttl_secs < 2 {
             return Err("--lock-ttl-secs must be at least 2".into());
@@ -78,6 +98,10 @@ impl DashboardConfig {
             cluster: "default".into(),
             admin_token: None,
             lock_ttl_secs: 10,
+            migrate_keys_per_batch: 100,
+            migrate_max_keys_per_sec: 0,
+            migrate_slots_in_flight: 32,
+            migrate_timeout_ms: 10_000,
             redis_password: None,
         }
     }

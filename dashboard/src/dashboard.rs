@@ -40,6 +40,8 @@ pub struct Dashboard {
     pushers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     http: reqwest::Client,
     owner: String,
+    progress: Mutex<crate::migrator::Progress>,
+    migrator: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -91,6 +93,8 @@ impl Dashboard {
             pushers: Mutex::new(HashMap::new()),
             http,
             owner,
+            progress: Mutex::new(crate::migrator::Progress::default()),
+            migrator: Mutex::new(None),
         }))
     }
 
@@ -101,6 +105,11 @@ impl Dashboard {
     /// Epoch of the topology this dashboard last published.
     pub fn published_epoch(&self) -> u64 {
         self.published.borrow().epoch
+    }
+
+    /// Migrations of the topology this dashboard last published.
+    pub fn published_migrations(&self) -> Vec<kodis_common::topology::Migration> {
+        self.published.borrow().migrations.clone()
     }
 
     /// The epoch each proxy acknowledged, by proxy id, sorted.
@@ -208,9 +217,21 @@ impl Dashboard {
         }
     }
 
+    /// Runs `f` on the migrator's progress counters.
+    pub fn with_progress<T>(&self, f: impl FnOnce(&mut crate::migrator::Progress) -> T) -> T {
+        match self.progress.lock() {
+            Ok(mut p) => f(&mut p),
+            // A panic while holding the lock leaves counters only; keep using them.
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
     fn step_down(&self) {
         if let Ok(mut g) = self.guard.write() {
             *g = None;
+        }
+        if let Some(task) = self.migrator.lock().ok().and_then(|mut m| m.take()) {
+            task.abort();
         }
         if let Ok(mut p) = self.pushers.lock() {
             for (_, task) in p.drain() {
@@ -222,6 +243,11 @@ impl Dashboard {
     /// After taking the lock: publish the stored topology and push it to every
     /// registered proxy.
     async fn on_active(self: &Arc<Self>) -> Result<(), ApiError> {
+        // Started first: it resumes the stored migrations and retries by itself.
+        let task = tokio::spawn(crate::migrator::run(Arc::clone(self)));
+        if let Some(old) = self.migrator.lock().ok().and_then(|mut m| m.replace(task)) {
+            old.abort();
+        }
         let store = self.store()?;
         let (topology, _) = self.read_topology(&store).await?;
         self.published.send_replace(Arc::new(topology));

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod migrator;
 pub mod openapi;
 pub mod plan;
 pub mod routes;

@@ -83,6 +83,66 @@ pub fn rebalance(t: &Topology) -> Result<RebalancePlan, ApiError> {
     })
 }
 
+/// Moves every slot of group `id` to the other groups with servers, filling the
+/// emptiest first so counts end as even as possible; each receiver takes one
+/// contiguous run of the drained slots.
+pub fn drain(t: &Topology, id: u32) -> Result<RebalancePlan, ApiError> {
+    let owners = t
+        .slot_owners()
+        .map_err(|e| ApiError::Internal(format!("stored topology is invalid: {e}")))?;
+    if t.group(id).is_none() {
+        return Err(ApiError::NotFound(format!("no group {id}")));
+    }
+    let mut counts: Vec<(u32, usize)> = t
+        .groups
+        .iter()
+        .filter(|g| g.id != id && !g.servers.is_empty())
+        .map(|g| (g.id, owners.iter().filter(|o| **o == Some(g.id)).count()))
+        .collect();
+    if counts.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "no other group has a server to take group {id}'s slots"
+        )));
+    }
+    let mine: Vec<u16> = (0..SLOT_COUNT)
+        .filter(|&s| owners[s as usize] == Some(id))
+        .collect();
+    // Water-filling: each slot goes to the group with the fewest (lowest id on ties).
+    let mut quota = vec![0usize; counts.len()];
+    for _ in &mine {
+        let i = (0..counts.len())
+            .min_by_key(|&i| (counts[i].1, counts[i].0))
+            .unwrap_or(0);
+        counts[i].1 += 1;
+        quota[i] += 1;
+    }
+    let mut moves: Vec<SlotMove> = Vec::new();
+    let mut it = mine.into_iter();
+    for (i, &(to, _)) in counts.iter().enumerate() {
+        for _ in 0..quota[i] {
+            let Some(s) = it.next() else { break };
+            match moves.last_mut() {
+                Some(m) if m.to == to && m.end + 1 == s => m.end = s,
+                _ => moves.push(SlotMove {
+                    start: s,
+                    end: s,
+                    from: id,
+                    to,
+                }),
+            }
+        }
+    }
+    let slots = moves.iter().map(|m| u32::from(m.end - m.start) + 1).sum();
+    let mut after: Vec<(u32, u32)> = counts.iter().map(|&(g, c)| (g, c as u32)).collect();
+    after.push((id, 0));
+    after.sort_unstable();
+    Ok(RebalancePlan {
+        moves,
+        slots,
+        after,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +195,22 @@ mod tests {
             "one contiguous range per donor: {:?}",
             plan.moves
         );
+    }
+
+    #[test]
+    fn drain_spreads_a_group_evenly() {
+        let t = init_slots(&cluster(3)).expect("init");
+        let plan = drain(&t, 3).expect("plan");
+        assert_eq!(plan.slots, 5461);
+        let owners = apply(&t, &plan);
+        assert!(owners.iter().all(|o| *o != Some(3)));
+        let c1 = owners.iter().filter(|o| **o == Some(1)).count();
+        let c2 = owners.iter().filter(|o| **o == Some(2)).count();
+        assert!(c1.abs_diff(c2) <= 1, "{c1} {c2}");
+        assert_eq!(plan.moves.len(), 2);
+        assert!(matches!(drain(&t, 9), Err(ApiError::NotFound(_))));
+        let one = init_slots(&cluster(1)).expect("init");
+        assert!(matches!(drain(&one, 1), Err(ApiError::Conflict(_))));
     }
 
     #[test]

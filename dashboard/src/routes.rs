@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use kodis_common::api::{
-    AddServer, AssignSlots, CreateGroup, GroupStatus, Overview, Promote, RegisterProxy, Registered,
-    ServerStatus,
+    AddServer, AssignSlots, CreateGroup, GroupStatus, MigrateSlots, Overview, Promote,
+    RebalancePlan, RegisterProxy, Registered, ServerStatus,
 };
 use kodis_common::slot::SLOT_COUNT;
 use serde::de::DeserializeOwned;
@@ -35,7 +35,10 @@ pub fn router(d: Arc<Dashboard>) -> Router {
         .route("/api/v1/groups/{id}/promote", post(promote))
         .route("/api/v1/slots/init", post(init_slots))
         .route("/api/v1/slots/assign", post(assign_slots))
+        .route("/api/v1/slots/migrate", post(migrate_slots))
         .route("/api/v1/rebalance", post(rebalance))
+        .route("/api/v1/groups/{id}/drain", post(drain_group))
+        .route("/api/v1/migrations", get(migrations))
         .route("/api/v1/proxies", get(proxies).post(register))
         .route("/api/v1/proxies/{id}", delete(deregister))
         .route("/api/v1/openapi.json", get(openapi))
@@ -255,15 +258,56 @@ async fn rebalance(
     State(d): Ctx,
     axum::extract::Query(q): axum::extract::Query<RebalanceQuery>,
 ) -> Result<Response, ApiError> {
-    let plan = crate::plan::rebalance(&d.topology().await?)?;
     if q.dry_run {
+        let plan = crate::plan::rebalance(&d.topology().await?)?;
         return Ok(Json(plan).into_response());
     }
-    Err(ApiError::NotImplemented(
-        "moving owned slots needs online migration, which is not built yet; \
-         POST /api/v1/rebalance?dry_run=true shows the plan"
-            .into(),
-    ))
+    let change = d.begin().await?;
+    if !change.current.migrations.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "{} migration(s) are in flight; wait for them (GET /api/v1/migrations)",
+            change.current.migrations.len()
+        )));
+    }
+    let plan = crate::plan::rebalance(&change.current)?;
+    start_plan(change, plan).await
+}
+
+/// Commits `plan`'s moves as migrations (nothing to commit for an empty plan).
+async fn start_plan(
+    change: crate::dashboard::Change<'_>,
+    plan: RebalancePlan,
+) -> Result<Response, ApiError> {
+    if !plan.moves.is_empty() {
+        let next = cluster::start_moves(&change.current, &plan.moves)?;
+        change.commit(next).await?;
+    }
+    Ok((StatusCode::ACCEPTED, Json(plan)).into_response())
+}
+
+async fn migrate_slots(State(d): Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let req: MigrateSlots = parse(&body)?;
+    let change = d.begin().await?;
+    let next = cluster::migrate_slots(&change.current, req.from, req.to, req.group)?;
+    Ok((StatusCode::ACCEPTED, Json(change.commit(next).await?)).into_response())
+}
+
+async fn drain_group(State(d): Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = group_id(&id)?;
+    let change = d.begin().await?;
+    let plan = crate::plan::drain(&change.current, id)?;
+    start_plan(change, plan).await
+}
+
+async fn migrations(State(d): Ctx) -> Result<Response, ApiError> {
+    let t = d.topology().await?;
+    let blocking = if t.migrations.is_empty() {
+        Vec::new()
+    } else {
+        crate::migrator::blockers(&d, t.epoch).await?
+    };
+    let status = d.with_progress(|p| crate::migrator::status(&t, &blocking, p));
+    Ok(Json(status).into_response())
 }
 
 async fn proxies(State(d): Ctx) -> Result<Response, ApiError> {
@@ -311,6 +355,38 @@ async fn metrics(State(d): Ctx) -> Response {
         "proxy_acked_epoch",
         "Epoch each registered proxy acknowledged",
         acked,
+    );
+    let migrations = d.published_migrations();
+    let slots: i64 = migrations
+        .iter()
+        .map(|m| i64::from(m.end - m.start) + 1)
+        .sum();
+    let migrating = Gauge::<i64>::default();
+    migrating.set(slots);
+    registry.register(
+        "slots_migrating",
+        "Slots migrating in the topology last published",
+        migrating,
+    );
+    // Computed like GET /migrations: from the proxies' acknowledgements right now.
+    let blocked = !migrations.is_empty()
+        && crate::migrator::blockers(&d, d.published_epoch())
+            .await
+            .is_ok_and(|b| !b.is_empty());
+    let waiting = Gauge::<i64>::default();
+    waiting.set(if blocked { slots } else { 0 });
+    registry.register(
+        "slots_waiting_for_proxies",
+        "Migrating slots whose keys wait for every proxy to acknowledge",
+        waiting,
+    );
+    let moved = d.with_progress(|p| p.keys_moved_total());
+    let moved_c = prometheus_client::metrics::counter::Counter::<u64>::default();
+    moved_c.inc_by(moved);
+    registry.register(
+        "migrated_keys",
+        "Keys moved by migrations since this dashboard became active",
+        moved_c,
     );
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);

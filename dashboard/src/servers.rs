@@ -134,4 +134,42 @@ impl Servers {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    /// One `SCAN cursor COUNT count` step on `addr`: the next cursor and the keys.
+    pub async fn scan(
+        &self,
+        addr: &str,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<Vec<u8>>), ApiError> {
+        self.cmd(addr, redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(count))
+            .await
+    }
+
+    /// Moves `keys` from `source` to `target` with one
+    /// `MIGRATE host port "" 0 timeout [AUTH pw] KEYS ...`. Without REPLACE: a key
+    /// that exists on both fails with BUSYKEY rather than being overwritten. Keys
+    /// already gone (`NOKEY`) are fine.
+    pub async fn migrate(
+        &self,
+        source: &str,
+        target: &str,
+        keys: &[Vec<u8>],
+        timeout_ms: u64,
+    ) -> Result<(), ApiError> {
+        let (host, port) = target.rsplit_once(':').ok_or_else(|| {
+            ApiError::BadRequest(format!("{target:?} is not a host:port address"))
+        })?;
+        let mut cmd = redis::cmd("MIGRATE");
+        cmd.arg(host).arg(port).arg("").arg(0).arg(timeout_ms);
+        if let Some(pw) = &self.password {
+            cmd.arg("AUTH").arg(pw);
+        }
+        cmd.arg("KEYS");
+        for k in keys {
+            cmd.arg(k.as_slice());
+        }
+        let _: String = self.cmd(source, &mut cmd).await?;
+        Ok(())
+    }
 }

@@ -96,20 +96,36 @@ fn building_a_cluster_and_reading_its_status() {
     // --json prints the dashboard's answer as is.
     let json: serde_json::Value = serde_json::from_str(&ok(&k(&["--json", "topology"]))).unwrap();
     assert_eq!(json["epoch"], 5);
-    // Balanced already: a dry-run rebalance moves nothing; a real one is not built yet.
+    // Balanced already: a rebalance, dry or not, moves nothing.
     let plan = ok(&k(&["rebalance", "--dry-run"]));
     assert!(plan.starts_with("0 slot(s) would move"), "{plan}");
-    let out = k(&["rebalance"]);
+    let plan = ok(&k(&["rebalance"]));
+    assert!(plan.starts_with("0 slot(s) moving"), "{plan}");
+    let none = ok(&k(&["migrations", "--watch"]));
+    assert!(none.contains("no migration in flight"), "{none}");
+    let out = k(&["group", "drain", "9"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("501") && stderr(&out).contains("dry_run"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
     // A replica can be removed by its address.
     ok(&k(&["server", "rm", "1", &servers[1].addr()]));
     let json: serde_json::Value = serde_json::from_str(&ok(&k(&["--json", "topology"]))).unwrap();
     assert_eq!(json["groups"][0]["servers"].as_array().unwrap().len(), 1);
+    // The freed server becomes group 2; one slot moves there online and the watch
+    // follows it to the end.
+    let out = k(&["group", "drain", "1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no other group has a server yet"
+    );
+    ok(&k(&["group", "add", "2"]));
+    ok(&k(&["server", "add", "2", &servers[1].addr()]));
+    let moved = ok(&k(&["slots", "migrate", "0", "0", "2"]));
+    assert!(moved.contains("epoch"), "{moved}");
+    let watched = ok(&k(&["migrations", "--watch"]));
+    assert!(watched.contains("no migration in flight"), "{watched}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&k(&["--json", "topology"]))).unwrap();
+    assert_eq!(json["slots"][0]["group"], 2, "{json}");
 }
 
 #[test]

@@ -252,6 +252,28 @@ impl DashboardClient {
         self.call(Method::POST, "/slots/assign", Some(&body)).await
     }
 
+    /// `POST /slots/migrate`.
+    pub async fn migrate_slots(
+        &self,
+        from: u16,
+        to: u16,
+        group: u32,
+    ) -> Result<Answer, ClientError> {
+        let body = kodis_common::api::MigrateSlots { from, to, group };
+        self.call(Method::POST, "/slots/migrate", Some(&body)).await
+    }
+
+    /// `POST /groups/{id}/drain`.
+    pub async fn drain_group(&self, id: u32) -> Result<Answer, ClientError> {
+        self.call::<()>(Method::POST, &format!("/groups/{id}/drain"), None)
+            .await
+    }
+
+    /// `GET /migrations`.
+    pub async fn migrations(&self) -> Result<Answer, ClientError> {
+        self.get("/migrations").await
+    }
+
     /// `GET /proxies`.
     pub async fn proxies(&self) -> Result<Answer, ClientError> {
         self.get("/proxies").await

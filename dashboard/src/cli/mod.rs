@@ -100,11 +100,18 @@ pub enum Command {
     /// Give slots to groups.
     #[command(subcommand)]
     Slots(SlotsCommand),
-    /// Even out slot counts over the groups (`--dry-run`: show the moves only).
+    /// Even out slot counts over the groups: starts the slot migrations
+    /// (`--dry-run`: show the moves only).
     Rebalance {
         /// Print the plan without moving anything.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Slot migrations in flight: state, proxies that block them, keys moved.
+    Migrations {
+        /// Refresh every second with a progress bar until none are left.
+        #[arg(long)]
+        watch: bool,
     },
     /// List or remove registered proxies.
     #[command(subcommand)]
@@ -123,6 +130,11 @@ pub enum GroupCommand {
     },
     /// Remove a group that owns no slot and has no server.
     Rm {
+        /// Group id.
+        id: u32,
+    },
+    /// Migrate all of a group's slots to the other groups, as evenly as possible.
+    Drain {
         /// Group id.
         id: u32,
     },
@@ -154,6 +166,15 @@ pub enum SlotsCommand {
     Init,
     /// Give the unowned slots FROM..=TO to GROUP.
     Assign {
+        /// First slot.
+        from: u16,
+        /// Last slot (inclusive).
+        to: u16,
+        /// The group to own them.
+        group: u32,
+    },
+    /// Migrate the owned slots FROM..=TO to GROUP, keys and all, online.
+    Migrate {
         /// First slot.
         from: u16,
         /// Last slot (inclusive).
@@ -210,6 +231,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         return Ok(up::up(args, cli.token.clone(), timeout).await?);
     }
     let client = DashboardClient::new(&cli.dashboard, cli.token.clone(), timeout)?;
+    if let Command::Migrations { watch: true } = &cli.command {
+        return watch_migrations(&client, cli.json).await;
+    }
     let text = execute(&client, &cli.command, cli.json).await?;
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
@@ -247,7 +271,17 @@ pub async fn execute(
             client.assign_slots(*from, *to, *group).await?,
             Render::Slots,
         ),
-        Command::Rebalance { dry_run } => (client.rebalance(*dry_run).await?, Render::Plan),
+        Command::Group(GroupCommand::Drain { id }) => {
+            (client.drain_group(*id).await?, Render::Plan(false))
+        }
+        Command::Slots(SlotsCommand::Migrate { from, to, group }) => (
+            client.migrate_slots(*from, *to, *group).await?,
+            Render::Slots,
+        ),
+        Command::Rebalance { dry_run } => {
+            (client.rebalance(*dry_run).await?, Render::Plan(*dry_run))
+        }
+        Command::Migrations { .. } => (client.migrations().await?, Render::Migrations),
         Command::Proxy(ProxyCommand::Ls) => (client.proxies().await?, Render::Proxies),
         Command::Proxy(ProxyCommand::Rm { id }) => (
             client.remove_proxy(id).await?,
@@ -278,9 +312,11 @@ pub async fn execute(
             let list: Vec<ProxyInfo> = answer.decode()?;
             output::proxies(&list, None)
         }
-        Render::Plan => {
+        Render::Migrations => output::migrations(&answer.decode()?, None),
+        Render::Plan(dry_run) => {
             let plan: kodis_common::api::RebalancePlan = answer.decode()?;
-            let mut out = format!("{} slot(s) would move\n", plan.slots);
+            let verb = if dry_run { "would move" } else { "moving" };
+            let mut out = format!("{} slot(s) {verb}\n", plan.slots);
             for m in &plan.moves {
                 out.push_str(&format!(
                     "  slots {}..={}  group {} -> group {}\n",
@@ -289,6 +325,9 @@ pub async fn execute(
             }
             let after: Vec<String> = plan.after.iter().map(|(g, c)| format!("{g}:{c}")).collect();
             out.push_str(&format!("after: {}\n", after.join(" ")));
+            if !dry_run && plan.slots > 0 {
+                out.push_str("follow with: kodis migrations --watch\n");
+            }
             out
         }
         Render::Done(msg) => format!("{msg}\n"),
@@ -302,6 +341,40 @@ enum Render {
     Group,
     Slots,
     Proxies,
-    Plan,
+    /// A plan; `true`: a dry run.
+    Plan(bool),
+    Migrations,
     Done(String),
+}
+
+/// `kodis migrations --watch`: prints the status every second, with a bar of the
+/// slots done since the watch began, until no migration is left.
+async fn watch_migrations(client: &DashboardClient, json: bool) -> Result<(), CliError> {
+    use kodis_common::api::MigrationStatus;
+    let mut first_total: Option<u64> = None;
+    loop {
+        let answer = client.migrations().await?;
+        let status: MigrationStatus = answer.decode()?;
+        let left: u64 = status
+            .migrations
+            .iter()
+            .map(|m| u64::from(m.end - m.start) + 1)
+            .sum();
+        let total = *first_total.get_or_insert(left);
+        let text = if json {
+            format!("{}\n", answer.body.trim_end())
+        } else {
+            output::migrations(&status, Some((total.saturating_sub(left), total)))
+        };
+        {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(CliError::Output)?;
+        }
+        if status.migrations.is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }

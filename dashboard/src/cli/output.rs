@@ -253,6 +253,61 @@ pub fn status_line(o: &Overview) -> String {
     line
 }
 
+/// Migrations as a table plus a summary line; `bar` (slots done, of total) adds a
+/// text progress bar.
+pub fn migrations(s: &kodis_common::api::MigrationStatus, bar: Option<(u64, u64)>) -> String {
+    use kodis_common::api::MigrationState;
+    let mut out = String::new();
+    if let Some((done, total)) = bar {
+        const WIDTH: u64 = 30;
+        let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH) as usize;
+        out.push_str(&format!(
+            "[{}{}] {done}/{total} slots\n",
+            "#".repeat(filled),
+            "-".repeat(WIDTH as usize - filled)
+        ));
+    }
+    if s.migrations.is_empty() {
+        out.push_str(&format!(
+            "no migration in flight ({} key(s) moved)\n",
+            s.keys_moved_total
+        ));
+        return out;
+    }
+    let mut t = Table::new(&["SLOTS", "FROM", "TO", "STATE", "KEYS", "WHY"]);
+    for m in &s.migrations {
+        let (state, why) = match m.state {
+            MigrationState::WaitingForProxies => (
+                "waiting_for_proxies",
+                format!("proxies not acked: {}", m.blocking_proxies.join(", ")),
+            ),
+            MigrationState::Moving => ("moving", String::new()),
+            MigrationState::Paused => ("paused", m.error.clone().unwrap_or_default()),
+        };
+        t.row([
+            format!("{}..={}", m.start, m.end),
+            m.from.to_string(),
+            m.to.to_string(),
+            state.to_string(),
+            m.keys_moved.to_string(),
+            why,
+        ]);
+    }
+    out.push_str(&t.render());
+    let slots: u64 = s
+        .migrations
+        .iter()
+        .map(|m| u64::from(m.end - m.start) + 1)
+        .sum();
+    out.push_str(&format!(
+        "{slots} slot(s) migrating, {} key(s) moved, {:.0} keys/s, eta {}\n",
+        s.keys_moved_total,
+        s.keys_per_sec,
+        s.eta_secs.map_or("unknown".into(), |e| format!("{e}s"))
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use kodis_common::api::{GroupStatus, ServerStatus, SlotRange};

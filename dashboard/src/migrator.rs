@@ -1,0 +1,335 @@
+//! The migrator: moves the keys of migrating slots from their owner to the target
+//! and commits the new owner when a slot is empty on the source.
+//!
+//! It runs on the active dashboard only. Its real state is the topology's
+//! `migrations` (in the store), so a restarted or newly active dashboard resumes
+//! where the last one stopped; only the progress counters here start from zero.
+//!
+//! Two-step commit: keys move only once every registered proxy has acknowledged an
+//! epoch at least the stored topology's, i.e. every proxy moves a migrating slot's
+//! key to the target before serving it. So no key of a migrating slot is written on
+//! the source any more, and a full SCAN pass of the source that finds no key of a
+//! slot proves the slot empty there.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kodis_common::api::{MigrationProgress, MigrationState, MigrationStatus};
+use kodis_common::slot::key_slot;
+use kodis_common::topology::Topology;
+use tracing::{info, warn};
+
+use crate::cluster;
+use crate::dashboard::Dashboard;
+use crate::error::ApiError;
+
+/// How far back the keys-per-second rate looks.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// Pause between steps when there is nothing to do or proxies are awaited.
+const IDLE: Duration = Duration::from_millis(100);
+/// Pause before retrying after an error.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Progress counters of the migrator, shown by `GET /migrations` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Progress {
+    keys_by_slot: HashMap<u16, u64>,
+    total: u64,
+    samples: VecDeque<(Instant, u64)>,
+    /// The last error and the (from, to) pair it happened on (`None`: all).
+    error: Option<(Option<(u32, u32)>, String)>,
+    slots_done: u64,
+    started: Option<Instant>,
+}
+
+impl Progress {
+    fn moved(&mut self, slots: &HashMap<u16, u64>) {
+        let now = Instant::now();
+        self.started.get_or_insert(now);
+        for (s, n) in slots {
+            *self.keys_by_slot.entry(*s).or_default() += n;
+            self.total += n;
+        }
+        self.samples.push_back((now, self.total));
+        self.trim(now);
+    }
+
+    fn trim(&mut self, now: Instant) {
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    fn rate(&mut self) -> f64 {
+        let now = Instant::now();
+        self.trim(now);
+        match self.samples.front() {
+            Some((t, first)) if self.samples.len() > 1 => {
+                let secs = now.duration_since(*t).as_secs_f64().max(0.001);
+                (self.total - first) as f64 / secs
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Keys moved in all since this dashboard became active.
+    pub fn keys_moved_total(&self) -> u64 {
+        self.total
+    }
+}
+
+/// Registered proxies that have not acknowledged epoch `epoch` or later, by id.
+pub async fn blockers(d: &Dashboard, epoch: u64) -> Result<Vec<String>, ApiError> {
+    Ok(d.proxies()
+        .await?
+        .into_iter()
+        .filter(|p| p.acked_epoch < epoch)
+        .map(|p| p.id)
+        .collect())
+}
+
+/// The status of every migration in `t`, with `blocking` the proxies that hold
+/// key moves back.
+pub fn status(t: &Topology, blocking: &[String], progress: &mut Progress) -> MigrationStatus {
+    let migrations: Vec<MigrationProgress> = t
+        .migrations
+        .iter()
+        .map(|m| {
+            let error = progress
+                .error
+                .as_ref()
+                .filter(|(pair, _)| pair.is_none_or(|p| p == (m.from, m.to)))
+                .map(|(_, e)| e.clone());
+            let state = if !blocking.is_empty() {
+                MigrationState::WaitingForProxies
+            } else if error.is_some() {
+                MigrationState::Paused
+            } else {
+                MigrationState::Moving
+            };
+            MigrationProgress {
+                start: m.start,
+                end: m.end,
+                from: m.from,
+                to: m.to,
+                state,
+                blocking_proxies: blocking.to_vec(),
+                keys_moved: (m.start..=m.end)
+                    .filter_map(|s| progress.keys_by_slot.get(&s))
+                    .sum(),
+                error,
+            }
+        })
+        .collect();
+    let remaining: u64 = t
+        .migrations
+        .iter()
+        .map(|m| u64::from(m.end - m.start) + 1)
+        .sum();
+    // The estimate comes from how fast slots finished so far, not keys: the number of
+    // keys left on the sources is unknown without scanning them.
+    let eta_secs = match progress.started {
+        Some(start) if progress.slots_done > 0 => {
+            let per_slot = start.elapsed().as_secs_f64() / progress.slots_done as f64;
+            Some((per_slot * remaining as f64).ceil() as u64)
+        }
+        _ => None,
+    };
+    MigrationStatus {
+        migrations,
+        keys_moved_total: progress.total,
+        keys_per_sec: progress.rate(),
+        eta_secs,
+    }
+}
+
+/// One SCAN pass over the sources of a set of in-flight slots, at one epoch.
+#[derive(Debug)]
+struct Pass {
+    epoch: u64,
+    /// In-flight slot -> target master address.
+    targets: BTreeMap<u16, String>,
+    /// Source masters still being scanned: address and cursor.
+    sources: Vec<(String, u64)>,
+    /// In-flight slots that had a key in this pass.
+    dirty: HashSet<u16>,
+}
+
+impl Pass {
+    fn new(t: &Topology, in_flight: usize) -> Result<Self, ApiError> {
+        let mut targets = BTreeMap::new();
+        let mut sources = BTreeSet::new();
+        let master = |g: u32| {
+            t.group(g)
+                .and_then(|g| g.master())
+                .map(str::to_string)
+                .ok_or_else(|| ApiError::Internal(format!("group {g} has no master")))
+        };
+        'all: for m in &t.migrations {
+            let (from, to) = (master(m.from)?, master(m.to)?);
+            for s in m.start..=m.end {
+                if targets.len() >= in_flight {
+                    break 'all;
+                }
+                targets.insert(s, to.clone());
+                sources.insert(from.clone());
+            }
+        }
+        Ok(Self {
+            epoch: t.epoch,
+            targets,
+            sources: sources.into_iter().map(|a| (a, 0)).collect(),
+            dirty: HashSet::new(),
+        })
+    }
+}
+
+/// What a step did.
+enum Step {
+    /// Nothing to do now.
+    Idle,
+    /// Work was done; go on at once.
+    Busy,
+}
+
+/// Runs until this dashboard is no longer active.
+pub async fn run(d: Arc<Dashboard>) {
+    let mut pass: Option<Pass> = None;
+    info!("migrator started");
+    while d.is_active() {
+        let pause = match step(&d, &mut pass).await {
+            Ok(Step::Busy) => None,
+            Ok(Step::Idle) => Some(IDLE),
+            Err(e) => {
+                warn!(error = %e, "migration paused; retrying");
+                d.with_progress(|p| {
+                    if p.error.is_none() {
+                        p.error = Some((None, e.to_string()));
+                    }
+                });
+                Some(RETRY)
+            }
+        };
+        match pause {
+            Some(p) => tokio::time::sleep(p).await,
+            None => tokio::task::yield_now().await,
+        }
+    }
+}
+
+async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiError> {
+    let t = d.topology().await?;
+    if t.migrations.is_empty() {
+        *pass = None;
+        d.with_progress(|p| p.error = None);
+        return Ok(Step::Idle);
+    }
+    let blocking = blockers(d, t.epoch).await?;
+    if !blocking.is_empty() {
+        return Ok(Step::Idle);
+    }
+    if pass.as_ref().is_none_or(|p| p.epoch != t.epoch) {
+        *pass = Some(Pass::new(&t, d.config.migrate_slots_in_flight)?);
+    }
+    let Some(p) = pass.as_mut() else {
+        return Ok(Step::Idle);
+    };
+    if let Some((source, cursor)) = p.sources.first().cloned() {
+        move_batch(d, &t, p, &source, cursor).await?;
+        return Ok(Step::Busy);
+    }
+    // A complete pass: slots none of whose keys were seen are empty on the source.
+    let done: Vec<u16> = p
+        .targets
+        .keys()
+        .filter(|s| !p.dirty.contains(s))
+        .copied()
+        .collect();
+    let epoch = p.epoch;
+    *pass = None;
+    if done.is_empty() {
+        return Ok(Step::Busy);
+    }
+    let change = d.begin().await?;
+    if change.current.epoch != epoch {
+        // Someone else committed meanwhile; the next pass starts from their topology.
+        return Ok(Step::Busy);
+    }
+    let next = cluster::finish_slots(&change.current, &done)?;
+    let committed = change.commit(next).await?;
+    info!(
+        slots = done.len(),
+        epoch = committed.epoch,
+        left = committed.migrations.len(),
+        "migrated slots committed to their new owner"
+    );
+    d.with_progress(|p| p.slots_done += done.len() as u64);
+    Ok(Step::Busy)
+}
+
+/// One SCAN step on `source` and the MIGRATE of the in-flight keys it found.
+async fn move_batch(
+    d: &Arc<Dashboard>,
+    t: &Topology,
+    p: &mut Pass,
+    source: &str,
+    cursor: u64,
+) -> Result<(), ApiError> {
+    let cfg = &d.config;
+    let (next, keys) = d
+        .servers
+        .scan(source, cursor, cfg.migrate_keys_per_batch)
+        .await?;
+    let mut by_target: BTreeMap<&str, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut per_slot: HashMap<u16, u64> = HashMap::new();
+    for k in keys {
+        let s = key_slot(&k);
+        if let Some(target) = p.targets.get(&s) {
+            // Marked before moving: a failed MIGRATE must not let the slot pass as empty.
+            p.dirty.insert(s);
+            *per_slot.entry(s).or_default() += 1;
+            by_target.entry(target.as_str()).or_default().push(k);
+        }
+    }
+    for (target, keys) in &by_target {
+        if let Err(e) = d
+            .servers
+            .migrate(source, target, keys, cfg.migrate_timeout_ms)
+            .await
+        {
+            let pair = t
+                .migrations
+                .iter()
+                .find(|m| {
+                    keys.first()
+                        .is_some_and(|k| (m.start..=m.end).contains(&key_slot(k)))
+                })
+                .map(|m| (m.from, m.to));
+            d.with_progress(|pr| pr.error = Some((pair, e.to_string())));
+            return Err(e);
+        }
+    }
+    let moved: u64 = per_slot.values().sum();
+    d.with_progress(|pr| {
+        pr.error = None;
+        if moved > 0 {
+            pr.moved(&per_slot);
+        }
+    });
+    if next == 0 {
+        p.sources.remove(0);
+    } else if let Some(first) = p.sources.first_mut() {
+        first.1 = next;
+    }
+    if cfg.migrate_max_keys_per_sec > 0 && moved > 0 {
+        // Spread the moves so that the long-run rate stays under the limit.
+        let ms = moved * 1000 / cfg.migrate_max_keys_per_sec;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Ok(())
+}
