@@ -35,9 +35,6 @@ pub enum ApiError {
     /// The store failed (503: it may be unreachable for a while).
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    /// A feature that is not built yet (501).
-    #[error("{0}")]
-    NotImplemented(String),
     /// A bug or corrupt state (500).
     #[error("internal error: {0}")]
     Internal(String),
@@ -52,7 +49,6 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::Server { .. } => StatusCode::CONFLICT,
             ApiError::NotActive(_) | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
