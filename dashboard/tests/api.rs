@@ -3,74 +3,15 @@
 //! take pushes, catch up and deregister.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kodis_common::test_util::{free_port, wait_for, EtcdServer, RedisServer};
-use kodis_dashboard::{DashboardConfig, DashboardHandle};
+use kodis_dashboard::DashboardConfig;
 use serde_json::{json, Value};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-struct Api {
-    base: String,
-    token: Option<String>,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(addr: impl std::fmt::Display, token: Option<&str>) -> Self {
-        Self {
-            base: format!("http://{addr}"),
-            token: token.map(str::to_string),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn raw(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-}
-
-async fn wait_active(h: &DashboardHandle) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !h.dashboard.is_active() {
-        assert!(Instant::now() < deadline, "dashboard never became active");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use support::{rt, wait_active, Api};
 
 fn role(server: &RedisServer) -> String {
     let raw = server.command(&[b"INFO", b"replication"]);

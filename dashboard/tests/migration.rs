@@ -4,77 +4,18 @@
 //! two-step commit held back by a proxy that does not acknowledge.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use kodis_common::slot::key_slot;
 use kodis_common::test_util::{free_port, RedisServer};
-use kodis_common::topology::Topology;
 use kodis_dashboard::{DashboardConfig, DashboardHandle};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
-use serde_json::{json, Value};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.base));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let (status, v) = self.call(method, path, body).await;
-        assert!(
-            (200..300).contains(&status),
-            "{method} {path}: {status} {v}"
-        );
-        v
-    }
-
-    async fn topology(&self) -> Topology {
-        serde_json::from_value(self.ok("GET", "/api/v1/topology", None).await).unwrap()
-    }
-
-    /// Polls `GET /migrations` until `done` says so, with a deadline.
-    async fn wait_migrations(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            let v = self.ok("GET", "/api/v1/migrations", None).await;
-            if done(&v) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "{what}: still {v}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn wait_no_migrations(&self) {
-        self.wait_migrations("migrations to finish", |v| {
-            v["migrations"].as_array().is_some_and(Vec::is_empty)
-        })
-        .await;
-    }
-}
+use serde_json::json;
+use support::{rt, wait_active, Api};
 
 async fn start_dashboard(dir: &std::path::Path) -> (DashboardHandle, Api, String) {
     let listen = format!("127.0.0.1:{}", free_port());
@@ -82,15 +23,8 @@ async fn start_dashboard(dir: &std::path::Path) -> (DashboardHandle, Api, String
     // More slots per pass than the default keeps the test short; the logic is the same.
     cfg.migrate_slots_in_flight = 512;
     let h = kodis_dashboard::start(cfg).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !h.dashboard.is_active() {
-        assert!(Instant::now() < deadline, "dashboard never became active");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let api = Api {
-        base: format!("http://{listen}"),
-        http: reqwest::Client::new(),
-    };
+    wait_active(&h).await;
+    let api = Api::new(&listen, None);
     (h, api, format!("http://{listen}"))
 }
 
@@ -484,15 +418,8 @@ fn a_restarted_dashboard_resumes_a_rate_limited_migration() {
         // Slow enough that the first dashboard stops in the middle.
         cfg.migrate_max_keys_per_sec = 200;
         let h = kodis_dashboard::start(cfg.clone()).await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !h.dashboard.is_active() {
-            assert!(Instant::now() < deadline, "dashboard never became active");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let api = Api {
-            base: format!("http://{listen}"),
-            http: reqwest::Client::new(),
-        };
+        wait_active(&h).await;
+        let api = Api::new(&listen, None);
         add_group(&api, 1, &servers[0]).await;
         add_group(&api, 2, &servers[1]).await;
         api.ok("POST", "/api/v1/slots/init", None).await;
@@ -527,11 +454,7 @@ fn a_restarted_dashboard_resumes_a_rate_limited_migration() {
         // A new dashboard on the same store picks the migration up from the topology.
         cfg.migrate_max_keys_per_sec = 0;
         let h = kodis_dashboard::start(cfg).await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !h.dashboard.is_active() {
-            assert!(Instant::now() < deadline, "dashboard never became active");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_active(&h).await;
         api.wait_no_migrations().await;
         let mut dst = connect(&servers[1].addr()).await;
         for k in &moving {

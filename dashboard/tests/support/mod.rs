@@ -1,0 +1,112 @@
+//! Shared helpers of the dashboard's integration tests: a runtime, a small REST
+//! client, and waits with deadlines.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use kodis_common::topology::Topology;
+use kodis_dashboard::DashboardHandle;
+use serde_json::Value;
+
+/// A runtime for one test.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Waits (deadline 20 s) until the dashboard holds its lock.
+pub async fn wait_active(h: &DashboardHandle) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !h.dashboard.is_active() {
+        assert!(Instant::now() < deadline, "dashboard never became active");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A REST client of one dashboard, with an optional token.
+pub struct Api {
+    pub base: String,
+    pub token: Option<String>,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(addr: impl std::fmt::Display, token: Option<&str>) -> Self {
+        Self {
+            base: format!("http://{addr}"),
+            token: token.map(str::to_string),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A call with an optional JSON body: (status, JSON answer or Null).
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// A call with a raw body, for malformed JSON.
+    pub async fn raw(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A call that must succeed (2xx); its answer.
+    pub async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(method, path, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
+        v
+    }
+
+    /// The current topology.
+    pub async fn topology(&self) -> Topology {
+        serde_json::from_value(self.ok("GET", "/api/v1/topology", None).await).unwrap()
+    }
+
+    /// Polls `GET /migrations` until `done` says so, with a deadline.
+    pub async fn wait_migrations(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let v = self.ok("GET", "/api/v1/migrations", None).await;
+            if done(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: still {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls until no migration is in flight.
+    pub async fn wait_no_migrations(&self) {
+        self.wait_migrations("migrations to finish", |v| {
+            v["migrations"].as_array().is_some_and(Vec::is_empty)
+        })
+        .await;
+    }
+}
