@@ -38,14 +38,19 @@ pub struct DashboardConfig {
     /// over within this after the active one dies.
     #[arg(long, default_value_t = 10)]
     pub lock_ttl_secs: u64,
-    /// Keys asked for per SCAN step (COUNT) while migrating slots.
+    /// Keys asked for per SCAN step (COUNT) of a source while migrating slots.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub migrate_scan_count: usize,
+    /// Keys moved per MIGRATE while migrating slots.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub migrate_keys_per_batch: usize,
     /// Upper bound on keys moved per second by migrations (0: unlimited).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub migrate_max_keys_per_sec: u64,
-    /// How many migrating slots have their keys moved at a time.
-    #[arg(long, default_value_t = 32, value_name = "N")]
+    /// How many migrating slots of each source group have their keys moved at a
+    /// time (one SCAN pass of the source serves them all; the proxies move a key
+    /// before any request on a migrating slot, which costs that request a round trip).
+    #[arg(long, default_value_t = 256, value_name = "N")]
     pub migrate_slots_in_flight: usize,
     /// Timeout of one MIGRATE, in milliseconds.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
@@ -70,10 +75,13 @@ impl DashboardConfig {
                 self.cluster
             ));
         }
-        if self.migrate_keys_per_batch == 0 || self.migrate_slots_in_flight == 0 {
-            return Err(
-                "--migrate-keys-per-batch and --migrate-slots-in-flight must be at least 1".into(),
-            );
+        if self.migrate_keys_per_batch == 0
+            || self.migrate_slots_in_flight == 0
+            || self.migrate_scan_count == 0
+        {
+            return Err("--migrate-keys-per-batch, --migrate-scan-count and \
+                 --migrate-slots-in-flight must be at least 1"
+                .into());
         }
         if self.migrate_timeout_ms == 0 {
             return Err("--migrate-timeout-ms must be at least 1".into());
@@ -98,9 +106,10 @@ impl DashboardConfig {
             cluster: "default".into(),
             admin_token: None,
             lock_ttl_secs: 10,
+            migrate_scan_count: 1000,
             migrate_keys_per_batch: 100,
             migrate_max_keys_per_sec: 0,
-            migrate_slots_in_flight: 32,
+            migrate_slots_in_flight: 256,
             migrate_timeout_ms: 10_000,
             redis_password: None,
         }

@@ -83,7 +83,11 @@ impl Dashboard {
         let (published, _) = watch::channel(Arc::new(Topology::empty()));
         let owner = format!("{}@{}", std::process::id(), config.listen);
         Ok(Arc::new(Self {
-            servers: Servers::new(config.redis_password.clone(), Duration::from_secs(2)),
+            servers: Servers::new(
+                config.redis_password.clone(),
+                Duration::from_secs(2),
+                Duration::from_millis(config.migrate_timeout_ms) + Duration::from_secs(2),
+            ),
             config,
             store: RwLock::new(None),
             guard: RwLock::new(None),

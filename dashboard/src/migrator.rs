@@ -11,7 +11,7 @@
 //! the source any more, and a full SCAN pass of the source that finds no key of a
 //! slot proves the slot empty there.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -149,43 +149,68 @@ pub fn status(t: &Topology, blocking: &[String], progress: &mut Progress) -> Mig
 }
 
 /// One SCAN pass over the sources of a set of in-flight slots, at one epoch.
+///
+/// A single complete pass proves its slots empty on their sources: the pass starts
+/// only once every proxy has acknowledged the epoch, so no key of these slots is
+/// created on a source any more, and SCAN returns every key present for the whole
+/// iteration; the migrator moves each one it sees (a failed MIGRATE stops the pass
+/// at that cursor until it succeeds), and keys that a proxy moves meanwhile are gone.
 #[derive(Debug)]
 struct Pass {
     epoch: u64,
-    /// In-flight slot -> target master address.
+    /// One scan per source master; `None` while a step has it.
+    sources: Vec<Option<SourceScan>>,
+}
+
+/// The scan of one source master in a pass.
+#[derive(Debug)]
+struct SourceScan {
+    addr: String,
+    cursor: u64,
+    /// The whole keyspace of the source has been scanned.
+    done: bool,
+    /// In-flight slots of this source -> target master address.
     targets: BTreeMap<u16, String>,
-    /// Source masters still being scanned: address and cursor.
-    sources: Vec<(String, u64)>,
-    /// In-flight slots that had a key in this pass.
-    dirty: HashSet<u16>,
 }
 
 impl Pass {
+    /// Up to `in_flight` slots of each source group.
     fn new(t: &Topology, in_flight: usize) -> Result<Self, ApiError> {
-        let mut targets = BTreeMap::new();
-        let mut sources = BTreeSet::new();
         let master = |g: u32| {
             t.group(g)
                 .and_then(|g| g.master())
                 .map(str::to_string)
                 .ok_or_else(|| ApiError::Internal(format!("group {g} has no master")))
         };
-        'all: for m in &t.migrations {
+        let mut by_source: BTreeMap<String, BTreeMap<u16, String>> = BTreeMap::new();
+        for m in &t.migrations {
             let (from, to) = (master(m.from)?, master(m.to)?);
+            let targets = by_source.entry(from).or_default();
             for s in m.start..=m.end {
                 if targets.len() >= in_flight {
-                    break 'all;
+                    break;
                 }
                 targets.insert(s, to.clone());
-                sources.insert(from.clone());
             }
         }
         Ok(Self {
             epoch: t.epoch,
-            targets,
-            sources: sources.into_iter().map(|a| (a, 0)).collect(),
-            dirty: HashSet::new(),
+            sources: by_source
+                .into_iter()
+                .map(|(addr, targets)| {
+                    Some(SourceScan {
+                        addr,
+                        cursor: 0,
+                        done: false,
+                        targets,
+                    })
+                })
+                .collect(),
         })
+    }
+
+    fn complete(&self) -> bool {
+        self.sources.iter().flatten().all(|s| s.done)
     }
 }
 
@@ -239,16 +264,41 @@ async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiEr
     let Some(p) = pass.as_mut() else {
         return Ok(Step::Idle);
     };
-    if let Some((source, cursor)) = p.sources.first().cloned() {
-        move_batch(d, &t, p, &source, cursor).await?;
-        return Ok(Step::Busy);
+    if !p.complete() {
+        // One batch on every source at once: sources are different servers.
+        let t = Arc::new(t);
+        let mut tasks = tokio::task::JoinSet::new();
+        let sharing = p.sources.iter().flatten().filter(|s| !s.done).count() as u64;
+        for slot in p.sources.iter_mut() {
+            if let Some(scan) = slot.take_if(|s| !s.done) {
+                let (d, t) = (d.clone(), t.clone());
+                tasks.spawn(async move {
+                    let mut scan = scan;
+                    let r = move_batch(&d, &t, &mut scan, sharing).await;
+                    (scan, r)
+                });
+            }
+        }
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            let (scan, r) = joined.map_err(|e| ApiError::Internal(format!("migrator: {e}")))?;
+            if let Some(slot) = p.sources.iter_mut().find(|s| s.is_none()) {
+                *slot = Some(scan);
+            }
+            if let Err(e) = r {
+                first_error.get_or_insert(e);
+            }
+        }
+        if first_error.is_none() {
+            d.with_progress(|pr| pr.error = None);
+        }
+        return first_error.map_or(Ok(Step::Busy), Err);
     }
-    // A complete pass: slots none of whose keys were seen are empty on the source.
     let done: Vec<u16> = p
-        .targets
-        .keys()
-        .filter(|s| !p.dirty.contains(s))
-        .copied()
+        .sources
+        .iter()
+        .flatten()
+        .flat_map(|s| s.targets.keys().copied())
         .collect();
     let epoch = p.epoch;
     *pass = None;
@@ -272,64 +322,59 @@ async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiEr
     Ok(Step::Busy)
 }
 
-/// One SCAN step on `source` and the MIGRATE of the in-flight keys it found.
+/// One SCAN step on a source and the MIGRATE of the in-flight keys it found;
+/// `sharing` sources move keys at the same time (they share the rate limit).
 async fn move_batch(
     d: &Arc<Dashboard>,
     t: &Topology,
-    p: &mut Pass,
-    source: &str,
-    cursor: u64,
+    scan: &mut SourceScan,
+    sharing: u64,
 ) -> Result<(), ApiError> {
     let cfg = &d.config;
+    let source = scan.addr.as_str();
     let (next, keys) = d
         .servers
-        .scan(source, cursor, cfg.migrate_keys_per_batch)
+        .scan(source, scan.cursor, cfg.migrate_scan_count)
         .await?;
     let mut by_target: BTreeMap<&str, Vec<Vec<u8>>> = BTreeMap::new();
-    let mut per_slot: HashMap<u16, u64> = HashMap::new();
     for k in keys {
-        let s = key_slot(&k);
-        if let Some(target) = p.targets.get(&s) {
-            // Marked before moving: a failed MIGRATE must not let the slot pass as empty.
-            p.dirty.insert(s);
-            *per_slot.entry(s).or_default() += 1;
+        if let Some(target) = scan.targets.get(&key_slot(&k)) {
             by_target.entry(target.as_str()).or_default().push(k);
         }
     }
     for (target, keys) in &by_target {
-        if let Err(e) = d
-            .servers
-            .migrate(source, target, keys, cfg.migrate_timeout_ms)
-            .await
-        {
-            let pair = t
-                .migrations
-                .iter()
-                .find(|m| {
-                    keys.first()
-                        .is_some_and(|k| (m.start..=m.end).contains(&key_slot(k)))
-                })
-                .map(|m| (m.from, m.to));
-            d.with_progress(|pr| pr.error = Some((pair, e.to_string())));
-            return Err(e);
+        for chunk in keys.chunks(cfg.migrate_keys_per_batch) {
+            if let Err(e) = d
+                .servers
+                .migrate(source, target, chunk, cfg.migrate_timeout_ms)
+                .await
+            {
+                let pair = t
+                    .migrations
+                    .iter()
+                    .find(|m| {
+                        chunk
+                            .first()
+                            .is_some_and(|k| (m.start..=m.end).contains(&key_slot(k)))
+                    })
+                    .map(|m| (m.from, m.to));
+                d.with_progress(|pr| pr.error = Some((pair, e.to_string())));
+                // The cursor stays: the retry scans these keys again.
+                return Err(e);
+            }
+            let mut per_slot: HashMap<u16, u64> = HashMap::new();
+            for k in chunk {
+                *per_slot.entry(key_slot(k)).or_default() += 1;
+            }
+            d.with_progress(|pr| pr.moved(&per_slot));
+            if cfg.migrate_max_keys_per_sec > 0 {
+                // Spread the moves so that the long-run rate stays under the limit.
+                let ms = chunk.len() as u64 * 1000 * sharing / cfg.migrate_max_keys_per_sec;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
         }
     }
-    let moved: u64 = per_slot.values().sum();
-    d.with_progress(|pr| {
-        pr.error = None;
-        if moved > 0 {
-            pr.moved(&per_slot);
-        }
-    });
-    if next == 0 {
-        p.sources.remove(0);
-    } else if let Some(first) = p.sources.first_mut() {
-        first.1 = next;
-    }
-    if cfg.migrate_max_keys_per_sec > 0 && moved > 0 {
-        // Spread the moves so that the long-run rate stays under the limit.
-        let ms = moved * 1000 / cfg.migrate_max_keys_per_sec;
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
+    scan.cursor = next;
+    scan.done = next == 0;
     Ok(())
 }

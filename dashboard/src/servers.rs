@@ -1,5 +1,7 @@
 //! Control-plane talk to Redis servers (redis-rs): probes and replication changes.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -7,11 +9,26 @@ use redis::{AsyncConnectionConfig, IntoConnectionInfo};
 
 use crate::error::ApiError;
 
-/// How the dashboard reaches servers.
-#[derive(Debug, Clone)]
+/// How the dashboard reaches servers: one cached connection per server and purpose,
+/// dropped when it fails (a migration sends thousands of SCANs and MIGRATEs; a
+/// connection, and an AUTH, for each would dominate).
+#[derive(Debug)]
 pub struct Servers {
     password: Option<String>,
     timeout: Duration,
+    /// Response timeout of bulk work (SCAN, MIGRATE): longer than a MIGRATE may take.
+    bulk_timeout: Duration,
+    control: Mutex<HashMap<String, MultiplexedConnection>>,
+    bulk: Mutex<HashMap<String, MultiplexedConnection>>,
+}
+
+/// Which connection a call uses.
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    /// Probes and replication changes: short timeout.
+    Control,
+    /// SCAN and MIGRATE of migrations: a timeout past the MIGRATE timeout.
+    Bulk,
 }
 
 /// What a server says about its replication role.
@@ -26,12 +43,54 @@ pub struct Replication {
 }
 
 impl Servers {
-    /// Servers reached with `password` (if any), each call bounded by `timeout`.
-    pub fn new(password: Option<String>, timeout: Duration) -> Self {
-        Self { password, timeout }
+    /// Servers reached with `password` (if any), each control call bounded by
+    /// `timeout` and each bulk call by `bulk_timeout`.
+    pub fn new(password: Option<String>, timeout: Duration, bulk_timeout: Duration) -> Self {
+        Self {
+            password,
+            timeout,
+            bulk_timeout,
+            control: Mutex::new(HashMap::new()),
+            bulk: Mutex::new(HashMap::new()),
+        }
     }
 
-    async fn connect(&self, addr: &str) -> Result<MultiplexedConnection, ApiError> {
+    fn cache(&self, purpose: Purpose) -> &Mutex<HashMap<String, MultiplexedConnection>> {
+        match purpose {
+            Purpose::Control => &self.control,
+            Purpose::Bulk => &self.bulk,
+        }
+    }
+
+    async fn connection(
+        &self,
+        addr: &str,
+        purpose: Purpose,
+    ) -> Result<MultiplexedConnection, ApiError> {
+        let cached = self
+            .cache(purpose)
+            .lock()
+            .ok()
+            .and_then(|c| c.get(addr).cloned());
+        if let Some(con) = cached {
+            return Ok(con);
+        }
+        let timeout = match purpose {
+            Purpose::Control => self.timeout,
+            Purpose::Bulk => self.bulk_timeout,
+        };
+        let con = self.connect(addr, timeout).await?;
+        if let Ok(mut c) = self.cache(purpose).lock() {
+            c.insert(addr.to_string(), con.clone());
+        }
+        Ok(con)
+    }
+
+    async fn connect(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<MultiplexedConnection, ApiError> {
         let fail = |cause: String| ApiError::Server {
             addr: addr.to_string(),
             cause,
@@ -46,7 +105,7 @@ impl Servers {
         let client = redis::Client::open(info).map_err(|e| fail(e.to_string()))?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
+            .set_response_timeout(Some(timeout));
         client
             .get_multiplexed_async_connection_with_config(&config)
             .await
@@ -58,13 +117,33 @@ impl Servers {
         addr: &str,
         cmd: &mut redis::Cmd,
     ) -> Result<T, ApiError> {
-        let mut con = self.connect(addr).await?;
-        cmd.query_async(&mut con)
-            .await
-            .map_err(|e| ApiError::Server {
+        self.call(addr, Purpose::Control, cmd).await
+    }
+
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        addr: &str,
+        purpose: Purpose,
+        cmd: &mut redis::Cmd,
+    ) -> Result<T, ApiError> {
+        let mut con = self.connection(addr, purpose).await?;
+        cmd.query_async(&mut con).await.map_err(|e| {
+            // A server error (e.g. BUSYKEY) leaves the connection usable; anything
+            // else (I/O, timeout, a dropped link) gets a new connection next time.
+            if e.is_io_error()
+                || e.is_timeout()
+                || e.is_connection_dropped()
+                || e.is_unrecoverable_error()
+            {
+                if let Ok(mut c) = self.cache(purpose).lock() {
+                    c.remove(addr);
+                }
+            }
+            ApiError::Server {
                 addr: addr.to_string(),
                 cause: e.to_string(),
-            })
+            }
+        })
     }
 
     /// `INFO replication`, parsed.
@@ -142,8 +221,12 @@ impl Servers {
         cursor: u64,
         count: usize,
     ) -> Result<(u64, Vec<Vec<u8>>), ApiError> {
-        self.cmd(addr, redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(count))
-            .await
+        self.call(
+            addr,
+            Purpose::Bulk,
+            redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(count),
+        )
+        .await
     }
 
     /// Moves `keys` from `source` to `target` with one
@@ -169,7 +252,7 @@ impl Servers {
         for k in keys {
             cmd.arg(k.as_slice());
         }
-        let _: String = self.cmd(source, &mut cmd).await?;
+        let _: String = self.call(source, Purpose::Bulk, &mut cmd).await?;
         Ok(())
     }
 }

@@ -7,45 +7,14 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
 
 use kodis_common::slot::key_slot;
 use kodis_common::test_util::{free_port, RedisServer};
-use kodis_dashboard::{DashboardConfig, DashboardHandle};
+use kodis_dashboard::DashboardConfig;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use serde_json::json;
-use support::{rt, wait_active, Api};
-
-async fn start_dashboard(dir: &std::path::Path) -> (DashboardHandle, Api, String) {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cfg = DashboardConfig::embedded(&listen, dir.join("store"));
-    // More slots per pass than the default keeps the test short; the logic is the same.
-    cfg.migrate_slots_in_flight = 512;
-    let h = kodis_dashboard::start(cfg).await.unwrap();
-    wait_active(&h).await;
-    let api = Api::new(&listen, None);
-    (h, api, format!("http://{listen}"))
-}
-
-async fn connect(addr: &str) -> MultiplexedConnection {
-    redis::Client::open(format!("redis://{addr}/"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-async fn add_group(api: &Api, id: u32, server: &RedisServer) {
-    api.ok("POST", "/api/v1/groups", Some(json!({ "id": id })))
-        .await;
-    api.ok(
-        "POST",
-        &format!("/api/v1/groups/{id}/servers"),
-        Some(json!({ "addr": server.addr() })),
-    )
-    .await;
-}
+use support::{add_group, connect, rt, start_dashboard, wait_acked, wait_active, Api};
 
 /// What a key holds, by type.
 #[derive(Debug, Clone, PartialEq)]
@@ -164,21 +133,6 @@ async fn check(api: &Api, proxy: &str, keys: &HashMap<String, (Val, bool)>) {
         .collect();
     let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
     assert!(max - min <= 1, "slot counts {counts:?}");
-}
-
-/// Waits until the proxy has acknowledged the current epoch.
-async fn wait_acked(api: &Api, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let epoch = api.topology().await.epoch;
-        let (_, list) = api.call("GET", "/api/v1/proxies", None).await;
-        let list = list.as_array().cloned().unwrap_or_default();
-        if list.len() == n && list.iter().all(|p| p["acked_epoch"] == epoch) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "proxies never acked: {list:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[test]

@@ -4,9 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use kodis_common::test_util::{free_port, RedisServer};
 use kodis_common::topology::Topology;
-use kodis_dashboard::DashboardHandle;
-use serde_json::Value;
+use kodis_dashboard::{DashboardConfig, DashboardHandle};
+use redis::aio::MultiplexedConnection;
+use serde_json::{json, Value};
 
 /// A runtime for one test.
 pub fn rt() -> tokio::runtime::Runtime {
@@ -108,5 +110,53 @@ impl Api {
             v["migrations"].as_array().is_some_and(Vec::is_empty)
         })
         .await;
+    }
+}
+
+/// An in-process dashboard on the embedded store in `dir`: handle, client, URL.
+pub async fn start_dashboard(dir: &std::path::Path) -> (DashboardHandle, Api, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut cfg = DashboardConfig::embedded(&listen, dir.join("store"));
+    // More slots per pass than the default keeps the test short; the logic is the same.
+    cfg.migrate_slots_in_flight = 512;
+    let h = kodis_dashboard::start(cfg).await.unwrap();
+    wait_active(&h).await;
+    let api = Api::new(&listen, None);
+    (h, api, format!("http://{listen}"))
+}
+
+/// A redis-rs connection to `addr`.
+pub async fn connect(addr: &str) -> MultiplexedConnection {
+    redis::Client::open(format!("redis://{addr}/"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Creates group `id` with `server` as its master.
+pub async fn add_group(api: &Api, id: u32, server: &RedisServer) {
+    api.ok("POST", "/api/v1/groups", Some(json!({ "id": id })))
+        .await;
+    api.ok(
+        "POST",
+        &format!("/api/v1/groups/{id}/servers"),
+        Some(json!({ "addr": server.addr() })),
+    )
+    .await;
+}
+
+/// Waits until `n` proxies have acknowledged the current epoch.
+pub async fn wait_acked(api: &Api, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let epoch = api.topology().await.epoch;
+        let (_, list) = api.call("GET", "/api/v1/proxies", None).await;
+        let list = list.as_array().cloned().unwrap_or_default();
+        if list.len() == n && list.iter().all(|p| p["acked_epoch"] == epoch) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "proxies never acked: {list:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
