@@ -567,12 +567,18 @@ impl Session {
                     return Some(owner);
                 };
                 if !self.keys_moved {
+                    // One MIGRATE per (source, target): a drained group sends its
+                    // slots to several targets at once.
                     let source = &routes.groups[owner].master;
-                    match moves.iter_mut().find(|m| Arc::ptr_eq(&m.source, source)) {
+                    let dest = routes.groups[target].master.addr();
+                    match moves
+                        .iter_mut()
+                        .find(|m| Arc::ptr_eq(&m.source, source) && m.target == *dest)
+                    {
                         Some(m) => m.keys.push(req.arg_bytes(i)),
                         None => moves.push(KeyMove {
                             source: source.clone(),
-                            target: routes.groups[target].master.addr().clone(),
+                            target: dest.clone(),
                             keys: vec![req.arg_bytes(i)],
                         }),
                     }

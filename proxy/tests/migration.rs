@@ -190,3 +190,45 @@ fn keys_move_between_servers_that_need_a_password() {
         .unwrap();
     assert_eq!(raw, b"$1\r\nv\r\n");
 }
+
+/// A drained group sends its slots to several groups at once: one MSET with keys
+/// bound for two targets moves each key to its own slot's target (a move batched by
+/// source alone once sent both to the first target, leaving a stale copy there).
+#[test]
+fn keys_of_one_source_move_to_each_slots_own_target() {
+    let c = Cluster::start(3);
+    // Two keys owned by group 1 (server 0), in different slots.
+    let names: Vec<String> = (0..1000).map(|i| format!("d{i}")).collect();
+    let mut of_first = names.iter().filter(|k| c.owner(k.as_bytes()) == 0);
+    let a = of_first.next().unwrap().clone();
+    let b = of_first
+        .find(|k| key_slot(k.as_bytes()) != key_slot(a.as_bytes()))
+        .unwrap()
+        .clone();
+    let mut p = c.proxy.conn();
+    assert_eq!(p.cmd(&["MSET", &a, "1", &b, "1"]), Value::ok());
+
+    let (_, current) = c.proxy.http_get("/api/v1/topology");
+    let mut t: serde_json::Value = serde_json::from_str(&current).unwrap();
+    let (sa, sb) = (key_slot(a.as_bytes()), key_slot(b.as_bytes()));
+    t["epoch"] = (t["epoch"].as_u64().unwrap() + 1).into();
+    let mut migrations = vec![
+        serde_json::json!({"start": sa, "end": sa, "from": 1, "to": 2}),
+        serde_json::json!({"start": sb, "end": sb, "from": 1, "to": 3}),
+    ];
+    migrations.sort_by_key(|m| m["start"].as_u64());
+    t["migrations"] = migrations.into();
+    let (status, answer) = c.proxy.http("PUT", "/api/v1/topology", &t.to_string(), &[]);
+    assert_eq!(status, 200, "{answer}");
+
+    assert_eq!(p.cmd(&["MSET", &a, "2", &b, "2"]), Value::ok());
+    assert_eq!(
+        p.cmd(&["MGET", &a, &b]),
+        Value::Array(Some(vec![Value::bulk("2"), Value::bulk("2")]))
+    );
+    for (key, home) in [(&a, 1), (&b, 2)] {
+        for i in 0..3 {
+            assert_eq!(exists(&c, i, key), i == home, "{key} on server {i}");
+        }
+    }
+}

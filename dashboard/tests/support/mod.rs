@@ -116,9 +116,7 @@ impl Api {
 /// An in-process dashboard on the embedded store in `dir`: handle, client, URL.
 pub async fn start_dashboard(dir: &std::path::Path) -> (DashboardHandle, Api, String) {
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut cfg = DashboardConfig::embedded(&listen, dir.join("store"));
-    // More slots per pass than the default keeps the test short; the logic is the same.
-    cfg.migrate_slots_in_flight = 512;
+    let cfg = DashboardConfig::embedded(&listen, dir.join("store"));
     let h = kodis_dashboard::start(cfg).await.unwrap();
     wait_active(&h).await;
     let api = Api::new(&listen, None);
