@@ -367,9 +367,10 @@ async fn move_batch(
                 *per_slot.entry(key_slot(k)).or_default() += 1;
             }
             d.with_progress(|pr| pr.moved(&per_slot));
-            if cfg.migrate_max_keys_per_sec > 0 {
-                // Spread the moves so that the long-run rate stays under the limit.
-                let ms = chunk.len() as u64 * 1000 * sharing / cfg.migrate_max_keys_per_sec;
+            // Spread the moves so that the long-run rate stays under the limit.
+            if let Some(ms) =
+                (chunk.len() as u64 * 1000 * sharing).checked_div(cfg.migrate_max_keys_per_sec)
+            {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
         }
