@@ -213,6 +213,8 @@ pub struct MigrateSlots {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MigrationState {
+    /// Planned; starts when fewer slots of its source group are moving.
+    Queued,
     /// Some registered proxy has not acknowledged the migrating topology yet; no key
     /// moves until it does.
     WaitingForProxies,

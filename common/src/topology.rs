@@ -44,6 +44,12 @@ pub struct Topology {
     /// `to` before they serve it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub migrations: Vec<Migration>,
+    /// Planned moves not started yet: their slots are served by `from` like any
+    /// other (proxies ignore this list); the dashboard's migrator turns a few at a
+    /// time into `migrations`, so that only the slots whose keys are moving now cost
+    /// a request the extra MIGRATE.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queued: Vec<Migration>,
 }
 
 /// Slots `start..=end` moving from group `from` (their owner) to group `to`.
@@ -128,6 +134,7 @@ impl Topology {
             groups,
             slots,
             migrations: Vec::new(),
+            queued: Vec::new(),
         };
         if let Some(g) = topo.groups.iter().find(|g| g.servers.is_empty()) {
             return Err(TopologyError::EmptyGroup(g.id));
@@ -143,6 +150,7 @@ impl Topology {
             groups: Vec::new(),
             slots: Vec::new(),
             migrations: Vec::new(),
+            queued: Vec::new(),
         }
     }
 
@@ -166,7 +174,7 @@ impl Topology {
             }
         }
         let mut moving = vec![false; SLOT_COUNT as usize];
-        for m in &self.migrations {
+        for m in self.migrations.iter().chain(&self.queued) {
             let bad = |why| TopologyError::BadMigration {
                 start: m.start,
                 end: m.end,
@@ -188,7 +196,7 @@ impl Topology {
                     return Err(bad("the source group does not own every slot"));
                 }
                 if std::mem::replace(&mut moving[s as usize], true) {
-                    return Err(bad("a slot is in two migrations"));
+                    return Err(bad("a slot is in two migrations (moving or queued)"));
                 }
             }
         }
@@ -200,6 +208,19 @@ impl Topology {
         self.migrations
             .iter()
             .find(|m| (m.start..=m.end).contains(&slot))
+    }
+
+    /// The move planned for slot `slot`, moving now or queued, if any.
+    pub fn planned_move_of(&self, slot: u16) -> Option<&Migration> {
+        self.migrations
+            .iter()
+            .chain(&self.queued)
+            .find(|m| (m.start..=m.end).contains(&slot))
+    }
+
+    /// Whether any slot is moving or queued to move.
+    pub fn has_moves(&self) -> bool {
+        !self.migrations.is_empty() || !self.queued.is_empty()
     }
 
     /// Like [`Topology::validate`], and every slot must have an owner.

@@ -1,6 +1,8 @@
 //! Topology changes as pure functions: each takes the current topology and returns
 //! the next one or says why not. No I/O here, so every rule is tested directly.
 
+use std::collections::HashMap;
+
 use kodis_common::api::SlotMove;
 use kodis_common::slot::SLOT_COUNT;
 use kodis_common::topology::{Group, Migration, SlotRange, Topology};
@@ -74,7 +76,7 @@ pub fn remove_server(t: &Topology, id: u32, addr: &str) -> Result<Topology, ApiE
             "{addr} is not a server of group {id}"
         )));
     };
-    if g.servers.len() == 1 && t.migrations.iter().any(|m| m.to == id) {
+    if g.servers.len() == 1 && t.migrations.iter().chain(&t.queued).any(|m| m.to == id) {
         return Err(ApiError::Conflict(format!(
             "group {id} is the target of a migration; {addr} is its last server"
         )));
@@ -255,22 +257,58 @@ pub fn start_moves(t: &Topology, moves: &[SlotMove]) -> Result<Topology, ApiErro
                     m.from
                 )));
             }
-            if let Some(other) = next.migration_of(s) {
+            if let Some(other) = next.planned_move_of(s) {
                 return Err(ApiError::Conflict(format!(
                     "slot {s} is already migrating to group {}",
                     other.to
                 )));
             }
         }
-        next.migrations.push(Migration {
+        next.queued.push(Migration {
             start: m.start,
             end: m.end,
             from: m.from,
             to: m.to,
         });
     }
-    next.migrations.sort_by_key(|m| m.start);
+    next.queued.sort_by_key(|m| m.start);
     Ok(next)
+}
+
+/// Turns queued moves into migrations, in slot order, until each source group has
+/// `per_source` slots migrating (or nothing of it is queued).
+pub fn activate(t: &Topology, per_source: usize) -> Topology {
+    let mut moving = per_slot(&t.migrations);
+    let mut queued = per_slot(&t.queued);
+    let mut active: HashMap<u32, usize> = HashMap::new();
+    for (from, _) in moving.iter().flatten() {
+        *active.entry(*from).or_default() += 1;
+    }
+    for s in 0..moving.len() {
+        if let Some((from, to)) = queued[s] {
+            let n = active.entry(from).or_default();
+            if *n < per_source {
+                *n += 1;
+                moving[s] = Some((from, to));
+                queued[s] = None;
+            }
+        }
+    }
+    let mut next = t.clone();
+    next.migrations = migration_ranges(&moving);
+    next.queued = migration_ranges(&queued);
+    next
+}
+
+/// Per slot: the (from, to) of the move it is in.
+fn per_slot(moves: &[Migration]) -> Vec<Option<(u32, u32)>> {
+    let mut out = vec![None; SLOT_COUNT as usize];
+    for m in moves {
+        for s in m.start..=m.end.min(SLOT_COUNT - 1) {
+            out[s as usize] = Some((m.from, m.to));
+        }
+    }
+    out
 }
 
 /// Ends the migration of `done` slots: each goes to its migration's target and
@@ -278,12 +316,7 @@ pub fn start_moves(t: &Topology, moves: &[SlotMove]) -> Result<Topology, ApiErro
 /// that are not migrating are ignored.
 pub fn finish_slots(t: &Topology, done: &[u16]) -> Result<Topology, ApiError> {
     let mut owners = owners(t)?;
-    let mut moving: Vec<Option<(u32, u32)>> = vec![None; SLOT_COUNT as usize];
-    for m in &t.migrations {
-        for s in m.start..=m.end.min(SLOT_COUNT - 1) {
-            moving[s as usize] = Some((m.from, m.to));
-        }
-    }
+    let mut moving = per_slot(&t.migrations);
     for &s in done {
         if let Some((_, to)) = moving.get_mut(s as usize).and_then(Option::take) {
             owners[s as usize] = Some(to);
@@ -408,6 +441,33 @@ mod tests {
     }
 
     #[test]
+    fn activation_keeps_a_few_slots_of_each_source_moving() {
+        let t = init_slots(&two_groups()).expect("init");
+        let t = add_server(&add_group(&t, 3).expect("group"), 3, "h:9").expect("server");
+        let q = migrate_slots(&t, 8000, 8400, 3).expect("migrate");
+        let a = activate(&q, 100);
+        a.validate().expect("valid");
+        let count = |ms: &[Migration], from: u32| -> u32 {
+            ms.iter()
+                .filter(|m| m.from == from)
+                .map(|m| u32::from(m.end - m.start) + 1)
+                .sum()
+        };
+        // Group 1 owns 8000..=8191 (192 slots), group 2 8192..=8400 (209).
+        assert_eq!(count(&a.migrations, 1), 100);
+        assert_eq!(count(&a.migrations, 2), 100);
+        assert_eq!(count(&a.queued, 1), 92);
+        assert_eq!(count(&a.queued, 2), 109);
+        assert_eq!(a.migrations[0].start, 8000, "in slot order");
+        // Finishing some lets as many more start; activation is idempotent.
+        let f = finish_slots(&a, &(8000..8050).collect::<Vec<u16>>()).expect("finish");
+        let b = activate(&f, 100);
+        assert_eq!(count(&b.migrations, 1), 100);
+        assert_eq!(count(&b.queued, 1), 42);
+        assert_eq!(activate(&b, 100), b);
+    }
+
+    #[test]
     fn migrations_start_split_and_finish() {
         let t = init_slots(&two_groups()).expect("init");
         let t = add_group(&t, 3).expect("group");
@@ -424,9 +484,14 @@ mod tests {
             migrate_slots(&t, 0, 10, 1),
             Err(ApiError::Conflict(_))
         ));
-        // Spans both owners: one migration per owner.
-        let m = migrate_slots(&t, 8190, 8200, 3).expect("migrate");
+        // Spans both owners: one migration per owner, queued until activated.
+        let q = migrate_slots(&t, 8190, 8200, 3).expect("migrate");
+        q.validate().expect("valid");
+        assert!(q.migrations.is_empty());
+        assert_eq!(q.queued.len(), 2);
+        let m = activate(&q, 256);
         m.validate().expect("valid");
+        assert!(m.queued.is_empty());
         assert_eq!(
             m.migrations,
             vec![

@@ -111,6 +111,16 @@ impl Dashboard {
         self.published.borrow().epoch
     }
 
+    /// Slots queued to migrate in the topology this dashboard last published.
+    pub fn published_queued_slots(&self) -> i64 {
+        self.published
+            .borrow()
+            .queued
+            .iter()
+            .map(|m| i64::from(m.end - m.start) + 1)
+            .sum()
+    }
+
     /// Migrations of the topology this dashboard last published.
     pub fn published_migrations(&self) -> Vec<kodis_common::topology::Migration> {
         self.published.borrow().migrations.clone()

@@ -96,16 +96,21 @@ pub async fn blockers(d: &Dashboard, epoch: u64) -> Result<Vec<String>, ApiError
 /// The status of every migration in `t`, with `blocking` the proxies that hold
 /// key moves back.
 pub fn status(t: &Topology, blocking: &[String], progress: &mut Progress) -> MigrationStatus {
-    let migrations: Vec<MigrationProgress> = t
+    let queued = t.queued.iter().map(|m| (m, true));
+    let mut migrations: Vec<MigrationProgress> = t
         .migrations
         .iter()
-        .map(|m| {
+        .map(|m| (m, false))
+        .chain(queued)
+        .map(|(m, queued)| {
             let error = progress
                 .error
                 .as_ref()
                 .filter(|(pair, _)| pair.is_none_or(|p| p == (m.from, m.to)))
                 .map(|(_, e)| e.clone());
-            let state = if !blocking.is_empty() {
+            let state = if queued {
+                MigrationState::Queued
+            } else if !blocking.is_empty() {
                 MigrationState::WaitingForProxies
             } else if error.is_some() {
                 MigrationState::Paused
@@ -118,7 +123,11 @@ pub fn status(t: &Topology, blocking: &[String], progress: &mut Progress) -> Mig
                 from: m.from,
                 to: m.to,
                 state,
-                blocking_proxies: blocking.to_vec(),
+                blocking_proxies: if queued {
+                    Vec::new()
+                } else {
+                    blocking.to_vec()
+                },
                 keys_moved: (m.start..=m.end)
                     .filter_map(|s| progress.keys_by_slot.get(&s))
                     .sum(),
@@ -126,9 +135,11 @@ pub fn status(t: &Topology, blocking: &[String], progress: &mut Progress) -> Mig
             }
         })
         .collect();
+    migrations.sort_by_key(|m| m.start);
     let remaining: u64 = t
         .migrations
         .iter()
+        .chain(&t.queued)
         .map(|m| u64::from(m.end - m.start) + 1)
         .sum();
     // The estimate comes from how fast slots finished so far, not keys: the number of
@@ -249,10 +260,27 @@ pub async fn run(d: Arc<Dashboard>) {
 
 async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiError> {
     let t = d.topology().await?;
-    if t.migrations.is_empty() {
+    if !t.has_moves() {
         *pass = None;
         d.with_progress(|p| p.error = None);
         return Ok(Step::Idle);
+    }
+    let per_source = d.config.migrate_slots_in_flight;
+    if pass.is_none() && cluster::activate(&t, per_source) != t {
+        // Queued moves start as earlier ones finish (usually in the same commit as
+        // the finish; this covers the first batch and a restarted dashboard).
+        let change = d.begin().await?;
+        let next = cluster::activate(&change.current, per_source);
+        if next != change.current {
+            let committed = change.commit(next).await?;
+            info!(
+                epoch = committed.epoch,
+                moving = committed.migrations.len(),
+                queued = committed.queued.len(),
+                "queued slot moves started"
+            );
+        }
+        return Ok(Step::Busy);
     }
     let blocking = blockers(d, t.epoch).await?;
     if !blocking.is_empty() {
@@ -310,12 +338,14 @@ async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiEr
         // Someone else committed meanwhile; the next pass starts from their topology.
         return Ok(Step::Busy);
     }
-    let next = cluster::finish_slots(&change.current, &done)?;
+    // The finished slots change owner and the next queued ones start, in one epoch.
+    let next = cluster::activate(&cluster::finish_slots(&change.current, &done)?, per_source);
     let committed = change.commit(next).await?;
     info!(
         slots = done.len(),
         epoch = committed.epoch,
-        left = committed.migrations.len(),
+        moving = committed.migrations.len(),
+        queued = committed.queued.len(),
         "migrated slots committed to their new owner"
     );
     d.with_progress(|p| p.slots_done += done.len() as u64);

@@ -263,10 +263,10 @@ async fn rebalance(
         return Ok(Json(plan).into_response());
     }
     let change = d.begin().await?;
-    if !change.current.migrations.is_empty() {
+    if change.current.has_moves() {
         return Err(ApiError::Conflict(format!(
-            "{} migration(s) are in flight; wait for them (GET /api/v1/migrations)",
-            change.current.migrations.len()
+            "{} migration(s) are in flight or queued; wait for them (GET /api/v1/migrations)",
+            change.current.migrations.len() + change.current.queued.len()
         )));
     }
     let plan = crate::plan::rebalance(&change.current)?;
@@ -367,6 +367,13 @@ async fn metrics(State(d): Ctx) -> Response {
         "slots_migrating",
         "Slots migrating in the topology last published",
         migrating,
+    );
+    let queued = Gauge::<i64>::default();
+    queued.set(d.published_queued_slots());
+    registry.register(
+        "slots_queued",
+        "Slots queued to migrate in the topology last published",
+        queued,
     );
     // Computed like GET /migrations: from the proxies' acknowledgements right now.
     let blocked = !migrations.is_empty()

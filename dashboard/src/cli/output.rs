@@ -282,6 +282,7 @@ pub fn migrations(s: &kodis_common::api::MigrationStatus, bar: Option<(u64, u64)
                 format!("proxies not acked: {}", m.blocking_proxies.join(", ")),
             ),
             MigrationState::Moving => ("moving", String::new()),
+            MigrationState::Queued => ("queued", String::new()),
             MigrationState::Paused => ("paused", m.error.clone().unwrap_or_default()),
         };
         t.row([
@@ -294,13 +295,17 @@ pub fn migrations(s: &kodis_common::api::MigrationStatus, bar: Option<(u64, u64)
         ]);
     }
     out.push_str(&t.render());
-    let slots: u64 = s
-        .migrations
-        .iter()
-        .map(|m| u64::from(m.end - m.start) + 1)
-        .sum();
+    let slots = |queued: bool| -> u64 {
+        s.migrations
+            .iter()
+            .filter(|m| (m.state == MigrationState::Queued) == queued)
+            .map(|m| u64::from(m.end - m.start) + 1)
+            .sum()
+    };
     out.push_str(&format!(
-        "{slots} slot(s) migrating, {} key(s) moved, {:.0} keys/s, eta {}\n",
+        "{} slot(s) migrating, {} queued, {} key(s) moved, {:.0} keys/s, eta {}\n",
+        slots(false),
+        slots(true),
         s.keys_moved_total,
         s.keys_per_sec,
         s.eta_secs.map_or("unknown".into(), |e| format!("{e}s"))
@@ -408,6 +413,7 @@ mod tests {
                 group: 1,
             }],
             migrations: Vec::new(),
+            queued: Vec::new(),
         };
         let text = topology(&t);
         assert!(text.contains("1      a:1     b:1 c:1\n"), "{text}");

@@ -1,0 +1,317 @@
+#!/usr/bin/env python3
+"""Online migration under load: 1,000,000 small keys go from 2 groups to 3 while
+redis-benchmark runs through kodis-proxy.
+
+Starts three throw-away redis-servers, kodis-dashboard (embedded store in a temp dir)
+and kodis-proxy, loads N keys named as redis-benchmark names them (key:000000123456,
+3-byte values) through the proxy, then measures the same redis-benchmark load
+(SET and GET, -r N, in chunks) twice: before the migration (the reference) and while
+a third group is added and `POST /api/v1/rebalance` moves a third of the slots to it.
+Prints a markdown table: client throughput and p99 during the migration as ratios to
+the reference, and keys moved per second. At the end it checks that every key is
+still there, each on the master of the group that owns its slot.
+
+    cargo build --release -p kodis-proxy -p kodis-dashboard
+    python3 benches/migration.py [--keys 1000000] [--chunk 100000] [--clients 50]
+                                 [--dashboard-args "--migrate-slots-in-flight 512"]
+                                 [--json out.json]
+
+Stdlib only (Python 3.11); shares its process helpers with benches/e2e.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import e2e  # noqa: E402
+from e2e import HOST, Children, Test, log  # noqa: E402
+
+
+# --------------------------------------------------------------------------- REST
+
+
+def rest(base: str, method: str, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method,
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        text = r.read()
+    return json.loads(text) if text else {}
+
+
+def wait_until(what: str, check, deadline_s: float = 30.0):
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            v = check()
+        except OSError:
+            v = None
+        if v:
+            return v
+        time.sleep(0.05)
+    raise RuntimeError(f"{what}: not within {deadline_s:.0f}s")
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _crc16_table() -> list[int]:
+    table = []
+    for i in range(256):
+        c = i << 8
+        for _ in range(8):
+            c = ((c << 1) ^ 0x1021) if c & 0x8000 else (c << 1)
+        table.append(c & 0xFFFF)
+    return table
+
+
+_TABLE = _crc16_table()
+
+
+def key_slot(key: bytes) -> int:
+    """Redis Cluster's slot (CRC16/XMODEM of the hash tag or key, mod 16384)."""
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            key = key[start + 1:end]
+    crc = 0
+    for b in key:
+        crc = ((crc << 8) & 0xFFFF) ^ _TABLE[((crc >> 8) ^ b) & 0xFF]
+    return crc % 16384
+
+
+def key_name(i: int) -> bytes:
+    return b"key:%012d" % i
+
+
+def resp(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def load_keys(port: int, n: int, per_mset: int = 1000) -> None:
+    """MSETs of `per_mset` keys, pipelined, through the proxy; every reply must be +OK."""
+    with socket.create_connection((HOST, port), timeout=60) as s:
+        sent = 0
+        for start in range(0, n, per_mset):
+            args = [b"MSET"]
+            for i in range(start, min(n, start + per_mset)):
+                args += [key_name(i), b"xxx"]
+            s.sendall(resp(*args))
+            sent += 1
+        buf = b""
+        while buf.count(b"\r\n") < sent:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise RuntimeError("the proxy closed the connection while loading")
+            buf += chunk
+        replies = buf.split(b"\r\n")[:sent]
+        bad = [r for r in replies if r != b"+OK"]
+        if bad:
+            raise RuntimeError(f"MSET failed while loading: {bad[:3]}")
+
+
+def scan_all(port: int) -> list[bytes]:
+    """Every key of one server (SCAN, parsed just enough for bulk-string arrays)."""
+    keys: list[bytes] = []
+    cursor = b"0"
+    with socket.create_connection((HOST, port), timeout=30) as s:
+        f = s.makefile("rb")
+        while True:
+            s.sendall(resp(b"SCAN", cursor, b"COUNT", b"10000"))
+            assert f.readline().startswith(b"*2")
+            f.readline()
+            cursor = f.readline().rstrip(b"\r\n")
+            count = int(f.readline()[1:])
+            for _ in range(count):
+                size = int(f.readline()[1:])
+                keys.append(f.read(size + 2)[:-2])
+            if cursor == b"0":
+                return keys
+
+
+def dbsize(port: int) -> int:
+    return int(e2e.command(port, b"DBSIZE")[1:].split(b"\r\n")[0])
+
+
+# --------------------------------------------------------------------------- run
+
+
+def median(runs: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in runs]
+    return statistics.median(vals) if vals else None
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--keys", type=int, default=1_000_000)
+    p.add_argument("--chunk", type=int, default=100_000,
+                   help="requests per redis-benchmark run (SET and GET alternate)")
+    p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--reference-runs", type=int, default=3,
+                   help="SET and GET runs each before the migration")
+    p.add_argument("--dashboard-args", default="")
+    p.add_argument("--proxy-args", default="")
+    p.add_argument("--bin-dir", default=str(e2e.REPO_ROOT / "target" / "release"))
+    p.add_argument("--json")
+    a = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, e2e._on_signal)
+    rb = e2e.find_exe(None, "redis-benchmark", [])
+    rs = e2e.find_exe(None, "redis-server", [])
+    bins = Path(a.bin_dir)
+    for exe in ("kodis-proxy", "kodis-dashboard"):
+        if not (bins / exe).is_file():
+            log(f"{bins / exe} is missing: cargo build --release -p kodis-proxy -p kodis-dashboard")
+            return 2
+    if not rb or not rs:
+        log("redis-server and redis-benchmark are needed (make deps)")
+        return 2
+    tests = [Test("SET", 1, a.chunk, ["-t", "set"]), Test("GET", 1, a.chunk, ["-t", "get"])]
+    e2e.KEYSPACE = a.keys  # redis-benchmark -r: the loaded keys, nothing new
+
+    with tempfile.TemporaryDirectory(prefix="kodis-migration-bench-") as tmp:
+        children = Children(Path(tmp))
+        try:
+            servers = [e2e.start_redis(children, rs, f"redis-{i + 1}") for i in range(3)]
+            ports = [port for _, port in servers]
+            api_port = e2e.free_port()
+            base = f"http://{HOST}:{api_port}"
+            dash = children.start("kodis-dashboard", [
+                str(bins / "kodis-dashboard"), "--listen", f"{HOST}:{api_port}",
+                "--data-dir", str(Path(tmp) / "dashboard"), *shlex.split(a.dashboard_args)])
+            wait_until("the dashboard to become active",
+                       lambda: rest(base, "GET", "/healthz").get("active"))
+            for g in (1, 2):
+                rest(base, "POST", "/api/v1/groups", {"id": g})
+                rest(base, "POST", f"/api/v1/groups/{g}/servers", {"addr": f"{HOST}:{ports[g - 1]}"})
+            rest(base, "POST", "/api/v1/slots/init")
+            proxy_port, admin_port = e2e.free_port(), e2e.free_port()
+            proxy = children.start("kodis-proxy", [
+                str(bins / "kodis-proxy"), "--listen", f"{HOST}:{proxy_port}",
+                "--admin-listen", f"{HOST}:{admin_port}", "--dashboard", base,
+                *shlex.split(a.proxy_args)])
+            e2e.wait_ready(proxy, proxy_port)
+            wait_until("the proxy to get the topology", lambda: any(
+                px["acked_epoch"] > 0 for px in rest(base, "GET", "/api/v1/proxies")))
+
+            t = time.monotonic()
+            load_keys(proxy_port, a.keys)
+            loaded = sum(dbsize(port) for port in ports)
+            log(f"loaded {loaded:,} keys in {time.monotonic() - t:.1f}s")
+            if loaded != a.keys:
+                raise RuntimeError(f"loaded {loaded} keys, expected {a.keys}")
+
+            target = e2e.Target("kodis", proxy_port, [proxy.pid], [s.pid for s, _ in servers],
+                                "kodis-proxy", [proxy, dash])
+            reference: dict[str, list[dict]] = {t.name: [] for t in tests}
+            for _ in range(a.reference_runs):
+                for test in tests:
+                    reference[test.name].append(e2e.run_bench(children, rb, target, a.clients, test))
+            log("reference: " + ", ".join(
+                f"{n} {median(r, 'rps'):,.0f} rps p99 {median(r, 'p99_ms')} ms" for n, r in reference.items()))
+
+            # The migration, watched by a thread that notes when it ends.
+            rest(base, "POST", "/api/v1/groups", {"id": 3})
+            rest(base, "POST", "/api/v1/groups/3/servers", {"addr": f"{HOST}:{ports[2]}"})
+            ended: dict[str, float] = {}
+
+            def watch() -> None:
+                while "at" not in ended:
+                    try:
+                        st = rest(base, "GET", "/api/v1/migrations")
+                        if not st["migrations"]:
+                            ended["at"] = time.monotonic()
+                            ended["dashboard_keys"] = st["keys_moved_total"]
+                            return
+                    except OSError:
+                        pass
+                    time.sleep(0.05)
+
+            started = time.monotonic()
+            plan = rest(base, "POST", "/api/v1/rebalance")
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            during: dict[str, list[dict]] = {t.name: [] for t in tests}
+            partial = 0
+            while "at" not in ended:
+                for test in tests:
+                    run = e2e.run_bench(children, rb, target, a.clients, test)
+                    if "at" not in ended:
+                        during[test.name].append(run)
+                    else:
+                        partial += 1
+            watcher.join()
+            secs = ended["at"] - started
+            moved = dbsize(ports[2])
+            metrics = urllib.request.urlopen(f"http://{HOST}:{admin_port}/metrics", timeout=5).read().decode()
+            by_proxy = next((int(float(line.split()[1])) for line in metrics.splitlines()
+                             if line.startswith("kodis_proxy_migrated_keys_total ")), 0)
+
+            # Every key still there, once, on its owner's master.
+            topo = rest(base, "GET", "/api/v1/topology")
+            owner = [0] * 16384
+            for r in topo["slots"]:
+                for s in range(r["start"], r["end"] + 1):
+                    owner[s] = r["group"]
+            total = 0
+            for g, port in zip((1, 2, 3), ports):
+                for k in scan_all(port):
+                    total += 1
+                    if owner[key_slot(k)] != g:
+                        raise RuntimeError(f"{k!r} is on group {g}, its slot belongs to {owner[key_slot(k)]}")
+            if total != a.keys:
+                raise RuntimeError(f"{total} keys after the migration, expected {a.keys}")
+        finally:
+            children.stop_all()
+
+    rows = []
+    for name in reference:
+        ref_rps, ref_p99 = median(reference[name], "rps"), median(reference[name], "p99_ms")
+        d_rps, d_p99 = median(during[name], "rps"), median(during[name], "p99_ms")
+        rows.append((name, ref_rps, d_rps, ref_p99, d_p99))
+    out = [
+        f"Migration of {plan['slots']} slots ({moved:,} of {a.keys:,} keys) from 2 groups to 3 "
+        f"in {secs:.1f}s: **{moved / secs:,.0f} keys/s** "
+        f"({ended['dashboard_keys']:,} moved by the dashboard, {by_proxy:,} asked by the proxy "
+        f"before serving a request); every key checked afterwards.",
+        "",
+        f"redis-benchmark -c {a.clients} -r {a.keys} -n {a.chunk}, through kodis-proxy "
+        f"(runs during the migration: {len(during['SET'])} SET, {len(during['GET'])} GET):",
+        "",
+        "| test | rps before | rps during | ratio | p99 before | p99 during | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, rr, dr, rp, dp in rows:
+        if dr is None:
+            out.append(f"| {name} | {rr:,.0f} | - | - | {rp:.3f} ms | - | - |")
+        else:
+            out.append(f"| {name} | {rr:,.0f} | {dr:,.0f} | {dr / rr:.2f}x | {rp:.3f} ms "
+                       f"| {dp:.3f} ms | {dp / rp:.2f}x |")
+    print("\n".join(out))
+    if a.json:
+        Path(a.json).write_text(json.dumps({
+            "keys": a.keys, "slots": plan["slots"], "seconds": secs, "keys_moved": moved,
+            "keys_per_sec": moved / secs, "reference": reference, "during": during,
+            "partial_runs_after_end": partial, "dashboard_args": a.dashboard_args,
+        }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except (e2e.Interrupted, KeyboardInterrupt) as e:
+        log(f"stopped: {e}")
+        sys.exit(130)
