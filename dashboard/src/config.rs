@@ -38,8 +38,9 @@ pub struct DashboardConfig {
     /// over within this after the active one dies.
     #[arg(long, default_value_t = 10)]
     pub lock_ttl_secs: u64,
-    /// Keys asked for per SCAN step (COUNT) of a source while migrating slots.
-    #[arg(long, default_value_t = 1000, value_name = "N")]
+    /// Keys asked for per SCAN step (COUNT) of a source while migrating slots. Each
+    /// step blocks the source for its length: larger moves faster, hurts tail latency.
+    #[arg(long, default_value_t = 100, value_name = "N")]
     pub migrate_scan_count: usize,
     /// Keys moved per MIGRATE while migrating slots.
     #[arg(long, default_value_t = 100, value_name = "N")]
@@ -50,7 +51,7 @@ pub struct DashboardConfig {
     /// How many migrating slots of each source group have their keys moved at a
     /// time (one SCAN pass of the source serves them all; the proxies move a key
     /// before any request on a migrating slot, which costs that request a round trip).
-    #[arg(long, default_value_t = 256, value_name = "N")]
+    #[arg(long, default_value_t = 1024, value_name = "N")]
     pub migrate_slots_in_flight: usize,
     /// Timeout of one MIGRATE, in milliseconds.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
@@ -106,10 +107,10 @@ impl DashboardConfig {
             cluster: "default".into(),
             admin_token: None,
             lock_ttl_secs: 10,
-            migrate_scan_count: 1000,
+            migrate_scan_count: 100,
             migrate_keys_per_batch: 100,
             migrate_max_keys_per_sec: 0,
-            migrate_slots_in_flight: 256,
+            migrate_slots_in_flight: 1024,
             migrate_timeout_ms: 10_000,
             redis_password: None,
         }
