@@ -2,10 +2,11 @@
 #   make run    a local Kodis (kodis up): dashboard, 2 groups of master + replica,
 #               a proxy on 127.0.0.1:19000; Ctrl-C stops it all
 #   make test   install what the tests need, then fmt, clippy and every test
-#   make bench  criterion micro benchmarks and the end-to-end comparison
+#   make bench  criterion micro benchmarks, the end-to-end comparison and the
+#               migration-under-load benchmark
 
 SHELL := /bin/bash
-.PHONY: deps test run run-static bench bench-micro bench-e2e fmt
+.PHONY: deps test run run-static bench bench-micro bench-e2e bench-migration fmt
 
 # Debian packages the tests and benchmarks start: redis-server, redis-cli and
 # redis-benchmark, twemproxy (nutcracker), etcd-server, and protoc (protobuf-compiler)
@@ -26,7 +27,7 @@ run: deps
 run-static:
 	@scripts/run-local.sh
 
-bench: bench-micro bench-e2e
+bench: bench-micro bench-e2e bench-migration
 
 bench-micro:
 	cargo bench -p kodis-benches
@@ -34,6 +35,10 @@ bench-micro:
 bench-e2e: deps
 	cargo build --release -p kodis-proxy
 	python3 benches/e2e.py --proxy-bin target/release/kodis-proxy
+
+bench-migration: deps
+	cargo build --release -p kodis-proxy -p kodis-dashboard
+	python3 benches/migration.py
 
 fmt:
 	cargo fmt --all
