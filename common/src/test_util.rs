@@ -35,6 +35,7 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -55,44 +56,60 @@ impl RedisServer {
 
     fn try_start(extra: &[&str]) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let child = Command::new("redis-server")
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn().then_some(server)
+    }
+
+    /// Starts redis-server on this port and directory; whether it answers PING.
+    fn spawn(&mut self) -> bool {
+        let (port, extra) = (self.port, self.extra.clone());
+        let Ok(child) = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .args(["--logfile", "redis.log"])
-            .args(extra)
+            .args(&extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .ok()?;
-        let mut server = Self {
-            child: Some(child),
-            port,
-            dir,
+        else {
+            return false;
         };
+        self.child = Some(child);
         let password = extra
             .windows(2)
             .find(|w| w[0] == "--requirepass")
-            .map(|w| w[1].to_string());
+            .map(|w| w[1].clone());
         let up = wait_for(Duration::from_secs(10), || {
-            if let Some(c) = server.child.as_mut() {
+            if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(_)) = c.try_wait() {
                     return Some(false);
                 }
             }
-            match server.try_command_auth(password.as_deref(), &[b"PING"]) {
+            match self.try_command_auth(password.as_deref(), &[b"PING"]) {
                 Ok(r) if r.starts_with(b"+PONG") => Some(true),
                 _ => None,
             }
         });
-        if up == Some(true) {
-            Some(server)
-        } else {
-            None
-        }
+        up == Some(true)
+    }
+
+    /// Starts the server again after [`RedisServer::kill`], on the same port and
+    /// directory with the same arguments (its data is gone: no persistence).
+    pub fn restart(&mut self) {
+        self.kill();
+        assert!(
+            self.spawn(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
     }
 
     /// The server's TCP port.

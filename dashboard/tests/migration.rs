@@ -156,7 +156,13 @@ fn rebalance_onto_a_new_group_and_drain_it_keep_every_key() {
         wait_acked(&api, 1).await;
         let proxy_addr = proxy.addr.to_string();
         let mut con = connect(&proxy_addr).await;
-        let keys = write_keys(&mut con, 2000).await;
+        let mut keys = write_keys(&mut con, 2000).await;
+        // A 10 MB value moves like any other (in a batch with small ones).
+        let big = "b".repeat(10 * 1024 * 1024);
+        for k in ["big:a", "big:b", "big:c"] {
+            let _: () = con.set(k, &big).await.unwrap();
+            keys.insert(k.to_string(), (Val::Str(big.clone()), false));
+        }
 
         add_group(&api, 3, &servers[2]).await;
         let (status, plan) = api.call("POST", "/api/v1/rebalance", None).await;
@@ -174,7 +180,6 @@ fn rebalance_onto_a_new_group_and_drain_it_keep_every_key() {
             .await;
         assert_eq!(status, 409, "slot 16383 is migrating already");
         // Writes while slots move: the proxies move each key to its target first.
-        let mut keys = keys;
         for i in 2000..2300 {
             let k = key_name(i);
             let v = format!("during{i}");
@@ -417,6 +422,63 @@ fn a_restarted_dashboard_resumes_a_rate_limited_migration() {
         }
         let left: i64 = redis::cmd("DBSIZE").query_async(&mut src).await.unwrap();
         assert_eq!(left, 0);
+        h.stop().await;
+    });
+}
+
+#[test]
+fn a_migration_to_an_unreachable_target_pauses_and_resumes_by_itself() {
+    let mut servers: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let (h, api, _) = start_dashboard(dir.path()).await;
+        add_group(&api, 1, &servers[0]).await;
+        add_group(&api, 2, &servers[1]).await;
+        api.ok("POST", "/api/v1/slots/init", None).await;
+        let mut src = connect(&servers[0].addr()).await;
+        let mut moving = Vec::new();
+        for i in 0..5000 {
+            let k = format!("u{i}");
+            if key_slot(k.as_bytes()) < 200 {
+                let _: () = src.set(&k, i).await.unwrap();
+                moving.push(k);
+            }
+        }
+        let target = servers[1].addr();
+        servers[1].kill();
+        api.ok(
+            "POST",
+            "/api/v1/slots/migrate",
+            Some(json!({ "from": 0, "to": 199, "group": 2 })),
+        )
+        .await;
+        let st = api
+            .wait_migrations("the migration to pause", |v| {
+                v["migrations"][0]["state"] == "paused"
+            })
+            .await;
+        let why = st["migrations"][0]["error"].as_str().unwrap_or_default();
+        assert!(
+            why.contains(&servers[0].addr()) && why.contains("IOERR"),
+            "the reason names the server and the error: {st}"
+        );
+        let n: i64 = redis::cmd("DBSIZE").query_async(&mut src).await.unwrap();
+        assert_eq!(
+            n as usize,
+            moving.len(),
+            "keys left the source while paused"
+        );
+
+        servers[1].restart();
+        assert_eq!(servers[1].addr(), target);
+        api.wait_no_migrations().await;
+        let mut dst = connect(&target).await;
+        for k in &moving {
+            let n: i64 = dst.exists(k).await.unwrap();
+            assert_eq!(n, 1, "{k} not on the target");
+        }
+        let n: i64 = redis::cmd("DBSIZE").query_async(&mut src).await.unwrap();
+        assert_eq!(n, 0);
         h.stop().await;
     });
 }
