@@ -258,7 +258,7 @@ pub fn status_line(o: &Overview) -> String {
 pub fn migrations(s: &kodis_common::api::MigrationStatus, bar: Option<(u64, u64)>) -> String {
     use kodis_common::api::MigrationState;
     let mut out = String::new();
-    if let Some((done, total)) = bar {
+    if let Some((done, total)) = bar.filter(|(_, total)| *total > 0) {
         const WIDTH: u64 = 30;
         let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH) as usize;
         out.push_str(&format!(
