@@ -1,0 +1,37 @@
+//! `kodis-ha`: the failure detector, or `kodis-ha launch`, the safe-start gate.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use kodis_ha::config::{Cli, Command};
+use kodis_ha::orchestrator::Local;
+use kodis_ha::{Orchestrator, OrchestratorKind};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    kodis_common::telemetry::init("info");
+    if let Some(Command::Launch(cfg)) = cli.command {
+        let code = kodis_ha::gate::run(cfg).await?;
+        std::process::exit(code);
+    }
+    let cfg = cli.ha;
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    let orchestrator: Arc<dyn Orchestrator> = match cfg.orchestrator {
+        OrchestratorKind::Local => Arc::new(Local::new(cfg.pid_dir.clone())),
+        OrchestratorKind::Kubernetes => {
+            anyhow::bail!("--orchestrator kubernetes is not available in this build yet")
+        }
+    };
+    let handle = kodis_ha::start(cfg, orchestrator).await?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping");
+    handle.stop().await;
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! The dashboard's REST API as HA and the gate use it.
+
+use std::time::Duration;
+
+use kodis_common::api::{Promote, ProxyInfo};
+use kodis_common::topology::Topology;
+use serde::de::DeserializeOwned;
+
+use crate::error::HaError;
+
+/// A client of one dashboard.
+#[derive(Debug, Clone)]
+pub struct Dashboard {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Dashboard {
+    /// A client of the dashboard at `base` (`http://host:port`).
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, HaError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method.clone(), &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| HaError::Dashboard(format!("{method} {url}: {e}")))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| HaError::Dashboard(format!("{method} {url}: {e}")))?;
+        if !status.is_success() {
+            return Err(HaError::Dashboard(format!(
+                "{method} {url}: {status} {}",
+                text.trim()
+            )));
+        }
+        serde_json::from_str(if text.is_empty() { "null" } else { &text })
+            .map_err(|e| HaError::Dashboard(format!("{method} {url}: bad answer: {e}")))
+    }
+
+    /// The current topology.
+    pub async fn topology(&self) -> Result<Topology, HaError> {
+        self.call(reqwest::Method::GET, "/api/v1/topology", None)
+            .await
+    }
+
+    /// The registered proxies.
+    pub async fn proxies(&self) -> Result<Vec<ProxyInfo>, HaError> {
+        self.call(reqwest::Method::GET, "/api/v1/proxies", None)
+            .await
+    }
+
+    /// Makes `addr` the master of `group` (the dashboard re-points the others).
+    pub async fn promote(&self, group: u32, addr: &str) -> Result<(), HaError> {
+        let body = serde_json::to_value(Promote {
+            addr: addr.to_string(),
+        })
+        .map_err(|e| HaError::Invalid(e.to_string()))?;
+        let _: serde_json::Value = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/groups/{group}/promote"),
+                Some(body),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a proxy's registration.
+    pub async fn deregister(&self, id: &str) -> Result<(), HaError> {
+        let _: serde_json::Value = self
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/proxies/{id}"),
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+}

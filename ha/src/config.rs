@@ -1,0 +1,164 @@
+//! Command-line flags of `kodis-ha` and of `kodis-ha launch`, validated.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `kodis-ha`: the failure detector (default) or the safe-start gate (`launch`).
+#[derive(Debug, Parser)]
+#[command(
+    name = "kodis-ha",
+    version,
+    about = "Kodis high availability. Without a subcommand: probe every server and proxy \
+             of the cluster, promote the best replica of a failed master through the \
+             dashboard, and restart failed servers and proxies through the orchestrator. \
+             `kodis-ha launch ... -- redis-server ARGS` is how a server starts: it asks \
+             the control plane for the server's role first, and restarts it when it dies.",
+    args_conflicts_with_subcommands = true,
+    after_help = "The Redis password is read from KODIS_REDIS_PASSWORD and the admin \
+                  token from KODIS_ADMIN_TOKEN, never from a flag."
+)]
+pub struct Cli {
+    /// What to run; without one, the failure detector.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags of the failure detector.
+    #[command(flatten)]
+    pub ha: HaConfig,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start (and keep running) one redis-server in the role the control plane gives it.
+    Launch(LaunchConfig),
+}
+
+/// How failed servers and proxies are restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OrchestratorKind {
+    /// Processes on this machine, started by `kodis up` through `kodis-ha launch`.
+    Local,
+    /// Pods: delete the pod; its StatefulSet or Deployment recreates it.
+    Kubernetes,
+}
+
+/// Flags of the failure detector.
+#[derive(Debug, Clone, Args)]
+pub struct HaConfig {
+    /// The dashboard's URL.
+    #[arg(long, default_value = "http://127.0.0.1:18080", value_name = "URL")]
+    pub dashboard: String,
+    /// How failed servers and proxies are restarted.
+    #[arg(long, value_enum, default_value_t = OrchestratorKind::Local)]
+    pub orchestrator: OrchestratorKind,
+    /// Time between two probes of every server and proxy (e.g. 1s, 500ms).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Consecutive failed (or successful) probes before a state flips.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub down_after: u32,
+    /// etcd endpoints, comma separated, for the leader lock; without them the lock is
+    /// an embedded store in --data-dir (one HA per machine).
+    #[arg(long, value_delimiter = ',', value_name = "URLS")]
+    pub etcd: Vec<String>,
+    /// Directory of the embedded lock store (when no --etcd is given).
+    #[arg(long, default_value = ".kodis/ha", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Cluster name: the lock lives under /kodis/<cluster>/.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// Seconds the leader's lock lives without renewal: a standby HA takes over
+    /// within this after the leader dies.
+    #[arg(long, default_value_t = 10)]
+    pub lock_ttl_secs: u64,
+    /// Address of HA's own /metrics and /healthz.
+    #[arg(long, default_value = "127.0.0.1:18090", value_name = "ADDR")]
+    pub listen: String,
+    /// Directory where `kodis-ha launch --pid-dir` writes the pid of each redis-server
+    /// (the local orchestrator restarts a server by killing it; its gate starts it again).
+    #[arg(long, value_name = "DIR")]
+    pub pid_dir: Option<PathBuf>,
+    /// Admin token of the dashboard (environment only).
+    #[arg(skip = std::env::var("KODIS_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()))]
+    pub admin_token: Option<String>,
+    /// Password of the Redis servers (environment only).
+    #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
+    pub redis_password: Option<String>,
+}
+
+impl HaConfig {
+    /// A configuration with the defaults, for tests and embedding.
+    pub fn new(dashboard: &str, data_dir: PathBuf) -> Self {
+        Self {
+            dashboard: dashboard.to_string(),
+            orchestrator: OrchestratorKind::Local,
+            interval: Duration::from_secs(1),
+            down_after: 3,
+            etcd: Vec::new(),
+            data_dir,
+            cluster: "default".into(),
+            lock_ttl_secs: 10,
+            listen: "127.0.0.1:0".into(),
+            pid_dir: None,
+            admin_token: None,
+            redis_password: None,
+        }
+    }
+
+    /// Checks the values that flags alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.down_after == 0 {
+            return Err("--down-after must be at least 1".into());
+        }
+        if self.interval < Duration::from_millis(10) {
+            return Err("--interval must be at least 10ms".into());
+        }
+        if self.lock_ttl_secs < 2 {
+            return Err("--lock-ttl-secs must be at least 2".into());
+        }
+        if !self.dashboard.starts_with("http://") && !self.dashboard.starts_with("https://") {
+            return Err(format!(
+                "--dashboard {:?} is not an http(s) URL",
+                self.dashboard
+            ));
+        }
+        Ok(())
+    }
+
+    /// How long one probe may take: less than an interval, at most a second.
+    pub fn probe_timeout(&self) -> Duration {
+        (self.interval * 8 / 10).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+/// Flags of `kodis-ha launch`.
+#[derive(Debug, Clone, Args)]
+pub struct LaunchConfig {
+    /// The dashboard's URL.
+    #[arg(long, default_value = "http://127.0.0.1:18080", value_name = "URL")]
+    pub dashboard: String,
+    /// The group this server belongs to.
+    #[arg(long, value_name = "ID")]
+    pub group: u32,
+    /// This server's address as the topology lists it (`host:port`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Write the redis-server's pid to <DIR>/<port>.pid (read by the local orchestrator).
+    #[arg(long, value_name = "DIR")]
+    pub pid_dir: Option<PathBuf>,
+    /// How long to wait for a failover this server asked for before giving up and
+    /// asking again.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub failover_timeout: Duration,
+    /// The redis-server command line, after `--`.
+    #[arg(last = true, required = true, value_name = "REDIS-SERVER ARGS")]
+    pub command: Vec<String>,
+    /// Admin token of the dashboard (environment only).
+    #[arg(skip = std::env::var("KODIS_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()))]
+    pub admin_token: Option<String>,
+    /// Password of the Redis servers (environment only).
+    #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
+    pub redis_password: Option<String>,
+}

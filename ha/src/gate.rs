@@ -1,0 +1,226 @@
+//! The safe-start gate and supervisor of one redis-server (`kodis-ha launch`).
+//!
+//! Before every start it asks the control plane which role the server has, so that a
+//! master restarted with an empty memory never becomes the sync source of its
+//! replicas (they would replicate the empty dataset and lose everything):
+//! - another server is the group's recorded master: start as its replica;
+//! - this server is the recorded master and a replica is alive: have the dashboard
+//!   promote the best replica, wait for it, then start as a replica;
+//! - no other server of the group is alive: start as master, with the persisted
+//!   data if there is any (and say so).
+//!
+//! It then supervises the process: when redis-server exits it decides again and
+//! restarts it; SIGTERM or SIGINT stop it and the gate.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+use tracing::{info, warn};
+
+use crate::client::Dashboard;
+use crate::config::LaunchConfig;
+use crate::error::HaError;
+use crate::probe::server_replication;
+
+/// The role the gate gives the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Start as the group's master.
+    Master,
+    /// Start as a replica of this master (`host:port`).
+    Replica(String),
+}
+
+/// Runs the gate until SIGTERM or SIGINT; returns the process exit code.
+pub async fn run(cfg: LaunchConfig) -> Result<i32, HaError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| HaError::Invalid(format!("cannot watch SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| HaError::Invalid(format!("cannot watch SIGINT: {e}")))?;
+    let dashboard = Dashboard::new(&cfg.dashboard, cfg.admin_token.clone());
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let role = tokio::select! {
+            r = decide_role(&cfg, &dashboard) => r?,
+            _ = term.recv() => return Ok(0),
+            _ = int.recv() => return Ok(0),
+        };
+        let mut child = spawn(&cfg, &role)?;
+        let started = Instant::now();
+        let pid_path = write_pid(&cfg, &child).await;
+        let status = tokio::select! {
+            s = child.wait() => s,
+            _ = term.recv() => return stop(child, pid_path).await,
+            _ = int.recv() => return stop(child, pid_path).await,
+        };
+        warn!(
+            server = %cfg.addr,
+            status = ?status.map(|s| s.to_string()),
+            "redis-server exited; deciding its role again and restarting it"
+        );
+        // A server that ran a while restarts at once; one that keeps dying slows down.
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(100);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn stop(mut child: Child, pid_path: Option<PathBuf>) -> Result<i32, HaError> {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let status = child.wait().await;
+    if let Some(p) = pid_path {
+        let _ = tokio::fs::remove_file(p).await;
+    }
+    info!(status = ?status.map(|s| s.to_string()), "redis-server stopped");
+    Ok(0)
+}
+
+fn spawn(cfg: &LaunchConfig, role: &Role) -> Result<Child, HaError> {
+    let (program, args) = cfg
+        .command
+        .split_first()
+        .ok_or_else(|| HaError::Invalid("no redis-server command after --".into()))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    if let Role::Replica(master) = role {
+        let (host, port) = master
+            .rsplit_once(':')
+            .ok_or_else(|| HaError::Invalid(format!("master {master:?} is not host:port")))?;
+        cmd.args(["--replicaof", host, port]);
+        if let Some(pw) = &cfg.redis_password {
+            cmd.args(["--masterauth", pw]);
+        }
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| HaError::Invalid(format!("cannot start {program}: {e}")))?;
+    info!(server = %cfg.addr, ?role, pid = child.id(), "redis-server started");
+    Ok(child)
+}
+
+async fn write_pid(cfg: &LaunchConfig, child: &Child) -> Option<PathBuf> {
+    let dir = cfg.pid_dir.as_ref()?;
+    let pid = child.id()?;
+    let path = crate::orchestrator::pid_file(dir, &cfg.addr);
+    match tokio::fs::write(&path, format!("{pid}\n")).await {
+        Ok(()) => Some(path),
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "cannot write the pid file");
+            None
+        }
+    }
+}
+
+/// Asks the control plane until it can say which role this server starts in.
+pub async fn decide_role(cfg: &LaunchConfig, dashboard: &Dashboard) -> Result<Role, HaError> {
+    loop {
+        match try_decide(cfg, dashboard).await {
+            Ok(Some(role)) => return Ok(role),
+            Ok(None) => {}
+            Err(e @ HaError::Invalid(_)) => return Err(e),
+            Err(e) => warn!(server = %cfg.addr, error = %e, "cannot decide the role yet; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// One attempt: `None` means "ask again" (a failover is under way).
+async fn try_decide(cfg: &LaunchConfig, dashboard: &Dashboard) -> Result<Option<Role>, HaError> {
+    let t = dashboard.topology().await?;
+    let group = t.group(cfg.group).ok_or_else(|| {
+        HaError::Invalid(format!(
+            "group {} does not exist (kodis group add {})",
+            cfg.group, cfg.group
+        ))
+    })?;
+    if !group.servers.contains(&cfg.addr) {
+        return Err(HaError::Invalid(format!(
+            "{} is not a server of group {} (kodis server add {} {})",
+            cfg.addr, cfg.group, cfg.group, cfg.addr
+        )));
+    }
+    let Some((master, replicas)) = group.servers.split_first() else {
+        return Ok(None);
+    };
+    if *master != cfg.addr {
+        info!(server = %cfg.addr, %master, "the group's master is elsewhere: starting as its replica");
+        return Ok(Some(Role::Replica(master.clone())));
+    }
+    // This server is the recorded master: is any replica alive to take over?
+    let mut best: Option<(String, i64)> = None;
+    for r in replicas {
+        match server_replication(r, cfg.redis_password.as_deref(), Duration::from_secs(1)).await {
+            Ok(rep) if rep.has_synced() => {
+                if best.as_ref().is_none_or(|(_, o)| rep.offset > *o) {
+                    best = Some((r.clone(), rep.offset));
+                }
+            }
+            Ok(rep) => info!(replica = %r, role = %rep.role,
+                             "alive, but not a synced replica: not a failover target"),
+            Err(e) => info!(replica = %r, error = %e, "not alive"),
+        }
+    }
+    let Some((to, offset)) = best else {
+        info!(
+            server = %cfg.addr,
+            group = cfg.group,
+            data = %persisted_data(&cfg.command),
+            "no other server of the group is alive: starting as master"
+        );
+        return Ok(Some(Role::Master));
+    };
+    info!(
+        server = %cfg.addr,
+        replica = %to,
+        offset,
+        "recorded as master while a replica is alive: asking for a failover to it before starting"
+    );
+    dashboard.promote(cfg.group, &to).await?;
+    let deadline = Instant::now() + cfg.failover_timeout;
+    while Instant::now() < deadline {
+        let t = dashboard.topology().await?;
+        if let Some(m) = t.group(cfg.group).and_then(|g| g.master()) {
+            if m != cfg.addr {
+                info!(server = %cfg.addr, master = %m, "failover done: starting as a replica");
+                return Ok(Some(Role::Replica(m.to_string())));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(None)
+}
+
+/// What redis-server will load at start, in words, from its `--dir` (or the
+/// working directory): for the log line of a server starting as master.
+fn persisted_data(command: &[String]) -> String {
+    let dir = command
+        .windows(2)
+        .find(|w| w[0] == "--dir")
+        .map_or_else(|| PathBuf::from("."), |w| PathBuf::from(&w[1]));
+    let mut found = Vec::new();
+    for name in ["dump.rdb", "appendonlydir", "appendonly.aof"] {
+        let p: &Path = &dir.join(name);
+        if let Ok(meta) = std::fs::metadata(p) {
+            found.push(if meta.is_dir() {
+                name.to_string()
+            } else {
+                format!("{name} ({} bytes)", meta.len())
+            });
+        }
+    }
+    if found.is_empty() {
+        format!("no persisted data in {}", dir.display())
+    } else {
+        format!("persisted data in {}: {}", dir.display(), found.join(", "))
+    }
+}

@@ -1,0 +1,139 @@
+//! HA's own HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/events`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::monitor::Monitor;
+
+/// The endpoint's routes.
+pub fn router(m: Arc<Monitor>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/events", get(events))
+        .with_state(m)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabel {
+    addr: String,
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyLabel {
+    proxy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabel {
+    group: String,
+}
+
+async fn healthz(State(m): State<Arc<Monitor>>) -> Response {
+    let leader = m.state.lock().map(|s| s.leader).unwrap_or(false);
+    Json(serde_json::json!({ "status": "ok", "leader": leader })).into_response()
+}
+
+async fn events(State(m): State<Arc<Monitor>>) -> Response {
+    let events: Vec<_> = m
+        .state
+        .lock()
+        .map(|s| s.events.iter().cloned().collect())
+        .unwrap_or_default();
+    Json(events).into_response()
+}
+
+/// Built from the monitor's state at each scrape.
+async fn metrics(State(m): State<Arc<Monitor>>) -> Response {
+    let mut registry = Registry::with_prefix("kodis_ha");
+    let leader = Gauge::<i64>::default();
+    let server_up = Family::<ServerLabel, Gauge<i64>>::default();
+    let server_latency = Family::<ServerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let proxy_up = Family::<ProxyLabel, Gauge<i64>>::default();
+    let proxy_latency = Family::<ProxyLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let without = Family::<GroupLabel, Gauge<i64>>::default();
+    let failovers = Counter::<u64>::default();
+    let restarts = Counter::<u64>::default();
+    if let Ok(s) = m.state.lock() {
+        leader.set(i64::from(s.leader));
+        for (addr, (group, h)) in &s.servers {
+            let l = ServerLabel {
+                addr: addr.clone(),
+                group: group.to_string(),
+            };
+            server_up.get_or_create(&l).set(i64::from(h.is_up()));
+            if let Some(d) = h.latency() {
+                server_latency.get_or_create(&l).set(d.as_secs_f64());
+            }
+        }
+        for (id, h) in &s.proxies {
+            let l = ProxyLabel { proxy: id.clone() };
+            proxy_up.get_or_create(&l).set(i64::from(h.is_up()));
+            if let Some(d) = h.latency() {
+                proxy_latency.get_or_create(&l).set(d.as_secs_f64());
+            }
+        }
+        for g in &s.without_replica {
+            without
+                .get_or_create(&GroupLabel {
+                    group: g.to_string(),
+                })
+                .set(1);
+        }
+        failovers.inc_by(s.failovers);
+        restarts.inc_by(s.restarts);
+    }
+    registry.register("leader", "Whether this HA holds the leader lock", leader);
+    registry.register(
+        "server_up",
+        "Whether a server is up (after --down-after probes)",
+        server_up,
+    );
+    registry.register(
+        "server_probe_seconds",
+        "Duration of the last successful probe of a server",
+        server_latency,
+    );
+    registry.register(
+        "proxy_up",
+        "Whether a proxy is up (after --down-after probes)",
+        proxy_up,
+    );
+    registry.register(
+        "proxy_probe_seconds",
+        "Duration of the last successful probe of a proxy",
+        proxy_latency,
+    );
+    registry.register(
+        "group_without_replica",
+        "Groups whose master is down with no replica to promote",
+        without,
+    );
+    registry.register(
+        "failovers",
+        "Replicas promoted after their master failed",
+        failovers,
+    );
+    registry.register("restarts", "Restarts asked of the orchestrator", restarts);
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

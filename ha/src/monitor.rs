@@ -1,0 +1,351 @@
+//! The failure detector: holds the leader lock, probes every server and proxy each
+//! interval, and carries out what [`crate::decide`] says.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kodis_common::api::ProxyInfo;
+use kodis_common::store::{KeepAlive, LockGuard, Store, Txn, TxnOutcome};
+use kodis_common::topology::Topology;
+use serde::Serialize;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::client::Dashboard;
+use crate::config::HaConfig;
+use crate::decide::{decide, Action};
+use crate::error::HaError;
+use crate::health::Health;
+use crate::orchestrator::Orchestrator;
+use crate::probe::Prober;
+
+/// How often the same restart or re-point is asked for at most.
+const REPEAT: Duration = Duration::from_secs(15);
+/// Events kept for `GET /events`.
+const EVENTS: usize = 200;
+
+/// Something HA did or found, for `GET /events` and the log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    /// What happened, in words.
+    pub what: String,
+}
+
+/// What the monitor knows, shared with the HTTP endpoint.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Whether this HA holds the leader lock.
+    pub leader: bool,
+    /// Server health by address, with its group.
+    pub servers: HashMap<String, (u32, Health)>,
+    /// Proxy health by id.
+    pub proxies: HashMap<String, Health>,
+    /// Failovers carried out.
+    pub failovers: u64,
+    /// Restarts asked for.
+    pub restarts: u64,
+    /// Groups whose master is down with no replica to promote.
+    pub without_replica: Vec<u32>,
+    /// The latest events, oldest first.
+    pub events: VecDeque<Event>,
+}
+
+impl State {
+    fn event(&mut self, what: String) {
+        info!("{what}");
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.events.push_back(Event { at, what });
+        while self.events.len() > EVENTS {
+            self.events.pop_front();
+        }
+    }
+}
+
+/// The failure detector of one HA process.
+#[derive(Debug)]
+pub struct Monitor {
+    config: HaConfig,
+    dashboard: Dashboard,
+    prober: Prober,
+    orchestrator: Arc<dyn Orchestrator>,
+    /// Shared with the HTTP endpoint.
+    pub state: Mutex<State>,
+    /// When each restart or re-point was last asked for.
+    asked: Mutex<HashMap<String, Instant>>,
+}
+
+impl Monitor {
+    /// A monitor for `config`, restarting through `orchestrator`.
+    pub fn new(config: HaConfig, orchestrator: Arc<dyn Orchestrator>) -> Arc<Self> {
+        Arc::new(Self {
+            dashboard: Dashboard::new(&config.dashboard, config.admin_token.clone()),
+            prober: Prober::new(config.probe_timeout(), config.redis_password.clone()),
+            config,
+            orchestrator,
+            state: Mutex::new(State::default()),
+            asked: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s)
+    }
+
+    /// Runs until `stop` says so: waits for the leader lock, then acts while it lasts.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let owner = format!("{}@{}", std::process::id(), self.config.listen);
+        let key = format!("/kodis/{}/ha/lock", self.config.cluster).into_bytes();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let store = tokio::select! {
+                s = kodis_common::store::open(&self.config.etcd, &self.config.data_dir) => s,
+                _ = stop.changed() => return,
+            };
+            let store = match store {
+                Ok(s) => s,
+                Err(e) => {
+                    info!(error = %e, "lock store not available; standing by");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                        _ = stop.changed() => return,
+                    }
+                }
+            };
+            let ttl = Duration::from_secs(self.config.lock_ttl_secs);
+            let guard = tokio::select! {
+                g = store.lock(&key, owner.as_bytes(), ttl, None) => g,
+                _ = stop.changed() => return,
+            };
+            let guard = match guard {
+                Ok(g) => g,
+                Err(e) => {
+                    warn!(error = %e, "cannot take the HA lock; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            self.with_state(|s| {
+                s.leader = true;
+                s.event(format!("this HA ({owner}) is the leader"));
+            });
+            let mut keep = KeepAlive::start(store.clone(), guard.lease());
+            let mut tick = tokio::time::interval(self.config.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let why = loop {
+                tokio::select! {
+                    _ = tick.tick() => self.tick(&store, &guard).await,
+                    e = keep.lost() => break Some(e),
+                    _ = stop.changed() => break None,
+                }
+            };
+            self.with_state(|s| s.leader = false);
+            match why {
+                Some(e) => warn!(error = %e, "lost the HA lock; back to standby"),
+                None => {
+                    let _ = store.unlock(&guard).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One round: probe everything, then act.
+    async fn tick(&self, store: &Arc<dyn Store>, guard: &LockGuard) {
+        let topology = match self.dashboard.topology().await {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(error = %e, "cannot read the topology; nothing to act on");
+                return;
+            }
+        };
+        let proxies = self.dashboard.proxies().await.unwrap_or_else(|e| {
+            warn!(error = %e, "cannot list proxies");
+            Vec::new()
+        });
+        self.probe_all(&topology, &proxies).await;
+        let (servers, proxy_health) = self.with_state(|s| {
+            let servers: HashMap<String, Health> = s
+                .servers
+                .iter()
+                .map(|(a, (_, h))| (a.clone(), h.clone()))
+                .collect();
+            (servers, s.proxies.clone())
+        });
+        let actions = decide(&topology, &servers, &proxy_health);
+        let without: Vec<u32> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::NoReplica { group, .. } => Some(*group),
+                _ => None,
+            })
+            .collect();
+        self.with_state(|s| s.without_replica = without);
+        for action in actions {
+            if !self.still_leader(store, guard).await {
+                return;
+            }
+            if let Err(e) = self.act(&action, &proxies).await {
+                warn!(?action, error = %e, "action failed; retried next round");
+            }
+        }
+    }
+
+    /// Probes every server of `t` and every proxy at once, and records the results.
+    async fn probe_all(&self, t: &Topology, proxies: &[ProxyInfo]) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for g in &t.groups {
+            for addr in &g.servers {
+                let (p, addr, group) = (self.prober.clone(), addr.clone(), g.id);
+                tasks.spawn(async move {
+                    let r = p.server(&addr).await;
+                    (Some(group), addr, r)
+                });
+            }
+        }
+        for px in proxies {
+            let (p, id, admin) = (self.prober.clone(), px.id.clone(), px.admin_addr.clone());
+            tasks.spawn(async move {
+                let r = p.proxy(&admin).await;
+                (None, id, r)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(Ok(r)) = tasks.join_next().await {
+            results.push(r);
+        }
+        let n = self.config.down_after;
+        self.with_state(|s| {
+            // Forget what is no longer listed.
+            s.servers
+                .retain(|a, _| t.groups.iter().any(|g| g.servers.contains(a)));
+            s.proxies
+                .retain(|id, _| proxies.iter().any(|p| &p.id == id));
+            for (group, name, probe) in results {
+                let flipped = match group {
+                    Some(g) => {
+                        let entry = s.servers.entry(name.clone()).or_insert((g, Health::new()));
+                        entry.0 = g;
+                        entry.1.observe(probe, n)
+                    }
+                    None => s.proxies.entry(name.clone()).or_default().observe(probe, n),
+                };
+                if let Some(up) = flipped {
+                    let kind = if group.is_some() { "server" } else { "proxy" };
+                    s.event(format!(
+                        "{kind} {name} is {}",
+                        if up { "up again" } else { "down" }
+                    ));
+                }
+            }
+        });
+    }
+
+    /// Confirms with a fenced no-op that this HA still holds the lock.
+    async fn still_leader(&self, store: &Arc<dyn Store>, guard: &LockGuard) -> bool {
+        match store.txn(Txn::new().fenced(guard)).await {
+            Ok(TxnOutcome::Committed { .. }) => true,
+            Ok(TxnOutcome::Failed { .. }) | Err(_) => {
+                warn!("no longer the HA leader; not acting");
+                false
+            }
+        }
+    }
+
+    /// Whether `key` may be asked for again (at most once per [`REPEAT`]).
+    fn may_ask(&self, key: &str) -> bool {
+        let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match asked.get(key) {
+            Some(t) if now.duration_since(*t) < REPEAT => false,
+            _ => {
+                asked.insert(key.to_string(), now);
+                true
+            }
+        }
+    }
+
+    async fn act(&self, action: &Action, proxies: &[ProxyInfo]) -> Result<(), HaError> {
+        match action {
+            Action::Failover { group, from, to } => {
+                self.dashboard.promote(*group, to).await?;
+                self.with_state(|s| {
+                    s.failovers += 1;
+                    s.event(format!(
+                        "group {group}: master {from} is down; promoted {to}"
+                    ));
+                });
+            }
+            Action::NoReplica { group, master } => {
+                if self.may_ask(&format!("no-replica {group}")) {
+                    self.with_state(|s| {
+                        s.event(format!(
+                            "group {group}: master {master} is down and no replica can \
+                             replace it; restarting it, promoting nothing"
+                        ))
+                    });
+                }
+            }
+            Action::RestartServer { group, addr } => {
+                if self.may_ask(&format!("restart {addr}")) {
+                    self.orchestrator.restart_server(*group, addr).await?;
+                    self.with_state(|s| {
+                        s.restarts += 1;
+                        s.event(format!(
+                            "group {group}: server {addr} is down; restart asked"
+                        ))
+                    });
+                }
+            }
+            Action::Repoint {
+                group,
+                addr,
+                master,
+            } => {
+                if self.may_ask(&format!("repoint {addr}")) {
+                    self.replicate(addr, master).await?;
+                    self.with_state(|s| {
+                        s.event(format!(
+                            "group {group}: {addr} did not follow master {master}; made it a replica"
+                        ))
+                    });
+                }
+            }
+            Action::ReplaceProxy { id } => {
+                if let Some(p) = proxies.iter().find(|p| &p.id == id) {
+                    self.orchestrator.restart_proxy(p).await?;
+                }
+                self.dashboard.deregister(id).await?;
+                self.with_state(|s| {
+                    s.proxies.remove(id);
+                    s.restarts += 1;
+                    s.event(format!(
+                        "proxy {id} is down; restart asked, registration removed"
+                    ));
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `REPLICAOF master` on `addr`.
+    async fn replicate(&self, addr: &str, master: &str) -> Result<(), HaError> {
+        let (host, port) = master
+            .rsplit_once(':')
+            .ok_or_else(|| HaError::Invalid(format!("{master:?} is not host:port")))?;
+        crate::probe::redis_cmd(
+            addr,
+            self.config.redis_password.as_deref(),
+            redis::cmd("REPLICAOF").arg(host).arg(port),
+        )
+        .await
+        .map(|_: String| ())
+    }
+}

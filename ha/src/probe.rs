@@ -1,0 +1,128 @@
+//! Probes: a server answers PING and `INFO replication`; a proxy answers `/healthz`.
+
+use std::time::{Duration, Instant};
+
+use redis::{AsyncConnectionConfig, IntoConnectionInfo};
+
+use crate::health::{Probe, Replication};
+
+/// Probes Redis servers and proxies with a bounded time each.
+#[derive(Debug, Clone)]
+pub struct Prober {
+    timeout: Duration,
+    password: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Prober {
+    /// A prober whose every probe ends within `timeout`.
+    pub fn new(timeout: Duration, password: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .unwrap_or_default();
+        Self {
+            timeout,
+            password,
+            http,
+        }
+    }
+
+    /// PING, then `INFO replication`, on a fresh connection (a cached one could hide
+    /// a server that no longer accepts connections).
+    pub async fn server(&self, addr: &str) -> Probe {
+        let started = Instant::now();
+        match tokio::time::timeout(self.timeout, self.server_inner(addr)).await {
+            Ok(Ok(replication)) => Probe::Ok {
+                latency: started.elapsed(),
+                replication: Some(replication),
+            },
+            Ok(Err(e)) => Probe::Failed(e),
+            Err(_) => Probe::Failed(format!("no answer within {:?}", self.timeout)),
+        }
+    }
+
+    async fn server_inner(&self, addr: &str) -> Result<Replication, String> {
+        server_replication(addr, self.password.as_deref(), self.timeout).await
+    }
+
+    /// `GET http://<admin>/healthz` must answer 200.
+    pub async fn proxy(&self, admin_addr: &str) -> Probe {
+        let started = Instant::now();
+        match self
+            .http
+            .get(format!("http://{admin_addr}/healthz"))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => Probe::Ok {
+                latency: started.elapsed(),
+                replication: None,
+            },
+            Ok(r) => Probe::Failed(format!("/healthz answered {}", r.status())),
+            Err(e) => Probe::Failed(format!("/healthz: {e}")),
+        }
+    }
+}
+
+/// One command on a fresh connection to `addr` (control-plane use, 2 s bound).
+pub async fn redis_cmd<T: redis::FromRedisValue>(
+    addr: &str,
+    password: Option<&str>,
+    cmd: &mut redis::Cmd,
+) -> Result<T, crate::error::HaError> {
+    let fail = |cause: String| crate::error::HaError::Server {
+        addr: addr.to_string(),
+        cause,
+    };
+    let mut con = connect(addr, password, Duration::from_secs(2))
+        .await
+        .map_err(fail)?;
+    cmd.query_async(&mut con)
+        .await
+        .map_err(|e| fail(e.to_string()))
+}
+
+async fn connect(
+    addr: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<redis::aio::MultiplexedConnection, String> {
+    let mut info = format!("redis://{addr}/")
+        .into_connection_info()
+        .map_err(|e| format!("bad address: {e}"))?;
+    if let Some(pw) = password {
+        let settings = info.redis_settings().clone().set_password(pw);
+        info = info.set_redis_settings(settings);
+    }
+    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| format!("unreachable: {e}"))
+}
+
+/// PING and `INFO replication` of `addr`, each bounded by `timeout`.
+pub async fn server_replication(
+    addr: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<Replication, String> {
+    let mut con = connect(addr, password, timeout).await?;
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut con)
+        .await
+        .map_err(|e| format!("PING: {e}"))?;
+    if pong != "PONG" {
+        return Err(format!("PING answered {pong:?}"));
+    }
+    let text: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut con)
+        .await
+        .map_err(|e| format!("INFO replication: {e}"))?;
+    Ok(Replication::parse(&text))
+}

@@ -1,0 +1,100 @@
+//! Shared helpers of HA's integration tests: a runtime, a dashboard in-process, a
+//! small REST client, waits with deadlines.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use kodis_common::test_util::free_port;
+use kodis_common::topology::Topology;
+use kodis_dashboard::{DashboardConfig, DashboardHandle};
+use serde_json::{json, Value};
+
+/// A runtime for one test.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A dashboard on the embedded store in `dir`, active: its handle and URL.
+pub async fn dashboard(dir: &std::path::Path) -> (DashboardHandle, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let h = kodis_dashboard::start(DashboardConfig::embedded(&listen, dir.join("store")))
+        .await
+        .unwrap();
+    until(20, "the dashboard to become active", || async {
+        h.dashboard.is_active().then_some(())
+    })
+    .await;
+    (h, format!("http://{listen}"))
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `secs`.
+pub async fn until<T, F: Future<Output = Option<T>>>(
+    secs: u64,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A call that must succeed; its JSON answer (or Null).
+pub async fn ok(base: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+    let mut req = reqwest::Client::new().request(method.parse().unwrap(), format!("{base}{path}"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert!(status.is_success(), "{method} {path}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Creates group `id` with `servers` (the first is its master).
+pub async fn group(base: &str, id: u32, servers: &[String]) {
+    ok(base, "POST", "/api/v1/groups", Some(json!({ "id": id }))).await;
+    for s in servers {
+        ok(
+            base,
+            "POST",
+            &format!("/api/v1/groups/{id}/servers"),
+            Some(json!({ "addr": s })),
+        )
+        .await;
+    }
+}
+
+/// The current topology.
+pub async fn topology(base: &str) -> Topology {
+    serde_json::from_value(ok(base, "GET", "/api/v1/topology", None).await).unwrap()
+}
+
+/// A redis-rs connection to `addr` whose requests give up after a second.
+pub async fn connect(addr: &str) -> redis::aio::MultiplexedConnection {
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(1)));
+    redis::Client::open(format!("redis://{addr}/"))
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+        .unwrap()
+}
+
+/// `INFO replication` of `addr`, parsed by HA's own parser.
+pub async fn replication(addr: &str) -> Option<kodis_ha::health::Replication> {
+    kodis_ha::probe::server_replication(addr, None, Duration::from_secs(1))
+        .await
+        .ok()
+}
