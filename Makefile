@@ -20,7 +20,7 @@ test: deps
 	scripts/run-tests.sh
 
 run: deps
-	cargo build --release -p kodis-proxy -p kodis-dashboard
+	cargo build --release -p kodis-proxy -p kodis-dashboard -p kodis-ha
 	target/release/kodis up
 
 # The proxy alone in static mode over two redis-servers (no dashboard).

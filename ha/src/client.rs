@@ -91,6 +91,35 @@ impl Dashboard {
         Ok(())
     }
 
+    /// Creates group `id`; one that exists already is fine.
+    pub async fn create_group(&self, id: u32) -> Result<(), HaError> {
+        let r: Result<serde_json::Value, _> = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/groups",
+                Some(serde_json::json!({ "id": id })),
+            )
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(HaError::Dashboard(e)) if e.contains("409") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds server `addr` to `group` (the dashboard makes it a replica of the
+    /// group's master, or the master of an empty group).
+    pub async fn add_server(&self, group: u32, addr: &str) -> Result<(), HaError> {
+        let _: serde_json::Value = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/groups/{group}/servers"),
+                Some(serde_json::json!({ "addr": addr })),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Forgets a proxy's registration.
     pub async fn deregister(&self, id: &str) -> Result<(), HaError> {
         let _: serde_json::Value = self

@@ -145,6 +145,11 @@ pub struct LaunchConfig {
     /// This server's address as the topology lists it (`host:port`).
     #[arg(long, value_name = "HOST:PORT")]
     pub addr: String,
+    /// Join the group when the topology does not list this server yet: create the
+    /// group if it does not exist, start as its master if it has no server (else as a
+    /// replica of its master), then add the server through the dashboard.
+    #[arg(long)]
+    pub join: bool,
     /// Write the redis-server's pid to <DIR>/<port>.pid (read by the local orchestrator).
     #[arg(long, value_name = "DIR")]
     pub pid_dir: Option<PathBuf>,

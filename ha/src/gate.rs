@@ -31,6 +31,8 @@ pub enum Role {
     Master,
     /// Start as a replica of this master (`host:port`).
     Replica(String),
+    /// Not in the group yet (`--join`): start in this role, then add the server.
+    Joining(Box<Role>),
 }
 
 /// Runs the gate until SIGTERM or SIGINT; returns the process exit code.
@@ -51,6 +53,13 @@ pub async fn run(cfg: LaunchConfig) -> Result<i32, HaError> {
         let mut child = spawn(&cfg, &role)?;
         let started = Instant::now();
         let pid_path = write_pid(&cfg, &child).await;
+        if matches!(role, Role::Joining(_)) {
+            tokio::select! {
+                r = join(&cfg, &dashboard) => r?,
+                _ = term.recv() => return stop(child, pid_path).await,
+                _ = int.recv() => return stop(child, pid_path).await,
+            }
+        }
         let status = tokio::select! {
             s = child.wait() => s,
             _ = term.recv() => return stop(child, pid_path).await,
@@ -92,6 +101,10 @@ fn spawn(cfg: &LaunchConfig, role: &Role) -> Result<Child, HaError> {
         .ok_or_else(|| HaError::Invalid("no redis-server command after --".into()))?;
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    let role = match role {
+        Role::Joining(r) => r.as_ref(),
+        r => r,
+    };
     if let Role::Replica(master) = role {
         let (host, port) = master
             .rsplit_once(':')
@@ -121,6 +134,26 @@ async fn write_pid(cfg: &LaunchConfig, child: &Child) -> Option<PathBuf> {
     }
 }
 
+/// Adds the just-started server to its group, once it answers PING.
+async fn join(cfg: &LaunchConfig, dashboard: &Dashboard) -> Result<(), HaError> {
+    let pw = cfg.redis_password.as_deref();
+    loop {
+        if server_replication(&cfg.addr, pw, Duration::from_secs(1))
+            .await
+            .is_ok()
+        {
+            match dashboard.add_server(cfg.group, &cfg.addr).await {
+                Ok(()) => {
+                    info!(server = %cfg.addr, group = cfg.group, "joined the group");
+                    return Ok(());
+                }
+                Err(e) => warn!(server = %cfg.addr, error = %e, "cannot join yet; retrying"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Asks the control plane until it can say which role this server starts in.
 pub async fn decide_role(cfg: &LaunchConfig, dashboard: &Dashboard) -> Result<Role, HaError> {
     loop {
@@ -137,12 +170,24 @@ pub async fn decide_role(cfg: &LaunchConfig, dashboard: &Dashboard) -> Result<Ro
 /// One attempt: `None` means "ask again" (a failover is under way).
 async fn try_decide(cfg: &LaunchConfig, dashboard: &Dashboard) -> Result<Option<Role>, HaError> {
     let t = dashboard.topology().await?;
+    if cfg.join && t.group(cfg.group).is_none() {
+        dashboard.create_group(cfg.group).await?;
+        return Ok(None);
+    }
     let group = t.group(cfg.group).ok_or_else(|| {
         HaError::Invalid(format!(
             "group {} does not exist (kodis group add {})",
             cfg.group, cfg.group
         ))
     })?;
+    if !group.servers.contains(&cfg.addr) && cfg.join {
+        let role = match group.master() {
+            None => Role::Master,
+            Some(m) => Role::Replica(m.to_string()),
+        };
+        info!(server = %cfg.addr, group = cfg.group, ?role, "not in the group yet: joining it");
+        return Ok(Some(Role::Joining(Box::new(role))));
+    }
     if !group.servers.contains(&cfg.addr) {
         return Err(HaError::Invalid(format!(
             "{} is not a server of group {} (kodis server add {} {})",

@@ -32,8 +32,13 @@ use super::output;
                   PROXY_ADMIN_PORT). Groups 1..GROUPS are created through the \
                   dashboard's API and the slots split evenly over them (skipped for what \
                   an earlier run in the same DATA_DIR already set up).\n\n\
-                  kodis-dashboard and kodis-proxy are looked for next to this kodis \
-                  binary, then on PATH; redis-server on PATH. Data and logs go under \
+                  Each redis-server starts through `kodis-ha launch --join` (the \
+                  safe-start gate: it asks the dashboard for the server's role first, and \
+                  restarts the server when it dies), and kodis-ha runs on HA_PORT: it \
+                  promotes a replica when a master fails and restarts what is down.\n\n\
+                  kodis-dashboard, kodis-proxy and kodis-ha are looked for next to this \
+                  kodis binary, then on PATH (without kodis-ha, servers start directly \
+                  and nothing heals); redis-server on PATH. Data and logs go under \
                   DATA_DIR (logs in DATA_DIR/logs). Ctrl-C (or SIGTERM) stops every \
                   process it started: SIGTERM, then SIGKILL after a deadline.\n\n\
                   The global --dashboard flag is ignored here: the CLI talks to the \
@@ -64,6 +69,9 @@ pub struct UpArgs {
     /// Admin port of the first proxy; the others follow one by one.
     #[arg(long, default_value_t = 11080)]
     pub proxy_admin_port: u16,
+    /// Port of kodis-ha's /metrics, /healthz and /events.
+    #[arg(long, default_value_t = 18090)]
+    pub ha_port: u16,
     /// Cluster name given to the dashboard.
     #[arg(long, default_value = "local")]
     pub cluster: String,
@@ -160,6 +168,8 @@ pub enum UpError {
 pub struct Plan {
     /// Dashboard port.
     pub dashboard_port: u16,
+    /// Port of kodis-ha's HTTP endpoint.
+    pub ha_port: u16,
     /// Redis ports per group (group `i + 1`), master first.
     pub groups: Vec<Vec<u16>>,
     /// `(client port, admin port)` per proxy.
@@ -191,6 +201,7 @@ impl Plan {
         }
         let plan = Self {
             dashboard_port: args.dashboard_port,
+            ha_port: args.ha_port,
             groups,
             proxies,
         };
@@ -211,7 +222,10 @@ impl Plan {
 
     /// Every port with what uses it.
     pub fn ports(&self) -> Vec<(u16, String)> {
-        let mut out = vec![(self.dashboard_port, "the dashboard".to_string())];
+        let mut out = vec![
+            (self.dashboard_port, "the dashboard".to_string()),
+            (self.ha_port, "kodis-ha".to_string()),
+        ];
         for (g, ports) in self.groups.iter().enumerate() {
             for (i, p) in ports.iter().enumerate() {
                 let role = if i == 0 { "master" } else { "replica" };
@@ -312,8 +326,12 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
     // dashboard records, if an earlier run set the group up), so it never comes up as
     // an empty master.
     let known = client.topology().await?.decode::<Topology>()?;
+    let gated = ctx.bins.ha.is_some();
+    if let Some(ha) = &ctx.bins.ha {
+        start_gated_servers(ctx, sup, &client, &known, ha, ready).await?;
+    }
     let mut started = Vec::new();
-    for (g, ports) in ctx.plan.groups.iter().enumerate() {
+    for (g, ports) in ctx.plan.groups.iter().enumerate().filter(|_| !gated) {
         let gid = g as u32 + 1;
         let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let master = known
@@ -349,8 +367,9 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
         ctx.plan.groups.iter().map(Vec::len).sum::<usize>()
     );
 
-    // Groups, servers and slots, through the API; what an earlier run did is kept.
-    for (g, ports) in ctx.plan.groups.iter().enumerate() {
+    // Groups, servers and slots, through the API; what an earlier run did is kept
+    // (gated servers joined their groups by themselves).
+    for (g, ports) in ctx.plan.groups.iter().enumerate().filter(|_| !gated) {
         let gid = g as u32 + 1;
         let mut have: Vec<String> = match known.group(gid) {
             Some(kg) => kg.servers.clone(),
@@ -402,6 +421,32 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
         wait_registered(&probe_client, ctx.plan, ready).await;
     }
 
+    // HA: probes everything, fails over, restarts servers through their gates.
+    if let Some(ha) = &ctx.bins.ha {
+        let mut cmd = Command::new(ha);
+        cmd.arg("--dashboard")
+            .arg(&url)
+            .arg("--data-dir")
+            .arg(&ctx.dirs.ha)
+            .arg("--pid-dir")
+            .arg(&ctx.dirs.run)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", ctx.plan.ha_port))
+            .arg("--cluster")
+            .arg(&ctx.args.cluster);
+        if let Some(t) = &ctx.token {
+            cmd.env("KODIS_ADMIN_TOKEN", t);
+        }
+        let idx = sup.spawn("kodis-ha", Stage::Ha, cmd, &ctx.dirs.log("ha"))?;
+        wait_ready(sup, idx, ready, Probe::Tcp(local(ctx.plan.ha_port))).await?;
+        println!(
+            "ha         http://127.0.0.1:{}/events  ready (fails over, restarts servers)",
+            ctx.plan.ha_port
+        );
+    } else {
+        println!("ha         kodis-ha not found next to kodis or on PATH: nothing heals");
+    }
+
     let first_proxy = ctx.plan.proxies.first().map(|p| p.0);
     println!();
     println!(
@@ -419,6 +464,100 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
     println!("  logs       {}", ctx.dirs.logs.display());
     println!("Ctrl-C stops everything.\n");
     watch(sup, &probe_client).await
+}
+
+/// Starts every redis-server through `kodis-ha launch --join` (the safe-start gate,
+/// which also restarts it when it dies): each group's master first (the recorded
+/// one, or the first port), then, once it is in the group, its replicas.
+async fn start_gated_servers(
+    ctx: &Ctx<'_>,
+    sup: &mut Supervisor,
+    client: &DashboardClient,
+    known: &Topology,
+    ha: &Path,
+    ready: Duration,
+) -> Result<(), UpError> {
+    let url = format!("http://127.0.0.1:{}", ctx.plan.dashboard_port);
+    let mut started = Vec::new();
+    for (g, ports) in ctx.plan.groups.iter().enumerate() {
+        let gid = g as u32 + 1;
+        let mut order = ports.clone();
+        if let Some(pos) = known
+            .group(gid)
+            .and_then(|kg| kg.master())
+            .and_then(|m| ports.iter().position(|p| format!("127.0.0.1:{p}") == m))
+        {
+            order.swap(0, pos);
+        }
+        for (i, port) in order.iter().enumerate() {
+            let addr = format!("127.0.0.1:{port}");
+            let mut cmd = Command::new(ha);
+            cmd.args(["launch", "--join", "--dashboard", &url])
+                .args(["--group", &gid.to_string(), "--addr", &addr])
+                .arg("--pid-dir")
+                .arg(&ctx.dirs.run)
+                .arg("--")
+                .arg(&ctx.bins.redis)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .arg("--dir")
+                .arg(ctx.dirs.redis(*port))
+                .args(["--appendonly", "yes", "--save", ""]);
+            if let Some(t) = &ctx.token {
+                cmd.env("KODIS_ADMIN_TOKEN", t);
+            }
+            let what = format!("redis-server :{port} (group {gid}, through kodis-ha launch)");
+            let log = ctx.dirs.log(&format!("redis-{port}"));
+            let idx = sup.spawn(&what, Stage::Redis, cmd, &log)?;
+            started.push((idx, *port));
+            if i == 0 {
+                wait_ready(sup, idx, ready, Probe::Ping(local(*port))).await?;
+                wait_listed(sup, idx, client, gid, &addr, ready).await?;
+            }
+        }
+    }
+    for (idx, port) in &started {
+        wait_ready(sup, *idx, ready, Probe::Ping(local(*port))).await?;
+        let gid = ctx
+            .plan
+            .groups
+            .iter()
+            .position(|g| g.contains(port))
+            .map_or(0, |g| g as u32 + 1);
+        wait_listed(sup, *idx, client, gid, &format!("127.0.0.1:{port}"), ready).await?;
+    }
+    Ok(())
+}
+
+/// Waits until the topology lists `addr` in group `gid`.
+async fn wait_listed(
+    sup: &mut Supervisor,
+    idx: usize,
+    client: &DashboardClient,
+    gid: u32,
+    addr: &str,
+    limit: Duration,
+) -> Result<(), UpError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        sup.check_running(idx)?;
+        let t = client.topology().await?.decode::<Topology>()?;
+        if t.group(gid)
+            .is_some_and(|g| g.servers.iter().any(|s| s == addr))
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let p = &sup.procs[idx];
+            return Err(UpError::NotReady {
+                what: p.what.clone(),
+                secs: limit.as_secs(),
+                last: format!("{addr} is not in group {gid} yet"),
+                log: p.log.clone(),
+                tail: log_tail(&p.log),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Refreshes a one-line status every 2 s and reports processes that exit; never
@@ -506,6 +645,8 @@ enum Probe<'a> {
     Ping(SocketAddr),
     /// `GET /api/v1/overview` answers 200.
     Dashboard(&'a DashboardClient),
+    /// A TCP connection is accepted (kodis-ha's HTTP endpoint).
+    Tcp(SocketAddr),
 }
 
 impl Probe<'_> {
@@ -513,6 +654,10 @@ impl Probe<'_> {
         match self {
             Probe::Ping(addr) => ping(*addr).await,
             Probe::Dashboard(c) => c.overview().await.map(drop).map_err(|e| e.to_string()),
+            Probe::Tcp(addr) => TcpStream::connect(addr)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
         }
     }
 }
@@ -578,6 +723,8 @@ struct Binaries {
     dashboard: PathBuf,
     proxy: PathBuf,
     redis: PathBuf,
+    /// kodis-ha, if built: servers start through its gate and it heals the cluster.
+    ha: Option<PathBuf>,
 }
 
 impl Binaries {
@@ -604,10 +751,12 @@ impl Binaries {
             None,
             "install Debian's redis-server (`make deps`)",
         )?;
+        let ha = find_program("kodis-ha", here.as_deref(), "").ok();
         Ok(Self {
             dashboard,
             proxy,
             redis,
+            ha,
         })
     }
 }
@@ -643,6 +792,10 @@ struct Dirs {
     root: PathBuf,
     dashboard: PathBuf,
     logs: PathBuf,
+    /// Pid files of the redis-servers, written by their gates, read by kodis-ha.
+    run: PathBuf,
+    /// kodis-ha's lock store.
+    ha: PathBuf,
 }
 
 impl Dirs {
@@ -663,10 +816,13 @@ impl Dirs {
         let dirs = Self {
             dashboard: root.join("dashboard"),
             logs: root.join("logs"),
+            run: root.join("run"),
+            ha: root.join("ha"),
             root,
         };
         mkdir(&dirs.dashboard)?;
         mkdir(&dirs.logs)?;
+        mkdir(&dirs.run)?;
         for p in plan.groups.iter().flatten() {
             mkdir(&dirs.redis(*p))?;
         }
@@ -682,10 +838,12 @@ impl Dirs {
     }
 }
 
-/// Which kind of process, for the order of stopping: proxies first (they deregister
-/// from the dashboard), then the dashboard, then the servers.
+/// Which kind of process, for the order of stopping: HA first, proxies next (they
+/// deregister from the dashboard), then the dashboard, then the servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
+    /// kodis-ha: first, so that it does not act on the others stopping.
+    Ha,
     Proxy,
     Dashboard,
     Redis,
@@ -798,7 +956,7 @@ impl Supervisor {
     /// Stops every child, stage by stage: SIGTERM, wait up to [`STOP_DEADLINE`], then
     /// SIGKILL and wait.
     async fn stop_all(&mut self) {
-        for stage in [Stage::Proxy, Stage::Dashboard, Stage::Redis] {
+        for stage in [Stage::Ha, Stage::Proxy, Stage::Dashboard, Stage::Redis] {
             let live: Vec<usize> = (0..self.procs.len())
                 .filter(|&i| self.procs[i].stage == stage && self.procs[i].exited.is_none())
                 .collect();
@@ -877,7 +1035,8 @@ mod tests {
         assert_eq!(plan.dashboard_port, 18080);
         assert_eq!(plan.groups, vec![vec![7000, 7001], vec![7002, 7003]]);
         assert_eq!(plan.proxies, vec![(19000, 11080)]);
-        assert_eq!(plan.ports().len(), 7);
+        assert_eq!(plan.ha_port, 18090);
+        assert_eq!(plan.ports().len(), 8);
     }
 
     #[test]
@@ -912,6 +1071,7 @@ mod tests {
         let port = l.local_addr().expect("addr").port();
         let plan = Plan {
             dashboard_port: port,
+            ha_port: 1,
             groups: vec![],
             proxies: vec![],
         };
