@@ -170,6 +170,45 @@ pub struct Overview {
     pub unassigned_slots: u32,
     /// Registered proxies, with the epoch each acknowledged.
     pub proxies: Vec<ProxyInfo>,
+    /// What kodis-ha last reported, if it ever did since this dashboard started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaView>,
+}
+
+/// One probed target as kodis-ha sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetHealth {
+    /// A server's `host:port`, or a proxy's id.
+    pub name: String,
+    /// Up or down, after `--down-after` agreeing probes.
+    pub up: bool,
+    /// Duration of the last successful probe, in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_us: Option<u64>,
+    /// Why the last probe failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `PUT /health`: what the acting kodis-ha found in its last round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// Which HA reports (`pid@listen address`).
+    pub reporter: String,
+    /// Every server of the topology.
+    pub servers: Vec<TargetHealth>,
+    /// Every registered proxy.
+    pub proxies: Vec<TargetHealth>,
+}
+
+/// The last [`HealthReport`] in the overview, with its age.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaView {
+    /// Seconds since the report arrived (a large age: HA is not running).
+    pub age_secs: u64,
+    /// The report.
+    #[serde(flatten)]
+    pub report: HealthReport,
 }
 
 /// One move of a rebalance plan: slots `start..=end` from group `from` to group `to`.

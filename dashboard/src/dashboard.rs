@@ -42,6 +42,9 @@ pub struct Dashboard {
     owner: String,
     progress: Mutex<crate::migrator::Progress>,
     migrator: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// kodis-ha's latest report and when it arrived (memory only: HA resends it
+    /// every round).
+    health: Mutex<Option<(std::time::Instant, kodis_common::api::HealthReport)>>,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -99,6 +102,7 @@ impl Dashboard {
             owner,
             progress: Mutex::new(crate::migrator::Progress::default()),
             migrator: Mutex::new(None),
+            health: Mutex::new(None),
         }))
     }
 
@@ -109,6 +113,23 @@ impl Dashboard {
     /// Epoch of the topology this dashboard last published.
     pub fn published_epoch(&self) -> u64 {
         self.published.borrow().epoch
+    }
+
+    /// Keeps kodis-ha's latest report.
+    pub fn set_health(&self, report: kodis_common::api::HealthReport) {
+        if let Ok(mut h) = self.health.lock() {
+            *h = Some((std::time::Instant::now(), report));
+        }
+    }
+
+    /// kodis-ha's latest report with its age, if one arrived.
+    pub fn ha_view(&self) -> Option<kodis_common::api::HaView> {
+        let h = self.health.lock().ok()?;
+        let (at, report) = h.as_ref()?;
+        Some(kodis_common::api::HaView {
+            age_secs: at.elapsed().as_secs(),
+            report: report.clone(),
+        })
     }
 
     /// Slots queued to migrate in the topology this dashboard last published.

@@ -55,7 +55,8 @@ pub fn document() -> Value {
         "security": [ { "bearer": [] } ],
         "paths": {
             "/api/v1/topology": { "get": op("current topology", None, "200", &["503"]) },
-            "/api/v1/overview": { "get": op("groups, servers, slots and proxies", None, "200", &["503"]) },
+            "/api/v1/overview": { "get": op("groups, servers, slots, proxies and kodis-ha's last report", None, "200", &["503"]) },
+            "/api/v1/health": { "put": op("kodis-ha's findings of its last round (kept in memory for the overview)", Some("HealthReport"), "204", &["400", "401"]) },
             "/api/v1/groups": { "post": op("create a group", Some("CreateGroup"), "201", &w) },
             "/api/v1/groups/{id}": { "parameters": [path_param("id")],
                 "delete": op("remove an empty group", None, "204", &["400", "401", "404", "409", "503"]) },

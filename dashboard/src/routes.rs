@@ -28,6 +28,7 @@ pub fn router(d: Arc<Dashboard>) -> Router {
     Router::new()
         .route("/api/v1/topology", get(topology))
         .route("/api/v1/overview", get(overview))
+        .route("/api/v1/health", axum::routing::put(put_health))
         .route("/api/v1/groups", post(add_group))
         .route("/api/v1/groups/{id}", delete(remove_group))
         .route("/api/v1/groups/{id}/servers", post(add_server))
@@ -150,8 +151,16 @@ async fn overview(State(d): Ctx) -> Result<Response, ApiError> {
         groups,
         unassigned_slots: u32::from(SLOT_COUNT) - owned,
         proxies: d.proxies().await?,
+        ha: d.ha_view(),
     })
     .into_response())
+}
+
+/// `PUT /health`: kodis-ha's latest findings, kept in memory for the overview.
+async fn put_health(State(d): Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let report: kodis_common::api::HealthReport = parse(&body)?;
+    d.set_health(report);
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn add_group(State(d): Ctx, body: Bytes) -> Result<Response, ApiError> {

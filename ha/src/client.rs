@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kodis_common::api::{Promote, ProxyInfo};
+use kodis_common::api::{HealthReport, Promote, ProxyInfo};
 use kodis_common::topology::Topology;
 use serde::de::DeserializeOwned;
 
@@ -116,6 +116,15 @@ impl Dashboard {
                 &format!("/api/v1/groups/{group}/servers"),
                 Some(serde_json::json!({ "addr": addr })),
             )
+            .await?;
+        Ok(())
+    }
+
+    /// Reports what HA found (`PUT /health`), for the overview.
+    pub async fn put_health(&self, report: &HealthReport) -> Result<(), HaError> {
+        let body = serde_json::to_value(report).map_err(|e| HaError::Invalid(e.to_string()))?;
+        let _: serde_json::Value = self
+            .call(reqwest::Method::PUT, "/api/v1/health", Some(body))
             .await?;
         Ok(())
     }

@@ -45,7 +45,7 @@ impl HaHandle {
 
 /// Starts the failure detector of `config` with `orchestrator`.
 pub async fn start(
-    config: HaConfig,
+    mut config: HaConfig,
     orchestrator: Arc<dyn Orchestrator>,
 ) -> Result<HaHandle, HaError> {
     config.validate().map_err(HaError::Invalid)?;
@@ -55,6 +55,8 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|e| HaError::Invalid(e.to_string()))?;
+    // The bound address (not a :0 from the flags) names this HA in the lock and reports.
+    config.listen = addr.to_string();
     let monitor = Monitor::new(config, orchestrator);
     let app = http::router(monitor.clone());
     let http = tokio::spawn(async move {

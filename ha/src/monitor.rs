@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kodis_common::api::ProxyInfo;
+use kodis_common::api::{HealthReport, ProxyInfo, TargetHealth};
 use kodis_common::store::{KeepAlive, LockGuard, Store, Txn, TxnOutcome};
 use kodis_common::topology::Topology;
 use serde::Serialize;
@@ -77,6 +77,29 @@ pub struct Monitor {
     pub state: Mutex<State>,
     /// When each restart or re-point was last asked for.
     asked: Mutex<HashMap<String, Instant>>,
+    /// `pid@listen`: names this HA in the lock and in reports.
+    owner: String,
+}
+
+/// The report for the dashboard's overview, from the current state.
+fn report(owner: &str, s: &State) -> HealthReport {
+    let target = |name: &String, h: &Health| TargetHealth {
+        name: name.clone(),
+        up: h.is_up(),
+        probe_us: h
+            .latency()
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        error: h.error().map(str::to_string),
+    };
+    let mut servers: Vec<TargetHealth> = s.servers.iter().map(|(a, (_, h))| target(a, h)).collect();
+    let mut proxies: Vec<TargetHealth> = s.proxies.iter().map(|(id, h)| target(id, h)).collect();
+    servers.sort_by(|a, b| a.name.cmp(&b.name));
+    proxies.sort_by(|a, b| a.name.cmp(&b.name));
+    HealthReport {
+        reporter: owner.to_string(),
+        servers,
+        proxies,
+    }
 }
 
 impl Monitor {
@@ -85,10 +108,11 @@ impl Monitor {
         Arc::new(Self {
             dashboard: Dashboard::new(&config.dashboard, config.admin_token.clone()),
             prober: Prober::new(config.probe_timeout(), config.redis_password.clone()),
-            config,
             orchestrator,
             state: Mutex::new(State::default()),
             asked: Mutex::new(HashMap::new()),
+            owner: format!("{}@{}", std::process::id(), config.listen),
+            config,
         })
     }
 
@@ -99,7 +123,7 @@ impl Monitor {
 
     /// Runs until `stop` says so: waits for the leader lock, then acts while it lasts.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let owner = format!("{}@{}", std::process::id(), self.config.listen);
+        let owner = self.owner.clone();
         let key = format!("/kodis/{}/ha/lock", self.config.cluster).into_bytes();
         loop {
             if *stop.borrow() {
@@ -171,6 +195,10 @@ impl Monitor {
             Vec::new()
         });
         self.probe_all(&topology, &proxies).await;
+        let report = self.with_state(|s| report(&self.owner, s));
+        if let Err(e) = self.dashboard.put_health(&report).await {
+            tracing::debug!(error = %e, "cannot report health to the dashboard");
+        }
         let (servers, proxy_health) = self.with_state(|s| {
             let servers: HashMap<String, Health> = s
                 .servers

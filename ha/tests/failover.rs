@@ -163,6 +163,16 @@ fn a_killed_master_is_replaced_within_five_seconds_and_comes_back_as_a_replica()
             .await
             .unwrap();
         assert!(events.contains("promoted"), "{events}");
+        // The dashboard's overview shows what HA saw.
+        let overview = ok(&url, "GET", "/api/v1/overview", None).await;
+        let seen = overview["ha"]["servers"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == old_master.as_str()).cloned());
+        assert_eq!(
+            seen.map(|s| s["up"].clone()),
+            Some(false.into()),
+            "{overview}"
+        );
 
         // The old master comes back (plain restart, empty, as a master): HA makes it
         // a replica of the new master.

@@ -67,7 +67,22 @@ pub fn overview(o: &Overview) -> String {
         o.groups.len(),
         o.unassigned_slots
     );
-    let mut t = Table::new(&["GROUP", "SLOTS", "SERVER", "ROLE", "STATE"]);
+    let ha =
+        |name: &str,
+         list: fn(&kodis_common::api::HealthReport) -> &Vec<kodis_common::api::TargetHealth>|
+         -> String {
+            let Some(v) = &o.ha else {
+                return "-".into();
+            };
+            match list(&v.report).iter().find(|h| h.name == name) {
+                None => "-".into(),
+                Some(h) if !h.up => "DOWN".into(),
+                Some(h) => h
+                    .probe_us
+                    .map_or("up".into(), |us| format!("up {:.1}ms", us as f64 / 1000.0)),
+            }
+        };
+    let mut t = Table::new(&["GROUP", "SLOTS", "SERVER", "ROLE", "STATE", "HA"]);
     for g in &o.groups {
         if g.servers.is_empty() {
             t.row([g.id.to_string(), g.slots.to_string(), "-".into()]);
@@ -89,7 +104,8 @@ pub fn overview(o: &Overview) -> String {
                     None => "DOWN".to_string(),
                 }
             };
-            t.row([id, slots, s.addr.clone(), s.role.clone(), state]);
+            let seen = ha(&s.addr, |r| &r.servers);
+            t.row([id, slots, s.addr.clone(), s.role.clone(), state, seen]);
         }
     }
     if t.is_empty() {
@@ -99,6 +115,28 @@ pub fn overview(o: &Overview) -> String {
     }
     out.push('\n');
     out.push_str(&proxies(&o.proxies, Some(o.epoch)));
+    match &o.ha {
+        None => out.push_str("\nHA: no report from kodis-ha (is it running?)\n"),
+        Some(v) => {
+            let down: Vec<&str> = v
+                .report
+                .proxies
+                .iter()
+                .filter(|p| !p.up)
+                .map(|p| p.name.as_str())
+                .collect();
+            out.push_str(&format!(
+                "\nHA: {} reported {}s ago{}\n",
+                v.report.reporter,
+                v.age_secs,
+                if down.is_empty() {
+                    String::new()
+                } else {
+                    format!("; proxies down: {}", down.join(", "))
+                }
+            ));
+        }
+    }
     out
 }
 
@@ -358,6 +396,19 @@ mod tests {
                 started_at: 0,
                 acked_epoch: 6,
             }],
+            ha: Some(kodis_common::api::HaView {
+                age_secs: 1,
+                report: kodis_common::api::HealthReport {
+                    reporter: "1@127.0.0.1:18090".into(),
+                    servers: vec![kodis_common::api::TargetHealth {
+                        name: "127.0.0.1:7000".into(),
+                        up: true,
+                        probe_us: Some(250),
+                        error: None,
+                    }],
+                    proxies: vec![],
+                },
+            }),
         }
     }
 
@@ -374,15 +425,21 @@ mod tests {
         let text = overview(&sample());
         assert!(text.starts_with("cluster local  epoch 7  groups 2  unassigned slots 8192\n"));
         assert!(
-            text.contains("GROUP  SLOTS  SERVER          ROLE     STATE\n"),
+            text.contains("GROUP  SLOTS  SERVER          ROLE     STATE                     HA\n"),
             "{text}"
         );
         assert!(
-            text.contains("1      8192   127.0.0.1:7000  master   up\n"),
+            text.contains(
+                "1      8192   127.0.0.1:7000  master   up                        up 0.2ms\n"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("              127.0.0.1:7001  replica  DOWN: connection refused\n"),
+            text.contains("              127.0.0.1:7001  replica  DOWN: connection refused  -\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("HA: 1@127.0.0.1:18090 reported 1s ago\n"),
             "{text}"
         );
         assert!(text.contains("\n2      0      -\n"), "{text}");
