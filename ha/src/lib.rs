@@ -9,6 +9,7 @@ pub mod error;
 pub mod gate;
 pub mod health;
 pub mod http;
+pub mod kubernetes;
 pub mod monitor;
 pub mod orchestrator;
 pub mod probe;

@@ -20,9 +20,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.validate().map_err(anyhow::Error::msg)?;
     let orchestrator: Arc<dyn Orchestrator> = match cfg.orchestrator {
         OrchestratorKind::Local => Arc::new(Local::new(cfg.pid_dir.clone())),
-        OrchestratorKind::Kubernetes => {
-            anyhow::bail!("--orchestrator kubernetes is not available in this build yet")
-        }
+        OrchestratorKind::Kubernetes => Arc::new(kodis_ha::kubernetes::Kubernetes::infer().await?),
     };
     let handle = kodis_ha::start(cfg, orchestrator).await?;
     use tokio::signal::unix::{signal, SignalKind};
