@@ -143,6 +143,8 @@ mod tests {
             Ok(("kodis-group-1-0".into(), "dflt".into()))
         );
         assert!(p("10.0.0.7:6379").is_err());
-        assert!(p("127.0.0.1:7000").unwrap_err().contains("names no pod"));
+        assert!(p("127.0.0.1:7000")
+            .expect_err("an IP")
+            .contains("names no pod"));
     }
 }
