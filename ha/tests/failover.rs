@@ -334,3 +334,110 @@ fn a_master_restarted_within_a_second_comes_back_as_a_replica_and_no_data_is_los
         dash.stop().await;
     });
 }
+
+/// `kodis-ha launch --join` with AOF in `dir`, its log in `dir/gate.log`.
+fn joining_gate(url: &str, port: u16, dir: &std::path::Path, pid_dir: &std::path::Path) -> Gate {
+    std::fs::create_dir_all(dir).unwrap();
+    let log = std::fs::File::create(dir.join("gate.log")).unwrap();
+    Gate(
+        Command::new(env!("CARGO_BIN_EXE_kodis-ha"))
+            .args(["launch", "--join", "--dashboard", url, "--group", "1"])
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .arg("--pid-dir")
+            .arg(pid_dir)
+            .args(["--", "redis-server", "--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .args(["--repl-diskless-sync", "no", "--daemonize", "no", "--dir"])
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn a_group_whose_servers_all_died_recovers_from_its_persisted_data_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let (dash, url) = dashboard(dir.path()).await;
+        let (pa, pb) = (free_port(), free_port());
+        let (a, b) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
+        // Joining: the first becomes the group's master, the second its replica.
+        let _ga = joining_gate(&url, pa, &dir.path().join("a"), pids.path());
+        until(20, "the first server to join as master", || async {
+            (topology(&url).await.group(1)?.master()? == a).then_some(())
+        })
+        .await;
+        let _gb = joining_gate(&url, pb, &dir.path().join("b"), pids.path());
+        until(20, "the second server to join as replica", || async {
+            let t = topology(&url).await;
+            let r = replication(&b).await?;
+            (t.group(1)?.servers.contains(&b) && r.link_up).then_some(())
+        })
+        .await;
+        ok(&url, "POST", "/api/v1/slots/init", None).await;
+        let mut m = connect(&a).await;
+        for i in 0..1000 {
+            let _: () = m.set(format!("p{i}"), i).await.unwrap();
+        }
+        until(10, "the replica to catch up", || async {
+            let n: u64 = redis::cmd("DBSIZE")
+                .query_async(&mut connect(&b).await)
+                .await
+                .ok()?;
+            (n == 1000).then_some(())
+        })
+        .await;
+
+        // Both servers die at once; their gates bring them back.
+        let pid = |addr: &str| -> i32 {
+            let f = kodis_ha::orchestrator::pid_file(pids.path(), addr);
+            std::fs::read_to_string(f).unwrap().trim().parse().unwrap()
+        };
+        let (old_a, old_b) = (pid(&a), pid(&b));
+        for p in [old_a, old_b] {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+        }
+        until(
+            30,
+            "the group to recover: master with its data, replica in sync",
+            || async {
+                if pid(&a) == old_a || pid(&b) == old_b {
+                    return None;
+                }
+                let (ra, rb) = (replication(&a).await?, replication(&b).await?);
+                let na: u64 = redis::cmd("DBSIZE")
+                    .query_async(&mut connect(&a).await)
+                    .await
+                    .ok()?;
+                let nb: u64 = redis::cmd("DBSIZE")
+                    .query_async(&mut connect(&b).await)
+                    .await
+                    .ok()?;
+                (ra.role == "master" && rb.link_up && na == 1000 && nb == 1000).then_some(())
+            },
+        )
+        .await;
+        assert_eq!(
+            topology(&url).await.group(1).unwrap().master(),
+            Some(a.as_str())
+        );
+        // It says what it did.
+        let log = std::fs::read_to_string(dir.path().join("a").join("gate.log")).unwrap();
+        assert!(
+            log.contains("no other server of the group is alive: starting as master")
+                && log.contains("persisted data in"),
+            "{log}"
+        );
+        let log = std::fs::read_to_string(dir.path().join("b").join("gate.log")).unwrap();
+        assert!(log.contains("starting as its replica"), "{log}");
+        dash.stop().await;
+    });
+}
