@@ -45,6 +45,7 @@ pub async fn run(cfg: LaunchConfig) -> Result<i32, HaError> {
     let dashboard = Dashboard::new(&cfg.dashboard, cfg.admin_token.clone());
     let mut backoff = Duration::from_millis(100);
     loop {
+        stop_orphan(&cfg).await;
         let role = tokio::select! {
             r = decide_role(&cfg, &dashboard) => r?,
             _ = term.recv() => return Ok(0),
@@ -92,6 +93,33 @@ async fn stop(mut child: Child, pid_path: Option<PathBuf>) -> Result<i32, HaErro
     }
     info!(status = ?status.map(|s| s.to_string()), "redis-server stopped");
     Ok(0)
+}
+
+/// A redis-server that answers on this server's address is one an earlier gate
+/// started and lost (that gate was killed): shut it down (SHUTDOWN writes the AOF, if
+/// any), so that this gate supervises the server and gives it its role.
+async fn stop_orphan(cfg: &LaunchConfig) {
+    let pw = cfg.redis_password.as_deref();
+    if server_replication(&cfg.addr, pw, Duration::from_millis(500))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    warn!(server = %cfg.addr, "a redis-server this gate did not start answers there: shutting it down");
+    // The connection drops when it stops: an error here is the expected answer.
+    let _: Result<String, _> =
+        crate::probe::redis_cmd(&cfg.addr, pw, &mut redis::cmd("SHUTDOWN")).await;
+    for _ in 0..50 {
+        if server_replication(&cfg.addr, pw, Duration::from_millis(200))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    warn!(server = %cfg.addr, "it is still running; starting anyway");
 }
 
 fn spawn(cfg: &LaunchConfig, role: &Role) -> Result<Child, HaError> {

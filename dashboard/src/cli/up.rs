@@ -560,8 +560,8 @@ async fn wait_listed(
     }
 }
 
-/// Refreshes a one-line status every 2 s and reports processes that exit; never
-/// returns by itself.
+/// Refreshes a one-line status every 2 s, reports processes that exit and starts
+/// them again; never returns by itself.
 async fn watch(sup: &mut Supervisor, client: &DashboardClient) -> Result<(), UpError> {
     let tty = std::io::stdout().is_terminal();
     let since = Instant::now();
@@ -569,7 +569,10 @@ async fn watch(sup: &mut Supervisor, client: &DashboardClient) -> Result<(), UpE
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
-        for msg in sup.reap() {
+        let mut msgs = sup.reap();
+        // Started again at once; one that keeps dying restarts every tick (2 s).
+        msgs.extend(sup.restart_exited());
+        for msg in msgs {
             if tty {
                 print!("\r\x1b[2K");
             }
@@ -855,6 +858,14 @@ struct Proc {
     child: Child,
     log: PathBuf,
     exited: Option<ExitStatus>,
+    /// How to start it again: program, arguments, environment.
+    spec: (
+        PathBuf,
+        Vec<std::ffi::OsString>,
+        Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    ),
+    /// Times it was started again after exiting.
+    restarts: u32,
 }
 
 /// Every child process `kodis up` started. Children are killed on drop too (SIGKILL,
@@ -894,7 +905,16 @@ impl Supervisor {
             .stderr(err)
             .process_group(0)
             .kill_on_drop(true);
-        let program = PathBuf::from(cmd.as_std().get_program());
+        let std_cmd = cmd.as_std();
+        let program = PathBuf::from(std_cmd.get_program());
+        let spec = (
+            program.clone(),
+            std_cmd.get_args().map(ToOwned::to_owned).collect(),
+            std_cmd
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+                .collect(),
+        );
         let child = cmd.spawn().map_err(|source| UpError::Spawn {
             what: what.to_string(),
             program,
@@ -906,8 +926,52 @@ impl Supervisor {
             child,
             log: log.to_path_buf(),
             exited: None,
+            spec,
+            restarts: 0,
         });
         Ok(self.procs.len() - 1)
+    }
+
+    /// Starts again every child that exited (the local orchestrator: a dead proxy,
+    /// gate, HA or dashboard comes back; a gate then decides its server's role).
+    fn restart_exited(&mut self) -> Vec<String> {
+        let mut msgs = Vec::new();
+        for p in &mut self.procs {
+            if p.exited.is_none() {
+                continue;
+            }
+            let (program, args, envs) = &p.spec;
+            let mut cmd = Command::new(program);
+            cmd.args(args).envs(envs.iter().map(|(k, v)| (k, v)));
+            let files = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p.log)
+                .and_then(|out| Ok((out.try_clone()?, out)));
+            let Ok((out, err)) = files else {
+                msgs.push(format!(
+                    "cannot reopen {} to restart {}",
+                    p.log.display(),
+                    p.what
+                ));
+                continue;
+            };
+            cmd.stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .process_group(0)
+                .kill_on_drop(true);
+            match cmd.spawn() {
+                Ok(child) => {
+                    p.child = child;
+                    p.exited = None;
+                    p.restarts += 1;
+                    msgs.push(format!("restarted {} (restart {})", p.what, p.restarts));
+                }
+                Err(e) => msgs.push(format!("cannot restart {}: {e}", p.what)),
+            }
+        }
+        msgs
     }
 
     /// How many children have not been seen to exit.
