@@ -1,6 +1,7 @@
 //! `kodis up` with the real `kodis-dashboard` and `redis-server` (and `kodis-proxy`
-//! when it has been built next to `kodis`, as `cargo test --workspace` does): the
-//! cluster comes up, answers, and SIGINT stops every process it started.
+//! and `kodis-ha` when they have been built next to `kodis`, as `cargo test
+//! --workspace` does): the cluster comes up, answers, heals a killed master and a
+//! killed proxy, and SIGINT stops every process it started.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -51,6 +52,48 @@ fn inline(port: u16, command: &str) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// Like [`inline`], `None` when the port does not answer.
+fn inline_opt(port: u16, command: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// The text of `INFO <section>` on `port` (empty when it does not answer).
+fn info(port: u16, section: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.write_all(format!("INFO {section}\r\n").as_bytes())
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    // A bulk reply: its header line, then the text ending in an empty line.
+    while !text.ends_with("\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    text
+}
+
+/// `process_id` of `INFO server` on `port` (redis-server or kodis-proxy).
+fn process_id(port: u16) -> i32 {
+    let text = info(port, "server");
+    text.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no process_id in {text}"))
+}
+
 #[test]
 fn up_starts_a_cluster_and_sigint_stops_everything() {
     let kodis = env!("CARGO_BIN_EXE_kodis");
@@ -65,7 +108,14 @@ fn up_starts_a_cluster_and_sigint_stops_everything() {
     let dashboard = free_port();
     let proxy = free_port();
     let admin = free_port();
+    let ha = free_port();
     let mut ports = vec![base, base + 1, dashboard];
+    let with_ha = Path::new(kodis)
+        .parent()
+        .is_some_and(|d| d.join("kodis-ha").is_file());
+    if with_ha {
+        ports.push(ha);
+    }
     if with_proxy {
         ports.extend([proxy, admin]);
     }
@@ -76,6 +126,7 @@ fn up_starts_a_cluster_and_sigint_stops_everything() {
         .args(["--dashboard-port", &dashboard.to_string()])
         .args(["--proxy-port", &proxy.to_string()])
         .args(["--proxy-admin-port", &admin.to_string()])
+        .args(["--ha-port", &ha.to_string()])
         .arg("--data-dir")
         .arg(dir.path())
         .env_remove("KODIS_ADMIN_TOKEN")
@@ -143,6 +194,46 @@ fn up_starts_a_cluster_and_sigint_stops_everything() {
         assert_eq!(o.proxies.len(), 1, "{o:?}");
         assert_eq!(inline(proxy, "SET up:key 1"), "+OK\r\n");
         assert_eq!(inline(proxy, "GET up:key"), "$1\r\n1\r\n");
+    }
+    if with_ha {
+        // It heals itself: a SIGKILLed master comes back through its gate as a replica
+        // of the promoted one, and the data stays readable.
+        let synced = wait_for(Duration::from_secs(30), || {
+            info(base + 1, "replication")
+                .contains("master_link_status:up")
+                .then_some(())
+        });
+        assert!(synced.is_some(), "the replica never synced");
+        let redis_pid = process_id(base);
+        kill(Pid::from_raw(redis_pid), Signal::SIGKILL).expect("SIGKILL redis");
+        let status = |addr: u16| {
+            let out = Command::new(kodis)
+                .args(["--json", "--dashboard", &format!("http://127.0.0.1:{addr}")])
+                .arg("status")
+                .output()
+                .ok()?;
+            serde_json::from_slice::<Overview>(&out.stdout).ok()
+        };
+        let healed = wait_for(Duration::from_secs(30), || {
+            let o = status(dashboard)?;
+            let s = &o.groups.first()?.servers;
+            (s.len() == 2
+                && s[0].addr == format!("127.0.0.1:{}", base + 1)
+                && s.iter()
+                    .all(|s| s.reachable && s.reported_role.as_deref() == Some(&*s.role)))
+            .then_some(o)
+        });
+        assert!(healed.is_some(), "no failover: {:?}", status(dashboard));
+        if with_proxy {
+            // A SIGKILLed proxy is started again by kodis up.
+            let proxy_pid = process_id(proxy);
+            kill(Pid::from_raw(proxy_pid), Signal::SIGKILL).expect("SIGKILL proxy");
+            let back = wait_for(Duration::from_secs(30), || {
+                (inline_opt(proxy, "GET up:key")? == "$1\r\n1\r\n").then_some(())
+            });
+            assert!(back.is_some(), "the proxy did not come back");
+            assert_ne!(process_id(proxy), proxy_pid);
+        }
     }
 
     let mut up = up;

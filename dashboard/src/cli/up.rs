@@ -501,7 +501,10 @@ async fn start_gated_servers(
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .arg("--dir")
                 .arg(ctx.dirs.redis(*port))
-                .args(["--appendonly", "yes", "--save", ""]);
+                .args(["--appendonly", "yes", "--save", ""])
+                // Disk-based full syncs: a replica is in sync at once (no 5 s wait
+                // for more replicas), so it can take over a failed master early.
+                .args(["--repl-diskless-sync", "no"]);
             if let Some(t) = &ctx.token {
                 cmd.env("KODIS_ADMIN_TOKEN", t);
             }
