@@ -178,6 +178,7 @@ impl Control {
         let mut registered = false;
         let mut polls = 0u32;
         loop {
+            let last_fetch = std::time::Instant::now();
             if !registered {
                 match self.register().await {
                     Ok(t) => {
@@ -207,6 +208,16 @@ impl Control {
             backoff = (backoff * 2).min(Duration::from_secs(5));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                // A demoted master answered READONLY: the topology is stale, ask now.
+                _ = ctx.stale.notified() => {
+                    debug!("READONLY from a backend; fetching the topology");
+                    ctx.metrics.readonly_refetches.inc();
+                    // At most ten fetches a second however many clients see READONLY.
+                    let since = last_fetch.elapsed();
+                    if since < Duration::from_millis(100) {
+                        tokio::time::sleep(Duration::from_millis(100) - since).await;
+                    }
+                }
                 _ = stop.changed() => return,
             }
         }

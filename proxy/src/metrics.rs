@@ -94,6 +94,8 @@ pub struct Metrics {
     pub epoch: Gauge,
     /// Keys asked to move (MIGRATE) before serving requests in migrating slots.
     pub keys_moved: Counter,
+    /// Topology fetches started by a backend's `-READONLY` (a demoted master).
+    pub readonly_refetches: Counter,
 }
 
 impl Metrics {
@@ -177,6 +179,12 @@ impl Metrics {
             "Keys moved to their slot's new group before serving a request",
             keys_moved.clone(),
         );
+        let readonly_refetches = Counter::default();
+        registry.register(
+            "readonly_topology_fetches",
+            "Topology fetches started at once because a backend answered READONLY",
+            readonly_refetches.clone(),
+        );
         let epoch = Gauge::default();
         registry.register(
             "topology_epoch",
@@ -215,6 +223,7 @@ impl Metrics {
             errors,
             epoch,
             keys_moved,
+            readonly_refetches,
         })
     }
 

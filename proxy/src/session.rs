@@ -47,6 +47,9 @@ pub struct Shared {
     pub started: Instant,
     /// Set while a command-table refresh runs, so only one runs.
     pub(crate) refreshing: std::sync::atomic::AtomicBool,
+    /// Woken when a backend answers `-READONLY` (a master was demoted: this proxy's
+    /// topology is stale): the control loop asks the dashboard at once.
+    pub(crate) stale: tokio::sync::Notify,
     next_id: AtomicU64,
 }
 
@@ -65,6 +68,7 @@ impl Shared {
             metrics,
             started: Instant::now(),
             refreshing: std::sync::atomic::AtomicBool::new(false),
+            stale: tokio::sync::Notify::new(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -248,7 +252,7 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                 // The client is gone: nothing more can be delivered.
                 _ => return,
             },
-            bytes = wait_front(&mut queue, metrics), if !queue.is_empty() && !closing => {
+            bytes = wait_front(&mut queue, &ctx), if !queue.is_empty() && !closing => {
                 out.extend_from_slice(&bytes);
                 if matches!(queue.pop_front(), Some(Pending::Close(_))) {
                     closing = true;
@@ -279,10 +283,16 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
 
 /// Waits for the reply at the front of the queue. Cancel-safe: partial progress of
 /// a merge is kept in the queue entry.
-async fn wait_front(queue: &mut VecDeque<Pending>, metrics: &Metrics) -> Bytes {
+async fn wait_front(queue: &mut VecDeque<Pending>, ctx: &Shared) -> Bytes {
+    let metrics = &ctx.metrics;
     match queue.front_mut() {
         Some(Pending::Backend(rx, addr)) => match rx.await {
-            Ok(Ok(b)) => b,
+            Ok(Ok(b)) => {
+                if b.starts_with(b"-READONLY") {
+                    ctx.stale.notify_one();
+                }
+                b
+            }
             Ok(Err(e)) => {
                 metrics.errors.backend.inc();
                 e.to_resp()
