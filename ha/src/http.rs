@@ -63,6 +63,7 @@ async fn metrics(State(m): State<Arc<Monitor>>) -> Response {
     let proxy_up = Family::<ProxyLabel, Gauge<i64>>::default();
     let proxy_latency = Family::<ProxyLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let without = Family::<GroupLabel, Gauge<i64>>::default();
+    let lag = Family::<ServerLabel, Gauge<i64>>::default();
     let failovers = Counter::<u64>::default();
     let restarts = Counter::<u64>::default();
     if let Ok(s) = m.state.lock() {
@@ -75,6 +76,25 @@ async fn metrics(State(m): State<Arc<Monitor>>) -> Response {
             server_up.get_or_create(&l).set(i64::from(h.is_up()));
             if let Some(d) = h.latency() {
                 server_latency.get_or_create(&l).set(d.as_secs_f64());
+            }
+        }
+        // Replication lag: how far a replica's offset trails its master's, both as
+        // last probed (a replica stuck at 0 while its link is up shows here).
+        for (addr, (group, h)) in &s.servers {
+            let Some(r) = h.replication.as_ref().filter(|r| r.role == "slave") else {
+                continue;
+            };
+            let master = r
+                .master
+                .as_ref()
+                .and_then(|m| s.servers.get(m))
+                .and_then(|(_, mh)| mh.replication.as_ref());
+            if let Some(m) = master {
+                lag.get_or_create(&ServerLabel {
+                    addr: addr.clone(),
+                    group: group.to_string(),
+                })
+                .set((m.offset - r.offset).max(0));
             }
         }
         for (id, h) in &s.proxies {
@@ -114,6 +134,11 @@ async fn metrics(State(m): State<Arc<Monitor>>) -> Response {
         "proxy_probe_seconds",
         "Duration of the last successful probe of a proxy",
         proxy_latency,
+    );
+    registry.register(
+        "replica_lag_bytes",
+        "Replication offset a replica trails its master by, as last probed",
+        lag,
     );
     registry.register(
         "group_without_replica",
