@@ -17,6 +17,22 @@ pub enum SplitKind {
     Mset,
     /// DEL, UNLINK, EXISTS, TOUCH: integers summed.
     Sum,
+    /// FLUSHALL, FLUSHDB: OK once every master said OK.
+    AllOk,
+    /// KEYS: the arrays of every master, concatenated.
+    Concat,
+    /// RANDOMKEY: the first non-nil reply, starting from a random master.
+    AnyNonNil {
+        /// Index of the part to look at first.
+        start: usize,
+    },
+    /// SCAN on one group: its reply's cursor is re-encoded with the group index.
+    Scan {
+        /// Index of the group scanned (in the routing snapshot's order).
+        group: usize,
+        /// How many groups there are.
+        groups: usize,
+    },
 }
 
 /// Commands the proxy answers from its own state.
@@ -63,6 +79,11 @@ pub enum Kind {
     AnyBackend,
     /// Sent to every group's master, integer replies summed: DBSIZE.
     SumAll,
+    /// Sent to every group's master, replies merged: FLUSHALL, FLUSHDB, KEYS,
+    /// RANDOMKEY.
+    Broadcast(SplitKind),
+    /// SCAN: the cursor names a group and that group's cursor.
+    Scan,
     /// A command with no key to route by.
     NoKey,
 }
@@ -95,7 +116,6 @@ pub struct Commands {
 const TX: &str = "transactions are not supported by kodis-proxy yet";
 const BLOCKING: &str = "blocking commands are not supported by kodis-proxy yet";
 const PUBSUB: &str = "Pub/Sub is not supported by kodis-proxy yet";
-const KEYSPACE: &str = "whole-keyspace commands are not supported by kodis-proxy yet";
 const ONE_DB: &str = "kodis-proxy has only database 0";
 const ADMIN: &str = "it is an administrative command for a single server";
 
@@ -138,11 +158,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("publish", PUBSUB),
     ("spublish", PUBSUB),
     ("pubsub", PUBSUB),
-    ("scan", KEYSPACE),
-    ("keys", KEYSPACE),
-    ("randomkey", KEYSPACE),
-    ("flushall", KEYSPACE),
-    ("flushdb", KEYSPACE),
     ("wait", "it cannot be served through a proxy"),
     ("reset", "it cannot be served through a proxy"),
     ("save", ADMIN),
@@ -260,6 +275,10 @@ fn classify(name: &str, spec: &CommandSpec) -> Kind {
     }
     match name {
         "dbsize" => return Kind::SumAll,
+        "flushall" | "flushdb" => return Kind::Broadcast(SplitKind::AllOk),
+        "keys" => return Kind::Broadcast(SplitKind::Concat),
+        "randomkey" => return Kind::Broadcast(SplitKind::AnyNonNil { start: 0 }),
+        "scan" => return Kind::Scan,
         "command" => return Kind::AnyBackend,
         _ => {}
     }

@@ -53,6 +53,11 @@ pub struct ProxyConfig {
     pub migrate_timeout_ms: u64,
     /// Refresh the command table from a backend's `COMMAND` at start-up. Default true.
     pub refresh_command_table: bool,
+    /// Serve FLUSHALL and FLUSHDB (sent to every master). Default true.
+    pub allow_flush: bool,
+    /// Serve KEYS (sent to every master, merged). Default true; off refuses it (SCAN
+    /// walks the same keys without blocking each server for the whole pass).
+    pub allow_keys: bool,
     /// RESP size limits for client requests (backend replies are not limited: Redis
     /// sets no limit on reply size).
     pub limits: Limits,
@@ -77,6 +82,8 @@ impl Default for ProxyConfig {
             shutdown_timeout_ms: 10_000,
             migrate_timeout_ms: 10_000,
             refresh_command_table: true,
+            allow_flush: true,
+            allow_keys: true,
             limits: Limits::default(),
         }
     }

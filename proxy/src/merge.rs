@@ -104,7 +104,31 @@ impl Merge {
             return err.clone();
         }
         match self.kind {
-            SplitKind::Mset => reply::simple("OK"),
+            SplitKind::Mset | SplitKind::AllOk => reply::simple("OK"),
+            SplitKind::Concat => {
+                let mut all: Vec<&[u8]> = Vec::new();
+                for r in &replies {
+                    match array_elements(r) {
+                        Some(e) => all.extend(e),
+                        None => return unexpected(r),
+                    }
+                }
+                let mut out = Vec::with_capacity(16 + all.iter().map(|e| e.len()).sum::<usize>());
+                encode_array_header(&mut out, all.len());
+                for e in all {
+                    out.extend_from_slice(e);
+                }
+                Bytes::from(out)
+            }
+            SplitKind::AnyNonNil { start } => {
+                let n = replies.len();
+                (0..n)
+                    .map(|i| &replies[(start + i) % n])
+                    .find(|r| !r.starts_with(b"$-1") && !r.starts_with(b"_"))
+                    .cloned()
+                    .unwrap_or_else(|| Bytes::from_static(b"$-1\r\n"))
+            }
+            SplitKind::Scan { group, groups } => scan_reply(&replies[0], group, groups),
             SplitKind::Sum => {
                 let mut sum = 0i64;
                 for r in &replies {
@@ -136,6 +160,40 @@ impl Merge {
             }
         }
     }
+}
+
+/// Re-encodes a group's `SCAN` reply `[cursor, keys]` with the client's cursor.
+fn scan_reply(r: &Bytes, group: usize, groups: usize) -> Bytes {
+    let Some(elems) = array_elements(r).filter(|e| e.len() == 2) else {
+        return unexpected(r);
+    };
+    // The cursor is a bulk string: `$<len>\r\n<digits>\r\n`.
+    let inner = elems[0]
+        .split(|b| *b == b'\n')
+        .nth(1)
+        .and_then(|d| std::str::from_utf8(d).ok())
+        .and_then(|d| d.trim_end().parse::<u64>().ok());
+    let Some(inner) = inner else {
+        return unexpected(r);
+    };
+    let bits = crate::session::SCAN_GROUP_BITS;
+    let next = if inner == 0 {
+        if group + 1 < groups {
+            (group + 1) as u64
+        } else {
+            0
+        }
+    } else if inner > (u64::MAX >> bits) {
+        return reply::error("ERR kodis-proxy: a backend's SCAN cursor is too large to carry");
+    } else {
+        (inner << bits) | group as u64
+    };
+    let cursor = next.to_string();
+    let mut out = Vec::with_capacity(32 + elems[1].len());
+    encode_array_header(&mut out, 2);
+    encode_bulk(&mut out, cursor.as_bytes());
+    out.extend_from_slice(elems[1]);
+    Bytes::from(out)
 }
 
 fn unexpected(r: &[u8]) -> Bytes {

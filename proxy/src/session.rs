@@ -492,6 +492,24 @@ impl Session {
             }
             Kind::AnyBackend => self.any_backend(req, outbox),
             Kind::SumAll => self.sum_all(req, outbox),
+            Kind::Broadcast(kind) => {
+                let cfg = &ctx.config;
+                let off = match kind {
+                    SplitKind::AllOk if !cfg.allow_flush => Some("allow_flush is off"),
+                    SplitKind::Concat if !cfg.allow_keys => {
+                        Some("allow_keys is off (SCAN walks the keys without blocking)")
+                    }
+                    _ => None,
+                };
+                match off {
+                    Some(why) => {
+                        ctx.metrics.errors.refused.inc();
+                        Pending::Ready(refused(&entry.name, why))
+                    }
+                    None => self.broadcast(kind, req, outbox),
+                }
+            }
+            Kind::Scan => self.scan(req, outbox),
             Kind::NoKey => {
                 ctx.metrics.errors.refused.inc();
                 Pending::Ready(refused(&entry.name, "it has no key to route by"))
@@ -626,14 +644,84 @@ impl Session {
 
     /// Sends the request to every group's master and sums the integer replies.
     fn sum_all(&self, req: &Request, outbox: &mut Outbox) -> Pending {
+        self.broadcast(SplitKind::Sum, req, outbox)
+    }
+
+    /// Sends the request to every group's master and merges the replies by `kind`.
+    fn broadcast(&self, kind: SplitKind, req: &Request, outbox: &mut Outbox) -> Pending {
         let routes = self.ctx.router.load();
+        if routes.groups.is_empty() {
+            return Pending::Ready(reply::error("ERR kodis: no backend group"));
+        }
         let frame = req.to_resp();
         let mut replies = Vec::with_capacity(routes.groups.len());
         for g in &routes.groups {
             replies.push(outbox.push(&g.master, frame.clone()));
         }
-        Pending::Merge(Box::new(Merge::new(SplitKind::Sum, replies, Vec::new(), 0)))
+        let kind = match kind {
+            // A different first group each time, so every group's keys come up.
+            SplitKind::AnyNonNil { .. } => SplitKind::AnyNonNil {
+                start: random_index(routes.groups.len()),
+            },
+            k => k,
+        };
+        Pending::Merge(Box::new(Merge::new(kind, replies, Vec::new(), 0)))
     }
+
+    /// SCAN over every group in turn: the client's cursor is
+    /// `(group's cursor << SCAN_GROUP_BITS) | group index`; a group's scan ending
+    /// (cursor 0) moves on to the next group, and the last one's ends the iteration.
+    /// Groups are in the routing snapshot's order (by id).
+    fn scan(&self, req: &Request, outbox: &mut Outbox) -> Pending {
+        let ctx = &self.ctx;
+        if req.argc() < 2 {
+            ctx.metrics.errors.args.inc();
+            return Pending::Ready(wrong_args("scan"));
+        }
+        let routes = ctx.router.load();
+        let groups = routes.groups.len();
+        let cursor = std::str::from_utf8(req.arg(1))
+            .ok()
+            .and_then(|c| c.parse::<u64>().ok());
+        let Some(cursor) = cursor else {
+            return Pending::Ready(reply::error("ERR invalid cursor"));
+        };
+        let group = (cursor & SCAN_GROUP_MASK) as usize;
+        let Some(g) = routes.groups.get(group) else {
+            return Pending::Ready(reply::error(
+                "ERR invalid cursor (its group is gone: start the scan again at 0)",
+            ));
+        };
+        let inner = (cursor >> SCAN_GROUP_BITS).to_string();
+        let mut frame = Vec::with_capacity(64);
+        kodis_common::resp::encode_array_header(&mut frame, req.argc());
+        kodis_common::resp::encode_bulk(&mut frame, b"SCAN");
+        kodis_common::resp::encode_bulk(&mut frame, inner.as_bytes());
+        for i in 2..req.argc() {
+            kodis_common::resp::encode_bulk(&mut frame, req.arg(i));
+        }
+        let reply = outbox.push(&g.master, Bytes::from(frame));
+        Pending::Merge(Box::new(Merge::new(
+            SplitKind::Scan { group, groups },
+            vec![reply],
+            Vec::new(),
+            0,
+        )))
+    }
+}
+
+/// Low bits of a SCAN cursor that name the group (up to 1024 groups).
+pub const SCAN_GROUP_BITS: u32 = 10;
+const SCAN_GROUP_MASK: u64 = (1 << SCAN_GROUP_BITS) - 1;
+
+/// A cheap pseudo-random index below `n` (RANDOMKEY's first group).
+fn random_index(n: usize) -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize);
+    (nanos ^ NEXT.fetch_add(1, Ordering::Relaxed)) % n.max(1)
 }
 
 /// True when an XREAD / XREADGROUP request asks to block. Options are walked as

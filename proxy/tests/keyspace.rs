@@ -1,0 +1,152 @@
+//! Whole-keyspace commands over three groups: SCAN walks every group with one cursor,
+//! KEYS and RANDOMKEY merge, FLUSHALL/FLUSHDB reach every master, and the settings
+//! that refuse KEYS and the flushes.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashSet;
+
+use support::{Cluster, Conn, Value};
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(Some(items)) => items
+            .iter()
+            .map(|i| match i {
+                Value::Bulk(Some(b)) => String::from_utf8(b.clone()).unwrap(),
+                other => panic!("not a bulk string: {other:?}"),
+            })
+            .collect(),
+        other => panic!("not an array: {other:?}"),
+    }
+}
+
+/// Walks a whole SCAN with `extra` arguments; every key it returned, and how many
+/// calls it took.
+fn scan_all(p: &mut Conn, extra: &[&str]) -> (Vec<String>, usize) {
+    let mut cursor = "0".to_string();
+    let mut keys = Vec::new();
+    let mut calls = 0;
+    loop {
+        let mut args = vec!["SCAN", cursor.as_str()];
+        args.extend(extra);
+        let reply = p.cmd(&args);
+        calls += 1;
+        let Value::Array(Some(parts)) = reply else {
+            panic!("SCAN {cursor}: {reply:?}");
+        };
+        let Value::Bulk(Some(next)) = &parts[0] else {
+            panic!("cursor: {parts:?}");
+        };
+        keys.extend(strings(&parts[1]));
+        cursor = String::from_utf8(next.clone()).unwrap();
+        if cursor == "0" {
+            return (keys, calls);
+        }
+        assert!(calls < 100_000, "SCAN never ends");
+    }
+}
+
+fn load(p: &mut Conn, n: usize) -> HashSet<String> {
+    let mut all = HashSet::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let mut args = vec!["MSET".to_string()];
+        for i in chunk {
+            args.push(format!("key:{i}"));
+            args.push(i.to_string());
+            all.insert(format!("key:{i}"));
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(p.cmd(&refs), Value::ok());
+    }
+    all
+}
+
+#[test]
+fn scan_walks_every_group_and_keys_randomkey_and_flush_reach_all_masters() {
+    let c = Cluster::start(3);
+    let mut p = c.proxy.conn();
+    let all = load(&mut p, 3000);
+    // Every group holds some of them.
+    for i in 0..3 {
+        match c.direct(i).cmd(&["DBSIZE"]) {
+            Value::Int(n) => assert!(n > 500, "group {i} has {n} keys"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    let (keys, calls) = scan_all(&mut p, &["COUNT", "200"]);
+    let seen: HashSet<String> = keys.into_iter().collect();
+    assert_eq!(seen, all, "SCAN returned every key");
+    assert!(calls > 3, "COUNT was passed on ({calls} calls)");
+    // MATCH and TYPE are passed on.
+    let (keys, _) = scan_all(&mut p, &["MATCH", "key:1?", "COUNT", "1000"]);
+    let want: HashSet<String> = (10..20).map(|i| format!("key:{i}")).collect();
+    assert_eq!(keys.into_iter().collect::<HashSet<_>>(), want);
+    assert_eq!(p.cmd(&["RPUSH", "a-list", "x"]), Value::Int(1));
+    let (keys, _) = scan_all(&mut p, &["TYPE", "list", "COUNT", "1000"]);
+    assert_eq!(keys, vec!["a-list".to_string()]);
+    // Bad cursors are errors, and the connection stays.
+    assert_eq!(p.cmd(&["SCAN", "abc"]).err_text(), "ERR invalid cursor");
+    assert!(p
+        .cmd(&["SCAN", "1023"])
+        .err_text()
+        .starts_with("ERR invalid cursor"));
+    assert!(p
+        .cmd(&["SCAN"])
+        .err_text()
+        .contains("wrong number of arguments"));
+
+    let keys: HashSet<String> = strings(&p.cmd(&["KEYS", "key:*"])).into_iter().collect();
+    assert_eq!(keys, all);
+    let keys = strings(&p.cmd(&["KEYS", "key:29??"]));
+    assert_eq!(keys.len(), 100);
+    match p.cmd(&["RANDOMKEY"]) {
+        Value::Bulk(Some(k)) => {
+            let k = String::from_utf8(k).unwrap();
+            assert!(all.contains(&k) || k == "a-list", "{k}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    assert_eq!(p.cmd(&["FLUSHDB", "ASYNC"]), Value::ok());
+    for i in 0..3 {
+        assert_eq!(c.direct(i).cmd(&["DBSIZE"]), Value::Int(0), "group {i}");
+    }
+    assert_eq!(p.cmd(&["RANDOMKEY"]), Value::Bulk(None));
+    assert_eq!(p.cmd(&["KEYS", "*"]), Value::Array(Some(vec![])));
+    assert_eq!(
+        p.cmd(&["SCAN", "0"]),
+        // The first group is empty: its SCAN ends, the cursor moves on to group 1.
+        Value::Array(Some(vec![Value::bulk("1"), Value::Array(Some(vec![]))]))
+    );
+    load(&mut p, 10);
+    assert_eq!(p.cmd(&["FLUSHALL"]), Value::ok());
+    assert_eq!(p.cmd(&["DBSIZE"]), Value::Int(0));
+}
+
+#[test]
+fn settings_refuse_keys_and_the_flushes() {
+    let c = Cluster::start_with(2, |cfg| {
+        cfg.allow_flush = false;
+        cfg.allow_keys = false;
+    });
+    let mut p = c.proxy.conn();
+    assert_eq!(p.cmd(&["SET", "k", "v"]), Value::ok());
+    for args in [&["FLUSHALL"][..], &["FLUSHDB"], &["KEYS", "*"]] {
+        let text = p.cmd(args).err_text().to_string();
+        assert!(
+            text.starts_with(&format!("ERR kodis-proxy refuses '{}'", args[0])),
+            "{text}"
+        );
+        assert!(text.contains("allow_"), "{text}");
+    }
+    assert_eq!(
+        p.cmd(&["GET", "k"]),
+        Value::bulk("v"),
+        "nothing was flushed"
+    );
+    let (keys, _) = scan_all(&mut p, &[]);
+    assert_eq!(keys, vec!["k".to_string()]);
+}
