@@ -26,6 +26,11 @@ pub enum SplitKind {
         /// Index of the part to look at first.
         start: usize,
     },
+    /// SCRIPT LOAD, FUNCTION LOAD: every master must give the same answer (the
+    /// script's sha, the library's name); that answer.
+    AllSame,
+    /// SCRIPT EXISTS: per script, 1 only where every master has it.
+    AllExist,
     /// SCAN on one group: its reply's cursor is re-encoded with the group index.
     Scan {
         /// Index of the group scanned (in the routing snapshot's order).
@@ -84,6 +89,8 @@ pub enum Kind {
     Broadcast(SplitKind),
     /// SCAN: the cursor names a group and that group's cursor.
     Scan,
+    /// SCRIPT and FUNCTION: broadcast or refused by subcommand.
+    ScriptAdmin,
     /// A command with no key to route by.
     NoKey,
 }
@@ -169,14 +176,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("latency", ADMIN),
     ("slowlog", ADMIN),
     ("role", ADMIN),
-    (
-        "script",
-        "script management is not supported by kodis-proxy yet",
-    ),
-    (
-        "function",
-        "function management is not supported by kodis-proxy yet",
-    ),
 ];
 
 const LOCAL: &[(&str, Local)] = &[
@@ -279,6 +278,7 @@ fn classify(name: &str, spec: &CommandSpec) -> Kind {
         "keys" => return Kind::Broadcast(SplitKind::Concat),
         "randomkey" => return Kind::Broadcast(SplitKind::AnyNonNil { start: 0 }),
         "scan" => return Kind::Scan,
+        "script" | "function" => return Kind::ScriptAdmin,
         "command" => return Kind::AnyBackend,
         _ => {}
     }

@@ -129,6 +129,37 @@ impl Merge {
                     .unwrap_or_else(|| Bytes::from_static(b"$-1\r\n"))
             }
             SplitKind::Scan { group, groups } => scan_reply(&replies[0], group, groups),
+            SplitKind::AllSame => {
+                if replies.windows(2).any(|w| w[0] != w[1]) {
+                    return reply::error(
+                        "ERR kodis-proxy: the masters answered differently; run it again",
+                    );
+                }
+                replies[0].clone()
+            }
+            SplitKind::AllExist => {
+                let mut all: Option<Vec<bool>> = None;
+                for r in &replies {
+                    let Some(elems) = array_elements(r) else {
+                        return unexpected(r);
+                    };
+                    let these: Vec<bool> = elems.iter().map(|e| e.starts_with(b":1")).collect();
+                    all = Some(match all {
+                        None => these,
+                        Some(prev) if prev.len() == these.len() => {
+                            prev.iter().zip(&these).map(|(a, b)| *a && *b).collect()
+                        }
+                        Some(_) => return unexpected(r),
+                    });
+                }
+                let all = all.unwrap_or_default();
+                let mut out = Vec::with_capacity(8 + 4 * all.len());
+                encode_array_header(&mut out, all.len());
+                for e in all {
+                    out.extend_from_slice(if e { b":1\r\n" } else { b":0\r\n" });
+                }
+                Bytes::from(out)
+            }
             SplitKind::Sum => {
                 let mut sum = 0i64;
                 for r in &replies {

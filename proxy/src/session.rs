@@ -510,6 +510,7 @@ impl Session {
                 }
             }
             Kind::Scan => self.scan(req, outbox),
+            Kind::ScriptAdmin => self.script_admin(&entry.name, req, outbox),
             Kind::NoKey => {
                 ctx.metrics.errors.refused.inc();
                 Pending::Ready(refused(&entry.name, "it has no key to route by"))
@@ -542,6 +543,11 @@ impl Session {
             }
         };
         let Some(&first) = keys.first() else {
+            // Scripts and functions without keys run on the first group (by id): they
+            // can touch no key reliably anyway, but they run.
+            if KEYLESS_SCRIPTS.contains(&spec.name.as_str()) {
+                return self.any_backend(req, outbox);
+            }
             ctx.metrics.errors.refused.inc();
             let name = spec.name.replace('|', " ").to_ascii_uppercase();
             return Pending::Ready(refused(&name, "it has no key to route by"));
@@ -668,6 +674,39 @@ impl Session {
         Pending::Merge(Box::new(Merge::new(kind, replies, Vec::new(), 0)))
     }
 
+    /// SCRIPT and FUNCTION management, by subcommand: what changes the scripts goes
+    /// to every master (so a script or function is there whichever group a call
+    /// lands on), what reads them is merged or read from the first group.
+    fn script_admin(&self, name: &str, req: &Request, outbox: &mut Outbox) -> Pending {
+        let sub = if req.argc() > 1 {
+            String::from_utf8_lossy(req.arg(1)).to_ascii_lowercase()
+        } else {
+            String::new()
+        };
+        let kind = match (name, sub.as_str()) {
+            ("SCRIPT", "load") | ("FUNCTION", "load") => Some(SplitKind::AllSame),
+            ("SCRIPT", "exists") => Some(SplitKind::AllExist),
+            ("SCRIPT", "flush") | ("FUNCTION", "flush" | "delete" | "restore") => {
+                Some(SplitKind::AllOk)
+            }
+            ("FUNCTION", "list" | "dump" | "stats") | (_, "help") => None,
+            _ => {
+                self.ctx.metrics.errors.refused.inc();
+                let what = format!("{name} {}", sub.to_ascii_uppercase());
+                return Pending::Ready(refused(
+                    what.trim_end(),
+                    "kodis-proxy serves LOAD, EXISTS, FLUSH (SCRIPT) and LOAD, DELETE, \
+                     FLUSH, RESTORE, LIST, DUMP, STATS (FUNCTION)",
+                ));
+            }
+        };
+        match kind {
+            Some(k) => self.broadcast(k, req, outbox),
+            // Every master has the same scripts: one answers.
+            None => self.any_backend(req, outbox),
+        }
+    }
+
     /// SCAN over every group in turn: the client's cursor is
     /// `(group's cursor << SCAN_GROUP_BITS) | group index`; a group's scan ending
     /// (cursor 0) moves on to the next group, and the last one's ends the iteration.
@@ -709,6 +748,16 @@ impl Session {
         )))
     }
 }
+
+/// Scripts and functions that may be called without keys (then: the first group).
+const KEYLESS_SCRIPTS: &[&str] = &[
+    "eval",
+    "evalsha",
+    "eval_ro",
+    "evalsha_ro",
+    "fcall",
+    "fcall_ro",
+];
 
 /// Low bits of a SCAN cursor that name the group (up to 1024 groups).
 pub const SCAN_GROUP_BITS: u32 = 10;

@@ -150,3 +150,77 @@ fn settings_refuse_keys_and_the_flushes() {
     let (keys, _) = scan_all(&mut p, &[]);
     assert_eq!(keys, vec!["k".to_string()]);
 }
+
+#[test]
+fn scripts_and_functions_are_loaded_on_every_master() {
+    let c = Cluster::start(3);
+    let mut p = c.proxy.conn();
+    let sha = match p.cmd(&["SCRIPT", "LOAD", "return redis.call('GET', KEYS[1])"]) {
+        Value::Bulk(Some(s)) => String::from_utf8(s).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    for i in 0..3 {
+        assert_eq!(
+            c.direct(i).cmd(&["SCRIPT", "EXISTS", &sha]),
+            Value::Array(Some(vec![Value::Int(1)])),
+            "master {i}"
+        );
+    }
+    // Loaded on one master only: not there for the proxy.
+    let lone = match c
+        .direct(0)
+        .cmd(&["SCRIPT", "LOAD", "return 'only on the first'"])
+    {
+        Value::Bulk(Some(s)) => String::from_utf8(s).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        p.cmd(&[
+            "SCRIPT",
+            "EXISTS",
+            &sha,
+            &lone,
+            "0123456789012345678901234567890123456789"
+        ]),
+        Value::Array(Some(vec![Value::Int(1), Value::Int(0), Value::Int(0)]))
+    );
+    // EVALSHA by key works whichever group owns the key; without keys, the first group.
+    for i in 0..30 {
+        let k = format!("s{i}");
+        assert_eq!(p.cmd(&["SET", &k, &i.to_string()]), Value::ok());
+        assert_eq!(
+            p.cmd(&["EVALSHA", &sha, "1", &k]),
+            Value::bulk(&i.to_string())
+        );
+    }
+    assert_eq!(p.cmd(&["EVAL", "return 7", "0"]), Value::Int(7));
+
+    let lib = "#!lua name=kodislib\nredis.register_function('echo1', function(keys, args) return args[1] end)";
+    assert_eq!(p.cmd(&["FUNCTION", "LOAD", lib]), Value::bulk("kodislib"));
+    assert_eq!(p.cmd(&["FCALL", "echo1", "0", "hi"]), Value::bulk("hi"));
+    for i in 0..30 {
+        let k = format!("f{i}");
+        assert_eq!(p.cmd(&["FCALL", "echo1", "1", &k, "x"]), Value::bulk("x"));
+    }
+    match p.cmd(&["FUNCTION", "LIST"]) {
+        Value::Array(Some(libs)) => assert_eq!(libs.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.cmd(&["FUNCTION", "DELETE", "kodislib"]), Value::ok());
+    assert!(p
+        .cmd(&["FCALL", "echo1", "0", "hi"])
+        .err_text()
+        .contains("Function not found"));
+
+    assert_eq!(p.cmd(&["SCRIPT", "FLUSH"]), Value::ok());
+    assert_eq!(
+        p.cmd(&["SCRIPT", "EXISTS", &sha]),
+        Value::Array(Some(vec![Value::Int(0)]))
+    );
+    let text = p.cmd(&["SCRIPT", "KILL"]).err_text().to_string();
+    assert!(
+        text.starts_with("ERR kodis-proxy refuses 'SCRIPT KILL'"),
+        "{text}"
+    );
+    assert_eq!(p.cmd(&["PING"]), Value::Simple("PONG".into()));
+}
