@@ -57,14 +57,14 @@ pub async fn run(cfg: LaunchConfig) -> Result<i32, HaError> {
         if matches!(role, Role::Joining(_)) {
             tokio::select! {
                 r = join(&cfg, &dashboard) => r?,
-                _ = term.recv() => return stop(child, pid_path).await,
-                _ = int.recv() => return stop(child, pid_path).await,
+                _ = term.recv() => return stop(&cfg, child, pid_path).await,
+                _ = int.recv() => return stop(&cfg, child, pid_path).await,
             }
         }
         let status = tokio::select! {
             s = child.wait() => s,
-            _ = term.recv() => return stop(child, pid_path).await,
-            _ = int.recv() => return stop(child, pid_path).await,
+            _ = term.recv() => return stop(&cfg, child, pid_path).await,
+            _ = int.recv() => return stop(&cfg, child, pid_path).await,
         };
         warn!(
             server = %cfg.addr,
@@ -80,7 +80,11 @@ pub async fn run(cfg: LaunchConfig) -> Result<i32, HaError> {
     }
 }
 
-async fn stop(mut child: Child, pid_path: Option<PathBuf>) -> Result<i32, HaError> {
+async fn stop(
+    cfg: &LaunchConfig,
+    mut child: Child,
+    pid_path: Option<PathBuf>,
+) -> Result<i32, HaError> {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
@@ -91,6 +95,7 @@ async fn stop(mut child: Child, pid_path: Option<PathBuf>) -> Result<i32, HaErro
     if let Some(p) = pid_path {
         let _ = tokio::fs::remove_file(p).await;
     }
+    let _ = tokio::fs::remove_file(secret_path(cfg)).await;
     info!(status = ?status.map(|s| s.to_string()), "redis-server stopped");
     Ok(0)
 }
@@ -139,7 +144,10 @@ fn spawn(cfg: &LaunchConfig, role: &Role) -> Result<Child, HaError> {
             .ok_or_else(|| HaError::Invalid(format!("master {master:?} is not host:port")))?;
         cmd.args(["--replicaof", host, port]);
         if let Some(pw) = &cfg.redis_password {
-            cmd.args(["--masterauth", pw]);
+            // Through an included file readable by this user only: a flag would show
+            // the password to anyone who can run `ps`.
+            let path = secret_file(cfg, &format!("masterauth {pw}\n"))?;
+            cmd.arg("--include").arg(path);
         }
     }
     let child = cmd
@@ -147,6 +155,31 @@ fn spawn(cfg: &LaunchConfig, role: &Role) -> Result<Child, HaError> {
         .map_err(|e| HaError::Invalid(format!("cannot start {program}: {e}")))?;
     info!(server = %cfg.addr, ?role, pid = child.id(), "redis-server started");
     Ok(child)
+}
+
+/// Writes `text` to a file only this user can read (in the pid directory, else the
+/// temp directory), named after the server's port; its path.
+fn secret_file(cfg: &LaunchConfig, text: &str) -> Result<PathBuf, HaError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = secret_path(cfg);
+    let _ = std::fs::remove_file(&path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| HaError::Invalid(format!("cannot write {}: {e}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| HaError::Invalid(format!("cannot write {}: {e}", path.display())))?;
+    Ok(path)
+}
+
+/// Where [`secret_file`] writes: the pid directory, else the temp directory.
+fn secret_path(cfg: &LaunchConfig) -> PathBuf {
+    let port = cfg.addr.rsplit_once(':').map_or("0", |(_, p)| p);
+    let dir = cfg.pid_dir.clone().unwrap_or_else(std::env::temp_dir);
+    dir.join(format!("kodis-gate-{port}-{}.conf", std::process::id()))
 }
 
 async fn write_pid(cfg: &LaunchConfig, child: &Child) -> Option<PathBuf> {

@@ -435,3 +435,85 @@ fn a_group_whose_servers_all_died_recovers_from_its_persisted_data_and_says_so()
         dash.stop().await;
     });
 }
+
+#[test]
+fn a_gated_replica_authenticates_to_its_master_from_a_private_file() {
+    let pw = "gate-s3cret";
+    let master = RedisServer::start_with(&["--requirepass", pw]);
+    let dir = tempfile::tempdir().unwrap();
+    let pids = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut cfg = kodis_dashboard::DashboardConfig::embedded(&listen, dir.path().join("store"));
+        cfg.redis_password = Some(pw.to_string());
+        let dash = kodis_dashboard::start(cfg).await.unwrap();
+        let url = format!("http://{listen}");
+        until(20, "the dashboard to become active", || async {
+            dash.dashboard.is_active().then_some(())
+        })
+        .await;
+        group(&url, 1, &[master.addr()]).await;
+        master.command(&[b"AUTH", pw.as_bytes()]);
+        let mut m = redis::Client::open(format!("redis://:{pw}@{}/", master.addr()))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = m.set("guarded", "yes").await.unwrap();
+
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.path().join("gate.log")).unwrap();
+        let _gate = Gate(
+            Command::new(env!("CARGO_BIN_EXE_kodis-ha"))
+                .args(["launch", "--join", "--dashboard", &url, "--group", "1"])
+                .args(["--addr", &addr])
+                .arg("--pid-dir")
+                .arg(pids.path())
+                .args(["--", "redis-server", "--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1", "--save", "", "--requirepass", pw])
+                .args(["--repl-diskless-sync", "no", "--dir"])
+                .arg(dir.path())
+                .env("KODIS_REDIS_PASSWORD", pw)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let synced = until(30, "the replica to sync through AUTH", || async {
+            let r = kodis_ha::probe::server_replication(&addr, Some(pw), Duration::from_secs(1))
+                .await
+                .ok()?;
+            r.link_up.then_some(())
+        })
+        .await;
+        let _ = synced;
+        let mut r = redis::Client::open(format!("redis://:{pw}@{addr}/"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let v: Option<String> = r.get("guarded").await.unwrap();
+        assert_eq!(v.as_deref(), Some("yes"));
+        // The masterauth came from a file only this user reads, not from a flag (redis
+        // rewrites its process title, but only after start-up), and no log shows it.
+        let include = pids.path().join(format!("kodis-gate-{port}-"));
+        let secret = std::fs::read_dir(pids.path())
+            .unwrap()
+            .flatten()
+            .find(|e| {
+                e.path()
+                    .to_string_lossy()
+                    .starts_with(&*include.to_string_lossy())
+            })
+            .expect("the masterauth file");
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            secret.metadata().unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let log = std::fs::read_to_string(dir.path().join("gate.log")).unwrap();
+        assert!(!log.contains(pw), "{log}");
+        dash.stop().await;
+    });
+}
