@@ -480,14 +480,13 @@ fn a_gated_replica_authenticates_to_its_master_from_a_private_file() {
                 .spawn()
                 .unwrap(),
         );
-        let synced = until(30, "the replica to sync through AUTH", || async {
+        until(30, "the replica to sync through AUTH", || async {
             let r = kodis_ha::probe::server_replication(&addr, Some(pw), Duration::from_secs(1))
                 .await
                 .ok()?;
             r.link_up.then_some(())
         })
         .await;
-        let _ = synced;
         let mut r = redis::Client::open(format!("redis://:{pw}@{addr}/"))
             .unwrap()
             .get_multiplexed_async_connection()
