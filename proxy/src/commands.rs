@@ -31,6 +31,8 @@ pub enum SplitKind {
     AllSame,
     /// SCRIPT EXISTS: per script, 1 only where every master has it.
     AllExist,
+    /// INFO: every master's `# Keyspace` summed, after the proxy's own sections.
+    Keyspace,
     /// SCAN on one group: its reply's cursor is re-encoded with the group index.
     Scan {
         /// Index of the group scanned (in the routing snapshot's order).

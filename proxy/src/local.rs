@@ -6,7 +6,8 @@ use bytes::Bytes;
 use kodis_common::resp::Request;
 use kodis_common::slot::key_slot;
 
-use crate::commands::Local;
+use crate::commands::{Local, SplitKind};
+use crate::merge::Merge;
 use crate::reply;
 use crate::session::{refused, wrong_args, Outbox, Pending, Session};
 
@@ -28,7 +29,7 @@ impl Session {
             Local::Auth => ready(self.auth(req)),
             Local::Hello => ready(self.hello(req)),
             Local::Client => ready(self.client(req)),
-            Local::Info => ready(self.info()),
+            Local::Info => self.info_with_keyspace(req, outbox),
             Local::Cluster => {
                 if argc == 3 && req.arg(1).eq_ignore_ascii_case(b"KEYSLOT") {
                     ready(reply::integer(i64::from(key_slot(req.arg(2)))))
@@ -258,10 +259,36 @@ impl Session {
         )
     }
 
-    fn info(&self) -> Bytes {
+    /// INFO: the proxy's own sections, and the keyspace summed over every group's
+    /// master (`INFO keyspace` alone gives only that).
+    fn info_with_keyspace(&self, req: &Request, outbox: &mut Outbox) -> Pending {
+        let section = (req.argc() > 1).then(|| req.arg(1).to_ascii_lowercase());
+        let (own, keyspace) = match section.as_deref() {
+            None | Some(b"all" | b"everything" | b"default") => (Some(self.info_text()), true),
+            Some(b"keyspace") => (None, true),
+            Some(_) => (Some(self.info_text()), false),
+        };
+        let routes = self.ctx.router.load();
+        if !keyspace || routes.groups.is_empty() {
+            return Pending::Ready(reply::bulk(own.unwrap_or_default().as_bytes()));
+        }
+        let frame = Bytes::from_static(b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n");
+        let parts = routes
+            .groups
+            .iter()
+            .map(|g| outbox.push(&g.master, frame.clone()))
+            .collect();
+        let merge = Merge::new(SplitKind::Keyspace, parts, Vec::new(), 0);
+        Pending::Merge(Box::new(match own {
+            Some(text) => merge.with_prefix(text),
+            None => merge,
+        }))
+    }
+
+    fn info_text(&self) -> String {
         let ctx = &self.ctx;
         let routes = ctx.router.load();
-        let text = format!(
+        format!(
             "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nkodis_version:{}\r\n\
              process_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n\
              # Clients\r\nconnected_clients:{}\r\n\r\n\
@@ -278,8 +305,7 @@ kodis_command_table:{}\r\n",
             routes.groups.len(),
             routes.groups.iter().filter(|g| g.master.is_up()).count(),
             ctx.commands.load().source,
-        );
-        reply::bulk(text.as_bytes())
+        )
     }
 }
 

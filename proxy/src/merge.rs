@@ -56,6 +56,8 @@ pub struct Merge {
     total_keys: usize,
     /// Replies received so far, kept across cancelled waits.
     received: Vec<Option<Result<Bytes, BackendError>>>,
+    /// For INFO: the proxy's own sections, put before the merged keyspace.
+    prefix: Option<String>,
 }
 
 impl Merge {
@@ -73,7 +75,14 @@ impl Merge {
             positions,
             total_keys,
             received,
+            prefix: None,
         }
+    }
+
+    /// Puts `text` before the merged reply (INFO: the proxy's own sections).
+    pub fn with_prefix(mut self, text: String) -> Self {
+        self.prefix = Some(text);
+        self
     }
 
     /// Waits for every part and builds the client's reply. The first error (a backend
@@ -88,6 +97,9 @@ impl Merge {
                         Err(BackendError::ConnectionLost { addr: addr.clone() })
                     }));
             }
+        }
+        if self.kind == SplitKind::Keyspace {
+            return self.keyspace();
         }
         let mut replies = Vec::with_capacity(self.parts.len());
         for r in &self.received {
@@ -129,6 +141,7 @@ impl Merge {
                     .unwrap_or_else(|| Bytes::from_static(b"$-1\r\n"))
             }
             SplitKind::Scan { group, groups } => scan_reply(&replies[0], group, groups),
+            SplitKind::Keyspace => self.keyspace(),
             SplitKind::AllSame => {
                 if replies.windows(2).any(|w| w[0] != w[1]) {
                     return reply::error(
@@ -193,6 +206,83 @@ impl Merge {
     }
 }
 
+impl Merge {
+    /// INFO's reply: it answers even when a group does not (INFO is how one looks
+    /// into trouble), naming the masters whose keyspace is missing from the sums.
+    fn keyspace(&self) -> Bytes {
+        let mut texts = Vec::new();
+        let mut missing = Vec::new();
+        for ((_, addr), r) in self.parts.iter().zip(&self.received) {
+            match r
+                .as_ref()
+                .and_then(|r| r.as_ref().ok())
+                .and_then(|b| bulk_text(b))
+            {
+                Some(t) => texts.push(t),
+                None => missing.push(addr.to_string()),
+            }
+        }
+        let mut out = self.prefix.clone().unwrap_or_default();
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        out.push_str(&keyspace_sum(&texts));
+        if !missing.is_empty() {
+            out.push_str(&format!("kodis_keyspace_missing:{}\r\n", missing.join(",")));
+        }
+        reply::bulk(out.as_bytes())
+    }
+}
+
+/// The text of a bulk-string reply.
+fn bulk_text(r: &[u8]) -> Option<&str> {
+    let rest = r.strip_prefix(b"$")?;
+    let nl = rest.iter().position(|b| *b == b'\n')?;
+    let len: usize = std::str::from_utf8(&rest[..nl])
+        .ok()?
+        .trim_end()
+        .parse()
+        .ok()?;
+    let body = rest.get(nl + 1..nl + 1 + len)?;
+    std::str::from_utf8(body).ok()
+}
+
+/// The `# Keyspace` section of several servers' `INFO keyspace`, summed per
+/// database: keys and expires added, avg_ttl weighted by each server's expires.
+pub fn keyspace_sum(texts: &[&str]) -> String {
+    // db -> (keys, expires, sum of avg_ttl * expires)
+    let mut dbs: std::collections::BTreeMap<u32, (u64, u64, u128)> = Default::default();
+    for text in texts {
+        for line in text.lines() {
+            let Some((db, fields)) = line.trim_end().split_once(':') else {
+                continue;
+            };
+            let Some(n) = db.strip_prefix("db").and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let field = |name: &str| -> u64 {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            let e = dbs.entry(n).or_default();
+            e.0 += field("keys");
+            e.1 += field("expires");
+            e.2 += u128::from(field("avg_ttl")) * u128::from(field("expires"));
+        }
+    }
+    let mut out = String::from("# Keyspace\r\n");
+    for (db, (keys, expires, ttl)) in dbs {
+        let avg = ttl.checked_div(u128::from(expires)).unwrap_or(0);
+        out.push_str(&format!(
+            "db{db}:keys={keys},expires={expires},avg_ttl={avg}\r\n"
+        ));
+    }
+    out
+}
+
 /// Re-encodes a group's `SCAN` reply `[cursor, keys]` with the client's cursor.
 fn scan_reply(r: &Bytes, group: usize, groups: usize) -> Bytes {
     let Some(elems) = array_elements(r).filter(|e| e.len() == 2) else {
@@ -225,6 +315,24 @@ fn scan_reply(r: &Bytes, group: usize, groups: usize) -> Bytes {
     encode_bulk(&mut out, cursor.as_bytes());
     out.extend_from_slice(elems[1]);
     Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyspace_sections_are_summed_per_database() {
+        let a = "# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=1000,subexpiry=0\r\n";
+        let b =
+            "# Keyspace\r\ndb0:keys=5,expires=6,avg_ttl=2000\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n";
+        assert_eq!(
+            keyspace_sum(&[a, b, "# Keyspace\r\n"]),
+            "# Keyspace\r\ndb0:keys=15,expires=8,avg_ttl=1750\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n"
+        );
+        assert_eq!(bulk_text(b"$5\r\nhello\r\n"), Some("hello"));
+        assert_eq!(bulk_text(b":1\r\n"), None);
+    }
 }
 
 fn unexpected(r: &[u8]) -> Bytes {

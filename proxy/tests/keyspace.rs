@@ -224,3 +224,49 @@ fn scripts_and_functions_are_loaded_on_every_master() {
     );
     assert_eq!(p.cmd(&["PING"]), Value::Simple("PONG".into()));
 }
+
+fn info_text(v: Value) -> String {
+    match v {
+        Value::Bulk(Some(b)) => String::from_utf8(b).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn info_sums_the_keyspace_of_every_group_and_answers_with_one_down() {
+    let mut c = Cluster::start(3);
+    let mut p = c.proxy.conn();
+    load(&mut p, 300);
+    for i in 0..100 {
+        assert_eq!(
+            p.cmd(&["EXPIRE", &format!("key:{i}"), "1000"]),
+            Value::Int(1)
+        );
+    }
+    let all = info_text(p.cmd(&["INFO"]));
+    assert!(
+        all.contains("# Server\r\n") && all.contains("# Proxy\r\n"),
+        "{all}"
+    );
+    assert!(
+        all.contains("\r\n# Keyspace\r\ndb0:keys=300,expires=100,avg_ttl="),
+        "{all}"
+    );
+    let only = info_text(p.cmd(&["INFO", "keyspace"]));
+    assert!(
+        only.starts_with("# Keyspace\r\ndb0:keys=300,expires=100"),
+        "{only}"
+    );
+    let server = info_text(p.cmd(&["INFO", "server"]));
+    assert!(!server.contains("# Keyspace"), "{server}");
+
+    // A group down: INFO still answers and names what is missing from the sums.
+    let down = c.servers[2].addr();
+    c.servers[2].kill();
+    let text = info_text(p.cmd(&["INFO", "keyspace"]));
+    assert!(
+        text.contains(&format!("kodis_keyspace_missing:{down}")),
+        "{text}"
+    );
+    assert!(!text.contains("keys=300"), "{text}");
+}
