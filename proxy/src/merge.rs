@@ -317,6 +317,13 @@ fn scan_reply(r: &Bytes, group: usize, groups: usize) -> Bytes {
     Bytes::from(out)
 }
 
+fn unexpected(r: &[u8]) -> Bytes {
+    let shown = String::from_utf8_lossy(&r[..r.len().min(64)]).to_string();
+    reply::error(&format!(
+        "ERR kodis-proxy: unexpected reply from a backend while merging: {shown:?}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,11 +340,4 @@ mod tests {
         assert_eq!(bulk_text(b"$5\r\nhello\r\n"), Some("hello"));
         assert_eq!(bulk_text(b":1\r\n"), None);
     }
-}
-
-fn unexpected(r: &[u8]) -> Bytes {
-    let shown = String::from_utf8_lossy(&r[..r.len().min(64)]).to_string();
-    reply::error(&format!(
-        "ERR kodis-proxy: unexpected reply from a backend while merging: {shown:?}"
-    ))
 }
