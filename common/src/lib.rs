@@ -2,6 +2,7 @@
 //! model, configuration helpers and telemetry set-up.
 
 pub mod api;
+pub mod replication;
 pub mod resp;
 pub mod slot;
 pub mod store;

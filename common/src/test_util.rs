@@ -326,3 +326,67 @@ impl Drop for EtcdServer {
         self.kill();
     }
 }
+
+/// A child process killed (SIGKILL) and reaped on drop, or by [`Killed::kill`].
+#[derive(Debug)]
+pub struct Killed(pub Child);
+
+impl Killed {
+    /// Kills it now (SIGKILL), as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The workspace binary `name` (of package `package`) next to `sibling`, a binary of
+/// the running test's package (`env!("CARGO_BIN_EXE_...")`): `cargo test --workspace`
+/// builds it there; when it is not, it is built with the cargo running the test.
+pub fn workspace_binary(sibling: &str, package: &str, name: &str) -> std::path::PathBuf {
+    let bin = Path::new(sibling)
+        .parent()
+        .expect("a binary's directory")
+        .join(name);
+    if !bin.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", package, "--bin", name])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok && bin.is_file(), "could not build {}", bin.display());
+    }
+    bin
+}
+
+/// A multi-threaded runtime (2 workers) for one test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics naming `what` after
+/// `secs` seconds.
+pub async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    secs: u64,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

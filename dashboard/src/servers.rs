@@ -31,16 +31,7 @@ enum Purpose {
     Bulk,
 }
 
-/// What a server says about its replication role.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Replication {
-    /// `master` or `slave`.
-    pub role: String,
-    /// For a replica: the master it follows (`host:port`).
-    pub master: Option<String>,
-    /// For a replica: whether its link to the master is up.
-    pub link_up: bool,
-}
+pub use kodis_common::replication::Replication;
 
 impl Servers {
     /// Servers reached with `password` (if any), each control call bounded by
@@ -151,21 +142,7 @@ impl Servers {
         let text: String = self
             .cmd(addr, redis::cmd("INFO").arg("replication"))
             .await?;
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .map(|v| v.trim().to_string())
-        };
-        let role = field("role").unwrap_or_default();
-        let master = match (field("master_host"), field("master_port")) {
-            (Some(h), Some(p)) => Some(format!("{h}:{p}")),
-            _ => None,
-        };
-        Ok(Replication {
-            role,
-            master,
-            link_up: field("master_link_status").as_deref() == Some("up"),
-        })
+        Ok(Replication::parse(&text))
     }
 
     /// Makes `addr` a replica of `master`.

@@ -6,34 +6,19 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kodis_common::slot::key_slot;
-use kodis_common::test_util::{free_port, EtcdServer, RedisServer};
+use kodis_common::test_util::{
+    free_port, until, workspace_binary, EtcdServer, Killed, RedisServer,
+};
 use redis::AsyncCommands;
 use serde_json::json;
 use support::{add_group, connect, rt, Api};
 
-/// A child process killed (SIGKILL) on drop.
-struct Proc(Child);
-
-impl Proc {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn dashboard(listen: &str, etcd: &str) -> Proc {
-    Proc(
+fn dashboard(listen: &str, etcd: &str) -> Killed {
+    Killed(
         Command::new(env!("CARGO_BIN_EXE_kodis-dashboard"))
             .args(["--listen", listen, "--etcd", etcd, "--lock-ttl-secs", "3"])
             // Slow and in small passes, so that the crashes land mid-migration.
@@ -45,39 +30,6 @@ fn dashboard(listen: &str, etcd: &str) -> Proc {
             .spawn()
             .unwrap(),
     )
-}
-
-/// `kodis-proxy` next to this package's binaries (`cargo test --workspace` builds
-/// it); built with this cargo when it is not there yet.
-fn proxy_binary() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_kodis-dashboard"));
-    let bin = dir.parent().unwrap().join("kodis-proxy");
-    if !bin.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "kodis-proxy", "--bin", "kodis-proxy"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok && bin.is_file(), "could not build {}", bin.display());
-    }
-    bin
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, or panics after `secs`.
-async fn until<T, F: std::future::Future<Output = Option<T>>>(
-    secs: u64,
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Whether the dashboard at `api` holds the lock (`/healthz` says so).
@@ -121,14 +73,18 @@ fn a_killed_proxy_blocks_until_removed_and_a_killed_dashboard_is_replaced() {
             }
         }
         let admin = format!("127.0.0.1:{}", free_port());
-        let mut proxy = Proc(
-            Command::new(proxy_binary())
-                .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-                .args(["--admin-listen", &admin, "--dashboard", &a.base])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
+        let mut proxy = Killed(
+            Command::new(workspace_binary(
+                env!("CARGO_BIN_EXE_kodis-dashboard"),
+                "kodis-proxy",
+                "kodis-proxy",
+            ))
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--admin-listen", &admin, "--dashboard", &a.base])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
         );
         let epoch = a.topology().await.epoch;
         until(30, "the proxy to register and acknowledge", || async {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kodis_common::slot::key_slot;
-use kodis_common::test_util::{free_port, RedisServer};
+use kodis_common::test_util::{free_port, Killed, RedisServer};
 use kodis_ha::orchestrator::Local;
 use kodis_ha::HaConfig;
 use redis::AsyncCommands;
@@ -194,24 +194,15 @@ fn a_killed_master_is_replaced_within_five_seconds_and_comes_back_as_a_replica()
 }
 
 /// `kodis-ha launch` for one redis-server on `port`, killed on drop.
-struct Gate(std::process::Child);
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn gate(
     url: &str,
     group: u32,
     port: u16,
     dir: &std::path::Path,
     pid_dir: &std::path::Path,
-) -> Gate {
+) -> Killed {
     let addr = format!("127.0.0.1:{port}");
-    Gate(
+    Killed(
         Command::new(env!("CARGO_BIN_EXE_kodis-ha"))
             .args(["launch", "--dashboard", url, "--group", &group.to_string()])
             .args(["--addr", &addr])
@@ -330,10 +321,10 @@ fn a_master_restarted_within_a_second_comes_back_as_a_replica_and_no_data_is_los
 }
 
 /// `kodis-ha launch --join` with AOF in `dir`, its log in `dir/gate.log`.
-fn joining_gate(url: &str, port: u16, dir: &std::path::Path, pid_dir: &std::path::Path) -> Gate {
+fn joining_gate(url: &str, port: u16, dir: &std::path::Path, pid_dir: &std::path::Path) -> Killed {
     std::fs::create_dir_all(dir).unwrap();
     let log = std::fs::File::create(dir.join("gate.log")).unwrap();
-    Gate(
+    Killed(
         Command::new(env!("CARGO_BIN_EXE_kodis-ha"))
             .args(["launch", "--join", "--dashboard", url, "--group", "1"])
             .args(["--addr", &format!("127.0.0.1:{port}")])
@@ -464,7 +455,7 @@ fn a_gated_replica_authenticates_to_its_master_from_a_private_file() {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(dir.path().join("gate.log")).unwrap();
-        let _gate = Gate(
+        let _gate = Killed(
             Command::new(env!("CARGO_BIN_EXE_kodis-ha"))
                 .args(["launch", "--join", "--dashboard", &url, "--group", "1"])
                 .args(["--addr", &addr])

@@ -5,32 +5,15 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kodis_common::test_util::{free_port, EtcdServer, RedisServer};
+use kodis_common::test_util::{free_port, workspace_binary, EtcdServer, Killed, RedisServer};
 use support::{dashboard, group, ok, replication, rt, topology, until};
 
-/// A child process killed (SIGKILL) on drop.
-struct Proc(Child);
-
-impl Proc {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// `kodis-ha` with a 3 s lock on `etcd`, its HTTP endpoint on `port`.
-fn ha(url: &str, etcd: &str, port: u16, dir: &std::path::Path) -> Proc {
-    Proc(
+fn ha(url: &str, etcd: &str, port: u16, dir: &std::path::Path) -> Killed {
+    Killed(
         Command::new(env!("CARGO_BIN_EXE_kodis-ha"))
             .args(["--dashboard", url, "--etcd", etcd, "--lock-ttl-secs", "3"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -51,25 +34,6 @@ async fn health(port: u16) -> Option<serde_json::Value> {
         .json()
         .await
         .ok()
-}
-
-/// `kodis-proxy` next to `kodis-ha` (`cargo test --workspace` builds it); built with
-/// this cargo when it is not there yet.
-fn proxy_binary() -> PathBuf {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_kodis-ha"))
-        .parent()
-        .unwrap()
-        .join("kodis-proxy");
-    if !bin.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "kodis-proxy", "--bin", "kodis-proxy"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok && bin.is_file(), "could not build {}", bin.display());
-    }
-    bin
 }
 
 #[test]
@@ -137,14 +101,18 @@ fn a_killed_proxy_loses_its_registration() {
         group(&url, 1, &[server.addr()]).await;
         ok(&url, "POST", "/api/v1/slots/init", None).await;
         let admin = format!("127.0.0.1:{}", free_port());
-        let mut proxy = Proc(
-            Command::new(proxy_binary())
-                .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-                .args(["--admin-listen", &admin, "--dashboard", &url])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
+        let mut proxy = Killed(
+            Command::new(workspace_binary(
+                env!("CARGO_BIN_EXE_kodis-ha"),
+                "kodis-proxy",
+                "kodis-proxy",
+            ))
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--admin-listen", &admin, "--dashboard", &url])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
         );
         until(20, "the proxy to register", || async {
             let list = ok(&url, "GET", "/api/v1/proxies", None).await;

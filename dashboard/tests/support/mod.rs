@@ -10,14 +10,7 @@ use kodis_dashboard::{DashboardConfig, DashboardHandle};
 use redis::aio::MultiplexedConnection;
 use serde_json::{json, Value};
 
-/// A runtime for one test.
-pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+pub use kodis_common::test_util::runtime as rt;
 
 /// Waits (deadline 20 s) until the dashboard holds its lock.
 pub async fn wait_active(h: &DashboardHandle) {

@@ -2,22 +2,14 @@
 //! small REST client, waits with deadlines.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kodis_common::test_util::free_port;
 use kodis_common::topology::Topology;
 use kodis_dashboard::{DashboardConfig, DashboardHandle};
 use serde_json::{json, Value};
 
-/// A runtime for one test.
-pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+pub use kodis_common::test_util::{runtime as rt, until};
 
 /// A dashboard on the embedded store in `dir`, active: its handle and URL.
 pub async fn dashboard(dir: &std::path::Path) -> (DashboardHandle, String) {
@@ -30,22 +22,6 @@ pub async fn dashboard(dir: &std::path::Path) -> (DashboardHandle, String) {
     })
     .await;
     (h, format!("http://{listen}"))
-}
-
-/// Polls `check` every 20 ms until it returns `Some`, or panics after `secs`.
-pub async fn until<T, F: Future<Output = Option<T>>>(
-    secs: u64,
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A call that must succeed; its JSON answer (or Null).
