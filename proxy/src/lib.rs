@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod clients;
 pub mod command_table;
 pub mod commands;
 pub mod config;

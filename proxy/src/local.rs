@@ -175,7 +175,8 @@ impl Session {
             if let Err(e) = valid_name(&n) {
                 return e;
             }
-            self.name = (!n.is_empty()).then_some(n);
+            self.client
+                .update(|m| m.name = (!n.is_empty()).then_some(n));
         }
         reply::array(&[
             reply::bulk(b"server"),
@@ -207,10 +208,16 @@ impl Session {
                 if let Err(e) = valid_name(&n) {
                     return e;
                 }
-                self.name = (!n.is_empty()).then_some(n);
+                self.client
+                    .update(|m| m.name = (!n.is_empty()).then_some(n));
                 reply::simple("OK")
             }
-            ("GETNAME", 2) => self.name.as_deref().map_or_else(reply::null, reply::bulk),
+            ("GETNAME", 2) => self
+                .client
+                .meta()
+                .name
+                .as_deref()
+                .map_or_else(reply::null, reply::bulk),
             ("ID", 2) => reply::integer(self.id as i64),
             ("SETINFO", 4) => {
                 let attr = upper(req.arg(2));
@@ -221,42 +228,73 @@ impl Session {
                     ));
                 }
                 match attr.as_str() {
-                    "LIB-NAME" => self.lib_name = Some(v),
-                    "LIB-VER" => self.lib_ver = Some(v),
+                    "LIB-NAME" => self.client.update(|m| m.lib_name = Some(v)),
+                    "LIB-VER" => self.client.update(|m| m.lib_ver = Some(v)),
                     _ => return reply::error(&format!("ERR Unrecognized option '{attr}'")),
                 }
                 reply::simple("OK")
             }
-            ("INFO", 2) | ("LIST", 2) => reply::bulk(self.client_line().as_bytes()),
+            ("INFO", 2) => reply::bulk(self.client.line().as_bytes()),
+            ("LIST", 2) => {
+                let all: String = self.ctx.clients.list().iter().map(|c| c.line()).collect();
+                reply::bulk(all.as_bytes())
+            }
+            ("KILL", _) => self.client_kill(req),
             ("NO-EVICT", 3) | ("NO-TOUCH", 3) => reply::simple("OK"),
-            ("SETNAME" | "GETNAME" | "ID" | "SETINFO" | "INFO", _) => {
+            ("SETNAME" | "GETNAME" | "ID" | "SETINFO" | "INFO" | "LIST", _) => {
                 wrong_args(&format!("client|{}", sub.to_ascii_lowercase()))
             }
             _ => {
                 self.ctx.metrics.errors.refused.inc();
                 refused(
                     &format!("CLIENT {sub}"),
-                    "only CLIENT SETNAME, GETNAME, ID, SETINFO, INFO and LIST are served by the proxy",
+                    "only CLIENT SETNAME, GETNAME, ID, SETINFO, INFO, LIST, KILL, NO-EVICT and \
+                     NO-TOUCH are served by the proxy",
                 )
             }
         }
     }
 
-    fn client_line(&self) -> String {
-        let s = |b: &Option<Bytes>| {
-            b.as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default()
-                .to_string()
-        };
-        format!(
-            "id={} addr={} name={} db=0 lib-name={} lib-ver={}\n",
-            self.id,
-            self.peer,
-            s(&self.name),
-            s(&self.lib_name),
-            s(&self.lib_ver)
-        )
+    /// CLIENT KILL of the proxy's own clients: `CLIENT KILL addr` (+OK or an error),
+    /// or `CLIENT KILL [ID id] [ADDR addr] [SKIPME yes|no]` (how many were closed).
+    fn client_kill(&self, req: &Request) -> Bytes {
+        use crate::clients::KillFilter;
+        let argc = req.argc();
+        if argc == 3 {
+            let addr = String::from_utf8_lossy(req.arg(2)).into_owned();
+            return match self.ctx.clients.kill(&[KillFilter::Addr(addr)], None) {
+                0 => reply::error("ERR No such client"),
+                _ => reply::simple("OK"),
+            };
+        }
+        if argc < 4 || argc % 2 != 0 {
+            return reply::error("ERR syntax error");
+        }
+        let mut filters = Vec::new();
+        let mut skip_me = true;
+        for i in (2..argc).step_by(2) {
+            let value = String::from_utf8_lossy(req.arg(i + 1)).into_owned();
+            match upper(req.arg(i)).as_str() {
+                "ID" => match value.parse() {
+                    Ok(id) => filters.push(KillFilter::Id(id)),
+                    Err(_) => return reply::error("ERR client-id should be greater than 0"),
+                },
+                "ADDR" => filters.push(KillFilter::Addr(value)),
+                "SKIPME" => match value.to_ascii_lowercase().as_str() {
+                    "yes" => skip_me = true,
+                    "no" => skip_me = false,
+                    _ => return reply::error("ERR syntax error"),
+                },
+                other => {
+                    return reply::error(&format!(
+                        "ERR kodis-proxy: CLIENT KILL filter {other} is not supported \
+                         (ID, ADDR and SKIPME are)"
+                    ))
+                }
+            }
+        }
+        let skip = skip_me.then_some(self.id);
+        reply::integer(self.ctx.clients.kill(&filters, skip) as i64)
     }
 
     /// INFO: the proxy's own sections, and the keyspace summed over every group's

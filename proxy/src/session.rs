@@ -47,6 +47,8 @@ pub struct Shared {
     pub started: Instant,
     /// Set while a command-table refresh runs, so only one runs.
     pub(crate) refreshing: std::sync::atomic::AtomicBool,
+    /// The connected clients (CLIENT LIST, CLIENT KILL).
+    pub clients: crate::clients::Clients,
     /// Woken when a backend answers `-READONLY` (a master was demoted: this proxy's
     /// topology is stale): the control loop asks the dashboard at once.
     pub(crate) stale: tokio::sync::Notify,
@@ -69,6 +71,7 @@ impl Shared {
             started: Instant::now(),
             refreshing: std::sync::atomic::AtomicBool::new(false),
             stale: tokio::sync::Notify::new(),
+            clients: crate::clients::Clients::default(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -109,11 +112,9 @@ pub struct KeyMove {
 #[derive(Debug)]
 pub struct Session {
     pub(crate) id: u64,
-    pub(crate) peer: SocketAddr,
     pub(crate) authed: bool,
-    pub(crate) name: Option<Bytes>,
-    pub(crate) lib_name: Option<Bytes>,
-    pub(crate) lib_ver: Option<Bytes>,
+    /// Its entry among the proxy's clients (name, library, CLIENT KILL).
+    pub(crate) client: Arc<crate::clients::ClientHandle>,
     /// Index of the worker thread this session runs on.
     pub(crate) worker: usize,
     /// Set while re-routing a request whose keys were just moved: route migrating
@@ -176,18 +177,17 @@ pub async fn serve(
         debug!("client connected");
         ctx.metrics.connections.inc();
         let _ = stream.set_nodelay(true);
+        let client = ctx.clients.add(id, peer);
         let session = Session {
             id,
-            peer,
             authed: ctx.config.password.is_none(),
-            name: None,
-            lib_name: None,
-            lib_ver: None,
+            client,
             worker,
             keys_moved: false,
             ctx: ctx.clone(),
         };
         run(stream, session, shutdown).await;
+        ctx.clients.remove(id);
         ctx.metrics.connections.dec();
         debug!("client disconnected");
     }
@@ -197,6 +197,7 @@ pub async fn serve(
 
 async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Receiver<bool>) {
     let ctx = session.ctx.clone();
+    let client = session.client.clone();
     let metrics = &ctx.metrics;
     let max_pipeline = ctx.config.max_pipeline;
     let max_output = ctx.config.max_output_buffer;
@@ -276,6 +277,8 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                 }
             }
             _ = shutdown.changed(), if reading => reading = false,
+            // CLIENT KILL: closed at once, as Redis does.
+            () = client.killed() => return,
         }
     }
     let _ = wr.shutdown().await;

@@ -224,3 +224,70 @@ fn the_command_table_comes_from_a_backend_or_the_compiled_in_copy() {
         Value::Bulk(None)
     );
 }
+
+/// CLIENT LIST shows every client of this proxy; CLIENT KILL closes them by id or
+/// address (itself only when SKIPME no).
+#[test]
+fn client_list_and_kill_cover_the_proxys_own_clients() {
+    let c = Cluster::start(1);
+    let mut admin = c.proxy.conn();
+    let mut other = c.proxy.conn();
+    let mut third = c.proxy.conn();
+    assert_eq!(other.cmd(&["CLIENT", "SETNAME", "victim"]), Value::ok());
+    let Value::Int(victim) = other.cmd(&["CLIENT", "ID"]) else {
+        panic!("no id");
+    };
+    let Value::Int(me) = admin.cmd(&["CLIENT", "ID"]) else {
+        panic!("no id");
+    };
+    let list = match admin.cmd(&["CLIENT", "LIST"]) {
+        Value::Bulk(Some(b)) => String::from_utf8(b).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(list.lines().count(), 3, "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&format!("id={victim} ")) && l.contains(" name=victim ")),
+        "{list}"
+    );
+    // By id: one closed, its connection gone; the others go on.
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ID", &victim.to_string()]),
+        Value::Int(1)
+    );
+    assert!(
+        other.is_closed_now(),
+        "the killed client's connection is open"
+    );
+    assert_eq!(third.cmd(&["PING"]), Value::Simple("PONG".into()));
+    // By address, old form: the third client.
+    let third_addr = match admin.cmd(&["CLIENT", "LIST"]) {
+        Value::Bulk(Some(b)) => String::from_utf8(b)
+            .unwrap()
+            .lines()
+            .find(|l| !l.starts_with(&format!("id={me} ")))
+            .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("addr=")))
+            .unwrap()
+            .to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(admin.cmd(&["CLIENT", "KILL", &third_addr]), Value::ok());
+    assert!(
+        third.is_closed_now(),
+        "the killed client's connection is open"
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "127.0.0.1:1"]).err_text(),
+        "ERR No such client"
+    );
+    // SKIPME yes (the default) spares the caller.
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ID", &me.to_string()]),
+        Value::Int(0)
+    );
+    assert!(admin
+        .cmd(&["CLIENT", "KILL", "USER", "x"])
+        .err_text()
+        .contains("not supported"));
+    assert_eq!(admin.cmd(&["PING"]), Value::Simple("PONG".into()));
+}

@@ -122,6 +122,17 @@ impl Conn {
         let mut b = [0u8; 1];
         matches!(self.reader.read(&mut b), Ok(0) | Err(_))
     }
+
+    /// True when the server closed the connection: EOF or a reset, not a timeout.
+    pub fn is_closed_now(&mut self) -> bool {
+        use std::io::{ErrorKind, Read};
+        let mut b = [0u8; 1];
+        match self.reader.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        }
+    }
 }
 
 /// A kodis-proxy running in its own runtime, stopped on drop.
