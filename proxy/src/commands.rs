@@ -33,6 +33,12 @@ pub enum SplitKind {
     AllExist,
     /// INFO: every master's `# Keyspace` summed, after the proxy's own sections.
     Keyspace,
+    /// SLOWLOG GET: every master's entries, newest first, each with the server's
+    /// address added as a last field; at most `count`.
+    Slowlog {
+        /// How many entries at most.
+        count: usize,
+    },
     /// SCAN on one group: its reply's cursor is re-encoded with the group index.
     Scan {
         /// Index of the group scanned (in the routing snapshot's order).
@@ -93,6 +99,8 @@ pub enum Kind {
     Scan,
     /// SCRIPT and FUNCTION: broadcast or refused by subcommand.
     ScriptAdmin,
+    /// SLOWLOG GET/LEN/RESET over every master.
+    Slowlog,
     /// A command with no key to route by.
     NoKey,
 }
@@ -176,7 +184,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("acl", ADMIN),
     ("module", ADMIN),
     ("latency", ADMIN),
-    ("slowlog", ADMIN),
     ("role", ADMIN),
 ];
 
@@ -281,6 +288,7 @@ fn classify(name: &str, spec: &CommandSpec) -> Kind {
         "randomkey" => return Kind::Broadcast(SplitKind::AnyNonNil { start: 0 }),
         "scan" => return Kind::Scan,
         "script" | "function" => return Kind::ScriptAdmin,
+        "slowlog" => return Kind::Slowlog,
         "command" => return Kind::AnyBackend,
         _ => {}
     }

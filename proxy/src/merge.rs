@@ -142,6 +142,35 @@ impl Merge {
             }
             SplitKind::Scan { group, groups } => scan_reply(&replies[0], group, groups),
             SplitKind::Keyspace => self.keyspace(),
+            SplitKind::Slowlog { count } => {
+                // (timestamp, id, entry's fields, server)
+                let mut entries: Vec<(i64, i64, Vec<&[u8]>, &str)> = Vec::new();
+                for (r, (_, addr)) in replies.iter().zip(&self.parts) {
+                    let Some(list) = array_elements(r) else {
+                        return unexpected(r);
+                    };
+                    for e in list {
+                        let Some(fields) = array_elements(e).filter(|f| f.len() >= 2) else {
+                            return unexpected(r);
+                        };
+                        let id = reply_integer(fields[0]).unwrap_or(0);
+                        let ts = reply_integer(fields[1]).unwrap_or(0);
+                        entries.push((ts, id, fields, addr));
+                    }
+                }
+                entries.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+                entries.truncate(count);
+                let mut out = Vec::new();
+                encode_array_header(&mut out, entries.len());
+                for (_, _, fields, addr) in entries {
+                    encode_array_header(&mut out, fields.len() + 1);
+                    for f in fields {
+                        out.extend_from_slice(f);
+                    }
+                    encode_bulk(&mut out, addr.as_bytes());
+                }
+                Bytes::from(out)
+            }
             SplitKind::AllSame => {
                 if replies.windows(2).any(|w| w[0] != w[1]) {
                     return reply::error(

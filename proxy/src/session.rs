@@ -514,6 +514,7 @@ impl Session {
             }
             Kind::Scan => self.scan(req, outbox),
             Kind::ScriptAdmin => self.script_admin(&entry.name, req, outbox),
+            Kind::Slowlog => self.slowlog(req, outbox),
             Kind::NoKey => {
                 ctx.metrics.errors.refused.inc();
                 Pending::Ready(refused(&entry.name, "it has no key to route by"))
@@ -708,6 +709,62 @@ impl Session {
             // Every master has the same scripts: one answers.
             None => self.any_backend(req, outbox),
         }
+    }
+
+    /// SLOWLOG over every master: GET merges the entries newest first (each with
+    /// the server's address as a seventh field), LEN sums, RESET resets them all.
+    fn slowlog(&self, req: &Request, outbox: &mut Outbox) -> Pending {
+        let sub = if req.argc() > 1 {
+            String::from_utf8_lossy(req.arg(1)).to_ascii_lowercase()
+        } else {
+            String::new()
+        };
+        let kind = match (sub.as_str(), req.argc()) {
+            ("get", 2) => SplitKind::Slowlog { count: 10 },
+            ("get", 3) => {
+                let n = std::str::from_utf8(req.arg(2))
+                    .ok()
+                    .and_then(|n| n.parse::<i64>().ok());
+                match n {
+                    // -1: all of them, as Redis.
+                    Some(-1) => SplitKind::Slowlog { count: usize::MAX },
+                    Some(n) if n >= 0 => SplitKind::Slowlog {
+                        count: usize::try_from(n).unwrap_or(usize::MAX),
+                    },
+                    _ => {
+                        return Pending::Ready(reply::error(
+                            "ERR count should be greater than or equal to -1",
+                        ))
+                    }
+                }
+            }
+            ("len", 2) => SplitKind::Sum,
+            ("reset", 2) => SplitKind::AllOk,
+            ("help", 2) => return self.any_backend(req, outbox),
+            _ => {
+                self.ctx.metrics.errors.args.inc();
+                return Pending::Ready(reply::error(&format!(
+                    "ERR unknown subcommand or wrong number of arguments for 'SLOWLOG {}'",
+                    sub.to_ascii_uppercase()
+                )));
+            }
+        };
+        if let SplitKind::Slowlog { .. } = kind {
+            // Each master sends all it has: the newest N overall may all be on one.
+            let mut frame = Vec::with_capacity(40);
+            kodis_common::resp::encode_array_header(&mut frame, 3);
+            for a in [&b"SLOWLOG"[..], b"GET", b"-1"] {
+                kodis_common::resp::encode_bulk(&mut frame, a);
+            }
+            let routes = self.ctx.router.load();
+            let parts = routes
+                .groups
+                .iter()
+                .map(|g| outbox.push(&g.master, Bytes::from(frame.clone())))
+                .collect();
+            return Pending::Merge(Box::new(Merge::new(kind, parts, Vec::new(), 0)));
+        }
+        self.broadcast(kind, req, outbox)
     }
 
     /// SCAN over every group in turn: the client's cursor is

@@ -270,3 +270,59 @@ fn info_sums_the_keyspace_of_every_group_and_answers_with_one_down() {
     );
     assert!(!text.contains("keys=300"), "{text}");
 }
+
+#[test]
+fn slowlog_merges_every_master_newest_first_with_the_server_named() {
+    let c = Cluster::start(3);
+    for i in 0..3 {
+        assert_eq!(
+            c.direct(i)
+                .cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]),
+            Value::ok()
+        );
+    }
+    let mut p = c.proxy.conn();
+    load(&mut p, 50);
+    for i in 0..50 {
+        p.cmd(&["GET", &format!("key:{i}")]);
+    }
+    let entries = match p.cmd(&["SLOWLOG", "GET", "20"]) {
+        Value::Array(Some(e)) => e,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(entries.len(), 20);
+    let servers: Vec<String> = c.servers.iter().map(|s| s.addr()).collect();
+    let mut seen = HashSet::new();
+    let mut last_ts = i64::MAX;
+    for e in &entries {
+        let Value::Array(Some(fields)) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(fields.len(), 7, "{fields:?}");
+        let Value::Int(ts) = fields[1] else {
+            panic!("{fields:?}")
+        };
+        assert!(ts <= last_ts, "not newest first");
+        last_ts = ts;
+        let Value::Bulk(Some(addr)) = &fields[6] else {
+            panic!("{fields:?}")
+        };
+        let addr = String::from_utf8(addr.clone()).unwrap();
+        assert!(servers.contains(&addr), "{addr}");
+        seen.insert(addr);
+    }
+    assert!(seen.len() > 1, "entries of several masters: {seen:?}");
+    let Value::Int(len) = p.cmd(&["SLOWLOG", "LEN"]) else {
+        panic!("no LEN");
+    };
+    assert!(len >= 50, "{len}");
+    assert_eq!(p.cmd(&["SLOWLOG", "RESET"]), Value::ok());
+    let Value::Int(after) = p.cmd(&["SLOWLOG", "LEN"]) else {
+        panic!("no LEN");
+    };
+    assert!(after < len, "{after} after RESET");
+    assert!(p
+        .cmd(&["SLOWLOG", "GET", "x"])
+        .err_text()
+        .contains("greater than or equal to -1"));
+}
