@@ -158,7 +158,7 @@ impl Merge {
                         entries.push((ts, id, fields, addr));
                     }
                 }
-                entries.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+                entries.sort_by_key(|e| std::cmp::Reverse((e.0, e.1)));
                 entries.truncate(count);
                 let mut out = Vec::new();
                 encode_array_header(&mut out, entries.len());
