@@ -33,6 +33,11 @@ pub enum SplitKind {
     AllExist,
     /// INFO: every master's `# Keyspace` summed, after the proxy's own sections.
     Keyspace,
+    /// LATENCY LATEST and HISTORY: every master's entries, each with the server's
+    /// address added as a last field.
+    Tagged,
+    /// LATENCY DOCTOR and GRAPH: every master's text under a line naming it.
+    Texts,
     /// SLOWLOG GET: every master's entries, newest first, each with the server's
     /// address added as a last field; at most `count`.
     Slowlog {
@@ -101,6 +106,8 @@ pub enum Kind {
     ScriptAdmin,
     /// SLOWLOG GET/LEN/RESET over every master.
     Slowlog,
+    /// LATENCY LATEST/HISTORY/RESET/DOCTOR/GRAPH over every master.
+    Latency,
     /// A command with no key to route by.
     NoKey,
 }
@@ -183,7 +190,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("lastsave", ADMIN),
     ("acl", ADMIN),
     ("module", ADMIN),
-    ("latency", ADMIN),
     ("role", ADMIN),
 ];
 
@@ -289,6 +295,7 @@ fn classify(name: &str, spec: &CommandSpec) -> Kind {
         "scan" => return Kind::Scan,
         "script" | "function" => return Kind::ScriptAdmin,
         "slowlog" => return Kind::Slowlog,
+        "latency" => return Kind::Latency,
         "command" => return Kind::AnyBackend,
         _ => {}
     }

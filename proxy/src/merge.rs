@@ -142,6 +142,40 @@ impl Merge {
             }
             SplitKind::Scan { group, groups } => scan_reply(&replies[0], group, groups),
             SplitKind::Keyspace => self.keyspace(),
+            SplitKind::Tagged => {
+                let mut out = Vec::new();
+                let mut n = 0;
+                let mut body = Vec::new();
+                for (r, (_, addr)) in replies.iter().zip(&self.parts) {
+                    let Some(list) = array_elements(r) else {
+                        return unexpected(r);
+                    };
+                    for e in list {
+                        let Some(fields) = array_elements(e) else {
+                            return unexpected(r);
+                        };
+                        encode_array_header(&mut body, fields.len() + 1);
+                        for f in fields {
+                            body.extend_from_slice(f);
+                        }
+                        encode_bulk(&mut body, addr.as_bytes());
+                        n += 1;
+                    }
+                }
+                encode_array_header(&mut out, n);
+                out.extend_from_slice(&body);
+                Bytes::from(out)
+            }
+            SplitKind::Texts => {
+                let mut text = String::new();
+                for (r, (_, addr)) in replies.iter().zip(&self.parts) {
+                    let Some(t) = bulk_text(r) else {
+                        return unexpected(r);
+                    };
+                    text.push_str(&format!("--- {addr}\n{t}\n"));
+                }
+                reply::bulk(text.as_bytes())
+            }
             SplitKind::Slowlog { count } => {
                 // (timestamp, id, entry's fields, server)
                 let mut entries: Vec<(i64, i64, Vec<&[u8]>, &str)> = Vec::new();

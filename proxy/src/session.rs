@@ -515,6 +515,7 @@ impl Session {
             Kind::Scan => self.scan(req, outbox),
             Kind::ScriptAdmin => self.script_admin(&entry.name, req, outbox),
             Kind::Slowlog => self.slowlog(req, outbox),
+            Kind::Latency => self.latency(req, outbox),
             Kind::NoKey => {
                 ctx.metrics.errors.refused.inc();
                 Pending::Ready(refused(&entry.name, "it has no key to route by"))
@@ -764,6 +765,32 @@ impl Session {
                 .collect();
             return Pending::Merge(Box::new(Merge::new(kind, parts, Vec::new(), 0)));
         }
+        self.broadcast(kind, req, outbox)
+    }
+
+    /// LATENCY over every master, each answer with the server named: LATEST and
+    /// HISTORY entries get its address as a last field, DOCTOR and GRAPH texts a
+    /// heading line, RESET sums.
+    fn latency(&self, req: &Request, outbox: &mut Outbox) -> Pending {
+        let sub = if req.argc() > 1 {
+            String::from_utf8_lossy(req.arg(1)).to_ascii_lowercase()
+        } else {
+            String::new()
+        };
+        let kind = match sub.as_str() {
+            "latest" | "history" => SplitKind::Tagged,
+            "doctor" | "graph" => SplitKind::Texts,
+            "reset" => SplitKind::Sum,
+            "help" => return self.any_backend(req, outbox),
+            _ => {
+                self.ctx.metrics.errors.refused.inc();
+                let what = format!("LATENCY {}", sub.to_ascii_uppercase());
+                return Pending::Ready(refused(
+                    what.trim_end(),
+                    "kodis-proxy serves LATEST, HISTORY, RESET, DOCTOR, GRAPH and HELP",
+                ));
+            }
+        };
         self.broadcast(kind, req, outbox)
     }
 

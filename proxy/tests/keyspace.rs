@@ -326,3 +326,65 @@ fn slowlog_merges_every_master_newest_first_with_the_server_named() {
         .err_text()
         .contains("greater than or equal to -1"));
 }
+
+#[test]
+fn latency_reports_every_master_with_the_server_named() {
+    let c = Cluster::start(3);
+    for i in 0..3 {
+        let mut d = c.direct(i);
+        assert_eq!(
+            d.cmd(&["CONFIG", "SET", "latency-monitor-threshold", "1"]),
+            Value::ok()
+        );
+        // A script that spins for 5 ms (DEBUG SLEEP is disabled by default).
+        let spin = "local s = redis.call('TIME') local t0 = s[1] * 1000000 + s[2] \
+                    while true do local n = redis.call('TIME') \
+                    if n[1] * 1000000 + n[2] - t0 > 5000 then break end end return 1";
+        assert_eq!(d.cmd(&["EVAL", spin, "0"]), Value::Int(1));
+    }
+    let mut p = c.proxy.conn();
+    let servers: Vec<String> = c.servers.iter().map(|s| s.addr()).collect();
+    let named = |v: &Value| -> HashSet<String> {
+        let Value::Array(Some(entries)) = v else {
+            panic!("{v:?}")
+        };
+        entries
+            .iter()
+            .map(|e| match e {
+                Value::Array(Some(f)) => match f.last() {
+                    Some(Value::Bulk(Some(a))) => String::from_utf8(a.clone()).unwrap(),
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let latest = p.cmd(&["LATENCY", "LATEST"]);
+    assert_eq!(
+        named(&latest),
+        servers.iter().cloned().collect(),
+        "{latest:?}"
+    );
+    let history = p.cmd(&["LATENCY", "HISTORY", "command"]);
+    assert_eq!(
+        named(&history),
+        servers.iter().cloned().collect(),
+        "{history:?}"
+    );
+    let doctor = match p.cmd(&["LATENCY", "DOCTOR"]) {
+        Value::Bulk(Some(b)) => String::from_utf8(b).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    for s in &servers {
+        assert!(doctor.contains(&format!("--- {s}\n")), "{doctor}");
+    }
+    match p.cmd(&["LATENCY", "RESET"]) {
+        Value::Int(n) => assert!(n >= 3, "{n}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.cmd(&["LATENCY", "LATEST"]), Value::Array(Some(vec![])));
+    assert!(p
+        .cmd(&["LATENCY", "FOO"])
+        .err_text()
+        .starts_with("ERR kodis-proxy refuses 'LATENCY FOO'"));
+}
