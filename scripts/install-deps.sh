@@ -10,6 +10,8 @@ command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || need
 command -v nutcracker >/dev/null || [ -x /usr/sbin/nutcracker ] || need+=(nutcracker)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+# A C compiler: ring (TLS of the Kubernetes client) builds C code.
+command -v cc >/dev/null || need+=(gcc libc6-dev)
 # protoc needs google/protobuf/*.proto, which Debian ships separately.
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -154,11 +154,7 @@ impl Merge {
                         let Some(fields) = array_elements(e) else {
                             return unexpected(r);
                         };
-                        encode_array_header(&mut body, fields.len() + 1);
-                        for f in fields {
-                            body.extend_from_slice(f);
-                        }
-                        encode_bulk(&mut body, addr.as_bytes());
+                        push_tagged(&mut body, &fields, addr);
                         n += 1;
                     }
                 }
@@ -197,11 +193,7 @@ impl Merge {
                 let mut out = Vec::new();
                 encode_array_header(&mut out, entries.len());
                 for (_, _, fields, addr) in entries {
-                    encode_array_header(&mut out, fields.len() + 1);
-                    for f in fields {
-                        out.extend_from_slice(f);
-                    }
-                    encode_bulk(&mut out, addr.as_bytes());
+                    push_tagged(&mut out, &fields, addr);
                 }
                 Bytes::from(out)
             }
@@ -297,6 +289,15 @@ impl Merge {
     }
 }
 
+/// Appends an entry (its encoded `fields`) with the server's address as one more field.
+fn push_tagged(out: &mut Vec<u8>, fields: &[&[u8]], addr: &str) {
+    encode_array_header(out, fields.len() + 1);
+    for f in fields {
+        out.extend_from_slice(f);
+    }
+    encode_bulk(out, addr.as_bytes());
+}
+
 /// The text of a bulk-string reply.
 fn bulk_text(r: &[u8]) -> Option<&str> {
     let rest = r.strip_prefix(b"$")?;
@@ -351,12 +352,7 @@ fn scan_reply(r: &Bytes, group: usize, groups: usize) -> Bytes {
     let Some(elems) = array_elements(r).filter(|e| e.len() == 2) else {
         return unexpected(r);
     };
-    // The cursor is a bulk string: `$<len>\r\n<digits>\r\n`.
-    let inner = elems[0]
-        .split(|b| *b == b'\n')
-        .nth(1)
-        .and_then(|d| std::str::from_utf8(d).ok())
-        .and_then(|d| d.trim_end().parse::<u64>().ok());
+    let inner = bulk_text(elems[0]).and_then(|d| d.parse::<u64>().ok());
     let Some(inner) = inner else {
         return unexpected(r);
     };

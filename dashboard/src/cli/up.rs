@@ -511,22 +511,16 @@ async fn start_gated_servers(
             let what = format!("redis-server :{port} (group {gid}, through kodis-ha launch)");
             let log = ctx.dirs.log(&format!("redis-{port}"));
             let idx = sup.spawn(&what, Stage::Redis, cmd, &log)?;
-            started.push((idx, *port));
+            started.push((idx, *port, gid, addr.clone()));
             if i == 0 {
                 wait_ready(sup, idx, ready, Probe::Ping(local(*port))).await?;
                 wait_listed(sup, idx, client, gid, &addr, ready).await?;
             }
         }
     }
-    for (idx, port) in &started {
+    for (idx, port, gid, addr) in &started {
         wait_ready(sup, *idx, ready, Probe::Ping(local(*port))).await?;
-        let gid = ctx
-            .plan
-            .groups
-            .iter()
-            .position(|g| g.contains(port))
-            .map_or(0, |g| g as u32 + 1);
-        wait_listed(sup, *idx, client, gid, &format!("127.0.0.1:{port}"), ready).await?;
+        wait_listed(sup, *idx, client, *gid, addr, ready).await?;
     }
     Ok(())
 }
@@ -890,24 +884,11 @@ impl Supervisor {
         mut cmd: Command,
         log: &Path,
     ) -> Result<usize, UpError> {
-        let io_err = |source| UpError::Io {
+        attach(&mut cmd, log).map_err(|source| UpError::Io {
             what: "open log file",
             path: log.to_path_buf(),
             source,
-        };
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(io_err)?;
-        let err = out.try_clone().map_err(io_err)?;
-        // Its own process group: a Ctrl-C in the terminal reaches only `kodis up`,
-        // which then stops the children in order.
-        cmd.stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .kill_on_drop(true);
+        })?;
         let std_cmd = cmd.as_std();
         let program = PathBuf::from(std_cmd.get_program());
         let spec = (
@@ -946,24 +927,14 @@ impl Supervisor {
             let (program, args, envs) = &p.spec;
             let mut cmd = Command::new(program);
             cmd.args(args).envs(envs.iter().map(|(k, v)| (k, v)));
-            let files = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&p.log)
-                .and_then(|out| Ok((out.try_clone()?, out)));
-            let Ok((out, err)) = files else {
+            if let Err(e) = attach(&mut cmd, &p.log) {
                 msgs.push(format!(
-                    "cannot reopen {} to restart {}",
+                    "cannot reopen {} to restart {}: {e}",
                     p.log.display(),
                     p.what
                 ));
                 continue;
-            };
-            cmd.stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .process_group(0)
-                .kill_on_drop(true);
+            }
             match cmd.spawn() {
                 Ok(child) => {
                     p.child = child;
@@ -1061,6 +1032,23 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Points a child's output at `log` (appended), with no stdin, in its own process
+/// group (a Ctrl-C in the terminal reaches only `kodis up`, which then stops the
+/// children in order), killed if `kodis up` drops it.
+fn attach(cmd: &mut Command, log: &Path) -> std::io::Result<()> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let err = out.try_clone()?;
+    cmd.stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .kill_on_drop(true);
+    Ok(())
 }
 
 /// The last lines of a log file (or why it cannot be read).
