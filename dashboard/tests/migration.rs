@@ -16,6 +16,25 @@ use redis::AsyncCommands;
 use serde_json::json;
 use support::{add_group, connect, rt, start_dashboard, wait_acked, wait_active, Api};
 
+/// Of the keys `<prefix>0..<prefix>n`, writes those of slots below `below` straight to
+/// `con` (value: the number); their names.
+async fn write_below(
+    con: &mut MultiplexedConnection,
+    prefix: &str,
+    n: usize,
+    below: u16,
+) -> Vec<String> {
+    let mut written = Vec::new();
+    for i in 0..n {
+        let k = format!("{prefix}{i}");
+        if key_slot(k.as_bytes()) < below {
+            let _: () = con.set(&k, i).await.unwrap();
+            written.push(k);
+        }
+    }
+    written
+}
+
 /// What a key holds, by type.
 #[derive(Debug, Clone, PartialEq)]
 enum Val {
@@ -252,14 +271,7 @@ fn a_silent_proxy_holds_keys_back_until_removed_and_busykey_pauses() {
         let mut src = connect(&servers[0].addr()).await;
         let mut dst = connect(&servers[1].addr()).await;
         // Keys of slots 0..=99, written straight to group 1's master (their owner).
-        let mut moving = Vec::new();
-        for i in 0..20_000 {
-            let k = format!("key{i}");
-            if key_slot(k.as_bytes()) < 100 {
-                let _: () = src.set(&k, i).await.unwrap();
-                moving.push(k);
-            }
-        }
+        let moving = write_below(&mut src, "key", 20_000, 100).await;
         assert!(moving.len() > 50);
         // A proxy that registers and never answers a push.
         let dead = format!("127.0.0.1:{}", free_port());
@@ -383,14 +395,7 @@ fn a_restarted_dashboard_resumes_a_rate_limited_migration() {
         add_group(&api, 2, &servers[1]).await;
         api.ok("POST", "/api/v1/slots/init", None).await;
         let mut src = connect(&servers[0].addr()).await;
-        let mut moving = Vec::new();
-        for i in 0..1200 {
-            let k = format!("r{i}");
-            if key_slot(k.as_bytes()) < 8192 {
-                let _: () = src.set(&k, i).await.unwrap();
-                moving.push(k);
-            }
-        }
+        let moving = write_below(&mut src, "r", 1200, 8192).await;
         api.ok(
             "POST",
             "/api/v1/slots/migrate",
@@ -436,14 +441,7 @@ fn a_migration_to_an_unreachable_target_pauses_and_resumes_by_itself() {
         add_group(&api, 2, &servers[1]).await;
         api.ok("POST", "/api/v1/slots/init", None).await;
         let mut src = connect(&servers[0].addr()).await;
-        let mut moving = Vec::new();
-        for i in 0..5000 {
-            let k = format!("u{i}");
-            if key_slot(k.as_bytes()) < 200 {
-                let _: () = src.set(&k, i).await.unwrap();
-                moving.push(k);
-            }
-        }
+        let moving = write_below(&mut src, "u", 5000, 200).await;
         let target = servers[1].addr();
         servers[1].kill();
         api.ok(

@@ -16,7 +16,9 @@ use kodis_common::test_util::{free_port, Killed, RedisServer};
 use kodis_ha::orchestrator::Local;
 use kodis_ha::HaConfig;
 use redis::AsyncCommands;
-use support::{connect, dashboard, group, ok, replication, rt, topology, until};
+use support::{
+    connect, dashboard, group, ok, replication, rt, synced_servers, text, topology, until,
+};
 
 /// Keys of slots 0..8192 (group 1 after `slots init` over two groups).
 fn group1_key(i: u64) -> String {
@@ -28,11 +30,7 @@ fn group1_key(i: u64) -> String {
 
 #[test]
 fn a_killed_master_is_replaced_within_five_seconds_and_comes_back_as_a_replica() {
-    // Disk-based full syncs: no 5 s wait before a diskless one, and Redis 7.0.15 under
-    // load sometimes never starts the command stream after a diskless sync.
-    let mut servers: Vec<RedisServer> = (0..3)
-        .map(|_| RedisServer::start_with(&["--repl-diskless-sync", "no"]))
-        .collect();
+    let mut servers = synced_servers(3);
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let (dash, url) = dashboard(dir.path()).await;
@@ -144,12 +142,7 @@ fn a_killed_master_is_replaced_within_five_seconds_and_comes_back_as_a_replica()
             window < Duration::from_secs(5),
             "writes failed for {window:?}"
         );
-        let events = reqwest::get(format!("http://{}/events", ha.addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let events = text(&format!("http://{}/events", ha.addr)).await.unwrap();
         assert!(events.contains("promoted"), "{events}");
         // The dashboard's overview shows what HA saw.
         let overview = ok(&url, "GET", "/api/v1/overview", None).await;
@@ -174,12 +167,7 @@ fn a_killed_master_is_replaced_within_five_seconds_and_comes_back_as_a_replica()
         // HA's next probes see it as a replica, with its lag.
         let lag = format!("kodis_ha_replica_lag_bytes{{addr=\"{old_master}\"");
         let metrics = until(10, "HA to report the old master's lag", || async {
-            let m = reqwest::get(format!("http://{}/metrics", ha.addr))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let m = text(&format!("http://{}/metrics", ha.addr)).await?;
             m.contains(&lag).then_some(m)
         })
         .await;

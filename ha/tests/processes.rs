@@ -9,7 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kodis_common::test_util::{free_port, workspace_binary, EtcdServer, Killed, RedisServer};
-use support::{dashboard, group, ok, replication, rt, topology, until};
+use support::{
+    dashboard, group, master_and_replica, ok, rt, synced_servers, text, topology, until,
+};
 
 /// `kodis-ha` with a 3 s lock on `etcd`, its HTTP endpoint on `port`.
 fn ha(url: &str, etcd: &str, port: u16, dir: &std::path::Path) -> Killed {
@@ -38,19 +40,12 @@ async fn health(port: u16) -> Option<serde_json::Value> {
 
 #[test]
 fn the_standby_ha_acts_within_the_lock_ttl_when_the_leader_is_killed() {
-    let mut servers: Vec<RedisServer> = (0..2)
-        .map(|_| RedisServer::start_with(&["--repl-diskless-sync", "no"]))
-        .collect();
+    let mut servers = synced_servers(2);
     let etcd = EtcdServer::start();
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let (dash, url) = dashboard(dir.path()).await;
-        group(&url, 1, &[servers[0].addr(), servers[1].addr()]).await;
-        ok(&url, "POST", "/api/v1/slots/init", None).await;
-        until(10, "the replica's first sync", || async {
-            replication(&servers[1].addr()).await?.link_up.then_some(())
-        })
-        .await;
+        master_and_replica(&url, &servers[0].addr(), &servers[1].addr()).await;
         let (p1, p2) = (free_port(), free_port());
         let mut first = ha(&url, &etcd.endpoint(), p1, &dir.path().join("ha1"));
         until(20, "the first HA to lead", || async {
@@ -81,10 +76,7 @@ fn the_standby_ha_acts_within_the_lock_ttl_when_the_leader_is_killed() {
             (t.group(1)?.master() == Some(replica.as_str())).then_some(())
         })
         .await;
-        let events = reqwest::get(format!("http://127.0.0.1:{p2}/events"))
-            .await
-            .unwrap()
-            .text()
+        let events = text(&format!("http://127.0.0.1:{p2}/events"))
             .await
             .unwrap();
         assert!(events.contains("promoted"), "{events}");
@@ -142,12 +134,7 @@ fn a_killed_proxy_loses_its_registration() {
             list.as_array()?.is_empty().then_some(())
         })
         .await;
-        let events = reqwest::get(format!("http://{}/events", ha.addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let events = text(&format!("http://{}/events", ha.addr)).await.unwrap();
         assert!(
             events.contains(&format!(
                 "proxy {admin} is down; restart asked, registration removed"

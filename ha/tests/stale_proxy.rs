@@ -8,24 +8,16 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kodis_common::test_util::RedisServer;
 use redis::AsyncCommands;
-use support::{connect, dashboard, group, ok, replication, rt, until};
+use support::{connect, dashboard, master_and_replica, ok, rt, synced_servers, text, until};
 
 #[test]
 fn a_stale_proxy_fetches_the_topology_on_readonly() {
-    let servers: Vec<RedisServer> = (0..2)
-        .map(|_| RedisServer::start_with(&["--repl-diskless-sync", "no"]))
-        .collect();
+    let servers = synced_servers(2);
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let (dash, url) = dashboard(dir.path()).await;
-        group(&url, 1, &[servers[0].addr(), servers[1].addr()]).await;
-        ok(&url, "POST", "/api/v1/slots/init", None).await;
-        until(10, "the replica's first sync", || async {
-            replication(&servers[1].addr()).await?.link_up.then_some(())
-        })
-        .await;
+        master_and_replica(&url, &servers[0].addr(), &servers[1].addr()).await;
         // Its admin token is not the dashboard's: every push is refused (401).
         let proxy = kodis_proxy::start(kodis_proxy::ProxyConfig {
             listen: "127.0.0.1:0".into(),
@@ -77,10 +69,7 @@ fn a_stale_proxy_fetches_the_topology_on_readonly() {
         let mut new_master = connect(&servers[1].addr()).await;
         let v: String = new_master.get("k").await.unwrap();
         assert_eq!(v, "after");
-        let text = reqwest::get(format!("http://{}/metrics", proxy.admin_addr))
-            .await
-            .unwrap()
-            .text()
+        let text = text(&format!("http://{}/metrics", proxy.admin_addr))
             .await
             .unwrap();
         let fetches: f64 = text

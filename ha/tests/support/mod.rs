@@ -74,3 +74,27 @@ pub async fn replication(addr: &str) -> Option<kodis_ha::health::Replication> {
         .await
         .ok()
 }
+
+/// `n` redis-servers with disk-based full syncs: no 5 s wait before a diskless one,
+/// and Redis 7.0.15 under load sometimes never starts the command stream after a
+/// diskless sync.
+pub fn synced_servers(n: usize) -> Vec<kodis_common::test_util::RedisServer> {
+    (0..n)
+        .map(|_| kodis_common::test_util::RedisServer::start_with(&["--repl-diskless-sync", "no"]))
+        .collect()
+}
+
+/// Group 1 of `master` and `replica` owning every slot, once the replica has synced.
+pub async fn master_and_replica(base: &str, master: &str, replica: &str) {
+    group(base, 1, &[master.to_string(), replica.to_string()]).await;
+    ok(base, "POST", "/api/v1/slots/init", None).await;
+    until(10, "the replica's first sync", || async {
+        replication(replica).await?.link_up.then_some(())
+    })
+    .await;
+}
+
+/// The body of `GET url`, if it answers.
+pub async fn text(url: &str) -> Option<String> {
+    reqwest::get(url).await.ok()?.text().await.ok()
+}
