@@ -4,6 +4,7 @@
 pub mod api;
 pub mod replication;
 pub mod resp;
+pub mod signals;
 pub mod slot;
 pub mod store;
 pub mod telemetry;

@@ -383,15 +383,9 @@ fn cmd(addr: std::net::SocketAddr, args: &[&[u8]]) -> Vec<u8> {
 }
 
 async fn start_proxy(dashboard: &str) -> kodis_proxy::ProxyHandle {
-    kodis_proxy::start(kodis_proxy::ProxyConfig {
-        listen: "127.0.0.1:0".into(),
-        admin_listen: "127.0.0.1:0".into(),
-        dashboard: Some(dashboard.into()),
-        worker_threads: 1,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
+    kodis_proxy::start(kodis_proxy::ProxyConfig::for_dashboard(dashboard))
+        .await
+        .unwrap()
 }
 
 #[test]

@@ -163,15 +163,9 @@ fn rebalance_onto_a_new_group_and_drain_it_keep_every_key() {
         add_group(&api, 1, &servers[0]).await;
         add_group(&api, 2, &servers[1]).await;
         api.ok("POST", "/api/v1/slots/init", None).await;
-        let proxy = kodis_proxy::start(kodis_proxy::ProxyConfig {
-            listen: "127.0.0.1:0".into(),
-            admin_listen: "127.0.0.1:0".into(),
-            dashboard: Some(url.clone()),
-            worker_threads: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let proxy = kodis_proxy::start(kodis_proxy::ProxyConfig::for_dashboard(&url))
+            .await
+            .unwrap();
         wait_acked(&api, 1).await;
         let proxy_addr = proxy.addr.to_string();
         let mut con = connect(&proxy_addr).await;

@@ -177,13 +177,7 @@ fn two_proxies_under_mixed_load_from_two_groups_to_three_and_back_lose_nothing()
         let mut proxies = Vec::new();
         for _ in 0..2 {
             proxies.push(
-                kodis_proxy::start(kodis_proxy::ProxyConfig {
-                    listen: "127.0.0.1:0".into(),
-                    admin_listen: "127.0.0.1:0".into(),
-                    dashboard: Some(url.clone()),
-                    worker_threads: 1,
-                    ..Default::default()
-                })
+                kodis_proxy::start(kodis_proxy::ProxyConfig::for_dashboard(&url))
                 .await
                 .unwrap(),
             );

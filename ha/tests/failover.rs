@@ -37,15 +37,9 @@ fn a_killed_master_is_replaced_within_five_seconds_and_comes_back_as_a_replica()
         group(&url, 1, &[servers[0].addr(), servers[1].addr()]).await;
         group(&url, 2, &[servers[2].addr()]).await;
         ok(&url, "POST", "/api/v1/slots/init", None).await;
-        let proxy = kodis_proxy::start(kodis_proxy::ProxyConfig {
-            listen: "127.0.0.1:0".into(),
-            admin_listen: "127.0.0.1:0".into(),
-            dashboard: Some(url.clone()),
-            worker_threads: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let proxy = kodis_proxy::start(kodis_proxy::ProxyConfig::for_dashboard(&url))
+            .await
+            .unwrap();
         let ha = kodis_ha::start(
             HaConfig::new(&url, dir.path().join("ha")),
             Arc::new(Local::new(None)),

@@ -20,12 +20,8 @@ fn a_stale_proxy_fetches_the_topology_on_readonly() {
         master_and_replica(&url, &servers[0].addr(), &servers[1].addr()).await;
         // Its admin token is not the dashboard's: every push is refused (401).
         let proxy = kodis_proxy::start(kodis_proxy::ProxyConfig {
-            listen: "127.0.0.1:0".into(),
-            admin_listen: "127.0.0.1:0".into(),
-            dashboard: Some(url.clone()),
             admin_token: Some("only-this-proxy-knows".into()),
-            worker_threads: 1,
-            ..Default::default()
+            ..kodis_proxy::ProxyConfig::for_dashboard(&url)
         })
         .await
         .unwrap();

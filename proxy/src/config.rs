@@ -89,6 +89,20 @@ impl Default for ProxyConfig {
     }
 }
 
+impl ProxyConfig {
+    /// A configuration for tests and embedding: loopback ports the OS picks, one
+    /// worker thread, registered with the dashboard at `url`.
+    pub fn for_dashboard(url: &str) -> Self {
+        Self {
+            listen: "127.0.0.1:0".into(),
+            admin_listen: "127.0.0.1:0".into(),
+            dashboard: Some(url.to_string()),
+            worker_threads: 1,
+            ..Self::default()
+        }
+    }
+}
+
 /// Command-line flags of `kodis-proxy`. Flags override the config file.
 #[derive(Debug, Clone, Default, Parser)]
 #[command(

@@ -16,7 +16,9 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let proxy = kodis_proxy::start(config).await?;
-        wait_for_signal().await?;
+        kodis_common::signals::stop_requested()
+            .await
+            .context("cannot watch SIGTERM and SIGINT")?;
         tracing::info!("shutting down: finishing in-flight requests");
         proxy.deregister().await;
         proxy.shutdown();
@@ -24,14 +26,4 @@ fn main() -> anyhow::Result<()> {
         tracing::info!("stopped");
         anyhow::Ok(())
     })
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
 }

@@ -9,12 +9,9 @@ async fn main() -> anyhow::Result<()> {
     let config = DashboardConfig::parse();
     kodis_common::telemetry::init("info");
     let handle = kodis_dashboard::start(config).await?;
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
-        _ = term.recv() => {}
-    }
+    kodis_common::signals::stop_requested()
+        .await
+        .context("cannot watch SIGTERM and SIGINT")?;
     tracing::info!("stopping");
     handle.stop().await;
     Ok(())

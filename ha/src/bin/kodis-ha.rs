@@ -23,12 +23,9 @@ async fn main() -> anyhow::Result<()> {
         OrchestratorKind::Kubernetes => Arc::new(kodis_ha::kubernetes::Kubernetes::infer().await?),
     };
     let handle = kodis_ha::start(cfg, orchestrator).await?;
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
-        _ = term.recv() => {}
-    }
+    kodis_common::signals::stop_requested()
+        .await
+        .context("cannot watch SIGTERM and SIGINT")?;
     tracing::info!("stopping");
     handle.stop().await;
     Ok(())
