@@ -1,7 +1,8 @@
 # Kodis: the two commands the README promises, plus benchmarks.
 #   make run    a local Kodis (kodis up): dashboard, 2 groups of master + replica,
 #               a proxy on 127.0.0.1:19000; Ctrl-C stops it all
-#   make test   install what the tests need, then fmt, clippy and every test
+#   make test   install what the tests need, then fmt, clippy, the Kubernetes
+#               manifests (scripts/validate-manifests.sh) and every test
 #   make bench  criterion micro benchmarks, the end-to-end comparison and the
 #               migration-under-load benchmark
 
@@ -17,6 +18,7 @@ deps:
 test: deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
+	scripts/validate-manifests.sh
 	scripts/run-tests.sh
 
 run: deps

@@ -27,7 +27,7 @@ fail() {
 
 pip_install() {
     echo "validate-manifests: installing $* (PyPI)"
-    python3 -m pip install --quiet --disable-pip-version-check "$@" >/dev/null ||
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check "$@" >/dev/null ||
         fail "pip install $* failed"
 }
 
