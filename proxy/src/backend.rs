@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::dedicated::DedicatedSet;
 use crate::error::BackendError;
 use crate::metrics::BackendMetrics;
 
@@ -47,6 +48,8 @@ pub struct BackendOptions {
     pub limits: Limits,
     /// Requests queued per connection before senders wait.
     pub queue: usize,
+    /// Most dedicated connections per server (see [`crate::dedicated`]).
+    pub max_dedicated: usize,
 }
 
 /// Requests one session queues for one backend in one go, in order.
@@ -58,6 +61,7 @@ pub struct BackendPool {
     addr: Arc<str>,
     conns: Vec<mpsc::Sender<Batch>>,
     up: Arc<AtomicBool>,
+    dedicated: DedicatedSet,
 }
 
 impl BackendPool {
@@ -73,6 +77,7 @@ impl BackendPool {
     ) -> Arc<Self> {
         let addr: Arc<str> = Arc::from(addr);
         let up = Arc::new(AtomicBool::new(false));
+        let dedicated = DedicatedSet::new(addr.clone(), opts.clone(), metrics.clone());
         let conns = (0..n.max(1))
             .map(|i| {
                 let (tx, rx) = mpsc::channel(opts.queue);
@@ -90,12 +95,22 @@ impl BackendPool {
                 tx
             })
             .collect();
-        Arc::new(Self { addr, conns, up })
+        Arc::new(Self {
+            addr,
+            conns,
+            up,
+            dedicated,
+        })
     }
 
     /// The backend's address.
     pub fn addr(&self) -> &Arc<str> {
         &self.addr
+    }
+
+    /// The connections to this server that one session at a time holds alone.
+    pub fn dedicated(&self) -> &DedicatedSet {
+        &self.dedicated
     }
 
     /// How many connections the pool has.
@@ -208,7 +223,7 @@ async fn run_connection(
     }
 }
 
-async fn connect(addr: &str, opts: &BackendOptions) -> Result<TcpStream, String> {
+pub(crate) async fn connect(addr: &str, opts: &BackendOptions) -> Result<TcpStream, String> {
     let fut = async {
         let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
@@ -246,7 +261,7 @@ async fn connect(addr: &str, opts: &BackendOptions) -> Result<TcpStream, String>
     }
 }
 
-enum ServeEnd {
+pub(crate) enum ServeEnd {
     /// The pool was dropped: stop for good.
     Closed,
     /// The connection failed; the string says why.
@@ -259,7 +274,7 @@ struct InFlight {
     sent: Instant,
 }
 
-async fn serve(
+pub(crate) async fn serve(
     stream: TcpStream,
     addr: &Arc<str>,
     rx: &mut mpsc::Receiver<Batch>,

@@ -17,6 +17,10 @@ pub enum SplitKind {
     Mset,
     /// DEL, UNLINK, EXISTS, TOUCH: integers summed.
     Sum,
+    /// WAIT: the smallest integer.
+    Min,
+    /// One part, its reply as it is (a blocking command).
+    Only,
     /// FLUSHALL, FLUSHDB: OK once every master said OK.
     AllOk,
     /// KEYS: the arrays of every master, concatenated.
@@ -82,6 +86,21 @@ pub enum Local {
     Config,
 }
 
+/// Transaction commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxCommand {
+    /// MULTI
+    Multi,
+    /// EXEC
+    Exec,
+    /// DISCARD
+    Discard,
+    /// WATCH key [key ...]
+    Watch,
+    /// UNWATCH
+    Unwatch,
+}
+
 /// The action class of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -108,6 +127,10 @@ pub enum Kind {
     Slowlog,
     /// LATENCY LATEST/HISTORY/RESET/DOCTOR/GRAPH over every master.
     Latency,
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+    Tx(TxCommand),
+    /// WAIT numreplicas timeout: every group this client wrote to.
+    Wait,
     /// A command with no key to route by.
     NoKey,
 }
@@ -137,8 +160,6 @@ pub struct Commands {
     pub redis_version: String,
 }
 
-const TX: &str = "transactions are not supported by kodis-proxy yet";
-const BLOCKING: &str = "blocking commands are not supported by kodis-proxy yet";
 const PUBSUB: &str = "Pub/Sub is not supported by kodis-proxy yet";
 const ONE_DB: &str = "kodis-proxy has only database 0";
 const ADMIN: &str = "it is an administrative command for a single server";
@@ -168,11 +189,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("migrate", "slot migration is managed by kodis-dashboard"),
     ("move", ONE_DB),
     ("swapdb", ONE_DB),
-    ("multi", TX),
-    ("exec", TX),
-    ("discard", TX),
-    ("watch", TX),
-    ("unwatch", TX),
     ("subscribe", PUBSUB),
     ("psubscribe", PUBSUB),
     ("ssubscribe", PUBSUB),
@@ -182,7 +198,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("publish", PUBSUB),
     ("spublish", PUBSUB),
     ("pubsub", PUBSUB),
-    ("wait", "it cannot be served through a proxy"),
     ("reset", "it cannot be served through a proxy"),
     ("save", ADMIN),
     ("bgsave", ADMIN),
@@ -288,6 +303,12 @@ fn classify(name: &str, spec: &CommandSpec) -> Kind {
         return Kind::Split(*s);
     }
     match name {
+        "multi" => return Kind::Tx(TxCommand::Multi),
+        "exec" => return Kind::Tx(TxCommand::Exec),
+        "discard" => return Kind::Tx(TxCommand::Discard),
+        "watch" => return Kind::Tx(TxCommand::Watch),
+        "unwatch" => return Kind::Tx(TxCommand::Unwatch),
+        "wait" => return Kind::Wait,
         "dbsize" => return Kind::SumAll,
         "flushall" | "flushdb" => return Kind::Broadcast(SplitKind::AllOk),
         "keys" => return Kind::Broadcast(SplitKind::Concat),
@@ -299,10 +320,7 @@ fn classify(name: &str, spec: &CommandSpec) -> Kind {
         "command" => return Kind::AnyBackend,
         _ => {}
     }
-    // XREAD and XREADGROUP are blocking only with BLOCK; the session checks that.
-    if spec.is_blocking() && name != "xread" && name != "xreadgroup" {
-        return Kind::Refused(BLOCKING);
-    }
+    // Blocking commands have keys: routed as keyed, on a dedicated connection.
     if spec.is_pubsub() {
         return Kind::Refused(PUBSUB);
     }
@@ -315,5 +333,3 @@ fn classify(name: &str, spec: &CommandSpec) -> Kind {
     Kind::NoKey
 }
 
-/// Reason given when XREAD / XREADGROUP asks to block.
-pub const BLOCKING_REASON: &str = BLOCKING;

@@ -58,6 +58,10 @@ pub struct ProxyConfig {
     /// Serve KEYS (sent to every master, merged). Default true; off refuses it (SCAN
     /// walks the same keys without blocking each server for the whole pass).
     pub allow_keys: bool,
+    /// Most dedicated backend connections per server (a blocking command, WAIT, or a
+    /// transaction with WATCH holds one alone until it is done); past it such a
+    /// command gets an error naming this limit. Default 1024.
+    pub max_dedicated_connections: usize,
     /// RESP size limits for client requests (backend replies are not limited: Redis
     /// sets no limit on reply size).
     pub limits: Limits,
@@ -84,6 +88,7 @@ impl Default for ProxyConfig {
             refresh_command_table: true,
             allow_flush: true,
             allow_keys: true,
+            max_dedicated_connections: 1024,
             limits: Limits::default(),
         }
     }
@@ -150,6 +155,10 @@ pub struct Args {
     /// Tokio worker threads [default: one per core].
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// Most dedicated backend connections per server, for blocking commands, WAIT
+    /// and WATCH [default: 1024].
+    #[arg(long)]
+    pub max_dedicated_connections: Option<usize>,
 }
 
 impl ProxyConfig {
@@ -194,6 +203,9 @@ impl ProxyConfig {
         }
         if let Some(v) = args.connect_timeout_ms {
             cfg.connect_timeout_ms = v;
+        }
+        if let Some(v) = args.max_dedicated_connections {
+            cfg.max_dedicated_connections = v;
         }
         if let Some(v) = args.backend_connections {
             cfg.backend_connections = v;
@@ -251,6 +263,9 @@ impl ProxyConfig {
         }
         if self.max_output_buffer == 0 {
             return bad("max_output_buffer must be at least 1".into());
+        }
+        if self.max_dedicated_connections == 0 {
+            return bad("max_dedicated_connections must be at least 1".into());
         }
         if self.max_pipeline == 0 {
             return bad("max_pipeline must be at least 1".into());

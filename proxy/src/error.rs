@@ -13,6 +13,17 @@ pub enum BackendError {
         /// Why the last connection attempt failed.
         cause: Arc<str>,
     },
+    /// Every dedicated connection to the server is in use.
+    #[error(
+        "all {max} dedicated connections to backend {addr} are in use (blocking commands, \
+         WAIT and WATCH each hold one; max_dedicated_connections)"
+    )]
+    TooManyDedicated {
+        /// The backend's address.
+        addr: Arc<str>,
+        /// The limit.
+        max: usize,
+    },
     /// The connection broke while the request was in flight: it may or may not have run.
     #[error("connection to backend {addr} was lost with the request in flight")]
     ConnectionLost {

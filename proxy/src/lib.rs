@@ -3,11 +3,13 @@
 
 pub mod admin;
 pub mod backend;
+mod blocking;
 pub mod clients;
 pub mod command_table;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod dedicated;
 pub mod error;
 mod local;
 pub mod merge;
@@ -16,6 +18,7 @@ pub mod reply;
 pub mod router;
 pub mod server;
 pub mod session;
+mod transaction;
 pub mod workers;
 
 pub use config::{Args, ProxyConfig};

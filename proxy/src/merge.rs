@@ -228,6 +228,17 @@ impl Merge {
                 }
                 Bytes::from(out)
             }
+            SplitKind::Only => replies.into_iter().next().unwrap_or_default(),
+            SplitKind::Min => {
+                let mut min: Option<i64> = None;
+                for r in &replies {
+                    match reply_integer(r) {
+                        Some(n) => min = Some(min.map_or(n, |m| m.min(n))),
+                        None => return unexpected(r),
+                    }
+                }
+                reply::integer(min.unwrap_or(0))
+            }
             SplitKind::Sum => {
                 let mut sum = 0i64;
                 for r in &replies {

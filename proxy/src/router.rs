@@ -161,6 +161,9 @@ impl Router {
                 );
             }
         }
+        for pool in &pools {
+            pings.extend(pool.dedicated().ping_watching().await);
+        }
         for rx in pings {
             // An error means that connection broke, failing what it carried: drained too.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;

@@ -77,6 +77,7 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
         password: config.backend_password.clone(),
         limits: kodis_common::resp::Limits::REPLIES,
         queue: config.max_pipeline.max(64),
+        max_dedicated: config.max_dedicated_connections,
     });
     let workers = Workers::start(config.effective_workers())
         .map_err(|e| StartError::Config(format!("cannot start worker threads: {e}")))?;

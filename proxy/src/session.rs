@@ -19,11 +19,12 @@ use kodis_common::resp::{Request, RequestScanner};
 use kodis_common::slot::key_slot;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, Instrument};
 
 use crate::backend::{BackendPool, BackendRequest, Batch, ReplyRx};
-use crate::commands::{Commands, Kind, Local, SplitKind, BLOCKING_REASON};
+use crate::commands::{Commands, Kind, Local, SplitKind};
+use crate::dedicated::Dedicated;
 use crate::config::ProxyConfig;
 use crate::error::BackendError;
 use crate::merge::{self, Merge};
@@ -94,6 +95,21 @@ pub enum Pending {
     /// Not a reply: the request's keys must first move to their slot's new group.
     /// Handled inside the session, never queued.
     Migrate(Vec<KeyMove>),
+    /// Not a reply: the request must wait until every earlier reply is in (a
+    /// blocking command, WAIT, the first WATCH). Handled inside the session.
+    Barrier,
+    /// Coming from dedicated connections, given back once the reply is in; the
+    /// session serves nothing else meanwhile (a blocking command, WAIT).
+    Exclusive(Box<Exclusive>),
+}
+
+/// A reply from dedicated connections, and the connections to give back after it.
+#[derive(Debug)]
+pub struct Exclusive {
+    /// The reply: one part, or several merged (WAIT over groups).
+    pub(crate) reply: Merge,
+    /// The connections, each with the server it belongs to.
+    pub(crate) conns: Vec<(Arc<BackendPool>, Dedicated)>,
 }
 
 /// Keys of one request to move from a source group to the group their slot is
@@ -120,6 +136,18 @@ pub struct Session {
     /// Set while re-routing a request whose keys were just moved: route migrating
     /// slots to their target instead of asking for another move.
     pub(crate) keys_moved: bool,
+    /// MULTI / WATCH state, while a transaction is open.
+    pub(crate) tx: Option<Box<crate::transaction::Tx>>,
+    /// A request parsed but not dispatched yet: it waits for every earlier reply.
+    pub(crate) held: Option<Request>,
+    /// Set while nothing new may be dispatched: a request is held, or a blocking
+    /// command or WAIT awaits its reply (Redis serves nothing else of a blocked
+    /// client either). Cleared once every owed reply is out.
+    pub(crate) paused: bool,
+    /// True while dispatching a request with no earlier reply owed.
+    pub(crate) idle: bool,
+    /// Masters this client wrote to since its last WAIT.
+    pub(crate) wrote: smallvec::SmallVec<[Arc<BackendPool>; 4]>,
     pub(crate) ctx: Arc<Shared>,
 }
 
@@ -129,6 +157,48 @@ pub struct Session {
 pub(crate) struct Outbox {
     batches: Vec<(Arc<BackendPool>, Batch)>,
     len: usize,
+    /// While a WATCH holds a dedicated connection: every request for its server goes
+    /// there, in order with the WATCH and the EXEC.
+    pin: Option<Pin>,
+    /// Pinned connections let go of, with their last requests: sent, then given back.
+    retired: Vec<Pin>,
+}
+
+/// A dedicated connection a session's WATCH holds, and what is queued for it.
+#[derive(Debug)]
+pub(crate) struct Pin {
+    pool: Arc<BackendPool>,
+    /// Taken out when the connection is given back.
+    conn: Option<Dedicated>,
+    batch: Batch,
+    /// Its entry among the server's watching connections (drained on a topology
+    /// change like the shared ones).
+    token: u64,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.pool.dedicated().unregister(self.token);
+    }
+}
+
+/// Sends what is queued for a pinned connection; if the connection is gone, its
+/// requests fail with the reason.
+async fn send_pinned(pin: &mut Pin) {
+    if pin.batch.is_empty() {
+        return;
+    }
+    let batch = std::mem::take(&mut pin.batch);
+    let Some(conn) = &pin.conn else {
+        return;
+    };
+    if let Err(mpsc::error::SendError(batch)) = conn.sender().send(batch).await {
+        for req in batch {
+            let _ = req.reply.send(Err(BackendError::ConnectionLost {
+                addr: pin.pool.addr().clone(),
+            }));
+        }
+    }
 }
 
 impl Outbox {
@@ -136,6 +206,13 @@ impl Outbox {
     pub(crate) fn push(&mut self, pool: &Arc<BackendPool>, frame: Bytes) -> (ReplyRx, Arc<str>) {
         let (tx, rx) = oneshot::channel();
         let req = BackendRequest { frame, reply: tx };
+        if let Some(pin) = &mut self.pin {
+            if Arc::ptr_eq(&pin.pool, pool) {
+                pin.batch.push(req);
+                self.len += 1;
+                return (rx, pool.addr().clone());
+            }
+        }
         match self.batches.iter_mut().find(|(p, _)| Arc::ptr_eq(p, pool)) {
             Some((_, batch)) => batch.push(req),
             None => {
@@ -154,12 +231,45 @@ impl Outbox {
         Pending::Backend(rx, addr)
     }
 
-    /// Hands every queued batch to its backend connection `conn`.
+    /// Hands every queued batch to its backend connection `conn` (or the pinned
+    /// dedicated one), then gives back the pinned connections let go of.
     async fn flush(&mut self, conn: usize) {
         for (pool, batch) in self.batches.drain(..) {
             pool.send_batch(conn, batch).await;
         }
+        if let Some(pin) = &mut self.pin {
+            send_pinned(pin).await;
+        }
+        for mut pin in self.retired.drain(..) {
+            send_pinned(&mut pin).await;
+            if let Some(conn) = pin.conn.take() {
+                pin.pool.dedicated().give_back(conn);
+            }
+        }
         self.len = 0;
+    }
+
+    /// The pinned server, if any.
+    pub(crate) fn pinned_pool(&self) -> Option<&Arc<BackendPool>> {
+        self.pin.as_ref().map(|p| &p.pool)
+    }
+
+    /// From now on `pool`'s requests go to `conn`, until [`Outbox::unpin`].
+    pub(crate) fn pin(&mut self, pool: &Arc<BackendPool>, conn: Dedicated) {
+        let token = pool.dedicated().register(conn.sender());
+        self.pin = Some(Pin {
+            pool: pool.clone(),
+            conn: Some(conn),
+            batch: Batch::new(),
+            token,
+        });
+    }
+
+    /// Lets go of the pinned connection once its queued requests are sent.
+    pub(crate) fn unpin(&mut self) {
+        if let Some(pin) = self.pin.take() {
+            self.retired.push(pin);
+        }
     }
 }
 
@@ -184,6 +294,11 @@ pub async fn serve(
             client,
             worker,
             keys_moved: false,
+            tx: None,
+            held: None,
+            paused: false,
+            idle: true,
+            wrote: smallvec::SmallVec::new(),
             ctx: ctx.clone(),
         };
         run(stream, session, shutdown).await;
@@ -225,6 +340,16 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
             out.extend_from_slice(&bytes);
             queue.pop_front();
         }
+        // A held request, and what the client sent after it, go on once every
+        // earlier reply is out.
+        if session.paused && queue.is_empty() && !closing && reading {
+            session.paused = false;
+            let _routing = ctx.router.routing().await;
+            if session.parse_and_dispatch(&mut buf, &mut scanner, &mut queue, &mut outbox).await {
+                reading = false;
+            }
+            continue;
+        }
         let unsent = out.len() - written;
         if unsent == 0 && (closing || (!reading && queue.is_empty())) {
             break;
@@ -233,7 +358,15 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
         // pipeline written whole before its replies are read, as client libraries do),
         // up to the output budget; past it, or past max_pipeline owed replies, stop
         // reading: that is the backpressure.
-        let want_read = reading && !closing && queue.len() < max_pipeline && unsent < max_output;
+        // A paused session still reads (up to a bound), so it notices a client that
+        // leaves while blocked.
+        let want_read = reading
+            && !closing
+            && if session.paused {
+                buf.len() < PAUSED_READ_LIMIT
+            } else {
+                queue.len() < max_pipeline && unsent < max_output
+            };
         tokio::select! {
             biased;
             r = wr.write(&out[written..]), if unsent > 0 => match r {
@@ -261,7 +394,13 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
             }
             r = rd.read_buf(&mut buf), if want_read => {
                 match r {
+                    // Gone while blocked: drop everything, which closes the dedicated
+                    // connections, so the server forgets the blocked command.
+                    Ok(0) | Err(_) if session.paused => return,
                     Ok(0) | Err(_) => reading = false,
+                    Ok(n) if session.paused => {
+                        metrics.client_bytes_in.inc_by(n as u64);
+                    }
                     Ok(n) => {
                         metrics.client_bytes_in.inc_by(n as u64);
                         // Shared while routing and handing the batch to backends: a
@@ -283,6 +422,9 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
     }
     let _ = wr.shutdown().await;
 }
+
+/// Bytes read ahead from a paused session's client before the proxy stops reading it.
+const PAUSED_READ_LIMIT: usize = 1024 * 1024;
 
 /// Waits for the reply at the front of the queue. Cancel-safe: partial progress of
 /// a merge is kept in the queue entry.
@@ -306,7 +448,16 @@ async fn wait_front(queue: &mut VecDeque<Pending>, ctx: &Shared) -> Bytes {
             }
         },
         Some(Pending::Merge(m)) => m.resolve(metrics).await,
-        Some(Pending::Migrate(_)) => reply::error("ERR kodis-proxy: internal: unhandled key move"),
+        Some(Pending::Exclusive(x)) => {
+            let b = x.reply.resolve(metrics).await;
+            for (pool, conn) in x.conns.drain(..) {
+                pool.dedicated().give_back(conn);
+            }
+            b
+        }
+        Some(Pending::Migrate(_) | Pending::Barrier) => {
+            reply::error("ERR kodis-proxy: internal: unhandled request state")
+        }
         Some(Pending::Ready(b) | Pending::Close(b)) => b.clone(),
         None => std::future::pending().await,
     }
@@ -329,9 +480,9 @@ impl Pending {
                     Some(BackendError::ConnectionLost { addr: addr.clone() }.to_resp())
                 }
             },
-            Pending::Merge(_) => None,
-            Pending::Migrate(_) => Some(reply::error(
-                "ERR kodis-proxy: internal: unhandled key move",
+            Pending::Merge(_) | Pending::Exclusive(_) => None,
+            Pending::Migrate(_) | Pending::Barrier => Some(reply::error(
+                "ERR kodis-proxy: internal: unhandled request state",
             )),
         }
     }
@@ -363,21 +514,27 @@ impl Session {
         outbox: &mut Outbox,
     ) -> bool {
         let stop = loop {
-            let parsed = match scanner.scan(buf) {
-                Ok(Some(p)) => p,
-                Ok(None) => break false,
-                Err(e) => {
-                    self.ctx.metrics.errors.protocol.inc();
-                    debug!(error = %e, "protocol error from client");
-                    queue.push_back(Pending::Close(reply::error(&format!("ERR {e}"))));
-                    break true;
+            let req = match self.held.take() {
+                Some(r) => r,
+                None => {
+                    let parsed = match scanner.scan(buf) {
+                        Ok(Some(p)) => p,
+                        Ok(None) => break false,
+                        Err(e) => {
+                            self.ctx.metrics.errors.protocol.inc();
+                            debug!(error = %e, "protocol error from client");
+                            queue.push_back(Pending::Close(reply::error(&format!("ERR {e}"))));
+                            break true;
+                        }
+                    };
+                    let frame = buf.split_to(parsed.len).freeze();
+                    Request::new(frame, parsed)
                 }
             };
-            let frame = buf.split_to(parsed.len).freeze();
-            let req = Request::new(frame, parsed);
             if req.argc() == 0 {
                 continue;
             }
+            self.idle = queue.is_empty();
             let was_authed = self.authed;
             let mut pending = self.handle(&req, outbox);
             if let Pending::Migrate(moves) = pending {
@@ -394,13 +551,23 @@ impl Session {
                     Err(e) => Pending::Ready(e),
                 };
             }
+            if matches!(pending, Pending::Barrier) {
+                self.held = Some(req);
+                self.paused = true;
+                break false;
+            }
             if self.authed && !was_authed {
                 scanner.set_limits(self.request_limits());
             }
             let close = matches!(pending, Pending::Close(_));
+            let exclusive = matches!(pending, Pending::Exclusive(_));
             queue.push_back(pending);
             if close {
                 break true;
+            }
+            if exclusive {
+                self.paused = true;
+                break false;
             }
             if outbox.len >= 256 {
                 outbox.flush(self.conn()).await;
@@ -472,6 +639,7 @@ impl Session {
         let Some(entry) = commands.get(name) else {
             commands.unknown.inc();
             ctx.metrics.errors.unknown_command.inc();
+            self.spoil_tx();
             return Pending::Ready(unknown_command(req));
         };
         entry.counter.inc();
@@ -485,6 +653,14 @@ impl Session {
             return Pending::Ready(reply::error("NOAUTH Authentication required."));
         }
         debug!(command = %entry.name, args = req.argc(), "request");
+        if self.tx.as_ref().is_some_and(|t| t.multi)
+            && !matches!(
+                entry.kind,
+                Kind::Tx(_) | Kind::Local(Local::Quit | Local::Auth | Local::Hello)
+            )
+        {
+            return self.queue_in_tx(&commands, entry, req);
+        }
         match entry.kind {
             Kind::Keyed => self.keyed(&commands, req, outbox),
             Kind::Split(kind) => self.split(kind, req, outbox),
@@ -516,6 +692,8 @@ impl Session {
             Kind::ScriptAdmin => self.script_admin(&entry.name, req, outbox),
             Kind::Slowlog => self.slowlog(req, outbox),
             Kind::Latency => self.latency(req, outbox),
+            Kind::Tx(cmd) => self.transaction(cmd, req, outbox),
+            Kind::Wait => self.wait(req),
             Kind::NoKey => {
                 ctx.metrics.errors.refused.inc();
                 Pending::Ready(refused(&entry.name, "it has no key to route by"))
@@ -530,7 +708,7 @@ impl Session {
     }
 
     /// Routes a command by its keys; all keys must share a slot.
-    fn keyed(&self, commands: &Commands, req: &Request, outbox: &mut Outbox) -> Pending {
+    fn keyed(&mut self, commands: &Commands, req: &Request, outbox: &mut Outbox) -> Pending {
         let ctx = &self.ctx;
         let sub = (req.argc() > 1).then(|| req.arg(1));
         let Some(spec) = commands.spec(req.arg(0), sub) else {
@@ -557,9 +735,10 @@ impl Session {
             let name = spec.name.replace('|', " ").to_ascii_uppercase();
             return Pending::Ready(refused(&name, "it has no key to route by"));
         };
-        if spec.is_blocking() && has_block_option(req) {
-            ctx.metrics.errors.refused.inc();
-            return Pending::Ready(refused(&spec.name.to_ascii_uppercase(), BLOCKING_REASON));
+        let blocking = spec.is_blocking()
+            && (!matches!(spec.name.as_str(), "xread" | "xreadgroup") || has_block_option(req));
+        if blocking && !self.idle {
+            return Pending::Barrier;
         }
         let slot = key_slot(req.arg(first));
         if keys[1..].iter().any(|&k| key_slot(req.arg(k)) != slot) {
@@ -581,12 +760,31 @@ impl Session {
             group = target;
         }
         let pool = &routes.groups[group].master;
+        if spec.is_write() || blocking {
+            self.note_write(pool);
+        }
+        if blocking {
+            return self.blocking(pool, req);
+        }
         outbox.forward(pool, req.to_resp())
+    }
+
+    /// Remembers that a transaction wrote to `pool` (for WAIT).
+    pub(crate) fn note_tx_write(&mut self, pool: &Arc<BackendPool>) {
+        self.note_write(pool);
+    }
+
+    /// Remembers that this client wrote to `pool` (for WAIT).
+    #[inline]
+    fn note_write(&mut self, pool: &Arc<BackendPool>) {
+        if !self.wrote.iter().any(|p| Arc::ptr_eq(p, pool)) {
+            self.wrote.push(pool.clone());
+        }
     }
 
     /// MGET, MSET, DEL, UNLINK, EXISTS, TOUCH: one request when all keys live in one
     /// group, else one part per group, sent together and merged.
-    fn split(&self, kind: SplitKind, req: &Request, outbox: &mut Outbox) -> Pending {
+    fn split(&mut self, kind: SplitKind, req: &Request, outbox: &mut Outbox) -> Pending {
         let ctx = &self.ctx;
         let argc = req.argc();
         let step = if kind == SplitKind::Mset { 2 } else { 1 };
@@ -630,6 +828,15 @@ impl Session {
         };
         if !moves.is_empty() {
             return Pending::Migrate(moves);
+        }
+        let writes = matches!(kind, SplitKind::Mset)
+            || (kind == SplitKind::Sum
+                && (req.arg(0).eq_ignore_ascii_case(b"del")
+                    || req.arg(0).eq_ignore_ascii_case(b"unlink")));
+        if writes {
+            for &g in groups.iter() {
+                self.note_write(&routes.groups[g].master);
+            }
         }
         if groups.iter().all(|&g| g == groups[0]) {
             return outbox.forward(&routes.groups[groups[0]].master, req.to_resp());
@@ -916,6 +1123,6 @@ fn clusterdown() -> Bytes {
 }
 
 /// Redis Cluster's error for keys in different slots.
-fn crossslot() -> Bytes {
+pub(crate) fn crossslot() -> Bytes {
     reply::error("CROSSSLOT Keys in request don't hash to the same slot")
 }

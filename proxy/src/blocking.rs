@@ -1,0 +1,95 @@
+//! Blocking commands (BLPOP, BLMOVE, BZPOPMIN, XREAD BLOCK, ...) and WAIT. Each runs
+//! on a dedicated backend connection (see [`crate::dedicated`]) once every earlier
+//! reply of the client is in, and the session serves nothing else until it answers,
+//! as Redis does for a blocked client. Timeouts are the client's; the proxy adds none.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kodis_common::resp::{encode_array_header, encode_bulk, Request};
+
+use crate::backend::BackendPool;
+use crate::commands::SplitKind;
+use crate::merge::Merge;
+use crate::session::{wrong_args, Exclusive, Pending, Session};
+
+/// Channel WAIT publishes an empty message to first (see [`Session::wait`]).
+pub const WAIT_CHANNEL: &str = "__kodis__:wait";
+
+impl Session {
+    /// Sends a blocking command to `pool` on a dedicated connection.
+    pub(crate) fn blocking(&mut self, pool: &Arc<BackendPool>, req: &Request) -> Pending {
+        let conn = match pool.dedicated().take() {
+            Ok(c) => c,
+            Err(e) => {
+                self.ctx.metrics.errors.backend.inc();
+                return Pending::Ready(e.to_resp());
+            }
+        };
+        let rx = conn.send(req.to_resp());
+        let reply = Merge::new(
+            SplitKind::Only,
+            vec![(rx, pool.addr().clone())],
+            Vec::new(),
+            0,
+        );
+        Pending::Exclusive(Box::new(Exclusive {
+            reply,
+            conns: vec![(pool.clone(), conn)],
+        }))
+    }
+
+    /// WAIT numreplicas timeout: on every master this client wrote to since its last
+    /// WAIT (every master if none), each on a dedicated connection; the answer is the
+    /// smallest count. Redis counts replicas that acknowledged the *connection's* last
+    /// write, and the client's writes went over shared connections: so each dedicated
+    /// connection first publishes an empty message to [`WAIT_CHANNEL`] (a PUBLISH is
+    /// replicated, and it runs after the client's writes, which have all answered),
+    /// and WAIT then counts replicas that have everything up to it.
+    pub(crate) fn wait(&mut self, req: &Request) -> Pending {
+        if req.argc() != 3 {
+            self.ctx.metrics.errors.args.inc();
+            return Pending::Ready(wrong_args("wait"));
+        }
+        if !self.idle {
+            return Pending::Barrier;
+        }
+        let wrote = std::mem::take(&mut self.wrote);
+        // No write: like a fresh Redis connection, count the replicas at once.
+        let wrote_any = !wrote.is_empty();
+        let targets: Vec<Arc<BackendPool>> = if wrote.is_empty() {
+            let routes = self.ctx.router.load();
+            routes.groups.iter().map(|g| g.master.clone()).collect()
+        } else {
+            wrote.into_iter().collect()
+        };
+        if targets.is_empty() {
+            return Pending::Ready(crate::reply::error("ERR kodis: no backend group"));
+        }
+        let mut publish = Vec::with_capacity(48);
+        encode_array_header(&mut publish, 3);
+        for a in [&b"PUBLISH"[..], WAIT_CHANNEL.as_bytes(), b""] {
+            encode_bulk(&mut publish, a);
+        }
+        let publish = Bytes::from(publish);
+        let mut parts = Vec::with_capacity(targets.len());
+        let mut conns = Vec::with_capacity(targets.len());
+        for pool in targets {
+            let conn = match pool.dedicated().take() {
+                Ok(c) => c,
+                Err(e) => {
+                    self.ctx.metrics.errors.backend.inc();
+                    return Pending::Ready(e.to_resp());
+                }
+            };
+            if wrote_any {
+                // Its reply is not needed: the connection answers in order.
+                drop(conn.send(publish.clone()));
+            }
+            parts.push((conn.send(req.to_resp()), pool.addr().clone()));
+            conns.push((pool, conn));
+        }
+        let reply = Merge::new(SplitKind::Min, parts, Vec::new(), 0);
+        Pending::Exclusive(Box::new(Exclusive { reply, conns }))
+    }
+}

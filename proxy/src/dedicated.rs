@@ -1,0 +1,214 @@
+//! Backend connections one session holds alone: a blocking command, WAIT, or a
+//! transaction with WATCH. The shared connections carry many sessions' requests in
+//! one stream, which a blocked command would stall and a WATCH would mix with other
+//! clients' transactions, so these get a socket of their own: taken from a bounded
+//! set per server, given back idle once their reply is in, and closed when their
+//! session drops them mid-request (the server then forgets a blocked client at once,
+//! so no later push is consumed for a client that is gone).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use rustc_hash::FxHashMap;
+use tracing::debug;
+
+use crate::backend::{self, BackendOptions, BackendRequest, Batch, ReplyRx, ServeEnd};
+use crate::error::BackendError;
+use crate::metrics::BackendMetrics;
+
+/// Idle dedicated connections kept per server for the next session that needs one.
+const MAX_IDLE: usize = 64;
+
+/// The dedicated connections to one server.
+#[derive(Debug)]
+pub struct DedicatedSet {
+    addr: Arc<str>,
+    opts: Arc<BackendOptions>,
+    metrics: BackendMetrics,
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<Dedicated>>,
+    /// Connections a WATCH holds, by token: a topology change drains them too.
+    watching: Mutex<FxHashMap<u64, mpsc::Sender<Batch>>>,
+    next_token: AtomicU64,
+}
+
+/// One dedicated connection: requests sent on it run in order, on it alone.
+#[derive(Debug)]
+pub struct Dedicated {
+    tx: mpsc::Sender<Batch>,
+    addr: Arc<str>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl DedicatedSet {
+    /// No connection yet: each is opened when first needed.
+    pub fn new(addr: Arc<str>, opts: Arc<BackendOptions>, metrics: BackendMetrics) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(opts.max_dedicated.max(1))),
+            addr,
+            opts,
+            metrics,
+            idle: Mutex::new(Vec::new()),
+            watching: Mutex::new(FxHashMap::default()),
+            next_token: AtomicU64::new(1),
+        }
+    }
+
+    /// Lists a connection a WATCH now holds; returns its token.
+    pub fn register(&self, tx: &mpsc::Sender<Batch>) -> u64 {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut w) = self.watching.lock() {
+            w.insert(token, tx.clone());
+        }
+        token
+    }
+
+    /// Takes a connection off the WATCH list (idempotent).
+    pub fn unregister(&self, token: u64) {
+        if let Ok(mut w) = self.watching.lock() {
+            w.remove(&token);
+        }
+    }
+
+    /// Sends a PING through every connection a WATCH holds and returns where the
+    /// answers arrive: each answers after everything queued on it before, so once all
+    /// are in, no request routed by an older topology is left on them. (Blocking
+    /// commands never run on these: they take a connection of their own.)
+    pub async fn ping_watching(&self) -> Vec<ReplyRx> {
+        let senders: Vec<mpsc::Sender<Batch>> = self
+            .watching
+            .lock()
+            .map(|w| w.values().cloned().collect())
+            .unwrap_or_default();
+        let mut replies = Vec::with_capacity(senders.len());
+        for tx in senders {
+            let (reply, rx) = oneshot::channel();
+            let mut batch = Batch::new();
+            batch.push(BackendRequest {
+                frame: Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"),
+                reply,
+            });
+            // A closed connection has nothing left to drain.
+            if tx.send(batch).await.is_ok() {
+                replies.push(rx);
+            }
+        }
+        replies
+    }
+
+    /// An idle connection, or a new one while fewer than the limit are open. The
+    /// connection task runs on the caller's runtime (the session's worker).
+    pub fn take(&self) -> Result<Dedicated, BackendError> {
+        while let Some(d) = self.idle.lock().map(|mut i| i.pop()).unwrap_or(None) {
+            if !d.tx.is_closed() {
+                return Ok(d);
+            }
+        }
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
+            BackendError::TooManyDedicated {
+                addr: self.addr.clone(),
+                max: self.opts.max_dedicated,
+            }
+        })?;
+        // Room for a whole pipeline of a pinned session (see session::Outbox).
+        let (tx, rx) = mpsc::channel(self.opts.queue);
+        tokio::spawn(run(
+            self.addr.clone(),
+            rx,
+            self.opts.clone(),
+            self.metrics.clone(),
+        ));
+        Ok(Dedicated {
+            tx,
+            addr: self.addr.clone(),
+            _permit: permit,
+        })
+    }
+
+    /// Keeps `d` for the next session, if it still works and has nothing in flight
+    /// (its caller has every reply it sent).
+    pub fn give_back(&self, d: Dedicated) {
+        if d.tx.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE {
+                idle.push(d);
+            }
+        }
+    }
+
+    /// Dedicated connections open now (idle or held), for metrics and tests.
+    pub fn open(&self) -> usize {
+        self.opts.max_dedicated.max(1) - self.permits.available_permits()
+    }
+}
+
+impl Dedicated {
+    /// Sends `frame` and returns where its reply arrives. Never waits: a session
+    /// sends a dedicated connection one request at a time, or hands it whole
+    /// batches through [`Dedicated::sender`].
+    pub fn send(&self, frame: Bytes) -> ReplyRx {
+        let (tx, rx) = oneshot::channel();
+        let mut batch = Batch::new();
+        batch.push(BackendRequest { frame, reply: tx });
+        if let Err(e) = self.tx.try_send(batch) {
+            let batch = match e {
+                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+            };
+            for req in batch {
+                let _ = req.reply.send(Err(BackendError::Unavailable {
+                    addr: self.addr.clone(),
+                    cause: Arc::from("the dedicated connection is closed or full"),
+                }));
+            }
+        }
+        rx
+    }
+
+    /// The channel its connection task reads batches from.
+    pub fn sender(&self) -> &mpsc::Sender<Batch> {
+        &self.tx
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> &Arc<str> {
+        &self.addr
+    }
+}
+
+/// Connects, then serves batches until the `Dedicated` is dropped or the connection
+/// breaks. No reconnect: what the connection held (a WATCH, a blocked command) is
+/// gone with it, so later requests fail rather than run without it.
+async fn run(
+    addr: Arc<str>,
+    mut rx: mpsc::Receiver<Batch>,
+    opts: Arc<BackendOptions>,
+    metrics: BackendMetrics,
+) {
+    let stream = match backend::connect(&addr, &opts).await {
+        Ok(s) => s,
+        Err(cause) => {
+            let err = BackendError::Unavailable {
+                addr: addr.clone(),
+                cause: Arc::from(cause.as_str()),
+            };
+            // Fail what is queued now; the closed channel fails the rest at once.
+            rx.close();
+            while let Some(batch) = rx.recv().await {
+                for r in batch {
+                    let _ = r.reply.send(Err(err.clone()));
+                }
+            }
+            return;
+        }
+    };
+    debug!(backend = %addr, "dedicated connection open");
+    if let ServeEnd::Broken(e) = backend::serve(stream, &addr, &mut rx, None, &opts, &metrics).await
+    {
+        debug!(backend = %addr, error = %e, "dedicated connection ended");
+        metrics.errors.inc();
+    }
+}
