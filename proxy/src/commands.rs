@@ -332,4 +332,3 @@ fn classify(name: &str, spec: &CommandSpec) -> Kind {
     }
     Kind::NoKey
 }
-

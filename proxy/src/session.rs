@@ -24,8 +24,8 @@ use tracing::{debug, Instrument};
 
 use crate::backend::{BackendPool, BackendRequest, Batch, ReplyRx};
 use crate::commands::{Commands, Kind, Local, SplitKind};
-use crate::dedicated::Dedicated;
 use crate::config::ProxyConfig;
+use crate::dedicated::Dedicated;
 use crate::error::BackendError;
 use crate::merge::{self, Merge};
 use crate::metrics::Metrics;
@@ -345,7 +345,10 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
         if session.paused && queue.is_empty() && !closing && reading {
             session.paused = false;
             let _routing = ctx.router.routing().await;
-            if session.parse_and_dispatch(&mut buf, &mut scanner, &mut queue, &mut outbox).await {
+            if session
+                .parse_and_dispatch(&mut buf, &mut scanner, &mut queue, &mut outbox)
+                .await
+            {
                 reading = false;
             }
             continue;

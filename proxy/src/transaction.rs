@@ -115,7 +115,12 @@ impl Session {
     }
 
     /// A command given after MULTI: checked as Redis checks it, then queued.
-    pub(crate) fn queue_in_tx(&mut self, commands: &Commands, entry: &Entry, req: &Request) -> Pending {
+    pub(crate) fn queue_in_tx(
+        &mut self,
+        commands: &Commands,
+        entry: &Entry,
+        req: &Request,
+    ) -> Pending {
         let ctx = self.ctx.clone();
         let sub = (req.argc() > 1).then(|| req.arg(1));
         let spec = commands.spec(req.arg(0), sub);
@@ -170,7 +175,8 @@ impl Session {
         };
         let slot = key_slot(req.arg(first));
         let want = self.tx.as_ref().and_then(|t| t.slot.or(t.watch_slot));
-        if keys[1..].iter().any(|&k| key_slot(req.arg(k)) != slot) || want.is_some_and(|w| w != slot)
+        if keys[1..].iter().any(|&k| key_slot(req.arg(k)) != slot)
+            || want.is_some_and(|w| w != slot)
         {
             ctx.metrics.errors.crossslot.inc();
             self.spoil_tx();

@@ -148,7 +148,10 @@ fn watch_sees_other_clients_and_its_own_writes() {
     assert_eq!(replies[5], Value::bulk("5"));
     // A key of another slot than the watched one: CROSSSLOT, the watch stays.
     assert_eq!(p.cmd(&["WATCH", "{acct}:a"]), Value::ok());
-    assert!(p.cmd(&["WATCH", "other"]).err_text().starts_with("CROSSSLOT"));
+    assert!(p
+        .cmd(&["WATCH", "other"])
+        .err_text()
+        .starts_with("CROSSSLOT"));
     assert_eq!(p.cmd(&["UNWATCH"]), Value::ok());
 }
 
@@ -177,7 +180,11 @@ fn watch_and_discard_give_their_connection_back() {
     assert_eq!(p2.cmd(&["WATCH", "{w}k"]), Value::ok());
     drop(p2);
     assert!(eventually(10, || {
-        c.proxy.shared.router.load().groups[owner].master.dedicated().open() == 1
+        c.proxy.shared.router.load().groups[owner]
+            .master
+            .dedicated()
+            .open()
+            == 1
     }));
 }
 

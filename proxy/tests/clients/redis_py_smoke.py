@@ -153,11 +153,56 @@ def main(proxy_bin):
         assert r.eval("return redis.call('SET', KEYS[1], ARGV[1])", 1, "{e}k", "v") == "OK"
         assert r.get("{e}k") == "v"
 
+    def transactions():
+        p = r.pipeline(transaction=True)
+        p.set("{cart:9}:items", 1).incr("{cart:9}:items").get("{cart:9}:items")
+        assert p.execute() == [True, 2, "2"]
+
+        # The optimistic-locking recipe from redis-py's README.
+        def add_one(pipe):
+            n = int(pipe.get("{cart:9}:items") or 0)
+            pipe.multi()
+            pipe.set("{cart:9}:items", n + 1)
+        assert r.transaction(add_one, "{cart:9}:items") == [True]
+        assert r.get("{cart:9}:items") == "3"
+
+        # A write by another client between WATCH and EXEC aborts.
+        with r.pipeline() as pipe:
+            pipe.watch("{cart:9}:items")
+            r2 = redis.Redis(port=pport, decode_responses=True, protocol=2)
+            r2.set("{cart:9}:items", 100)
+            pipe.multi()
+            pipe.incr("{cart:9}:items")
+            try:
+                pipe.execute()
+                raise AssertionError("EXEC ran although the watched key changed")
+            except redis.WatchError:
+                pass
+        assert r.get("{cart:9}:items") == "100"
+
+    def blocking():
+        import threading
+        got = []
+        worker = redis.Redis(port=pport, decode_responses=True, protocol=2)
+        t = threading.Thread(target=lambda: got.append(worker.blpop(["jobs"], timeout=10)))
+        t.start()
+        deadline = time.time() + 10
+        while time.time() < deadline and sum(
+                d.info("clients")["blocked_clients"] for d in direct) == 0:
+            time.sleep(0.01)
+        r.rpush("jobs", "job-1")
+        t.join(15)
+        assert got == [("jobs", "job-1")], got
+        assert r.blpop(["jobs"], timeout=0.2) is None
+        assert r.wait(0, 100) == 0
+
     for name, fn in [("basics", basics), ("multi-key split and merge", multi_key),
                      ("data types", types), ("pipeline of 400", pipeline),
                      ("scan_iter, keys, randomkey", whole_keyspace),
                      ("errors keep the connection", errors), ("EVAL with a key", scripts),
-                     ("HELLO 3 gets NOPROTO", resp3_is_refused_clearly)]:
+                     ("HELLO 3 gets NOPROTO", resp3_is_refused_clearly),
+                     ("MULTI/EXEC, WATCH", transactions),
+                     ("BLPOP from a thread, WAIT", blocking)]:
         check(name, fn)
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
