@@ -6,6 +6,7 @@ use rustc_hash::FxHashMap;
 
 use crate::command_table::{CommandSpec, CommandTable};
 use crate::metrics::Metrics;
+use crate::pubsub::SubKind;
 use crate::reply::lowercase;
 
 /// How a split command's parts are merged.
@@ -19,6 +20,10 @@ pub enum SplitKind {
     Sum,
     /// WAIT: the smallest integer.
     Min,
+    /// PUBSUB NUMPAT: the largest integer (patterns are on every group).
+    Max,
+    /// PUBSUB NUMSUB / SHARDNUMSUB: `[channel, count, ...]` counts summed.
+    NumSub,
     /// One part, its reply as it is (a blocking command).
     Only,
     /// FLUSHALL, FLUSHDB: OK once every master said OK.
@@ -84,6 +89,21 @@ pub enum Local {
     ReadMode,
     /// CONFIG GET goes to a backend; other CONFIG subcommands are refused.
     Config,
+    /// RESET: out of MULTI, WATCH and subscribe mode, back to a fresh connection.
+    Reset,
+}
+
+/// Pub/Sub commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubSubCommand {
+    /// SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE.
+    Subscribe(crate::pubsub::SubKind),
+    /// UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE.
+    Unsubscribe(crate::pubsub::SubKind),
+    /// PUBLISH, SPUBLISH: to the channel's slot owner.
+    Publish,
+    /// PUBSUB CHANNELS/NUMSUB/NUMPAT/SHARDCHANNELS/SHARDNUMSUB, merged over groups.
+    Introspect,
 }
 
 /// Transaction commands.
@@ -131,6 +151,8 @@ pub enum Kind {
     Tx(TxCommand),
     /// WAIT numreplicas timeout: every group this client wrote to.
     Wait,
+    /// Pub/Sub.
+    PubSub(PubSubCommand),
     /// A command with no key to route by.
     NoKey,
 }
@@ -160,7 +182,6 @@ pub struct Commands {
     pub redis_version: String,
 }
 
-const PUBSUB: &str = "Pub/Sub is not supported by kodis-proxy yet";
 const ONE_DB: &str = "kodis-proxy has only database 0";
 const ADMIN: &str = "it is an administrative command for a single server";
 
@@ -189,16 +210,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("migrate", "slot migration is managed by kodis-dashboard"),
     ("move", ONE_DB),
     ("swapdb", ONE_DB),
-    ("subscribe", PUBSUB),
-    ("psubscribe", PUBSUB),
-    ("ssubscribe", PUBSUB),
-    ("unsubscribe", PUBSUB),
-    ("punsubscribe", PUBSUB),
-    ("sunsubscribe", PUBSUB),
-    ("publish", PUBSUB),
-    ("spublish", PUBSUB),
-    ("pubsub", PUBSUB),
-    ("reset", "it cannot be served through a proxy"),
     ("save", ADMIN),
     ("bgsave", ADMIN),
     ("bgrewriteaof", ADMIN),
@@ -222,6 +233,7 @@ const LOCAL: &[(&str, Local)] = &[
     ("readonly", Local::ReadMode),
     ("readwrite", Local::ReadMode),
     ("config", Local::Config),
+    ("reset", Local::Reset),
 ];
 
 const SPLIT: &[(&str, SplitKind)] = &[
@@ -309,6 +321,14 @@ fn classify(name: &str, spec: &CommandSpec) -> Kind {
         "watch" => return Kind::Tx(TxCommand::Watch),
         "unwatch" => return Kind::Tx(TxCommand::Unwatch),
         "wait" => return Kind::Wait,
+        "subscribe" => return Kind::PubSub(PubSubCommand::Subscribe(SubKind::Channel)),
+        "psubscribe" => return Kind::PubSub(PubSubCommand::Subscribe(SubKind::Pattern)),
+        "ssubscribe" => return Kind::PubSub(PubSubCommand::Subscribe(SubKind::Shard)),
+        "unsubscribe" => return Kind::PubSub(PubSubCommand::Unsubscribe(SubKind::Channel)),
+        "punsubscribe" => return Kind::PubSub(PubSubCommand::Unsubscribe(SubKind::Pattern)),
+        "sunsubscribe" => return Kind::PubSub(PubSubCommand::Unsubscribe(SubKind::Shard)),
+        "publish" | "spublish" => return Kind::PubSub(PubSubCommand::Publish),
+        "pubsub" => return Kind::PubSub(PubSubCommand::Introspect),
         "dbsize" => return Kind::SumAll,
         "flushall" | "flushdb" => return Kind::Broadcast(SplitKind::AllOk),
         "keys" => return Kind::Broadcast(SplitKind::Concat),
@@ -321,9 +341,6 @@ fn classify(name: &str, spec: &CommandSpec) -> Kind {
         _ => {}
     }
     // Blocking commands have keys: routed as keyed, on a dedicated connection.
-    if spec.is_pubsub() {
-        return Kind::Refused(PUBSUB);
-    }
     if spec.has_keys() || spec.has_subcommands() {
         return Kind::Keyed;
     }

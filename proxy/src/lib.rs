@@ -14,6 +14,7 @@ pub mod error;
 mod local;
 pub mod merge;
 pub mod metrics;
+pub mod pubsub;
 pub mod reply;
 pub mod router;
 pub mod server;

@@ -53,6 +53,7 @@ impl Session {
                 ]))
             }
             Local::ReadMode => ready(reply::simple("OK")),
+            Local::Reset => self.reset(outbox),
             Local::Config => {
                 let is_get = argc >= 2 && req.arg(1).eq_ignore_ascii_case(b"GET");
                 if is_get && argc == 2 {

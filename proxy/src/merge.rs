@@ -229,6 +229,38 @@ impl Merge {
                 Bytes::from(out)
             }
             SplitKind::Only => replies.into_iter().next().unwrap_or_default(),
+            SplitKind::Max => {
+                let mut max = 0i64;
+                for r in &replies {
+                    match reply_integer(r) {
+                        Some(n) => max = max.max(n),
+                        None => return unexpected(r),
+                    }
+                }
+                reply::integer(max)
+            }
+            SplitKind::NumSub => {
+                // Every server lists the channels asked for, in the order asked.
+                let Some(first) = replies.first().and_then(|r| array_elements(r)) else {
+                    return unexpected(&replies[0]);
+                };
+                let mut counts = vec![0i64; first.len() / 2];
+                for r in &replies {
+                    let Some(e) = array_elements(r).filter(|e| e.len() == first.len()) else {
+                        return unexpected(r);
+                    };
+                    for (i, c) in counts.iter_mut().enumerate() {
+                        *c += reply_integer(e[2 * i + 1]).unwrap_or(0);
+                    }
+                }
+                let mut out = Vec::new();
+                encode_array_header(&mut out, first.len());
+                for (i, c) in counts.iter().enumerate() {
+                    out.extend_from_slice(first[2 * i]);
+                    out.extend_from_slice(format!(":{c}\r\n").as_bytes());
+                }
+                Bytes::from(out)
+            }
             SplitKind::Min => {
                 let mut min: Option<i64> = None;
                 for r in &replies {

@@ -96,6 +96,8 @@ pub struct Metrics {
     pub keys_moved: Counter,
     /// Topology fetches started by a backend's `-READONLY` (a demoted master).
     pub readonly_refetches: Counter,
+    /// Pub/Sub messages delivered to subscribed clients.
+    pub pubsub_messages: Counter,
 }
 
 impl Metrics {
@@ -179,6 +181,12 @@ impl Metrics {
             "Keys moved to their slot's new group before serving a request",
             keys_moved.clone(),
         );
+        let pubsub_messages = Counter::default();
+        registry.register(
+            "pubsub_messages",
+            "Pub/Sub messages delivered to subscribed clients",
+            pubsub_messages.clone(),
+        );
         let readonly_refetches = Counter::default();
         registry.register(
             "readonly_topology_fetches",
@@ -224,6 +232,7 @@ impl Metrics {
             epoch,
             keys_moved,
             readonly_refetches,
+            pubsub_messages,
         })
     }
 

@@ -91,6 +91,8 @@ pub struct Router {
     conns_per_backend: usize,
     metrics: Arc<Metrics>,
     runtimes: Vec<tokio::runtime::Handle>,
+    /// The epoch installed last, for sessions that follow changes (Pub/Sub).
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Router {
@@ -114,7 +116,9 @@ impl Router {
             &runtimes,
         )?;
         metrics.epoch.set(topology.epoch as i64);
+        let (changed, _) = tokio::sync::watch::channel(topology.epoch);
         Ok(Self {
+            changed,
             current: ArcSwap::from_pointee(routes),
             pools,
             installing: Mutex::new(()),
@@ -124,6 +128,16 @@ impl Router {
             metrics,
             runtimes,
         })
+    }
+
+    /// Tells of every topology installed from now on.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The options of every backend connection.
+    pub fn options(&self) -> &Arc<BackendOptions> {
+        &self.opts
     }
 
     /// The snapshot to route with; cheap, lock-free.
@@ -195,7 +209,9 @@ impl Router {
             &self.runtimes,
         )?;
         self.metrics.epoch.set(topology.epoch as i64);
+        let epoch = topology.epoch;
         self.current.store(Arc::new(routes));
+        self.changed.send_replace(epoch);
         Ok(())
     }
 }

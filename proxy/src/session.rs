@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, Instrument};
 
 use crate::backend::{BackendPool, BackendRequest, Batch, ReplyRx};
-use crate::commands::{Commands, Kind, Local, SplitKind};
+use crate::commands::{Commands, Kind, Local, PubSubCommand, SplitKind};
 use crate::config::ProxyConfig;
 use crate::dedicated::Dedicated;
 use crate::error::BackendError;
@@ -101,6 +101,8 @@ pub enum Pending {
     /// Coming from dedicated connections, given back once the reply is in; the
     /// session serves nothing else meanwhile (a blocking command, WAIT).
     Exclusive(Box<Exclusive>),
+    /// (Un)subscribe confirmations, written once the servers confirmed.
+    Confirm(Box<crate::pubsub::Confirm>),
 }
 
 /// A reply from dedicated connections, and the connections to give back after it.
@@ -148,6 +150,8 @@ pub struct Session {
     pub(crate) idle: bool,
     /// Masters this client wrote to since its last WAIT.
     pub(crate) wrote: smallvec::SmallVec<[Arc<BackendPool>; 4]>,
+    /// Channels and patterns subscribed to, and the connections that listen.
+    pub(crate) subs: Option<Box<crate::pubsub::Subs>>,
     pub(crate) ctx: Arc<Shared>,
 }
 
@@ -299,6 +303,7 @@ pub async fn serve(
             paused: false,
             idle: true,
             wrote: smallvec::SmallVec::new(),
+            subs: None,
             ctx: ctx.clone(),
         };
         run(stream, session, shutdown).await;
@@ -370,6 +375,7 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
             } else {
                 queue.len() < max_pipeline && unsent < max_output
             };
+        let deliver = queue.is_empty() && unsent < max_output;
         tokio::select! {
             biased;
             r = wr.write(&out[written..]), if unsent > 0 => match r {
@@ -418,6 +424,15 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                     }
                 }
             }
+            // Messages go out only while no reply is owed, so never before the
+            // confirmation of their channel's SUBSCRIBE.
+            ev = Session::sub_event(&mut session.subs, deliver) => match ev {
+                crate::pubsub::SubEvent::Message(m) => {
+                    metrics.pubsub_messages.inc();
+                    out.extend_from_slice(&m);
+                }
+                crate::pubsub::SubEvent::Topology => session.resubscribe(),
+            },
             _ = shutdown.changed(), if reading => reading = false,
             // CLIENT KILL: closed at once, as Redis does.
             () = client.killed() => return,
@@ -451,6 +466,7 @@ async fn wait_front(queue: &mut VecDeque<Pending>, ctx: &Shared) -> Bytes {
             }
         },
         Some(Pending::Merge(m)) => m.resolve(metrics).await,
+        Some(Pending::Confirm(c)) => c.resolve().await,
         Some(Pending::Exclusive(x)) => {
             let b = x.reply.resolve(metrics).await;
             for (pool, conn) in x.conns.drain(..) {
@@ -483,7 +499,7 @@ impl Pending {
                     Some(BackendError::ConnectionLost { addr: addr.clone() }.to_resp())
                 }
             },
-            Pending::Merge(_) | Pending::Exclusive(_) => None,
+            Pending::Merge(_) | Pending::Exclusive(_) | Pending::Confirm(_) => None,
             Pending::Migrate(_) | Pending::Barrier => Some(reply::error(
                 "ERR kodis-proxy: internal: unhandled request state",
             )),
@@ -656,10 +672,35 @@ impl Session {
             return Pending::Ready(reply::error("NOAUTH Authentication required."));
         }
         debug!(command = %entry.name, args = req.argc(), "request");
+        if self.subs.is_some() && self.subscribed() {
+            return match entry.kind {
+                Kind::PubSub(PubSubCommand::Subscribe(k)) => self.subscribe(k, req),
+                Kind::PubSub(PubSubCommand::Unsubscribe(k)) => self.unsubscribe(k, req),
+                Kind::Local(Local::Ping) if req.argc() <= 2 => {
+                    Pending::Ready(Session::subscribed_ping(req))
+                }
+                Kind::Local(Local::Quit | Local::Reset | Local::Ping) => self.local(
+                    match entry.kind {
+                        Kind::Local(l) => l,
+                        _ => Local::Ping,
+                    },
+                    req,
+                    outbox,
+                ),
+                _ => {
+                    ctx.metrics.errors.refused.inc();
+                    Pending::Ready(reply::error(&format!(
+                        "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / \
+                         PING / QUIT / RESET are allowed in this context",
+                        entry.name.to_ascii_lowercase()
+                    )))
+                }
+            };
+        }
         if self.tx.as_ref().is_some_and(|t| t.multi)
             && !matches!(
                 entry.kind,
-                Kind::Tx(_) | Kind::Local(Local::Quit | Local::Auth | Local::Hello)
+                Kind::Tx(_) | Kind::Local(Local::Quit | Local::Auth | Local::Hello | Local::Reset)
             )
         {
             return self.queue_in_tx(&commands, entry, req);
@@ -697,6 +738,10 @@ impl Session {
             Kind::Latency => self.latency(req, outbox),
             Kind::Tx(cmd) => self.transaction(cmd, req, outbox),
             Kind::Wait => self.wait(req),
+            Kind::PubSub(PubSubCommand::Subscribe(k)) => self.subscribe(k, req),
+            Kind::PubSub(PubSubCommand::Unsubscribe(k)) => self.unsubscribe(k, req),
+            Kind::PubSub(PubSubCommand::Publish) => self.publish(req, outbox),
+            Kind::PubSub(PubSubCommand::Introspect) => self.pubsub_introspect(req, outbox),
             Kind::NoKey => {
                 ctx.metrics.errors.refused.inc();
                 Pending::Ready(refused(&entry.name, "it has no key to route by"))
@@ -852,6 +897,31 @@ impl Session {
         }
         let positions = parts.into_iter().map(|(_, _, pos)| pos).collect();
         Pending::Merge(Box::new(Merge::new(kind, replies, positions, groups.len())))
+    }
+
+    /// PUBSUB subcommands, merged over every group's master.
+    fn pubsub_introspect(&self, req: &Request, outbox: &mut Outbox) -> Pending {
+        let sub = if req.argc() > 1 {
+            String::from_utf8_lossy(req.arg(1)).to_ascii_lowercase()
+        } else {
+            String::new()
+        };
+        let kind = match sub.as_str() {
+            "channels" | "shardchannels" => SplitKind::Concat,
+            "numsub" | "shardnumsub" => SplitKind::NumSub,
+            "numpat" => SplitKind::Max,
+            _ => return self.any_backend(req, outbox),
+        };
+        self.broadcast(kind, req, outbox)
+    }
+
+    /// RESET: ends a transaction (and its WATCH), leaves subscribe mode, and asks
+    /// for AUTH again where the proxy has a password, as Redis does.
+    pub(crate) fn reset(&mut self, outbox: &mut Outbox) -> Pending {
+        self.end_tx(outbox);
+        self.subs = None;
+        self.authed = self.ctx.config.password.is_none();
+        Pending::Ready(reply::simple("RESET"))
     }
 
     /// Sends the request to the first group's master.

@@ -106,7 +106,7 @@ impl Session {
 
     /// Ends the transaction: forgets the queue, and lets go of a pinned connection
     /// after an UNWATCH on it.
-    fn end_tx(&mut self, outbox: &mut Outbox) {
+    pub(crate) fn end_tx(&mut self, outbox: &mut Outbox) {
         self.tx = None;
         if let Some(pool) = outbox.pinned_pool().cloned() {
             drop(outbox.push(&pool, unwatch_frame()));

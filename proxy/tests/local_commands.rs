@@ -149,9 +149,6 @@ fn refused_commands_name_the_command_and_keep_the_connection() {
         &["MIGRATE", "127.0.0.1", "1", "k", "0", "1000"],
         &["MOVE", "k", "1"],
         &["SWAPDB", "0", "1"],
-        &["SUBSCRIBE", "ch"],
-        &["PSUBSCRIBE", "c*"],
-        &["PUBLISH", "ch", "m"],
     ];
     for args in cases {
         let v = p.cmd(args);

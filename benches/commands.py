@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Transactions and blocking commands, through kodis-proxy and direct, as ratios.
+
+Starts two throw-away redis-servers and kodis-proxy over both (plus one more
+redis-server as the direct reference), then measures in alternating rounds:
+
+- tx:       MULTI, SET, INCR, GET, EXEC of one hash-tagged key per transaction,
+            written as one pipeline and read back; WORKERS client processes at once.
+- pingpong: BLPOP / RPUSH ping-pong between two connections (one blocks, the other
+            pushes, then they swap); PAIRS pairs at once.
+
+Prints a markdown table of medians: operations per second and proxy/direct ratio.
+
+    python3 benches/commands.py [--rounds 3] [--seconds 3] [--proxy-bin target/release/kodis-proxy]
+
+Stdlib only. Every process it starts is stopped again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WORKERS = 8
+PAIRS = 8
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def enc(*args: str) -> bytes:
+    out = [f"*{len(args)}\r\n".encode()]
+    for a in args:
+        b = a.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+class Client:
+    """A minimal RESP2 client: enough to count replies and read arrays."""
+
+    def __init__(self, port: int):
+        self.s = socket.create_connection(("127.0.0.1", port))
+        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.f = self.s.makefile("rb")
+
+    def send(self, data: bytes) -> None:
+        self.s.sendall(data)
+
+    def reply(self):
+        line = self.f.readline()
+        t, rest = line[:1], line[1:-2]
+        if t in (b"+", b":"):
+            return rest
+        if t == b"-":
+            raise RuntimeError(rest.decode())
+        if t == b"$":
+            n = int(rest)
+            return None if n < 0 else self.f.read(n + 2)[:-2]
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.reply() for _ in range(n)]
+        raise RuntimeError(f"bad reply {line!r}")
+
+
+def tx_worker(port: int, wid: int, seconds: float, out) -> None:
+    c = Client(port)
+    n = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        key = f"{{tx:{wid}:{n % 1000}}}:k"
+        c.send(enc("MULTI") + enc("SET", key, "1") + enc("INCR", key) + enc("GET", key) + enc("EXEC"))
+        for _ in range(4):
+            c.reply()
+        r = c.reply()
+        assert r == [b"OK", b"2", b"2"], r
+        n += 1
+    out.put(n)
+
+
+def pingpong_worker(port: int, pid: int, seconds: float, out) -> None:
+    a, b = Client(port), Client(port)
+    qa, qb = f"pp:{pid}:a", f"pp:{pid}:b"
+    n = 0
+    end = time.perf_counter() + seconds
+    # a blocks on qa; b pushes to qa and then blocks on qb; a pushes to qb; ...
+    a.send(enc("BLPOP", qa, "5"))
+    while time.perf_counter() < end:
+        b.send(enc("RPUSH", qa, "x") + enc("BLPOP", qb, "5"))
+        b.reply()
+        assert a.reply() == [qa.encode(), b"x"]
+        a.send(enc("RPUSH", qb, "y") + enc("BLPOP", qa, "5"))
+        a.reply()
+        assert b.reply() == [qb.encode(), b"y"]
+        n += 2
+    # Unblock a's last BLPOP.
+    b.send(enc("RPUSH", qa, "z"))
+    b.reply()
+    a.reply()
+    out.put(n)
+
+
+def run(kind: str, port: int, seconds: float) -> float:
+    q: mp.Queue = mp.Queue()
+    fn, k = (tx_worker, WORKERS) if kind == "tx" else (pingpong_worker, PAIRS)
+    procs = [mp.Process(target=fn, args=(port, i, seconds, q)) for i in range(k)]
+    for p in procs:
+        p.start()
+    total = sum(q.get(timeout=seconds + 30) for _ in procs)
+    for p in procs:
+        p.join()
+    return total / seconds
+
+
+def wait_ping(port: int) -> None:
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            c = Client(port)
+            c.send(enc("PING"))
+            if c.reply() == b"PONG":
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing answers on {port}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--proxy-bin", default=str(REPO / "target/release/kodis-proxy"))
+    args = ap.parse_args()
+    procs: list[subprocess.Popen] = []
+    tmp = tempfile.mkdtemp(prefix="kodis-cmdbench-")
+    try:
+        ports = []
+        for _ in range(3):
+            port = free_port()
+            procs.append(subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL))
+            ports.append(port)
+        for p in ports:
+            wait_ping(p)
+        pport = free_port()
+        procs.append(subprocess.Popen(
+            [args.proxy_bin, "--listen", f"127.0.0.1:{pport}", "--admin-listen",
+             f"127.0.0.1:{free_port()}", "--group", f"127.0.0.1:{ports[0]}",
+             "--group", f"127.0.0.1:{ports[1]}"], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL))
+        wait_ping(pport)
+        direct = ports[2]
+        results: dict[tuple[str, str], list[float]] = {}
+        for rnd in range(args.rounds):
+            for kind in ("tx", "pingpong"):
+                for target, port in (("direct", direct), ("kodis", pport)):
+                    rate = run(kind, port, args.seconds)
+                    results.setdefault((kind, target), []).append(rate)
+                    print(f"round {rnd + 1} {kind:8} {target:6} {rate:10.0f}/s", file=sys.stderr)
+        print(f"\n{args.rounds} rounds of {args.seconds:g} s; medians\n")
+        print("| test | direct /s | kodis /s | kodis / direct |")
+        print("|---|---:|---:|---:|")
+        names = {"tx": f"MULTI+3+EXEC, {WORKERS} clients",
+                 "pingpong": f"BLPOP/RPUSH ping-pong, {PAIRS} pairs (pops/s)"}
+        for kind in ("tx", "pingpong"):
+            d = statistics.median(results[(kind, "direct")])
+            k = statistics.median(results[(kind, "kodis")])
+            print(f"| {names[kind]} | {d:.0f} | {k:.0f} | {k / d:.2f}x |")
+        return 0
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
