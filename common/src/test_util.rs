@@ -179,7 +179,7 @@ pub fn encode(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// Reads one complete RESP2 reply and returns its raw bytes.
+/// Reads one complete RESP2 or RESP3 reply and returns its raw bytes.
 pub fn read_reply(r: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     read_into(r, &mut out)?;
@@ -200,7 +200,7 @@ fn read_into(r: &mut impl BufRead, out: &mut Vec<u8>) -> std::io::Result<()> {
             .unwrap_or(-1)
     };
     match line[0] {
-        b'$' => {
+        b'$' | b'=' | b'!' => {
             let n = num();
             if n >= 0 {
                 let mut buf = vec![0; n as usize + 2];
@@ -208,8 +208,18 @@ fn read_into(r: &mut impl BufRead, out: &mut Vec<u8>) -> std::io::Result<()> {
                 out.extend_from_slice(&buf);
             }
         }
-        b'*' => {
+        b'*' | b'~' | b'>' => {
             for _ in 0..num().max(0) {
+                read_into(r, out)?;
+            }
+        }
+        b'%' => {
+            for _ in 0..2 * num().max(0) {
+                read_into(r, out)?;
+            }
+        }
+        b'|' => {
+            for _ in 0..2 * num().max(0) + 1 {
                 read_into(r, out)?;
             }
         }

@@ -52,6 +52,10 @@ pub struct BackendOptions {
     pub max_dedicated: usize,
 }
 
+/// Added to a connection index to ask for a RESP3 connection (`HELLO 3`): a RESP3
+/// session's requests go there, so replies pass through in the client's protocol.
+pub const RESP3: usize = 1 << 20;
+
 /// Requests one session queues for one backend in one go, in order.
 pub type Batch = smallvec::SmallVec<[BackendRequest; 2]>;
 
@@ -59,7 +63,10 @@ pub type Batch = smallvec::SmallVec<[BackendRequest; 2]>;
 #[derive(Debug)]
 pub struct BackendPool {
     addr: Arc<str>,
+    /// `n` RESP2 connections, then `n` RESP3 ones (started as lazily as the others).
     conns: Vec<mpsc::Sender<Batch>>,
+    n: usize,
+    resp3_used: AtomicBool,
     up: Arc<AtomicBool>,
     dedicated: DedicatedSet,
 }
@@ -78,7 +85,8 @@ impl BackendPool {
         let addr: Arc<str> = Arc::from(addr);
         let up = Arc::new(AtomicBool::new(false));
         let dedicated = DedicatedSet::new(addr.clone(), opts.clone(), metrics.clone());
-        let conns = (0..n.max(1))
+        let n = n.max(1);
+        let conns = (0..2 * n)
             .map(|i| {
                 let (tx, rx) = mpsc::channel(opts.queue);
                 let rt = match runtimes.get(i % runtimes.len().max(1)) {
@@ -91,6 +99,7 @@ impl BackendPool {
                     opts.clone(),
                     metrics.clone(),
                     up.clone(),
+                    i >= n,
                 ));
                 tx
             })
@@ -98,6 +107,8 @@ impl BackendPool {
         Arc::new(Self {
             addr,
             conns,
+            n,
+            resp3_used: AtomicBool::new(false),
             up,
             dedicated,
         })
@@ -113,9 +124,32 @@ impl BackendPool {
         &self.dedicated
     }
 
-    /// How many connections the pool has.
+    /// How many connections of one protocol the pool has.
     pub fn connections(&self) -> usize {
-        self.conns.len()
+        self.n
+    }
+
+    /// The connection indexes to drain on a topology change: every RESP2 one, and the
+    /// RESP3 ones once a RESP3 session used them (the others never connected).
+    pub fn drain_indexes(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..self.n).collect();
+        if self.resp3_used.load(Ordering::Relaxed) {
+            v.extend((0..self.n).map(|i| RESP3 + i));
+        }
+        v
+    }
+
+    /// The connection for index `conn` (see [`RESP3`]).
+    #[inline]
+    fn index(&self, conn: usize) -> usize {
+        if conn >= RESP3 {
+            if !self.resp3_used.load(Ordering::Relaxed) {
+                self.resp3_used.store(true, Ordering::Relaxed);
+            }
+            self.n + (conn - RESP3) % self.n
+        } else {
+            conn % self.n
+        }
     }
 
     /// Whether a connection to the backend is currently established.
@@ -134,9 +168,10 @@ impl BackendPool {
         rx
     }
 
-    /// Queues a batch of requests on connection `conn % n`, in order.
+    /// Queues a batch of requests on connection `conn % n` (of RESP3 ones from
+    /// [`RESP3`] on), in order.
     pub async fn send_batch(&self, conn: usize, batch: Batch) {
-        let idx = conn % self.conns.len();
+        let idx = self.index(conn);
         if let Err(mpsc::error::SendError(batch)) = self.conns[idx].send(batch).await {
             // The task is gone only when the proxy is shutting down.
             for req in batch {
@@ -155,6 +190,7 @@ async fn run_connection(
     opts: Arc<BackendOptions>,
     metrics: BackendMetrics,
     up: Arc<AtomicBool>,
+    resp3: bool,
 ) {
     const MIN_BACKOFF: Duration = Duration::from_millis(50);
     const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -165,7 +201,7 @@ async fn run_connection(
         None => return,
     };
     loop {
-        let cause = match connect(&addr, &opts).await {
+        let cause = match connect(&addr, &opts, resp3).await {
             Ok(stream) => {
                 info!(backend = %addr, "connected to backend");
                 up.store(true, Ordering::Relaxed);
@@ -223,15 +259,31 @@ async fn run_connection(
     }
 }
 
-pub(crate) async fn connect(addr: &str, opts: &BackendOptions) -> Result<TcpStream, String> {
+/// Connects (and authenticates); with `resp3`, switches the connection to RESP3
+/// with `HELLO 3` (which authenticates too).
+pub(crate) async fn connect(
+    addr: &str,
+    opts: &BackendOptions,
+    resp3: bool,
+) -> Result<TcpStream, String> {
     let fut = async {
         let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
-        if let Some(pw) = &opts.password {
+        let mut args: Vec<&[u8]> = Vec::new();
+        if resp3 {
+            args.extend([b"HELLO".as_slice(), b"3"]);
+            if let Some(pw) = &opts.password {
+                args.extend([b"AUTH".as_slice(), b"default", pw.as_bytes()]);
+            }
+        } else if let Some(pw) = &opts.password {
+            args.extend([b"AUTH".as_slice(), pw.as_bytes()]);
+        }
+        if !args.is_empty() {
             let mut cmd = Vec::new();
-            kodis_common::resp::encode_array_header(&mut cmd, 2);
-            kodis_common::resp::encode_bulk(&mut cmd, b"AUTH");
-            kodis_common::resp::encode_bulk(&mut cmd, pw.as_bytes());
+            kodis_common::resp::encode_array_header(&mut cmd, args.len());
+            for a in &args {
+                kodis_common::resp::encode_bulk(&mut cmd, a);
+            }
             s.write_all(&cmd).await.map_err(|e| e.to_string())?;
             let mut buf = BytesMut::with_capacity(256);
             let mut scanner = ReplyScanner::new(Limits::default());
@@ -245,9 +297,13 @@ pub(crate) async fn connect(addr: &str, opts: &BackendOptions) -> Result<TcpStre
                     Err(e) => return Err(format!("bad reply to AUTH: {e}")),
                 }
             };
-            if !buf[..n].starts_with(b"+OK") {
+            if buf.starts_with(b"-") {
                 let text = String::from_utf8_lossy(&buf[..n]);
-                return Err(format!("AUTH refused: {}", text.trim_end()));
+                return Err(format!(
+                    "{} refused: {}",
+                    if resp3 { "HELLO 3" } else { "AUTH" },
+                    text.trim_end()
+                ));
             }
         }
         Ok(s)

@@ -19,7 +19,7 @@ pub const WAIT_CHANNEL: &str = "__kodis__:wait";
 impl Session {
     /// Sends a blocking command to `pool` on a dedicated connection.
     pub(crate) fn blocking(&mut self, pool: &Arc<BackendPool>, req: &Request) -> Pending {
-        let conn = match pool.dedicated().take() {
+        let conn = match pool.dedicated().take(self.resp3) {
             Ok(c) => c,
             Err(e) => {
                 self.ctx.metrics.errors.backend.inc();
@@ -75,7 +75,7 @@ impl Session {
         let mut parts = Vec::with_capacity(targets.len());
         let mut conns = Vec::with_capacity(targets.len());
         for pool in targets {
-            let conn = match pool.dedicated().take() {
+            let conn = match pool.dedicated().take(self.resp3) {
                 Ok(c) => c,
                 Err(e) => {
                     self.ctx.metrics.errors.backend.inc();

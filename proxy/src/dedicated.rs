@@ -39,6 +39,8 @@ pub struct DedicatedSet {
 pub struct Dedicated {
     tx: mpsc::Sender<Batch>,
     addr: Arc<str>,
+    /// Switched to RESP3 (`HELLO 3`) for a RESP3 session.
+    resp3: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -98,10 +100,16 @@ impl DedicatedSet {
         replies
     }
 
-    /// An idle connection, or a new one while fewer than the limit are open. The
-    /// connection task runs on the caller's runtime (the session's worker).
-    pub fn take(&self) -> Result<Dedicated, BackendError> {
-        while let Some(d) = self.idle.lock().map(|mut i| i.pop()).unwrap_or(None) {
+    /// An idle connection of the protocol asked for, or a new one while fewer than
+    /// the limit are open. The connection task runs on the caller's runtime (the
+    /// session's worker).
+    pub fn take(&self, resp3: bool) -> Result<Dedicated, BackendError> {
+        let pop = || {
+            let mut idle = self.idle.lock().ok()?;
+            let i = idle.iter().rposition(|d| d.resp3 == resp3)?;
+            Some(idle.swap_remove(i))
+        };
+        while let Some(d) = pop() {
             if !d.tx.is_closed() {
                 return Ok(d);
             }
@@ -119,10 +127,12 @@ impl DedicatedSet {
             rx,
             self.opts.clone(),
             self.metrics.clone(),
+            resp3,
         ));
         Ok(Dedicated {
             tx,
             addr: self.addr.clone(),
+            resp3,
             _permit: permit,
         })
     }
@@ -187,8 +197,9 @@ async fn run(
     mut rx: mpsc::Receiver<Batch>,
     opts: Arc<BackendOptions>,
     metrics: BackendMetrics,
+    resp3: bool,
 ) {
-    let stream = match backend::connect(&addr, &opts).await {
+    let stream = match backend::connect(&addr, &opts, resp3).await {
         Ok(s) => s,
         Err(cause) => {
             let err = BackendError::Unavailable {

@@ -135,14 +135,10 @@ impl Session {
 
     fn hello(&mut self, req: &Request) -> Bytes {
         let argc = req.argc();
+        let mut proto = None;
         if argc >= 2 {
             match strict_i64(req.arg(1)) {
-                Some(2) => {}
-                Some(3) => {
-                    return reply::error(
-                        "NOPROTO kodis-proxy speaks RESP2 only for now; use HELLO 2",
-                    )
-                }
+                Some(v @ (2 | 3)) => proto = Some(v == 3),
                 Some(_) => return reply::error("NOPROTO unsupported protocol version"),
                 None => {
                     return reply::error("ERR Protocol version is not an integer or out of range")
@@ -179,13 +175,16 @@ impl Session {
             self.client
                 .update(|m| m.name = (!n.is_empty()).then_some(n));
         }
-        reply::array(&[
+        if let Some(resp3) = proto {
+            self.resp3 = resp3;
+        }
+        let fields = [
             reply::bulk(b"server"),
             reply::bulk(b"redis"),
             reply::bulk(b"version"),
             reply::bulk(self.ctx.commands.load().redis_version.as_bytes()),
             reply::bulk(b"proto"),
-            reply::integer(2),
+            reply::integer(if self.resp3 { 3 } else { 2 }),
             reply::bulk(b"id"),
             reply::integer(self.id as i64),
             reply::bulk(b"mode"),
@@ -194,7 +193,16 @@ impl Session {
             reply::bulk(b"master"),
             reply::bulk(b"modules"),
             reply::array(&[]),
-        ])
+        ];
+        if self.resp3 {
+            // The same pairs as a RESP3 map.
+            let mut out = format!("%{}\r\n", fields.len() / 2).into_bytes();
+            for f in &fields {
+                out.extend_from_slice(f);
+            }
+            return Bytes::from(out);
+        }
+        reply::array(&fields)
     }
 
     fn client(&mut self, req: &Request) -> Bytes {

@@ -254,7 +254,12 @@ impl Merge {
                     }
                 }
                 let mut out = Vec::new();
-                encode_array_header(&mut out, first.len());
+                if replies[0].starts_with(b"%") {
+                    // RESP3: a map of channel to count.
+                    out.extend_from_slice(format!("%{}\r\n", counts.len()).as_bytes());
+                } else {
+                    encode_array_header(&mut out, first.len());
+                }
                 for (i, c) in counts.iter().enumerate() {
                     out.extend_from_slice(first[2 * i]);
                     out.extend_from_slice(format!(":{c}\r\n").as_bytes());
@@ -343,6 +348,17 @@ fn push_tagged(out: &mut Vec<u8>, fields: &[&[u8]], addr: &str) {
 
 /// The text of a bulk-string reply.
 fn bulk_text(r: &[u8]) -> Option<&str> {
+    // RESP3 sends INFO-like texts as verbatim strings: `=<len>\r\ntxt:<text>`.
+    if let Some(rest) = r.strip_prefix(b"=") {
+        let nl = rest.iter().position(|b| *b == b'\n')?;
+        let len: usize = std::str::from_utf8(&rest[..nl])
+            .ok()?
+            .trim_end()
+            .parse()
+            .ok()?;
+        let body = rest.get(nl + 1..nl + 1 + len)?;
+        return std::str::from_utf8(body.get(4..)?).ok();
+    }
     let rest = r.strip_prefix(b"$")?;
     let nl = rest.iter().position(|b| *b == b'\n')?;
     let len: usize = std::str::from_utf8(&rest[..nl])
@@ -441,5 +457,6 @@ mod tests {
         );
         assert_eq!(bulk_text(b"$5\r\nhello\r\n"), Some("hello"));
         assert_eq!(bulk_text(b":1\r\n"), None);
+        assert_eq!(bulk_text(b"=9\r\ntxt:hello\r\n"), Some("hello"));
     }
 }

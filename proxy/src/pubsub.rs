@@ -214,8 +214,16 @@ impl Confirm {
     }
 }
 
-fn confirmation(out: &mut Vec<u8>, kind: SubKind, subscribe: bool, name: Option<&[u8]>, n: usize) {
-    encode_array_header(out, 3);
+fn confirmation(
+    out: &mut Vec<u8>,
+    resp3: bool,
+    kind: SubKind,
+    subscribe: bool,
+    name: Option<&[u8]>,
+    n: usize,
+) {
+    // A push frame where RESP2 has an array.
+    out.extend_from_slice(if resp3 { b">3\r\n" } else { b"*3\r\n" });
     encode_bulk(out, kind.confirmation(subscribe));
     match name {
         Some(n) => encode_bulk(out, n),
@@ -263,6 +271,7 @@ impl Session {
         }
         let opts = self.ctx.router.options().clone();
         let changes = self.ctx.router.changes();
+        let resp3 = self.resp3;
         let subs = self
             .subs
             .get_or_insert_with(|| Box::new(Subs::new(changes)));
@@ -292,7 +301,7 @@ impl Session {
                     }
                 }
             }
-            confirmation(&mut out, kind, true, Some(&name), subs.count(kind));
+            confirmation(&mut out, resp3, kind, true, Some(&name), subs.count(kind));
         }
         let dones = orders
             .into_iter()
@@ -308,6 +317,7 @@ impl Session {
     pub(crate) fn unsubscribe(&mut self, kind: SubKind, req: &Request) -> Pending {
         let opts = self.ctx.router.options().clone();
         let changes = self.ctx.router.changes();
+        let resp3 = self.resp3;
         let subs = self
             .subs
             .get_or_insert_with(|| Box::new(Subs::new(changes)));
@@ -322,7 +332,7 @@ impl Session {
         };
         let mut out = Vec::new();
         if names.is_empty() {
-            confirmation(&mut out, kind, false, None, subs.count(kind));
+            confirmation(&mut out, resp3, kind, false, None, subs.count(kind));
         }
         let mut orders: Vec<(Arc<BackendPool>, Vec<Bytes>)> = Vec::new();
         for name in names {
@@ -352,7 +362,7 @@ impl Session {
                     None => orders.push((pool, vec![name.clone()])),
                 }
             }
-            confirmation(&mut out, kind, false, Some(&name), subs.count(kind));
+            confirmation(&mut out, resp3, kind, false, Some(&name), subs.count(kind));
         }
         let dones = if subs.active() {
             orders
@@ -473,7 +483,7 @@ async fn run(
     // Orders taken but not yet sent (connection down).
     let mut unsent: VecDeque<Order> = VecDeque::new();
     loop {
-        let stream = match backend::connect(&addr, &opts).await {
+        let stream = match backend::connect(&addr, &opts, false).await {
             Ok(s) => s,
             Err(e) => {
                 warn!(backend = %addr, error = %e, "subscriber connection failed");

@@ -168,7 +168,7 @@ impl Router {
             .unwrap_or_default();
         let mut pings = Vec::new();
         for pool in &pools {
-            for conn in 0..pool.connections() {
+            for conn in pool.drain_indexes() {
                 pings.push(
                     pool.send(conn, bytes::Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"))
                         .await,

@@ -152,6 +152,9 @@ pub struct Session {
     pub(crate) wrote: smallvec::SmallVec<[Arc<BackendPool>; 4]>,
     /// Channels and patterns subscribed to, and the connections that listen.
     pub(crate) subs: Option<Box<crate::pubsub::Subs>>,
+    /// `HELLO 3` was given: replies (from RESP3 backend connections) pass through in
+    /// RESP3, Pub/Sub messages are push frames.
+    pub(crate) resp3: bool,
     pub(crate) ctx: Arc<Shared>,
 }
 
@@ -304,6 +307,7 @@ pub async fn serve(
             idle: true,
             wrote: smallvec::SmallVec::new(),
             subs: None,
+            resp3: false,
             ctx: ctx.clone(),
         };
         run(stream, session, shutdown).await;
@@ -429,7 +433,13 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
             ev = Session::sub_event(&mut session.subs, deliver) => match ev {
                 crate::pubsub::SubEvent::Message(m) => {
                     metrics.pubsub_messages.inc();
-                    out.extend_from_slice(&m);
+                    if session.resp3 {
+                        // The same array as a push frame.
+                        out.push(b'>');
+                        out.extend_from_slice(&m[1..]);
+                    } else {
+                        out.extend_from_slice(&m);
+                    }
                 }
                 crate::pubsub::SubEvent::Topology => session.resubscribe(),
             },
@@ -672,7 +682,8 @@ impl Session {
             return Pending::Ready(reply::error("NOAUTH Authentication required."));
         }
         debug!(command = %entry.name, args = req.argc(), "request");
-        if self.subs.is_some() && self.subscribed() {
+        // RESP3 clients may send any command while subscribed (pushes are marked).
+        if !self.resp3 && self.subs.is_some() && self.subscribed() {
             return match entry.kind {
                 Kind::PubSub(PubSubCommand::Subscribe(k)) => self.subscribe(k, req),
                 Kind::PubSub(PubSubCommand::Unsubscribe(k)) => self.unsubscribe(k, req),
@@ -752,7 +763,11 @@ impl Session {
     /// The connection index this session uses on every backend: the one on its own
     /// worker, and always the same one, so its requests to a backend stay in order.
     fn conn(&self) -> usize {
-        self.worker
+        if self.resp3 {
+            self.worker + crate::backend::RESP3
+        } else {
+            self.worker
+        }
     }
 
     /// Routes a command by its keys; all keys must share a slot.
@@ -920,6 +935,7 @@ impl Session {
     pub(crate) fn reset(&mut self, outbox: &mut Outbox) -> Pending {
         self.end_tx(outbox);
         self.subs = None;
+        self.resp3 = false;
         self.authed = self.ctx.config.password.is_none();
         Pending::Ready(reply::simple("RESET"))
     }

@@ -323,7 +323,7 @@ impl Session {
                 if !self.idle {
                     return Pending::Barrier;
                 }
-                match pool.dedicated().take() {
+                match pool.dedicated().take(self.resp3) {
                     Ok(conn) => outbox.pin(&pool, conn),
                     Err(e) => {
                         ctx.metrics.errors.backend.inc();

@@ -1,12 +1,14 @@
-//! The resumable reply scanner: RESP2 replies from backend servers.
+//! The resumable reply scanner: RESP2 and RESP3 replies from backend servers.
 
 use smallvec::SmallVec;
 
 use super::request::{header, parse_i64, Header};
 use super::{Limits, ProtocolError};
 
-/// Measures complete RESP2 replies (simple strings, errors, integers, bulk strings,
-/// arrays nested to any depth, null bulk and null array) at the start of a buffer.
+/// Measures complete replies at the start of a buffer: RESP2 (simple strings, errors,
+/// integers, bulk strings, arrays nested to any depth, null bulk and null array) and
+/// RESP3 (null, double, boolean, big number, blob error, verbatim string, map, set,
+/// push, and an attribute with the value it annotates).
 ///
 /// Same contract as [`super::RequestScanner`]: the buffer starts at the reply being
 /// scanned, the caller only appends between calls, and removes `n` bytes after
@@ -81,7 +83,7 @@ impl ReplyScanner {
                 return Ok(None);
             };
             match kind {
-                b'+' | b'-' => {
+                b'+' | b'-' | b'_' | b',' | b'#' | b'(' => {
                     // Lines may be long (error texts, INFO-like status): search each
                     // byte once, resuming where the last call stopped.
                     let from = (self.pos + 1).max(self.line_searched);
@@ -117,9 +119,9 @@ impl ReplyScanner {
                     }
                     Header::Found(cr, Some(_)) => self.pos = cr + 2,
                 },
-                b'$' => match header(buf, self.pos, &mut self.examined) {
+                b'$' | b'!' | b'=' => match header(buf, self.pos, &mut self.examined) {
                     Header::Incomplete => return Ok(None),
-                    Header::Found(cr, Some(-1)) => self.pos = cr + 2,
+                    Header::Found(cr, Some(-1)) if kind == b'$' => self.pos = cr + 2,
                     Header::Found(cr, Some(n))
                         if n >= 0 && n as u64 <= self.limits.max_bulk_len as u64 =>
                     {
@@ -129,14 +131,23 @@ impl ReplyScanner {
                     }
                     _ => return Err(ProtocolError::InvalidBulkLength),
                 },
-                b'*' => match header(buf, self.pos, &mut self.examined) {
+                b'*' | b'~' | b'>' | b'%' | b'|' => match header(buf, self.pos, &mut self.examined)
+                {
                     Header::Incomplete => return Ok(None),
                     Header::Found(cr, Some(n))
-                        if n == -1 || (n >= 0 && n as u64 <= self.limits.max_array_len as u64) =>
+                        if (n == -1 && kind == b'*')
+                            || (n >= 0 && n as u64 <= self.limits.max_array_len as u64) =>
                     {
                         self.pos = cr + 2;
-                        if n > 0 {
-                            self.stack.push(n as usize);
+                        // A map holds key-value pairs; an attribute's pairs are
+                        // followed by the value they annotate, part of the same reply.
+                        let elements = match kind {
+                            b'%' => 2 * n.max(0) as usize,
+                            b'|' => 2 * n.max(0) as usize + 1,
+                            _ => n.max(0) as usize,
+                        };
+                        if elements > 0 {
+                            self.stack.push(elements);
                             continue;
                         }
                     }
@@ -174,14 +185,17 @@ const NO_LIMITS: Limits = Limits {
     max_inline_len: usize::MAX / 4,
 };
 
-/// Splits one complete array reply into the raw frames of its elements. `None` when
-/// `frame` is not a complete, well-formed array (a null array gives `None` too).
+/// Splits one complete array reply (or a RESP3 set, push, or map: keys and values
+/// in turn) into the raw frames of its elements. `None` when `frame` is not a
+/// complete, well-formed one (a null array gives `None` too).
 pub fn array_elements(frame: &[u8]) -> Option<Vec<&[u8]>> {
-    if frame.first() != Some(&b'*') {
-        return None;
-    }
+    let pairs = match frame.first() {
+        Some(b'*' | b'~' | b'>') => false,
+        Some(b'%') => true,
+        _ => return None,
+    };
     let (cr, n) = match header(frame, 0, &mut 0) {
-        Header::Found(cr, Some(n)) if n >= 0 => (cr, n as usize),
+        Header::Found(cr, Some(n)) if n >= 0 => (cr, n as usize * if pairs { 2 } else { 1 }),
         _ => return None,
     };
     let mut pos = cr + 2;
@@ -255,6 +269,43 @@ mod tests {
         b"*2\r\n*1\r\n$-1\r\n*-1\r\n",
     ];
 
+    /// RESP3 replies, whole and fed one byte at a time, measure as the whole frame.
+    #[test]
+    fn resp3_replies_are_measured_whole() {
+        let cases: &[&[u8]] = &[
+            b"_\r\n",
+            b",3.14\r\n",
+            b",inf\r\n",
+            b"#t\r\n",
+            b"(3492890328409238509324850943850943825024385\r\n",
+            b"!21\r\nSYNTAX invalid syntax\r\n",
+            b"=15\r\ntxt:Some string\r\n",
+            b"%2\r\n+first\r\n:1\r\n$6\r\nsecond\r\n_\r\n",
+            b"~3\r\n+a\r\n+b\r\n%1\r\n+k\r\n*2\r\n:1\r\n,2.5\r\n",
+            b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nx\r\n",
+            b"|1\r\n+ttl\r\n:3600\r\n*2\r\n:1\r\n:2\r\n",
+            b"%0\r\n",
+            b"*2\r\n_\r\n#f\r\n",
+        ];
+        for frame in cases {
+            let mut doubled = frame.to_vec();
+            doubled.extend_from_slice(frame);
+            assert_eq!(scan_all(&doubled), Ok(Some(frame.len())), "{frame:?}");
+            let mut s = ReplyScanner::new(Limits::default());
+            for end in 1..frame.len() {
+                assert_eq!(s.scan(&frame[..end]), Ok(None), "{frame:?} at {end}");
+            }
+            assert_eq!(s.scan(frame), Ok(Some(frame.len())), "{frame:?}");
+        }
+        let map = b"%2\r\n+a\r\n:1\r\n+b\r\n:2\r\n";
+        assert_eq!(array_elements(map).map(|e| e.len()), Some(4));
+        assert_eq!(
+            scan_all(b"%-1\r\n"),
+            Err(ProtocolError::InvalidMultibulkLength)
+        );
+        assert_eq!(scan_all(b"=-1\r\n"), Err(ProtocolError::InvalidBulkLength));
+    }
+
     #[test]
     fn every_type() {
         for buf in VALID {
@@ -272,7 +323,7 @@ mod tests {
     fn errors() {
         use ProtocolError::*;
         let cases: &[(&[u8], ProtocolError)] = &[
-            (b"!3\r\nabc\r\n", UnknownReplyType('!')),
+            (b"@3\r\nabc\r\n", UnknownReplyType('@')),
             (b"*2\r\n:1\r\n?x\r\n", UnknownReplyType('?')),
             (b":abc\r\n", InvalidInteger),
             (b":\r\n", InvalidInteger),

@@ -80,8 +80,7 @@ def main(proxy_bin):
             failed += 1
             print(f"FAIL {name}: {e!r}")
 
-    # redis-py 8 opens with HELLO 3 by default; the proxy speaks RESP2 until RESP3
-    # support lands (HELLO 3 answers NOPROTO), so ask for RESP2 as a user must today.
+    # RESP2 here; RESP3 (redis-py 8's default) in its own check below.
     r = redis.Redis(port=pport, decode_responses=True, client_name="smoke", protocol=2)
     direct = [redis.Redis(port=p, decode_responses=True) for p in ports]
 
@@ -122,12 +121,22 @@ def main(proxy_bin):
         out = p.execute()
         assert out[1::2] == [str(i) for i in range(200)]
 
-    def resp3_is_refused_clearly():
-        try:
-            redis.Redis(port=pport, protocol=3).ping()
-            raise AssertionError("HELLO 3 was accepted")
-        except redis.ResponseError as e:
-            assert "NOPROTO" in str(e), str(e)
+    def resp3():
+        # redis-py 8 opens with HELLO 3 by default: the client's own choice, unchanged.
+        r3 = redis.Redis(port=pport, decode_responses=True)
+        assert r3.ping()
+        r3.hset("h3", mapping={"a": "1"})
+        assert r3.hgetall("h3") == {"a": "1"}
+        r3.zadd("z3", {"m": 2.5})
+        assert r3.zscore("z3", "m") == 2.5
+        assert r3.smembers("nothing") == set()
+        p = r3.pubsub()
+        p.subscribe("chan3")
+        assert p.get_message(timeout=5)["type"] == "subscribe"
+        assert r3.publish("chan3", "hello") == 1
+        m = p.get_message(timeout=5)
+        assert m["type"] == "message" and m["data"] == "hello", m
+        p.close()
 
     def errors():
         try:
@@ -196,13 +205,28 @@ def main(proxy_bin):
         assert r.blpop(["jobs"], timeout=0.2) is None
         assert r.wait(0, 100) == 0
 
+    def pubsub():
+        p = r.pubsub()
+        p.subscribe("orders", "audit")
+        p.psubscribe("user.*")
+        for _ in range(3):
+            assert p.get_message(timeout=5)["type"] in ("subscribe", "psubscribe")
+        assert r.publish("orders", "o1") == 1
+        assert r.publish("user.7", "u7") == 1
+        got = [p.get_message(timeout=5) for _ in range(2)]
+        assert [(m["type"], m["channel"], m["data"]) for m in got] == [
+            ("message", "orders", "o1"), ("pmessage", "user.7", "u7")], got
+        assert r.pubsub_numsub("orders") == [("orders", 1)]
+        p.close()
+
     for name, fn in [("basics", basics), ("multi-key split and merge", multi_key),
                      ("data types", types), ("pipeline of 400", pipeline),
                      ("scan_iter, keys, randomkey", whole_keyspace),
                      ("errors keep the connection", errors), ("EVAL with a key", scripts),
-                     ("HELLO 3 gets NOPROTO", resp3_is_refused_clearly),
+                     ("RESP3: maps, doubles, push messages", resp3),
                      ("MULTI/EXEC, WATCH", transactions),
-                     ("BLPOP from a thread, WAIT", blocking)]:
+                     ("BLPOP from a thread, WAIT", blocking),
+                     ("Pub/Sub across groups", pubsub)]:
         check(name, fn)
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
