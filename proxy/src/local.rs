@@ -28,6 +28,14 @@ impl Session {
             Local::Select => self.select(req),
             Local::Auth => ready(self.auth(req)),
             Local::Hello => ready(self.hello(req)),
+            Local::Client
+                if argc >= 3
+                    && (req.arg(1).eq_ignore_ascii_case(b"PAUSE")
+                        || req.arg(1).eq_ignore_ascii_case(b"UNPAUSE")) =>
+            {
+                // Pausing "the server" is pausing every master.
+                self.broadcast(crate::commands::SplitKind::AllOk, req, outbox)
+            }
             Local::Client => ready(self.client(req)),
             Local::Info => self.info_with_keyspace(req, outbox),
             Local::Cluster => {
@@ -249,7 +257,26 @@ impl Session {
                 reply::bulk(all.as_bytes())
             }
             ("KILL", _) => self.client_kill(req),
-            ("NO-EVICT", 3) | ("NO-TOUCH", 3) => reply::simple("OK"),
+            ("NO-EVICT", 3) | ("NO-TOUCH", 3) if req.arg(2).eq_ignore_ascii_case(b"OFF") => {
+                reply::simple("OK")
+            }
+            ("NO-EVICT", 3) | ("NO-TOUCH", 3) => {
+                self.ctx.metrics.errors.refused.inc();
+                refused(
+                    &format!("CLIENT {sub} ON"),
+                    "it is a flag of one server connection, and this client's requests share \
+                     the proxy's backend connections with other clients",
+                )
+            }
+            ("TRACKING" | "CACHING" | "GETREDIR" | "TRACKINGINFO", _) => {
+                self.ctx.metrics.errors.refused.inc();
+                refused(
+                    &format!("CLIENT {sub}"),
+                    "client-side caching needs every group's invalidations routed to this \
+                     client; kodis-proxy does not do that (yet), so it refuses rather than \
+                     let a cache go stale",
+                )
+            }
             ("SETNAME" | "GETNAME" | "ID" | "SETINFO" | "INFO" | "LIST", _) => {
                 wrong_args(&format!("client|{}", sub.to_ascii_lowercase()))
             }
@@ -257,8 +284,8 @@ impl Session {
                 self.ctx.metrics.errors.refused.inc();
                 refused(
                     &format!("CLIENT {sub}"),
-                    "only CLIENT SETNAME, GETNAME, ID, SETINFO, INFO, LIST, KILL, NO-EVICT and \
-                     NO-TOUCH are served by the proxy",
+                    "only CLIENT SETNAME, GETNAME, ID, SETINFO, INFO, LIST, KILL, PAUSE, \
+                     UNPAUSE, NO-EVICT OFF and NO-TOUCH OFF are served by the proxy",
                 )
             }
         }

@@ -794,6 +794,11 @@ impl Session {
             if KEYLESS_SCRIPTS.contains(&spec.name.as_str()) {
                 return self.any_backend(req, outbox);
             }
+            // A key count of 0 (SINTERCARD 0 ..., ZUNION 0 ...): the server's own
+            // error says what is wrong, and no key means no data touched.
+            if !spec.name.contains('|') {
+                return self.any_backend(req, outbox);
+            }
             ctx.metrics.errors.refused.inc();
             let name = spec.name.replace('|', " ").to_ascii_uppercase();
             return Pending::Ready(refused(&name, "it has no key to route by"));
@@ -955,7 +960,7 @@ impl Session {
     }
 
     /// Sends the request to every group's master and merges the replies by `kind`.
-    fn broadcast(&self, kind: SplitKind, req: &Request, outbox: &mut Outbox) -> Pending {
+    pub(crate) fn broadcast(&self, kind: SplitKind, req: &Request, outbox: &mut Outbox) -> Pending {
         let routes = self.ctx.router.load();
         if routes.groups.is_empty() {
             return Pending::Ready(reply::error("ERR kodis: no backend group"));

@@ -67,7 +67,7 @@ fn connection_commands() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(p.cmd(&["HELLO", "3"]).err_text().starts_with("NOPROTO"));
+    assert!(p.cmd(&["HELLO", "4"]).err_text().starts_with("NOPROTO"));
     assert!(matches!(
         p.cmd(&["HELLO", "2", "SETNAME", "n2"]),
         Value::Array(Some(_))
