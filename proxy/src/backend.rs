@@ -68,6 +68,8 @@ pub struct BackendPool {
     n: usize,
     resp3_used: AtomicBool,
     up: Arc<AtomicBool>,
+    /// For a replica: its link to the master is up (checked every second).
+    healthy: AtomicBool,
     dedicated: DedicatedSet,
 }
 
@@ -110,6 +112,7 @@ impl BackendPool {
             n,
             resp3_used: AtomicBool::new(false),
             up,
+            healthy: AtomicBool::new(false),
             dedicated,
         })
     }
@@ -150,6 +153,17 @@ impl BackendPool {
         } else {
             conn % self.n
         }
+    }
+
+    /// For a replica: whether it may serve reads (its master link was up when last
+    /// checked).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Records a replica health check.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
     }
 
     /// Whether a connection to the backend is currently established.

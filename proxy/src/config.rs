@@ -58,6 +58,11 @@ pub struct ProxyConfig {
     /// Serve KEYS (sent to every master, merged). Default true; off refuses it (SCAN
     /// walks the same keys without blocking each server for the whole pass).
     pub allow_keys: bool,
+    /// Where read-only commands go: `master` (default), `replica` (a healthy replica
+    /// of the owning group, round-robin; an error if none is healthy) or
+    /// `prefer-replica` (the master when no replica is healthy). READONLY and
+    /// READWRITE change it per connection.
+    pub read_from: ReadFrom,
     /// Most dedicated backend connections per server (a blocking command, WAIT, or a
     /// transaction with WATCH holds one alone until it is done); past it such a
     /// command gets an error naming this limit. Default 1024.
@@ -89,6 +94,7 @@ impl Default for ProxyConfig {
             allow_flush: true,
             allow_keys: true,
             max_dedicated_connections: 1024,
+            read_from: ReadFrom::Master,
             limits: Limits::default(),
         }
     }
@@ -106,6 +112,18 @@ impl ProxyConfig {
             ..Self::default()
         }
     }
+}
+
+/// Where read-only commands go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadFrom {
+    /// The owning group's master, always.
+    Master,
+    /// A healthy replica of the owning group; an error when none is healthy.
+    Replica,
+    /// A healthy replica of the owning group, else its master.
+    PreferReplica,
 }
 
 /// Command-line flags of `kodis-proxy`. Flags override the config file.
@@ -159,6 +177,9 @@ pub struct Args {
     /// and WATCH [default: 1024].
     #[arg(long)]
     pub max_dedicated_connections: Option<usize>,
+    /// Where read-only commands go [default: master].
+    #[arg(long, value_enum)]
+    pub read_from: Option<ReadFrom>,
 }
 
 impl ProxyConfig {
@@ -203,6 +224,9 @@ impl ProxyConfig {
         }
         if let Some(v) = args.connect_timeout_ms {
             cfg.connect_timeout_ms = v;
+        }
+        if let Some(v) = args.read_from {
+            cfg.read_from = v;
         }
         if let Some(v) = args.max_dedicated_connections {
             cfg.max_dedicated_connections = v;

@@ -15,6 +15,7 @@ mod local;
 pub mod merge;
 pub mod metrics;
 pub mod pubsub;
+pub mod replicas;
 pub mod reply;
 pub mod router;
 pub mod server;

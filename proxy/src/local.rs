@@ -60,7 +60,18 @@ impl Session {
                     reply::bulk(now.subsec_micros().to_string().as_bytes()),
                 ]))
             }
-            Local::ReadMode => ready(reply::simple("OK")),
+            Local::ReadMode => {
+                // READONLY: reads from replicas (as the configuration says, or
+                // preferring them where it says master); READWRITE: from masters.
+                self.read_from = if req.arg(0).eq_ignore_ascii_case(b"READWRITE") {
+                    crate::config::ReadFrom::Master
+                } else if self.ctx.config.read_from == crate::config::ReadFrom::Master {
+                    crate::config::ReadFrom::PreferReplica
+                } else {
+                    self.ctx.config.read_from
+                };
+                ready(reply::simple("OK"))
+            }
             Local::Reset => self.reset(outbox),
             Local::Config => {
                 let is_get = argc >= 2 && req.arg(1).eq_ignore_ascii_case(b"GET");

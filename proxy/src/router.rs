@@ -18,6 +18,8 @@ pub struct RouteGroup {
     pub id: u32,
     /// Connections to the group's master.
     pub master: Arc<BackendPool>,
+    /// Connections to its replicas (for reads when asked; see `read_from`).
+    pub replicas: Vec<Arc<BackendPool>>,
 }
 
 /// One immutable routing snapshot.
@@ -233,16 +235,20 @@ fn build(
         .iter()
         .filter(|g| !g.servers.is_empty())
         .map(|g| {
-            let addr = g.master().unwrap_or_default().to_string();
-            let pool = pools
-                .entry(addr.clone())
-                .or_insert_with(|| {
-                    BackendPool::new(&addr, n, opts.clone(), metrics.backend(&addr), runtimes)
-                })
-                .clone();
+            let mut pool_of = |addr: &str| {
+                pools
+                    .entry(addr.to_string())
+                    .or_insert_with(|| {
+                        BackendPool::new(addr, n, opts.clone(), metrics.backend(addr), runtimes)
+                    })
+                    .clone()
+            };
+            let master = pool_of(g.master().unwrap_or_default());
+            let replicas = g.servers[1..].iter().map(|a| pool_of(a)).collect();
             RouteGroup {
                 id: g.id,
-                master: pool,
+                master,
+                replicas,
             }
         })
         .collect();

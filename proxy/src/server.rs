@@ -129,6 +129,7 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
         }
         None => None,
     };
+    tokio::spawn(crate::replicas::watch(shared.clone(), rx.clone()));
     let ctx = shared.clone();
     let done = tokio::spawn(async move {
         accept_loop(listener, ctx, rx, workers.handles()).await;

@@ -23,8 +23,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, Instrument};
 
 use crate::backend::{BackendPool, BackendRequest, Batch, ReplyRx};
+use crate::command_table::CommandFlags;
 use crate::commands::{Commands, Kind, Local, PubSubCommand, SplitKind};
 use crate::config::ProxyConfig;
+use crate::config::ReadFrom;
 use crate::dedicated::Dedicated;
 use crate::error::BackendError;
 use crate::merge::{self, Merge};
@@ -152,6 +154,10 @@ pub struct Session {
     pub(crate) wrote: smallvec::SmallVec<[Arc<BackendPool>; 4]>,
     /// Channels and patterns subscribed to, and the connections that listen.
     pub(crate) subs: Option<Box<crate::pubsub::Subs>>,
+    /// Where this connection's read-only commands go (READONLY / READWRITE).
+    pub(crate) read_from: crate::config::ReadFrom,
+    /// Round-robin position over replicas.
+    rr: usize,
     /// `HELLO 3` was given: replies (from RESP3 backend connections) pass through in
     /// RESP3, Pub/Sub messages are push frames.
     pub(crate) resp3: bool,
@@ -308,6 +314,8 @@ pub async fn serve(
             wrote: smallvec::SmallVec::new(),
             subs: None,
             resp3: false,
+            read_from: ctx.config.read_from,
+            rr: 0,
             ctx: ctx.clone(),
         };
         run(stream, session, shutdown).await;
@@ -826,6 +834,31 @@ impl Session {
                 }]);
             }
             group = target;
+        }
+        if self.read_from != ReadFrom::Master
+            && spec.has(CommandFlags::READONLY)
+            && !blocking
+            && self.tx.is_none()
+            && routes.migration_target(slot).is_none()
+        {
+            let replicas = &routes.groups[group].replicas;
+            let healthy = replicas.iter().filter(|r| r.is_healthy()).count();
+            if healthy > 0 {
+                self.rr = self.rr.wrapping_add(1);
+                if let Some(r) = replicas
+                    .iter()
+                    .filter(|r| r.is_healthy())
+                    .nth(self.rr % healthy)
+                {
+                    return outbox.forward(r, req.to_resp());
+                }
+            } else if self.read_from == ReadFrom::Replica {
+                ctx.metrics.errors.backend.inc();
+                return Pending::Ready(reply::error(&format!(
+                    "ERR kodis-proxy: no healthy replica in group {} (read_from = replica)",
+                    routes.groups[group].id
+                )));
+            }
         }
         let pool = &routes.groups[group].master;
         if spec.is_write() || blocking {
