@@ -53,10 +53,10 @@ pub enum SplitKind {
         /// How many entries at most.
         count: usize,
     },
-    /// SCAN on one group: its reply's cursor is re-encoded with the group index.
+    /// SCAN on one group: its reply's cursor becomes the client's next cursor.
     Scan {
-        /// Index of the group scanned (in the routing snapshot's order).
-        group: usize,
+        /// The client's cursor, as resumed for this call.
+        cursor: crate::scan::ScanCursor,
         /// How many groups there are.
         groups: usize,
     },

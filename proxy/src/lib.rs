@@ -18,6 +18,7 @@ pub mod pubsub;
 pub mod replicas;
 pub mod reply;
 pub mod router;
+pub mod scan;
 pub mod server;
 pub mod session;
 mod transaction;

@@ -140,7 +140,7 @@ impl Merge {
                     .cloned()
                     .unwrap_or_else(|| Bytes::from_static(b"$-1\r\n"))
             }
-            SplitKind::Scan { group, groups } => scan_reply(&replies[0], group, groups),
+            SplitKind::Scan { cursor, groups } => scan_reply(&replies[0], cursor, groups),
             SplitKind::Keyspace => self.keyspace(),
             SplitKind::Tagged => {
                 let mut out = Vec::new();
@@ -407,7 +407,7 @@ pub fn keyspace_sum(texts: &[&str]) -> String {
 }
 
 /// Re-encodes a group's `SCAN` reply `[cursor, keys]` with the client's cursor.
-fn scan_reply(r: &Bytes, group: usize, groups: usize) -> Bytes {
+fn scan_reply(r: &Bytes, cursor: crate::scan::ScanCursor, groups: usize) -> Bytes {
     let Some(elems) = array_elements(r).filter(|e| e.len() == 2) else {
         return unexpected(r);
     };
@@ -415,17 +415,16 @@ fn scan_reply(r: &Bytes, group: usize, groups: usize) -> Bytes {
     let Some(inner) = inner else {
         return unexpected(r);
     };
-    let bits = crate::session::SCAN_GROUP_BITS;
-    let next = if inner == 0 {
-        if group + 1 < groups {
-            (group + 1) as u64
-        } else {
-            0
-        }
-    } else if inner > (u64::MAX >> bits) {
-        return reply::error("ERR kodis-proxy: a backend's SCAN cursor is too large to carry");
-    } else {
-        (inner << bits) | group as u64
+    let next = match cursor.next(inner, groups) {
+        None => 0,
+        Some(c) => match c.encode() {
+            Some(n) => n,
+            None => {
+                return reply::error(
+                    "ERR kodis-proxy: a backend's SCAN cursor is too large to carry",
+                )
+            }
+        },
     };
     let cursor = next.to_string();
     let mut out = Vec::with_capacity(32 + elems[1].len());

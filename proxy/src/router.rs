@@ -95,6 +95,8 @@ pub struct Router {
     runtimes: Vec<tokio::runtime::Handle>,
     /// The epoch installed last, for sessions that follow changes (Pub/Sub).
     changed: tokio::sync::watch::Sender<u64>,
+    /// Recent topologies' groups and migrations, for SCAN.
+    scans: crate::scan::ScanHistory,
 }
 
 impl Router {
@@ -119,8 +121,11 @@ impl Router {
         )?;
         metrics.epoch.set(topology.epoch as i64);
         let (changed, _) = tokio::sync::watch::channel(topology.epoch);
+        let scans = crate::scan::ScanHistory::default();
+        scans.record(&topology, routes.groups.iter().map(|g| g.id).collect());
         Ok(Self {
             changed,
+            scans,
             current: ArcSwap::from_pointee(routes),
             pools,
             installing: Mutex::new(()),
@@ -130,6 +135,11 @@ impl Router {
             metrics,
             runtimes,
         })
+    }
+
+    /// Recent topologies, for SCAN cursors.
+    pub fn scan_history(&self) -> &crate::scan::ScanHistory {
+        &self.scans
     }
 
     /// Tells of every topology installed from now on.
@@ -212,6 +222,8 @@ impl Router {
         )?;
         self.metrics.epoch.set(topology.epoch as i64);
         let epoch = topology.epoch;
+        self.scans
+            .record(&topology, routes.groups.iter().map(|g| g.id).collect());
         self.current.store(Arc::new(routes));
         self.changed.send_replace(epoch);
         Ok(())

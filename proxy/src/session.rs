@@ -1128,10 +1128,9 @@ impl Session {
         self.broadcast(kind, req, outbox)
     }
 
-    /// SCAN over every group in turn: the client's cursor is
-    /// `(group's cursor << SCAN_GROUP_BITS) | group index`; a group's scan ending
-    /// (cursor 0) moves on to the next group, and the last one's ends the iteration.
-    /// Groups are in the routing snapshot's order (by id).
+    /// SCAN over every group in turn (see [`crate::scan`] for the cursor and how it
+    /// keeps the guarantee while slots migrate). Groups are in the routing
+    /// snapshot's order (by id).
     fn scan(&self, req: &Request, outbox: &mut Outbox) -> Pending {
         let ctx = &self.ctx;
         if req.argc() < 2 {
@@ -1146,13 +1145,22 @@ impl Session {
         let Some(cursor) = cursor else {
             return Pending::Ready(reply::error("ERR invalid cursor"));
         };
-        let group = (cursor & SCAN_GROUP_MASK) as usize;
-        let Some(g) = routes.groups.get(group) else {
+        if groups > crate::scan::MAX_GROUPS {
             return Pending::Ready(reply::error(
-                "ERR invalid cursor (its group is gone: start the scan again at 0)",
+                "ERR kodis-proxy: SCAN walks at most 1023 groups",
             ));
+        }
+        let epoch = routes.topology.epoch;
+        let ids: Vec<u32> = routes.groups.iter().map(|g| g.id).collect();
+        let cursor = crate::scan::ScanCursor::decode(cursor, epoch);
+        if cursor.pos >= crate::scan::MAX_GROUPS {
+            return Pending::Ready(reply::error("ERR invalid cursor"));
+        }
+        let cursor = ctx.router.scan_history().resume(cursor, epoch, &ids);
+        let Some(g) = routes.groups.get(cursor.pos) else {
+            return Pending::Ready(reply::error("ERR invalid cursor"));
         };
-        let inner = (cursor >> SCAN_GROUP_BITS).to_string();
+        let inner = cursor.inner.to_string();
         let mut frame = Vec::with_capacity(64);
         kodis_common::resp::encode_array_header(&mut frame, req.argc());
         kodis_common::resp::encode_bulk(&mut frame, b"SCAN");
@@ -1162,7 +1170,7 @@ impl Session {
         }
         let reply = outbox.push(&g.master, Bytes::from(frame));
         Pending::Merge(Box::new(Merge::new(
-            SplitKind::Scan { group, groups },
+            SplitKind::Scan { cursor, groups },
             vec![reply],
             Vec::new(),
             0,
@@ -1179,10 +1187,6 @@ const KEYLESS_SCRIPTS: &[&str] = &[
     "fcall",
     "fcall_ro",
 ];
-
-/// Low bits of a SCAN cursor that name the group (up to 1024 groups).
-pub const SCAN_GROUP_BITS: u32 = 10;
-const SCAN_GROUP_MASK: u64 = (1 << SCAN_GROUP_BITS) - 1;
 
 /// A cheap pseudo-random index below `n` (RANDOMKEY's first group).
 fn random_index(n: usize) -> usize {

@@ -116,11 +116,17 @@ fn scan_walks_every_group_and_keys_randomkey_and_flush_reach_all_masters() {
     }
     assert_eq!(p.cmd(&["RANDOMKEY"]), Value::Bulk(None));
     assert_eq!(p.cmd(&["KEYS", "*"]), Value::Array(Some(vec![])));
-    assert_eq!(
-        p.cmd(&["SCAN", "0"]),
-        // The first group is empty: its SCAN ends, the cursor moves on to group 1.
-        Value::Array(Some(vec![Value::bulk("1"), Value::Array(Some(vec![]))]))
-    );
+    // The first group is empty: its SCAN ends, the cursor moves on to the next group
+    // (position 1 in its low 10 bits).
+    let Value::Array(Some(parts)) = p.cmd(&["SCAN", "0"]) else {
+        panic!("SCAN")
+    };
+    let Value::Bulk(Some(next)) = &parts[0] else {
+        panic!("cursor")
+    };
+    let next: u64 = String::from_utf8(next.clone()).unwrap().parse().unwrap();
+    assert_eq!(next & 1023, 1);
+    assert_eq!(parts[1], Value::Array(Some(vec![])));
     load(&mut p, 10);
     assert_eq!(p.cmd(&["FLUSHALL"]), Value::ok());
     assert_eq!(p.cmd(&["DBSIZE"]), Value::Int(0));
@@ -387,4 +393,80 @@ fn latency_reports_every_master_with_the_server_named() {
         .cmd(&["LATENCY", "FOO"])
         .err_text()
         .starts_with("ERR kodis-proxy refuses 'LATENCY FOO'"));
+}
+
+/// SCAN keeps Redis' guarantee while keys are added and while a slot range migrates
+/// into a group the iteration already passed: every key present for the whole
+/// iteration comes back at least once.
+#[test]
+fn scan_is_complete_while_keys_are_added_and_slots_migrate() {
+    let c = Cluster::start(2);
+    let mut p = c.proxy.conn();
+    let all = load(&mut p, 3000);
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut cursor = "0".to_string();
+    // Walk group 1 (position 0) and stop where group 2 begins.
+    loop {
+        let Value::Array(Some(parts)) = p.cmd(&["SCAN", &cursor, "COUNT", "50"]) else {
+            panic!("SCAN");
+        };
+        let Value::Bulk(Some(next)) = &parts[0] else {
+            panic!("cursor");
+        };
+        seen.extend(strings(&parts[1]));
+        cursor = String::from_utf8(next.clone()).unwrap();
+        if cursor.parse::<u64>().unwrap() & 1023 == 1 {
+            break;
+        }
+    }
+    // Slots 8192..=10191 (group 2's) start to migrate to group 1, and their keys move
+    // there as clients touch them, before the iteration reaches them in group 2.
+    let servers: Vec<String> = c.servers.iter().map(|s| s.addr()).collect();
+    let body = format!(
+        r#"{{"epoch": 2,
+            "groups": [{{"id": 1, "servers": ["{}"]}}, {{"id": 2, "servers": ["{}"]}}],
+            "slots": [{{"start": 0, "end": 8191, "group": 1}}, {{"start": 8192, "end": 16383, "group": 2}}],
+            "migrations": [{{"start": 8192, "end": 10191, "from": 2, "to": 1}}]}}"#,
+        servers[0], servers[1]
+    );
+    let (status, answer) = c.proxy.http("PUT", "/api/v1/topology", &body, &[]);
+    assert_eq!(status, 200, "{answer}");
+    let moving: Vec<&String> = all
+        .iter()
+        .filter(|k| (8192..=10191).contains(&kodis_common::slot::key_slot(k.as_bytes())))
+        .collect();
+    assert!(moving.len() > 100, "{}", moving.len());
+    for k in &moving {
+        assert!(matches!(p.cmd(&["GET", k]), Value::Bulk(Some(_))));
+    }
+    assert_eq!(
+        c.direct(0).cmd(&["EXISTS", moving[0]]),
+        Value::Int(1),
+        "moved into the group already scanned"
+    );
+    // Keys are added during the rest of the iteration, too.
+    let mut calls = 0;
+    loop {
+        let Value::Array(Some(parts)) = p.cmd(&["SCAN", &cursor, "COUNT", "50"]) else {
+            panic!("SCAN");
+        };
+        let Value::Bulk(Some(next)) = &parts[0] else {
+            panic!("cursor");
+        };
+        seen.extend(strings(&parts[1]));
+        cursor = String::from_utf8(next.clone()).unwrap();
+        calls += 1;
+        p.cmd(&["SET", &format!("new:{calls}"), "1"]);
+        if cursor == "0" {
+            break;
+        }
+        assert!(calls < 10_000, "SCAN never ends");
+    }
+    let missing: Vec<&String> = all.iter().filter(|k| !seen.contains(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} keys never returned, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
 }
