@@ -194,6 +194,7 @@ impl ScanHistory {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use kodis_common::topology::{Group, Migration, SlotRange};
 
