@@ -8,6 +8,10 @@ redis-server as the direct reference), then measures in alternating rounds:
             written as one pipeline and read back; WORKERS client processes at once.
 - pingpong: BLPOP / RPUSH ping-pong between two connections (one blocks, the other
             pushes, then they swap); PAIRS pairs at once.
+- publish:  one client PUBLISHes (one round trip each) to a channel with
+            SUBSCRIBERS subscribers; every subscriber must get every message.
+- resp3:    redis-benchmark GET/SET -P 16 with -3 (RESP3) and without, to show
+            what RESP3 sessions cost through the proxy (kodis/direct per protocol).
 
 Prints a markdown table of medians: operations per second and proxy/direct ratio.
 
@@ -30,8 +34,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+KINDS = ("tx", "pingpong", "publish", "resp2", "resp3")
 WORKERS = 8
 PAIRS = 8
+SUBSCRIBERS = 10
 
 
 def free_port() -> int:
@@ -112,7 +118,64 @@ def pingpong_worker(port: int, pid: int, seconds: float, out) -> None:
     out.put(n)
 
 
+def subscriber(port: int, channel: str, ready, out) -> None:
+    c = Client(port)
+    c.send(enc("SUBSCRIBE", channel))
+    c.reply()
+    ready.put(1)
+    n = 0
+    while True:
+        m = c.reply()
+        if m[2] == b"__end__":
+            break
+        n += 1
+    out.put(n)
+
+
+def run_publish(port: int, seconds: float) -> float:
+    ready: mp.Queue = mp.Queue()
+    out: mp.Queue = mp.Queue()
+    channel = f"bench:{port}:{time.time_ns()}"
+    subs = [mp.Process(target=subscriber, args=(port, channel, ready, out))
+            for _ in range(SUBSCRIBERS)]
+    for p in subs:
+        p.start()
+    for _ in subs:
+        ready.get(timeout=30)
+    c = Client(port)
+    n = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        c.send(enc("PUBLISH", channel, "message-payload-of-32-bytes....."))
+        got = c.reply()
+        assert got == str(SUBSCRIBERS).encode(), got
+        n += 1
+    c.send(enc("PUBLISH", channel, "__end__"))
+    c.reply()
+    counts = [out.get(timeout=60) for _ in subs]
+    for p in subs:
+        p.join()
+    assert all(k == n for k in counts), (n, counts)
+    return n / seconds
+
+
+def run_resp3(port: int, resp3: bool) -> float:
+    argv = ["redis-benchmark", "-p", str(port), "-c", "50", "-n", "200000", "-r", "100000",
+            "-P", "16", "-t", "get", "--csv"]
+    if resp3:
+        argv.append("-3")
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith('"GET"'):
+            return float(line.split(",")[1].strip('"'))
+    raise RuntimeError(out)
+
+
 def run(kind: str, port: int, seconds: float) -> float:
+    if kind == "publish":
+        return run_publish(port, seconds)
+    if kind in ("resp2", "resp3"):
+        return run_resp3(port, kind == "resp3")
     q: mp.Queue = mp.Queue()
     fn, k = (tx_worker, WORKERS) if kind == "tx" else (pingpong_worker, PAIRS)
     procs = [mp.Process(target=fn, args=(port, i, seconds, q)) for i in range(k)]
@@ -165,7 +228,7 @@ def main() -> int:
         direct = ports[2]
         results: dict[tuple[str, str], list[float]] = {}
         for rnd in range(args.rounds):
-            for kind in ("tx", "pingpong"):
+            for kind in KINDS:
                 for target, port in (("direct", direct), ("kodis", pport)):
                     rate = run(kind, port, args.seconds)
                     results.setdefault((kind, target), []).append(rate)
@@ -174,8 +237,11 @@ def main() -> int:
         print("| test | direct /s | kodis /s | kodis / direct |")
         print("|---|---:|---:|---:|")
         names = {"tx": f"MULTI+3+EXEC, {WORKERS} clients",
-                 "pingpong": f"BLPOP/RPUSH ping-pong, {PAIRS} pairs (pops/s)"}
-        for kind in ("tx", "pingpong"):
+                 "pingpong": f"BLPOP/RPUSH ping-pong, {PAIRS} pairs (pops/s)",
+                 "publish": f"PUBLISH to {SUBSCRIBERS} subscribers (publishes/s)",
+                 "resp2": "GET -P 16, RESP2 (redis-benchmark)",
+                 "resp3": "GET -P 16, RESP3 (redis-benchmark -3)"}
+        for kind in KINDS:
             d = statistics.median(results[(kind, "direct")])
             k = statistics.median(results[(kind, "kodis")])
             print(f"| {names[kind]} | {d:.0f} | {k:.0f} | {k / d:.2f}x |")
