@@ -18,7 +18,12 @@ pub const WAIT_CHANNEL: &str = "__kodis__:wait";
 
 impl Session {
     /// Sends a blocking command to `pool` on a dedicated connection.
-    pub(crate) fn blocking(&mut self, pool: &Arc<BackendPool>, req: &Request) -> Pending {
+    pub(crate) fn blocking(
+        &mut self,
+        pool: &Arc<BackendPool>,
+        req: &Request,
+        slot: u16,
+    ) -> Pending {
         let conn = match pool.dedicated().take(self.resp3) {
             Ok(c) => c,
             Err(e) => {
@@ -26,6 +31,7 @@ impl Session {
                 return Pending::Ready(e.to_resp());
             }
         };
+        let token = pool.dedicated().block(slot, &conn);
         let rx = conn.send(req.to_resp());
         let reply = Merge::new(
             SplitKind::Only,
@@ -36,6 +42,8 @@ impl Session {
         Pending::Exclusive(Box::new(Exclusive {
             reply,
             conns: vec![(pool.clone(), conn)],
+            retry: Some(req.clone()),
+            blocked: Some((pool.clone(), token)),
         }))
     }
 
@@ -90,6 +98,11 @@ impl Session {
             conns.push((pool, conn));
         }
         let reply = Merge::new(SplitKind::Min, parts, Vec::new(), 0);
-        Pending::Exclusive(Box::new(Exclusive { reply, conns }))
+        Pending::Exclusive(Box::new(Exclusive {
+            reply,
+            conns,
+            retry: None,
+            blocked: None,
+        }))
     }
 }

@@ -31,6 +31,9 @@ pub struct DedicatedSet {
     idle: Mutex<Vec<Dedicated>>,
     /// Connections a WATCH holds, by token: a topology change drains them too.
     watching: Mutex<FxHashMap<u64, mpsc::Sender<Batch>>>,
+    /// Connections blocked in a command, by token: the key's slot and the server's
+    /// client id (to unblock them when the slot moves away).
+    blocked: Mutex<FxHashMap<u64, (u16, Arc<AtomicU64>)>>,
     next_token: AtomicU64,
 }
 
@@ -41,6 +44,8 @@ pub struct Dedicated {
     addr: Arc<str>,
     /// Switched to RESP3 (`HELLO 3`) for a RESP3 session.
     resp3: bool,
+    /// Its client id on the server, once known (0 before).
+    id: Arc<AtomicU64>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -54,6 +59,7 @@ impl DedicatedSet {
             metrics,
             idle: Mutex::new(Vec::new()),
             watching: Mutex::new(FxHashMap::default()),
+            blocked: Mutex::new(FxHashMap::default()),
             next_token: AtomicU64::new(1),
         }
     }
@@ -65,6 +71,39 @@ impl DedicatedSet {
             w.insert(token, tx.clone());
         }
         token
+    }
+
+    /// Lists `conn` as blocked on a key of `slot`; returns its token.
+    pub fn block(&self, slot: u16, conn: &Dedicated) -> u64 {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut b) = self.blocked.lock() {
+            b.insert(token, (slot, conn.id.clone()));
+        }
+        token
+    }
+
+    /// Takes a connection off the blocked list (idempotent).
+    pub fn unblock(&self, token: u64) {
+        if let Ok(mut b) = self.blocked.lock() {
+            b.remove(&token);
+        }
+    }
+
+    /// The server-side ids of connections blocked on a slot for which `moved` is
+    /// true (it now migrates, or another server owns it): their commands would wait
+    /// for pushes that now go elsewhere, so the router unblocks them with
+    /// `CLIENT UNBLOCK id ERROR` and their sessions send them again.
+    pub fn blocked_on(&self, moved: impl Fn(u16) -> bool) -> Vec<u64> {
+        self.blocked
+            .lock()
+            .map(|b| {
+                b.values()
+                    .filter(|(slot, _)| moved(*slot))
+                    .map(|(_, id)| id.load(Ordering::Relaxed))
+                    .filter(|&id| id != 0)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Takes a connection off the WATCH list (idempotent).
@@ -122,17 +161,20 @@ impl DedicatedSet {
         })?;
         // Room for a whole pipeline of a pinned session (see session::Outbox).
         let (tx, rx) = mpsc::channel(self.opts.queue);
+        let id = Arc::new(AtomicU64::new(0));
         tokio::spawn(run(
             self.addr.clone(),
             rx,
             self.opts.clone(),
             self.metrics.clone(),
             resp3,
+            id.clone(),
         ));
         Ok(Dedicated {
             tx,
             addr: self.addr.clone(),
             resp3,
+            id,
             _permit: permit,
         })
     }
@@ -198,6 +240,7 @@ async fn run(
     opts: Arc<BackendOptions>,
     metrics: BackendMetrics,
     resp3: bool,
+    id: Arc<AtomicU64>,
 ) {
     let stream = match backend::connect(&addr, &opts, resp3).await {
         Ok(s) => s,
@@ -217,7 +260,22 @@ async fn run(
         }
     };
     debug!(backend = %addr, "dedicated connection open");
-    if let ServeEnd::Broken(e) = backend::serve(stream, &addr, &mut rx, None, &opts, &metrics).await
+    // Its server-side id first, for CLIENT UNBLOCK (see DedicatedSet::unblock_moved).
+    let (reply, id_rx) = oneshot::channel();
+    let mut first = Batch::new();
+    first.push(BackendRequest {
+        frame: Bytes::from_static(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n"),
+        reply,
+    });
+    tokio::spawn(async move {
+        if let Ok(Ok(b)) = id_rx.await {
+            if let Some(n) = kodis_common::resp::reply_integer(&b) {
+                id.store(u64::try_from(n).unwrap_or(0), Ordering::Relaxed);
+            }
+        }
+    });
+    if let ServeEnd::Broken(e) =
+        backend::serve(stream, &addr, &mut rx, Some(first), &opts, &metrics).await
     {
         debug!(backend = %addr, error = %e, "dedicated connection ended");
         metrics.errors.inc();

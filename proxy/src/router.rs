@@ -190,6 +190,24 @@ impl Router {
         for pool in &pools {
             pings.extend(pool.dedicated().ping_watching().await);
         }
+        // Blocked commands whose slot moves away from their server: unblocked (their
+        // sessions send them again, to where pushes now go).
+        let routes = self.load_full();
+        for pool in &pools {
+            let moved = |slot: u16| {
+                routes.migration_target(slot).is_some()
+                    || routes
+                        .group_of_slot(slot)
+                        .is_none_or(|g| !Arc::ptr_eq(&routes.groups[g].master, pool))
+            };
+            for id in pool.dedicated().blocked_on(moved) {
+                let frame = format!(
+                    "*4\r\n$6\r\nCLIENT\r\n$7\r\nUNBLOCK\r\n${}\r\n{id}\r\n$5\r\nERROR\r\n",
+                    id.to_string().len()
+                );
+                drop(pool.send(0, bytes::Bytes::from(frame)).await);
+            }
+        }
         for rx in pings {
             // An error means that connection broke, failing what it carried: drained too.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;

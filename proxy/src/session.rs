@@ -114,6 +114,19 @@ pub struct Exclusive {
     pub(crate) reply: Merge,
     /// The connections, each with the server it belongs to.
     pub(crate) conns: Vec<(Arc<BackendPool>, Dedicated)>,
+    /// A blocking command, to send again if its server unblocks it because its slot
+    /// moved away (`-UNBLOCKED`).
+    pub(crate) retry: Option<Request>,
+    /// Its entry among the server's blocked connections.
+    pub(crate) blocked: Option<(Arc<BackendPool>, u64)>,
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        if let Some((pool, token)) = &self.blocked {
+            pool.dedicated().unblock(*token);
+        }
+    }
 }
 
 /// Keys of one request to move from a source group to the group their slot is
@@ -408,6 +421,17 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                 _ => return,
             },
             bytes = wait_front(&mut queue, &ctx), if !queue.is_empty() && !closing => {
+                // Unblocked by the proxy because the key's slot moved: send it again.
+                if bytes.starts_with(b"-UNBLOCKED") {
+                    if let Some(Pending::Exclusive(x)) = queue.front_mut() {
+                        if let Some(req) = x.retry.take() {
+                            queue.pop_front();
+                            session.held = Some(req);
+                            session.paused = true;
+                            continue;
+                        }
+                    }
+                }
                 out.extend_from_slice(&bytes);
                 if matches!(queue.pop_front(), Some(Pending::Close(_))) {
                     closing = true;
@@ -865,7 +889,7 @@ impl Session {
             self.note_write(pool);
         }
         if blocking {
-            return self.blocking(pool, req);
+            return self.blocking(pool, req, slot);
         }
         outbox.forward(pool, req.to_resp())
     }

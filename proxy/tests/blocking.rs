@@ -278,3 +278,36 @@ fn wait_counts_the_replicas_of_every_group_written_to() {
         .err_text()
         .contains("wrong number of arguments"));
 }
+
+/// A pop blocked on a key whose slot starts to migrate is unblocked on its old server
+/// and sent again, so a push that now goes to the new owner still wakes it.
+#[test]
+fn a_blocked_pop_follows_its_slot_when_it_migrates() {
+    let c = Cluster::start(2);
+    let key = "work-queue";
+    let slot = kodis_common::slot::key_slot(key.as_bytes());
+    let from = c.owner(key.as_bytes());
+    let to = 1 - from;
+    let mut worker = c.proxy.conn();
+    worker.send_raw(&pipeline(&[&["BLPOP", key, "0"], &["PING"]]));
+    assert!(eventually(10, || blocked(&c, from) == 1));
+    let servers: Vec<String> = c.servers.iter().map(RedisServer::addr).collect();
+    let body = format!(
+        r#"{{"epoch": 2,
+            "groups": [{{"id": 1, "servers": ["{}"]}}, {{"id": 2, "servers": ["{}"]}}],
+            "slots": [{{"start": 0, "end": 8191, "group": 1}}, {{"start": 8192, "end": 16383, "group": 2}}],
+            "migrations": [{{"start": {slot}, "end": {slot}, "from": {}, "to": {}}}]}}"#,
+        servers[0],
+        servers[1],
+        from + 1,
+        to + 1
+    );
+    let (status, answer) = c.proxy.http("PUT", "/api/v1/topology", &body, &[]);
+    assert_eq!(status, 200, "{answer}");
+    // Blocked again, now on the target.
+    assert!(eventually(10, || blocked(&c, to) == 1 && blocked(&c, from) == 0));
+    let mut p = c.proxy.conn();
+    assert_eq!(p.cmd(&["RPUSH", key, "job"]), Value::Int(1));
+    assert_eq!(show(&worker.read()), format!("[{key}, job]"));
+    assert_eq!(worker.read(), Value::Simple("PONG".into()));
+}
