@@ -44,6 +44,7 @@ pub fn router(d: Arc<Dashboard>) -> Router {
         .route("/api/v1/proxies/{id}", delete(deregister))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(d.clone(), guard))
@@ -336,6 +337,18 @@ async fn deregister(State(d): Ctx, Path(id): Path<String>) -> Result<Response, A
 
 async fn healthz(State(d): Ctx) -> Response {
     Json(serde_json::json!({ "status": "ok", "active": d.is_active() })).into_response()
+}
+
+/// Ready only on the active dashboard, so a Service sends requests to it alone (a
+/// standby refuses changes).
+async fn readyz(State(d): Ctx) -> Response {
+    let active = d.is_active();
+    let status = if active {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(serde_json::json!({ "active": active }))).into_response()
 }
 
 /// Label of per-proxy metrics.

@@ -32,14 +32,22 @@ fn dashboard(listen: &str, etcd: &str) -> Killed {
     )
 }
 
-/// Whether the dashboard at `api` holds the lock (`/healthz` says so).
+/// Whether the dashboard at `api` holds the lock: `/readyz` is 200 only then (so a
+/// Kubernetes Service reaches the active one), and `/healthz` says the same.
 async fn is_active(api: &Api) -> bool {
-    let Ok(r) = api.http.get(format!("{}/healthz", api.base)).send().await else {
+    let Ok(r) = api.http.get(format!("{}/readyz", api.base)).send().await else {
         return false;
     };
-    r.json::<serde_json::Value>()
+    let ready = r.status() == 200;
+    let Ok(h) = api.http.get(format!("{}/healthz", api.base)).send().await else {
+        return false;
+    };
+    let active = h
+        .json::<serde_json::Value>()
         .await
-        .is_ok_and(|h| h["active"] == true)
+        .is_ok_and(|h| h["active"] == true);
+    assert!(!ready || active, "ready but not active");
+    ready && active
 }
 
 #[test]

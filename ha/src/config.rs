@@ -33,6 +33,34 @@ pub struct Cli {
 pub enum Command {
     /// Start (and keep running) one redis-server in the role the control plane gives it.
     Launch(LaunchConfig),
+    /// Check one server for a Kubernetes probe: exit 0 (and why) or 1 (and why not).
+    Probe(ProbeConfig),
+}
+
+/// What `kodis-ha probe` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProbeKind {
+    /// Serving: a master, or a replica whose link to its master is up.
+    Ready,
+    /// Answering at all (LOADING, MASTERDOWN and BUSY count as alive).
+    Alive,
+}
+
+/// Flags of `kodis-ha probe`.
+#[derive(Debug, Clone, Args)]
+pub struct ProbeConfig {
+    /// What to check.
+    #[arg(value_enum)]
+    pub kind: ProbeKind,
+    /// The server's address.
+    #[arg(long, default_value = "127.0.0.1:6379", value_name = "HOST:PORT")]
+    pub addr: String,
+    /// How long the server may take to answer.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Password of the Redis servers (environment only).
+    #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
+    pub redis_password: Option<String>,
 }
 
 /// How failed servers and proxies are restarted.

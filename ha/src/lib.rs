@@ -2,6 +2,7 @@
 //! failed master through the dashboard, restarts what is down through an
 //! [`Orchestrator`], and gates every redis-server start (`kodis-ha launch`).
 
+pub mod check;
 pub mod client;
 pub mod config;
 pub mod decide;

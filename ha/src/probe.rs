@@ -83,7 +83,7 @@ pub async fn redis_cmd<T: redis::FromRedisValue>(
         .map_err(|e| fail(e.to_string()))
 }
 
-async fn connect(
+pub(crate) async fn connect(
     addr: &str,
     password: Option<&str>,
     timeout: Duration,

@@ -17,6 +17,7 @@ pub fn routes(ctx: Arc<Shared>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/api/v1/topology", get(topology).put(put_topology))
         .fallback(not_found)
         .with_state(ctx)
@@ -55,6 +56,21 @@ async fn healthz(State(ctx): State<Arc<Shared>>) -> Response {
         "backends_connected": up,
     }))
     .into_response()
+}
+
+/// Ready once the proxy has a topology that owns slots (a proxy that waits for its
+/// dashboard would answer every request with CLUSTERDOWN): Kubernetes sends it
+/// clients only then.
+async fn readyz(State(ctx): State<Arc<Shared>>) -> Response {
+    let routes = ctx.router.load();
+    let owned = (0..kodis_common::slot::SLOT_COUNT).any(|s| routes.group_of_slot(s).is_some());
+    let body = serde_json::json!({ "ready": owned, "epoch": routes.topology.epoch });
+    let status = if owned {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn topology(State(ctx): State<Arc<Shared>>) -> Response {

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{Cluster, Value};
+use support::{Cluster, TestProxy, Value};
 
 #[test]
 fn metrics_health_and_topology() {
@@ -33,6 +33,8 @@ fn metrics_health_and_topology() {
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["status"], "ok");
     assert_eq!(health["groups"], 2);
+    // Ready: it has a topology that owns slots.
+    assert_eq!(c.proxy.http_get("/readyz").0, 200);
     let (status, body) = c.proxy.http_get("/api/v1/topology");
     assert_eq!(status, 200);
     let topo: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -132,4 +134,17 @@ fn unowned_slots_answer_clusterdown() {
     );
     assert_eq!(p.cmd(&["SET", "bar", "1"]), Value::ok());
     assert_eq!(p.cmd(&["DBSIZE"]), Value::Int(1));
+}
+
+/// A proxy that has no topology yet (its dashboard is not there) is not ready, so
+/// Kubernetes sends it no client.
+#[test]
+fn a_proxy_without_a_topology_is_not_ready() {
+    let p = TestProxy::start(kodis_proxy::ProxyConfig::for_dashboard(
+        "http://127.0.0.1:1",
+    ));
+    let (status, body) = p.http_get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"ready\":false"), "{body}");
+    assert_eq!(p.http_get("/healthz").0, 200, "alive all the same");
 }

@@ -12,9 +12,31 @@ use kodis_ha::{Orchestrator, OrchestratorKind};
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     kodis_common::telemetry::init("info");
-    if let Some(Command::Launch(cfg)) = cli.command {
-        let code = kodis_ha::gate::run(cfg).await?;
-        std::process::exit(code);
+    match cli.command {
+        Some(Command::Launch(cfg)) => {
+            let code = kodis_ha::gate::run(cfg).await?;
+            std::process::exit(code);
+        }
+        Some(Command::Probe(p)) => {
+            let pw = p.redis_password.as_deref();
+            let result = match p.kind {
+                kodis_ha::config::ProbeKind::Ready => {
+                    kodis_ha::check::ready(&p.addr, pw, p.timeout).await
+                }
+                kodis_ha::config::ProbeKind::Alive => {
+                    kodis_ha::check::alive(&p.addr, pw, p.timeout).await
+                }
+            };
+            match result {
+                Ok(why) => println!("{}: {why}", p.addr),
+                Err(why) => {
+                    println!("{}: {why}", p.addr);
+                    std::process::exit(1);
+                }
+            }
+            return Ok(());
+        }
+        None => {}
     }
     let cfg = cli.ha;
     cfg.validate().map_err(anyhow::Error::msg)?;

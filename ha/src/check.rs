@@ -1,0 +1,52 @@
+//! `kodis-ha probe ready|alive`: a server's readiness and liveness for Kubernetes
+//! probes (exit 0 or 1, with the reason on stdout).
+//!
+//! Ready means serving: a master, or a replica whose link to its master is up (a
+//! replica still in its first sync, or cut off from its master, gets no clients).
+//! Alive means the process answers at all: PING's reply may be `-LOADING` (a long
+//! load after a restart or sync), `-MASTERDOWN` or `-BUSY` (a long script) and the
+//! server is still alive, so it is not killed in the middle of it.
+
+use std::time::Duration;
+
+use kodis_common::replication::Replication;
+
+/// Whether the server at `addr` serves clients; `Err` says why not.
+pub async fn ready(
+    addr: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<String, String> {
+    let r: Replication = crate::probe::server_replication(addr, password, timeout).await?;
+    match r.role.as_str() {
+        "master" => Ok("master".into()),
+        "slave" if r.link_up => Ok(format!(
+            "replica of {}, link up",
+            r.master.as_deref().unwrap_or("?")
+        )),
+        "slave" => Err(format!(
+            "replica of {} whose link is down",
+            r.master.as_deref().unwrap_or("?")
+        )),
+        other => Err(format!("unknown role {other:?}")),
+    }
+}
+
+/// Whether the server at `addr` is alive; `Err` says why not.
+pub async fn alive(
+    addr: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<String, String> {
+    let mut con = crate::probe::connect(addr, password, timeout).await?;
+    let ping =
+        tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut con)).await;
+    match ping {
+        Err(_) => Err(format!("PING timed out after {timeout:?}")),
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) => match e.code() {
+            Some(code @ ("LOADING" | "MASTERDOWN" | "BUSY")) => Ok(format!("alive, {code}")),
+            _ => Err(format!("PING: {e}")),
+        },
+    }
+}
