@@ -143,12 +143,13 @@ fn spawn(cfg: &LaunchConfig, role: &Role) -> Result<Child, HaError> {
             .rsplit_once(':')
             .ok_or_else(|| HaError::Invalid(format!("master {master:?} is not host:port")))?;
         cmd.args(["--replicaof", host, port]);
-        if let Some(pw) = &cfg.redis_password {
-            // Through an included file readable by this user only: a flag would show
-            // the password to anyone who can run `ps`.
-            let path = secret_file(cfg, &format!("masterauth {pw}\n"))?;
-            cmd.arg("--include").arg(path);
-        }
+    }
+    if let Some(pw) = &cfg.redis_password {
+        // Through an included file readable by this user only: a flag would show the
+        // password to anyone who can run `ps`. Every role gets both: clients must
+        // authenticate, and a master may be turned into a replica at run time.
+        let path = secret_file(cfg, &format!("requirepass {pw}\nmasterauth {pw}\n"))?;
+        cmd.arg("--include").arg(path);
     }
     let child = cmd
         .spawn()

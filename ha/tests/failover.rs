@@ -444,7 +444,7 @@ fn a_gated_replica_authenticates_to_its_master_from_a_private_file() {
                 .arg("--pid-dir")
                 .arg(pids.path())
                 .args(["--", "redis-server", "--port", &port.to_string()])
-                .args(["--bind", "127.0.0.1", "--save", "", "--requirepass", pw])
+                .args(["--bind", "127.0.0.1", "--save", ""])
                 .args(["--repl-diskless-sync", "no", "--dir"])
                 .arg(dir.path())
                 .env("KODIS_REDIS_PASSWORD", pw)
@@ -467,6 +467,14 @@ fn a_gated_replica_authenticates_to_its_master_from_a_private_file() {
             .unwrap();
         let v: Option<String> = r.get("guarded").await.unwrap();
         assert_eq!(v.as_deref(), Some("yes"));
+        // The gate set requirepass too (no flag of the test did): clients must AUTH.
+        let mut anon = redis::Client::open(format!("redis://{addr}/"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let e = anon.get::<_, Option<String>>("guarded").await.unwrap_err();
+        assert_eq!(e.code(), Some("NOAUTH"), "{e}");
         // The masterauth came from a file only this user reads, not from a flag (redis
         // rewrites its process title, but only after start-up), and no log shows it.
         let include = pids.path().join(format!("kodis-gate-{port}-"));
