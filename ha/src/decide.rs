@@ -176,6 +176,7 @@ mod tests {
         let mut h = Health::new();
         let probe = Probe::Ok {
             latency: Duration::from_millis(1),
+            stats: None,
             replication: Some(Replication {
                 role: role.into(),
                 master: master.map(str::to_string),

@@ -14,9 +14,39 @@ pub enum Probe {
         latency: Duration,
         /// `INFO replication` (servers only).
         replication: Option<Replication>,
+        /// Memory, load and clients (servers only).
+        stats: Option<ServerStats>,
     },
     /// Did not answer, or answered wrongly.
     Failed(String),
+}
+
+/// A server's memory, load and clients, from its `INFO`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// `used_memory`, bytes.
+    pub used_memory: u64,
+    /// `instantaneous_ops_per_sec`.
+    pub ops_per_sec: u64,
+    /// `connected_clients`.
+    pub connected_clients: u64,
+}
+
+impl ServerStats {
+    /// Reads the fields from the text of `INFO` (missing ones are 0).
+    pub fn parse(text: &str) -> Self {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Self {
+            used_memory: field("used_memory"),
+            ops_per_sec: field("instantaneous_ops_per_sec"),
+            connected_clients: field("connected_clients"),
+        }
+    }
 }
 
 /// The health of one server or proxy.
@@ -29,6 +59,8 @@ pub struct Health {
     pub last: Option<Probe>,
     /// The last successful probe's replication state (servers).
     pub replication: Option<Replication>,
+    /// The last successful probe's memory, load and clients (servers).
+    pub stats: Option<ServerStats>,
 }
 
 impl Default for Health {
@@ -45,6 +77,7 @@ impl Health {
             against: 0,
             last: None,
             replication: None,
+            stats: None,
         }
     }
 
@@ -73,11 +106,15 @@ impl Health {
     pub fn observe(&mut self, probe: Probe, flip_after: u32) -> Option<bool> {
         let ok = matches!(probe, Probe::Ok { .. });
         if let Probe::Ok {
-            replication: Some(r),
-            ..
+            replication, stats, ..
         } = &probe
         {
-            self.replication = Some(r.clone());
+            if let Some(r) = replication {
+                self.replication = Some(r.clone());
+            }
+            if stats.is_some() {
+                self.stats = *stats;
+            }
         }
         self.last = Some(probe);
         if ok == self.up {
@@ -102,7 +139,22 @@ mod tests {
         Probe::Ok {
             latency: Duration::from_millis(1),
             replication: None,
+            stats: None,
         }
+    }
+
+    #[test]
+    fn stats_come_from_info() {
+        let info = "# Clients\r\nconnected_clients:7\r\n# Memory\r\nused_memory:1048576\r\n\
+                    used_memory_human:1.00M\r\n# Stats\r\ninstantaneous_ops_per_sec:42\r\n";
+        assert_eq!(
+            ServerStats::parse(info),
+            ServerStats {
+                used_memory: 1_048_576,
+                ops_per_sec: 42,
+                connected_clients: 7
+            }
+        );
     }
 
     #[test]

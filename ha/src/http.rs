@@ -31,6 +31,13 @@ struct ServerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    addr: String,
+    group: String,
+    role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProxyLabel {
     proxy: String,
 }
@@ -64,6 +71,10 @@ async fn metrics(State(m): State<Arc<Monitor>>) -> Response {
     let proxy_latency = Family::<ProxyLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let without = Family::<GroupLabel, Gauge<i64>>::default();
     let lag = Family::<ServerLabel, Gauge<i64>>::default();
+    let role = Family::<RoleLabel, Gauge<i64>>::default();
+    let memory = Family::<ServerLabel, Gauge<i64>>::default();
+    let ops = Family::<ServerLabel, Gauge<i64>>::default();
+    let clients = Family::<ServerLabel, Gauge<i64>>::default();
     let failovers = Counter::<u64>::default();
     let restarts = Counter::<u64>::default();
     if let Ok(s) = m.state.lock() {
@@ -74,6 +85,25 @@ async fn metrics(State(m): State<Arc<Monitor>>) -> Response {
                 group: group.to_string(),
             };
             server_up.get_or_create(&l).set(i64::from(h.is_up()));
+            if let Some(st) = h.stats.filter(|_| h.is_up()) {
+                let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                memory.get_or_create(&l).set(n(st.used_memory));
+                ops.get_or_create(&l).set(n(st.ops_per_sec));
+                clients.get_or_create(&l).set(n(st.connected_clients));
+            }
+            if let Some(r) = h.replication.as_ref().filter(|_| h.is_up()) {
+                let name = if r.role == "slave" {
+                    "replica"
+                } else {
+                    r.role.as_str()
+                };
+                role.get_or_create(&RoleLabel {
+                    addr: addr.clone(),
+                    group: group.to_string(),
+                    role: name.to_string(),
+                })
+                .set(1);
+            }
             if let Some(d) = h.latency() {
                 server_latency.get_or_create(&l).set(d.as_secs_f64());
             }
@@ -139,6 +169,26 @@ async fn metrics(State(m): State<Arc<Monitor>>) -> Response {
         "replica_lag_bytes",
         "Replication offset a replica trails its master by, as last probed",
         lag,
+    );
+    registry.register(
+        "server_role",
+        "1 for the role a server reported at its last probe (master or replica)",
+        role,
+    );
+    registry.register(
+        "server_memory_bytes",
+        "used_memory of a server at its last probe (INFO)",
+        memory,
+    );
+    registry.register(
+        "server_ops_per_second",
+        "instantaneous_ops_per_sec of a server at its last probe (INFO)",
+        ops,
+    );
+    registry.register(
+        "server_connected_clients",
+        "connected_clients of a server at its last probe (INFO)",
+        clients,
     );
     registry.register(
         "group_without_replica",

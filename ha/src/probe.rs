@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use redis::{AsyncConnectionConfig, IntoConnectionInfo};
 
-use crate::health::{Probe, Replication};
+use crate::health::{Probe, Replication, ServerStats};
 
 /// Probes Redis servers and proxies with a bounded time each.
 #[derive(Debug, Clone)]
@@ -33,17 +33,32 @@ impl Prober {
     pub async fn server(&self, addr: &str) -> Probe {
         let started = Instant::now();
         match tokio::time::timeout(self.timeout, self.server_inner(addr)).await {
-            Ok(Ok(replication)) => Probe::Ok {
+            Ok(Ok((replication, stats))) => Probe::Ok {
                 latency: started.elapsed(),
                 replication: Some(replication),
+                stats: Some(stats),
             },
             Ok(Err(e)) => Probe::Failed(e),
             Err(_) => Probe::Failed(format!("no answer within {:?}", self.timeout)),
         }
     }
 
-    async fn server_inner(&self, addr: &str) -> Result<Replication, String> {
-        server_replication(addr, self.password.as_deref(), self.timeout).await
+    /// PING, then one `INFO` (its default sections hold replication, memory, stats
+    /// and clients).
+    async fn server_inner(&self, addr: &str) -> Result<(Replication, ServerStats), String> {
+        let mut con = connect(addr, self.password.as_deref(), self.timeout).await?;
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut con)
+            .await
+            .map_err(|e| format!("PING: {e}"))?;
+        if pong != "PONG" {
+            return Err(format!("PING answered {pong:?}"));
+        }
+        let text: String = redis::cmd("INFO")
+            .query_async(&mut con)
+            .await
+            .map_err(|e| format!("INFO: {e}"))?;
+        Ok((Replication::parse(&text), ServerStats::parse(&text)))
     }
 
     /// `GET http://<admin>/healthz` must answer 200.
@@ -58,6 +73,7 @@ impl Prober {
             Ok(r) if r.status().is_success() => Probe::Ok {
                 latency: started.elapsed(),
                 replication: None,
+                stats: None,
             },
             Ok(r) => Probe::Failed(format!("/healthz answered {}", r.status())),
             Err(e) => Probe::Failed(format!("/healthz: {e}")),

@@ -167,6 +167,28 @@ fn a_killed_master_is_replaced_within_five_seconds_and_comes_back_as_a_replica()
         .await;
         assert!(metrics.contains("kodis_ha_failovers_total 1"), "{metrics}");
         assert!(metrics.contains("kodis_ha_server_up{"), "{metrics}");
+        // Per-server figures, so no separate Redis exporter is needed: the new master
+        // and the old one (now a replica) with their roles, memory, load, clients.
+        let new_master = servers[1].addr();
+        for needle in [
+            format!("kodis_ha_server_role{{addr=\"{new_master}\",group=\"1\",role=\"master\"}} 1"),
+            format!("kodis_ha_server_role{{addr=\"{old_master}\",group=\"1\",role=\"replica\"}} 1"),
+            format!("kodis_ha_server_memory_bytes{{addr=\"{new_master}\""),
+            format!("kodis_ha_server_ops_per_second{{addr=\"{new_master}\""),
+            format!("kodis_ha_server_connected_clients{{addr=\"{new_master}\""),
+        ] {
+            assert!(metrics.contains(&needle), "missing {needle} in {metrics}");
+        }
+        let memory: f64 = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "kodis_ha_server_memory_bytes{{addr=\"{new_master}\""
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap();
+        assert!(memory > 100_000.0, "{memory}");
 
         ha.stop().await;
         proxy.shutdown();
