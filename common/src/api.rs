@@ -10,6 +10,7 @@
 //! | `POST /groups/{id}/servers` | [`AddServer`] | 201 [`Group`] |
 //! | `DELETE /groups/{id}/servers/{addr}` | | 204; 409 for a master with replicas or slots |
 //! | `POST /groups/{id}/promote` | [`Promote`] | 200 [`Group`] |
+//! | `POST /groups/{id}/switchover` | [`Switchover`] | 200 [`Group`] |
 //! | `POST /slots/init` | | 200 [`Topology`] |
 //! | `POST /slots/assign` | [`AssignSlots`] | 200 [`Topology`]; 409 if a slot is owned |
 //! | `POST /slots/migrate` | [`MigrateSlots`] | 202 [`Topology`]; 409 if a slot is migrating or the group has no server |
@@ -62,6 +63,15 @@ pub struct AddServer {
 pub struct Promote {
     /// The replica to make master.
     pub addr: String,
+}
+
+/// `POST /groups/{id}/switchover`: the master `from` is about to stop; its best
+/// synced replica takes over without losing a write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Switchover {
+    /// The group's master, as the caller knows it.
+    pub from: String,
 }
 
 /// `POST /slots/assign`: give unowned slots `from..=to` to `group`.

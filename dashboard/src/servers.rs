@@ -156,6 +156,60 @@ impl Servers {
         Ok(())
     }
 
+    /// Hands the master role of `master` to its replica `target` without losing a
+    /// write: Redis' own `FAILOVER TO` pauses the master's writes, waits until the
+    /// replica has its whole replication stream, then swaps the roles (the old
+    /// master follows the new one; writes it held answer `-READONLY`, never run).
+    /// Chosen over CLIENT PAUSE WRITE plus an offset wait driven from here: one
+    /// command that Redis carries out and undoes itself (on timeout the master
+    /// resumes as master), with no window in which both servers take writes.
+    /// Returns once `master` reports being a replica of `target`.
+    pub async fn planned_failover(
+        &self,
+        master: &str,
+        target: &str,
+        limit: Duration,
+    ) -> Result<(), ApiError> {
+        let (host, port) = target.rsplit_once(':').ok_or_else(|| {
+            ApiError::BadRequest(format!("{target:?} is not a host:port address"))
+        })?;
+        let ms = limit.as_millis().to_string();
+        let _: String = self
+            .cmd(
+                master,
+                redis::cmd("FAILOVER")
+                    .arg("TO")
+                    .arg(host)
+                    .arg(port)
+                    .arg("TIMEOUT")
+                    .arg(&ms),
+            )
+            .await?;
+        let deadline = tokio::time::Instant::now() + limit + Duration::from_secs(2);
+        let started = tokio::time::Instant::now();
+        loop {
+            let text: String = self
+                .cmd(master, redis::cmd("INFO").arg("replication"))
+                .await?;
+            let r = Replication::parse(&text);
+            if r.role == "slave" && r.master.as_deref() == Some(target) {
+                return Ok(());
+            }
+            // Back to no failover while still master: Redis gave up (the replica
+            // did not catch up in time) and let the writes go on.
+            let idle = text.contains("master_failover_state:no-failover");
+            if (idle && started.elapsed() > Duration::from_millis(200))
+                || tokio::time::Instant::now() >= deadline
+            {
+                return Err(ApiError::Server {
+                    addr: master.to_string(),
+                    cause: format!("FAILOVER TO {target} did not complete within {ms} ms"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Makes `addr` a master (`REPLICAOF NO ONE`).
     pub async fn make_master(&self, addr: &str) -> Result<(), ApiError> {
         let _: String = self

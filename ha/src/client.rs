@@ -91,6 +91,28 @@ impl Dashboard {
         Ok(())
     }
 
+    /// Asks for a planned switch away from the master `from` of `group`; false when
+    /// the dashboard says there is nothing to do (409: not the master, or no synced
+    /// replica), with its reason.
+    pub async fn switchover(&self, group: u32, from: &str) -> Result<Result<(), String>, HaError> {
+        let body = serde_json::to_value(kodis_common::api::Switchover {
+            from: from.to_string(),
+        })
+        .map_err(|e| HaError::Invalid(e.to_string()))?;
+        let r: Result<serde_json::Value, _> = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/groups/{group}/switchover"),
+                Some(body),
+            )
+            .await;
+        match r {
+            Ok(_) => Ok(Ok(())),
+            Err(HaError::Dashboard(e)) if e.contains("409") => Ok(Err(e)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates group `id`; one that exists already is fine.
     pub async fn create_group(&self, id: u32) -> Result<(), HaError> {
         let r: Result<serde_json::Value, _> = self

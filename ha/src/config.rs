@@ -35,6 +35,26 @@ pub enum Command {
     Launch(LaunchConfig),
     /// Check one server for a Kubernetes probe: exit 0 (and why) or 1 (and why not).
     Probe(ProbeConfig),
+    /// Before a master stops (a preStop hook): hand its role to its best synced
+    /// replica through the dashboard, with no acknowledged write lost, and wait.
+    Prestop(PrestopConfig),
+}
+
+/// Flags of `kodis-ha prestop`.
+#[derive(Debug, Clone, Args)]
+pub struct PrestopConfig {
+    /// The dashboard's URL.
+    #[arg(long, default_value = "http://127.0.0.1:18080", value_name = "URL")]
+    pub dashboard: String,
+    /// This server's address as the topology lists it.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: String,
+    /// How long to keep trying (keep it under the pod's termination grace period).
+    #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Admin token of the dashboard (environment only).
+    #[arg(skip = std::env::var("KODIS_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()))]
+    pub admin_token: Option<String>,
 }
 
 /// What `kodis-ha probe` checks.

@@ -13,6 +13,7 @@ pub mod http;
 pub mod kubernetes;
 pub mod monitor;
 pub mod orchestrator;
+pub mod prestop;
 pub mod probe;
 
 use std::net::SocketAddr;

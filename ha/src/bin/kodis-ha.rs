@@ -36,6 +36,11 @@ async fn main() -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Some(Command::Prestop(p)) => {
+            let done = kodis_ha::prestop::run(&p).await?;
+            println!("{done}");
+            return Ok(());
+        }
         None => {}
     }
     let cfg = cli.ha;
