@@ -299,10 +299,9 @@ async fn switchover(
     let mut best: Option<(i64, String)> = None;
     for s in &g.servers[1..] {
         if let Ok(r) = d.servers.replication(s).await {
-            if r.role == "slave" && r.link_up && r.master.as_deref() == Some(&req.from) {
-                if best.as_ref().is_none_or(|(o, _)| r.offset > *o) {
-                    best = Some((r.offset, s.clone()));
-                }
+            let synced = r.role == "slave" && r.link_up && r.master.as_deref() == Some(&req.from);
+            if synced && best.as_ref().is_none_or(|(o, _)| r.offset > *o) {
+                best = Some((r.offset, s.clone()));
             }
         }
     }

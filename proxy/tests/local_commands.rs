@@ -230,14 +230,15 @@ fn client_list_and_kill_cover_the_proxys_own_clients() {
     let Value::Int(me) = admin.cmd(&["CLIENT", "ID"]) else {
         panic!("no id");
     };
+    // Each client has answered once, so each one's session exists before the list.
+    let Value::Int(third_id) = third.cmd(&["CLIENT", "ID"]) else {
+        panic!("no id");
+    };
     let list = match admin.cmd(&["CLIENT", "LIST"]) {
         Value::Bulk(Some(b)) => String::from_utf8(b).unwrap(),
         other => panic!("{other:?}"),
     };
     // Ours are there (a connection the test harness just closed may linger a moment).
-    let Value::Int(third_id) = third.cmd(&["CLIENT", "ID"]) else {
-        panic!("no id");
-    };
     for id in [me, victim, third_id] {
         assert!(
             list.lines().any(|l| l.starts_with(&format!("id={id} "))),
