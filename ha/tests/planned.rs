@@ -9,7 +9,6 @@ mod support;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use kodis_proxy::ProxyConfig;
 use support::{master_and_replica, rt, synced_servers, topology, until};
