@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --all-features 2>&1 | tee "$log"
+cargo test --workspace --all-features --no-fail-fast 2>&1 | tee "$log"
 rust_rc=${PIPESTATUS[0]}
 # redis-py from PyPI, if this machine does not have it yet.
 python3 -c 'import redis' 2>/dev/null ||
