@@ -88,5 +88,24 @@ for dir in "$KUBE"/overlays/*/ "$all/"; do
     n="$(grep -c '^INFO .* passed for resource' <<<"$out" || true)"
     summary+=("$name: $n objects valid against Kubernetes $K8S_VERSION (strict)")
 done
+# `kodis deploy render` output (typed k8s-openapi objects), plain and with every
+# option, through the same checks.
+cargo build --quiet -p kodis-dashboard --bin kodis || fail "cannot build kodis"
+for variant in "--groups 2 --replicas 2" \
+    "--groups 3 --replicas 3 --first-group 4 --namespace shop --image reg.example/kodis:9 --storage 10Gi --strict-anti-affinity"; do
+    name="kodis deploy render $variant"
+    # shellcheck disable=SC2086 # the variant is a list of flags
+    target/debug/kodis deploy render $variant >"$tmp/render.yaml" || fail "$name"
+    python3 scripts/check_crd_objects.py --metrics "$METRICS" --name render \
+        --core-out "$tmp/render-core.yaml" "$tmp/render.yaml" || fail "$name: checks (above)"
+    out="$(python3 -m kubernetes_validate --strict -k "$K8S_VERSION" "$tmp/render-core.yaml" 2>&1)" || true
+    bad="$(grep -v '^INFO ' <<<"$out" || true)"
+    if [ -n "$bad" ]; then
+        echo "$bad" >&2
+        fail "$name: kubernetes-validate --strict -k $K8S_VERSION (above)"
+    fi
+    n="$(grep -c '^INFO .* passed for resource' <<<"$out" || true)"
+    summary+=("$name: $n objects valid against Kubernetes $K8S_VERSION (strict)")
+done
 printf 'validate-manifests: %s\n' "${summary[@]}"
 echo "validate-manifests: OK"

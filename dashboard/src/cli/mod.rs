@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod output;
+pub mod render;
 pub mod up;
 
 use std::io::Write as _;
@@ -118,6 +119,18 @@ pub enum Command {
     Proxy(ProxyCommand),
     /// Start a whole local cluster on loopback: a dashboard, redis-servers and proxies.
     Up(up::UpArgs),
+    /// Kubernetes objects for Redis groups.
+    #[command(subcommand)]
+    Deploy(DeployCommand),
+}
+
+/// `kodis deploy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Print the StatefulSet, headless Service and PodDisruptionBudget of each group
+    /// as YAML (`kodis deploy render --groups 1 --first-group 4 | kubectl apply -f -`,
+    /// then `kodis rebalance`).
+    Render(render::RenderArgs),
 }
 
 /// `kodis group ...`.
@@ -208,6 +221,9 @@ pub enum CliError {
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
+    /// The arguments make no sense.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl CliError {
@@ -229,6 +245,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let timeout = Duration::from_secs(cli.timeout.max(1));
     if let Command::Up(args) = &cli.command {
         return Ok(up::up(args, cli.token.clone(), timeout).await?);
+    }
+    if let Command::Deploy(DeployCommand::Render(args)) = &cli.command {
+        let yaml = render::render(args).map_err(CliError::Usage)?;
+        print!("{yaml}");
+        return Ok(());
     }
     let client = DashboardClient::new(&cli.dashboard, cli.token.clone(), timeout)?;
     if let Command::Migrations { watch: true } = &cli.command {
@@ -287,7 +308,7 @@ pub async fn execute(
             client.remove_proxy(id).await?,
             Render::Done(format!("proxy {id} removed")),
         ),
-        Command::Up(_) => return Ok(String::new()),
+        Command::Up(_) | Command::Deploy(_) => return Ok(String::new()),
     };
     if json {
         let body = answer.body.trim_end();

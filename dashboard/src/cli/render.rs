@@ -1,0 +1,499 @@
+//! `kodis deploy render`: the Kubernetes objects of Redis groups (a StatefulSet, a
+//! headless Service and a PodDisruptionBudget each), built from typed `k8s-openapi`
+//! values, so they are valid by construction, and shaped like the kustomize
+//! template `deploy/kubernetes/base/group`: scaling out is render, `kubectl apply`,
+//! `kodis rebalance`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, ExecAction, Lifecycle, LifecycleHandler, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+/// What to render.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RenderArgs {
+    /// How many groups.
+    #[arg(long)]
+    pub groups: u32,
+    /// Servers per group, master included (1 master + R-1 replicas).
+    #[arg(long, default_value_t = 2)]
+    pub replicas: i32,
+    /// The namespace.
+    #[arg(long, default_value = "kodis")]
+    pub namespace: String,
+    /// The image holding kodis-ha and redis-server.
+    #[arg(long, default_value = "kodis:0.1.0")]
+    pub image: String,
+    /// Number of the first group (groups K, K+1, ...).
+    #[arg(long, default_value_t = 1)]
+    pub first_group: u32,
+    /// The ConfigMap with redis.conf (kustomize adds a hash to its name:
+    /// `kubectl -n NS get cm -l app.kubernetes.io/component=redis -o name`).
+    #[arg(long, default_value = "kodis-redis-config")]
+    pub redis_config: String,
+    /// A PersistentVolumeClaim of this size per server (e.g. 10Gi) instead of an
+    /// emptyDir, as components/persistence does.
+    #[arg(long, value_name = "SIZE")]
+    pub storage: Option<String>,
+    /// Never two servers of a group on one node (required, not preferred).
+    #[arg(long)]
+    pub strict_anti_affinity: bool,
+    /// The dashboard's URL inside the cluster.
+    #[arg(long, default_value = "http://kodis-dashboard:18080")]
+    pub dashboard: String,
+}
+
+/// Every object of every group, as one YAML stream.
+pub fn render(a: &RenderArgs) -> Result<String, String> {
+    if a.groups == 0 || a.replicas < 1 || a.first_group == 0 {
+        return Err("--groups, --replicas and --first-group must be at least 1".into());
+    }
+    let mut out = String::new();
+    for n in a.first_group..a.first_group + a.groups {
+        for doc in [
+            yaml(&service(a, n))?,
+            yaml(&stateful_set(a, n))?,
+            yaml(&pdb(a, n))?,
+        ] {
+            out.push_str("---\n");
+            out.push_str(&doc);
+        }
+    }
+    Ok(out)
+}
+
+fn yaml<T: serde::Serialize>(v: &T) -> Result<String, String> {
+    serde_yaml::to_string(v).map_err(|e| format!("cannot write YAML: {e}"))
+}
+
+fn name(n: u32) -> String {
+    format!("kodis-group-{n}")
+}
+
+/// The labels of group `n`'s objects and pods (also its selector).
+fn labels(n: u32) -> BTreeMap<String, String> {
+    [
+        ("app.kubernetes.io/name", "kodis".to_string()),
+        ("app.kubernetes.io/part-of", "kodis".to_string()),
+        ("app.kubernetes.io/component", "redis".to_string()),
+        ("kodis.io/group", n.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn meta(a: &RenderArgs, n: u32) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name(n)),
+        namespace: Some(a.namespace.clone()),
+        labels: Some(labels(n)),
+        ..ObjectMeta::default()
+    }
+}
+
+fn selector(n: u32) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels(n)),
+        ..LabelSelector::default()
+    }
+}
+
+/// Headless, publishing not-ready addresses: a starting replica and its master reach
+/// each other by their stable names before either is Ready.
+fn service(a: &RenderArgs, n: u32) -> Service {
+    Service {
+        metadata: meta(a, n),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(labels(n)),
+            ports: Some(vec![ServicePort {
+                name: Some("redis".into()),
+                port: 6379,
+                target_port: Some(IntOrString::String("redis".into())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn pdb(a: &RenderArgs, n: u32) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(a, n),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(selector(n)),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn secret_env(name: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: "kodis-secrets".into(),
+                key: key.into(),
+                ..SecretKeySelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn exec_probe(cmd: &[&str], period: i32, failures: i32) -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(cmd.iter().map(|s| s.to_string()).collect()),
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn stateful_set(a: &RenderArgs, n: u32) -> StatefulSet {
+    let addr = format!(
+        "$(POD_NAME).{}.$(POD_NAMESPACE).svc.cluster.local:6379",
+        name(n)
+    );
+    let mut env = vec![
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env("POD_IP", "status.podIP"),
+        field_env("KODIS_POD_NAME", "metadata.name"),
+        field_env("KODIS_POD_NAMESPACE", "metadata.namespace"),
+        field_env("KODIS_POD_IP", "status.podIP"),
+    ];
+    env.extend([
+        EnvVar {
+            name: "KODIS_GROUP".into(),
+            value: Some(n.to_string()),
+            ..EnvVar::default()
+        },
+        EnvVar {
+            name: "KODIS_REDIS_ADDR".into(),
+            value: Some(addr),
+            ..EnvVar::default()
+        },
+        secret_env("KODIS_REDIS_PASSWORD", "redis-password"),
+        secret_env("KODIS_ADMIN_TOKEN", "admin-token"),
+        EnvVar {
+            name: "TMPDIR".into(),
+            value: Some("/tmp".into()),
+            ..EnvVar::default()
+        },
+    ]);
+    let alive = ["kodis-ha", "probe", "alive", "--addr", "127.0.0.1:6379"];
+    let container = Container {
+        name: "redis".into(),
+        image: Some(a.image.clone()),
+        command: Some(vec!["kodis-ha".into()]),
+        args: Some(
+            [
+                "launch",
+                "--join",
+                "--group",
+                "$(KODIS_GROUP)",
+                "--addr",
+                "$(KODIS_REDIS_ADDR)",
+                "--dashboard",
+                &a.dashboard,
+                "--",
+                "redis-server",
+                "/etc/kodis/redis.conf",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ),
+        working_dir: Some("/data".into()),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("redis".into()),
+            container_port: 6379,
+            ..ContainerPort::default()
+        }]),
+        startup_probe: Some(exec_probe(&alive, 5, 120)),
+        readiness_probe: Some(exec_probe(
+            &["kodis-ha", "probe", "ready", "--addr", "127.0.0.1:6379"],
+            5,
+            2,
+        )),
+        liveness_probe: Some(exec_probe(&alive, 10, 12)),
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(vec![
+                        "sh".into(),
+                        "-c".into(),
+                        format!(
+                            "exec kodis-ha prestop --dashboard {} --addr \"$KODIS_REDIS_ADDR\"",
+                            a.dashboard
+                        ),
+                    ]),
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
+        resources: Some(ResourceRequirements {
+            requests: Some(
+                [("cpu", "250m"), ("memory", "1Gi")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), Quantity(v.into())))
+                    .collect(),
+            ),
+            limits: Some([("memory".to_string(), Quantity("1Gi".into()))].into()),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".into(),
+                mount_path: "/etc/kodis".into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "data".into(),
+                mount_path: "/data".into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: a.redis_config.clone(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity("16Mi".into())),
+            }),
+            ..Volume::default()
+        },
+    ];
+    let claims = match &a.storage {
+        Some(size) => Some(vec![PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some("data".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some([("storage".to_string(), Quantity(size.clone()))].into()),
+                    ..VolumeResourceRequirements::default()
+                }),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            ..PersistentVolumeClaim::default()
+        }]),
+        None => {
+            volumes.push(Volume {
+                name: "data".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            });
+            None
+        }
+    };
+    let term = PodAffinityTerm {
+        topology_key: "kubernetes.io/hostname".into(),
+        label_selector: Some(selector(n)),
+        ..PodAffinityTerm::default()
+    };
+    let anti = if a.strict_anti_affinity {
+        PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![term]),
+            ..PodAntiAffinity::default()
+        }
+    } else {
+        PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: term,
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }
+    };
+    StatefulSet {
+        metadata: meta(a, n),
+        spec: Some(StatefulSetSpec {
+            service_name: Some(name(n)),
+            replicas: Some(a.replicas),
+            // Pod 0 joins first and becomes the master; the others after it serves.
+            pod_management_policy: Some("OrderedReady".into()),
+            selector: selector(n),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(n)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    termination_grace_period_seconds: Some(60),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(999),
+                        run_as_group: Some(999),
+                        fs_group: Some(999),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    affinity: Some(Affinity {
+                        pod_anti_affinity: Some(anti),
+                        ..Affinity::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: claims,
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn args(groups: u32) -> RenderArgs {
+        RenderArgs {
+            groups,
+            replicas: 3,
+            namespace: "shop".into(),
+            image: "registry.example/kodis:1.2".into(),
+            first_group: 4,
+            redis_config: "kodis-redis-config".into(),
+            storage: Some("10Gi".into()),
+            strict_anti_affinity: true,
+            dashboard: "http://kodis-dashboard:18080".into(),
+        }
+    }
+
+    #[test]
+    fn each_group_gets_a_service_a_stateful_set_and_a_pdb() {
+        let y = render(&args(2)).unwrap();
+        let docs: Vec<serde_yaml::Value> = y
+            .split("---\n")
+            .filter(|d| !d.trim().is_empty())
+            .map(|d| serde_yaml::from_str(d).unwrap())
+            .collect();
+        let kinds: Vec<(&str, &str)> = docs
+            .iter()
+            .map(|d| {
+                (
+                    d["kind"].as_str().unwrap(),
+                    d["metadata"]["name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("Service", "kodis-group-4"),
+                ("StatefulSet", "kodis-group-4"),
+                ("PodDisruptionBudget", "kodis-group-4"),
+                ("Service", "kodis-group-5"),
+                ("StatefulSet", "kodis-group-5"),
+                ("PodDisruptionBudget", "kodis-group-5"),
+            ]
+        );
+        let sts = &docs[4];
+        assert_eq!(sts["apiVersion"].as_str(), Some("apps/v1"));
+        assert_eq!(sts["metadata"]["namespace"].as_str(), Some("shop"));
+        assert_eq!(sts["spec"]["replicas"].as_i64(), Some(3));
+        let pod = &sts["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        assert_eq!(c["image"].as_str(), Some("registry.example/kodis:1.2"));
+        let env = c["env"].as_sequence().unwrap();
+        assert!(env
+            .iter()
+            .any(|e| e["name"] == "KODIS_GROUP" && e["value"] == "5"));
+        // The password only from the Secret.
+        assert!(!y.contains("requirepass"));
+        assert!(env.iter().any(|e| e["name"] == "KODIS_REDIS_PASSWORD"
+            && e["valueFrom"]["secretKeyRef"]["name"] == "kodis-secrets"));
+        assert_eq!(
+            pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+                ["labelSelector"]["matchLabels"]["kodis.io/group"]
+                .as_str(),
+            Some("5")
+        );
+        assert_eq!(
+            sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+                .as_str(),
+            Some("10Gi")
+        );
+        assert!(render(&RenderArgs {
+            groups: 0,
+            ..args(1)
+        })
+        .is_err());
+    }
+}
