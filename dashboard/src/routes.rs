@@ -439,6 +439,12 @@ async fn readyz(State(d): Ctx) -> Response {
     (status, Json(serde_json::json!({ "active": active }))).into_response()
 }
 
+/// Label of per-group metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct GroupLabel {
+    group: String,
+}
+
 /// Label of per-proxy metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct ProxyLabel {
@@ -496,6 +502,27 @@ async fn metrics(State(d): Ctx) -> Response {
         "slots_waiting_for_proxies",
         "Migrating slots whose keys wait for every proxy to acknowledge",
         waiting,
+    );
+    let owned = Family::<GroupLabel, Gauge>::default();
+    if let Ok(t) = d.topology().await {
+        for g in &t.groups {
+            let n: i64 = t
+                .slots
+                .iter()
+                .filter(|r| r.group == g.id)
+                .map(|r| i64::from(r.end - r.start) + 1)
+                .sum();
+            owned
+                .get_or_create(&GroupLabel {
+                    group: g.id.to_string(),
+                })
+                .set(n);
+        }
+    }
+    registry.register(
+        "group_slots",
+        "Slots each group owns in the topology",
+        owned,
     );
     let moved = d.with_progress(|p| p.keys_moved_total());
     let moved_c = prometheus_client::metrics::counter::Counter::<u64>::default();

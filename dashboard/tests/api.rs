@@ -464,6 +464,11 @@ fn proxies_register_take_pushes_catch_up_and_deregister() {
             .await
             .unwrap();
         assert!(metrics.contains("kodis_dashboard_active 1"), "{metrics}");
+        // Slots per group: the even split of two groups.
+        for (g, n) in [(1, 8192), (2, 8192)] {
+            let line = format!("kodis_dashboard_group_slots{{group=\"{g}\"}} {n}");
+            assert!(metrics.contains(&line), "{line} in {metrics}");
+        }
         assert!(
             metrics.contains(&format!("kodis_dashboard_epoch {epoch}")),
             "{metrics}"
