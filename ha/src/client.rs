@@ -113,6 +113,18 @@ impl Dashboard {
         }
     }
 
+    /// Takes server `addr` out of group `group`.
+    pub async fn remove_server(&self, group: u32, addr: &str) -> Result<(), HaError> {
+        let _: serde_json::Value = self
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/groups/{group}/servers/{addr}"),
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Creates group `id`; one that exists already is fine.
     pub async fn create_group(&self, id: u32) -> Result<(), HaError> {
         let r: Result<serde_json::Value, _> = self

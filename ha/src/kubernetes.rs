@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kodis_common::api::ProxyInfo;
 use kube::api::{Api, DeleteParams};
@@ -124,6 +125,43 @@ impl Orchestrator for Kubernetes {
         };
         let namespace = proxy.namespace.as_deref().unwrap_or(&self.namespace);
         self.delete_pod(namespace, pod).await
+    }
+
+    /// Gone for good: the pod does not exist, and its StatefulSet (named like the
+    /// pod without its `-<ordinal>`) has fewer replicas than that ordinal, or is gone
+    /// itself. A pod deleted for a restart (recreated with the same name) is not.
+    async fn server_removed(&self, group: u32, addr: &str) -> Result<bool, HaError> {
+        let (pod, namespace) = pod_of_server(addr, &self.namespace)?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        match pods.get_opt(&pod).await {
+            Ok(Some(_)) => return Ok(false),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(HaError::Orchestrator(format!(
+                    "GET pod {namespace}/{pod}: {e}"
+                )))
+            }
+        }
+        let Some((set, ordinal)) = pod
+            .rsplit_once('-')
+            .and_then(|(s, o)| Some((s, o.parse::<i32>().ok()?)))
+        else {
+            return Ok(false);
+        };
+        let sets: Api<StatefulSet> = Api::namespaced(self.client.clone(), &namespace);
+        let gone = match sets.get_opt(set).await {
+            Ok(Some(s)) => ordinal >= s.spec.and_then(|s| s.replicas).unwrap_or(1),
+            Ok(None) => true,
+            Err(e) => {
+                return Err(HaError::Orchestrator(format!(
+                    "GET statefulset {namespace}/{set}: {e}"
+                )))
+            }
+        };
+        if gone {
+            info!(group, server = %addr, %pod, "pod gone for good (StatefulSet scaled down)");
+        }
+        Ok(gone)
     }
 }
 

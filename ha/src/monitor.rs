@@ -216,11 +216,16 @@ impl Monitor {
             })
             .collect();
         self.with_state(|s| s.without_replica = without);
+        let masters: Vec<String> = topology
+            .groups
+            .iter()
+            .filter_map(|g| g.servers.first().cloned())
+            .collect();
         for action in actions {
             if !self.still_leader(store, guard).await {
                 return;
             }
-            if let Err(e) = self.act(&action, &proxies).await {
+            if let Err(e) = self.act(&action, &proxies, &masters).await {
                 warn!(?action, error = %e, "action failed; retried next round");
             }
         }
@@ -300,7 +305,12 @@ impl Monitor {
         }
     }
 
-    async fn act(&self, action: &Action, proxies: &[ProxyInfo]) -> Result<(), HaError> {
+    async fn act(
+        &self,
+        action: &Action,
+        proxies: &[ProxyInfo],
+        masters: &[String],
+    ) -> Result<(), HaError> {
         match action {
             Action::Failover { group, from, to } => {
                 self.dashboard.promote(*group, to).await?;
@@ -320,6 +330,20 @@ impl Monitor {
                         ))
                     });
                 }
+            }
+            Action::RestartServer { group, addr }
+                if !masters.contains(addr)
+                    && self.orchestrator.server_removed(*group, addr).await? =>
+            {
+                // Its pod was removed on purpose (scaled down): out of the group, not
+                // restarted. Only the orchestrator's word counts, never a probe.
+                self.dashboard.remove_server(*group, addr).await?;
+                self.with_state(|s| {
+                    s.event(format!(
+                        "group {group}: server {addr} is gone for good (its pod was \
+                         removed); taken out of the group"
+                    ))
+                });
             }
             Action::RestartServer { group, addr } => {
                 if self.may_ask(&format!("restart {addr}")) {

@@ -16,6 +16,12 @@ pub trait Orchestrator: Send + Sync + std::fmt::Debug {
     async fn restart_server(&self, group: u32, addr: &str) -> Result<(), HaError>;
     /// Restarts a proxy.
     async fn restart_proxy(&self, proxy: &ProxyInfo) -> Result<(), HaError>;
+    /// Whether the server `addr` is gone for good, as the orchestrator itself says (a
+    /// pod deleted and not to be recreated: its StatefulSet was scaled down). Never
+    /// inferred from failed probes. Default: never.
+    async fn server_removed(&self, _group: u32, _addr: &str) -> Result<bool, HaError> {
+        Ok(false)
+    }
 }
 
 /// Local processes: each redis-server runs under its gate (`kodis-ha launch

@@ -125,3 +125,86 @@ fn fake_api_server_kubernetes_orchestrator_deletes_the_right_pod_with_retries() 
         assert_eq!(fake.deleted.lock().unwrap().len(), 4);
     });
 }
+
+/// A FAKE API server that knows some pods and StatefulSets (GET only): what HA asks
+/// before it takes a server out of its group.
+async fn fake_cluster(pods: &[&str], sets: &[(&str, i32)]) -> String {
+    let pods: Arc<Vec<String>> = Arc::new(pods.iter().map(|p| p.to_string()).collect());
+    let sets: Arc<Vec<(String, i32)>> =
+        Arc::new(sets.iter().map(|(s, n)| (s.to_string(), *n)).collect());
+    let not_found = |kind: &str, name: &str| {
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({
+                "apiVersion": "v1", "kind": "Status", "status": "Failure",
+                "message": format!("{kind} \"{name}\" not found"), "reason": "NotFound", "code": 404
+            })),
+        )
+    };
+    let app = Router::new()
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}",
+            axum::routing::get({
+                let pods = pods.clone();
+                move |Path((ns, name)): Path<(String, String)>| async move {
+                    if pods.contains(&name) {
+                        (
+                            StatusCode::OK,
+                            Json(json!({ "apiVersion": "v1", "kind": "Pod",
+                                         "metadata": { "name": name, "namespace": ns } })),
+                        )
+                    } else {
+                        not_found("pods", &name)
+                    }
+                }
+            }),
+        )
+        .route(
+            "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}",
+            axum::routing::get({
+                let sets = sets.clone();
+                move |Path((ns, name)): Path<(String, String)>| async move {
+                    match sets.iter().find(|(s, _)| *s == name) {
+                        Some((_, n)) => (
+                            StatusCode::OK,
+                            Json(json!({
+                                "apiVersion": "apps/v1", "kind": "StatefulSet",
+                                "metadata": { "name": name, "namespace": ns },
+                                "spec": { "replicas": n, "serviceName": name,
+                                          "selector": {}, "template": {} }
+                            })),
+                        ),
+                        None => not_found("statefulsets", &name),
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+#[test]
+fn fake_api_server_a_server_is_gone_only_when_its_pod_is_and_will_not_come_back() {
+    rt().block_on(async {
+        // kodis-group-2 was scaled from 3 to 2: pod 2 is gone for good; pod 1 was
+        // deleted for a restart (its StatefulSet will recreate it); pod 0 exists.
+        let url = fake_cluster(&["kodis-group-2-0"], &[("kodis-group-2", 2)]).await;
+        let k = Kubernetes::with_url(&url, "default").unwrap();
+        let addr = |i: u32| format!("kodis-group-2-{i}.kodis-group-2.shop.svc.cluster.local:6379");
+        assert!(!k.server_removed(2, &addr(0)).await.unwrap(), "pod exists");
+        assert!(
+            !k.server_removed(2, &addr(1)).await.unwrap(),
+            "will be recreated"
+        );
+        assert!(k.server_removed(2, &addr(2)).await.unwrap(), "scaled away");
+        // A whole StatefulSet deleted: gone.
+        let gone = "kodis-group-9-0.kodis-group-9.shop.svc.cluster.local:6379";
+        assert!(k.server_removed(9, gone).await.unwrap());
+        // An IP address names no pod: an error, never a removal.
+        assert!(k.server_removed(2, "10.0.0.7:6379").await.is_err());
+    });
+}
