@@ -462,7 +462,7 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
             }
             // Messages go out only while no reply is owed, so never before the
             // confirmation of their channel's SUBSCRIBE.
-            ev = Session::sub_event(&mut session.subs, deliver) => match ev {
+            ev = Session::sub_event(&mut session.subs, deliver), if session.subs.is_some() => match ev {
                 crate::pubsub::SubEvent::Message(m) => {
                     metrics.pubsub_messages.inc();
                     if session.resp3 {
