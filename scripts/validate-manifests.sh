@@ -68,18 +68,15 @@ rel="$(realpath --relative-to="$all" "$KUBE")"
 } >"$all/kustomization.yaml"
 
 summary=()
-for dir in "$KUBE"/overlays/*/ "$all/"; do
-    name="$(basename "$dir")"
-    rendered="$tmp/$name.yaml"
-    "$KUBECTL" kustomize "$dir" >"$rendered" 2>"$tmp/$name.err" || {
-        cat "$tmp/$name.err" >&2
-        fail "kubectl kustomize $dir"
-    }
+# check NAME FILE: the CRD-kind and policy checks, then kubernetes-validate --strict on
+# the built-in objects; adds a summary line.
+check() {
+    local name="$1" file="$2" out bad n
     python3 scripts/check_crd_objects.py --metrics "$METRICS" --name "$name" \
-        --core-out "$tmp/$name-core.yaml" "$rendered" || fail "$name: checks of scripts/check_crd_objects.py (above)"
+        --core-out "$tmp/core.yaml" "$file" || fail "$name: checks of scripts/check_crd_objects.py (above)"
     # Any line but INFO is a failure: ERROR (invalid) and WARN (no schema for a kind
     # that should have one: a typo in apiVersion or kind).
-    out="$(python3 -m kubernetes_validate --strict -k "$K8S_VERSION" "$tmp/$name-core.yaml" 2>&1)" || true
+    out="$(python3 -m kubernetes_validate --strict -k "$K8S_VERSION" "$tmp/core.yaml" 2>&1)" || true
     bad="$(grep -v '^INFO ' <<<"$out" || true)"
     if [ -n "$bad" ]; then
         echo "$bad" >&2
@@ -87,6 +84,15 @@ for dir in "$KUBE"/overlays/*/ "$all/"; do
     fi
     n="$(grep -c '^INFO .* passed for resource' <<<"$out" || true)"
     summary+=("$name: $n objects valid against Kubernetes $K8S_VERSION (strict)")
+}
+for dir in "$KUBE"/overlays/*/ "$all/"; do
+    name="$(basename "$dir")"
+    rendered="$tmp/$name.yaml"
+    "$KUBECTL" kustomize "$dir" >"$rendered" 2>"$tmp/$name.err" || {
+        cat "$tmp/$name.err" >&2
+        fail "kubectl kustomize $dir"
+    }
+    check "$name" "$rendered"
 done
 # `kodis deploy render` output (typed k8s-openapi objects), plain and with every
 # option, through the same checks.
@@ -96,16 +102,7 @@ for variant in "--groups 2 --replicas 2" \
     name="kodis deploy render $variant"
     # shellcheck disable=SC2086 # the variant is a list of flags
     target/debug/kodis deploy render $variant >"$tmp/render.yaml" || fail "$name"
-    python3 scripts/check_crd_objects.py --metrics "$METRICS" --name render \
-        --core-out "$tmp/render-core.yaml" "$tmp/render.yaml" || fail "$name: checks (above)"
-    out="$(python3 -m kubernetes_validate --strict -k "$K8S_VERSION" "$tmp/render-core.yaml" 2>&1)" || true
-    bad="$(grep -v '^INFO ' <<<"$out" || true)"
-    if [ -n "$bad" ]; then
-        echo "$bad" >&2
-        fail "$name: kubernetes-validate --strict -k $K8S_VERSION (above)"
-    fi
-    n="$(grep -c '^INFO .* passed for resource' <<<"$out" || true)"
-    summary+=("$name: $n objects valid against Kubernetes $K8S_VERSION (strict)")
+    check "$name" "$tmp/render.yaml"
 done
 printf 'validate-manifests: %s\n' "${summary[@]}"
 echo "validate-manifests: OK"

@@ -46,18 +46,7 @@ impl Prober {
     /// PING, then one `INFO` (its default sections hold replication, memory, stats
     /// and clients).
     async fn server_inner(&self, addr: &str) -> Result<(Replication, ServerStats), String> {
-        let mut con = connect(addr, self.password.as_deref(), self.timeout).await?;
-        let pong: String = redis::cmd("PING")
-            .query_async(&mut con)
-            .await
-            .map_err(|e| format!("PING: {e}"))?;
-        if pong != "PONG" {
-            return Err(format!("PING answered {pong:?}"));
-        }
-        let text: String = redis::cmd("INFO")
-            .query_async(&mut con)
-            .await
-            .map_err(|e| format!("INFO: {e}"))?;
+        let text = ping_and_info(addr, self.password.as_deref(), self.timeout, None).await?;
         Ok((Replication::parse(&text), ServerStats::parse(&text)))
     }
 
@@ -127,6 +116,18 @@ pub async fn server_replication(
     password: Option<&str>,
     timeout: Duration,
 ) -> Result<Replication, String> {
+    let text = ping_and_info(addr, password, timeout, Some("replication")).await?;
+    Ok(Replication::parse(&text))
+}
+
+/// PING (which must answer PONG), then `INFO [section]`, on a fresh connection; the
+/// INFO text.
+async fn ping_and_info(
+    addr: &str,
+    password: Option<&str>,
+    timeout: Duration,
+    section: Option<&str>,
+) -> Result<String, String> {
     let mut con = connect(addr, password, timeout).await?;
     let pong: String = redis::cmd("PING")
         .query_async(&mut con)
@@ -135,10 +136,11 @@ pub async fn server_replication(
     if pong != "PONG" {
         return Err(format!("PING answered {pong:?}"));
     }
-    let text: String = redis::cmd("INFO")
-        .arg("replication")
-        .query_async(&mut con)
+    let mut info = redis::cmd("INFO");
+    if let Some(s) = section {
+        info.arg(s);
+    }
+    info.query_async(&mut con)
         .await
-        .map_err(|e| format!("INFO replication: {e}"))?;
-    Ok(Replication::parse(&text))
+        .map_err(|e| format!("INFO: {e}"))
 }

@@ -349,17 +349,11 @@ fn push_tagged(out: &mut Vec<u8>, fields: &[&[u8]], addr: &str) {
 /// The text of a bulk-string reply.
 fn bulk_text(r: &[u8]) -> Option<&str> {
     // RESP3 sends INFO-like texts as verbatim strings: `=<len>\r\ntxt:<text>`.
-    if let Some(rest) = r.strip_prefix(b"=") {
-        let nl = rest.iter().position(|b| *b == b'\n')?;
-        let len: usize = std::str::from_utf8(&rest[..nl])
-            .ok()?
-            .trim_end()
-            .parse()
-            .ok()?;
-        let body = rest.get(nl + 1..nl + 1 + len)?;
-        return std::str::from_utf8(body.get(4..)?).ok();
-    }
-    let rest = r.strip_prefix(b"$")?;
+    let (rest, skip) = match r.first()? {
+        b'$' => (&r[1..], 0),
+        b'=' => (&r[1..], 4),
+        _ => return None,
+    };
     let nl = rest.iter().position(|b| *b == b'\n')?;
     let len: usize = std::str::from_utf8(&rest[..nl])
         .ok()?
@@ -367,7 +361,7 @@ fn bulk_text(r: &[u8]) -> Option<&str> {
         .parse()
         .ok()?;
     let body = rest.get(nl + 1..nl + 1 + len)?;
-    std::str::from_utf8(body).ok()
+    std::str::from_utf8(body.get(skip..)?).ok()
 }
 
 /// The `# Keyspace` section of several servers' `INFO keyspace`, summed per

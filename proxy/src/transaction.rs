@@ -12,10 +12,13 @@
 //! order. If the slot starts to migrate or changes owner before EXEC, the watched
 //! keys may no longer be on that server, so EXEC answers `-EXECABORT` instead.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use kodis_common::resp::Request;
 use kodis_common::slot::key_slot;
 
+use crate::backend::BackendPool;
 use crate::commands::{Commands, Entry, Kind, Local, SplitKind, TxCommand};
 use crate::reply;
 use crate::session::{crossslot, refused, wrong_args, KeyMove, Outbox, Pending, Session};
@@ -242,22 +245,17 @@ impl Session {
             }
             pinned
         } else if let Some(slot) = tx.slot {
-            let Some(mut group) = routes.group_of_slot(slot) else {
-                self.end_tx(outbox);
-                return Pending::Ready(reply::error("CLUSTERDOWN Hash slot not served"));
-            };
-            if let Some(target) = routes.migration_target(slot) {
-                if !self.keys_moved {
-                    // Moved first, then this EXEC is handled again (self.keys_moved).
-                    return Pending::Migrate(vec![KeyMove {
-                        source: routes.groups[group].master.clone(),
-                        target: routes.groups[target].master.addr().clone(),
-                        keys: tx.keys.clone(),
-                    }]);
+            // A key move first, then this EXEC is handled again (self.keys_moved).
+            let keys = tx.keys.clone();
+            match self.master_for(slot, keys) {
+                Ok(pool) => pool,
+                Err(p) => {
+                    if matches!(p, Pending::Ready(_)) {
+                        self.end_tx(outbox);
+                    }
+                    return p;
                 }
-                group = target;
             }
-            routes.groups[group].master.clone()
         } else {
             match routes.groups.first() {
                 Some(g) => g.master.clone(),
@@ -294,21 +292,11 @@ impl Session {
             ctx.metrics.errors.crossslot.inc();
             return Pending::Ready(crossslot());
         }
-        let routes = ctx.router.load();
-        let Some(mut group) = routes.group_of_slot(slot) else {
-            return Pending::Ready(reply::error("CLUSTERDOWN Hash slot not served"));
+        let keys = (1..req.argc()).map(|i| req.arg_bytes(i)).collect();
+        let pool = match self.master_for(slot, keys) {
+            Ok(pool) => pool,
+            Err(p) => return p,
         };
-        if let Some(target) = routes.migration_target(slot) {
-            if !self.keys_moved {
-                return Pending::Migrate(vec![KeyMove {
-                    source: routes.groups[group].master.clone(),
-                    target: routes.groups[target].master.addr().clone(),
-                    keys: (1..req.argc()).map(|i| req.arg_bytes(i)).collect(),
-                }]);
-            }
-            group = target;
-        }
-        let pool = routes.groups[group].master.clone();
         match outbox.pinned_pool() {
             Some(p) if std::sync::Arc::ptr_eq(p, &pool) => {}
             Some(_) => {
@@ -334,6 +322,29 @@ impl Session {
         }
         self.tx.get_or_insert_with(Box::default).watch_slot = Some(slot);
         outbox.forward(&pool, req.to_resp())
+    }
+}
+
+impl Session {
+    /// The master that serves `slot` now: its owner's, or once `keys` moved (see
+    /// `keys_moved`) its migration target's. `Err`: what to do instead (move the keys
+    /// first, or CLUSTERDOWN).
+    fn master_for(&self, slot: u16, keys: Vec<Bytes>) -> Result<Arc<BackendPool>, Pending> {
+        let routes = self.ctx.router.load();
+        let Some(group) = routes.group_of_slot(slot) else {
+            return Err(Pending::Ready(reply::error(
+                "CLUSTERDOWN Hash slot not served",
+            )));
+        };
+        match routes.migration_target(slot) {
+            Some(target) if self.keys_moved => Ok(routes.groups[target].master.clone()),
+            Some(target) => Err(Pending::Migrate(vec![KeyMove {
+                source: routes.groups[group].master.clone(),
+                target: routes.groups[target].master.addr().clone(),
+                keys,
+            }])),
+            None => Ok(routes.groups[group].master.clone()),
+        }
     }
 }
 

@@ -11,21 +11,6 @@ use std::time::{Duration, Instant};
 use kodis_common::test_util::{encode, RedisServer};
 use support::{eventually, Cluster, Conn, Value};
 
-/// `blocked_clients` of INFO clients on a server.
-fn blocked(c: &Cluster, i: usize) -> i64 {
-    let Value::Bulk(Some(info)) = c.direct(i).cmd(&["INFO", "clients"]) else {
-        panic!("INFO");
-    };
-    String::from_utf8(info)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("blocked_clients:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 fn pipeline(cmds: &[&[&str]]) -> Vec<u8> {
     let mut out = Vec::new();
     for args in cmds {
@@ -45,7 +30,7 @@ fn a_blocked_pop_gets_the_next_push_and_later_requests_answer_after_it() {
         &["SET", "after", "1"],
         &["GET", "after"],
     ]));
-    assert!(eventually(10, || blocked(&c, owner) == 1));
+    assert!(eventually(10, || c.blocked(owner) == 1));
     // Other clients are served meanwhile, on the same backend.
     let mut producer = c.proxy.conn();
     assert_eq!(producer.cmd(&["GET", "after"]), Value::Bulk(None));
@@ -111,12 +96,12 @@ fn every_blocking_command_blocks_and_wakes() {
     for (block, wake, want) in cases {
         let a: Vec<&[u8]> = block.iter().map(|s| s.as_bytes()).collect();
         p.send_raw(&encode(&a));
-        assert!(eventually(10, || blocked(&c, owner) == 1), "{block:?}");
+        assert!(eventually(10, || c.blocked(owner) == 1), "{block:?}");
         other.cmd(wake);
         let got = show(&p.read());
         assert_eq!(got, *want, "{block:?}");
     }
-    assert_eq!(blocked(&c, owner), 0);
+    assert_eq!(c.blocked(owner), 0);
 }
 
 /// A compact text of a reply: arrays in brackets, strings bare.
@@ -154,10 +139,10 @@ fn a_client_that_leaves_while_blocked_consumes_nothing() {
     let owner = c.owner(b"queue");
     let mut gone = c.proxy.conn();
     gone.send_raw(&pipeline(&[&["BLPOP", "queue", "0"]]));
-    assert!(eventually(10, || blocked(&c, owner) == 1));
+    assert!(eventually(10, || c.blocked(owner) == 1));
     drop(gone);
     // The proxy closes the dedicated connection: the server forgets the client.
-    assert!(eventually(10, || blocked(&c, owner) == 0));
+    assert!(eventually(10, || c.blocked(owner) == 0));
     let mut p = c.proxy.conn();
     assert_eq!(p.cmd(&["RPUSH", "queue", "v"]), Value::Int(1));
     assert_eq!(c.direct(owner).cmd(&["LLEN", "queue"]), Value::Int(1));
@@ -175,10 +160,7 @@ fn a_thousand_clients_block_at_once() {
     for (i, cl) in clients.iter_mut().enumerate() {
         cl.send_raw(&pipeline(&[&["BLPOP", &format!("q:{i}"), "0"]]));
     }
-    assert!(eventually(30, || (0..3)
-        .map(|i| blocked(&c, i))
-        .sum::<i64>()
-        == n as i64));
+    assert!(eventually(30, || (0..3).map(|i| c.blocked(i)).sum::<i64>() == n as i64));
     let mut p = c.proxy.conn();
     for i in 0..n {
         assert_eq!(
@@ -204,7 +186,7 @@ fn past_the_dedicated_limit_a_blocking_command_gets_an_error() {
     let mut b = c.proxy.conn();
     a.send_raw(&pipeline(&[&["BLPOP", "x", "0"]]));
     b.send_raw(&pipeline(&[&["BLPOP", "y", "0"]]));
-    assert!(eventually(10, || blocked(&c, 0) == 2));
+    assert!(eventually(10, || c.blocked(0) == 2));
     let mut third = c.proxy.conn();
     let e = third.cmd(&["BLPOP", "z", "0"]);
     assert!(
@@ -218,7 +200,7 @@ fn past_the_dedicated_limit_a_blocking_command_gets_an_error() {
     assert_eq!(show(&a.read()), "[x, 1]");
     // Given back: the next one gets it.
     let z = std::thread::spawn(move || third.cmd(&["BLPOP", "z", "5"]));
-    assert!(eventually(10, || blocked(&c, 0) == 2));
+    assert!(eventually(10, || c.blocked(0) == 2));
     c.direct(0).cmd(&["RPUSH", "z", "2"]);
     assert_eq!(show(&z.join().unwrap()), "[z, 2]");
     drop(b);
@@ -286,26 +268,13 @@ fn a_blocked_pop_follows_its_slot_when_it_migrates() {
     let c = Cluster::start(2);
     let key = "work-queue";
     let slot = kodis_common::slot::key_slot(key.as_bytes());
-    let from = c.owner(key.as_bytes());
-    let to = 1 - from;
+    let (from, to) = (c.owner(key.as_bytes()), 1 - c.owner(key.as_bytes()));
     let mut worker = c.proxy.conn();
     worker.send_raw(&pipeline(&[&["BLPOP", key, "0"], &["PING"]]));
-    assert!(eventually(10, || blocked(&c, from) == 1));
-    let servers: Vec<String> = c.servers.iter().map(RedisServer::addr).collect();
-    let body = format!(
-        r#"{{"epoch": 2,
-            "groups": [{{"id": 1, "servers": ["{}"]}}, {{"id": 2, "servers": ["{}"]}}],
-            "slots": [{{"start": 0, "end": 8191, "group": 1}}, {{"start": 8192, "end": 16383, "group": 2}}],
-            "migrations": [{{"start": {slot}, "end": {slot}, "from": {}, "to": {}}}]}}"#,
-        servers[0],
-        servers[1],
-        from + 1,
-        to + 1
-    );
-    let (status, answer) = c.proxy.http("PUT", "/api/v1/topology", &body, &[]);
-    assert_eq!(status, 200, "{answer}");
+    assert!(eventually(10, || c.blocked(from) == 1));
+    c.start_migrating(slot, slot);
     // Blocked again, now on the target.
-    assert!(eventually(10, || blocked(&c, to) == 1 && blocked(&c, from) == 0));
+    assert!(eventually(10, || c.blocked(to) == 1 && c.blocked(from) == 0));
     let mut p = c.proxy.conn();
     assert_eq!(p.cmd(&["RPUSH", key, "job"]), Value::Int(1));
     assert_eq!(show(&worker.read()), format!("[{key}, job]"));

@@ -10,8 +10,7 @@
 
 mod support;
 
-use kodis_common::test_util::RedisServer;
-use support::{Cluster, Conn, Value};
+use support::Value;
 
 const STRINGS: &[&[&str]] = &[
     &["SET", "s", "hello"],
@@ -283,10 +282,7 @@ fn normalise(args: &[&str], v: Value) -> Value {
 
 #[test]
 fn every_command_family_answers_as_one_redis_does() {
-    let c = Cluster::start(3);
-    let plain = RedisServer::start();
-    let mut p = c.proxy.conn();
-    let mut r = Conn::connect(plain.addr());
+    let (_c, _plain, mut p, mut r) = support::against_plain(3);
     let families: &[(&str, &[&[&str]])] = &[
         ("strings", STRINGS),
         ("lists", LISTS),

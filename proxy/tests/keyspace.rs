@@ -421,16 +421,7 @@ fn scan_is_complete_while_keys_are_added_and_slots_migrate() {
     }
     // Slots 8192..=10191 (group 2's) start to migrate to group 1, and their keys move
     // there as clients touch them, before the iteration reaches them in group 2.
-    let servers: Vec<String> = c.servers.iter().map(|s| s.addr()).collect();
-    let body = format!(
-        r#"{{"epoch": 2,
-            "groups": [{{"id": 1, "servers": ["{}"]}}, {{"id": 2, "servers": ["{}"]}}],
-            "slots": [{{"start": 0, "end": 8191, "group": 1}}, {{"start": 8192, "end": 16383, "group": 2}}],
-            "migrations": [{{"start": 8192, "end": 10191, "from": 2, "to": 1}}]}}"#,
-        servers[0], servers[1]
-    );
-    let (status, answer) = c.proxy.http("PUT", "/api/v1/topology", &body, &[]);
-    assert_eq!(status, 200, "{answer}");
+    assert_eq!(c.start_migrating(8192, 10191), (1, 0));
     let moving: Vec<&String> = all
         .iter()
         .filter(|k| (8192..=10191).contains(&kodis_common::slot::key_slot(k.as_bytes())))

@@ -12,26 +12,6 @@ use kodis_common::slot::key_slot;
 use kodis_common::test_util::RedisServer;
 use support::{Cluster, Conn, TestProxy, Value};
 
-/// Pushes epoch 2: the even split, plus `slot` migrating from its owner to the other
-/// group. Returns (source index, target index).
-fn migrate_slot(proxy: &TestProxy, servers: &[RedisServer], slot: u16) -> (usize, usize) {
-    let from = if slot < 8192 { 0 } else { 1 };
-    let to = 1 - from;
-    let body = format!(
-        r#"{{"epoch": 2,
-            "groups": [{{"id": 1, "servers": ["{}"]}}, {{"id": 2, "servers": ["{}"]}}],
-            "slots": [{{"start": 0, "end": 8191, "group": 1}}, {{"start": 8192, "end": 16383, "group": 2}}],
-            "migrations": [{{"start": {slot}, "end": {slot}, "from": {}, "to": {}}}]}}"#,
-        servers[0].addr(),
-        servers[1].addr(),
-        from + 1,
-        to + 1
-    );
-    let (status, answer) = proxy.http("PUT", "/api/v1/topology", &body, &[]);
-    assert_eq!(status, 200, "{answer}");
-    (from, to)
-}
-
 fn exists(c: &Cluster, i: usize, key: &str) -> bool {
     c.direct(i).cmd(&["EXISTS", key]) == Value::Int(1)
 }
@@ -56,7 +36,10 @@ fn every_type_moves_with_its_ttl_on_first_access() {
         p.cmd_bytes(&[b"SET", k("big").as_bytes(), &big]),
         Value::ok()
     );
-    let (from, to) = migrate_slot(&c.proxy, &c.servers, key_slot(b"mig"));
+    let (from, to) = {
+        let s = key_slot(b"mig");
+        c.start_migrating(s, s)
+    };
     assert!(exists(&c, from, &k("str")));
     // Each access moves its key, and the answer is the moved data's.
     match p.cmd(&["TTL", &k("str")]) {
@@ -110,7 +93,10 @@ fn split_commands_move_their_migrating_keys_first() {
     mset.extend(["plain1".to_string(), "p".to_string()]);
     let args: Vec<&str> = mset.iter().map(String::as_str).collect();
     assert_eq!(p.cmd(&args), Value::ok());
-    let (from, to) = migrate_slot(&c.proxy, &c.servers, key_slot(b"mv"));
+    let (from, to) = {
+        let s = key_slot(b"mv");
+        c.start_migrating(s, s)
+    };
     let mut mget = vec!["MGET"];
     mget.extend(keys.iter().map(String::as_str));
     mget.push("plain1");
@@ -155,7 +141,10 @@ fn increments_during_the_move_count_exactly_once() {
         })
         .collect();
     assert!(support::eventually(10, || acked.load(Ordering::Relaxed) > 500));
-    let (from, to) = migrate_slot(&c.proxy, &c.servers, key_slot(b"ctr"));
+    let (from, to) = {
+        let s = key_slot(b"ctr");
+        c.start_migrating(s, s)
+    };
     let at_push = acked.load(Ordering::Relaxed);
     assert!(support::eventually(10, || acked.load(Ordering::Relaxed) > at_push + 500));
     stop.store(true, Ordering::Relaxed);
@@ -172,7 +161,7 @@ fn increments_during_the_move_count_exactly_once() {
 
 #[test]
 fn keys_move_between_servers_that_need_a_password() {
-    let servers = vec![
+    let servers = [
         RedisServer::start_with(&["--requirepass", "pw"]),
         RedisServer::start_with(&["--requirepass", "pw"]),
     ];
@@ -183,7 +172,11 @@ fn keys_move_between_servers_that_need_a_password() {
     });
     let mut p = proxy.conn();
     assert_eq!(p.cmd(&["SET", "{pw}k", "v"]), Value::ok());
-    let (_, to) = migrate_slot(&proxy, &servers, key_slot(b"pw"));
+    let (_, to) = {
+        let s = key_slot(b"pw");
+        let addrs: Vec<String> = servers.iter().map(RedisServer::addr).collect();
+        support::push_migration(&proxy, &addrs, s, s)
+    };
     assert_eq!(p.cmd(&["GET", "{pw}k"]), Value::bulk("v"));
     let raw = servers[to]
         .try_command_auth(Some("pw"), &[b"GET", b"{pw}k"])

@@ -83,10 +83,7 @@ fn messages_reach_subscribers_whichever_group_owns_the_channel() {
 /// The same sequence against the proxy and one plain redis-server: replies equal.
 #[test]
 fn subscribe_mode_answers_as_redis_does() {
-    let c = Cluster::start(3);
-    let plain = RedisServer::start();
-    let mut p = c.proxy.conn();
-    let mut r = Conn::connect(plain.addr());
+    let (_c, _plain, mut p, mut r) = support::against_plain(3);
     let script: &[&[&str]] = &[
         &["UNSUBSCRIBE"],
         &["PUNSUBSCRIBE"],

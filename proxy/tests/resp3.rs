@@ -5,7 +5,7 @@
 
 mod support;
 
-use kodis_common::test_util::{encode, RedisServer};
+use kodis_common::test_util::encode;
 use support::{Cluster, Conn};
 
 fn raw(c: &mut Conn, args: &[&str]) -> String {
@@ -16,10 +16,7 @@ fn raw(c: &mut Conn, args: &[&str]) -> String {
 
 #[test]
 fn replies_are_the_servers_own_resp3() {
-    let c = Cluster::start(3);
-    let plain = RedisServer::start();
-    let mut p = c.proxy.conn();
-    let mut r = Conn::connect(plain.addr());
+    let (_c, _plain, mut p, mut r) = support::against_plain(3);
     let hello = raw(&mut p, &["HELLO", "3", "SETNAME", "r3"]);
     assert!(
         hello.starts_with("%7\r\n") && hello.contains("$5\r\nproto\r\n:3\r\n"),

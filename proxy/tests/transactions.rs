@@ -7,8 +7,7 @@
 mod support;
 
 use kodis_common::slot::key_slot;
-use kodis_common::test_util::RedisServer;
-use support::{eventually, Cluster, Conn, TestProxy, Value};
+use support::{eventually, Cluster, Value};
 
 fn ints_and_ok(v: &Value) -> Vec<String> {
     match v {
@@ -55,10 +54,7 @@ fn a_transaction_runs_whole_on_its_slots_owner() {
 /// be equal (errors that name a command are Redis' own).
 #[test]
 fn errors_in_a_transaction_answer_as_redis_does() {
-    let c = Cluster::start(3);
-    let plain = RedisServer::start();
-    let mut p = c.proxy.conn();
-    let mut r = Conn::connect(plain.addr());
+    let (_c, _plain, mut p, mut r) = support::against_plain(3);
     let script: &[&[&str]] = &[
         &["EXEC"],
         &["DISCARD"],
@@ -188,25 +184,6 @@ fn watch_and_discard_give_their_connection_back() {
     }));
 }
 
-/// Pushes epoch 2: the two-group even split with `slot` migrating to the other group.
-fn start_migrating(proxy: &TestProxy, servers: &[RedisServer], slot: u16) -> (usize, usize) {
-    let from = if slot < 8192 { 0 } else { 1 };
-    let to = 1 - from;
-    let body = format!(
-        r#"{{"epoch": 2,
-            "groups": [{{"id": 1, "servers": ["{}"]}}, {{"id": 2, "servers": ["{}"]}}],
-            "slots": [{{"start": 0, "end": 8191, "group": 1}}, {{"start": 8192, "end": 16383, "group": 2}}],
-            "migrations": [{{"start": {slot}, "end": {slot}, "from": {}, "to": {}}}]}}"#,
-        servers[0].addr(),
-        servers[1].addr(),
-        from + 1,
-        to + 1
-    );
-    let (status, answer) = proxy.http("PUT", "/api/v1/topology", &body, &[]);
-    assert_eq!(status, 200, "{answer}");
-    (from, to)
-}
-
 #[test]
 fn a_watched_transaction_whose_slot_starts_migrating_is_discarded() {
     let c = Cluster::start(2);
@@ -216,7 +193,8 @@ fn a_watched_transaction_whose_slot_starts_migrating_is_discarded() {
     assert_eq!(p.cmd(&["WATCH", key]), Value::ok());
     assert_eq!(p.cmd(&["MULTI"]), Value::ok());
     p.cmd(&["INCR", key]);
-    let (from, to) = start_migrating(&c.proxy, &c.servers, key_slot(key.as_bytes()));
+    let slot = key_slot(key.as_bytes());
+    let (from, to) = c.start_migrating(slot, slot);
     let e = p.cmd(&["EXEC"]);
     assert_eq!(
         e.err_text(),

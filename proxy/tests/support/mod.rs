@@ -278,3 +278,64 @@ impl Cluster {
 pub fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
     wait_for(Duration::from_secs(secs), || check().then_some(())).is_some()
 }
+
+impl Cluster {
+    /// See [`push_migration`], for this cluster's two groups.
+    pub fn start_migrating(&self, start: u16, end: u16) -> (usize, usize) {
+        let servers: Vec<String> = self.servers.iter().map(RedisServer::addr).collect();
+        push_migration(&self.proxy, &servers, start, end)
+    }
+
+    /// A field of server `i`'s `INFO section`, as text.
+    pub fn info_field(&self, i: usize, section: &str, field: &str) -> Option<String> {
+        let Value::Bulk(Some(info)) = self.direct(i).cmd(&["INFO", section]) else {
+            return None;
+        };
+        String::from_utf8_lossy(&info)
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")).map(str::to_string))
+    }
+
+    /// Clients blocked on server `i` (`blocked_clients` of INFO clients).
+    pub fn blocked(&self, i: usize) -> i64 {
+        self.info_field(i, "clients", "blocked_clients")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1)
+    }
+}
+
+/// For comparisons with one plain Redis: a cluster of `n` groups, one plain
+/// redis-server, and a connection to each (proxy first).
+pub fn against_plain(n: usize) -> (Cluster, RedisServer, Conn, Conn) {
+    let c = Cluster::start(n);
+    let plain = RedisServer::start();
+    let p = c.proxy.conn();
+    let r = Conn::connect(plain.addr());
+    (c, plain, p, r)
+}
+
+/// Pushes epoch 2 of two single-server groups (`servers`): the even split, with slots
+/// `start..=end` migrating from their owner to the other group, as the dashboard
+/// would. Returns (source index, target index).
+pub fn push_migration(
+    proxy: &TestProxy,
+    servers: &[String],
+    start: u16,
+    end: u16,
+) -> (usize, usize) {
+    let from = usize::from(start >= 8192);
+    let to = 1 - from;
+    let body = format!(
+        r#"{{"epoch": 2,
+            "groups": [{{"id": 1, "servers": ["{}"]}}, {{"id": 2, "servers": ["{}"]}}],
+            "slots": [{{"start": 0, "end": 8191, "group": 1}}, {{"start": 8192, "end": 16383, "group": 2}}],
+            "migrations": [{{"start": {start}, "end": {end}, "from": {}, "to": {}}}]}}"#,
+        servers[0],
+        servers[1],
+        from + 1,
+        to + 1
+    );
+    let (status, answer) = proxy.http("PUT", "/api/v1/topology", &body, &[]);
+    assert_eq!(status, 200, "{answer}");
+    (from, to)
+}
