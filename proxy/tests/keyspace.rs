@@ -405,16 +405,20 @@ fn scan_is_complete_while_keys_are_added_and_slots_migrate() {
     let all = load(&mut p, 3000);
     let mut seen: HashSet<String> = HashSet::new();
     let mut cursor = "0".to_string();
-    // Walk group 1 (position 0) and stop where group 2 begins.
-    loop {
-        let Value::Array(Some(parts)) = p.cmd(&["SCAN", &cursor, "COUNT", "50"]) else {
+    // One SCAN call: its keys into `seen`, the next cursor into `cursor`.
+    let step = |p: &mut Conn, cursor: &mut String, seen: &mut HashSet<String>| {
+        let Value::Array(Some(parts)) = p.cmd(&["SCAN", cursor, "COUNT", "50"]) else {
             panic!("SCAN");
         };
         let Value::Bulk(Some(next)) = &parts[0] else {
             panic!("cursor");
         };
         seen.extend(strings(&parts[1]));
-        cursor = String::from_utf8(next.clone()).unwrap();
+        *cursor = String::from_utf8(next.clone()).unwrap();
+    };
+    // Walk group 1 (position 0) and stop where group 2 begins.
+    loop {
+        step(&mut p, &mut cursor, &mut seen);
         if cursor.parse::<u64>().unwrap() & 1023 == 1 {
             break;
         }
@@ -438,14 +442,7 @@ fn scan_is_complete_while_keys_are_added_and_slots_migrate() {
     // Keys are added during the rest of the iteration, too.
     let mut calls = 0;
     loop {
-        let Value::Array(Some(parts)) = p.cmd(&["SCAN", &cursor, "COUNT", "50"]) else {
-            panic!("SCAN");
-        };
-        let Value::Bulk(Some(next)) = &parts[0] else {
-            panic!("cursor");
-        };
-        seen.extend(strings(&parts[1]));
-        cursor = String::from_utf8(next.clone()).unwrap();
+        step(&mut p, &mut cursor, &mut seen);
         calls += 1;
         p.cmd(&["SET", &format!("new:{calls}"), "1"]);
         if cursor == "0" {
