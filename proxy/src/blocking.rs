@@ -65,12 +65,13 @@ impl Session {
         let wrote = std::mem::take(&mut self.wrote);
         // No write: like a fresh Redis connection, count the replicas at once.
         let wrote_any = !wrote.is_empty();
-        let targets: Vec<Arc<BackendPool>> = if wrote.is_empty() {
-            let routes = self.ctx.router.load();
-            routes.groups.iter().map(|g| g.master.clone()).collect()
-        } else {
-            wrote.into_iter().collect()
-        };
+        let routes = self.ctx.router.load();
+        let targets: Vec<Arc<BackendPool>> = routes
+            .groups
+            .iter()
+            .filter(|g| !wrote_any || wrote.contains(&g.id))
+            .map(|g| g.master.clone())
+            .collect();
         if targets.is_empty() {
             return Pending::Ready(crate::reply::error("ERR kodis: no backend group"));
         }

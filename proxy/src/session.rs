@@ -163,8 +163,9 @@ pub struct Session {
     pub(crate) paused: bool,
     /// True while dispatching a request with no earlier reply owed.
     pub(crate) idle: bool,
-    /// Masters this client wrote to since its last WAIT.
-    pub(crate) wrote: smallvec::SmallVec<[Arc<BackendPool>; 4]>,
+    /// Groups (ids) this client wrote to since its last WAIT: WAIT asks their
+    /// masters as they are then (after a failover, the new one).
+    pub(crate) wrote: smallvec::SmallVec<[u32; 4]>,
     /// Channels and patterns subscribed to, and the connections that listen.
     pub(crate) subs: Option<Box<crate::pubsub::Subs>>,
     /// Where this connection's read-only commands go (READONLY / READWRITE).
@@ -886,7 +887,7 @@ impl Session {
         }
         let pool = &routes.groups[group].master;
         if spec.is_write() || blocking {
-            self.note_write(pool);
+            self.note_write(routes.groups[group].id);
         }
         if blocking {
             return self.blocking(pool, req, slot);
@@ -894,16 +895,11 @@ impl Session {
         outbox.forward(pool, req.to_resp())
     }
 
-    /// Remembers that a transaction wrote to `pool` (for WAIT).
-    pub(crate) fn note_tx_write(&mut self, pool: &Arc<BackendPool>) {
-        self.note_write(pool);
-    }
-
-    /// Remembers that this client wrote to `pool` (for WAIT).
+    /// Remembers that this client wrote to group `id` (for WAIT).
     #[inline]
-    fn note_write(&mut self, pool: &Arc<BackendPool>) {
-        if !self.wrote.iter().any(|p| Arc::ptr_eq(p, pool)) {
-            self.wrote.push(pool.clone());
+    pub(crate) fn note_write(&mut self, id: u32) {
+        if !self.wrote.contains(&id) {
+            self.wrote.push(id);
         }
     }
 
@@ -960,7 +956,7 @@ impl Session {
                     || req.arg(0).eq_ignore_ascii_case(b"unlink")));
         if writes {
             for &g in groups.iter() {
-                self.note_write(&routes.groups[g].master);
+                self.note_write(routes.groups[g].id);
             }
         }
         if groups.iter().all(|&g| g == groups[0]) {

@@ -274,7 +274,10 @@ impl Session {
         }
         let p = outbox.forward(&pool, req.to_resp());
         if tx.slot.is_some() {
-            self.note_tx_write(&pool);
+            let routes = self.ctx.router.load();
+            if let Some(g) = routes.groups.iter().find(|g| Arc::ptr_eq(&g.master, &pool)) {
+                self.note_write(g.id);
+            }
         }
         // EXEC unwatches: the pinned connection is free again.
         outbox.unpin();
