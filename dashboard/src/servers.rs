@@ -173,26 +173,42 @@ impl Servers {
         let (host, port) = target.rsplit_once(':').ok_or_else(|| {
             ApiError::BadRequest(format!("{target:?} is not a host:port address"))
         })?;
+        // Redis finds the target among its replicas by the address it sees them at
+        // (their IP, unless they announce another), not by a DNS name: on Kubernetes
+        // the topology lists pods by name, so resolve it first.
+        let ip = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => tokio::net::lookup_host(target)
+                .await
+                .ok()
+                .and_then(|mut a| a.next())
+                .map_or_else(|| host.to_string(), |a| a.ip().to_string()),
+        };
         let ms = limit.as_millis().to_string();
         let _: String = self
             .cmd(
                 master,
                 redis::cmd("FAILOVER")
                     .arg("TO")
-                    .arg(host)
+                    .arg(&ip)
                     .arg(port)
                     .arg("TIMEOUT")
                     .arg(&ms),
             )
             .await?;
+        let follows = |r: &Replication| {
+            r.role == "slave"
+                && r.master
+                    .as_deref()
+                    .is_some_and(|m| m == target || m == format!("{ip}:{port}"))
+        };
         let deadline = tokio::time::Instant::now() + limit + Duration::from_secs(2);
         let started = tokio::time::Instant::now();
         loop {
             let text: String = self
                 .cmd(master, redis::cmd("INFO").arg("replication"))
                 .await?;
-            let r = Replication::parse(&text);
-            if r.role == "slave" && r.master.as_deref() == Some(target) {
+            if follows(&Replication::parse(&text)) {
                 return Ok(());
             }
             // Back to no failover while still master: Redis gave up (the replica
@@ -201,6 +217,13 @@ impl Servers {
             if (idle && started.elapsed() > Duration::from_millis(200))
                 || tokio::time::Instant::now() >= deadline
             {
+                // Make sure it does not complete after this gives up (the topology
+                // would name a master that is a replica), then look once more.
+                let _: Result<String, _> =
+                    self.cmd(master, redis::cmd("FAILOVER").arg("ABORT")).await;
+                if follows(&self.replication(master).await?) {
+                    return Ok(());
+                }
                 return Err(ApiError::Server {
                     addr: master.to_string(),
                     cause: format!("FAILOVER TO {target} did not complete within {ms} ms"),

@@ -89,18 +89,17 @@ impl DedicatedSet {
         }
     }
 
-    /// The server-side ids of connections blocked on a slot for which `moved` is
+    /// The server-side ids (0 until known) of connections blocked on a slot for which `moved` is
     /// true (it now migrates, or another server owns it): their commands would wait
     /// for pushes that now go elsewhere, so the router unblocks them with
     /// `CLIENT UNBLOCK id ERROR` and their sessions send them again.
-    pub fn blocked_on(&self, moved: impl Fn(u16) -> bool) -> Vec<u64> {
+    pub fn blocked_on(&self, moved: impl Fn(u16) -> bool) -> Vec<Arc<AtomicU64>> {
         self.blocked
             .lock()
             .map(|b| {
                 b.values()
                     .filter(|(slot, _)| moved(*slot))
-                    .map(|(_, id)| id.load(Ordering::Relaxed))
-                    .filter(|&id| id != 0)
+                    .map(|(_, id)| id.clone())
                     .collect()
             })
             .unwrap_or_default()
@@ -145,6 +144,8 @@ impl DedicatedSet {
     pub fn take(&self, resp3: bool) -> Result<Dedicated, BackendError> {
         let pop = || {
             let mut idle = self.idle.lock().ok()?;
+            // Closed ones (of either protocol) hold permits: out with them.
+            idle.retain(|d| !d.tx.is_closed());
             let i = idle.iter().rposition(|d| d.resp3 == resp3)?;
             Some(idle.swap_remove(i))
         };

@@ -27,6 +27,21 @@ impl Session {
             Local::Quit => Pending::Close(reply::simple("OK")),
             Local::Select => self.select(req),
             Local::Auth => ready(self.auth(req)),
+            Local::Hello if argc >= 2 => {
+                let wants3 = req.arg(1) == b"3";
+                if wants3 != self.resp3 && !self.idle {
+                    // A protocol switch waits for every earlier reply: their requests
+                    // went out on connections of the old protocol.
+                    return Pending::Barrier;
+                }
+                if wants3 != self.resp3 && outbox.pinned_pool().is_some() {
+                    return ready(reply::error(
+                        "ERR kodis-proxy: HELLO cannot switch protocols while WATCH holds a \
+                         connection; UNWATCH first",
+                    ));
+                }
+                ready(self.hello(req))
+            }
             Local::Hello => ready(self.hello(req)),
             Local::Client
                 if argc >= 3

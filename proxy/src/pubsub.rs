@@ -98,6 +98,10 @@ pub struct Subs {
     conns: Vec<SubConn>,
     events_tx: mpsc::Sender<Bytes>,
     events: mpsc::Receiver<Bytes>,
+    /// Messages taken from `events` while a reply was owed: kept in order here, so
+    /// the subscriber connections never stall behind a full channel (they would stop
+    /// reading the very confirmation the owed reply waits for).
+    held: std::collections::VecDeque<Bytes>,
     changes: watch::Receiver<u64>,
 }
 
@@ -106,6 +110,8 @@ pub struct Subs {
 pub enum SubEvent {
     /// A message to write to the client.
     Message(Bytes),
+    /// A message kept for later (a reply is owed first).
+    Held,
     /// The topology changed: subscriptions may have to follow.
     Topology,
 }
@@ -120,6 +126,7 @@ impl Subs {
             conns: Vec::new(),
             events_tx,
             events,
+            held: std::collections::VecDeque::new(),
             changes,
         }
     }
@@ -184,10 +191,23 @@ impl Subs {
         rx
     }
 
-    /// The next message (only when `deliver`), or a topology change. Cancel-safe.
+    /// The next message to write (only when `deliver`; else messages are kept), or a
+    /// topology change. Cancel-safe.
     pub async fn next(&mut self, deliver: bool) -> SubEvent {
+        if deliver {
+            if let Some(m) = self.held.pop_front() {
+                return SubEvent::Message(m);
+            }
+        }
         tokio::select! {
-            Some(m) = self.events.recv(), if deliver => SubEvent::Message(m),
+            Some(m) = self.events.recv() => {
+                if deliver {
+                    SubEvent::Message(m)
+                } else {
+                    self.held.push_back(m);
+                    SubEvent::Held
+                }
+            }
             Ok(()) = self.changes.changed() => SubEvent::Topology,
             else => std::future::pending().await,
         }
@@ -561,8 +581,12 @@ async fn run(
                                 return;
                             }
                         } else if let Some((left, _)) = waiting.front_mut() {
-                            // A confirmation (or an error for an order).
-                            *left = left.saturating_sub(1);
+                            // A confirmation; an error answers the whole order.
+                            *left = if frame.starts_with(b"-") {
+                                0
+                            } else {
+                                left.saturating_sub(1)
+                            };
                             if *left == 0 {
                                 if let Some((_, Some(done))) = waiting.pop_front() {
                                     let _ = done.send(());

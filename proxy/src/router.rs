@@ -178,6 +178,35 @@ impl Router {
             .lock()
             .map(|p| p.values().cloned().collect())
             .unwrap_or_default();
+        // Blocked commands whose slot moves away from their server: unblocked first
+        // (their sessions send them again, to where pushes now go), so the PINGs
+        // below queue behind the unblocks on the shared connections.
+        let routes = self.load_full();
+        for pool in &pools {
+            let moved = |slot: u16| {
+                routes.migration_target(slot).is_some()
+                    || routes
+                        .group_of_slot(slot)
+                        .is_none_or(|g| !Arc::ptr_eq(&routes.groups[g].master, pool))
+            };
+            for id in pool.dedicated().blocked_on(moved) {
+                // A connection just opened learns its id with its first reply.
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+                let mut n = id.load(std::sync::atomic::Ordering::Relaxed);
+                while n == 0 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    n = id.load(std::sync::atomic::Ordering::Relaxed);
+                }
+                if n == 0 {
+                    continue;
+                }
+                let frame = format!(
+                    "*4\r\n$6\r\nCLIENT\r\n$7\r\nUNBLOCK\r\n${}\r\n{n}\r\n$5\r\nERROR\r\n",
+                    n.to_string().len()
+                );
+                drop(pool.send(0, bytes::Bytes::from(frame)).await);
+            }
+        }
         let mut pings = Vec::new();
         for pool in &pools {
             for conn in pool.drain_indexes() {
@@ -189,24 +218,6 @@ impl Router {
         }
         for pool in &pools {
             pings.extend(pool.dedicated().ping_watching().await);
-        }
-        // Blocked commands whose slot moves away from their server: unblocked (their
-        // sessions send them again, to where pushes now go).
-        let routes = self.load_full();
-        for pool in &pools {
-            let moved = |slot: u16| {
-                routes.migration_target(slot).is_some()
-                    || routes
-                        .group_of_slot(slot)
-                        .is_none_or(|g| !Arc::ptr_eq(&routes.groups[g].master, pool))
-            };
-            for id in pool.dedicated().blocked_on(moved) {
-                let frame = format!(
-                    "*4\r\n$6\r\nCLIENT\r\n$7\r\nUNBLOCK\r\n${}\r\n{id}\r\n$5\r\nERROR\r\n",
-                    id.to_string().len()
-                );
-                drop(pool.send(0, bytes::Bytes::from(frame)).await);
-            }
         }
         for rx in pings {
             // An error means that connection broke, failing what it carried: drained too.

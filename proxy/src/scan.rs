@@ -126,12 +126,25 @@ struct Note {
 #[derive(Debug, Default)]
 pub struct ScanHistory {
     notes: Mutex<VecDeque<Note>>,
+    /// Slot owners of the last one recorded, to see slots that changed owner between
+    /// two installed topologies (a proxy may miss the epochs of a whole migration).
+    last_owners: Mutex<Vec<Option<u32>>>,
 }
 
 impl ScanHistory {
     /// Remembers an installed topology (`groups`: ids in routing order).
     pub fn record(&self, t: &Topology, groups: Vec<u32>) {
-        let moves = t.migrations.iter().map(|m| (m.from, m.to)).collect();
+        let mut moves: Vec<(u32, u32)> = t.migrations.iter().map(|m| (m.from, m.to)).collect();
+        if let (Ok(owners), Ok(mut last)) = (t.slot_owners(), self.last_owners.lock()) {
+            for (before, now) in last.iter().zip(&owners) {
+                if let (Some(b), Some(n)) = (before, now) {
+                    if b != n && !moves.contains(&(*b, *n)) {
+                        moves.push((*b, *n));
+                    }
+                }
+            }
+            *last = owners;
+        }
         if let Ok(mut notes) = self.notes.lock() {
             notes.push_back(Note {
                 epoch: t.epoch,
@@ -260,6 +273,35 @@ mod tests {
             .next(0, 3),
             None
         );
+    }
+
+    /// A migration whose epochs this proxy never saw still shows: the slots changed
+    /// owner between two topologies it installed.
+    #[test]
+    fn an_owner_change_between_installed_topologies_counts_as_a_move() {
+        let h = ScanHistory::default();
+        let ids = [1, 2, 3];
+        let mut before = topo(1, &[]);
+        before.slots = vec![
+            SlotRange {
+                start: 0,
+                end: 99,
+                group: 3,
+            },
+            SlotRange {
+                start: 100,
+                end: 16383,
+                group: 1,
+            },
+        ];
+        h.record(&before, ids.to_vec());
+        let at = ScanCursor {
+            pos: 1,
+            ..ScanCursor::start(1)
+        };
+        // Epoch 5: group 3's slots now belong to group 1 (no migration listed).
+        h.record(&topo(5, &[]), ids.to_vec());
+        assert_eq!(h.resume(at, 5, &ids).rescan, Some(0));
     }
 
     #[test]

@@ -267,13 +267,28 @@ impl Outbox {
         if let Some(pin) = &mut self.pin {
             send_pinned(pin).await;
         }
+        // Sent, but kept (and still drained on a topology change) until their
+        // replies are in: see `release_retired`.
+        for pin in &mut self.retired {
+            send_pinned(pin).await;
+        }
+        self.len = 0;
+    }
+
+    /// True when a pinned connection was let go of and its last requests (EXEC,
+    /// UNWATCH) may still be in flight: the session waits for every owed reply before
+    /// it sends anything else, so nothing overtakes them on another connection.
+    pub(crate) fn has_retired(&self) -> bool {
+        !self.retired.is_empty()
+    }
+
+    /// Gives back the connections let go of; call only with no reply owed.
+    pub(crate) fn release_retired(&mut self) {
         for mut pin in self.retired.drain(..) {
-            send_pinned(&mut pin).await;
             if let Some(conn) = pin.conn.take() {
                 pin.pool.dedicated().give_back(conn);
             }
         }
-        self.len = 0;
     }
 
     /// The pinned server, if any.
@@ -375,6 +390,7 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
         // earlier reply is out.
         if session.paused && queue.is_empty() && !closing && reading {
             session.paused = false;
+            outbox.release_retired();
             let _routing = ctx.router.routing().await;
             if session
                 .parse_and_dispatch(&mut buf, &mut scanner, &mut queue, &mut outbox)
@@ -475,6 +491,7 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                     }
                 }
                 crate::pubsub::SubEvent::Topology => session.resubscribe(),
+                crate::pubsub::SubEvent::Held => {}
             },
             _ = shutdown.changed(), if reading => reading = false,
             // CLIENT KILL: closed at once, as Redis does.
@@ -627,7 +644,7 @@ impl Session {
             if close {
                 break true;
             }
-            if exclusive {
+            if exclusive || outbox.has_retired() {
                 self.paused = true;
                 break false;
             }
@@ -886,7 +903,9 @@ impl Session {
             }
         }
         let pool = &routes.groups[group].master;
-        if spec.is_write() || blocking {
+        // Scripts and functions may write without the write flag: anything not
+        // read-only counts for WAIT.
+        if !spec.has(CommandFlags::READONLY) || blocking {
             self.note_write(routes.groups[group].id);
         }
         if blocking {
@@ -994,6 +1013,8 @@ impl Session {
         self.end_tx(outbox);
         self.subs = None;
         self.resp3 = false;
+        self.read_from = self.ctx.config.read_from;
+        self.wrote.clear();
         self.authed = self.ctx.config.password.is_none();
         Pending::Ready(reply::simple("RESET"))
     }

@@ -58,6 +58,11 @@ fn reads_go_to_healthy_replicas_round_robin_and_writes_to_the_master() {
     let mut c = p.conn();
     assert_eq!(c.cmd(&["SET", "k", "v"]), Value::ok());
     assert_eq!(calls(&master, "set"), 1);
+    // Replication is asynchronous: wait until both replicas have the write (replica
+    // reads may lag the writes just made, as documented).
+    assert!(eventually(10, || replicas
+        .iter()
+        .all(|r| r.command(&[b"EXISTS", b"k"]) == b":1\r\n")));
     // Replicas are used once a health check saw them linked.
     assert!(eventually(10, || c.cmd(&["GET", "k"]) == Value::bulk("v")
         && replicas.iter().all(|r| calls(r, "get") > 0)));

@@ -215,3 +215,42 @@ fn a_watched_transaction_whose_slot_starts_migrating_is_discarded() {
     p.cmd(&["INCR", key]);
     assert_eq!(ints_and_ok(&p.cmd(&["EXEC"])), vec!["Int(4)"]);
 }
+
+/// Requests pipelined after EXEC (or UNWATCH) under WATCH answer after it and see
+/// what it wrote: the watch's connection and the shared one are two sockets, so the
+/// proxy sends nothing more until the EXEC's reply is in.
+#[test]
+fn requests_pipelined_after_a_watched_exec_see_its_writes() {
+    let c = Cluster::start(3);
+    let mut p = c.proxy.conn();
+    for round in 1..=30i64 {
+        let mut pipe = Vec::new();
+        for args in [
+            &["WATCH", "{o}k"][..],
+            &["MULTI"],
+            &["INCR", "{o}k"],
+            &["EXEC"],
+            &["GET", "{o}k"],
+            &["WATCH", "{o}k"],
+            &["SET", "{o}x", "1"],
+            &["UNWATCH"],
+            &["INCR", "{o}x"],
+        ] {
+            let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+            pipe.extend(kodis_common::test_util::encode(&a));
+        }
+        p.send_raw(&pipe);
+        let replies: Vec<Value> = (0..9).map(|_| p.read()).collect();
+        assert_eq!(
+            replies[3],
+            Value::Array(Some(vec![Value::Int(round)])),
+            "{replies:?}"
+        );
+        assert_eq!(
+            replies[4],
+            Value::bulk(&round.to_string()),
+            "round {round}: {replies:?}"
+        );
+        assert_eq!(replies[8], Value::Int(2), "round {round}: {replies:?}");
+    }
+}
