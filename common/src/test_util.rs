@@ -355,6 +355,37 @@ impl Drop for Killed {
     }
 }
 
+/// A process started in a process group of its own, killed with everything it started
+/// (SIGKILL to the group) on drop: for a `kodis-ha launch` gate, whose redis-server
+/// would otherwise outlive a killed gate and the test.
+#[derive(Debug)]
+pub struct KilledGroup(pub Child);
+
+impl KilledGroup {
+    /// Spawns `cmd` as the leader of a new process group.
+    pub fn spawn(cmd: &mut Command) -> std::io::Result<Self> {
+        use std::os::unix::process::CommandExt as _;
+        cmd.process_group(0).spawn().map(Self)
+    }
+
+    /// Kills the whole group now (SIGKILL), as a crash of the machine would, and
+    /// reaps the leader.
+    pub fn kill(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.0.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KilledGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// The workspace binary `name` (of package `package`) next to `sibling`, a binary of
 /// the running test's package (`env!("CARGO_BIN_EXE_...")`): `cargo test --workspace`
 /// builds it there; when it is not, it is built with the cargo running the test.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kodis_common::slot::key_slot;
-use kodis_common::test_util::{free_port, Killed, RedisServer};
+use kodis_common::test_util::{free_port, KilledGroup, RedisServer};
 use kodis_ha::orchestrator::Local;
 use kodis_ha::HaConfig;
 use redis::AsyncCommands;
@@ -204,9 +204,9 @@ fn gate(
     port: u16,
     dir: &std::path::Path,
     pid_dir: &std::path::Path,
-) -> Killed {
+) -> KilledGroup {
     let addr = format!("127.0.0.1:{port}");
-    Killed(
+    KilledGroup::spawn(
         Command::new(env!("CARGO_BIN_EXE_kodis-ha"))
             .args(["launch", "--dashboard", url, "--group", &group.to_string()])
             .args(["--addr", &addr])
@@ -232,10 +232,9 @@ fn gate(
             .arg(dir)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null()),
     )
+    .unwrap()
 }
 
 #[test]
@@ -325,10 +324,15 @@ fn a_master_restarted_within_a_second_comes_back_as_a_replica_and_no_data_is_los
 }
 
 /// `kodis-ha launch --join` with AOF in `dir`, its log in `dir/gate.log`.
-fn joining_gate(url: &str, port: u16, dir: &std::path::Path, pid_dir: &std::path::Path) -> Killed {
+fn joining_gate(
+    url: &str,
+    port: u16,
+    dir: &std::path::Path,
+    pid_dir: &std::path::Path,
+) -> KilledGroup {
     std::fs::create_dir_all(dir).unwrap();
     let log = std::fs::File::create(dir.join("gate.log")).unwrap();
-    Killed(
+    KilledGroup::spawn(
         Command::new(env!("CARGO_BIN_EXE_kodis-ha"))
             .args(["launch", "--join", "--dashboard", url, "--group", "1"])
             .args(["--addr", &format!("127.0.0.1:{port}")])
@@ -340,10 +344,9 @@ fn joining_gate(url: &str, port: u16, dir: &std::path::Path, pid_dir: &std::path
             .arg(dir)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+            .stderr(log),
     )
+    .unwrap()
 }
 
 #[test]
@@ -459,7 +462,7 @@ fn a_gated_replica_authenticates_to_its_master_from_a_private_file() {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(dir.path().join("gate.log")).unwrap();
-        let _gate = Killed(
+        let _gate = KilledGroup::spawn(
             Command::new(env!("CARGO_BIN_EXE_kodis-ha"))
                 .args(["launch", "--join", "--dashboard", &url, "--group", "1"])
                 .args(["--addr", &addr])
@@ -471,10 +474,9 @@ fn a_gated_replica_authenticates_to_its_master_from_a_private_file() {
                 .arg(dir.path())
                 .env("KODIS_REDIS_PASSWORD", pw)
                 .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
+                .stderr(log),
+        )
+        .unwrap();
         until(30, "the replica to sync through AUTH", || async {
             let r = kodis_ha::probe::server_replication(&addr, Some(pw), Duration::from_secs(1))
                 .await
