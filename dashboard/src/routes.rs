@@ -535,10 +535,7 @@ async fn metrics(State(d): Ctx) -> Response {
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, kodis_common::telemetry::OPENMETRICS)],
         out,
     )
         .into_response()

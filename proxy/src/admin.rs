@@ -37,10 +37,7 @@ async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next
 
 async fn metrics(State(ctx): State<Arc<Shared>>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, kodis_common::telemetry::OPENMETRICS)],
         ctx.metrics.encode(),
     )
         .into_response()
