@@ -127,11 +127,6 @@ impl BackendPool {
         &self.dedicated
     }
 
-    /// How many connections of one protocol the pool has.
-    pub fn connections(&self) -> usize {
-        self.n
-    }
-
     /// The connection indexes to drain on a topology change: every RESP2 one, and the
     /// RESP3 ones once a RESP3 session used them (the others never connected).
     pub fn drain_indexes(&self) -> Vec<usize> {

@@ -225,11 +225,6 @@ impl Dedicated {
     pub fn sender(&self) -> &mpsc::Sender<Batch> {
         &self.tx
     }
-
-    /// The server's address.
-    pub fn addr(&self) -> &Arc<str> {
-        &self.addr
-    }
 }
 
 /// Connects, then serves batches until the `Dedicated` is dropped or the connection
