@@ -126,9 +126,11 @@ fn a_server_with_keys_or_replicas_needs_force_and_is_told_what_it_loses() {
         let (s, v) = add(&api, 1, &full.addr(), true).await;
         assert_eq!(s, 201, "{v}");
         assert_eq!(role(&full), "slave");
-        until(10, "the forced replica to hold the master's data", || async {
-            (dbsize(&full) == 2).then_some(())
-        })
+        until(
+            10,
+            "the forced replica to hold the master's data",
+            || async { (dbsize(&full) == 2).then_some(()) },
+        )
         .await;
 
         // A master with a replica of its own (no keys): refused, saying so.
@@ -143,7 +145,10 @@ fn a_server_with_keys_or_replicas_needs_force_and_is_told_what_it_loses() {
         let (s, v) = add(&api, 1, &chained.addr(), false).await;
         assert_eq!(s, 409, "{v}");
         assert!(
-            v["error"].as_str().unwrap().contains("1 connected replica(s)"),
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("1 connected replica(s)"),
             "{v}"
         );
         assert_eq!(role(&chained), "master");

@@ -197,6 +197,14 @@ impl Control {
                 }
             } else {
                 match self.topology().await {
+                    Ok(t) if t.epoch == 0 && ctx.router.load().topology.epoch > 0 => {
+                        // The dashboard has no topology while this proxy serves one:
+                        // its store was lost or reset. Register again at once, with
+                        // this epoch, so it refuses to hand out epoch 0 and says why.
+                        warn!("the dashboard serves epoch 0; registering again with this proxy's epoch");
+                        registered = false;
+                        continue;
+                    }
                     Ok(t) => install(&ctx, t).await,
                     Err(e) => debug!(error = %e, "topology poll failed"),
                 }
