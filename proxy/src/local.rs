@@ -49,7 +49,7 @@ impl Session {
             Local::Client if argc >= 2 && req.arg(1).eq_ignore_ascii_case(b"UNPAUSE") => {
                 // Always served: it is the remedy for a pause, whoever set it.
                 if argc == 2 {
-                    self.broadcast(SplitKind::AllOk, req, outbox)
+                    self.client_unpause(req)
                 } else {
                     ready(wrong_args("client|unpause"))
                 }
@@ -367,8 +367,15 @@ impl Session {
     /// which answer Redis's own error.
     fn client_pause(&mut self, req: &Request, outbox: &mut Outbox) -> Pending {
         let argc = req.argc();
-        if !(3..=4).contains(&argc) {
+        if argc < 3 {
             return Pending::Ready(wrong_args("client|pause"));
+        }
+        if argc > 4 {
+            // Redis's own words for it.
+            return Pending::Ready(reply::error(&format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+                String::from_utf8_lossy(req.arg(1))
+            )));
         }
         let cfg = &self.ctx.config;
         if !cfg.allow_client_pause {
@@ -392,6 +399,36 @@ impl Session {
             }
         }
         self.broadcast(SplitKind::AllOk, req, outbox)
+    }
+
+    /// CLIENT UNPAUSE on every master, each on a dedicated connection: a shared
+    /// connection may hold a write the pause holds back, and Redis serves a
+    /// connection's commands in order, so an UNPAUSE queued behind it would wait for
+    /// the pause to end. Sent at once, not after earlier replies, for the same reason.
+    fn client_unpause(&mut self, req: &Request) -> Pending {
+        let routes = self.ctx.router.load();
+        if routes.groups.is_empty() {
+            return Pending::Ready(reply::error("ERR kodis: no backend group"));
+        }
+        let mut parts = Vec::with_capacity(routes.groups.len());
+        let mut conns = Vec::with_capacity(routes.groups.len());
+        for g in &routes.groups {
+            let conn = match g.master.dedicated().take(self.resp3) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.ctx.metrics.errors.backend.inc();
+                    return Pending::Ready(e.to_resp());
+                }
+            };
+            parts.push((conn.send(req.to_resp()), g.master.addr().clone()));
+            conns.push((g.master.clone(), conn));
+        }
+        Pending::Exclusive(Box::new(crate::session::Exclusive {
+            reply: Merge::new(SplitKind::AllOk, parts, Vec::new(), 0),
+            conns,
+            retry: None,
+            blocked: None,
+        }))
     }
 
     /// CLIENT KILL of the proxy's own clients: `CLIENT KILL addr` (+OK or an error),

@@ -185,7 +185,8 @@ fn hijacking_pushes_are_refused_and_a_later_push_is_accepted() {
         format!(r#"{{"epoch": {epoch}, "groups": [{groups}], "slots": [{slots}]}}"#)
     };
     let both = format!(r#"{{"id": 1, "servers": ["{a}"]}}, {{"id": 2, "servers": ["{b}"]}}"#);
-    let even = r#"{"start": 0, "end": 8191, "group": 1}, {"start": 8192, "end": 16383, "group": 2}"#;
+    let even =
+        r#"{"start": 0, "end": 8191, "group": 1}, {"start": 8192, "end": 16383, "group": 2}"#;
     let put = |body: &str| c.proxy.http("PUT", "/api/v1/topology", body, &[]);
 
     let (status, body) = put(&topo("2", "", ""));
@@ -226,7 +227,8 @@ fn hijacking_pushes_are_refused_and_a_later_push_is_accepted() {
     assert_eq!(refused("invalid"), 3.0);
 
     // The dashboard's next change (the next epoch) is accepted and served.
-    let swapped = r#"{"start": 0, "end": 8191, "group": 2}, {"start": 8192, "end": 16383, "group": 1}"#;
+    let swapped =
+        r#"{"start": 0, "end": 8191, "group": 2}, {"start": 8192, "end": 16383, "group": 1}"#;
     let (status, body) = put(&topo("2", &both, swapped));
     assert_eq!(status, 200, "{body}");
     assert_eq!(c.proxy.metric("kodis_proxy_topology_epoch"), 2.0);
@@ -302,9 +304,8 @@ fn a_public_admin_listen_needs_a_token() {
         cmd
     };
     let mut child = Killed(cmd(free_port()).spawn().unwrap());
-    let exited = kodis_common::test_util::wait_for(Duration::from_secs(10), || {
-        child.0.try_wait().unwrap()
-    });
+    let exited =
+        kodis_common::test_util::wait_for(Duration::from_secs(10), || child.0.try_wait().unwrap());
     let status = exited.expect("kodis-proxy keeps running with a public admin port and no token");
     assert!(!status.success());
     let mut err = String::new();

@@ -291,3 +291,87 @@ fn client_list_and_kill_cover_the_proxys_own_clients() {
         .contains("not supported"));
     assert_eq!(admin.cmd(&["PING"]), Value::Simple("PONG".into()));
 }
+
+/// CLIENT UNPAUSE undoes a pause on every master (writes held by the pause go on at
+/// once), and is answered as Redis answers it; CLIENT PAUSE is refused past
+/// max_client_pause_ms. Replies compared with a plain redis-server.
+#[test]
+fn client_unpause_releases_every_master_and_pause_is_bounded() {
+    use kodis_common::test_util::RedisServer;
+    use std::time::{Duration, Instant};
+    let c = Cluster::start_with(2, |cfg| {
+        cfg.allow_client_pause = true;
+        cfg.max_client_pause_ms = 30_000;
+    });
+    let plain = RedisServer::start();
+    let mut p = c.proxy.conn();
+    let mut r = support::Conn::connect(plain.addr());
+    for cmd in [
+        &["CLIENT", "UNPAUSE"][..],
+        &["CLIENT", "UNPAUSE", "now"],
+        &["CLIENT", "PAUSE"],
+        &["CLIENT", "PAUSE", "soon"],
+        &["CLIENT", "PAUSE", "-5"],
+        &["CLIENT", "PAUSE", "10", "SOMETIMES"],
+        &["CLIENT", "PAUSE", "10", "WRITE", "x"],
+        &["client", "pause", "10", "WRITE", "x"],
+        &["CLIENT", "UNPAUSE"],
+    ] {
+        assert_eq!(p.cmd(cmd), r.cmd(cmd), "{cmd:?}");
+    }
+
+    let e = p.cmd(&["CLIENT", "PAUSE", "30001"]);
+    assert!(
+        e.err_text().contains("max_client_pause_ms (30000)"),
+        "{e:?}"
+    );
+    // Both masters are paused for writes: a write to each waits...
+    assert_eq!(p.cmd(&["CLIENT", "PAUSE", "30000", "WRITE"]), Value::ok());
+    let keys: Vec<String> = (0..2)
+        .map(|g| {
+            (0..)
+                .map(|i| format!("p{i}"))
+                .find(|k| c.owner(k.as_bytes()) == g)
+                .unwrap()
+        })
+        .collect();
+    let mut writers: Vec<support::Conn> = keys.iter().map(|_| c.proxy.conn()).collect();
+    for (w, k) in writers.iter_mut().zip(&keys) {
+        w.send_raw(&kodis_common::test_util::encode(&[
+            b"SET",
+            k.as_bytes(),
+            b"v",
+        ]));
+    }
+    assert!(support::eventually(10, || c.blocked(0) == 1 && c.blocked(1) == 1));
+    // ...until UNPAUSE, long before the pause would end.
+    let started = Instant::now();
+    assert_eq!(p.cmd(&["CLIENT", "UNPAUSE"]), Value::ok());
+    for w in &mut writers {
+        assert_eq!(w.read(), Value::ok());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    for (g, k) in keys.iter().enumerate() {
+        assert_eq!(c.direct(g).cmd(&["GET", k]), Value::bulk("v"));
+    }
+}
+
+/// By default CLIENT PAUSE (which would stop the whole cluster) is refused, and the
+/// connection stays usable; CLIENT UNPAUSE is still served.
+#[test]
+fn client_pause_is_off_by_default() {
+    let c = Cluster::start(2);
+    let mut p = c.proxy.conn();
+    let e = p.cmd(&["CLIENT", "PAUSE", "100"]);
+    assert!(e.err_text().contains("allow_client_pause"), "{e:?}");
+    assert_eq!(p.cmd(&["CLIENT", "UNPAUSE"]), Value::ok());
+    // Nothing was paused: a write to each group answers at once.
+    for k in ["foo", "bar"] {
+        assert_eq!(p.cmd(&["SET", k, "v"]), Value::ok());
+    }
+    assert_ne!(c.owner(b"foo"), c.owner(b"bar"));
+}
