@@ -375,3 +375,101 @@ fn client_pause_is_off_by_default() {
     }
     assert_ne!(c.owner(b"foo"), c.owner(b"bar"));
 }
+
+/// Wrong AUTHs: after five from one address, each is answered after a doubling delay
+/// (50 ms, 100 ms, ...), so a pipeline of ten takes at least 1.55 s instead of
+/// microseconds; other clients are not slowed meanwhile, and the right password is
+/// answered at once. Each failure is logged with the user and the client address,
+/// never the password, and counted.
+#[test]
+fn wrong_auths_are_slowed_logged_and_counted() {
+    use kodis_common::test_util::{encode, free_port, wait_for, Killed, RedisServer};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("proxy.log");
+    let (port, admin) = (free_port(), free_port());
+    let _proxy = Killed(
+        Command::new(env!("CARGO_BIN_EXE_kodis-proxy"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["--group", &server.addr()])
+            .env("KODIS_PROXY_PASSWORD", "right-one")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let connect = || {
+        wait_for(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .unwrap();
+        support::Conn::connect(("127.0.0.1", port))
+    };
+    let mut guesser = connect();
+    let mut other = connect();
+    let wrongpass =
+        Value::Error("WRONGPASS invalid username-password pair or user is disabled.".into());
+    let started = Instant::now();
+    let mut pipeline = Vec::new();
+    for i in 0..10 {
+        pipeline.extend(encode(&[b"AUTH", format!("guess-{i}").as_bytes()]));
+    }
+    guesser.send_raw(&pipeline);
+    for _ in 0..6 {
+        assert_eq!(guesser.read(), wrongpass);
+    }
+    // Four more are owed, 1.5 s of delays: another client is served meanwhile.
+    let t = Instant::now();
+    assert_eq!(
+        other.cmd(&["PING"]),
+        Value::Error("NOAUTH Authentication required.".into())
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    for _ in 0..4 {
+        assert_eq!(guesser.read(), wrongpass);
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "ten wrong AUTHs took {took:?}"
+    );
+    // The right password is not delayed, even from the guessing address.
+    let t = Instant::now();
+    assert_eq!(other.cmd(&["AUTH", "right-one"]), Value::ok());
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(other.cmd(&["SET", "k", "v"]), Value::ok());
+
+    let (_, metrics) = kodis_common::test_util::http_raw(
+        ("127.0.0.1", admin),
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        metrics.contains("kodis_proxy_auth_failures_total 10"),
+        "{metrics}"
+    );
+    let text = wait_for(Duration::from_secs(10), || {
+        let t = std::fs::read_to_string(&log).ok()?;
+        (t.matches("AUTH failed").count() >= 10).then_some(t)
+    })
+    .expect("ten AUTH failures logged");
+    let line = text.lines().find(|l| l.contains("AUTH failed")).unwrap();
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("user=default"), "{line}");
+    assert!(line.contains("client=127.0.0.1:"), "{line}");
+    assert!(
+        !text.contains("guess-"),
+        "a password reached the log:\n{text}"
+    );
+}
