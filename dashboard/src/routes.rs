@@ -49,6 +49,7 @@ pub fn router(d: Arc<Dashboard>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(kodis_common::http::hygiene))
         .layer(axum::middleware::from_fn_with_state(d.clone(), guard))
         .with_state(d)
 }
