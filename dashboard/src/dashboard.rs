@@ -242,8 +242,12 @@ impl Dashboard {
             if let Ok(mut g) = self.guard.write() {
                 *g = Some(guard);
             }
-            if let Err(e) = self.on_active().await {
-                warn!(error = %e, "could not resume pushing to proxies");
+            match self.on_active().await {
+                Err(e @ ApiError::Unservable(_)) => {
+                    tracing::error!(error = %e, "the stored topology is not served");
+                }
+                Err(e) => warn!(error = %e, "could not resume pushing to proxies"),
+                Ok(()) => {}
             }
             let why = keep.lost().await;
             warn!(error = %why, "lost the dashboard lock; back to standby");

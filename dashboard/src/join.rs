@@ -297,7 +297,7 @@ mod tests {
         let m = member(2, true, identity("127.0.0.1:7", "r1", "127.0.0.1:7"));
         // Same process under another name and another address: run ids agree.
         let alias = identity("localhost:7", "r1", "10.0.0.1:7");
-        let e = decide(1, &alias, std::slice::from_ref(&m), true).unwrap_err();
+        let e = decide(1, &alias, std::slice::from_ref(&m), true).expect_err("alias");
         assert!(matches!(e, ApiError::Conflict(_)));
         let text = e.to_string();
         assert!(
@@ -310,7 +310,7 @@ mod tests {
             ..m.clone()
         };
         let other = identity("localhost:7", "r9", "127.0.0.1:7");
-        assert!(decide(1, &other, &[down.clone()], true).is_err());
+        assert!(decide(1, &other, std::slice::from_ref(&down), true).is_err());
         // Another server is fine.
         let fresh = identity("127.0.0.1:8", "r2", "127.0.0.1:8");
         assert!(decide(1, &fresh, &[m, down], false).is_ok());
@@ -323,7 +323,7 @@ mod tests {
         full.keys = 5;
         full.replicas = 1;
         let text = decide(1, &full, std::slice::from_ref(&m), false)
-            .unwrap_err()
+            .expect_err("keys")
             .to_string();
         assert!(
             text.contains("5 key(s)") && text.contains("1 replica(s)"),

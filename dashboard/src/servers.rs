@@ -327,10 +327,7 @@ impl Servers {
             .await?;
         // The local address of this very connection, as the server reports it
         // (Redis 6.2+); older servers answer an error and are known by name only.
-        let client: Option<String> = self
-            .cmd(addr, &mut redis::cmd("CLIENT").arg("INFO"))
-            .await
-            .ok();
+        let client: Option<String> = self.cmd(addr, redis::cmd("CLIENT").arg("INFO")).await.ok();
         let mut addrs = crate::join::resolve(addr).await;
         if let Some(laddr) = client.as_deref().and_then(crate::join::laddr) {
             if !addrs.contains(&laddr) {

@@ -110,7 +110,7 @@ fn a_server_with_keys_or_replicas_needs_force_and_is_told_what_it_loses() {
     );
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
-        let (h, api, _) = start_dashboard(dir.path()).await;
+        let (h, api, url) = start_dashboard(dir.path()).await;
         add_group(&api, 1, &master).await;
         fill(&master, 2);
 
@@ -173,12 +173,26 @@ fn a_server_with_keys_or_replicas_needs_force_and_is_told_what_it_loses() {
         fill(&other, 1);
         api.ok("POST", "/api/v1/groups", Some(json!({ "id": 2 })))
             .await;
-        let (s, v) = add(&api, 2, &other.addr(), false).await;
-        assert_eq!(s, 409, "{v}");
-        assert!(v["error"].as_str().unwrap().contains("first server"), "{v}");
-        let (s, v) = add(&api, 2, &other.addr(), true).await;
-        assert_eq!(s, 201, "{v}");
+        // Through the CLI this time: `kodis server add` and `--force`.
+        let kodis = |force: bool| {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kodis"));
+            cmd.args(["--dashboard", &url, "server", "add", "2", &other.addr()]);
+            if force {
+                cmd.arg("--force");
+            }
+            cmd.output().unwrap()
+        };
+        let out = kodis(false);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("409") && err.contains("first server"), "{err}");
+        let out = kodis(true);
+        assert!(out.status.success(), "{out:?}");
         assert_eq!((role(&other), dbsize(&other)), ("master".into(), 1));
+        assert_eq!(
+            api.topology().await.group(2).unwrap().servers,
+            vec![other.addr()]
+        );
         tokio::time::timeout(Duration::from_secs(10), h.stop())
             .await
             .unwrap();
