@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use kodis_common::topology::Topology;
+use prometheus_client::metrics::counter::Counter;
 use tracing::Instrument;
 
 use crate::session::Shared;
@@ -81,13 +82,9 @@ async fn readyz(State(ctx): State<Arc<Shared>>) -> Response {
 /// backend server).
 async fn topology(State(ctx): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> Response {
     if !authorized(&ctx, &headers) {
-        return unauthorized();
+        return Refusal::Unauthorized.response();
     }
     Json(ctx.router.load().topology.clone()).into_response()
-}
-
-fn json_error(status: StatusCode, msg: String) -> Response {
-    kodis_common::http::json_error(status, msg)
 }
 
 /// How far past the served epoch a pushed topology may jump. The dashboard adds one
@@ -115,84 +112,142 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn unauthorized() -> Response {
-    json_error(
-        StatusCode::UNAUTHORIZED,
-        "missing or wrong admin token (Authorization: Bearer ...)".into(),
-    )
+/// Why a pushed topology was refused; the label of
+/// `kodis_proxy_topology_pushes_refused_total` is [`Refusal::reason`].
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// No admin token, or the wrong one.
+    #[error("missing or wrong admin token (Authorization: Bearer ...)")]
+    Unauthorized,
+    /// The body is not a topology in JSON.
+    #[error("bad topology JSON: {0}")]
+    BadJson(String),
+    /// Not a topology that can be served.
+    #[error("{0}")]
+    Invalid(String),
+    /// It owns no slot while the proxy serves some.
+    #[error(
+        "the topology of epoch {epoch} owns no slot while this proxy serves {ranges} slot \
+         ranges; refusing to stop serving every key"
+    )]
+    NoSlots {
+        /// Epoch offered.
+        epoch: u64,
+        /// Slot ranges served now.
+        ranges: usize,
+    },
+    /// Its epoch is more than [`MAX_EPOCH_JUMP`] past the served one.
+    #[error(
+        "topology epoch {new} jumps more than {MAX_EPOCH_JUMP} past the current epoch {current}"
+    )]
+    EpochJump {
+        /// Epoch offered.
+        new: u64,
+        /// Epoch served.
+        current: u64,
+    },
+    /// Its epoch is older than the served one.
+    #[error("topology epoch {new} is older than the current epoch {current}")]
+    Stale {
+        /// Epoch offered.
+        new: u64,
+        /// Epoch served.
+        current: u64,
+    },
 }
 
-/// A push refused: logged with the peer and the reason, counted, answered.
-fn refuse(
-    counter: &prometheus_client::metrics::counter::Counter,
-    peer: SocketAddr,
-    reason: &str,
-    resp: Response,
-    why: &str,
-) -> Response {
-    counter.inc();
-    tracing::warn!(%peer, reason, why, "topology push refused");
-    resp
+impl Refusal {
+    /// The metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Unauthorized => "unauthorized",
+            Refusal::BadJson(_) => "bad_request",
+            Refusal::Invalid(_) => "invalid",
+            Refusal::NoSlots { .. } => "no_slots",
+            Refusal::EpochJump { .. } => "epoch_jump",
+            Refusal::Stale { .. } => "stale",
+        }
+    }
+
+    /// 401 without the token, 400 for what is wrong in itself, 409 for what is wrong
+    /// against the topology served (with its epoch in the answer).
+    fn response(&self) -> Response {
+        let (status, epoch) = match self {
+            Refusal::Unauthorized => (StatusCode::UNAUTHORIZED, None),
+            Refusal::BadJson(_) | Refusal::Invalid(_) => (StatusCode::BAD_REQUEST, None),
+            Refusal::NoSlots { .. } => (StatusCode::CONFLICT, None),
+            Refusal::EpochJump { current, .. } | Refusal::Stale { current, .. } => {
+                (StatusCode::CONFLICT, Some(*current))
+            }
+        };
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        if let Some(e) = epoch {
+            body["epoch"] = e.into();
+        }
+        (status, Json(body)).into_response()
+    }
+
+    fn counter<'a>(&self, m: &'a crate::metrics::PushRefusals) -> &'a Counter {
+        match self {
+            Refusal::Unauthorized => &m.unauthorized,
+            Refusal::BadJson(_) => &m.bad_request,
+            Refusal::Invalid(_) => &m.invalid,
+            Refusal::NoSlots { .. } => &m.no_slots,
+            Refusal::EpochJump { .. } => &m.epoch_jump,
+            Refusal::Stale { .. } => &m.stale,
+        }
+    }
 }
 
 /// Checks a pushed topology against the one served: valid (slots owned once, by
 /// known groups with servers, migrations sound), every server a `host:port`, not
-/// giving up every slot the proxy serves, and no epoch leap. `Err` names the
-/// refusal reason (the metric label) and the answer.
-fn check_push(current: &Topology, new: &Topology) -> Result<(), (&'static str, Response)> {
-    let bad = |reason, status, msg: String| Err((reason, json_error(status, msg)));
-    if let Err(e) = new.validate() {
-        return bad("invalid", StatusCode::BAD_REQUEST, e.to_string());
-    }
+/// older, no epoch leap, and not giving up every slot of a serving proxy.
+pub fn check_push(current: &Topology, new: &Topology) -> Result<(), Refusal> {
+    new.validate()
+        .map_err(|e| Refusal::Invalid(e.to_string()))?;
     for g in &new.groups {
         for s in &g.servers {
             let ok = s
                 .rsplit_once(':')
                 .is_some_and(|(h, p)| !h.trim().is_empty() && p.parse::<u16>().is_ok());
             if !ok {
-                return bad(
-                    "invalid",
-                    StatusCode::BAD_REQUEST,
-                    format!("group {}: server {s:?} is not a host:port address", g.id),
-                );
+                return Err(Refusal::Invalid(format!(
+                    "group {}: server {s:?} is not a host:port address",
+                    g.id
+                )));
             }
         }
     }
-    if new.epoch < current.epoch {
-        let msg = format!(
-            "topology epoch {} is older than the current epoch {}",
-            new.epoch, current.epoch
-        );
-        let body = serde_json::json!({ "error": msg, "epoch": current.epoch });
-        return Err(("stale", (StatusCode::CONFLICT, Json(body)).into_response()));
+    let (new_epoch, current_epoch) = (new.epoch, current.epoch);
+    if new_epoch < current_epoch {
+        return Err(Refusal::Stale {
+            new: new_epoch,
+            current: current_epoch,
+        });
     }
-    if new.epoch > current.epoch.saturating_add(MAX_EPOCH_JUMP) {
-        let msg = format!(
-            "topology epoch {} jumps more than {MAX_EPOCH_JUMP} past the current epoch {}",
-            new.epoch, current.epoch
-        );
-        let body = serde_json::json!({ "error": msg, "epoch": current.epoch });
-        return Err((
-            "epoch_jump",
-            (StatusCode::CONFLICT, Json(body)).into_response(),
-        ));
+    if new_epoch > current_epoch.saturating_add(MAX_EPOCH_JUMP) {
+        return Err(Refusal::EpochJump {
+            new: new_epoch,
+            current: current_epoch,
+        });
     }
     // A cluster being set up has unowned slots, so partial coverage is allowed; but a
-    // push that takes every slot away from a serving proxy would answer every key
-    // with CLUSTERDOWN. Removing a cluster's last slot goes through a restart.
+    // push that takes every slot from a serving proxy would answer every key with
+    // CLUSTERDOWN, which no change made through the dashboard does.
     if new.slots.is_empty() && !current.slots.is_empty() {
-        return bad(
-            "no_slots",
-            StatusCode::CONFLICT,
-            format!(
-                "the topology of epoch {} owns no slot while this proxy serves {} slot \
-                 ranges; refusing to stop serving every key",
-                new.epoch,
-                current.slots.len()
-            ),
-        );
+        return Err(Refusal::NoSlots {
+            epoch: new_epoch,
+            ranges: current.slots.len(),
+        });
     }
     Ok(())
+}
+
+/// A refused push: logged with the peer and the reason, counted, answered.
+fn refuse(ctx: &Shared, peer: SocketAddr, why: Refusal) -> Response {
+    why.counter(&ctx.metrics.pushes_refused).inc();
+    tracing::warn!(%peer, reason = why.reason(), error = %why, "topology push refused");
+    why.response()
 }
 
 /// Installs a topology pushed by the dashboard: checked (see [`check_push`]), then
@@ -203,34 +258,16 @@ async fn put_topology(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let refused = &ctx.metrics.pushes_refused;
     if !authorized(&ctx, &headers) {
-        return refuse(
-            &refused.unauthorized,
-            peer,
-            "unauthorized",
-            unauthorized(),
-            "missing or wrong admin token",
-        );
+        return refuse(&ctx, peer, Refusal::Unauthorized);
     }
     let topology: Topology = match serde_json::from_slice(&body) {
         Ok(t) => t,
-        Err(e) => {
-            let msg = format!("bad topology JSON: {e}");
-            let resp = json_error(StatusCode::BAD_REQUEST, msg.clone());
-            return refuse(&refused.bad_request, peer, "bad_request", resp, &msg);
-        }
+        Err(e) => return refuse(&ctx, peer, Refusal::BadJson(e.to_string())),
     };
     let epoch = topology.epoch;
-    let current = ctx.router.load_full();
-    if let Err((reason, resp)) = check_push(&current.topology, &topology) {
-        let counter = match reason {
-            "stale" => &refused.stale,
-            "epoch_jump" => &refused.epoch_jump,
-            "no_slots" => &refused.no_slots,
-            _ => &refused.invalid,
-        };
-        return refuse(counter, peer, reason, resp, &format!("epoch {epoch}"));
+    if let Err(why) = check_push(&ctx.router.load().topology, &topology) {
+        return refuse(&ctx, peer, why);
     }
     match ctx.router.install_and_drain(topology).await {
         Ok(()) => {
@@ -238,25 +275,15 @@ async fn put_topology(
             crate::control::refresh_commands(&ctx);
             Json(serde_json::json!({ "epoch": epoch })).into_response()
         }
-        // Raced by a newer install since the check.
-        Err(e @ crate::router::InstallError::Stale { current, .. }) => {
-            let msg = e.to_string();
-            let body = serde_json::json!({ "error": msg, "epoch": current });
-            let resp = (StatusCode::CONFLICT, Json(body)).into_response();
-            refuse(&refused.stale, peer, "stale", resp, &msg)
+        // A newer one was installed since the check.
+        Err(crate::router::InstallError::Stale { new, current }) => {
+            refuse(&ctx, peer, Refusal::Stale { new, current })
         }
-        Err(e) => {
-            let msg = e.to_string();
-            let resp = json_error(StatusCode::BAD_REQUEST, msg.clone());
-            refuse(&refused.invalid, peer, "invalid", resp, &msg)
-        }
+        Err(e) => refuse(&ctx, peer, Refusal::Invalid(e.to_string())),
     }
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(serde_json::json!({ "error": format!("no such route: {}", uri.path()) })),
-    )
-        .into_response()
+    let msg = format!("no such route: {}", uri.path());
+    kodis_common::http::json_error(StatusCode::NOT_FOUND, msg)
 }

@@ -412,6 +412,37 @@ mod tests {
 }
 
 #[cfg(test)]
+mod admin_tests {
+    use super::*;
+
+    /// A non-loopback admin address needs a token (an empty one is none); the
+    /// default, loopback, does not.
+    #[test]
+    fn a_public_admin_address_needs_a_token() {
+        let args = |admin: &str, token: Option<&str>| Args {
+            groups: vec!["127.0.0.1:6379".into()],
+            admin_listen: Some(admin.into()),
+            admin_token: token.map(str::to_string),
+            ..Args::default()
+        };
+        let err = ProxyConfig::load(&args("0.0.0.0:11080", None), None)
+            .expect_err("public without token")
+            .to_string();
+        assert!(
+            err.contains("admin_listen") && err.contains("admin_token"),
+            "{err}"
+        );
+        assert!(ProxyConfig::load(&args("10.1.2.3:11080", Some("")), None).is_err());
+        assert!(ProxyConfig::load(&args("0.0.0.0:11080", Some("t")), None).is_ok());
+        assert!(ProxyConfig::load(&args("127.0.0.1:11080", None), None).is_ok());
+        assert!(ProxyConfig::load(&args("[::1]:11080", None), None).is_ok());
+        let default = ProxyConfig::default();
+        assert_eq!(default.admin_listen, "127.0.0.1:11080");
+        assert!(!default.allow_client_pause);
+    }
+}
+
+#[cfg(test)]
 mod example_tests {
     use super::*;
 
