@@ -251,6 +251,10 @@ pub struct HealthReport {
     pub servers: Vec<TargetHealth>,
     /// Every registered proxy.
     pub proxies: Vec<TargetHealth>,
+    /// The highest topology epoch this HA has read from the dashboard: a dashboard
+    /// whose store holds none learns from it that its store was lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// The last [`HealthReport`] in the overview, with its age.

@@ -46,18 +46,21 @@ pub struct Dashboard {
     /// every round).
     health: Mutex<Option<(std::time::Instant, kodis_common::api::HealthReport)>>,
     /// Proxies that registered with a topology epoch while the store held none, by
-    /// proxy id (memory only: proxies re-register every few seconds). While there
-    /// is one, the empty store is not served (see [`Dashboard::servable`]).
+    /// `proxy <id>`, and kodis-ha reports with an epoch, by `kodis-ha <reporter>`
+    /// (memory only: both tell again within seconds). While there is one, the empty
+    /// store is not served (see [`Dashboard::servable`]).
     later: Mutex<HashMap<String, Later>>,
 }
 
-/// A proxy that serves a topology this dashboard's store does not have.
+/// A proxy (or kodis-ha) that serves (or saw) a topology this dashboard's store
+/// does not have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Later {
-    /// The epoch it serves.
+    /// The epoch it serves or saw.
     pub epoch: u64,
-    /// Its admin endpoint, where `kodis recover --from-proxy` reads that topology.
-    pub admin_addr: String,
+    /// A proxy's admin endpoint, where `kodis recover --from-proxy` reads that
+    /// topology (none for kodis-ha).
+    pub admin_addr: Option<String>,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -361,11 +364,16 @@ impl Dashboard {
         let newest = self.later_topologies().into_iter().next();
         match newest {
             None => Ok(()),
-            Some((id, l)) => Err(ApiError::Unservable(format!(
-                "the store holds no topology (epoch 0) but proxy {id} serves epoch {}: the \
-                 store was lost or reset. Epoch 0 is not served; rebuild the topology with \
-                 `kodis recover --from-proxy {}` (POST /api/v1/recover)",
-                l.epoch, l.admin_addr
+            Some((who, l)) => Err(ApiError::Unservable(format!(
+                "the store holds no topology (epoch 0) but {who} knows epoch {}: the store \
+                 was lost or reset. Epoch 0 is not served; rebuild the topology with \
+                 `kodis recover --from-proxy {}` or `kodis recover --server ADDR...` \
+                 (POST /api/v1/recover)",
+                l.epoch,
+                self.later_topologies()
+                    .into_iter()
+                    .find_map(|(_, l)| l.admin_addr)
+                    .unwrap_or_else(|| "PROXY_ADMIN_ADDR".into())
             ))),
         }
     }
@@ -530,7 +538,8 @@ impl Dashboard {
             )));
         }
         if let Some(epoch) = r.epoch.filter(|e| *e > 0) {
-            self.note_later(&id, epoch, &r.admin_addr).await?;
+            self.note_later(&format!("proxy {id}"), epoch, Some(&r.admin_addr))
+                .await?;
         }
         let change = self.begin().await?;
         let info = ProxyInfo {
@@ -561,28 +570,37 @@ impl Dashboard {
         Ok((info, topology))
     }
 
-    /// Remembers that proxy `id` serves `epoch` if the store holds no topology: the
-    /// store was lost or reset (a new cluster's proxies serve epoch 0).
-    async fn note_later(&self, id: &str, epoch: u64, admin_addr: &str) -> Result<(), ApiError> {
+    /// Remembers that `who` (`proxy <id>`, `kodis-ha <reporter>`) knows `epoch` if
+    /// the store holds no topology: the store was lost or reset (a new cluster's
+    /// proxies and HA know epoch 0 only).
+    pub async fn note_later(
+        &self,
+        who: &str,
+        epoch: u64,
+        admin_addr: Option<&str>,
+    ) -> Result<(), ApiError> {
+        if epoch == 0 {
+            return Ok(());
+        }
         let store = self.store()?;
         if store.get(&self.key("topology")).await?.is_some() {
             return Ok(());
         }
         let later = Later {
             epoch,
-            admin_addr: admin_addr.to_string(),
+            admin_addr: admin_addr.map(str::to_string),
         };
         let new = self
             .later
             .lock()
-            .map(|mut l| l.insert(id.to_string(), later.clone()) != Some(later))
+            .map(|mut l| l.insert(who.to_string(), later.clone()) != Some(later))
             .unwrap_or(false);
         if new {
             tracing::error!(
-                proxy = %id,
+                %who,
                 epoch,
-                "the store holds no topology but this proxy serves a later one: the store \
-                 was lost or reset; not serving epoch 0 (run `kodis recover --from-proxy {admin_addr}`)"
+                "the store holds no topology but {who} knows epoch {epoch}: the store was \
+                 lost or reset; not serving epoch 0 until `kodis recover`"
             );
         }
         Ok(())

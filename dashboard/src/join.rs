@@ -12,9 +12,10 @@
 //!   (an alias that resolves elsewhere of a member that is down is not caught: the
 //!   dashboard cannot tell it apart from another server);
 //! - refuses (409, unless `force`) a server that holds keys or has replicas of its
-//!   own, saying what would be lost. A server that already replicates from the
-//!   group's master is not refused for its keys: they are the master's
-//!   (`kodis-ha launch --join` starts a joining replica that way).
+//!   own, saying what would be lost. A server that already replicates from a
+//!   server of the group is not refused for its keys: they are the group's
+//!   (`kodis-ha launch --join` starts a joining replica as a replica of the master
+//!   it read, which a failover may have replaced since).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -210,14 +211,15 @@ pub fn decide(
         )));
     }
     let master = members.iter().find(|m| m.group == group && m.master);
-    if let Some(m) = master {
-        let follows = candidate.replication.role == "slave"
+    let follows = |m: &Member| {
+        candidate.replication.role == "slave"
             && (candidate.replication.master.as_deref() == Some(m.addr.as_str())
-                || m.addrs().any(|a| candidate.master_addrs.contains(a)));
-        if follows {
-            // Its data is the master's already: adding it loses nothing.
-            return Ok(());
-        }
+                || m.addrs().any(|a| candidate.master_addrs.contains(a)))
+    };
+    if master.is_some() && members.iter().any(|m| m.group == group && follows(m)) {
+        // It replicates from a server of the group (its master, or the one that was
+        // master when a gate started it): its data is the group's, nothing is lost.
+        return Ok(());
     }
     if force || (candidate.keys == 0 && candidate.replicas == 0) {
         return Ok(());
@@ -340,6 +342,16 @@ mod tests {
             ..Replication::default()
         };
         full.master_addrs = vec![sa("127.0.0.1:7")];
-        assert!(decide(1, &full, &[m], false).is_ok());
+        assert!(decide(1, &full, std::slice::from_ref(&m), false).is_ok());
+        // ... or of the group's replica that was its master before a failover.
+        let new_master = member(1, true, identity("127.0.0.1:9", "r9", "127.0.0.1:9"));
+        let old_master = Member {
+            master: false,
+            ..m.clone()
+        };
+        assert!(decide(1, &full, &[new_master.clone(), old_master], false).is_ok());
+        // Not of another group's server.
+        let elsewhere = Member { group: 2, ..m };
+        assert!(decide(1, &full, &[new_master, elsewhere], false).is_err());
     }
 }

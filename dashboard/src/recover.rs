@@ -39,17 +39,18 @@ pub async fn recover(d: &Arc<Dashboard>, req: Recover) -> Result<Recovered, ApiE
             from_servers(d, &req.servers).await?,
         ),
         (None, true) => {
-            let Some((id, l)) = d.later_topologies().into_iter().next() else {
+            let found = d
+                .later_topologies()
+                .into_iter()
+                .find_map(|(who, l)| Some((who, l.admin_addr?)));
+            let Some((who, admin)) = found else {
                 return Err(ApiError::BadRequest(
                     "no proxy reported a later topology: give from_proxy (a proxy's admin \
                      address) or servers"
                         .into(),
                 ));
             };
-            (
-                format!("proxy {id} at {}", l.admin_addr),
-                from_proxy(d, &l.admin_addr).await?,
-            )
+            (format!("{who} at {admin}"), from_proxy(d, &admin).await?)
         }
     };
     next.epoch = highest

@@ -163,6 +163,13 @@ async fn overview(State(d): Ctx) -> Result<Response, ApiError> {
 /// `PUT /health`: kodis-ha's latest findings, kept in memory for the overview.
 async fn put_health(State(d): Ctx, body: Bytes) -> Result<Response, ApiError> {
     let report: kodis_common::api::HealthReport = parse(&body)?;
+    if let Some(epoch) = report.epoch {
+        // A standby has no store to compare with: the report is kept all the same.
+        let who = format!("kodis-ha {}", report.reporter);
+        if let Err(e) = d.note_later(&who, epoch, None).await {
+            tracing::debug!(error = %e, "cannot compare kodis-ha's epoch with the store");
+        }
+    }
     d.set_health(report);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

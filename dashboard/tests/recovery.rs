@@ -204,3 +204,28 @@ fn an_invalid_stored_topology_is_refused_with_the_reason_and_recovered_from_the_
         h.stop().await;
     });
 }
+
+#[test]
+fn kodis_ha_reporting_a_later_epoch_stops_an_empty_store_from_being_served() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let h = dashboard_at(&listen, dir.path().join("store")).await;
+        let api = Api::new(&listen, None);
+        // A new cluster: epoch 0 is served, and an HA report of epoch 0 changes
+        // nothing.
+        let report = |epoch: u64| {
+            json!({ "reporter": "1@ha", "servers": [], "proxies": [], "epoch": epoch })
+        };
+        api.ok("PUT", "/api/v1/health", Some(report(0))).await;
+        assert_eq!(api.topology().await.epoch, 0);
+        // HA read epoch 12 from this dashboard before: the store was lost.
+        api.ok("PUT", "/api/v1/health", Some(report(12))).await;
+        let (s, v) = api.call("GET", "/api/v1/topology", None).await;
+        assert_eq!(s, 503, "{v}");
+        let e = v["error"].as_str().unwrap();
+        assert!(e.contains("kodis-ha 1@ha") && e.contains("epoch 12"), "{e}");
+        assert_eq!(api.call("GET", "/readyz", None).await.0, 503);
+        h.stop().await;
+    });
+}

@@ -79,6 +79,8 @@ pub struct Monitor {
     asked: Mutex<HashMap<String, Instant>>,
     /// `pid@listen`: names this HA in the lock and in reports.
     owner: String,
+    /// The highest topology epoch read from the dashboard.
+    seen_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// The report for the dashboard's overview, from the current state.
@@ -99,6 +101,7 @@ fn report(owner: &str, s: &State) -> HealthReport {
         reporter: owner.to_string(),
         servers,
         proxies,
+        epoch: None,
     }
 }
 
@@ -112,6 +115,7 @@ impl Monitor {
             state: Mutex::new(State::default()),
             asked: Mutex::new(HashMap::new()),
             owner: format!("{}@{}", std::process::id(), config.listen),
+            seen_epoch: std::sync::atomic::AtomicU64::new(0),
             config,
         })
     }
@@ -190,12 +194,32 @@ impl Monitor {
                 return;
             }
         };
+        let seen = self
+            .seen_epoch
+            .fetch_max(topology.epoch, std::sync::atomic::Ordering::Relaxed)
+            .max(topology.epoch);
+        if topology.epoch == 0 && seen > 0 {
+            // The dashboard's store was lost or reset: say so (the report carries
+            // the epoch seen, so the dashboard stops serving epoch 0) and act on
+            // nothing.
+            warn!(
+                seen,
+                "the dashboard serves epoch 0 after epoch {seen}: its store was lost or reset"
+            );
+            let mut report = self.with_state(|s| report(&self.owner, s));
+            report.epoch = Some(seen);
+            if let Err(e) = self.dashboard.put_health(&report).await {
+                tracing::debug!(error = %e, "cannot report health to the dashboard");
+            }
+            return;
+        }
         let proxies = self.dashboard.proxies().await.unwrap_or_else(|e| {
             warn!(error = %e, "cannot list proxies");
             Vec::new()
         });
         self.probe_all(&topology, &proxies).await;
-        let report = self.with_state(|s| report(&self.owner, s));
+        let mut report = self.with_state(|s| report(&self.owner, s));
+        report.epoch = Some(seen);
         if let Err(e) = self.dashboard.put_health(&report).await {
             tracing::debug!(error = %e, "cannot report health to the dashboard");
         }

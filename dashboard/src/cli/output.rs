@@ -399,6 +399,7 @@ mod tests {
             ha: Some(kodis_common::api::HaView {
                 age_secs: 1,
                 report: kodis_common::api::HealthReport {
+                    epoch: None,
                     reporter: "1@127.0.0.1:18090".into(),
                     servers: vec![kodis_common::api::TargetHealth {
                         name: "127.0.0.1:7000".into(),
