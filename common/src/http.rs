@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -98,9 +98,23 @@ pub fn json_error(status: StatusCode, msg: impl Into<String>) -> Response {
 
 /// Middleware for every route: a request with a body must say `Content-Type:
 /// application/json` (415 otherwise: a browser's cross-site form post cannot set it
-/// without a CORS preflight, which no Kodis endpoint answers), and a 405 gets the
-/// same JSON error body as every other error (its `Allow` header kept).
+/// without a CORS preflight, which no Kodis endpoint answers); a request that would
+/// change something and comes from a web page (it has an `Origin` header, which
+/// browsers send and API clients do not) is refused with 403, which also covers
+/// body-less cross-site POSTs; and a 405 gets the same JSON error body as every other
+/// error (its `Allow` header kept).
 pub async fn hygiene(req: Request, next: Next) -> Response {
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !reads && req.headers().contains_key(header::ORIGIN) {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} {}: requests from web pages (with an Origin header) may only read",
+                req.method(),
+                req.uri().path()
+            ),
+        );
+    }
     if has_body(req.headers()) && !is_json(req.headers()) {
         let given = req
             .headers()

@@ -610,6 +610,16 @@ fn http_hygiene() {
             api.topology().await.groups.is_empty(),
             "a form post made a group"
         );
+        // A body-less POST from a web page (a "simple" cross-site request) is refused
+        // too: it carries an Origin header.
+        let resp = api
+            .http
+            .post(format!("{}/api/v1/slots/init", api.base))
+            .header("origin", "http://evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 403);
         let took = closed.expect("a half-sent request's connection is closed");
         assert!(took <= Duration::from_secs(8), "closed after {took:?}");
         // JSON still works.

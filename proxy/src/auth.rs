@@ -1,8 +1,8 @@
-//! Failed AUTH attempts by client address. After a few, each further failure from
-//! that address is answered later and later (capped), and the delays of one address
-//! add up across its connections: guessing the password from one address goes at
-//! about one try a second, while other clients, and the right password, are not
-//! slowed at all.
+//! Failed AUTH attempts by client address (an IPv6 one by its /64). After a few,
+//! each further failure from that address is answered later and later (capped), and
+//! the delays of one address add up across its connections: guessing the password
+//! from one address goes at about one try a second, while other clients, and the
+//! right password, are not slowed at all.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -39,10 +39,15 @@ impl AuthThrottle {
     /// Records a failed AUTH from `ip` at `now`; returns when its reply may be sent
     /// (`None`: at once).
     pub fn failed(&self, ip: IpAddr, now: Instant) -> Option<Instant> {
-        let ip = ip.to_canonical();
+        let ip = source(ip);
         let mut map = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
             map.retain(|_, f| now.saturating_duration_since(f.last) < WINDOW);
+            if map.len() >= MAX_TRACKED {
+                // As many sources failing at once as the bound: start over rather
+                // than scan the whole map for every new one.
+                map.clear();
+            }
         }
         let f = map.entry(ip).or_insert(Failures {
             count: 0,
@@ -63,8 +68,20 @@ impl AuthThrottle {
     pub fn succeeded(&self, ip: IpAddr) {
         let mut map = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
         if !map.is_empty() {
-            map.remove(&ip.to_canonical());
+            map.remove(&source(ip));
         }
+    }
+}
+
+/// What failures are counted by: the IPv4 address, or the /64 network of an IPv6
+/// one (a single host usually holds a whole /64).
+fn source(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -102,6 +119,13 @@ mod tests {
         assert_eq!(t.failed(a, now), Some(now + FIRST_DELAY));
         assert_eq!(t.failed(a, now), Some(now + FIRST_DELAY * 3));
         assert_eq!(t.failed(b, now), None, "another address is not slowed");
+        // One IPv6 host's /64 counts as one source.
+        for i in 0..FREE_FAILURES {
+            let ip: IpAddr = format!("2001:db8::{i}").parse().expect("ip");
+            assert_eq!(t.failed(ip, now), None);
+        }
+        let ip: IpAddr = "2001:db8::ff".parse().expect("ip");
+        assert!(t.failed(ip, now).is_some());
         // After a quiet window, from zero again.
         let later = now + WINDOW + Duration::from_secs(1);
         assert_eq!(t.failed(a, later), None);

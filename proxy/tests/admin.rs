@@ -273,6 +273,15 @@ fn admin_http_hygiene() {
             "{body}"
         );
     }
+    // What a web page sends (even as JSON, after a preflight) is refused: it has an
+    // Origin header, which API clients do not send.
+    let (status, body) = c.proxy.http(
+        "PUT",
+        "/api/v1/topology",
+        &push,
+        &["Origin: http://evil.example"],
+    );
+    assert_eq!(status, 403, "{body}");
     assert_eq!(c.proxy.metric("kodis_proxy_topology_epoch"), 1.0);
     let took = time_to_close(
         c.proxy.admin_addr,
