@@ -2,12 +2,15 @@
 //! what `CLIENT KILL` closes.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
 use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
+use tracing::debug;
 
 /// What a client said about itself (CLIENT SETNAME / SETINFO, HELLO SETNAME).
 #[derive(Debug, Clone, Default)]
@@ -30,6 +33,10 @@ pub struct ClientHandle {
     connected: Instant,
     meta: Mutex<ClientMeta>,
     kill: Notify,
+    /// Bytes the proxy holds for it, as last reported (see [`Clients::report`]).
+    held: AtomicUsize,
+    /// Set when the process-wide cap closes it (rather than CLIENT KILL).
+    evicted: AtomicBool,
 }
 
 impl ClientHandle {
@@ -65,16 +72,35 @@ impl ClientHandle {
         )
     }
 
-    /// Resolves once CLIENT KILL named this client.
+    /// Resolves once CLIENT KILL named this client, or the process-wide memory cap
+    /// chose it (then [`ClientHandle::evicted`] is true).
     pub async fn killed(&self) {
         self.kill.notified().await;
     }
+
+    /// True once the process-wide memory cap chose to close this client.
+    pub fn evicted(&self) -> bool {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the proxy holds for it, as last reported (in [`REPORT_STEP`] steps).
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
 }
 
-/// Every client connected now.
+/// Sessions report what they hold in steps of this many bytes (rounded down), so a
+/// client holding less (nearly all of them, nearly always) costs no shared write.
+pub const REPORT_STEP: usize = 64 * 1024;
+
+/// Every client connected now, and the memory they hold together.
 #[derive(Debug, Default)]
 pub struct Clients {
     map: Mutex<FxHashMap<u64, Arc<ClientHandle>>>,
+    /// Bytes all clients hold together (as reported); also the exported gauge.
+    total: Gauge,
+    /// Cap on `total` (0: none).
+    cap: usize,
 }
 
 /// Which clients CLIENT KILL closes.
@@ -87,6 +113,68 @@ pub enum KillFilter {
 }
 
 impl Clients {
+    /// No client yet; `total` is where the memory they hold together is summed (the
+    /// metric), `cap` the most it may be before the largest holders are closed (0:
+    /// no cap).
+    pub fn new(total: Gauge, cap: usize) -> Self {
+        Self {
+            map: Mutex::default(),
+            total,
+            cap,
+        }
+    }
+
+    /// The cap on what all clients hold together, in bytes (0: none).
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Records that client `h` now holds `held` bytes. Cheap unless the amount
+    /// crosses a [`REPORT_STEP`]; past the cap, closes the largest holders (perhaps `h`
+    /// itself) until the rest fit.
+    #[inline]
+    pub fn report(&self, h: &ClientHandle, held: usize) {
+        let step = held - held % REPORT_STEP;
+        let before = h.held.load(Ordering::Relaxed);
+        if step == before {
+            return;
+        }
+        h.held.store(step, Ordering::Relaxed);
+        let delta = step as i64 - before as i64;
+        let total = self.total.inc_by(delta) + delta;
+        if delta > 0 && self.cap > 0 && total > self.cap as i64 {
+            self.evict();
+        }
+    }
+
+    /// Closes the clients holding most until what the others hold fits the cap.
+    #[cold]
+    fn evict(&self) {
+        let Ok(map) = self.map.lock() else {
+            return;
+        };
+        let mut total = self.total.get().max(0) as usize;
+        let mut live: Vec<&Arc<ClientHandle>> = Vec::with_capacity(map.len());
+        for h in map.values() {
+            // Already closing: what they hold goes away with them.
+            if h.evicted() {
+                total = total.saturating_sub(h.held());
+            } else {
+                live.push(h);
+            }
+        }
+        live.sort_unstable_by_key(|h| std::cmp::Reverse(h.held()));
+        for h in live {
+            if total <= self.cap || h.held() == 0 {
+                break;
+            }
+            total -= h.held();
+            h.evicted.store(true, Ordering::Relaxed);
+            h.kill.notify_one();
+            debug!(client = %h.addr, held = h.held(), "client chosen to free memory");
+        }
+    }
+
     /// Records a new client.
     pub fn add(&self, id: u64, addr: SocketAddr) -> Arc<ClientHandle> {
         let h = Arc::new(ClientHandle {
@@ -95,6 +183,8 @@ impl Clients {
             connected: Instant::now(),
             meta: Mutex::new(ClientMeta::default()),
             kill: Notify::new(),
+            held: AtomicUsize::new(0),
+            evicted: AtomicBool::new(false),
         });
         if let Ok(mut m) = self.map.lock() {
             m.insert(id, h.clone());
@@ -102,10 +192,11 @@ impl Clients {
         h
     }
 
-    /// Forgets a client that disconnected.
+    /// Forgets a client that disconnected, and what it held.
     pub fn remove(&self, id: u64) {
-        if let Ok(mut m) = self.map.lock() {
-            m.remove(&id);
+        let gone = self.map.lock().ok().and_then(|mut m| m.remove(&id));
+        if let Some(h) = gone {
+            self.report(&h, 0);
         }
     }
 

@@ -24,6 +24,14 @@ pub struct ErrorLabel {
     pub kind: String,
 }
 
+/// Label of the clients-closed counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabel {
+    /// Why: output_limit (one client held too much), client_memory (all clients
+    /// together did, and it held most).
+    pub reason: String,
+}
+
 /// Label of per-backend metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabel {
@@ -98,6 +106,13 @@ pub struct Metrics {
     pub readonly_refetches: Counter,
     /// Pub/Sub messages delivered to subscribed clients.
     pub pubsub_messages: Counter,
+    /// Bytes all clients hold together (replies not yet read, requests not yet sent),
+    /// in steps of [`crate::clients::REPORT_STEP`] per client.
+    pub client_memory: Gauge,
+    /// Clients closed because one held more than `max_output_buffer`.
+    pub closed_output_limit: Counter,
+    /// Clients closed because all together held more than `max_client_memory`.
+    pub closed_client_memory: Counter,
 }
 
 impl Metrics {
@@ -193,6 +208,27 @@ impl Metrics {
             "Topology fetches started at once because a backend answered READONLY",
             readonly_refetches.clone(),
         );
+        let client_memory = Gauge::default();
+        registry.register(
+            "client_memory_bytes",
+            "Bytes held for clients: replies not yet read by them, requests not yet sent",
+            client_memory.clone(),
+        );
+        let closed = Family::<CloseLabel, Counter>::default();
+        registry.register(
+            "clients_closed",
+            "Clients closed by the proxy for holding too much memory, by reason",
+            closed.clone(),
+        );
+        let close = |reason: &str| {
+            closed
+                .get_or_create(&CloseLabel {
+                    reason: reason.into(),
+                })
+                .clone()
+        };
+        let closed_output_limit = close("output_limit");
+        let closed_client_memory = close("client_memory");
         let epoch = Gauge::default();
         registry.register(
             "topology_epoch",
@@ -233,6 +269,9 @@ impl Metrics {
             keys_moved,
             readonly_refetches,
             pubsub_messages,
+            client_memory,
+            closed_output_limit,
+            closed_client_memory,
         })
     }
 
