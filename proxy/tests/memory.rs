@@ -132,9 +132,12 @@ fn flood(port: u16, keys: &[String], deadline: Instant) -> bool {
 #[test]
 fn twelve_clients_that_never_read_are_closed_and_memory_stays_under_the_cap() {
     const CAP: u64 = 24 * 1024 * 1024;
-    // Beyond what clients hold: the allocator's slack and the replies on their way
-    // from the backends' sockets to the sessions.
-    const MARGIN: u64 = 40 * 1024 * 1024;
+    // Beyond what clients hold: the replies on their way from the backends' sockets to
+    // the sessions (those of closed clients too), and the allocator's slack — glibc
+    // raises its mmap threshold after big frees, so later output buffers come from
+    // arenas it does not give back at once (with MALLOC_MMAP_THRESHOLD_=131072 the
+    // peak is about the cap + 10 MiB; here up to the cap + 33 MiB was seen).
+    const MARGIN: u64 = 56 * 1024 * 1024;
     let proxy = ProxyProcess::start(&format!(
         "max_output_buffer = {}\noutput_buffer_timeout_ms = 1000\nmax_client_memory = {CAP}",
         4 * 1024 * 1024
@@ -182,25 +185,11 @@ fn twelve_clients_that_never_read_are_closed_and_memory_stays_under_the_cap() {
         (t, floods_done)
     };
 
-    let bound = baseline
-        + CAP
-        + MARGIN
-        + if std::env::var("MEMDEBUG").is_ok() {
-            1 << 30
-        } else {
-            0
-        };
-    let mut peak = 0;
+    let bound = baseline + CAP + MARGIN;
+    let (mut peak, mut counted) = (0, 0.0f64);
     while !floods.iter().all(|f| f.is_finished()) {
         peak = peak.max(proxy.rss());
-        if std::env::var("MEMDEBUG").is_ok() {
-            eprintln!(
-                "rss {} gauge {} closed {}",
-                proxy.rss() >> 20,
-                proxy.metric("kodis_proxy_client_memory_bytes ") as u64 >> 20,
-                proxy.metric("kodis_proxy_clients_closed_total")
-            );
-        }
+        counted = counted.max(proxy.metric("kodis_proxy_client_memory_bytes "));
         assert!(
             peak <= bound,
             "proxy RSS {} MiB > {} MiB (baseline {} MiB + cap {} MiB + {} MiB)",
@@ -242,9 +231,11 @@ fn twelve_clients_that_never_read_are_closed_and_memory_stays_under_the_cap() {
         .metric("kodis_proxy_client_memory_bytes ")
         == 0.0));
     eprintln!(
-        "RSS baseline {} MiB, peak {} MiB; closed by the cap {by_cap}, by the limit {by_limit}",
+        "RSS baseline {} MiB, peak {} MiB; clients held at most {} MiB; closed by the cap \
+         {by_cap}, by the limit {by_limit}",
         baseline >> 20,
-        peak >> 20
+        peak >> 20,
+        counted as u64 >> 20
     );
 }
 
