@@ -230,3 +230,53 @@ impl Clients {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn past_the_cap_the_largest_holders_are_closed_first() {
+        let clients = Clients::new(Gauge::default(), 10 * REPORT_STEP);
+        let a = clients.add(1, addr(1));
+        let b = clients.add(2, addr(2));
+        let c = clients.add(3, addr(3));
+        // Below a step nothing is counted.
+        clients.report(&a, REPORT_STEP - 1);
+        assert_eq!(clients.total.get(), 0);
+        clients.report(&a, 3 * REPORT_STEP + 5);
+        clients.report(&b, 5 * REPORT_STEP);
+        assert_eq!(clients.total.get(), 8 * REPORT_STEP as i64);
+        assert!(!a.evicted() && !b.evicted());
+        // c passes the cap: b (5 steps) goes, which is enough; c itself stays.
+        clients.report(&c, 4 * REPORT_STEP);
+        assert!(b.evicted(), "the largest");
+        assert!(!a.evicted() && !c.evicted());
+        // Over again (b still counted, but already going): the largest still live.
+        clients.report(&a, 4 * REPORT_STEP);
+        assert!(!a.evicted(), "b going leaves 8 steps: under the cap");
+        clients.report(&c, 7 * REPORT_STEP);
+        assert!(c.evicted() && !a.evicted());
+        // Leaving gives back what they held.
+        for id in 1..=3 {
+            clients.remove(id);
+        }
+        assert_eq!(clients.total.get(), 0);
+    }
+
+    #[test]
+    fn no_cap_closes_nobody() {
+        let clients = Clients::new(Gauge::default(), 0);
+        let a = clients.add(1, addr(1));
+        clients.report(&a, 1 << 40);
+        assert!(!a.evicted());
+        assert_eq!(
+            clients.total.get(),
+            (1i64 << 40) - (1i64 << 40) % REPORT_STEP as i64
+        );
+    }
+}

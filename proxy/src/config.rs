@@ -519,6 +519,49 @@ mod tests {
 }
 
 #[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    #[test]
+    fn max_client_memory_is_bytes_or_a_percentage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.toml");
+        let load = |text: &str, flag: Option<&str>| {
+            std::fs::write(&path, format!("groups = [[\"127.0.0.1:6379\"]]\n{text}"))
+                .expect("write");
+            let args = Args {
+                config: Some(path.clone()),
+                max_client_memory: flag.map(|f| f.parse().expect("flag")),
+                ..Args::default()
+            };
+            ProxyConfig::load(&args, None)
+        };
+        let cfg = load("", None).expect("defaults");
+        assert_eq!(cfg.max_client_memory, MemorySize::Percent(50));
+        assert_eq!(cfg.output_buffer_timeout_ms, 30_000);
+        let cfg = load("max_client_memory = 1048576", None).expect("bytes");
+        assert_eq!(cfg.max_client_memory, MemorySize::Bytes(1 << 20));
+        let cfg = load("max_client_memory = \"25%\"", None).expect("percent");
+        assert_eq!(cfg.max_client_memory, MemorySize::Percent(25));
+        let cfg = load("max_client_memory = \"25%\"", Some("0")).expect("flag wins");
+        assert_eq!(cfg.max_client_memory, MemorySize::Bytes(0));
+        for bad in ["\"0%\"", "\"150%\"", "\"lots\"", "-1"] {
+            let err = load(&format!("max_client_memory = {bad}"), None)
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("max_client_memory"), "{bad}: {err}");
+        }
+        let err = load("output_buffer_timeout_ms = 0", None)
+            .expect_err("zero")
+            .to_string();
+        assert!(err.contains("output_buffer_timeout_ms"), "{err}");
+        assert_eq!(MemorySize::Percent(50).bytes(1000), 500);
+        assert_eq!(MemorySize::Bytes(7).bytes(1000), 7);
+        assert!(available_memory().is_some_and(|m| m > 0));
+    }
+}
+
+#[cfg(test)]
 mod example_tests {
     use super::*;
 

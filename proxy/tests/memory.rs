@@ -296,3 +296,59 @@ fn replies_bigger_than_the_limit_are_served_to_a_client_that_reads() {
     assert_eq!(p.cmd(&["PING"]), Value::Simple("PONG".into()));
     assert_eq!(c.proxy.metric("kodis_proxy_clients_closed_total"), 0.0);
 }
+
+/// A subscriber that never reads its messages is closed at its limit too; the
+/// publisher is served throughout.
+#[test]
+fn a_subscriber_that_never_reads_is_closed() {
+    let c = Cluster::start_with(1, |cfg| {
+        cfg.max_output_buffer = 1024 * 1024;
+        cfg.output_buffer_timeout_ms = 300;
+        cfg.max_client_memory = kodis_proxy::config::MemorySize::Bytes(0);
+    });
+    let mut sub = c.proxy.conn();
+    sub.send_raw(&encode(&[b"SUBSCRIBE", b"news"]));
+    assert_eq!(
+        sub.read(),
+        Value::Array(Some(vec![
+            Value::bulk("subscribe"),
+            Value::bulk("news"),
+            Value::Int(1)
+        ]))
+    );
+    let mut publisher = c.proxy.conn();
+    let message = vec![b'm'; VALUE_LEN];
+    let mut receivers = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c
+        .proxy
+        .metric("kodis_proxy_clients_closed_total{reason=\"output_limit\"}")
+        == 0.0
+    {
+        assert!(Instant::now() < deadline, "the subscriber was never closed");
+        match publisher.cmd_bytes(&[b"PUBLISH", b"news", &message]) {
+            Value::Int(n) => receivers.push(n),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(receivers.contains(&1), "{receivers:?}");
+    assert!(eventually(10, || publisher
+        .cmd_bytes(&[b"PUBLISH", b"news", b"x"])
+        == Value::Int(0)));
+    // What was written before it was closed, then the end.
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut drained = 0usize;
+    loop {
+        match sub.stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => drained += n,
+            Err(e) => {
+                assert!(
+                    !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+                    "still open after {drained} bytes"
+                );
+                break;
+            }
+        }
+    }
+}
