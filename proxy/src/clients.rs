@@ -52,7 +52,8 @@ impl ClientHandle {
         }
     }
 
-    /// Its `CLIENT LIST` line (a subset of Redis' fields: those the proxy knows).
+    /// Its `CLIENT LIST` line (a subset of Redis' fields: those the proxy knows;
+    /// `tot-mem` is what the proxy holds for it, in [`REPORT_STEP`] steps).
     pub fn line(&self) -> String {
         let m = self.meta();
         let s = |b: &Option<Bytes>| {
@@ -62,11 +63,12 @@ impl ClientHandle {
                 .to_string()
         };
         format!(
-            "id={} addr={} name={} age={} db=0 lib-name={} lib-ver={}\n",
+            "id={} addr={} name={} age={} db=0 tot-mem={} lib-name={} lib-ver={}\n",
             self.id,
             self.addr,
             s(&m.name),
             self.connected.elapsed().as_secs(),
+            self.held(),
             s(&m.lib_name),
             s(&m.lib_ver)
         )
