@@ -2,6 +2,8 @@
 //! model, configuration helpers and telemetry set-up.
 
 pub mod api;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod replication;
 pub mod resp;
 pub mod signals;

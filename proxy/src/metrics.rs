@@ -24,12 +24,28 @@ pub struct ErrorLabel {
     pub kind: String,
 }
 
-/// Label of the clients-closed counter.
+/// Label of refused topology pushes.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CloseLabel {
-    /// Why: output_limit (one client held too much), client_memory (all clients
-    /// together did, and it held most).
+pub struct ReasonLabel {
+    /// Why it was refused.
     pub reason: String,
+}
+
+/// Counters of topology pushes the admin endpoint refused, by reason.
+#[derive(Debug, Clone)]
+pub struct PushRefusals {
+    /// No or a wrong admin token.
+    pub unauthorized: Counter,
+    /// A body that is not JSON (or not sent as JSON).
+    pub bad_request: Counter,
+    /// Not a valid topology (slots twice, unknown groups, bad server addresses, ...).
+    pub invalid: Counter,
+    /// It owns no slot while the proxy serves some (every key would be CLUSTERDOWN).
+    pub no_slots: Counter,
+    /// Its epoch jumps too far ahead of the one served.
+    pub epoch_jump: Counter,
+    /// Its epoch is older than the one served.
+    pub stale: Counter,
 }
 
 /// Label of per-backend metrics.
@@ -113,6 +129,10 @@ pub struct Metrics {
     pub closed_output_limit: Counter,
     /// Clients closed because all together held more than `max_client_memory`.
     pub closed_client_memory: Counter,
+    /// AUTH (and HELLO AUTH) attempts with a wrong user or password.
+    pub auth_failures: Counter,
+    /// Topology pushes refused by the admin endpoint, by reason.
+    pub pushes_refused: PushRefusals,
 }
 
 impl Metrics {
@@ -214,7 +234,9 @@ impl Metrics {
             "Bytes held for clients: replies not yet read by them, requests not yet sent",
             client_memory.clone(),
         );
-        let closed = Family::<CloseLabel, Counter>::default();
+        // Reasons: output_limit (one client held too much), client_memory (all
+        // together did, and it held most).
+        let closed = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "clients_closed",
             "Clients closed by the proxy for holding too much memory, by reason",
@@ -222,13 +244,40 @@ impl Metrics {
         );
         let close = |reason: &str| {
             closed
-                .get_or_create(&CloseLabel {
+                .get_or_create(&ReasonLabel {
+                    reason: reason.into(),
+                })
+                .clone()
+        };
+        let auth_failures = Counter::default();
+        registry.register(
+            "auth_failures",
+            "AUTH attempts with a wrong user or password",
+            auth_failures.clone(),
+        );
+        let refusals = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "topology_pushes_refused",
+            "Topology pushes the admin endpoint refused, by reason",
+            refusals.clone(),
+        );
+        let refused = |reason: &str| {
+            refusals
+                .get_or_create(&ReasonLabel {
                     reason: reason.into(),
                 })
                 .clone()
         };
         let closed_output_limit = close("output_limit");
         let closed_client_memory = close("client_memory");
+        let pushes_refused = PushRefusals {
+            unauthorized: refused("unauthorized"),
+            bad_request: refused("bad_request"),
+            invalid: refused("invalid"),
+            no_slots: refused("no_slots"),
+            epoch_jump: refused("epoch_jump"),
+            stale: refused("stale"),
+        };
         let epoch = Gauge::default();
         registry.register(
             "topology_epoch",
@@ -272,6 +321,8 @@ impl Metrics {
             client_memory,
             closed_output_limit,
             closed_client_memory,
+            auth_failures,
+            pushes_refused,
         })
     }
 
