@@ -59,7 +59,9 @@ pub struct ProxyConfig {
     /// Most bytes all clients together may hold (as counted for `max_output_buffer`);
     /// past it the clients holding most are closed first (Redis' `maxmemory-clients`).
     /// Bytes, `"N%"` of the memory the process may use (its cgroup limit, else the
-    /// machine's), or 0 for no cap. Default `"50%"`.
+    /// machine's), or 0 for no cap. Default `"25%"`: the process's resident memory
+    /// was measured at up to about twice what its clients hold (replies on their way
+    /// from backends, memory the allocator keeps after big frees).
     pub max_client_memory: MemorySize,
     /// How long a SIGTERM waits for in-flight requests, in milliseconds. Default 10000.
     pub shutdown_timeout_ms: u64,
@@ -111,7 +113,7 @@ impl Default for ProxyConfig {
             max_pipeline: 1024,
             max_output_buffer: 64 * 1024 * 1024,
             output_buffer_timeout_ms: 30_000,
-            max_client_memory: MemorySize::Percent(50),
+            max_client_memory: MemorySize::Percent(25),
             shutdown_timeout_ms: 10_000,
             migrate_timeout_ms: 10_000,
             refresh_command_table: true,
@@ -310,7 +312,7 @@ pub struct Args {
     pub output_buffer_timeout_ms: Option<u64>,
     /// Cap on what all clients together may hold: bytes, a percentage of the memory
     /// the process may use (cgroup limit, else the machine's), or 0 for none; past
-    /// it the clients holding most are closed first [default: 50%].
+    /// it the clients holding most are closed first [default: 25%].
     #[arg(long, value_name = "BYTES|N%")]
     pub max_client_memory: Option<MemorySize>,
 }
@@ -569,7 +571,7 @@ mod memory_tests {
             ProxyConfig::load(&args, None)
         };
         let cfg = load("", None).expect("defaults");
-        assert_eq!(cfg.max_client_memory, MemorySize::Percent(50));
+        assert_eq!(cfg.max_client_memory, MemorySize::Percent(25));
         assert_eq!(cfg.output_buffer_timeout_ms, 30_000);
         let cfg = load("max_client_memory = 1048576", None).expect("bytes");
         assert_eq!(cfg.max_client_memory, MemorySize::Bytes(1 << 20));
