@@ -424,6 +424,11 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                 "holds more than twice max_output_buffer beyond its biggest reply",
             );
         }
+        // Chosen by the process-wide cap: checked here too, as a busy session may not
+        // get to the kill notice below for a while.
+        if client.evicted() {
+            return close_evicted(&session, buf.len());
+        }
         // The budget is full and it is the client's turn to read: from when.
         if session.budget.full(queue.len()) && replies > 0 && !closing {
             if full_since.is_none() {
@@ -559,14 +564,7 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
             // closed at once, as Redis does.
             () = client.killed() => {
                 if client.evicted() {
-                    metrics.closed_client_memory.inc();
-                    warn!(
-                        client = %client.addr,
-                        held = session.budget.held() + buf.len(),
-                        limit = ctx.clients.cap(),
-                        "closing a client: all clients together hold more than \
-                         max_client_memory and it holds the most"
-                    );
+                    close_evicted(&session, buf.len());
                 }
                 return;
             }
@@ -601,6 +599,19 @@ fn close_for_memory(session: &Session, why: &str) {
         held = session.budget.held(),
         limit = session.budget.limit(),
         "closing a client: it {why}"
+    );
+}
+
+/// Closes a client the process-wide cap chose (max_client_memory): logged and counted.
+fn close_evicted(session: &Session, unsent_requests: usize) {
+    let ctx = &session.ctx;
+    ctx.metrics.closed_client_memory.inc();
+    warn!(
+        client = %session.client.addr,
+        held = session.budget.held() + unsent_requests,
+        limit = ctx.clients.cap(),
+        "closing a client: all clients together hold more than max_client_memory \
+         and it holds the most"
     );
 }
 
