@@ -46,18 +46,21 @@ pub struct ProxyConfig {
     /// reading that client (backpressure). Default 1024.
     pub max_pipeline: usize,
     /// Bytes the proxy may hold for one client: replies read from backends and not
-    /// yet written to the client, Pub/Sub messages waiting for it, and its requests
-    /// read but not yet sent. The proxy sends a client's requests on only while the
-    /// replies they will bring (sized by the replies seen so far) fit; a client that
-    /// reads nothing for `output_buffer_timeout_ms` while at the limit, or holds more
-    /// than twice the limit, is closed (Redis' `client-output-buffer-limit` soft and
-    /// hard limits). A single reply above the limit is still served. Default 64 MiB.
+    /// yet written to the client, and Pub/Sub messages waiting for it. The proxy sends
+    /// a client's requests on only while the replies they will bring (each as big as
+    /// the biggest recent reply) fit, and reads no more of its requests than it may
+    /// send (so what it holds of them is one read, or one request being read). A
+    /// client that reads nothing for `output_buffer_timeout_ms` while at the limit, or
+    /// holds more than twice the limit beyond its biggest reply, is closed (Redis'
+    /// `client-output-buffer-limit` soft and hard limits); one reply above the limit is
+    /// served on its own. Default 64 MiB.
     pub max_output_buffer: usize,
     /// How long a client may read nothing while the proxy holds a full
     /// `max_output_buffer` for it before it is closed, in milliseconds. Default 30000.
     pub output_buffer_timeout_ms: u64,
-    /// Most bytes all clients together may hold (as counted for `max_output_buffer`);
-    /// past it the clients holding most are closed first (Redis' `maxmemory-clients`).
+    /// Most bytes all clients together may hold: replies held and owed (each as big as
+    /// the client's biggest recent reply) and requests read but not yet sent; past it
+    /// the clients holding most are closed first (Redis' `maxmemory-clients`).
     /// Bytes, `"N%"` of the memory the process may use (its cgroup limit, else the
     /// machine's), or 0 for no cap. Default `"25%"`: the process's resident memory
     /// was measured at up to about twice what its clients hold (replies on their way
@@ -300,10 +303,10 @@ pub struct Args {
     /// Where read-only commands go [default: master].
     #[arg(long, value_enum)]
     pub read_from: Option<ReadFrom>,
-    /// Bytes the proxy may hold for one client (replies not yet read, requests not yet
-    /// sent) before it stops sending its requests on; a client that then reads
-    /// nothing for --output-buffer-timeout-ms, or holds twice this, is closed
-    /// [default: 67108864].
+    /// Bytes of replies the proxy may hold for one client (not yet read by it) before
+    /// it stops sending its requests on; a client that then reads nothing for
+    /// --output-buffer-timeout-ms, or holds twice this beyond its biggest reply, is
+    /// closed [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub max_output_buffer: Option<usize>,
     /// Milliseconds a client at --max-output-buffer may read nothing before it is
