@@ -264,9 +264,10 @@ fn a_client_that_never_reads_is_closed_at_its_own_limit() {
             .metric("kodis_proxy_clients_closed_total{reason=\"output_limit\"}"),
         1.0
     );
-    // Only what the limit, the replies in flight and the sockets' buffers hold (at
-    // most 6 + 4 MiB here) was asked of the backend (about 5 MiB seen), never the
-    // pipeline's max_pipeline replies (100 MiB).
+    // Only what the limit, the replies in flight and the sockets' buffers hold (the
+    // proxy's send buffer grows to tcp_wmem's 4 MiB; a client that never reads keeps
+    // a small receive buffer) was asked of the backend (about 5 MiB seen), never
+    // max_pipeline replies (100 MiB).
     let got = c.proxy.metric("kodis_proxy_backend_received_bytes_total");
     assert!(
         got < 16.0 * 1024.0 * 1024.0,
