@@ -2,12 +2,15 @@
 //! what `CLIENT KILL` closes.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
 use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
+use tracing::debug;
 
 /// What a client said about itself (CLIENT SETNAME / SETINFO, HELLO SETNAME).
 #[derive(Debug, Clone, Default)]
@@ -30,6 +33,10 @@ pub struct ClientHandle {
     connected: Instant,
     meta: Mutex<ClientMeta>,
     kill: Notify,
+    /// Bytes the proxy holds for it, as last reported (see [`Clients::report`]).
+    held: AtomicUsize,
+    /// Set when the process-wide cap closes it (rather than CLIENT KILL).
+    evicted: AtomicBool,
 }
 
 impl ClientHandle {
@@ -45,7 +52,8 @@ impl ClientHandle {
         }
     }
 
-    /// Its `CLIENT LIST` line (a subset of Redis' fields: those the proxy knows).
+    /// Its `CLIENT LIST` line (a subset of Redis' fields: those the proxy knows;
+    /// `tot-mem` is what the proxy holds for it, in [`REPORT_STEP`] steps).
     pub fn line(&self) -> String {
         let m = self.meta();
         let s = |b: &Option<Bytes>| {
@@ -55,26 +63,46 @@ impl ClientHandle {
                 .to_string()
         };
         format!(
-            "id={} addr={} name={} age={} db=0 lib-name={} lib-ver={}\n",
+            "id={} addr={} name={} age={} db=0 tot-mem={} lib-name={} lib-ver={}\n",
             self.id,
             self.addr,
             s(&m.name),
             self.connected.elapsed().as_secs(),
+            self.held(),
             s(&m.lib_name),
             s(&m.lib_ver)
         )
     }
 
-    /// Resolves once CLIENT KILL named this client.
+    /// Resolves once CLIENT KILL named this client, or the process-wide memory cap
+    /// chose it (then [`ClientHandle::evicted`] is true).
     pub async fn killed(&self) {
         self.kill.notified().await;
     }
+
+    /// True once the process-wide memory cap chose to close this client.
+    pub fn evicted(&self) -> bool {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the proxy holds for it, as last reported (in [`REPORT_STEP`] steps).
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
 }
 
-/// Every client connected now.
+/// Sessions report what they hold in steps of this many bytes (rounded down), so a
+/// client holding less (nearly all of them, nearly always) costs no shared write.
+pub const REPORT_STEP: usize = 64 * 1024;
+
+/// Every client connected now, and the memory they hold together.
 #[derive(Debug, Default)]
 pub struct Clients {
     map: Mutex<FxHashMap<u64, Arc<ClientHandle>>>,
+    /// Bytes all clients hold together (as reported); also the exported gauge.
+    total: Gauge,
+    /// Cap on `total` (0: none).
+    cap: usize,
 }
 
 /// Which clients CLIENT KILL closes.
@@ -87,6 +115,68 @@ pub enum KillFilter {
 }
 
 impl Clients {
+    /// No client yet; `total` is where the memory they hold together is summed (the
+    /// metric), `cap` the most it may be before the largest holders are closed (0:
+    /// no cap).
+    pub fn new(total: Gauge, cap: usize) -> Self {
+        Self {
+            map: Mutex::default(),
+            total,
+            cap,
+        }
+    }
+
+    /// The cap on what all clients hold together, in bytes (0: none).
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Records that client `h` now holds `held` bytes. Cheap unless the amount
+    /// crosses a [`REPORT_STEP`]; past the cap, closes the largest holders (perhaps `h`
+    /// itself) until the rest fit.
+    #[inline]
+    pub fn report(&self, h: &ClientHandle, held: usize) {
+        let step = held - held % REPORT_STEP;
+        let before = h.held.load(Ordering::Relaxed);
+        if step == before {
+            return;
+        }
+        h.held.store(step, Ordering::Relaxed);
+        let delta = step as i64 - before as i64;
+        let total = self.total.inc_by(delta) + delta;
+        if delta > 0 && self.cap > 0 && total > self.cap as i64 {
+            self.evict();
+        }
+    }
+
+    /// Closes the clients holding most until what the others hold fits the cap.
+    #[cold]
+    fn evict(&self) {
+        let Ok(map) = self.map.lock() else {
+            return;
+        };
+        let mut total = self.total.get().max(0) as usize;
+        let mut live: Vec<&Arc<ClientHandle>> = Vec::with_capacity(map.len());
+        for h in map.values() {
+            // Already closing: what they hold goes away with them.
+            if h.evicted() {
+                total = total.saturating_sub(h.held());
+            } else {
+                live.push(h);
+            }
+        }
+        live.sort_unstable_by_key(|h| std::cmp::Reverse(h.held()));
+        for h in live {
+            if total <= self.cap || h.held() == 0 {
+                break;
+            }
+            total -= h.held();
+            h.evicted.store(true, Ordering::Relaxed);
+            h.kill.notify_one();
+            debug!(client = %h.addr, held = h.held(), "client chosen to free memory");
+        }
+    }
+
     /// Records a new client.
     pub fn add(&self, id: u64, addr: SocketAddr) -> Arc<ClientHandle> {
         let h = Arc::new(ClientHandle {
@@ -95,6 +185,8 @@ impl Clients {
             connected: Instant::now(),
             meta: Mutex::new(ClientMeta::default()),
             kill: Notify::new(),
+            held: AtomicUsize::new(0),
+            evicted: AtomicBool::new(false),
         });
         if let Ok(mut m) = self.map.lock() {
             m.insert(id, h.clone());
@@ -102,10 +194,11 @@ impl Clients {
         h
     }
 
-    /// Forgets a client that disconnected.
+    /// Forgets a client that disconnected, and what it held.
     pub fn remove(&self, id: u64) {
-        if let Ok(mut m) = self.map.lock() {
-            m.remove(&id);
+        let gone = self.map.lock().ok().and_then(|mut m| m.remove(&id));
+        if let Some(h) = gone {
+            self.report(&h, 0);
         }
     }
 
@@ -137,5 +230,55 @@ impl Clients {
             }
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn past_the_cap_the_largest_holders_are_closed_first() {
+        let clients = Clients::new(Gauge::default(), 10 * REPORT_STEP);
+        let a = clients.add(1, addr(1));
+        let b = clients.add(2, addr(2));
+        let c = clients.add(3, addr(3));
+        // Below a step nothing is counted.
+        clients.report(&a, REPORT_STEP - 1);
+        assert_eq!(clients.total.get(), 0);
+        clients.report(&a, 3 * REPORT_STEP + 5);
+        clients.report(&b, 5 * REPORT_STEP);
+        assert_eq!(clients.total.get(), 8 * REPORT_STEP as i64);
+        assert!(!a.evicted() && !b.evicted());
+        // c passes the cap: b (5 steps) goes, which is enough; c itself stays.
+        clients.report(&c, 4 * REPORT_STEP);
+        assert!(b.evicted(), "the largest");
+        assert!(!a.evicted() && !c.evicted());
+        // Over again (b still counted, but already going): the largest still live.
+        clients.report(&a, 4 * REPORT_STEP);
+        assert!(!a.evicted(), "b going leaves 8 steps: under the cap");
+        clients.report(&c, 7 * REPORT_STEP);
+        assert!(c.evicted() && !a.evicted());
+        // Leaving gives back what they held.
+        for id in 1..=3 {
+            clients.remove(id);
+        }
+        assert_eq!(clients.total.get(), 0);
+    }
+
+    #[test]
+    fn no_cap_closes_nobody() {
+        let clients = Clients::new(Gauge::default(), 0);
+        let a = clients.add(1, addr(1));
+        clients.report(&a, 1 << 40);
+        assert!(!a.evicted());
+        assert_eq!(
+            clients.total.get(),
+            (1i64 << 40) - (1i64 << 40) % REPORT_STEP as i64
+        );
     }
 }

@@ -45,9 +45,27 @@ pub struct ProxyConfig {
     /// Most requests of one client awaiting their reply; past it the proxy stops
     /// reading that client (backpressure). Default 1024.
     pub max_pipeline: usize,
-    /// Bytes of replies the proxy holds for one client that is not reading them
-    /// before it stops reading that client's requests. Default 64 MiB.
+    /// Bytes the proxy may hold for one client: replies read from backends and not
+    /// yet written to the client, and Pub/Sub messages waiting for it. The proxy sends
+    /// a client's requests on only while the replies they will bring (each as big as
+    /// the biggest recent reply) fit, and reads no more of its requests than it may
+    /// send (so what it holds of them is one read, or one request being read). A
+    /// client that reads nothing for `output_buffer_timeout_ms` while at the limit, or
+    /// holds more than twice the limit beyond its biggest reply, is closed (Redis'
+    /// `client-output-buffer-limit` soft and hard limits); one reply above the limit is
+    /// served on its own. Default 64 MiB.
     pub max_output_buffer: usize,
+    /// How long a client may read nothing while the proxy holds a full
+    /// `max_output_buffer` for it before it is closed, in milliseconds. Default 30000.
+    pub output_buffer_timeout_ms: u64,
+    /// Most bytes all clients together may hold: replies held and owed (each as big as
+    /// the client's biggest recent reply) and requests read but not yet sent; past it
+    /// the clients holding most are closed first (Redis' `maxmemory-clients`).
+    /// Bytes, `"N%"` of the memory the process may use (its cgroup limit, else the
+    /// machine's), or 0 for no cap. Default `"25%"`: the process's resident memory
+    /// was measured at up to about twice what its clients hold (replies on their way
+    /// from backends, memory the allocator keeps after big frees).
+    pub max_client_memory: MemorySize,
     /// How long a SIGTERM waits for in-flight requests, in milliseconds. Default 10000.
     pub shutdown_timeout_ms: u64,
     /// Timeout of the `MIGRATE` that moves a request's keys out of a migrating slot,
@@ -97,6 +115,8 @@ impl Default for ProxyConfig {
             max_clients: 10_000,
             max_pipeline: 1024,
             max_output_buffer: 64 * 1024 * 1024,
+            output_buffer_timeout_ms: 30_000,
+            max_client_memory: MemorySize::Percent(25),
             shutdown_timeout_ms: 10_000,
             migrate_timeout_ms: 10_000,
             refresh_command_table: true,
@@ -123,6 +143,96 @@ impl ProxyConfig {
             ..Self::default()
         }
     }
+}
+
+/// An amount of memory: bytes, or a percentage of what the process may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemorySize {
+    /// A number of bytes; 0 means no cap.
+    Bytes(u64),
+    /// A percentage (1 to 100) of the memory the process may use.
+    Percent(u8),
+}
+
+impl std::str::FromStr for MemorySize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Some(p) = s.strip_suffix('%') {
+            return match p.trim().parse::<u8>() {
+                Ok(n) if (1..=100).contains(&n) => Ok(Self::Percent(n)),
+                _ => Err(format!("{s:?}: a percentage must be 1% to 100%")),
+            };
+        }
+        s.parse::<u64>()
+            .map(Self::Bytes)
+            .map_err(|_| format!("{s:?} is neither a number of bytes nor a percentage (\"50%\")"))
+    }
+}
+
+impl std::fmt::Display for MemorySize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bytes(n) => write!(f, "{n}"),
+            Self::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Serialize for MemorySize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Bytes(n) => s.serialize_u64(*n),
+            Self::Percent(_) => s.serialize_str(&self.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MemorySize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(n) => Ok(Self::Bytes(n)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl MemorySize {
+    /// The cap in bytes (0: none), a percentage taken of `available` bytes.
+    pub fn bytes(self, available: u64) -> u64 {
+        match self {
+            Self::Bytes(n) => n,
+            Self::Percent(p) => available / 100 * u64::from(p),
+        }
+    }
+}
+
+/// The memory this process may use: its cgroup's limit (v2, then v1) when one is set,
+/// else the machine's physical memory; `None` when neither can be read.
+pub fn available_memory() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let machine = read("/proc/meminfo").and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    // v1 reports "no limit" as a huge number; v2 as "max".
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|p| read(p)?.trim().parse::<u64>().ok())
+    .find(|&n| machine.is_none_or(|m| n < m));
+    cgroup.or(machine)
 }
 
 /// Where read-only commands go.
@@ -193,6 +303,21 @@ pub struct Args {
     /// Where read-only commands go [default: master].
     #[arg(long, value_enum)]
     pub read_from: Option<ReadFrom>,
+    /// Bytes of replies the proxy may hold for one client (not yet read by it) before
+    /// it stops sending its requests on; a client that then reads nothing for
+    /// --output-buffer-timeout-ms, or holds twice this beyond its biggest reply, is
+    /// closed [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub max_output_buffer: Option<usize>,
+    /// Milliseconds a client at --max-output-buffer may read nothing before it is
+    /// closed [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub output_buffer_timeout_ms: Option<u64>,
+    /// Cap on what all clients together may hold: bytes, a percentage of the memory
+    /// the process may use (cgroup limit, else the machine's), or 0 for none; past
+    /// it the clients holding most are closed first [default: 25%].
+    #[arg(long, value_name = "BYTES|N%")]
+    pub max_client_memory: Option<MemorySize>,
 }
 
 impl ProxyConfig {
@@ -251,6 +376,15 @@ impl ProxyConfig {
         }
         if let Some(v) = args.worker_threads {
             cfg.worker_threads = v;
+        }
+        if let Some(v) = args.max_output_buffer {
+            cfg.max_output_buffer = v;
+        }
+        if let Some(v) = args.output_buffer_timeout_ms {
+            cfg.output_buffer_timeout_ms = v;
+        }
+        if let Some(v) = args.max_client_memory {
+            cfg.max_client_memory = v;
         }
         if cfg.backend_password.is_none() {
             cfg.backend_password = backend_password_env.filter(|p| !p.is_empty());
@@ -319,6 +453,16 @@ impl ProxyConfig {
         }
         if self.max_output_buffer == 0 {
             return bad("max_output_buffer must be at least 1".into());
+        }
+        if self.output_buffer_timeout_ms == 0 {
+            return bad("output_buffer_timeout_ms must be at least 1".into());
+        }
+        if let MemorySize::Percent(p) = self.max_client_memory {
+            if !(1..=100).contains(&p) {
+                return bad(format!(
+                    "max_client_memory = {p}% is out of range (1% to 100%)"
+                ));
+            }
         }
         if self.max_dedicated_connections == 0 {
             return bad("max_dedicated_connections must be at least 1".into());
@@ -408,6 +552,49 @@ mod tests {
             .expect_err("unknown")
             .to_string();
         assert!(err.contains("lisen"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    #[test]
+    fn max_client_memory_is_bytes_or_a_percentage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.toml");
+        let load = |text: &str, flag: Option<&str>| {
+            std::fs::write(&path, format!("groups = [[\"127.0.0.1:6379\"]]\n{text}"))
+                .expect("write");
+            let args = Args {
+                config: Some(path.clone()),
+                max_client_memory: flag.map(|f| f.parse().expect("flag")),
+                ..Args::default()
+            };
+            ProxyConfig::load(&args, None)
+        };
+        let cfg = load("", None).expect("defaults");
+        assert_eq!(cfg.max_client_memory, MemorySize::Percent(25));
+        assert_eq!(cfg.output_buffer_timeout_ms, 30_000);
+        let cfg = load("max_client_memory = 1048576", None).expect("bytes");
+        assert_eq!(cfg.max_client_memory, MemorySize::Bytes(1 << 20));
+        let cfg = load("max_client_memory = \"25%\"", None).expect("percent");
+        assert_eq!(cfg.max_client_memory, MemorySize::Percent(25));
+        let cfg = load("max_client_memory = \"25%\"", Some("0")).expect("flag wins");
+        assert_eq!(cfg.max_client_memory, MemorySize::Bytes(0));
+        for bad in ["\"0%\"", "\"150%\"", "\"lots\"", "-1"] {
+            let err = load(&format!("max_client_memory = {bad}"), None)
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("max_client_memory"), "{bad}: {err}");
+        }
+        let err = load("output_buffer_timeout_ms = 0", None)
+            .expect_err("zero")
+            .to_string();
+        assert!(err.contains("output_buffer_timeout_ms"), "{err}");
+        assert_eq!(MemorySize::Percent(50).bytes(1000), 500);
+        assert_eq!(MemorySize::Bytes(7).bytes(1000), 7);
+        assert!(available_memory().is_some_and(|m| m > 0));
     }
 }
 

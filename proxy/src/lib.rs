@@ -13,6 +13,7 @@ pub mod control;
 pub mod dedicated;
 pub mod error;
 mod local;
+pub mod memory;
 pub mod merge;
 pub mod metrics;
 pub mod pubsub;

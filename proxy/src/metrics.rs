@@ -122,6 +122,13 @@ pub struct Metrics {
     pub readonly_refetches: Counter,
     /// Pub/Sub messages delivered to subscribed clients.
     pub pubsub_messages: Counter,
+    /// Bytes all clients hold together (replies not yet read, requests not yet sent),
+    /// in steps of [`crate::clients::REPORT_STEP`] per client.
+    pub client_memory: Gauge,
+    /// Clients closed because one held more than `max_output_buffer`.
+    pub closed_output_limit: Counter,
+    /// Clients closed because all together held more than `max_client_memory`.
+    pub closed_client_memory: Counter,
     /// AUTH (and HELLO AUTH) attempts with a wrong user or password.
     pub auth_failures: Counter,
     /// Topology pushes refused by the admin endpoint, by reason.
@@ -221,6 +228,27 @@ impl Metrics {
             "Topology fetches started at once because a backend answered READONLY",
             readonly_refetches.clone(),
         );
+        let client_memory = Gauge::default();
+        registry.register(
+            "client_memory_bytes",
+            "Bytes held for clients: replies not yet read by them, requests not yet sent",
+            client_memory.clone(),
+        );
+        // Reasons: output_limit (one client held too much), client_memory (all
+        // together did, and it held most).
+        let closed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "clients_closed",
+            "Clients closed by the proxy for holding too much memory, by reason",
+            closed.clone(),
+        );
+        let close = |reason: &str| {
+            closed
+                .get_or_create(&ReasonLabel {
+                    reason: reason.into(),
+                })
+                .clone()
+        };
         let auth_failures = Counter::default();
         registry.register(
             "auth_failures",
@@ -240,6 +268,8 @@ impl Metrics {
                 })
                 .clone()
         };
+        let closed_output_limit = close("output_limit");
+        let closed_client_memory = close("client_memory");
         let pushes_refused = PushRefusals {
             unauthorized: refused("unauthorized"),
             bad_request: refused("bad_request"),
@@ -288,6 +318,9 @@ impl Metrics {
             keys_moved,
             readonly_refetches,
             pubsub_messages,
+            client_memory,
+            closed_output_limit,
+            closed_client_memory,
             auth_failures,
             pushes_refused,
         })

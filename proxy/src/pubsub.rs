@@ -102,6 +102,8 @@ pub struct Subs {
     /// the subscriber connections never stall behind a full channel (they would stop
     /// reading the very confirmation the owed reply waits for).
     held: std::collections::VecDeque<Bytes>,
+    /// Bytes of the messages in `held` (counted against `max_output_buffer`).
+    held_bytes: usize,
     changes: watch::Receiver<u64>,
 }
 
@@ -127,6 +129,7 @@ impl Subs {
             events_tx,
             events,
             held: std::collections::VecDeque::new(),
+            held_bytes: 0,
             changes,
         }
     }
@@ -191,11 +194,17 @@ impl Subs {
         rx
     }
 
+    /// Bytes of the messages kept for the client, not yet written.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
     /// The next message to write (only when `deliver`; else messages are kept), or a
     /// topology change. Cancel-safe.
     pub async fn next(&mut self, deliver: bool) -> SubEvent {
         if deliver {
             if let Some(m) = self.held.pop_front() {
+                self.held_bytes -= m.len();
                 return SubEvent::Message(m);
             }
         }
@@ -204,6 +213,7 @@ impl Subs {
                 if deliver {
                     SubEvent::Message(m)
                 } else {
+                    self.held_bytes += m.len();
                     self.held.push_back(m);
                     SubEvent::Held
                 }

@@ -20,7 +20,7 @@ use kodis_common::slot::key_slot;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, Instrument};
+use tracing::{debug, warn, Instrument};
 
 use crate::backend::{BackendPool, BackendRequest, Batch, ReplyRx};
 use crate::command_table::CommandFlags;
@@ -68,6 +68,10 @@ impl Shared {
         commands: Commands,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let clients = crate::clients::Clients::new(
+            metrics.client_memory.clone(),
+            crate::memory::client_memory_cap(&config),
+        );
         Self {
             config,
             router,
@@ -76,7 +80,7 @@ impl Shared {
             started: Instant::now(),
             refreshing: std::sync::atomic::AtomicBool::new(false),
             stale: tokio::sync::Notify::new(),
-            clients: crate::clients::Clients::default(),
+            clients,
             auth_throttle: crate::auth::AuthThrottle::default(),
             next_id: AtomicU64::new(1),
         }
@@ -178,6 +182,10 @@ pub struct Session {
     /// `HELLO 3` was given: replies (from RESP3 backend connections) pass through in
     /// RESP3, Pub/Sub messages are push frames.
     pub(crate) resp3: bool,
+    /// What may be sent on, given the replies held for the client (max_output_buffer).
+    pub(crate) budget: crate::memory::Budget,
+    /// Complete requests wait in the read buffer until the budget lets them go on.
+    pub(crate) stalled: bool,
     pub(crate) ctx: Arc<Shared>,
 }
 
@@ -348,6 +356,11 @@ pub async fn serve(
             resp3: false,
             read_from: ctx.config.read_from,
             rr: 0,
+            budget: crate::memory::Budget::new(
+                ctx.config.max_output_buffer,
+                ctx.config.max_pipeline,
+            ),
+            stalled: false,
             ctx: ctx.clone(),
         };
         run(stream, session, shutdown).await;
@@ -363,8 +376,7 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
     let ctx = session.ctx.clone();
     let client = session.client.clone();
     let metrics = &ctx.metrics;
-    let max_pipeline = ctx.config.max_pipeline;
-    let max_output = ctx.config.max_output_buffer;
+    let stall_timeout = std::time::Duration::from_millis(ctx.config.output_buffer_timeout_ms);
     let (mut rd, mut wr) = stream.into_split();
     let mut queue: VecDeque<Pending> = VecDeque::new();
     // Replies ready for the client; `out[written..]` is still to be sent.
@@ -376,6 +388,10 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
     // False once the client closed, erred, or shutdown began: finish what is owed.
     let mut reading = true;
     let mut closing = false;
+    // Bytes written to the client so far, and since when (and from which count) a
+    // full budget waits for it to read.
+    let mut progress = 0u64;
+    let mut full_since: Option<(tokio::time::Instant, u64)> = None;
     loop {
         // Replies that are already there go out together in one write.
         while !closing {
@@ -386,8 +402,52 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                 break;
             };
             closing = matches!(front, Pending::Close(_));
+            session.budget.saw_reply(bytes.len());
             out.extend_from_slice(&bytes);
             queue.pop_front();
+        }
+        // A client that reads, but never all: drop what it has read, so the buffer
+        // holds no more than twice what is unsent.
+        if written >= 64 * 1024 && written * 2 >= out.len() {
+            out.drain(..written);
+            written = 0;
+        }
+        // What is held for the client (the whole buffer: what was written too, until
+        // dropped): counted per batch of replies, not per request.
+        let replies = out.len() + session.subs.as_ref().map_or(0, |s| s.held_bytes());
+        session.budget.set_held(replies);
+        ctx.clients
+            .report(&client, session.budget.committed(queue.len()) + buf.len());
+        if session.budget.over_hard_limit() {
+            return close_for_memory(
+                &session,
+                "holds more than twice max_output_buffer beyond its biggest reply",
+            );
+        }
+        // Chosen by the process-wide cap: checked here too, as a busy session may not
+        // get to the kill notice below for a while.
+        if client.evicted() {
+            return close_evicted(&session, buf.len());
+        }
+        // The budget is full and it is the client's turn to read: from when.
+        if session.budget.full(queue.len()) && replies > 0 && !closing {
+            if full_since.is_none() {
+                full_since = Some((tokio::time::Instant::now(), progress));
+            }
+        } else {
+            full_since = None;
+        }
+        // Requests the budget held back go on once it has room.
+        if session.stalled && !session.paused && !closing && session.budget.may_send(queue.len()) {
+            session.stalled = false;
+            let _routing = ctx.router.routing().await;
+            if session
+                .parse_and_dispatch(&mut buf, &mut scanner, &mut queue, &mut outbox)
+                .await
+            {
+                reading = false;
+            }
+            continue;
         }
         // A held request, and what the client sent after it, go on once every
         // earlier reply is out.
@@ -404,7 +464,7 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
             continue;
         }
         let unsent = out.len() - written;
-        if unsent == 0 && (closing || (!reading && queue.is_empty())) {
+        if unsent == 0 && (closing || (!reading && queue.is_empty() && !session.stalled)) {
             break;
         }
         // Keep reading while replies pile up for a client that does not read yet (a
@@ -418,14 +478,16 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
             && if session.paused {
                 buf.len() < PAUSED_READ_LIMIT
             } else {
-                queue.len() < max_pipeline && unsent < max_output
+                !session.stalled && session.budget.may_send(queue.len())
             };
-        let deliver = queue.is_empty() && unsent < max_output;
+        let deliver = queue.is_empty() && session.budget.held() < session.budget.limit();
+        let full_deadline = full_since.map(|(t, _)| t + stall_timeout);
         tokio::select! {
             biased;
             r = wr.write(&out[written..]), if unsent > 0 => match r {
                 Ok(n) if n > 0 => {
                     written += n;
+                    progress += n as u64;
                     metrics.client_bytes_out.inc_by(n as u64);
                     metrics.client_writes.inc();
                     if written == out.len() {
@@ -452,6 +514,7 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                         }
                     }
                 }
+                session.budget.saw_reply(bytes.len());
                 out.extend_from_slice(&bytes);
                 if matches!(queue.pop_front(), Some(Pending::Close(_))) {
                     closing = true;
@@ -497,11 +560,59 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                 crate::pubsub::SubEvent::Held => {}
             },
             _ = shutdown.changed(), if reading => reading = false,
-            // CLIENT KILL: closed at once, as Redis does.
-            () = client.killed() => return,
+            // CLIENT KILL, or the clients together hold too much and this one most:
+            // closed at once, as Redis does.
+            () = client.killed() => {
+                if client.evicted() {
+                    close_evicted(&session, buf.len());
+                }
+                return;
+            }
+            // Reading nothing while the budget is full: the soft limit.
+            () = async {
+                match full_deadline {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match full_since {
+                    Some((_, mark)) if mark == progress => {
+                        return close_for_memory(
+                            &session,
+                            "read nothing for output_buffer_timeout_ms at max_output_buffer",
+                        );
+                    }
+                    // It did read: wait again from now.
+                    _ => full_since = Some((tokio::time::Instant::now(), progress)),
+                }
+            }
         }
     }
     let _ = wr.shutdown().await;
+}
+
+/// Closes a client that holds too much (max_output_buffer): logged and counted.
+fn close_for_memory(session: &Session, why: &str) {
+    session.ctx.metrics.closed_output_limit.inc();
+    warn!(
+        client = %session.client.addr,
+        held = session.budget.held(),
+        limit = session.budget.limit(),
+        "closing a client: it {why}"
+    );
+}
+
+/// Closes a client the process-wide cap chose (max_client_memory): logged and counted.
+fn close_evicted(session: &Session, unsent_requests: usize) {
+    let ctx = &session.ctx;
+    ctx.metrics.closed_client_memory.inc();
+    warn!(
+        client = %session.client.addr,
+        held = session.budget.held() + unsent_requests,
+        limit = ctx.clients.cap(),
+        "closing a client: all clients together hold more than max_client_memory \
+         and it holds the most"
+    );
 }
 
 /// Bytes read ahead from a paused session's client before the proxy stops reading it.
@@ -596,6 +707,12 @@ impl Session {
         outbox: &mut Outbox,
     ) -> bool {
         let stop = loop {
+            // Replies the client has not read yet, and those to come, fill its budget:
+            // the rest waits in the buffer.
+            if !self.budget.may_send(queue.len()) {
+                self.stalled = true;
+                break false;
+            }
             let req = match self.held.take() {
                 Some(r) => r,
                 None => {
