@@ -29,6 +29,13 @@ pub struct ProxyConfig {
     /// Password of the backend servers (`requirepass`). Also read from
     /// `KODIS_REDIS_PASSWORD`; never a flag, so `ps` does not show it.
     pub backend_password: Option<String>,
+    /// Redis ACL user the backend connections log in as (with the backend password),
+    /// e.g. `kodis-proxy`; none (the default) logs in as `default`. Its rules refuse
+    /// what this proxy refuses (`allow_flush`, `allow_keys`, SELECT, ...), so a
+    /// script cannot do what its client may not. In static mode the proxy defines the
+    /// user on every server itself; with a dashboard, the dashboard and `kodis-ha
+    /// launch` do.
+    pub backend_user: Option<String>,
     /// Token the admin endpoint requires (`Authorization: Bearer ...`) to change the
     /// topology. Also read from `KODIS_ADMIN_TOKEN`. Unset: no token required.
     pub admin_token: Option<String>,
@@ -81,6 +88,7 @@ impl Default for ProxyConfig {
             groups: Vec::new(),
             password: None,
             backend_password: None,
+            backend_user: None,
             admin_token: None,
             backend_connections: 0,
             worker_threads: 0,
@@ -158,6 +166,10 @@ pub struct Args {
     /// Password clients must give with AUTH.
     #[arg(long, env = "KODIS_PROXY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// Redis ACL user of the backend connections (e.g. kodis-proxy) [default: none,
+    /// the `default` user].
+    #[arg(long, value_name = "NAME")]
+    pub backend_user: Option<String>,
     /// Token required to change the topology through the admin endpoint.
     #[arg(long, env = "KODIS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -219,6 +231,9 @@ impl ProxyConfig {
         if args.admin_token.is_some() {
             cfg.admin_token.clone_from(&args.admin_token);
         }
+        if args.backend_user.is_some() {
+            cfg.backend_user.clone_from(&args.backend_user);
+        }
         if let Some(v) = args.max_clients {
             cfg.max_clients = v;
         }
@@ -279,6 +294,11 @@ impl ProxyConfig {
                 }
             }
         }
+        if let Some(user) = &self.backend_user {
+            self.data_user(user)
+                .validate()
+                .map_err(|e| StartError::Config(format!("backend_user: {e}")))?;
+        }
         if self.max_clients == 0 || self.max_clients > 1_000_000 {
             return bad(format!(
                 "max_clients = {} is out of range (1 to 1000000)",
@@ -302,6 +322,15 @@ impl ProxyConfig {
             return bad("limits must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The ACL rules of the data-plane user `name` under this proxy's settings.
+    pub fn data_user(&self, name: &str) -> kodis_common::acl::DataUser {
+        kodis_common::acl::DataUser {
+            name: name.to_string(),
+            allow_flush: self.allow_flush,
+            allow_keys: self.allow_keys,
+        }
     }
 
     /// Worker threads to run, resolving 0 to the number of cores.

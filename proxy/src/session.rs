@@ -677,8 +677,16 @@ impl Session {
                 b"0",
                 timeout.as_bytes(),
             ];
-            if let Some(pw) = &cfg.backend_password {
-                args.extend([b"AUTH".as_slice(), pw.as_bytes()]);
+            let pw = cfg.backend_password.as_deref();
+            match (&cfg.backend_user, pw) {
+                // The target sees the key arrive from the data-plane user, too.
+                (Some(u), _) => args.extend([
+                    b"AUTH2".as_slice(),
+                    u.as_bytes(),
+                    pw.map_or(b"".as_slice(), str::as_bytes),
+                ]),
+                (None, Some(p)) => args.extend([b"AUTH".as_slice(), p.as_bytes()]),
+                (None, None) => {}
             }
             args.push(b"KEYS");
             args.extend(m.keys.iter().map(|k| k.as_ref()));
@@ -1070,13 +1078,14 @@ impl Session {
                 Some(SplitKind::AllOk)
             }
             ("FUNCTION", "list" | "dump" | "stats") | (_, "help") => None,
+            ("SCRIPT" | "FUNCTION", "kill") => return self.kill_script(req),
             _ => {
                 self.ctx.metrics.errors.refused.inc();
                 let what = format!("{name} {}", sub.to_ascii_uppercase());
                 return Pending::Ready(refused(
                     what.trim_end(),
-                    "kodis-proxy serves LOAD, EXISTS, FLUSH (SCRIPT) and LOAD, DELETE, \
-                     FLUSH, RESTORE, LIST, DUMP, STATS (FUNCTION)",
+                    "kodis-proxy serves LOAD, EXISTS, FLUSH, KILL (SCRIPT) and LOAD, DELETE, \
+                     FLUSH, RESTORE, LIST, DUMP, STATS, KILL (FUNCTION)",
                 ));
             }
         };
