@@ -43,6 +43,14 @@ const ALWAYS_DENIED: &[&str] = &[
     "client|kill",
 ];
 
+/// The dashboard's answer to `GET /api/v1/acl`: the data-plane user that
+/// `kodis-ha launch` defines on its server before it starts serving.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AclSettings {
+    /// The user and its rules; none: the proxies log in as `default`.
+    pub user: Option<DataUser>,
+}
+
 /// What the data-plane user may do beyond the fixed rules: mirrors the proxy's
 /// `allow_flush` and `allow_keys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -677,16 +677,10 @@ impl Session {
                 b"0",
                 timeout.as_bytes(),
             ];
-            let pw = cfg.backend_password.as_deref();
-            match (&cfg.backend_user, pw) {
-                // The target sees the key arrive from the data-plane user, too.
-                (Some(u), _) => args.extend([
-                    b"AUTH2".as_slice(),
-                    u.as_bytes(),
-                    pw.map_or(b"".as_slice(), str::as_bytes),
-                ]),
-                (None, Some(p)) => args.extend([b"AUTH".as_slice(), p.as_bytes()]),
-                (None, None) => {}
+            // The target logs MIGRATE in as `default`, not as the data-plane user:
+            // MIGRATE sends SELECT to its target, which that user may not run.
+            if let Some(pw) = &cfg.backend_password {
+                args.extend([b"AUTH".as_slice(), pw.as_bytes()]);
             }
             args.push(b"KEYS");
             args.extend(m.keys.iter().map(|k| k.as_ref()));

@@ -216,3 +216,24 @@ fn script_kill_and_function_kill_stop_a_busy_script() {
         "ERR wrong number of arguments for 'script|kill' command"
     );
 }
+
+/// The data-plane user may run what the proxy sends itself: a key in a migrating
+/// slot is moved by the proxy's MIGRATE (whose target login is `default`: MIGRATE
+/// sends SELECT, which the user may not).
+#[test]
+fn keys_of_a_migrating_slot_move_with_the_user_and_a_password() {
+    let pw = "s3cret";
+    let (servers, proxy) = cluster(&["--requirepass", pw], |c| {
+        c.backend_password = Some(pw.into());
+        c.backend_user = Some(USER.into());
+    });
+    let mut p = proxy.conn();
+    assert_eq!(p.cmd(&["SET", "{mig}a", "v"]), Value::ok());
+    let slot = kodis_common::slot::key_slot(b"mig");
+    let addrs: Vec<String> = servers.iter().map(RedisServer::addr).collect();
+    let (from, to) = support::push_migration(&proxy, &addrs, slot, slot);
+    assert_eq!(p.cmd(&["GET", "{mig}a"]), Value::bulk("v"));
+    let exists = |i: usize| direct(&servers[i], Some(pw)).cmd(&["EXISTS", "{mig}a"]);
+    assert_eq!(exists(to), Value::Int(1));
+    assert_eq!(exists(from), Value::Int(0));
+}

@@ -117,6 +117,15 @@ pub enum Command {
     /// List or remove registered proxies.
     #[command(subcommand)]
     Proxy(ProxyCommand),
+    /// Find keys living on a group that does not own their slot (a script wrote a
+    /// key it did not declare): SCANs every master, prints the count and a sample
+    /// (slots in migration are skipped). `--fix` moves them home; a key whose owner
+    /// has one of the same name is left where it is and reported as a conflict.
+    Check {
+        /// Move each misplaced key to the group that owns its slot (MIGRATE).
+        #[arg(long)]
+        fix: bool,
+    },
     /// Start a whole local cluster on loopback: a dashboard, redis-servers and proxies.
     Up(up::UpArgs),
     /// Kubernetes objects for Redis groups.
@@ -308,6 +317,7 @@ pub async fn execute(
             client.remove_proxy(id).await?,
             Render::Done(format!("proxy {id} removed")),
         ),
+        Command::Check { fix } => (client.check(*fix).await?, Render::Check),
         Command::Up(_) | Command::Deploy(_) => return Ok(String::new()),
     };
     if json {
@@ -351,6 +361,7 @@ pub async fn execute(
             }
             out
         }
+        Render::Check => output::check(&answer.decode()?),
         Render::Done(msg) => format!("{msg}\n"),
     })
 }
@@ -365,6 +376,7 @@ enum Render {
     /// A plan; `true`: a dry run.
     Plan(bool),
     Migrations,
+    Check,
     Done(String),
 }
 
