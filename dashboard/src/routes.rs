@@ -221,6 +221,9 @@ async fn add_server(
         .and_then(|g| g.master())
         .unwrap_or_default()
         .to_string();
+    // Before anything else changes on the server, and before the proxies learn of it:
+    // their connections log in as this user.
+    d.servers.define_data_user(&req.addr).await?;
     if master == req.addr {
         // The group's first server is its master: make sure it is not following
         // some other server.
@@ -234,8 +237,6 @@ async fn add_server(
             .wait_replica_of(&req.addr, &master, Duration::from_secs(5))
             .await?;
     }
-    // Before the proxies learn of the server: their connections log in as the user.
-    d.servers.define_data_user(&req.addr).await?;
     let t = change.commit(next).await?;
     Ok((StatusCode::CREATED, Json(t.group(id).cloned())).into_response())
 }

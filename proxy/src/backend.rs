@@ -46,8 +46,9 @@ pub struct BackendOptions {
     pub password: Option<String>,
     /// ACL user the connections log in as; `default` if none.
     pub user: Option<String>,
-    /// Static mode: the `ACL SETUSER` rules of `user`, defined (as `default`) on a
-    /// server that answers `WRONGPASS` for it (one restarted since start-up).
+    /// The `ACL SETUSER` rules of `user` under this proxy's settings, defined (as
+    /// `default`) on a server that answers `WRONGPASS` for it: one restarted without
+    /// its gate, or in static mode, where nothing else defines it.
     pub define_user: Option<Vec<String>>,
     /// Reply size limits.
     pub limits: Limits,
@@ -274,9 +275,9 @@ async fn run_connection(
 }
 
 /// Connects (and authenticates, as the data-plane user if one is set); with `resp3`,
-/// switches the connection to RESP3 with `HELLO 3` (which authenticates too). In
-/// static mode a server that does not know the user yet (started or restarted since
-/// the proxy defined it) gets it defined first.
+/// switches the connection to RESP3 with `HELLO 3` (which authenticates too). A
+/// server that does not know the user (restarted without a gate, or never told)
+/// gets it defined first.
 pub(crate) async fn connect(
     addr: &str,
     opts: &BackendOptions,

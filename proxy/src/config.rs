@@ -33,8 +33,10 @@ pub struct ProxyConfig {
     /// e.g. `kodis-proxy`; none (the default) logs in as `default`. Its rules refuse
     /// what this proxy refuses (`allow_flush`, `allow_keys`, SELECT, ...), so a
     /// script cannot do what its client may not. In static mode the proxy defines the
-    /// user on every server itself; with a dashboard, the dashboard and `kodis-ha
-    /// launch` do.
+    /// user on every server at start-up; with a dashboard, the dashboard and `kodis-ha
+    /// launch` do (then keep `allow_flush`/`allow_keys` as the dashboard's
+    /// `--proxy-allow-*`). Either way the proxy defines it on a server that answers
+    /// `WRONGPASS` for it (one restarted without a gate).
     pub backend_user: Option<String>,
     /// Token the admin endpoint requires (`Authorization: Bearer ...`) to change the
     /// topology. Also read from `KODIS_ADMIN_TOKEN`. Unset: no token required.

@@ -76,13 +76,21 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
         connect_timeout: Duration::from_millis(config.connect_timeout_ms),
         password: config.backend_password.clone(),
         user: config.backend_user.clone(),
-        define_user: static_user_rules(&config),
+        define_user: config.backend_user.as_deref().map(|user| {
+            config
+                .data_user(user)
+                .rules(config.backend_password.as_deref())
+        }),
         limits: kodis_common::resp::Limits::REPLIES,
         queue: config.max_pipeline.max(64),
         max_dedicated: config.max_dedicated_connections,
     });
+    // In static mode nothing else defines the user (no dashboard, no gate): define
+    // it everywhere now, so that a change of this proxy's settings takes effect.
     if let (Some(rules), Some(user)) = (&opts.define_user, &config.backend_user) {
-        define_static_user(&topology, user, rules, &opts).await;
+        if config.dashboard.is_none() {
+            define_static_user(&topology, user, rules, &opts).await;
+        }
     }
     let workers = Workers::start(config.effective_workers())
         .map_err(|e| StartError::Config(format!("cannot start worker threads: {e}")))?;
@@ -225,17 +233,6 @@ async fn accept_loop(
 /// The command table from a backend's `COMMAND`, so newer commands route correctly,
 /// or the compiled-in one; plus the backend's `redis_version` for INFO and HELLO, and
 /// where the table came from.
-/// In static mode with a `backend_user`, its ACL rules: there is no dashboard or
-/// `kodis-ha launch` to define the user on the servers, so the proxy does.
-fn static_user_rules(config: &ProxyConfig) -> Option<Vec<String>> {
-    let user = config.backend_user.as_deref()?;
-    (config.dashboard.is_none() && !config.groups.is_empty()).then(|| {
-        config
-            .data_user(user)
-            .rules(config.backend_password.as_deref())
-    })
-}
-
 /// Defines the data-plane user on every server of the static topology, so that a
 /// change of the proxy's settings reaches servers that knew the user already. A
 /// server that is down gets it when the proxy first connects to it.
