@@ -94,8 +94,18 @@ async fn topology(State(d): Ctx) -> Result<Response, ApiError> {
     Ok(Json(d.topology().await?).into_response())
 }
 
-/// Keys on a group that does not own their slot (see [`crate::check`]).
-async fn check(State(d): Ctx) -> Result<Response, ApiError> {
+/// Keys on a group that does not own their slot (see [`crate::check`]). Behind the
+/// token although a GET: it SCANs every master and its answer names keys.
+async fn check(State(d): Ctx, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
+    if let Some(token) = &d.config.admin_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
     let t = d.topology().await?;
     Ok(Json(crate::check::check(&d, &t, false).await?).into_response())
 }

@@ -12,10 +12,11 @@ use kodis_common::test_util::RedisServer;
 use kodis_dashboard::DashboardConfig;
 
 const USER: &str = "kodis-proxy";
+const TOKEN: &str = "t0k";
 
 fn kodis(url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kodis"))
-        .args(["--dashboard", url])
+        .args(["--dashboard", url, "--token", TOKEN])
         .args(args)
         .env_remove("KODIS_DASHBOARD")
         .env_remove("KODIS_ADMIN_TOKEN")
@@ -43,6 +44,7 @@ fn dashboard(dir: &std::path::Path) -> (String, tokio::runtime::Runtime) {
     let mut cfg = DashboardConfig::embedded("127.0.0.1:0", dir.join("store"));
     cfg.proxy_user = Some(USER.into());
     cfg.proxy_allow_flush = false;
+    cfg.admin_token = Some(TOKEN.into());
     let h = rt.block_on(kodis_dashboard::start(cfg)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !h.dashboard.is_active() {
@@ -103,6 +105,15 @@ fn check_finds_a_key_on_the_wrong_group_and_fix_moves_it_home() {
     ] {
         assert_eq!(s.command(&[b"SET", k.as_bytes(), v.as_bytes()]), b"+OK\r\n");
     }
+
+    // Key names are not for anyone: the check needs the token, GET or not.
+    let anon = Command::new(env!("CARGO_BIN_EXE_kodis"))
+        .args(["--dashboard", &url, "check"])
+        .env_remove("KODIS_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(anon.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&anon.stderr).contains("401"));
 
     let text = ok(&kodis(&url, &["check"]));
     assert!(text.contains("4 key(s) scanned, 2 misplaced"), "{text}");
