@@ -112,6 +112,38 @@ fn scripts_cannot_flush_list_keys_or_select_when_the_proxy_refuses_it() {
     assert_eq!(p.cmd(&["GET", "key:3"]), Value::bulk("v"));
     // The proxy's own refusals are unchanged.
     assert!(p.cmd(&["FLUSHALL"]).err_text().contains("allow_flush"));
+    // What the proxy sends on its own still runs as the user: COMMAND (the table came
+    // from a backend), INFO, CONFIG GET, SCAN, SLOWLOG, WAIT.
+    match p.cmd(&["INFO"]) {
+        Value::Bulk(Some(b)) => {
+            let info = String::from_utf8(b).unwrap();
+            assert!(info.contains("kodis_command_table:backend"), "{info}");
+            assert!(info.contains("db0:keys="), "{info}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        p.cmd(&["CONFIG", "GET", "maxmemory"]),
+        Value::Array(Some(v)) if v.len() == 2
+    ));
+    assert!(matches!(p.cmd(&["SCAN", "0"]), Value::Array(Some(_))));
+    assert!(matches!(p.cmd(&["SLOWLOG", "GET"]), Value::Array(Some(_))));
+    assert_eq!(p.cmd(&["WAIT", "0", "0"]), Value::Int(0));
+    // Pub/Sub on the subscriber connections, which log in as the user too.
+    let mut sub = proxy.conn();
+    assert!(matches!(
+        sub.cmd(&["SUBSCRIBE", "news"]),
+        Value::Array(Some(_))
+    ));
+    assert!(eventually(10, || p.cmd(&["PUBLISH", "news", "hi"]) == Value::Int(1)));
+    assert_eq!(
+        sub.read(),
+        Value::Array(Some(vec![
+            Value::bulk("message"),
+            Value::bulk("news"),
+            Value::bulk("hi")
+        ]))
+    );
 }
 
 #[test]
