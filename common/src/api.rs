@@ -21,6 +21,7 @@
 //! | `GET /proxies` | | `[`[`ProxyInfo`]`]` |
 //! | `POST /proxies` | [`RegisterProxy`] | 201 [`Registered`] |
 //! | `DELETE /proxies/{id}` | | 204 |
+//! | `POST /recover` | [`Recover`] | 200 [`Recovered`]; 409 when the store holds a servable topology |
 //! | `GET /openapi.json` | | the OpenAPI document |
 //!
 //! Mutating routes need `Authorization: Bearer <token>` when the dashboard has one.
@@ -55,6 +56,10 @@ pub struct CreateGroup {
 pub struct AddServer {
     /// `host:port` of a running redis-server.
     pub addr: String,
+    /// Add it even though it holds keys or has replicas of its own (what it holds
+    /// is lost when it becomes a replica). Default false: such a server is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// `POST /groups/{id}/promote`.
@@ -100,6 +105,43 @@ pub struct RegisterProxy {
     /// Kubernetes namespace, from the downward API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The topology epoch the proxy serves (0 or absent: none). A dashboard whose
+    /// store is empty learns from it that a later topology exists (a lost store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+/// `POST /recover`: rebuild a lost or invalid stored topology, from a proxy's last
+/// topology (`from_proxy`) or from the servers' replication roles (`servers`).
+/// With neither, the proxy that reported the highest epoch to this dashboard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recover {
+    /// A proxy's admin address (`host:port`): its `GET /api/v1/topology` is taken
+    /// as is (groups, slots, migrations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_proxy: Option<String>,
+    /// Server addresses: each master becomes a group (ids 1.. in the order given),
+    /// its replicas join it, and the slots are split evenly in that order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    /// Answer what would be stored, store nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Replace a stored topology even though it is valid and not known to be stale.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Answer to `POST /recover`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovered {
+    /// Where the topology came from, in words.
+    pub source: String,
+    /// Whether it was stored (false on a dry run).
+    pub stored: bool,
+    /// The topology stored (or that would be), with its new epoch.
+    pub topology: Topology,
 }
 
 /// A registered proxy.

@@ -3,6 +3,8 @@
 
 pub mod acl;
 pub mod api;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod replication;
 pub mod resp;
 pub mod signals;

@@ -431,3 +431,48 @@ pub async fn until<T, F: std::future::Future<Output = Option<T>>>(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Sends `raw`, a whole HTTP/1.1 request (with `Connection: close`), to `addr`;
+/// returns the status and the body.
+pub fn http_raw(addr: impl std::net::ToSocketAddrs, raw: &str) -> (u16, String) {
+    use std::io::Read as _;
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(raw.as_bytes()).expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Connects to `addr`, sends `partial` (an unfinished request) and polls until the
+/// server closes the connection; returns how long that took, or `None` if it was
+/// still open after `limit`.
+pub fn time_to_close(
+    addr: impl std::net::ToSocketAddrs,
+    partial: &[u8],
+    limit: Duration,
+) -> Option<Duration> {
+    use std::io::{ErrorKind, Read as _};
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    s.write_all(partial).expect("write");
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    while started.elapsed() < limit {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            // A 408 or the like before the close is fine.
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    None
+}

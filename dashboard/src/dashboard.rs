@@ -45,6 +45,19 @@ pub struct Dashboard {
     /// kodis-ha's latest report and when it arrived (memory only: HA resends it
     /// every round).
     health: Mutex<Option<(std::time::Instant, kodis_common::api::HealthReport)>>,
+    /// Proxies that registered with a topology epoch while the store held none, by
+    /// proxy id (memory only: proxies re-register every few seconds). While there
+    /// is one, the empty store is not served (see [`Dashboard::servable`]).
+    later: Mutex<HashMap<String, Later>>,
+}
+
+/// A proxy that serves a topology this dashboard's store does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Later {
+    /// The epoch it serves.
+    pub epoch: u64,
+    /// Its admin endpoint, where `kodis recover --from-proxy` reads that topology.
+    pub admin_addr: String,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -104,6 +117,7 @@ impl Dashboard {
             progress: Mutex::new(crate::migrator::Progress::default()),
             migrator: Mutex::new(None),
             health: Mutex::new(None),
+            later: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -229,8 +243,12 @@ impl Dashboard {
             if let Ok(mut g) = self.guard.write() {
                 *g = Some(guard);
             }
-            if let Err(e) = self.on_active().await {
-                warn!(error = %e, "could not resume pushing to proxies");
+            match self.on_active().await {
+                Err(e @ ApiError::Unservable(_)) => {
+                    tracing::error!(error = %e, "the stored topology is not served");
+                }
+                Err(e) => warn!(error = %e, "could not resume pushing to proxies"),
+                Ok(()) => {}
             }
             let why = keep.lost().await;
             warn!(error = %why, "lost the dashboard lock; back to standby");
@@ -293,18 +311,83 @@ impl Dashboard {
         Ok(())
     }
 
+    /// The stored topology and its revision (0: none stored), validated, and not
+    /// an empty store while proxies serve a later topology.
     async fn read_topology(
         &self,
         store: &Arc<dyn Store>,
     ) -> Result<(Topology, Revision), ApiError> {
+        let (t, revision) = self.read_stored(store).await?;
+        let t = t?;
+        self.servable(revision)?;
+        Ok((t, revision))
+    }
+
+    /// What the store holds, as is: the topology (or why it cannot be served: not
+    /// JSON, or invalid) and its revision (0: none stored).
+    async fn read_stored(
+        &self,
+        store: &Arc<dyn Store>,
+    ) -> Result<(Result<Topology, ApiError>, Revision), ApiError> {
+        let recover = "it is not served; rebuild it with `kodis recover --from-proxy \
+                       PROXY_ADMIN_ADDR` or `kodis recover --server ADDR...` \
+                       (POST /api/v1/recover)";
         match store.get(&self.key("topology")).await? {
-            None => Ok((Topology::empty(), 0)),
+            None => Ok((Ok(Topology::empty()), 0)),
             Some(kv) => {
-                let t: Topology = serde_json::from_slice(&kv.value).map_err(|e| {
-                    ApiError::Internal(format!("stored topology is not valid JSON: {e}"))
-                })?;
+                let t = match serde_json::from_slice::<Topology>(&kv.value) {
+                    Err(e) => Err(ApiError::Unservable(format!(
+                        "the stored topology is not valid JSON ({e}): {recover}"
+                    ))),
+                    Ok(t) => match t.validate() {
+                        Err(e) => Err(ApiError::Unservable(format!(
+                            "the stored topology (epoch {}) is invalid ({e}): {recover}",
+                            t.epoch
+                        ))),
+                        Ok(()) => Ok(t),
+                    },
+                };
                 Ok((t, kv.mod_revision))
             }
+        }
+    }
+
+    /// Refuses an empty store (`revision` 0) while a proxy serves a later
+    /// topology: the store was lost or reset, and epoch 0 would give every new
+    /// proxy no slots.
+    fn servable(&self, revision: Revision) -> Result<(), ApiError> {
+        if revision != 0 {
+            return Ok(());
+        }
+        let newest = self.later_topologies().into_iter().next();
+        match newest {
+            None => Ok(()),
+            Some((id, l)) => Err(ApiError::Unservable(format!(
+                "the store holds no topology (epoch 0) but proxy {id} serves epoch {}: the \
+                 store was lost or reset. Epoch 0 is not served; rebuild the topology with \
+                 `kodis recover --from-proxy {}` (POST /api/v1/recover)",
+                l.epoch, l.admin_addr
+            ))),
+        }
+    }
+
+    /// Proxies known to serve a topology the store does not have, newest first.
+    pub fn later_topologies(&self) -> Vec<(String, Later)> {
+        let mut v: Vec<(String, Later)> = self
+            .later
+            .lock()
+            .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| b.1.epoch.cmp(&a.1.epoch).then_with(|| a.0.cmp(&b.0)));
+        v
+    }
+
+    /// Why the stored topology is not served right now, if it is not.
+    pub async fn unservable(&self) -> Option<String> {
+        let store = self.store().ok()?;
+        match self.read_topology(&store).await {
+            Err(e @ ApiError::Unservable(_)) => Some(e.to_string()),
+            _ => None,
         }
     }
 
@@ -312,6 +395,59 @@ impl Dashboard {
     pub async fn topology(&self) -> Result<Topology, ApiError> {
         let store = self.store()?;
         Ok(self.read_topology(&store).await?.0)
+    }
+
+    /// Starts a recovery: a change like [`Dashboard::begin`]'s whose stored
+    /// topology may be missing, invalid or lost. Returns it (its `current` is the
+    /// stored topology when that is servable, else an empty one), why the stored
+    /// topology is not servable (`None`: it is), and the highest epoch known (stored
+    /// or served by a proxy), which the recovered topology must exceed.
+    pub async fn begin_recovery(&self) -> Result<(Change<'_>, Option<String>, u64), ApiError> {
+        let writes = self.writes.lock().await;
+        let guard = self.active_guard()?;
+        let store = self.store()?;
+        let (stored, revision) = self.read_stored(&store).await?;
+        let mut highest = self.later_topologies().first().map_or(0, |(_, l)| l.epoch);
+        let (current, problem) = match stored {
+            Ok(t) => {
+                highest = highest.max(t.epoch);
+                match self.servable(revision) {
+                    Ok(()) => (t, None),
+                    Err(e) => (t, Some(e.to_string())),
+                }
+            }
+            Err(e) => (Topology::empty(), Some(e.to_string())),
+        };
+        // An invalid topology's epoch still counts: proxies may have served it.
+        if let Some(kv) = store.get(&self.key("topology")).await? {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&kv.value) {
+                highest = highest.max(v["epoch"].as_u64().unwrap_or(0));
+            }
+        }
+        Ok((
+            Change {
+                dashboard: self,
+                _writes: writes,
+                store,
+                guard,
+                revision,
+                current,
+            },
+            problem,
+            highest,
+        ))
+    }
+
+    /// After a recovery stored a topology: forget the later epochs seen (the store
+    /// is ahead of them now) and push to every registered proxy.
+    pub async fn recovered(self: &Arc<Self>) -> Result<(), ApiError> {
+        if let Ok(mut l) = self.later.lock() {
+            l.clear();
+        }
+        for p in self.proxies().await? {
+            self.start_pusher(p);
+        }
+        Ok(())
     }
 
     fn active_guard(&self) -> Result<LockGuard, ApiError> {
@@ -388,13 +524,16 @@ impl Dashboard {
                 )));
             }
         }
-        let change = self.begin().await?;
         let id = r.pod_name.clone().unwrap_or_else(|| r.admin_addr.clone());
         if id.is_empty() || id.contains('/') {
             return Err(ApiError::BadRequest(format!(
                 "proxy id {id:?} is not usable"
             )));
         }
+        if let Some(epoch) = r.epoch.filter(|e| *e > 0) {
+            self.note_later(&id, epoch, &r.admin_addr).await?;
+        }
+        let change = self.begin().await?;
         let info = ProxyInfo {
             id: id.clone(),
             addr: r.addr,
@@ -421,6 +560,33 @@ impl Dashboard {
         drop(change);
         info!(proxy = %id, "proxy registered");
         Ok((info, topology))
+    }
+
+    /// Remembers that proxy `id` serves `epoch` if the store holds no topology: the
+    /// store was lost or reset (a new cluster's proxies serve epoch 0).
+    async fn note_later(&self, id: &str, epoch: u64, admin_addr: &str) -> Result<(), ApiError> {
+        let store = self.store()?;
+        if store.get(&self.key("topology")).await?.is_some() {
+            return Ok(());
+        }
+        let later = Later {
+            epoch,
+            admin_addr: admin_addr.to_string(),
+        };
+        let new = self
+            .later
+            .lock()
+            .map(|mut l| l.insert(id.to_string(), later.clone()) != Some(later))
+            .unwrap_or(false);
+        if new {
+            tracing::error!(
+                proxy = %id,
+                epoch,
+                "the store holds no topology but this proxy serves a later one: the store \
+                 was lost or reset; not serving epoch 0 (run `kodis recover --from-proxy {admin_addr}`)"
+            );
+        }
+        Ok(())
     }
 
     /// Forgets a proxy.
@@ -540,6 +706,12 @@ impl Change<'_> {
     /// change began and this dashboard still holds the lock; then pushes it.
     pub async fn commit(self, mut next: Topology) -> Result<Topology, ApiError> {
         next.epoch = self.current.epoch + 1;
+        self.commit_as(next).await
+    }
+
+    /// Writes `next` with its epoch as it is (a recovery sets one above every epoch
+    /// known), on the same conditions as [`Change::commit`].
+    pub async fn commit_as(self, next: Topology) -> Result<Topology, ApiError> {
         next.validate().map_err(|e| {
             ApiError::Internal(format!("refusing to store an invalid topology: {e}"))
         })?;

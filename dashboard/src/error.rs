@@ -32,6 +32,10 @@ pub enum ApiError {
         /// What failed.
         cause: String,
     },
+    /// The stored topology cannot be served: invalid, or lost while proxies serve a
+    /// later one (503, with why and how to recover).
+    #[error("{0}")]
+    Unservable(String),
     /// The store failed (503: it may be unreachable for a while).
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -48,7 +52,9 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::Server { .. } => StatusCode::CONFLICT,
-            ApiError::NotActive(_) | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotActive(_) | ApiError::Store(_) | ApiError::Unservable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

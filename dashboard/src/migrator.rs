@@ -251,6 +251,9 @@ pub async fn run(d: Arc<Dashboard>) {
         let pause = match step(&d, &mut pass).await {
             Ok(Step::Busy) => None,
             Ok(Step::Idle) => Some(IDLE),
+            // The stored topology is not served (invalid, or lost): nothing to
+            // migrate until it is recovered; the dashboard has said why already.
+            Err(ApiError::Unservable(_)) => Some(RETRY),
             Err(e) => {
                 warn!(error = %e, "migration paused; retrying");
                 d.with_progress(|p| {

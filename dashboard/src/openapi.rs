@@ -38,7 +38,11 @@ pub fn document() -> Value {
                 "CreateGroup": { "type": "object", "required": ["id"],
                     "properties": { "id": { "type": "integer", "minimum": 1 } } },
                 "AddServer": { "type": "object", "required": ["addr"],
-                    "properties": { "addr": { "type": "string" } } },
+                    "properties": { "addr": { "type": "string" }, "force": { "type": "boolean" } } },
+                "Recover": { "type": "object",
+                    "properties": { "from_proxy": { "type": "string" },
+                                    "servers": { "type": "array", "items": { "type": "string" } },
+                                    "dry_run": { "type": "boolean" }, "force": { "type": "boolean" } } },
                 "Promote": { "type": "object", "required": ["addr"],
                     "properties": { "addr": { "type": "string" } } },
                 "Switchover": { "type": "object", "required": ["from"],
@@ -51,7 +55,8 @@ pub fn document() -> Value {
                                     "group": { "type": "integer" } } },
                 "RegisterProxy": { "type": "object", "required": ["addr", "admin_addr"],
                     "properties": { "addr": { "type": "string" }, "admin_addr": { "type": "string" },
-                                    "pod_name": { "type": "string" }, "namespace": { "type": "string" } } }
+                                    "pod_name": { "type": "string" }, "namespace": { "type": "string" },
+                                    "epoch": { "type": "integer" } } }
             }
         },
         "security": [ { "bearer": [] } ],
@@ -63,7 +68,7 @@ pub fn document() -> Value {
             "/api/v1/groups/{id}": { "parameters": [path_param("id")],
                 "delete": op("remove an empty group", None, "204", &["400", "401", "404", "409", "503"]) },
             "/api/v1/groups/{id}/servers": { "parameters": [path_param("id")],
-                "post": op("add a server (first: master, later: replicas)", Some("AddServer"), "201", &["400", "401", "404", "409", "503"]) },
+                "post": op("add a server (first: master, later: replicas); 409 when it is a member of any group under any address, or holds keys or has replicas without force; 200 when it is already in this group under this address", Some("AddServer"), "201", &["400", "401", "404", "409", "503"]) },
             "/api/v1/groups/{id}/servers/{addr}": { "parameters": [path_param("id"), path_param("addr")],
                 "delete": op("remove a server", None, "204", &["400", "401", "404", "409", "503"]) },
             "/api/v1/groups/{id}/promote": { "parameters": [path_param("id")],
@@ -89,6 +94,7 @@ pub fn document() -> Value {
             "/api/v1/proxies": {
                 "get": op("registered proxies", None, "200", &["503"]),
                 "post": op("register a proxy", Some("RegisterProxy"), "201", &w) },
+            "/api/v1/recover": { "post": op("rebuild a lost or invalid stored topology from a proxy's or from the servers' roles (dry_run: answer it, store nothing)", Some("Recover"), "200", &w) },
             "/api/v1/proxies/{id}": { "parameters": [path_param("id")],
                 "delete": op("deregister a proxy", None, "204", &["401", "404", "503"]) }
         }

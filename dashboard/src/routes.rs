@@ -45,11 +45,13 @@ pub fn router(d: Arc<Dashboard>) -> Router {
         .route("/api/v1/migrations", get(migrations))
         .route("/api/v1/proxies", get(proxies).post(register))
         .route("/api/v1/proxies/{id}", delete(deregister))
+        .route("/api/v1/recover", post(recover))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(kodis_common::http::hygiene))
         .layer(axum::middleware::from_fn_with_state(d.clone(), guard))
         .with_state(d)
 }
@@ -225,7 +227,17 @@ async fn add_server(
     let id = group_id(&id)?;
     let req: AddServer = parse(&body)?;
     let change = d.begin().await?;
+    if let Some(g) = change
+        .current
+        .group(id)
+        .filter(|g| g.servers.contains(&req.addr))
+    {
+        // Already there under this very address (a joining gate whose first answer
+        // was lost asks again): nothing to do, and nothing is sent to it.
+        return Ok(Json(g.clone()).into_response());
+    }
     let next = cluster::add_server(&change.current, id, &req.addr)?;
+    crate::join::check_joinable(&d, &change.current, id, &req.addr, req.force).await?;
     let master = next
         .group(id)
         .and_then(|g| g.master())
@@ -462,20 +474,32 @@ async fn deregister(State(d): Ctx, Path(id): Path<String>) -> Result<Response, A
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `POST /recover`: rebuilds a lost or invalid stored topology (see `crate::recover`).
+async fn recover(State(d): Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let req: kodis_common::api::Recover = parse(&body)?;
+    Ok(Json(crate::recover::recover(&d, req).await?).into_response())
+}
+
 async fn healthz(State(d): Ctx) -> Response {
     Json(serde_json::json!({ "status": "ok", "active": d.is_active() })).into_response()
 }
 
 /// Ready only on the active dashboard, so a Service sends requests to it alone (a
-/// standby refuses changes).
+/// standby refuses changes), and only while its stored topology can be served (not
+/// invalid, not lost while proxies serve a later one: `reason` says which).
 async fn readyz(State(d): Ctx) -> Response {
     let active = d.is_active();
-    let status = if active {
+    let unservable = if active { d.unservable().await } else { None };
+    let status = if active && unservable.is_none() {
         axum::http::StatusCode::OK
     } else {
         axum::http::StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(serde_json::json!({ "active": active }))).into_response()
+    let mut body = serde_json::json!({ "active": active });
+    if let Some(why) = unservable {
+        body["reason"] = serde_json::Value::String(why);
+    }
+    (status, Json(body)).into_response()
 }
 
 /// Label of per-group metrics.

@@ -48,12 +48,8 @@ pub async fn start(mut config: DashboardConfig) -> anyhow::Result<DashboardHandl
         let until = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(until)
-            .await
-        {
-            tracing::warn!(error = %e, "API server failed");
-        }
+        let timeout = kodis_common::http::HEADER_READ_TIMEOUT;
+        kodis_common::http::serve(listener, app, timeout, until).await;
     });
     info!(%addr, "kodis-dashboard listening");
     Ok(DashboardHandle {

@@ -344,3 +344,41 @@ impl Servers {
         Ok(())
     }
 }
+
+impl Servers {
+    /// What `addr` is: its run id, the addresses it is reached at, what it holds
+    /// and its replication state. Reads only (`INFO`, `CLIENT INFO`): nothing
+    /// changes on the server.
+    pub async fn identify(&self, addr: &str) -> Result<crate::join::Identity, ApiError> {
+        let text: String = self
+            .cmd(
+                addr,
+                redis::cmd("INFO")
+                    .arg("server")
+                    .arg("replication")
+                    .arg("keyspace"),
+            )
+            .await?;
+        // The local address of this very connection, as the server reports it
+        // (Redis 6.2+); older servers answer an error and are known by name only.
+        let client: Option<String> = self.cmd(addr, redis::cmd("CLIENT").arg("INFO")).await.ok();
+        let mut addrs = crate::join::resolve(addr).await;
+        if let Some(laddr) = client.as_deref().and_then(crate::join::laddr) {
+            if !addrs.contains(&laddr) {
+                addrs.push(laddr);
+            }
+        }
+        let replication = Replication::parse(&text);
+        let master_addrs = match &replication.master {
+            Some(m) if replication.role == "slave" => crate::join::resolve(m).await,
+            _ => Vec::new(),
+        };
+        Ok(crate::join::Identity::parse(
+            addr,
+            &text,
+            addrs,
+            replication,
+            master_addrs,
+        ))
+    }
+}

@@ -559,3 +559,66 @@ fn proxies_register_take_pushes_catch_up_and_deregister() {
         h.stop().await;
     });
 }
+
+/// HTTP hygiene of the dashboard API: a 405 carries the JSON error, a body not sent
+/// as JSON (what a cross-site form post sends) is refused with 415 and changes
+/// nothing, and a connection whose headers never end is closed.
+#[test]
+fn http_hygiene() {
+    use kodis_common::test_util::{http_raw, time_to_close};
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let (h, api, _) = support::start_dashboard(dir.path()).await;
+        let addr = h.addr;
+        let (s, b) = api.call("PUT", "/api/v1/groups", None).await;
+        assert_eq!(s, 405, "{b}");
+        assert_eq!(
+            b["error"], "method PUT not allowed on /api/v1/groups",
+            "{b}"
+        );
+        let answers = tokio::task::spawn_blocking(move || {
+            let form = ["text/plain", "application/x-www-form-urlencoded"].map(|ctype| {
+                let body = r#"{"id": 1}"#;
+                http_raw(
+                    addr,
+                    &format!(
+                        "POST /api/v1/groups HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                         Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    ),
+                )
+            });
+            let closed = time_to_close(
+                addr,
+                b"POST /api/v1/groups HTTP/1.1\r\nHost: x\r\nContent-",
+                Duration::from_secs(15),
+            );
+            (form, closed)
+        })
+        .await
+        .unwrap();
+        let (form, closed) = answers;
+        for (s, b) in form {
+            assert_eq!(s, 415, "{b}");
+            let v: Value = serde_json::from_str(&b).unwrap();
+            assert!(
+                v["error"].as_str().unwrap().contains("application/json"),
+                "{b}"
+            );
+        }
+        assert!(
+            api.topology().await.groups.is_empty(),
+            "a form post made a group"
+        );
+        let took = closed.expect("a half-sent request's connection is closed");
+        assert!(took <= Duration::from_secs(8), "closed after {took:?}");
+        // JSON still works.
+        assert_eq!(
+            api.call("POST", "/api/v1/groups", Some(json!({"id": 1})))
+                .await
+                .0,
+            201
+        );
+        h.stop().await;
+    });
+}

@@ -149,13 +149,14 @@ impl Dashboard {
     }
 
     /// Adds server `addr` to `group` (the dashboard makes it a replica of the
-    /// group's master, or the master of an empty group).
-    pub async fn add_server(&self, group: u32, addr: &str) -> Result<(), HaError> {
+    /// group's master, or the master of an empty group); `force`: even if it holds
+    /// keys or has replicas.
+    pub async fn add_server(&self, group: u32, addr: &str, force: bool) -> Result<(), HaError> {
         let _: serde_json::Value = self
             .call(
                 reqwest::Method::POST,
                 &format!("/api/v1/groups/{group}/servers"),
-                Some(serde_json::json!({ "addr": addr })),
+                Some(serde_json::json!({ "addr": addr, "force": force })),
             )
             .await?;
         Ok(())

@@ -61,9 +61,14 @@ pub async fn run(cfg: LaunchConfig) -> Result<i32, HaError> {
         let mut child = spawn(&cfg, &role, user.as_ref())?;
         let started = Instant::now();
         let pid_path = write_pid(&cfg, &child).await;
-        if matches!(role, Role::Joining(_)) {
+        if let Role::Joining(as_role) = &role {
+            // A server joining as its group's first master keeps its persisted data
+            // on purpose (see `try_decide`): the dashboard must not refuse it for
+            // holding keys. A joining replica follows the master already, which the
+            // dashboard accepts without force.
+            let force = **as_role == Role::Master;
             tokio::select! {
-                r = join(&cfg, &dashboard) => r?,
+                r = join(&cfg, &dashboard, force) => r?,
                 _ = term.recv() => return stop(&cfg, child, pid_path).await,
                 _ = int.recv() => return stop(&cfg, child, pid_path).await,
             }
@@ -230,14 +235,14 @@ async fn write_pid(cfg: &LaunchConfig, child: &Child) -> Option<PathBuf> {
 }
 
 /// Adds the just-started server to its group, once it answers PING.
-async fn join(cfg: &LaunchConfig, dashboard: &Dashboard) -> Result<(), HaError> {
+async fn join(cfg: &LaunchConfig, dashboard: &Dashboard, force: bool) -> Result<(), HaError> {
     let pw = cfg.redis_password.as_deref();
     loop {
         if server_replication(&cfg.addr, pw, Duration::from_secs(1))
             .await
             .is_ok()
         {
-            match dashboard.add_server(cfg.group, &cfg.addr).await {
+            match dashboard.add_server(cfg.group, &cfg.addr, force).await {
                 Ok(()) => {
                     info!(server = %cfg.addr, group = cfg.group, "joined the group");
                     return Ok(());

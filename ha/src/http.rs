@@ -21,7 +21,9 @@ pub fn router(m: Arc<Monitor>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/events", get(events))
+        .fallback(not_found)
         .with_state(m)
+        .layer(axum::middleware::from_fn(kodis_common::http::hygiene))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,6 +47,13 @@ struct ProxyLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupLabel {
     group: String,
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    kodis_common::http::json_error(
+        axum::http::StatusCode::NOT_FOUND,
+        format!("no such route: {}", uri.path()),
+    )
 }
 
 async fn healthz(State(m): State<Arc<Monitor>>) -> Response {

@@ -63,7 +63,8 @@ pub async fn start(
     let monitor = Monitor::new(config, orchestrator);
     let app = http::router(monitor.clone());
     let http = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        let timeout = kodis_common::http::HEADER_READ_TIMEOUT;
+        kodis_common::http::serve(listener, app, timeout, std::future::pending()).await;
     });
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(monitor.clone().run(rx));

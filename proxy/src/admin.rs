@@ -1,13 +1,20 @@
 //! The admin HTTP endpoint: Prometheus metrics, health, and the topology served.
+//!
+//! `/metrics`, `/healthz` and `/readyz` are open (probes and scrapers); the topology,
+//! which names every backend, is behind the admin token when one is set. A pushed
+//! topology is checked before it is installed, and every refused push is logged with
+//! the peer's address and counted by reason.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use kodis_common::topology::Topology;
+use prometheus_client::metrics::counter::Counter;
 use tracing::Instrument;
 
 use crate::session::Shared;
@@ -21,6 +28,7 @@ pub fn routes(ctx: Arc<Shared>) -> Router {
         .route("/api/v1/topology", get(topology).put(put_topology))
         .fallback(not_found)
         .with_state(ctx)
+        .layer(axum::middleware::from_fn(kodis_common::http::hygiene))
         .layer(axum::middleware::from_fn(trace_request))
 }
 
@@ -70,56 +78,212 @@ async fn readyz(State(ctx): State<Arc<Shared>>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn topology(State(ctx): State<Arc<Shared>>) -> Response {
+/// The topology served; behind the admin token when one is set (it names every
+/// backend server).
+async fn topology(State(ctx): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> Response {
+    if !authorized(&ctx, &headers) {
+        return Refusal::Unauthorized.response();
+    }
     Json(ctx.router.load().topology.clone()).into_response()
 }
 
-fn json_error(status: StatusCode, msg: String) -> Response {
-    (status, Json(serde_json::json!({ "error": msg }))).into_response()
+/// How far past the served epoch a pushed topology may jump. The dashboard adds one
+/// per change, so a million is years of changes; a larger jump is a mistake or an
+/// attack that would make every later push (the dashboard's included) look stale.
+/// The proxy's own fetches from its dashboard (registration and polling, see
+/// [`crate::control`]) are not bound by it.
+pub const MAX_EPOCH_JUMP: u64 = 1_000_000;
+
+/// Whether the request carries the admin token (or none is needed).
+fn authorized(ctx: &Shared, headers: &axum::http::HeaderMap) -> bool {
+    let Some(token) = &ctx.config.admin_token else {
+        return true;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
 }
 
-/// Installs a topology pushed by the dashboard: atomically, never an older epoch.
+/// Compares without stopping at the first difference, so the time taken does not
+/// tell how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Why a pushed topology was refused; the label of
+/// `kodis_proxy_topology_pushes_refused_total` is [`Refusal::reason`].
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// No admin token, or the wrong one.
+    #[error("missing or wrong admin token (Authorization: Bearer ...)")]
+    Unauthorized,
+    /// The body is not a topology in JSON.
+    #[error("bad topology JSON: {0}")]
+    BadJson(String),
+    /// Not a topology that can be served.
+    #[error("{0}")]
+    Invalid(String),
+    /// It owns no slot while the proxy serves some.
+    #[error(
+        "the topology of epoch {epoch} owns no slot while this proxy serves {ranges} slot \
+         ranges; refusing to stop serving every key"
+    )]
+    NoSlots {
+        /// Epoch offered.
+        epoch: u64,
+        /// Slot ranges served now.
+        ranges: usize,
+    },
+    /// Its epoch is more than [`MAX_EPOCH_JUMP`] past the served one.
+    #[error(
+        "topology epoch {new} jumps more than {MAX_EPOCH_JUMP} past the current epoch {current}"
+    )]
+    EpochJump {
+        /// Epoch offered.
+        new: u64,
+        /// Epoch served.
+        current: u64,
+    },
+    /// Its epoch is older than the served one.
+    #[error("topology epoch {new} is older than the current epoch {current}")]
+    Stale {
+        /// Epoch offered.
+        new: u64,
+        /// Epoch served.
+        current: u64,
+    },
+}
+
+impl Refusal {
+    /// The metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Unauthorized => "unauthorized",
+            Refusal::BadJson(_) => "bad_request",
+            Refusal::Invalid(_) => "invalid",
+            Refusal::NoSlots { .. } => "no_slots",
+            Refusal::EpochJump { .. } => "epoch_jump",
+            Refusal::Stale { .. } => "stale",
+        }
+    }
+
+    /// 401 without the token, 400 for what is wrong in itself, 409 for what is wrong
+    /// against the topology served (with its epoch in the answer).
+    fn response(&self) -> Response {
+        let (status, epoch) = match self {
+            Refusal::Unauthorized => (StatusCode::UNAUTHORIZED, None),
+            Refusal::BadJson(_) | Refusal::Invalid(_) => (StatusCode::BAD_REQUEST, None),
+            Refusal::NoSlots { .. } => (StatusCode::CONFLICT, None),
+            Refusal::EpochJump { current, .. } | Refusal::Stale { current, .. } => {
+                (StatusCode::CONFLICT, Some(*current))
+            }
+        };
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        if let Some(e) = epoch {
+            body["epoch"] = e.into();
+        }
+        (status, Json(body)).into_response()
+    }
+
+    fn counter<'a>(&self, m: &'a crate::metrics::PushRefusals) -> &'a Counter {
+        match self {
+            Refusal::Unauthorized => &m.unauthorized,
+            Refusal::BadJson(_) => &m.bad_request,
+            Refusal::Invalid(_) => &m.invalid,
+            Refusal::NoSlots { .. } => &m.no_slots,
+            Refusal::EpochJump { .. } => &m.epoch_jump,
+            Refusal::Stale { .. } => &m.stale,
+        }
+    }
+}
+
+/// Checks a pushed topology against the one served: valid (slots owned once, by
+/// known groups with servers, migrations sound), every server a `host:port`, not
+/// older, no epoch leap, and not giving up every slot of a serving proxy.
+pub fn check_push(current: &Topology, new: &Topology) -> Result<(), Refusal> {
+    new.validate()
+        .map_err(|e| Refusal::Invalid(e.to_string()))?;
+    for g in &new.groups {
+        for s in &g.servers {
+            let ok = s
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.trim().is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(Refusal::Invalid(format!(
+                    "group {}: server {s:?} is not a host:port address",
+                    g.id
+                )));
+            }
+        }
+    }
+    let (new_epoch, current_epoch) = (new.epoch, current.epoch);
+    if new_epoch < current_epoch {
+        return Err(Refusal::Stale {
+            new: new_epoch,
+            current: current_epoch,
+        });
+    }
+    if new_epoch > current_epoch.saturating_add(MAX_EPOCH_JUMP) {
+        return Err(Refusal::EpochJump {
+            new: new_epoch,
+            current: current_epoch,
+        });
+    }
+    // A cluster being set up has unowned slots, so partial coverage is allowed; but a
+    // push that takes every slot from a serving proxy would answer every key with
+    // CLUSTERDOWN, which no change made through the dashboard does.
+    if new.slots.is_empty() && !current.slots.is_empty() {
+        return Err(Refusal::NoSlots {
+            epoch: new_epoch,
+            ranges: current.slots.len(),
+        });
+    }
+    Ok(())
+}
+
+/// A refused push: logged with the peer and the reason, counted, answered.
+fn refuse(ctx: &Shared, peer: SocketAddr, why: Refusal) -> Response {
+    why.counter(&ctx.metrics.pushes_refused).inc();
+    tracing::warn!(%peer, reason = why.reason(), error = %why, "topology push refused");
+    why.response()
+}
+
+/// Installs a topology pushed by the dashboard: checked (see [`check_push`]), then
+/// installed atomically.
 async fn put_topology(
     State(ctx): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(token) = &ctx.config.admin_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
-            return json_error(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong admin token (Authorization: Bearer ...)".into(),
-            );
-        }
+    if !authorized(&ctx, &headers) {
+        return refuse(&ctx, peer, Refusal::Unauthorized);
     }
     let topology: Topology = match serde_json::from_slice(&body) {
         Ok(t) => t,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("bad topology JSON: {e}")),
+        Err(e) => return refuse(&ctx, peer, Refusal::BadJson(e.to_string())),
     };
     let epoch = topology.epoch;
+    if let Err(why) = check_push(&ctx.router.load().topology, &topology) {
+        return refuse(&ctx, peer, why);
+    }
     match ctx.router.install_and_drain(topology).await {
         Ok(()) => {
-            tracing::info!(epoch, "topology installed");
+            tracing::info!(epoch, %peer, "topology installed");
             crate::control::refresh_commands(&ctx);
             Json(serde_json::json!({ "epoch": epoch })).into_response()
         }
-        Err(e @ crate::router::InstallError::Stale { current, .. }) => (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({ "error": e.to_string(), "epoch": current })),
-        )
-            .into_response(),
-        Err(e) => json_error(StatusCode::BAD_REQUEST, e.to_string()),
+        // A newer one was installed since the check.
+        Err(crate::router::InstallError::Stale { new, current }) => {
+            refuse(&ctx, peer, Refusal::Stale { new, current })
+        }
+        Err(e) => refuse(&ctx, peer, Refusal::Invalid(e.to_string())),
     }
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(serde_json::json!({ "error": format!("no such route: {}", uri.path()) })),
-    )
-        .into_response()
+    let msg = format!("no such route: {}", uri.path());
+    kodis_common::http::json_error(StatusCode::NOT_FOUND, msg)
 }

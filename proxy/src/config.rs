@@ -15,7 +15,8 @@ pub struct ProxyConfig {
     /// Address clients connect to. Default `0.0.0.0:19000`.
     pub listen: String,
     /// Address of the admin HTTP endpoint (`/metrics`, `/healthz`, `/api/v1/topology`).
-    /// Default `0.0.0.0:11080`.
+    /// Default `127.0.0.1:11080`; any other address needs `admin_token` (start-up
+    /// refuses it otherwise).
     pub admin_listen: String,
     /// Dashboard URL (e.g. `http://127.0.0.1:18080`): register there and take the
     /// topology from it instead of `groups`.
@@ -38,8 +39,9 @@ pub struct ProxyConfig {
     /// `--proxy-allow-*`). Either way the proxy defines it on a server that answers
     /// `WRONGPASS` for it (one restarted without a gate).
     pub backend_user: Option<String>,
-    /// Token the admin endpoint requires (`Authorization: Bearer ...`) to change the
-    /// topology. Also read from `KODIS_ADMIN_TOKEN`. Unset: no token required.
+    /// Token the admin endpoint requires (`Authorization: Bearer ...`) to change or
+    /// read the topology. Also read from `KODIS_ADMIN_TOKEN`. Unset: no token required,
+    /// and then `admin_listen` must be a loopback address.
     pub admin_token: Option<String>,
     /// Pipelined connections per backend server; 0 means one per worker thread.
     pub backend_connections: usize,
@@ -64,6 +66,13 @@ pub struct ProxyConfig {
     pub refresh_command_table: bool,
     /// Serve FLUSHALL and FLUSHDB (sent to every master). Default true.
     pub allow_flush: bool,
+    /// Serve CLIENT PAUSE (sent to every master: it pauses the whole cluster for every
+    /// client of every proxy). Default false: pausing is an operator's action, taken on
+    /// the servers themselves. CLIENT UNPAUSE is always served.
+    pub allow_client_pause: bool,
+    /// Longest CLIENT PAUSE timeout served, in milliseconds; a longer one is refused.
+    /// Default 5000.
+    pub max_client_pause_ms: u64,
     /// Serve KEYS (sent to every master, merged). Default true; off refuses it (SCAN
     /// walks the same keys without blocking each server for the whole pass).
     pub allow_keys: bool,
@@ -85,7 +94,7 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:19000".into(),
-            admin_listen: "0.0.0.0:11080".into(),
+            admin_listen: "127.0.0.1:11080".into(),
             dashboard: None,
             groups: Vec::new(),
             password: None,
@@ -102,6 +111,8 @@ impl Default for ProxyConfig {
             migrate_timeout_ms: 10_000,
             refresh_command_table: true,
             allow_flush: true,
+            allow_client_pause: false,
+            max_client_pause_ms: 5000,
             allow_keys: true,
             max_dedicated_connections: 1024,
             read_from: ReadFrom::Master,
@@ -155,7 +166,8 @@ pub struct Args {
     /// Client address to listen on [default: 0.0.0.0:19000].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Admin HTTP address (metrics, health, topology) [default: 0.0.0.0:11080].
+    /// Admin HTTP address (metrics, health, topology) [default: 127.0.0.1:11080].
+    /// A non-loopback address needs an admin token.
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
     /// Dashboard to register with and take the topology from (instead of --group).
@@ -172,7 +184,8 @@ pub struct Args {
     /// the `default` user].
     #[arg(long, value_name = "NAME")]
     pub backend_user: Option<String>,
-    /// Token required to change the topology through the admin endpoint.
+    /// Token required to read or change the topology through the admin endpoint;
+    /// required when --admin-listen is not a loopback address.
     #[arg(long, env = "KODIS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Most client connections at once [default: 10000].
@@ -236,6 +249,8 @@ impl ProxyConfig {
         if args.backend_user.is_some() {
             cfg.backend_user.clone_from(&args.backend_user);
         }
+        // An empty token (an empty variable or Secret key) is no token.
+        cfg.admin_token = cfg.admin_token.take().filter(|t| !t.is_empty());
         if let Some(v) = args.max_clients {
             cfg.max_clients = v;
         }
@@ -271,6 +286,23 @@ impl ProxyConfig {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 return bad(format!("{name} = {addr:?} is not an IP:port address"));
             }
+        }
+        let admin_loopback = self
+            .admin_listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback());
+        if self.admin_token.as_deref().is_none_or(str::is_empty) && !admin_loopback {
+            // Whoever reaches the admin port could send every slot to a server of
+            // their own.
+            return bad(format!(
+                "admin_listen = {:?} is not a loopback address and no admin_token is set: \
+                 anyone who reaches it could replace the topology; set admin_token (or \
+                 KODIS_ADMIN_TOKEN) or listen on 127.0.0.1",
+                self.admin_listen
+            ));
+        }
+        if self.max_client_pause_ms == 0 {
+            return bad("max_client_pause_ms must be at least 1".into());
         }
         if self.groups.is_empty() && self.dashboard.is_none() {
             return bad(
@@ -407,6 +439,37 @@ mod tests {
             .expect_err("unknown")
             .to_string();
         assert!(err.contains("lisen"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod admin_tests {
+    use super::*;
+
+    /// A non-loopback admin address needs a token (an empty one is none); the
+    /// default, loopback, does not.
+    #[test]
+    fn a_public_admin_address_needs_a_token() {
+        let args = |admin: &str, token: Option<&str>| Args {
+            groups: vec!["127.0.0.1:6379".into()],
+            admin_listen: Some(admin.into()),
+            admin_token: token.map(str::to_string),
+            ..Args::default()
+        };
+        let err = ProxyConfig::load(&args("0.0.0.0:11080", None), None)
+            .expect_err("public without token")
+            .to_string();
+        assert!(
+            err.contains("admin_listen") && err.contains("admin_token"),
+            "{err}"
+        );
+        assert!(ProxyConfig::load(&args("10.1.2.3:11080", Some("")), None).is_err());
+        assert!(ProxyConfig::load(&args("0.0.0.0:11080", Some("t")), None).is_ok());
+        assert!(ProxyConfig::load(&args("127.0.0.1:11080", None), None).is_ok());
+        assert!(ProxyConfig::load(&args("[::1]:11080", None), None).is_ok());
+        let default = ProxyConfig::default();
+        assert_eq!(default.admin_listen, "127.0.0.1:11080");
+        assert!(!default.allow_client_pause);
     }
 }
 

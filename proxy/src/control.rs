@@ -79,6 +79,7 @@ impl Control {
                 admin_addr: advertise(admin_addr),
                 pod_name: env("KODIS_POD_NAME"),
                 namespace: env("KODIS_POD_NAMESPACE"),
+                epoch: None,
             },
         })
     }
@@ -121,13 +122,18 @@ impl Control {
         }
     }
 
-    /// Registers; returns the topology to serve.
-    pub async fn register(&self) -> Result<Topology, ControlError> {
+    /// Registers, saying which epoch it serves (a dashboard that lost its store
+    /// learns from it that a later topology exists); returns the topology to serve.
+    pub async fn register(&self, epoch: u64) -> Result<Topology, ControlError> {
+        let registration = RegisterProxy {
+            epoch: (epoch > 0).then_some(epoch),
+            ..self.registration.clone()
+        };
         let resp = self
             .call(
                 reqwest::Method::POST,
                 "/api/v1/proxies",
-                Some(&self.registration),
+                Some(&registration),
             )
             .await?;
         let url = format!("{}/api/v1/proxies", self.base);
@@ -180,7 +186,7 @@ impl Control {
         loop {
             let last_fetch = std::time::Instant::now();
             if !registered {
-                match self.register().await {
+                match self.register(ctx.router.load().topology.epoch).await {
                     Ok(t) => {
                         info!(id = %self.id(), epoch = t.epoch, "registered with the dashboard");
                         registered = true;
@@ -191,6 +197,14 @@ impl Control {
                 }
             } else {
                 match self.topology().await {
+                    Ok(t) if t.epoch == 0 && ctx.router.load().topology.epoch > 0 => {
+                        // The dashboard has no topology while this proxy serves one:
+                        // its store was lost or reset. Register again at once, with
+                        // this epoch, so it refuses to hand out epoch 0 and says why.
+                        warn!("the dashboard serves epoch 0; registering again with this proxy's epoch");
+                        registered = false;
+                        continue;
+                    }
                     Ok(t) => install(&ctx, t).await,
                     Err(e) => debug!(error = %e, "topology poll failed"),
                 }

@@ -2,6 +2,7 @@
 //! routes each key to the group of stock Redis servers that owns the key's slot.
 
 pub mod admin;
+pub mod auth;
 pub mod backend;
 mod blocking;
 pub mod clients;

@@ -1,6 +1,6 @@
 //! Commands the proxy answers itself: connection state, INFO, HELLO, CLIENT, ...
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use kodis_common::resp::Request;
@@ -26,7 +26,7 @@ impl Session {
             Local::Echo => ready(wrong_args("echo")),
             Local::Quit => Pending::Close(reply::simple("OK")),
             Local::Select => self.select(req),
-            Local::Auth => ready(self.auth(req)),
+            Local::Auth => self.auth(req),
             Local::Hello if argc >= 2 => {
                 let wants3 = req.arg(1) == b"3";
                 if wants3 != self.resp3 && !self.idle {
@@ -40,16 +40,19 @@ impl Session {
                          connection; UNWATCH first",
                     ));
                 }
-                ready(self.hello(req))
+                self.hello(req)
             }
-            Local::Hello => ready(self.hello(req)),
-            Local::Client
-                if argc >= 3
-                    && (req.arg(1).eq_ignore_ascii_case(b"PAUSE")
-                        || req.arg(1).eq_ignore_ascii_case(b"UNPAUSE")) =>
-            {
-                // Pausing "the server" is pausing every master.
-                self.broadcast(crate::commands::SplitKind::AllOk, req, outbox)
+            Local::Hello => self.hello(req),
+            Local::Client if argc >= 2 && req.arg(1).eq_ignore_ascii_case(b"PAUSE") => {
+                self.client_pause(req, outbox)
+            }
+            Local::Client if argc >= 2 && req.arg(1).eq_ignore_ascii_case(b"UNPAUSE") => {
+                // Always served: it is the remedy for a pause, whoever set it.
+                if argc == 2 {
+                    self.client_unpause(req)
+                } else {
+                    ready(wrong_args("client|unpause"))
+                }
             }
             Local::Client => ready(self.client(req)),
             Local::Info => self.info_with_keyspace(req, outbox),
@@ -132,50 +135,93 @@ impl Session {
     }
 
     /// Checks `user`/`pass` against the proxy password; marks the session on success.
-    fn check_password(&mut self, user: &[u8], pass: &[u8]) -> Result<(), Bytes> {
+    /// A failure is logged (user and address, never the password), counted, and,
+    /// after a few from the same address, answered late (see [`crate::auth`]).
+    fn check_password(&mut self, user: &[u8], pass: &[u8]) -> Result<(), Pending> {
         let Some(expected) = &self.ctx.config.password else {
             // No password set: the default user accepts anything, as Redis's nopass.
             self.authed = true;
             return Ok(());
         };
+        let peer = self.client.addr;
         if user == b"default" && pass == expected.as_bytes() {
             self.authed = true;
-            Ok(())
-        } else {
-            self.ctx.metrics.errors.auth.inc();
-            Err(reply::error(
-                "WRONGPASS invalid username-password pair or user is disabled.",
-            ))
+            self.ctx.auth_throttle.succeeded(peer.ip());
+            return Ok(());
         }
+        let ctx = &self.ctx;
+        ctx.metrics.errors.auth.inc();
+        ctx.metrics.auth_failures.inc();
+        let at = ctx.auth_throttle.failed(peer.ip(), Instant::now());
+        let delay = at.map_or(0, |t| {
+            t.saturating_duration_since(Instant::now()).as_millis()
+        });
+        let shown: String = String::from_utf8_lossy(user)
+            .chars()
+            .take(64)
+            .flat_map(char::escape_debug)
+            .collect();
+        tracing::warn!(user = %shown, client = %peer, delay_ms = delay, "AUTH failed");
+        let wrong = reply::error("WRONGPASS invalid username-password pair or user is disabled.");
+        Err(match at {
+            Some(at) => self.answer_at(wrong, at),
+            None => Pending::Ready(wrong),
+        })
     }
 
-    fn auth(&mut self, req: &Request) -> Bytes {
+    /// `reply`, sent at `at`. The session reads nothing more until it is out, so a
+    /// pipeline of failures waits one delay after another; other sessions, and the
+    /// worker thread, go on meanwhile.
+    fn answer_at(&mut self, reply: Bytes, at: Instant) -> Pending {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let _ = tx.send(Ok(reply));
+        });
+        self.paused = true;
+        Pending::Backend(
+            rx,
+            std::sync::Arc::from("kodis-proxy (delayed AUTH failure)"),
+        )
+    }
+
+    fn auth(&mut self, req: &Request) -> Pending {
         let (user, pass) = match req.argc() {
             2 => (&b"default"[..], req.arg(1)),
             3 => (req.arg(1), req.arg(2)),
-            _ => return wrong_args("auth"),
+            _ => return Pending::Ready(wrong_args("auth")),
         };
         if self.ctx.config.password.is_none() && req.argc() == 2 {
-            return reply::error(
+            return Pending::Ready(reply::error(
                 "ERR AUTH <password> called without any password configured for the default user. \
                  Are you sure your configuration is correct?",
-            );
+            ));
         }
         match self.check_password(user, pass) {
-            Ok(()) => reply::simple("OK"),
+            Ok(()) => Pending::Ready(reply::simple("OK")),
             Err(e) => e,
         }
     }
 
-    fn hello(&mut self, req: &Request) -> Bytes {
+    fn hello(&mut self, req: &Request) -> Pending {
+        Pending::Ready(match self.hello_reply(req) {
+            Ok(b) | Err(Pending::Ready(b)) => b,
+            Err(p) => return p,
+        })
+    }
+
+    /// HELLO's reply; `Err` when its AUTH failed (maybe a delayed reply).
+    fn hello_reply(&mut self, req: &Request) -> Result<Bytes, Pending> {
         let argc = req.argc();
         let mut proto = None;
         if argc >= 2 {
             match strict_i64(req.arg(1)) {
                 Some(v @ (2 | 3)) => proto = Some(v == 3),
-                Some(_) => return reply::error("NOPROTO unsupported protocol version"),
+                Some(_) => return Ok(reply::error("NOPROTO unsupported protocol version")),
                 None => {
-                    return reply::error("ERR Protocol version is not an integer or out of range")
+                    return Ok(reply::error(
+                        "ERR Protocol version is not an integer or out of range",
+                    ))
                 }
             }
         }
@@ -184,27 +230,25 @@ impl Session {
         while i < argc {
             let opt = req.arg(i);
             if opt.eq_ignore_ascii_case(b"AUTH") && i + 2 < argc {
-                if let Err(e) = self.check_password(req.arg(i + 1), req.arg(i + 2)) {
-                    return e;
-                }
+                self.check_password(req.arg(i + 1), req.arg(i + 2))?;
                 i += 3;
             } else if opt.eq_ignore_ascii_case(b"SETNAME") && i + 1 < argc {
                 new_name = Some(req.arg_bytes(i + 1));
                 i += 2;
             } else {
-                return reply::error(&format!(
+                return Ok(reply::error(&format!(
                     "ERR Syntax error in HELLO option '{}'",
                     upper(opt)
-                ));
+                )));
             }
         }
         if !self.authed {
             self.ctx.metrics.errors.auth.inc();
-            return reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+            return Ok(reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"));
         }
         if let Some(n) = new_name {
             if let Err(e) = valid_name(&n) {
-                return e;
+                return Ok(e);
             }
             self.client
                 .update(|m| m.name = (!n.is_empty()).then_some(n));
@@ -234,9 +278,9 @@ impl Session {
             for f in &fields {
                 out.extend_from_slice(f);
             }
-            return Bytes::from(out);
+            return Ok(Bytes::from(out));
         }
-        reply::array(&fields)
+        Ok(reply::array(&fields))
     }
 
     fn client(&mut self, req: &Request) -> Bytes {
@@ -315,6 +359,76 @@ impl Session {
                 )
             }
         }
+    }
+
+    /// CLIENT PAUSE timeout [WRITE|ALL]: pausing "the server" is pausing every master,
+    /// so it is served only where `allow_client_pause` says so, and for at most
+    /// `max_client_pause_ms`. A timeout that is not a number goes to the servers,
+    /// which answer Redis's own error.
+    fn client_pause(&mut self, req: &Request, outbox: &mut Outbox) -> Pending {
+        let argc = req.argc();
+        if argc < 3 {
+            return Pending::Ready(wrong_args("client|pause"));
+        }
+        if argc > 4 {
+            // Redis's own words for it.
+            return Pending::Ready(reply::error(&format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+                String::from_utf8_lossy(req.arg(1))
+            )));
+        }
+        let cfg = &self.ctx.config;
+        if !cfg.allow_client_pause {
+            self.ctx.metrics.errors.refused.inc();
+            return Pending::Ready(refused(
+                "CLIENT PAUSE",
+                "allow_client_pause is off (a pause stops every master of the cluster for \
+                 every client)",
+            ));
+        }
+        if let Some(ms) = strict_i64(req.arg(2)) {
+            if u64::try_from(ms).is_ok_and(|ms| ms > cfg.max_client_pause_ms) {
+                self.ctx.metrics.errors.refused.inc();
+                return Pending::Ready(refused(
+                    "CLIENT PAUSE",
+                    &format!(
+                        "a timeout of {ms} ms is longer than max_client_pause_ms ({})",
+                        cfg.max_client_pause_ms
+                    ),
+                ));
+            }
+        }
+        self.broadcast(SplitKind::AllOk, req, outbox)
+    }
+
+    /// CLIENT UNPAUSE on every master, each on a dedicated connection: a shared
+    /// connection may hold a write the pause holds back, and Redis serves a
+    /// connection's commands in order, so an UNPAUSE queued behind it would wait for
+    /// the pause to end. Sent at once, not after earlier replies, for the same reason.
+    fn client_unpause(&mut self, req: &Request) -> Pending {
+        let routes = self.ctx.router.load();
+        if routes.groups.is_empty() {
+            return Pending::Ready(reply::error("ERR kodis: no backend group"));
+        }
+        let mut parts = Vec::with_capacity(routes.groups.len());
+        let mut conns = Vec::with_capacity(routes.groups.len());
+        for g in &routes.groups {
+            let conn = match g.master.dedicated().take(self.resp3) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.ctx.metrics.errors.backend.inc();
+                    return Pending::Ready(e.to_resp());
+                }
+            };
+            parts.push((conn.send(req.to_resp()), g.master.addr().clone()));
+            conns.push((g.master.clone(), conn));
+        }
+        Pending::Exclusive(Box::new(crate::session::Exclusive {
+            reply: Merge::new(SplitKind::AllOk, parts, Vec::new(), 0),
+            conns,
+            retry: None,
+            blocked: None,
+        }))
     }
 
     /// CLIENT KILL of the proxy's own clients: `CLIENT KILL addr` (+OK or an error),

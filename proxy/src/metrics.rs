@@ -24,6 +24,30 @@ pub struct ErrorLabel {
     pub kind: String,
 }
 
+/// Label of refused topology pushes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// Counters of topology pushes the admin endpoint refused, by reason.
+#[derive(Debug, Clone)]
+pub struct PushRefusals {
+    /// No or a wrong admin token.
+    pub unauthorized: Counter,
+    /// A body that is not JSON (or not sent as JSON).
+    pub bad_request: Counter,
+    /// Not a valid topology (slots twice, unknown groups, bad server addresses, ...).
+    pub invalid: Counter,
+    /// It owns no slot while the proxy serves some (every key would be CLUSTERDOWN).
+    pub no_slots: Counter,
+    /// Its epoch jumps too far ahead of the one served.
+    pub epoch_jump: Counter,
+    /// Its epoch is older than the one served.
+    pub stale: Counter,
+}
+
 /// Label of per-backend metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabel {
@@ -98,6 +122,10 @@ pub struct Metrics {
     pub readonly_refetches: Counter,
     /// Pub/Sub messages delivered to subscribed clients.
     pub pubsub_messages: Counter,
+    /// AUTH (and HELLO AUTH) attempts with a wrong user or password.
+    pub auth_failures: Counter,
+    /// Topology pushes refused by the admin endpoint, by reason.
+    pub pushes_refused: PushRefusals,
 }
 
 impl Metrics {
@@ -193,6 +221,33 @@ impl Metrics {
             "Topology fetches started at once because a backend answered READONLY",
             readonly_refetches.clone(),
         );
+        let auth_failures = Counter::default();
+        registry.register(
+            "auth_failures",
+            "AUTH attempts with a wrong user or password",
+            auth_failures.clone(),
+        );
+        let refusals = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "topology_pushes_refused",
+            "Topology pushes the admin endpoint refused, by reason",
+            refusals.clone(),
+        );
+        let refused = |reason: &str| {
+            refusals
+                .get_or_create(&ReasonLabel {
+                    reason: reason.into(),
+                })
+                .clone()
+        };
+        let pushes_refused = PushRefusals {
+            unauthorized: refused("unauthorized"),
+            bad_request: refused("bad_request"),
+            invalid: refused("invalid"),
+            no_slots: refused("no_slots"),
+            epoch_jump: refused("epoch_jump"),
+            stale: refused("stale"),
+        };
         let epoch = Gauge::default();
         registry.register(
             "topology_epoch",
@@ -233,6 +288,8 @@ impl Metrics {
             keys_moved,
             readonly_refetches,
             pubsub_messages,
+            auth_failures,
+            pushes_refused,
         })
     }
 

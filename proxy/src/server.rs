@@ -129,9 +129,8 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
         let stop = async move {
             let _ = admin_rx.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(admin, app).with_graceful_shutdown(stop).await {
-            warn!(error = %e, "admin endpoint failed");
-        }
+        let timeout = kodis_common::http::HEADER_READ_TIMEOUT;
+        kodis_common::http::serve(admin, app, timeout, stop).await;
     });
     let control = match &shared.config.dashboard {
         Some(url) => {

@@ -55,6 +55,8 @@ pub struct Shared {
     /// Woken when a backend answers `-READONLY` (a master was demoted: this proxy's
     /// topology is stale): the control loop asks the dashboard at once.
     pub(crate) stale: tokio::sync::Notify,
+    /// Failed AUTHs by client address, to slow down password guessing.
+    pub(crate) auth_throttle: crate::auth::AuthThrottle,
     next_id: AtomicU64,
 }
 
@@ -75,6 +77,7 @@ impl Shared {
             refreshing: std::sync::atomic::AtomicBool::new(false),
             stale: tokio::sync::Notify::new(),
             clients: crate::clients::Clients::default(),
+            auth_throttle: crate::auth::AuthThrottle::default(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -644,7 +647,9 @@ impl Session {
             if close {
                 break true;
             }
-            if exclusive || outbox.has_retired() {
+            // (A delayed AUTH failure pauses the session too, so a pipeline of wrong
+            // passwords is answered one delay after another.)
+            if exclusive || outbox.has_retired() || self.paused {
                 self.paused = true;
                 break false;
             }

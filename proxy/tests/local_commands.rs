@@ -291,3 +291,185 @@ fn client_list_and_kill_cover_the_proxys_own_clients() {
         .contains("not supported"));
     assert_eq!(admin.cmd(&["PING"]), Value::Simple("PONG".into()));
 }
+
+/// CLIENT UNPAUSE undoes a pause on every master (writes held by the pause go on at
+/// once), and is answered as Redis answers it; CLIENT PAUSE is refused past
+/// max_client_pause_ms. Replies compared with a plain redis-server.
+#[test]
+fn client_unpause_releases_every_master_and_pause_is_bounded() {
+    use kodis_common::test_util::RedisServer;
+    use std::time::{Duration, Instant};
+    let c = Cluster::start_with(2, |cfg| {
+        cfg.allow_client_pause = true;
+        cfg.max_client_pause_ms = 30_000;
+    });
+    let plain = RedisServer::start();
+    let mut p = c.proxy.conn();
+    let mut r = support::Conn::connect(plain.addr());
+    for cmd in [
+        &["CLIENT", "UNPAUSE"][..],
+        &["CLIENT", "UNPAUSE", "now"],
+        &["CLIENT", "PAUSE"],
+        &["CLIENT", "PAUSE", "soon"],
+        &["CLIENT", "PAUSE", "-5"],
+        &["CLIENT", "PAUSE", "10", "SOMETIMES"],
+        &["CLIENT", "PAUSE", "10", "WRITE", "x"],
+        &["client", "pause", "10", "WRITE", "x"],
+        &["CLIENT", "UNPAUSE"],
+    ] {
+        assert_eq!(p.cmd(cmd), r.cmd(cmd), "{cmd:?}");
+    }
+
+    let e = p.cmd(&["CLIENT", "PAUSE", "30001"]);
+    assert!(
+        e.err_text().contains("max_client_pause_ms (30000)"),
+        "{e:?}"
+    );
+    // Both masters are paused for writes: a write to each waits...
+    assert_eq!(p.cmd(&["CLIENT", "PAUSE", "30000", "WRITE"]), Value::ok());
+    let keys: Vec<String> = (0..2)
+        .map(|g| {
+            (0..)
+                .map(|i| format!("p{i}"))
+                .find(|k| c.owner(k.as_bytes()) == g)
+                .unwrap()
+        })
+        .collect();
+    let mut writers: Vec<support::Conn> = keys.iter().map(|_| c.proxy.conn()).collect();
+    for (w, k) in writers.iter_mut().zip(&keys) {
+        w.send_raw(&kodis_common::test_util::encode(&[
+            b"SET",
+            k.as_bytes(),
+            b"v",
+        ]));
+    }
+    assert!(support::eventually(10, || c.blocked(0) == 1 && c.blocked(1) == 1));
+    // ...until UNPAUSE, long before the pause would end.
+    let started = Instant::now();
+    assert_eq!(p.cmd(&["CLIENT", "UNPAUSE"]), Value::ok());
+    for w in &mut writers {
+        assert_eq!(w.read(), Value::ok());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    for (g, k) in keys.iter().enumerate() {
+        assert_eq!(c.direct(g).cmd(&["GET", k]), Value::bulk("v"));
+    }
+}
+
+/// By default CLIENT PAUSE (which would stop the whole cluster) is refused, and the
+/// connection stays usable; CLIENT UNPAUSE is still served.
+#[test]
+fn client_pause_is_off_by_default() {
+    let c = Cluster::start(2);
+    let mut p = c.proxy.conn();
+    let e = p.cmd(&["CLIENT", "PAUSE", "100"]);
+    assert!(e.err_text().contains("allow_client_pause"), "{e:?}");
+    assert_eq!(p.cmd(&["CLIENT", "UNPAUSE"]), Value::ok());
+    // Nothing was paused: a write to each group answers at once.
+    for k in ["foo", "bar"] {
+        assert_eq!(p.cmd(&["SET", k, "v"]), Value::ok());
+    }
+    assert_ne!(c.owner(b"foo"), c.owner(b"bar"));
+}
+
+/// Wrong AUTHs: after five from one address, each is answered after a doubling delay
+/// (50 ms, 100 ms, ...), so a pipeline of ten takes at least 1.55 s instead of
+/// microseconds; other clients are not slowed meanwhile, and the right password is
+/// answered at once. Each failure is logged with the user and the client address,
+/// never the password, and counted.
+#[test]
+fn wrong_auths_are_slowed_logged_and_counted() {
+    use kodis_common::test_util::{encode, free_port, wait_for, Killed, RedisServer};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("proxy.log");
+    let (port, admin) = (free_port(), free_port());
+    let _proxy = Killed(
+        Command::new(env!("CARGO_BIN_EXE_kodis-proxy"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["--group", &server.addr()])
+            .env("KODIS_PROXY_PASSWORD", "right-one")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let connect = || {
+        wait_for(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .unwrap();
+        support::Conn::connect(("127.0.0.1", port))
+    };
+    let mut guesser = connect();
+    let mut other = connect();
+    let wrongpass =
+        Value::Error("WRONGPASS invalid username-password pair or user is disabled.".into());
+    let started = Instant::now();
+    let mut pipeline = Vec::new();
+    for i in 0..10 {
+        pipeline.extend(encode(&[b"AUTH", format!("guess-{i}").as_bytes()]));
+    }
+    guesser.send_raw(&pipeline);
+    for _ in 0..6 {
+        assert_eq!(guesser.read(), wrongpass);
+    }
+    // Four more are owed, 1.5 s of delays: another client is served meanwhile.
+    let t = Instant::now();
+    assert_eq!(
+        other.cmd(&["PING"]),
+        Value::Error("NOAUTH Authentication required.".into())
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    for _ in 0..4 {
+        assert_eq!(guesser.read(), wrongpass);
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "ten wrong AUTHs took {took:?}"
+    );
+    // The right password is not delayed, even from the guessing address.
+    let t = Instant::now();
+    assert_eq!(other.cmd(&["AUTH", "right-one"]), Value::ok());
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(other.cmd(&["SET", "k", "v"]), Value::ok());
+
+    let (_, metrics) = kodis_common::test_util::http_raw(
+        ("127.0.0.1", admin),
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        metrics.contains("kodis_proxy_auth_failures_total 10"),
+        "{metrics}"
+    );
+    let text = wait_for(Duration::from_secs(10), || {
+        let t = std::fs::read_to_string(&log).ok()?;
+        (t.matches("AUTH failed").count() >= 10).then_some(t)
+    })
+    .expect("ten AUTH failures logged");
+    let line = text.lines().find(|l| l.contains("AUTH failed")).unwrap();
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("user=default"), "{line}");
+    assert!(line.contains("client=127.0.0.1:"), "{line}");
+    assert!(
+        !text.contains("guess-"),
+        "a password reached the log:\n{text}"
+    );
+}

@@ -194,10 +194,16 @@ impl DashboardClient {
             .await
     }
 
-    /// `POST /groups/{id}/servers`.
-    pub async fn add_server(&self, group: u32, addr: &str) -> Result<Answer, ClientError> {
+    /// `POST /groups/{id}/servers` (`force`: even if it holds keys or has replicas).
+    pub async fn add_server(
+        &self,
+        group: u32,
+        addr: &str,
+        force: bool,
+    ) -> Result<Answer, ClientError> {
         let body = AddServer {
             addr: addr.to_string(),
+            force,
         };
         self.call(
             Method::POST,
@@ -292,6 +298,11 @@ impl DashboardClient {
     pub async fn remove_proxy(&self, id: &str) -> Result<Answer, ClientError> {
         let path = format!("/proxies/{}", encode_segment(id));
         self.call::<()>(Method::DELETE, &path, None).await
+    }
+
+    /// `POST /recover`.
+    pub async fn recover(&self, req: &kodis_common::api::Recover) -> Result<Answer, ClientError> {
+        self.call(Method::POST, "/recover", Some(req)).await
     }
 }
 

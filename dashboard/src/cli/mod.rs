@@ -126,6 +126,17 @@ pub enum Command {
         #[arg(long)]
         fix: bool,
     },
+    /// Rebuild a lost or invalid stored topology, from a proxy's last topology or
+    /// from the servers' replication roles; its epoch goes above every one known.
+    #[command(after_help = "Examples:\n  \
+                  kodis recover --from-proxy 10.0.0.7:6380 --dry-run\n  \
+                  kodis recover --server 10.0.0.1:6379 --server 10.0.0.2:6379 \
+                  --server 10.0.0.3:6379\n\n\
+                  With --server, each master becomes a group (ids 1.. in the order given), \
+                  its replicas join it, and the slots are split evenly in that order: give \
+                  the masters in the order of the old groups. With neither option, the \
+                  proxy that reported the highest epoch to the dashboard is used.")]
+    Recover(RecoverArgs),
     /// Start a whole local cluster on loopback: a dashboard, redis-servers and proxies.
     Up(up::UpArgs),
     /// Kubernetes objects for Redis groups.
@@ -166,8 +177,10 @@ pub enum GroupCommand {
 #[derive(Debug, Subcommand)]
 pub enum ServerCommand {
     /// Add a running redis-server to a group: the first one becomes its master, later
-    /// ones its replicas (the dashboard sends them REPLICAOF).
-    Add(ServerArgs),
+    /// ones its replicas (the dashboard sends them REPLICAOF). Refused when it is
+    /// already a member of a group under any address, or holds keys or has replicas
+    /// (what it would lose) without --force.
+    Add(AddServerArgs),
     /// Remove a server from a group (not a master that has replicas or slots).
     Rm(ServerArgs),
 }
@@ -179,6 +192,35 @@ pub struct ServerArgs {
     pub group: u32,
     /// The server's `host:port`.
     pub addr: String,
+}
+
+/// `kodis server add` arguments.
+#[derive(Debug, Args)]
+pub struct AddServerArgs {
+    /// Group and address.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Add it even though it holds keys or has replicas of its own: as a replica it
+    /// drops them for the master's data.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `kodis recover` arguments.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// A proxy's admin address (`host:port`): its last topology is taken as is.
+    #[arg(long, value_name = "ADDR", conflicts_with = "server")]
+    pub from_proxy: Option<String>,
+    /// A server (`host:port`), repeated: masters become groups, replicas join them.
+    #[arg(long, value_name = "ADDR")]
+    pub server: Vec<String>,
+    /// Print what would be stored; store nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace the stored topology even though it is valid.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `kodis slots ...`.
@@ -288,9 +330,12 @@ pub async fn execute(
             client.remove_group(*id).await?,
             Render::Done(format!("group {id} removed")),
         ),
-        Command::Server(ServerCommand::Add(a)) => {
-            (client.add_server(a.group, &a.addr).await?, Render::Group)
-        }
+        Command::Server(ServerCommand::Add(a)) => (
+            client
+                .add_server(a.server.group, &a.server.addr, a.force)
+                .await?,
+            Render::Group,
+        ),
         Command::Server(ServerCommand::Rm(a)) => (
             client.remove_server(a.group, &a.addr).await?,
             Render::Done(format!("{} removed from group {}", a.addr, a.group)),
@@ -318,6 +363,15 @@ pub async fn execute(
             Render::Done(format!("proxy {id} removed")),
         ),
         Command::Check { fix } => (client.check(*fix).await?, Render::Check),
+        Command::Recover(a) => {
+            let req = kodis_common::api::Recover {
+                from_proxy: a.from_proxy.clone(),
+                servers: a.server.clone(),
+                dry_run: a.dry_run,
+                force: a.force,
+            };
+            (client.recover(&req).await?, Render::Recovered)
+        }
         Command::Up(_) | Command::Deploy(_) => return Ok(String::new()),
     };
     if json {
@@ -363,6 +417,19 @@ pub async fn execute(
         }
         Render::Check => output::check(&answer.decode()?),
         Render::Done(msg) => format!("{msg}\n"),
+        Render::Recovered => {
+            let r: kodis_common::api::Recovered = answer.decode()?;
+            let verb = if r.stored {
+                "recovered"
+            } else {
+                "would store (dry run)"
+            };
+            format!(
+                "{verb}: from {}\n{}",
+                r.source,
+                output::topology(&r.topology)
+            )
+        }
     })
 }
 
@@ -378,6 +445,7 @@ enum Render {
     Migrations,
     Check,
     Done(String),
+    Recovered,
 }
 
 /// `kodis migrations --watch`: prints the status every second, with a bar of the

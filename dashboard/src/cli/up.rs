@@ -390,7 +390,7 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
         for port in ports {
             let addr = format!("127.0.0.1:{port}");
             if !have.contains(&addr) {
-                client.add_server(gid, &addr).await?;
+                client.add_server(gid, &addr, false).await?;
                 have.push(addr);
             }
         }

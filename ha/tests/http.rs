@@ -1,0 +1,73 @@
+//! HTTP hygiene of HA's endpoint (`/metrics`, `/healthz`, `/events`): a 405 and a 404
+//! carry the JSON error, a body not sent as JSON is refused with 415, and a
+//! connection whose headers never end is closed.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kodis_common::test_util::{http_raw, time_to_close};
+use kodis_ha::orchestrator::Local;
+use kodis_ha::HaConfig;
+use support::{dashboard, rt};
+
+#[test]
+fn http_hygiene() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let (dash, url) = dashboard(dir.path()).await;
+        let ha = kodis_ha::start(
+            HaConfig::new(&url, dir.path().join("ha")),
+            Arc::new(Local::new(None)),
+        )
+        .await
+        .unwrap();
+        let addr = ha.addr;
+        let (answers, closed) = tokio::task::spawn_blocking(move || {
+            let req = |head: &str, body: &str| {
+                http_raw(
+                    addr,
+                    &format!("{head}\r\nHost: x\r\nConnection: close\r\n\r\n{body}"),
+                )
+            };
+            let answers = [
+                req("GET /healthz HTTP/1.1", ""),
+                req("POST /healthz HTTP/1.1\r\nContent-Length: 0", ""),
+                req("GET /nothing HTTP/1.1", ""),
+                req(
+                    "POST /events HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 2",
+                    "{}",
+                ),
+            ];
+            let closed = time_to_close(
+                addr,
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Half: ",
+                Duration::from_secs(15),
+            );
+            (answers, closed)
+        })
+        .await
+        .unwrap();
+        let json = |b: &str| serde_json::from_str::<serde_json::Value>(b).unwrap();
+        let [health, not_allowed, not_found, not_json] = answers;
+        assert_eq!(health.0, 200, "{}", health.1);
+        assert_eq!(not_allowed.0, 405, "{}", not_allowed.1);
+        assert_eq!(
+            json(&not_allowed.1)["error"],
+            "method POST not allowed on /healthz"
+        );
+        assert_eq!(not_found.0, 404, "{}", not_found.1);
+        assert_eq!(json(&not_found.1)["error"], "no such route: /nothing");
+        assert_eq!(not_json.0, 415, "{}", not_json.1);
+        assert!(json(&not_json.1)["error"]
+            .as_str()
+            .unwrap()
+            .contains("application/json"));
+        let took = closed.expect("a half-sent request's connection is closed");
+        assert!(took <= Duration::from_secs(8), "closed after {took:?}");
+        ha.stop().await;
+        dash.stop().await;
+    });
+}
