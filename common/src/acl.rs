@@ -61,15 +61,20 @@ pub struct DataUser {
     pub allow_flush: bool,
     /// KEYS allowed.
     pub allow_keys: bool,
+    /// CLIENT PAUSE allowed (the proxy's `allow_client_pause`; UNPAUSE always is).
+    #[serde(default)]
+    pub allow_client_pause: bool,
 }
 
 impl DataUser {
-    /// The user `name` with flushing and KEYS allowed (the proxy's defaults).
+    /// The user `name` with the proxy's defaults: flushing and KEYS allowed, CLIENT
+    /// PAUSE not.
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_string(),
             allow_flush: true,
             allow_keys: true,
+            allow_client_pause: false,
         }
     }
 
@@ -90,6 +95,9 @@ impl DataUser {
         }
         if !self.allow_keys {
             r.push("-keys".into());
+        }
+        if !self.allow_client_pause {
+            r.push("-client|pause".into());
         }
         r
     }
@@ -159,6 +167,9 @@ mod tests {
         let allow = open.iter().position(|r| r == "+config|get");
         assert!(deny < allow, "{open:?}");
         assert!(!open.iter().any(|r| r == "-flushall" || r == "-keys"));
+        assert!(open.iter().any(|r| r == "-client|pause"), "{open:?}");
+        u.allow_client_pause = true;
+        assert!(!u.rules(None).iter().any(|r| r == "-client|pause"));
         u.allow_flush = false;
         u.allow_keys = false;
         let closed = u.rules(None);

@@ -70,6 +70,10 @@ pub struct DashboardConfig {
     /// proxies' `allow_keys`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub proxy_allow_keys: bool,
+    /// Whether the servers let that user run CLIENT PAUSE: set it as the proxies'
+    /// `allow_client_pause`.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub proxy_allow_client_pause: bool,
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
@@ -118,6 +122,7 @@ impl DashboardConfig {
                 name: name.to_string(),
                 allow_flush: self.proxy_allow_flush,
                 allow_keys: self.proxy_allow_keys,
+                allow_client_pause: self.proxy_allow_client_pause,
             })
     }
 
@@ -143,6 +148,7 @@ impl DashboardConfig {
             proxy_user: None,
             proxy_allow_flush: true,
             proxy_allow_keys: true,
+            proxy_allow_client_pause: false,
             redis_password: None,
         }
     }

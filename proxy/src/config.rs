@@ -35,8 +35,8 @@ pub struct ProxyConfig {
     /// what this proxy refuses (`allow_flush`, `allow_keys`, SELECT, ...), so a
     /// script cannot do what its client may not. In static mode the proxy defines the
     /// user on every server at start-up; with a dashboard, the dashboard and `kodis-ha
-    /// launch` do (then keep `allow_flush`/`allow_keys` as the dashboard's
-    /// `--proxy-allow-*`). Either way the proxy defines it on a server that answers
+    /// launch` do (then keep `allow_flush`, `allow_keys` and `allow_client_pause` as
+    /// the dashboard's `--proxy-allow-*`). Either way the proxy defines it on a server that answers
     /// `WRONGPASS` for it (one restarted without a gate).
     pub backend_user: Option<String>,
     /// Token the admin endpoint requires (`Authorization: Bearer ...`) to change or
@@ -364,6 +364,7 @@ impl ProxyConfig {
             name: name.to_string(),
             allow_flush: self.allow_flush,
             allow_keys: self.allow_keys,
+            allow_client_pause: self.allow_client_pause,
         }
     }
 

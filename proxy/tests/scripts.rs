@@ -79,6 +79,20 @@ fn scripts_cannot_flush_list_keys_or_select_when_the_proxy_refuses_it() {
         .iter()
         .map(|s| dbsize(&mut direct(s, None)))
         .collect();
+    // Logged in as the user directly, what the proxy refuses is refused (CLIENT PAUSE
+    // too: allow_client_pause is off by default).
+    let mut as_user = direct(&servers[0], None);
+    assert_eq!(as_user.cmd(&["AUTH", USER, "any"]), Value::ok());
+    for cmd in [
+        &["FLUSHALL"][..],
+        &["KEYS", "*"],
+        &["SELECT", "1"],
+        &["CLIENT", "PAUSE", "1"],
+        &["CONFIG", "SET", "maxmemory", "1"],
+        &["REPLICAOF", "NO", "ONE"],
+    ] {
+        assert!(as_user.cmd(cmd).err_text().starts_with("NOPERM"), "{cmd:?}");
+    }
 
     for script in [
         "return redis.call('flushall')",
@@ -148,9 +162,15 @@ fn scripts_cannot_flush_list_keys_or_select_when_the_proxy_refuses_it() {
 
 #[test]
 fn with_flushing_allowed_scripts_may_flush() {
-    let (servers, proxy) = cluster(&[], |c| c.backend_user = Some(USER.into()));
+    let (servers, proxy) = cluster(&[], |c| {
+        c.backend_user = Some(USER.into());
+        c.allow_client_pause = true;
+    });
     let mut p = proxy.conn();
     fill(&mut p, &servers, None);
+    // CLIENT PAUSE is allowed to the user when the proxy allows it.
+    assert_eq!(p.cmd(&["CLIENT", "PAUSE", "10"]), Value::ok());
+    assert_eq!(p.cmd(&["CLIENT", "UNPAUSE"]), Value::ok());
     assert_eq!(
         p.cmd(&["EVAL", "return redis.call('flushdb')", "1", "key:1"]),
         Value::ok()
