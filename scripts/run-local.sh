@@ -31,6 +31,9 @@ echo "Kodis is starting: connect with   redis-cli -p $port"
 echo "metrics: curl http://127.0.0.1:$admin/metrics   topology: curl http://127.0.0.1:$admin/api/v1/topology"
 echo "Ctrl-C stops the proxy and both redis-servers."
 echo
-target/release/kodis-proxy --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" "${groups[@]}" &
+# --backend-user: the proxy defines this Redis ACL user on both servers and logs in as
+# it, so scripts cannot do what the proxy refuses (README, "The data-plane ACL user").
+target/release/kodis-proxy --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+  --backend-user kodis-proxy "${groups[@]}" &
 pids+=($!)
 wait "${pids[-1]}"

@@ -1,6 +1,7 @@
 //! Shared building blocks of Kodis: the slot function, RESP scanning, the topology
 //! model, configuration helpers and telemetry set-up.
 
+pub mod acl;
 pub mod api;
 #[cfg(feature = "http")]
 pub mod http;

@@ -56,6 +56,24 @@ pub struct DashboardConfig {
     /// Timeout of one MIGRATE, in milliseconds.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     pub migrate_timeout_ms: u64,
+    /// Redis ACL user of the data plane (e.g. kodis-proxy): defined on every server
+    /// at `server add` and served to `kodis-ha launch` (which defines it before its
+    /// server serves). Give the proxies the same
+    /// `backend_user`. Its password is the Redis password. Unset: none.
+    #[arg(long, value_name = "NAME")]
+    pub proxy_user: Option<String>,
+    /// Whether the servers let that user FLUSHALL and FLUSHDB (scripts included):
+    /// set it as the proxies' `allow_flush`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub proxy_allow_flush: bool,
+    /// Whether the servers let that user run KEYS (scripts included): set it as the
+    /// proxies' `allow_keys`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub proxy_allow_keys: bool,
+    /// Whether the servers let that user run CLIENT PAUSE: set it as the proxies'
+    /// `allow_client_pause`.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub proxy_allow_client_pause: bool,
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
@@ -87,10 +105,25 @@ impl DashboardConfig {
         if self.migrate_timeout_ms == 0 {
             return Err("--migrate-timeout-ms must be at least 1".into());
         }
+        if let Some(u) = self.data_user() {
+            u.validate().map_err(|e| format!("--proxy-user: {e}"))?;
+        }
         if self.lock_ttl_secs < 2 {
             return Err("--lock-ttl-secs must be at least 2".into());
         }
         Ok(())
+    }
+
+    /// The data-plane ACL user, if one is configured.
+    pub fn data_user(&self) -> Option<kodis_common::acl::DataUser> {
+        self.proxy_user
+            .as_deref()
+            .map(|name| kodis_common::acl::DataUser {
+                name: name.to_string(),
+                allow_flush: self.proxy_allow_flush,
+                allow_keys: self.proxy_allow_keys,
+                allow_client_pause: self.proxy_allow_client_pause,
+            })
     }
 
     /// The lock's time to live.
@@ -112,6 +145,10 @@ impl DashboardConfig {
             migrate_max_keys_per_sec: 0,
             migrate_slots_in_flight: 1024,
             migrate_timeout_ms: 10_000,
+            proxy_user: None,
+            proxy_allow_flush: true,
+            proxy_allow_keys: true,
+            proxy_allow_client_pause: false,
             redis_password: None,
         }
     }

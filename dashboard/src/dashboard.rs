@@ -106,7 +106,8 @@ impl Dashboard {
                 config.redis_password.clone(),
                 Duration::from_secs(2),
                 Duration::from_millis(config.migrate_timeout_ms) + Duration::from_secs(2),
-            ),
+            )
+            .with_data_user(config.data_user()),
             config,
             store: RwLock::new(None),
             guard: RwLock::new(None),

@@ -182,6 +182,12 @@ struct SourceScan {
     done: bool,
     /// In-flight slots of this source -> target master address.
     targets: BTreeMap<u16, String>,
+    /// The source's group, and where each slot belongs: to report keys that live
+    /// on the source without belonging there (see [`crate::check`]).
+    group: u32,
+    plan: Arc<crate::check::Plan>,
+    /// Such keys seen in this pass.
+    misplaced: u64,
 }
 
 impl Pass {
@@ -193,10 +199,11 @@ impl Pass {
                 .map(str::to_string)
                 .ok_or_else(|| ApiError::Internal(format!("group {g} has no master")))
         };
-        let mut by_source: BTreeMap<String, BTreeMap<u16, String>> = BTreeMap::new();
+        let plan = Arc::new(crate::check::Plan::new(t)?);
+        let mut by_source: BTreeMap<String, (u32, BTreeMap<u16, String>)> = BTreeMap::new();
         for m in &t.migrations {
             let (from, to) = (master(m.from)?, master(m.to)?);
-            let targets = by_source.entry(from).or_default();
+            let (_, targets) = by_source.entry(from).or_insert((m.from, BTreeMap::new()));
             for s in m.start..=m.end {
                 if targets.len() >= in_flight {
                     break;
@@ -208,12 +215,15 @@ impl Pass {
             epoch: t.epoch,
             sources: by_source
                 .into_iter()
-                .map(|(addr, targets)| {
+                .map(|(addr, (group, targets))| {
                     Some(SourceScan {
                         addr,
                         cursor: 0,
                         done: false,
                         targets,
+                        group,
+                        plan: plan.clone(),
+                        misplaced: 0,
                     })
                 })
                 .collect(),
@@ -371,8 +381,11 @@ async fn move_batch(
         .await?;
     let mut by_target: BTreeMap<&str, Vec<Vec<u8>>> = BTreeMap::new();
     for k in keys {
-        if let Some(target) = scan.targets.get(&key_slot(&k)) {
+        let slot = key_slot(&k);
+        if let Some(target) = scan.targets.get(&slot) {
             by_target.entry(target.as_str()).or_default().push(k);
+        } else if let crate::check::Verdict::Misplaced(_) = scan.plan.verdict(slot, scan.group) {
+            scan.misplaced += 1;
         }
     }
     for (target, keys) in &by_target {
@@ -410,5 +423,14 @@ async fn move_batch(
     }
     scan.cursor = next;
     scan.done = next == 0;
+    if scan.done && scan.misplaced > 0 {
+        warn!(
+            source = %scan.addr,
+            group = scan.group,
+            keys = scan.misplaced,
+            "keys on this group do not belong to it (a script wrote keys it did not \
+             declare?): see `kodis check`, `kodis check --fix` moves them home"
+        );
+    }
     Ok(())
 }

@@ -87,6 +87,10 @@ pub fn document() -> Value {
             "/api/v1/groups/{id}/drain": { "parameters": [path_param("id")],
                 "post": op("migrate all of a group's slots to the other groups", None, "202", &["400", "401", "404", "409", "503"]) },
             "/api/v1/migrations": { "get": op("migrations in flight: state, blocking proxies, keys moved, rate, eta", None, "200", &["503"]) },
+            "/api/v1/acl": { "get": op("the data-plane ACL user (name, allow_flush, allow_keys) kodis-ha launch defines on its server; no password", None, "200", &[]) },
+            "/api/v1/check": {
+                "get": op("keys on a group that does not own their slot: count and sample (slots in migration skipped); needs the token when one is set", None, "200", &["401", "409", "503"]),
+                "post": op("the same, moving each misplaced key home with MIGRATE (a key of the same name on the owner is a conflict, left in place)", None, "200", &["401", "409", "503"]) },
             "/api/v1/proxies": {
                 "get": op("registered proxies", None, "200", &["503"]),
                 "post": op("register a proxy", Some("RegisterProxy"), "201", &w) },

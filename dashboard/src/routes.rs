@@ -27,6 +27,8 @@ type Ctx = State<Arc<Dashboard>>;
 pub fn router(d: Arc<Dashboard>) -> Router {
     Router::new()
         .route("/api/v1/topology", get(topology))
+        .route("/api/v1/acl", get(acl))
+        .route("/api/v1/check", get(check).post(check_fix))
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/health", axum::routing::put(put_health))
         .route("/api/v1/groups", post(add_group))
@@ -92,6 +94,40 @@ fn group_id(raw: &str) -> Result<u32, ApiError> {
 
 async fn topology(State(d): Ctx) -> Result<Response, ApiError> {
     Ok(Json(d.topology().await?).into_response())
+}
+
+/// Keys on a group that does not own their slot (see [`crate::check`]). Behind the
+/// token although a GET: it SCANs every master and its answer names keys.
+async fn check(State(d): Ctx, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
+    if let Some(token) = &d.config.admin_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    let t = d.topology().await?;
+    Ok(Json(crate::check::check(&d, &t, false).await?).into_response())
+}
+
+/// The same, moving each misplaced key home (`POST`: it changes data). Holds the
+/// change lock meanwhile, so no slot starts to migrate under the moves.
+async fn check_fix(State(d): Ctx) -> Result<Response, ApiError> {
+    let change = d.begin().await?;
+    change.ensure_active().await?;
+    let report = crate::check::check(&d, &change.current, true).await?;
+    drop(change);
+    Ok(Json(report).into_response())
+}
+
+/// The data-plane ACL user, for `kodis-ha launch` (no password in it).
+async fn acl(State(d): Ctx) -> Response {
+    Json(kodis_common::acl::AclSettings {
+        user: d.config.data_user(),
+    })
+    .into_response()
 }
 
 async fn overview(State(d): Ctx) -> Result<Response, ApiError> {
@@ -214,6 +250,9 @@ async fn add_server(
         .and_then(|g| g.master())
         .unwrap_or_default()
         .to_string();
+    // Before anything else changes on the server, and before the proxies learn of it:
+    // their connections log in as this user.
+    d.servers.define_data_user(&req.addr).await?;
     if master == req.addr {
         // The group's first server is its master: make sure it is not following
         // some other server.

@@ -15,6 +15,8 @@ use crate::error::ApiError;
 #[derive(Debug)]
 pub struct Servers {
     password: Option<String>,
+    /// The data-plane ACL user, defined on the servers added.
+    data_user: Option<kodis_common::acl::DataUser>,
     timeout: Duration,
     /// Response timeout of bulk work (SCAN, MIGRATE): longer than a MIGRATE may take.
     bulk_timeout: Duration,
@@ -39,11 +41,33 @@ impl Servers {
     pub fn new(password: Option<String>, timeout: Duration, bulk_timeout: Duration) -> Self {
         Self {
             password,
+            data_user: None,
             timeout,
             bulk_timeout,
             control: Mutex::new(HashMap::new()),
             bulk: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Servers on which `user` is defined (see [`Servers::define_data_user`]).
+    pub fn with_data_user(mut self, user: Option<kodis_common::acl::DataUser>) -> Self {
+        self.data_user = user;
+        self
+    }
+
+    /// Defines (or redefines) the data-plane ACL user on `addr`, if one is
+    /// configured: `ACL SETUSER` with rules that refuse what the proxies refuse.
+    pub async fn define_data_user(&self, addr: &str) -> Result<(), ApiError> {
+        let Some(user) = &self.data_user else {
+            return Ok(());
+        };
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER").arg(&user.name);
+        for r in user.rules(self.password.as_deref()) {
+            cmd.arg(r);
+        }
+        let _: String = self.cmd(addr, &mut cmd).await?;
+        Ok(())
     }
 
     fn cache(&self, purpose: Purpose) -> &Mutex<HashMap<String, MultiplexedConnection>> {
@@ -268,6 +292,14 @@ impl Servers {
         }
     }
 
+    /// Whether `key` exists on `addr`.
+    pub async fn exists(&self, addr: &str, key: &[u8]) -> Result<bool, ApiError> {
+        let n: i64 = self
+            .call(addr, Purpose::Bulk, redis::cmd("EXISTS").arg(key))
+            .await?;
+        Ok(n > 0)
+    }
+
     /// One `SCAN cursor COUNT count` step on `addr`: the next cursor and the keys.
     pub async fn scan(
         &self,
@@ -299,6 +331,8 @@ impl Servers {
         })?;
         let mut cmd = redis::cmd("MIGRATE");
         cmd.arg(host).arg(port).arg("").arg(0).arg(timeout_ms);
+        // As `default` on the target, never as the data-plane user: MIGRATE sends
+        // SELECT to its target, which that user may not run.
         if let Some(pw) = &self.password {
             cmd.arg("AUTH").arg(pw);
         }

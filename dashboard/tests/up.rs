@@ -52,6 +52,27 @@ fn inline(port: u16, command: &str) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// Like [`inline`], for a bulk reply of any length: its text.
+fn inline_bulk(port: u16, command: &str) -> String {
+    let mut s = BufReader::new(TcpStream::connect(("127.0.0.1", port)).expect("connect"));
+    s.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.get_mut()
+        .write_all(format!("{command}\r\n").as_bytes())
+        .expect("write");
+    let mut header = String::new();
+    s.read_line(&mut header).expect("read");
+    let len: usize = header
+        .trim_start_matches('$')
+        .trim()
+        .parse()
+        .expect(&header);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("read");
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// Like [`inline`], `None` when the port does not answer.
 fn inline_opt(port: u16, command: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -194,6 +215,14 @@ fn up_starts_a_cluster_and_sigint_stops_everything() {
         assert_eq!(o.proxies.len(), 1, "{o:?}");
         assert_eq!(inline(proxy, "SET up:key 1"), "+OK\r\n");
         assert_eq!(inline(proxy, "GET up:key"), "$1\r\n1\r\n");
+        // The proxy logs in as the data-plane ACL user, which the servers define.
+        let clients = inline_bulk(base, "CLIENT LIST");
+        assert!(clients.contains("user=kodis-proxy"), "{clients}");
+        let user = inline(base + 1, "ACL GETUSER kodis-proxy");
+        assert!(
+            user.starts_with('*') && !user.starts_with("*-1"),
+            "no such user: {user}"
+        );
     }
     if with_ha {
         // It heals itself: a SIGKILLed master comes back through its gate as a replica

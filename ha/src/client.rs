@@ -69,6 +69,13 @@ impl Dashboard {
             .await
     }
 
+    /// The data-plane ACL user the dashboard has servers define (`None`: none).
+    pub async fn data_user(&self) -> Result<Option<kodis_common::acl::DataUser>, HaError> {
+        let a: kodis_common::acl::AclSettings =
+            self.call(reqwest::Method::GET, "/api/v1/acl", None).await?;
+        Ok(a.user)
+    }
+
     /// The registered proxies.
     pub async fn proxies(&self) -> Result<Vec<ProxyInfo>, HaError> {
         self.call(reqwest::Method::GET, "/api/v1/proxies", None)

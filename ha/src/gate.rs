@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tracing::{info, warn};
 
+use kodis_common::acl::DataUser;
+
 use crate::client::Dashboard;
 use crate::config::LaunchConfig;
 use crate::error::HaError;
@@ -51,7 +53,12 @@ pub async fn run(cfg: LaunchConfig) -> Result<i32, HaError> {
             _ = term.recv() => return Ok(0),
             _ = int.recv() => return Ok(0),
         };
-        let mut child = spawn(&cfg, &role)?;
+        let user = tokio::select! {
+            u = data_user(&cfg, &dashboard) => u,
+            _ = term.recv() => return Ok(0),
+            _ = int.recv() => return Ok(0),
+        };
+        let mut child = spawn(&cfg, &role, user.as_ref())?;
         let started = Instant::now();
         let pid_path = write_pid(&cfg, &child).await;
         if let Role::Joining(as_role) = &role {
@@ -132,7 +139,20 @@ async fn stop_orphan(cfg: &LaunchConfig) {
     warn!(server = %cfg.addr, "it is still running; starting anyway");
 }
 
-fn spawn(cfg: &LaunchConfig, role: &Role) -> Result<Child, HaError> {
+/// Asks the dashboard, until it answers, which data-plane ACL user the server must
+/// define (see `kodis_common::acl`).
+async fn data_user(cfg: &LaunchConfig, dashboard: &Dashboard) -> Option<DataUser> {
+    loop {
+        match dashboard.data_user().await {
+            Ok(u) => return u,
+            Err(e) => warn!(server = %cfg.addr, error = %e,
+                            "cannot learn the data-plane ACL user yet; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn spawn(cfg: &LaunchConfig, role: &Role, user: Option<&DataUser>) -> Result<Child, HaError> {
     let (program, args) = cfg
         .command
         .split_first()
@@ -149,17 +169,30 @@ fn spawn(cfg: &LaunchConfig, role: &Role) -> Result<Child, HaError> {
             .ok_or_else(|| HaError::Invalid(format!("master {master:?} is not host:port")))?;
         cmd.args(["--replicaof", host, port]);
     }
-    if let Some(pw) = &cfg.redis_password {
-        // Through an included file readable by this user only: a flag would show the
-        // password to anyone who can run `ps`. Every role gets both: clients must
-        // authenticate, and a master may be turned into a replica at run time.
-        let path = secret_file(cfg, &format!("requirepass {pw}\nmasterauth {pw}\n"))?;
+    // Through an included file readable by this user only: a flag would show the
+    // password to anyone who can run `ps`. Every role gets both: clients must
+    // authenticate, and a master may be turned into a replica at run time.
+    let mut secrets = match &cfg.redis_password {
+        Some(pw) => format!("requirepass {pw}\nmasterauth {pw}\n"),
+        None => String::new(),
+    };
+    // The data-plane user is in the configuration, so it exists before the server
+    // serves anyone (ACL SETUSER is not replicated, nor kept across a restart).
+    if let Some(u) = user {
+        let line = u
+            .config_line(cfg.redis_password.as_deref())
+            .map_err(|e| HaError::Invalid(format!("data-plane ACL user: {e}")))?;
+        secrets.push_str(&line);
+    }
+    if !secrets.is_empty() {
+        let path = secret_file(cfg, &secrets)?;
         cmd.arg("--include").arg(path);
     }
     let child = cmd
         .spawn()
         .map_err(|e| HaError::Invalid(format!("cannot start {program}: {e}")))?;
-    info!(server = %cfg.addr, ?role, pid = child.id(), "redis-server started");
+    info!(server = %cfg.addr, ?role, pid = child.id(), acl_user = user.map(|u| u.name.as_str()),
+          "redis-server started");
     Ok(child)
 }
 

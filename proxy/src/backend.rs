@@ -44,6 +44,12 @@ pub struct BackendOptions {
     pub connect_timeout: Duration,
     /// `AUTH` password of the backends, if they need one.
     pub password: Option<String>,
+    /// ACL user the connections log in as; `default` if none.
+    pub user: Option<String>,
+    /// The `ACL SETUSER` rules of `user` under this proxy's settings, defined (as
+    /// `default`) on a server that answers `WRONGPASS` for it: one restarted without
+    /// its gate, or in static mode, where nothing else defines it.
+    pub define_user: Option<Vec<String>>,
     /// Reply size limits.
     pub limits: Limits,
     /// Requests queued per connection before senders wait.
@@ -268,8 +274,10 @@ async fn run_connection(
     }
 }
 
-/// Connects (and authenticates); with `resp3`, switches the connection to RESP3
-/// with `HELLO 3` (which authenticates too).
+/// Connects (and authenticates, as the data-plane user if one is set); with `resp3`,
+/// switches the connection to RESP3 with `HELLO 3` (which authenticates too). A
+/// server that does not know the user (restarted without a gate, or never told)
+/// gets it defined first.
 pub(crate) async fn connect(
     addr: &str,
     opts: &BackendOptions,
@@ -278,42 +286,33 @@ pub(crate) async fn connect(
     let fut = async {
         let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
+        let pw = opts.password.as_deref();
         let mut args: Vec<&[u8]> = Vec::new();
         if resp3 {
             args.extend([b"HELLO".as_slice(), b"3"]);
-            if let Some(pw) = &opts.password {
-                args.extend([b"AUTH".as_slice(), b"default", pw.as_bytes()]);
-            }
-        } else if let Some(pw) = &opts.password {
-            args.extend([b"AUTH".as_slice(), pw.as_bytes()]);
         }
-        if !args.is_empty() {
-            let mut cmd = Vec::new();
-            kodis_common::resp::encode_array_header(&mut cmd, args.len());
-            for a in &args {
-                kodis_common::resp::encode_bulk(&mut cmd, a);
+        match (&opts.user, pw) {
+            // A `nopass` user (no backend password) takes any password.
+            (Some(u), _) => args.extend([b"AUTH".as_slice(), u.as_bytes(), pw_bytes(pw)]),
+            (None, Some(p)) if resp3 => args.extend([b"AUTH".as_slice(), b"default", p.as_bytes()]),
+            (None, Some(p)) => args.extend([b"AUTH".as_slice(), p.as_bytes()]),
+            (None, None) => {}
+        }
+        if args.is_empty() {
+            return Ok(s);
+        }
+        let what = if resp3 { "HELLO 3" } else { "AUTH" };
+        let mut reply = roundtrip(&mut s, &args).await?;
+        if reply.starts_with(b"-WRONGPASS") {
+            if let (Some(rules), Some(user)) = (&opts.define_user, &opts.user) {
+                define_on(&mut s, user, rules, pw).await?;
+                info!(backend = %addr, %user, "defined the data-plane ACL user on the backend");
+                reply = roundtrip(&mut s, &args).await?;
             }
-            s.write_all(&cmd).await.map_err(|e| e.to_string())?;
-            let mut buf = BytesMut::with_capacity(256);
-            let mut scanner = ReplyScanner::new(Limits::default());
-            let n = loop {
-                if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-                    return Err("backend closed the connection during AUTH".into());
-                }
-                match scanner.scan(&buf) {
-                    Ok(Some(n)) => break n,
-                    Ok(None) => continue,
-                    Err(e) => return Err(format!("bad reply to AUTH: {e}")),
-                }
-            };
-            if buf.starts_with(b"-") {
-                let text = String::from_utf8_lossy(&buf[..n]);
-                return Err(format!(
-                    "{} refused: {}",
-                    if resp3 { "HELLO 3" } else { "AUTH" },
-                    text.trim_end()
-                ));
-            }
+        }
+        if reply.starts_with(b"-") {
+            let text = String::from_utf8_lossy(&reply);
+            return Err(format!("{what} refused: {}", text.trim_end()));
         }
         Ok(s)
     };
@@ -323,6 +322,78 @@ pub(crate) async fn connect(
             "connect timed out after {} ms",
             opts.connect_timeout.as_millis()
         )),
+    }
+}
+
+fn pw_bytes(pw: Option<&str>) -> &[u8] {
+    pw.map_or(b"".as_slice(), str::as_bytes)
+}
+
+/// Defines (or redefines) the data-plane user `user` with `rules` on `addr`, logged
+/// in as `default`: static mode's set-up at start, so changed settings take effect.
+pub(crate) async fn define_user(
+    addr: &str,
+    user: &str,
+    rules: &[String],
+    opts: &BackendOptions,
+) -> Result<(), String> {
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        define_on(&mut s, user, rules, opts.password.as_deref()).await
+    };
+    match tokio::time::timeout(opts.connect_timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// On a connection not logged in as anyone yet: `AUTH` as `default`, then
+/// `ACL SETUSER user rules...`.
+async fn define_on(
+    s: &mut TcpStream,
+    user: &str,
+    rules: &[String],
+    pw: Option<&str>,
+) -> Result<(), String> {
+    if let Some(p) = pw {
+        let r = roundtrip(s, &[b"AUTH", p.as_bytes()]).await?;
+        if r.starts_with(b"-") {
+            let text = String::from_utf8_lossy(&r);
+            return Err(format!("AUTH refused: {}", text.trim_end()));
+        }
+    }
+    let mut args: Vec<&[u8]> = vec![b"ACL", b"SETUSER", user.as_bytes()];
+    args.extend(rules.iter().map(|r| r.as_bytes()));
+    let r = roundtrip(s, &args).await?;
+    if r.starts_with(b"-") {
+        let text = String::from_utf8_lossy(&r);
+        return Err(format!(
+            "ACL SETUSER {user} refused: {} (Redis 7 or later is needed)",
+            text.trim_end()
+        ));
+    }
+    Ok(())
+}
+
+/// Sends one command and reads its whole reply.
+async fn roundtrip(s: &mut TcpStream, args: &[&[u8]]) -> Result<Bytes, String> {
+    let mut cmd = Vec::new();
+    kodis_common::resp::encode_array_header(&mut cmd, args.len());
+    for a in args {
+        kodis_common::resp::encode_bulk(&mut cmd, a);
+    }
+    s.write_all(&cmd).await.map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::with_capacity(256);
+    let mut scanner = ReplyScanner::new(Limits::default());
+    loop {
+        if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("backend closed the connection while logging in".into());
+        }
+        match scanner.scan(&buf) {
+            Ok(Some(n)) => return Ok(buf.split_to(n).freeze()),
+            Ok(None) => continue,
+            Err(e) => return Err(format!("bad reply while logging in: {e}")),
+        }
     }
 }
 

@@ -107,3 +107,43 @@ impl Session {
         }))
     }
 }
+
+impl Session {
+    /// SCRIPT KILL, FUNCTION KILL: to every master, each on a dedicated connection,
+    /// since the shared connection that carried the busy script waits behind it.
+    /// `+OK` if one master killed a script, else its NOTBUSY (or other) error.
+    pub(crate) fn kill_script(&self, req: &Request) -> Pending {
+        if req.argc() != 2 {
+            self.ctx.metrics.errors.args.inc();
+            let name = String::from_utf8_lossy(req.arg(0)).to_ascii_lowercase();
+            return Pending::Ready(wrong_args(&format!("{name}|kill")));
+        }
+        if !self.idle {
+            return Pending::Barrier;
+        }
+        let routes = self.ctx.router.load();
+        if routes.groups.is_empty() {
+            return Pending::Ready(crate::reply::error("ERR kodis: no backend group"));
+        }
+        let mut parts = Vec::with_capacity(routes.groups.len());
+        let mut conns = Vec::with_capacity(routes.groups.len());
+        for g in &routes.groups {
+            let pool = g.master.clone();
+            let conn = match pool.dedicated().take(self.resp3) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.ctx.metrics.errors.backend.inc();
+                    return Pending::Ready(e.to_resp());
+                }
+            };
+            parts.push((conn.send(req.to_resp()), pool.addr().clone()));
+            conns.push((pool, conn));
+        }
+        Pending::Exclusive(Box::new(Exclusive {
+            reply: Merge::new(SplitKind::Killed, parts, Vec::new(), 0),
+            conns,
+            retry: None,
+            blocked: None,
+        }))
+    }
+}

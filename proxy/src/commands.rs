@@ -53,6 +53,9 @@ pub enum SplitKind {
         /// How many entries at most.
         count: usize,
     },
+    /// SCRIPT KILL, FUNCTION KILL on every master: OK if one was killed, else the
+    /// NOTBUSY (or other) error.
+    Killed,
     /// SCAN on one group: its reply's cursor becomes the client's next cursor.
     Scan {
         /// The client's cursor, as resumed for this call.

@@ -30,6 +30,15 @@ pub struct ProxyConfig {
     /// Password of the backend servers (`requirepass`). Also read from
     /// `KODIS_REDIS_PASSWORD`; never a flag, so `ps` does not show it.
     pub backend_password: Option<String>,
+    /// Redis ACL user the backend connections log in as (with the backend password),
+    /// e.g. `kodis-proxy`; none (the default) logs in as `default`. Its rules refuse
+    /// what this proxy refuses (`allow_flush`, `allow_keys`, SELECT, ...), so a
+    /// script cannot do what its client may not. In static mode the proxy defines the
+    /// user on every server at start-up; with a dashboard, the dashboard and `kodis-ha
+    /// launch` do (then keep `allow_flush`, `allow_keys` and `allow_client_pause` as
+    /// the dashboard's `--proxy-allow-*`). Either way the proxy defines it on a server that answers
+    /// `WRONGPASS` for it (one restarted without a gate).
+    pub backend_user: Option<String>,
     /// Token the admin endpoint requires (`Authorization: Bearer ...`) to change or
     /// read the topology. Also read from `KODIS_ADMIN_TOKEN`. Unset: no token required,
     /// and then `admin_listen` must be a loopback address.
@@ -108,6 +117,7 @@ impl Default for ProxyConfig {
             groups: Vec::new(),
             password: None,
             backend_password: None,
+            backend_user: None,
             admin_token: None,
             backend_connections: 0,
             worker_threads: 0,
@@ -280,6 +290,10 @@ pub struct Args {
     /// Password clients must give with AUTH.
     #[arg(long, env = "KODIS_PROXY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// Redis ACL user of the backend connections (e.g. kodis-proxy) [default: none,
+    /// the `default` user].
+    #[arg(long, value_name = "NAME")]
+    pub backend_user: Option<String>,
     /// Token required to read or change the topology through the admin endpoint;
     /// required when --admin-listen is not a loopback address.
     #[arg(long, env = "KODIS_ADMIN_TOKEN", hide_env_values = true)]
@@ -356,6 +370,9 @@ impl ProxyConfig {
         }
         if args.admin_token.is_some() {
             cfg.admin_token.clone_from(&args.admin_token);
+        }
+        if args.backend_user.is_some() {
+            cfg.backend_user.clone_from(&args.backend_user);
         }
         // An empty token (an empty variable or Secret key) is no token.
         cfg.admin_token = cfg.admin_token.take().filter(|t| !t.is_empty());
@@ -445,6 +462,11 @@ impl ProxyConfig {
                 }
             }
         }
+        if let Some(user) = &self.backend_user {
+            self.data_user(user)
+                .validate()
+                .map_err(|e| StartError::Config(format!("backend_user: {e}")))?;
+        }
         if self.max_clients == 0 || self.max_clients > 1_000_000 {
             return bad(format!(
                 "max_clients = {} is out of range (1 to 1000000)",
@@ -478,6 +500,16 @@ impl ProxyConfig {
             return bad("limits must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The ACL rules of the data-plane user `name` under this proxy's settings.
+    pub fn data_user(&self, name: &str) -> kodis_common::acl::DataUser {
+        kodis_common::acl::DataUser {
+            name: name.to_string(),
+            allow_flush: self.allow_flush,
+            allow_keys: self.allow_keys,
+            allow_client_pause: self.allow_client_pause,
+        }
     }
 
     /// Worker threads to run, resolving 0 to the number of cores.

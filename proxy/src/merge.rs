@@ -85,6 +85,33 @@ impl Merge {
         self
     }
 
+    /// SCRIPT KILL, FUNCTION KILL: `+OK` if any master killed one, else the most
+    /// telling answer: an error such as `UNKILLABLE`, a backend failure, then
+    /// `NOTBUSY` (no master was running one).
+    fn killed(&self, metrics: &Metrics) -> Bytes {
+        let mut notbusy = None;
+        let mut failed = None;
+        let mut other = None;
+        for r in self.received.iter().flatten() {
+            match r {
+                Ok(b) if b.starts_with(b"+") => return b.clone(),
+                Ok(b) if b.starts_with(b"-NOTBUSY") => notbusy = notbusy.or(Some(b)),
+                Ok(b) => other = other.or(Some(b)),
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if let Some(b) = other {
+            return b.clone();
+        }
+        if let Some(e) = failed {
+            metrics.errors.backend.inc();
+            return e.to_resp();
+        }
+        notbusy
+            .cloned()
+            .unwrap_or_else(|| reply::error("NOTBUSY No scripts in execution right now."))
+    }
+
     /// Waits for every part and builds the client's reply. The first error (a backend
     /// failure or an error reply) wins, so a partial result is never shown as whole.
     /// Cancel-safe: a reply received before a cancelled wait is kept.
@@ -100,6 +127,9 @@ impl Merge {
         }
         if self.kind == SplitKind::Keyspace {
             return self.keyspace();
+        }
+        if self.kind == SplitKind::Killed {
+            return self.killed(metrics);
         }
         let mut replies = Vec::with_capacity(self.parts.len());
         for r in &self.received {
@@ -142,6 +172,7 @@ impl Merge {
             }
             SplitKind::Scan { cursor, groups } => scan_reply(&replies[0], cursor, groups),
             SplitKind::Keyspace => self.keyspace(),
+            SplitKind::Killed => self.killed(metrics),
             SplitKind::Tagged => {
                 let mut out = Vec::new();
                 let mut n = 0;

@@ -75,10 +75,23 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
     let opts = Arc::new(BackendOptions {
         connect_timeout: Duration::from_millis(config.connect_timeout_ms),
         password: config.backend_password.clone(),
+        user: config.backend_user.clone(),
+        define_user: config.backend_user.as_deref().map(|user| {
+            config
+                .data_user(user)
+                .rules(config.backend_password.as_deref())
+        }),
         limits: kodis_common::resp::Limits::REPLIES,
         queue: config.max_pipeline.max(64),
         max_dedicated: config.max_dedicated_connections,
     });
+    // In static mode nothing else defines the user (no dashboard, no gate): define
+    // it everywhere now, so that a change of this proxy's settings takes effect.
+    if let (Some(rules), Some(user)) = (&opts.define_user, &config.backend_user) {
+        if config.dashboard.is_none() {
+            define_static_user(&topology, user, rules, &opts).await;
+        }
+    }
     let workers = Workers::start(config.effective_workers())
         .map_err(|e| StartError::Config(format!("cannot start worker threads: {e}")))?;
     let router = Router::new(
@@ -219,6 +232,24 @@ async fn accept_loop(
 /// The command table from a backend's `COMMAND`, so newer commands route correctly,
 /// or the compiled-in one; plus the backend's `redis_version` for INFO and HELLO, and
 /// where the table came from.
+/// Defines the data-plane user on every server of the static topology, so that a
+/// change of the proxy's settings reaches servers that knew the user already. A
+/// server that is down gets it when the proxy first connects to it.
+async fn define_static_user(
+    topology: &Topology,
+    user: &str,
+    rules: &[String],
+    opts: &BackendOptions,
+) {
+    for addr in topology.groups.iter().flat_map(|g| &g.servers) {
+        match crate::backend::define_user(addr, user, rules, opts).await {
+            Ok(()) => info!(backend = %addr, %user, "defined the data-plane ACL user"),
+            Err(e) => warn!(backend = %addr, %user, error = %e,
+                            "cannot define the data-plane ACL user yet"),
+        }
+    }
+}
+
 pub(crate) async fn load_command_table(
     config: &ProxyConfig,
     routes: &Routes,

@@ -799,6 +799,8 @@ impl Session {
                 b"0",
                 timeout.as_bytes(),
             ];
+            // The target logs MIGRATE in as `default`, not as the data-plane user:
+            // MIGRATE sends SELECT to its target, which that user may not run.
             if let Some(pw) = &cfg.backend_password {
                 args.extend([b"AUTH".as_slice(), pw.as_bytes()]);
             }
@@ -1192,13 +1194,14 @@ impl Session {
                 Some(SplitKind::AllOk)
             }
             ("FUNCTION", "list" | "dump" | "stats") | (_, "help") => None,
+            ("SCRIPT" | "FUNCTION", "kill") => return self.kill_script(req),
             _ => {
                 self.ctx.metrics.errors.refused.inc();
                 let what = format!("{name} {}", sub.to_ascii_uppercase());
                 return Pending::Ready(refused(
                     what.trim_end(),
-                    "kodis-proxy serves LOAD, EXISTS, FLUSH (SCRIPT) and LOAD, DELETE, \
-                     FLUSH, RESTORE, LIST, DUMP, STATS (FUNCTION)",
+                    "kodis-proxy serves LOAD, EXISTS, FLUSH, KILL (SCRIPT) and LOAD, DELETE, \
+                     FLUSH, RESTORE, LIST, DUMP, STATS, KILL (FUNCTION)",
                 ));
             }
         };

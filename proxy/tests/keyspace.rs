@@ -223,9 +223,12 @@ fn scripts_and_functions_are_loaded_on_every_master() {
         p.cmd(&["SCRIPT", "EXISTS", &sha]),
         Value::Array(Some(vec![Value::Int(0)]))
     );
+    // SCRIPT KILL is served (tests/scripts.rs): nothing runs, so NOTBUSY.
     let text = p.cmd(&["SCRIPT", "KILL"]).err_text().to_string();
+    assert!(text.starts_with("NOTBUSY"), "{text}");
+    let text = p.cmd(&["SCRIPT", "DEBUG", "YES"]).err_text().to_string();
     assert!(
-        text.starts_with("ERR kodis-proxy refuses 'SCRIPT KILL'"),
+        text.starts_with("ERR kodis-proxy refuses 'SCRIPT DEBUG'"),
         "{text}"
     );
     assert_eq!(p.cmd(&["PING"]), Value::Simple("PONG".into()));

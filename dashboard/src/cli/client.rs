@@ -280,6 +280,15 @@ impl DashboardClient {
         self.get("/migrations").await
     }
 
+    /// `GET /check`, or `POST /check` to move misplaced keys home.
+    pub async fn check(&self, fix: bool) -> Result<Answer, ClientError> {
+        if fix {
+            self.call::<()>(Method::POST, "/check", None).await
+        } else {
+            self.get("/check").await
+        }
+    }
+
     /// `GET /proxies`.
     pub async fn proxies(&self) -> Result<Answer, ClientError> {
         self.get("/proxies").await

@@ -117,6 +117,15 @@ pub enum Command {
     /// List or remove registered proxies.
     #[command(subcommand)]
     Proxy(ProxyCommand),
+    /// Find keys living on a group that does not own their slot (a script wrote a
+    /// key it did not declare): SCANs every master, prints the count and a sample
+    /// (slots in migration are skipped). `--fix` moves them home; a key whose owner
+    /// has one of the same name is left where it is and reported as a conflict.
+    Check {
+        /// Move each misplaced key to the group that owns its slot (MIGRATE).
+        #[arg(long)]
+        fix: bool,
+    },
     /// Rebuild a lost or invalid stored topology, from a proxy's last topology or
     /// from the servers' replication roles; its epoch goes above every one known.
     #[command(after_help = "Examples:\n  \
@@ -353,6 +362,7 @@ pub async fn execute(
             client.remove_proxy(id).await?,
             Render::Done(format!("proxy {id} removed")),
         ),
+        Command::Check { fix } => (client.check(*fix).await?, Render::Check),
         Command::Recover(a) => {
             let req = kodis_common::api::Recover {
                 from_proxy: a.from_proxy.clone(),
@@ -405,6 +415,7 @@ pub async fn execute(
             }
             out
         }
+        Render::Check => output::check(&answer.decode()?),
         Render::Done(msg) => format!("{msg}\n"),
         Render::Recovered => {
             let r: kodis_common::api::Recovered = answer.decode()?;
@@ -432,6 +443,7 @@ enum Render {
     /// A plan; `true`: a dry run.
     Plan(bool),
     Migrations,
+    Check,
     Done(String),
     Recovered,
 }

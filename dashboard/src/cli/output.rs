@@ -351,6 +351,59 @@ pub fn migrations(s: &kodis_common::api::MigrationStatus, bar: Option<(u64, u64)
     out
 }
 
+/// `kodis check`: the counts, then the sample of misplaced keys and of conflicts.
+pub fn check(r: &crate::check::CheckReport) -> String {
+    let mut out = format!(
+        "epoch {}: {} key(s) scanned, {} misplaced",
+        r.epoch, r.scanned, r.misplaced
+    );
+    if r.skipped_migrating > 0 {
+        out.push_str(&format!(
+            ", {} in migrating slots skipped",
+            r.skipped_migrating
+        ));
+    }
+    out.push('\n');
+    let table = |list: &[crate::check::MisplacedKey]| {
+        let mut t = Table::new(&["KEY", "SLOT", "ON GROUP", "OWNER"]);
+        for k in list {
+            t.row([
+                k.key.clone(),
+                k.slot.to_string(),
+                k.group.to_string(),
+                k.owner
+                    .map_or_else(|| "none".to_string(), |o| o.to_string()),
+            ]);
+        }
+        t.render()
+    };
+    if !r.sample.is_empty() {
+        out.push_str(&table(&r.sample));
+        if r.misplaced > r.sample.len() as u64 {
+            out.push_str(&format!(
+                "... and {} more\n",
+                r.misplaced - r.sample.len() as u64
+            ));
+        }
+    }
+    if r.fix {
+        out.push_str(&format!(
+            "moved {} key(s) home; {} conflict(s) left in place\n",
+            r.moved, r.conflicts
+        ));
+        if !r.conflict_sample.is_empty() {
+            out.push_str("conflicts (the owner has a key of the same name):\n");
+            out.push_str(&table(&r.conflict_sample));
+        }
+    } else if r.misplaced > 0 {
+        out.push_str("move them home with: kodis check --fix\n");
+    }
+    for e in &r.errors {
+        out.push_str(&format!("error: {e}\n"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use kodis_common::api::{GroupStatus, ServerStatus, SlotRange};

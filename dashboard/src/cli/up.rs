@@ -11,6 +11,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use kodis_common::acl::{DataUser, DEFAULT_USER};
 use kodis_common::api::Topology;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -308,7 +309,10 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
         .arg("--data-dir")
         .arg(&ctx.dirs.dashboard)
         .arg("--cluster")
-        .arg(&ctx.args.cluster);
+        .arg(&ctx.args.cluster)
+        // Proxies log in to the servers as this ACL user, which refuses what they
+        // refuse (scripts included); the dashboard and the gates define it.
+        .args(["--proxy-user", DEFAULT_USER]);
     if let Some(t) = &ctx.token {
         // The environment, not a flag: `ps` would show a flag.
         cmd.env("KODIS_ADMIN_TOKEN", t);
@@ -348,7 +352,12 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
                 .arg("127.0.0.1")
                 .arg("--dir")
                 .arg(ctx.dirs.redis(*port))
-                .args(["--appendonly", "yes", "--save", ""]);
+                .args(["--appendonly", "yes", "--save", ""])
+                // Without a gate, the server defines the proxies' ACL user itself at
+                // every start (no password in `kodis up`, so nothing secret on it).
+                .arg("--user")
+                .arg(DEFAULT_USER)
+                .args(DataUser::new(DEFAULT_USER).rules(None));
             if let Some(m) = master.as_deref().filter(|m| *m != addr) {
                 if let Some((host, mport)) = m.rsplit_once(':') {
                     cmd.args(["--replicaof", host, mport]);
@@ -406,7 +415,8 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
             .arg("--admin-listen")
             .arg(format!("127.0.0.1:{admin}"))
             .arg("--dashboard")
-            .arg(&url);
+            .arg(&url)
+            .args(["--backend-user", DEFAULT_USER]);
         if let Some(t) = &ctx.token {
             cmd.env("KODIS_ADMIN_TOKEN", t);
         }
