@@ -63,8 +63,13 @@ fn scaling_proxies_one_to_four_to_one_fails_no_request() {
             Arc::new(AtomicU64::new(0)),
             Arc::new(AtomicU64::new(0)),
         );
+        // Every proxy a client connected through, so the test can wait for a new one
+        // to serve before it is taken away again.
+        let served_by: Arc<std::sync::Mutex<std::collections::HashSet<std::net::SocketAddr>>> =
+            Arc::default();
         let mut clients = Vec::new();
         for c in 0..8u64 {
+            let served_by = served_by.clone();
             let (service, stop, acked, failed, closes) = (
                 service.clone(),
                 stop.clone(),
@@ -91,6 +96,7 @@ fn scaling_proxies_one_to_four_to_one_fails_no_request() {
                         continue;
                     };
                     served.insert(addr);
+                    served_by.lock().unwrap().insert(addr);
                     // A new connection now and then, as new clients arrive, so that
                     // load spreads over the proxies the Service has.
                     for _ in 0..100 {
@@ -143,6 +149,12 @@ fn scaling_proxies_one_to_four_to_one_fails_no_request() {
             })
             .await;
             service.lock().unwrap().push(p.addr);
+            // Clients reconnect every 100 requests: wait for one to come through the
+            // new proxy, not for a number of requests that may all go to the others.
+            until(10, "the new proxy to serve a client", || async {
+                served_by.lock().unwrap().contains(&p.addr).then_some(())
+            })
+            .await;
             extra.push(p);
             load(500).await;
         }
