@@ -1,7 +1,8 @@
 //! Who may reach the dashboard's API: without an admin token it listens on loopback
 //! only (the binary refuses a public address and says why); with one, every route but
 //! the probes, the metrics and the OpenAPI document needs it, reads included, and the
-//! proxies' control loop sends it.
+//! proxies' control loop sends it. The OpenAPI document lists what the API's
+//! middleware answers (401, 403, 405, 415), checked route by route against the API.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use kodis_common::test_util::{free_port, until, wait_for, Killed, RedisServer};
 use kodis_dashboard::DashboardConfig;
-use serde_json::json;
+use serde_json::{json, Value};
 use support::{rt, wait_active, Api};
 
 const TOKEN: &str = "s3cret-t0ken";
@@ -173,4 +174,138 @@ fn with_a_token_reads_need_it_and_the_proxies_send_it() {
         proxy.wait().await;
         h.stop().await;
     });
+}
+
+/// Every operation of the OpenAPI document lists the answers the API's middleware
+/// gives it, and the API gives them: 401 without the token exactly where listed, 403
+/// for a change from a web page, 415 for a body not sent as JSON, 405 (with Allow
+/// and the Error body, described in the document) for a method a path does not list.
+/// Every `$ref` resolves. Nothing is changed: each request is refused before a handler.
+#[test]
+fn the_openapi_document_lists_what_the_middleware_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let mut cfg = DashboardConfig::embedded("127.0.0.1:0", dir.path().join("store"));
+        cfg.admin_token = Some(TOKEN.into());
+        let h = kodis_dashboard::start(cfg).await.unwrap();
+        wait_active(&h).await;
+        let url = format!("http://{}", h.addr);
+        let http = reqwest::Client::new();
+        let doc: Value = http
+            .get(format!("{url}/api/v1/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        check_refs(&doc, &doc);
+        let shared = &doc["components"]["responses"];
+        for name in [
+            "Unauthorized",
+            "Forbidden",
+            "MethodNotAllowed",
+            "UnsupportedMediaType",
+        ] {
+            assert!(shared[name]["description"].is_string(), "{name}: {shared}");
+        }
+        assert!(shared["MethodNotAllowed"]["headers"]["Allow"].is_object());
+        let about = doc["info"]["description"].as_str().unwrap();
+        for code in ["401", "403", "405", "415"] {
+            assert!(
+                about.contains(code),
+                "info.description names {code}: {about}"
+            );
+        }
+
+        let methods = ["get", "put", "post", "delete", "patch"];
+        let before = api_state(&url, &http).await;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            let concrete = path.replace("{id}", "1").replace("{addr}", "127.0.0.1:1");
+            let target = format!("{url}{concrete}");
+            for m in methods {
+                let method: reqwest::Method = m.to_uppercase().parse().unwrap();
+                let Some(op) = item.get(m) else {
+                    // Not a method of this path: 405, JSON, with Allow.
+                    let r = http
+                        .request(method, &target)
+                        .bearer_auth(TOKEN)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 405, "{m} {path}");
+                    assert!(r.headers().contains_key("allow"), "{m} {path}: no Allow");
+                    let b: Value = r.json().await.unwrap();
+                    assert!(b["error"].is_string(), "{m} {path}: {b}");
+                    continue;
+                };
+                let listed = |code: &str| op["responses"].get(code).is_some();
+                let r = http.request(method.clone(), &target).send().await.unwrap();
+                assert_eq!(
+                    r.status() == 401,
+                    listed("401"),
+                    "{m} {path} without the token answered {}; the document lists 401: {}",
+                    r.status(),
+                    listed("401")
+                );
+                if m == "get" {
+                    continue;
+                }
+                assert!(listed("403") && listed("415"), "{m} {path}: {op}");
+                let r = http
+                    .request(method.clone(), &target)
+                    .bearer_auth(TOKEN)
+                    .header("origin", "http://evil.example")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 403, "{m} {path} from a web page");
+                let r = http
+                    .request(method, &target)
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "text/plain")
+                    .body("{}")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 415, "{m} {path} with a text/plain body");
+            }
+        }
+        assert_eq!(
+            api_state(&url, &http).await,
+            before,
+            "a refused request changed something"
+        );
+        h.stop().await;
+    });
+}
+
+/// The topology and the proxies, as the token's holder reads them.
+async fn api_state(url: &str, http: &reqwest::Client) -> (Value, Value) {
+    let get = |path: &'static str| async move {
+        http.get(format!("{url}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    (get("/api/v1/topology").await, get("/api/v1/proxies").await)
+}
+
+/// Panics on a `$ref` in `v` that does not point into `doc`.
+fn check_refs(doc: &Value, v: &Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get("$ref") {
+                let pointer = r.strip_prefix('#').unwrap_or(r);
+                assert!(doc.pointer(pointer).is_some(), "dangling $ref {r}");
+            }
+            m.values().for_each(|x| check_refs(doc, x));
+        }
+        Value::Array(a) => a.iter().for_each(|x| check_refs(doc, x)),
+        _ => {}
+    }
 }
