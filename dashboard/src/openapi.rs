@@ -119,7 +119,7 @@ pub fn document() -> Value {
         "even out slot counts with the fewest slot moves: started as migrations (202), or only planned with dry_run=true (200)",
         None,
         "202",
-        &["409", "503"],
+        &["400", "409", "503"],
     );
     rebalance["parameters"] =
         json!([ { "name": "dry_run", "in": "query", "schema": { "type": "boolean" } } ]);

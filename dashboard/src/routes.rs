@@ -420,8 +420,10 @@ struct RebalanceQuery {
 
 async fn rebalance(
     State(d): Ctx,
-    axum::extract::Query(q): axum::extract::Query<RebalanceQuery>,
+    q: Result<axum::extract::Query<RebalanceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    // A bad query gets the JSON error every other route gives, not axum's plain text.
+    let axum::extract::Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if q.dry_run {
         let plan = crate::plan::rebalance(&d.topology().await?)?;
         return Ok(Json(plan).into_response());

@@ -271,6 +271,16 @@ fn the_openapi_document_lists_what_the_middleware_answers() {
                 assert_eq!(r.status(), 415, "{m} {path} with a text/plain body");
             }
         }
+        // A bad query string gets the JSON error too.
+        let r = http
+            .post(format!("{url}/api/v1/rebalance?dry_run=maybe"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let b: Value = r.json().await.expect("a JSON error body");
+        assert!(b["error"].as_str().unwrap().contains("dry_run"), "{b}");
         assert_eq!(
             api_state(&url, &http).await,
             before,
