@@ -16,7 +16,10 @@ Used by scripts/validate-manifests.sh, once per rendered overlay:
 - Security: no wildcard in an RBAC rule; every container has runAsNonRoot,
   allowPrivilegeEscalation false and drops ALL capabilities, every pod a RuntimeDefault
   seccomp profile; only HA's pods mount a service account token; no password or token
-  in a ConfigMap, a command line or a literal env value.
+  in a ConfigMap, a command line or a literal env value; a dashboard API or proxy admin
+  port on a non-loopback address, and every container that calls the dashboard
+  (--dashboard), gets KODIS_ADMIN_TOKEN from a Secret (without it the binaries refuse
+  a public address, and the dashboard answers 401).
 - etcd: the StatefulSet's replicas match its ETCD_INITIAL_CLUSTER.
 
 Every other object is written to --core-out for kubernetes-validate. With
@@ -163,6 +166,7 @@ def check_pod(obj, secrets, problems):
             problems.add(obj, f"{name}: seccompProfile must be RuntimeDefault")
         words = [str(w) for w in c.get("command", []) + c.get("args", [])]
         line = " ".join(words)
+        check_admin_token(obj, c, words, problems)
         for bad in ("requirepass", "masterauth", "--password", "--admin-token"):
             if bad in words or f"{bad} " in line or f"{bad}=" in line:
                 problems.add(obj, f"{name}: {bad} on the command line (`ps` shows it); use a Secret")
@@ -174,6 +178,48 @@ def check_pod(obj, secrets, problems):
                 problems.add(obj, f"{name}: env {env['name']} must come from a Secret (secretKeyRef), not a literal")
             elif any(v in str(env.get("value", "")) for v in secrets):
                 problems.add(obj, f"{name}: env {env.get('name')} holds a Secret's value in the clear")
+
+
+# Binary -> (flag of its admin surface, default address): without a token it must be
+# loopback (the binary refuses to start otherwise).
+ADMIN_SURFACES = {
+    "kodis-dashboard": ("--listen", "127.0.0.1:18080"),
+    "kodis-proxy": ("--admin-listen", "127.0.0.1:11080"),
+}
+
+
+def flag_value(words, flag):
+    """The value of `flag` (`--flag V` or `--flag=V`) in `words`, or None."""
+    for i, w in enumerate(words):
+        if w == flag and i + 1 < len(words):
+            return words[i + 1]
+        if w.startswith(flag + "="):
+            return w[len(flag) + 1:]
+    return None
+
+
+def is_loopback(addr):
+    host = addr.rsplit(":", 1)[0].strip("[]")
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def check_admin_token(obj, c, words, problems):
+    """A public admin surface, or a caller of the dashboard, needs the admin token."""
+    name = f"container {c.get('name')}"
+    needs = []
+    for binary, (flag, default) in ADMIN_SURFACES.items():
+        if binary in words:
+            addr = flag_value(words, flag) or default
+            if not is_loopback(addr):
+                needs.append(f"{binary} {flag} {addr} is not loopback")
+    if flag_value(words, "--dashboard") is not None:
+        needs.append("it calls the dashboard, whose API needs the token")
+    if not needs:
+        return
+    env = {e.get("name"): e for e in c.get("env", [])}
+    ref = env.get("KODIS_ADMIN_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef")
+    if not ref or ref.get("optional") is True:
+        problems.add(obj, f"{name}: needs KODIS_ADMIN_TOKEN from a Secret (non-optional secretKeyRef): {'; '.join(needs)}")
 
 
 def check_rbac(obj, problems):

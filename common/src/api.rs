@@ -24,9 +24,12 @@
 //! | `POST /recover` | [`Recover`] | 200 [`Recovered`]; 409 when the store holds a servable topology |
 //! | `GET /openapi.json` | | the OpenAPI document |
 //!
-//! Mutating routes need `Authorization: Bearer <token>` when the dashboard has one.
-//! Every error is [`ErrorBody`] with 400 (bad input), 401 (token), 404 (unknown id),
-//! 409 (conflicting state) or 503 (not the active dashboard).
+//! Every route but `GET /openapi.json` (and the probes and metrics outside `/api/v1`)
+//! needs `Authorization: Bearer <token>` when the dashboard has one, reads included;
+//! without one the dashboard listens on loopback only. Every error is [`ErrorBody`]
+//! with 400 (bad input), 401 (token), 403 (a change from a web page), 404 (unknown id),
+//! 405 (method), 409 (conflicting state), 415 (body not JSON) or 503 (not the active
+//! dashboard).
 //!
 //! A proxy's admin endpoint takes `PUT /api/v1/topology` with a [`Topology`] and answers
 //! [`Applied`] (409 with the current epoch for an older one).

@@ -14,10 +14,13 @@ use clap::Parser;
              store on one machine), serves the REST admin API, and pushes every change \
              to the registered proxies. Only one dashboard is active; others wait as \
              standbys and take over when its lock expires.",
-    after_help = "The Redis password is read from KODIS_REDIS_PASSWORD, never from a flag."
+    after_help = "The Redis password is read from KODIS_REDIS_PASSWORD, never from a flag. \
+                  Without an admin token (KODIS_ADMIN_TOKEN) the API listens on loopback \
+                  only: a non-loopback --listen without one refuses to start."
 )]
 pub struct DashboardConfig {
-    /// Address of the REST API.
+    /// Address of the REST API. Without an admin token it must be a loopback address
+    /// (the default): whoever reaches the API could change the cluster.
     #[arg(long, default_value = "127.0.0.1:18080", value_name = "ADDR")]
     pub listen: String,
     /// etcd endpoints, comma separated (e.g. http://127.0.0.1:2379). Without it the
@@ -30,8 +33,10 @@ pub struct DashboardConfig {
     /// Cluster name: store keys live under /kodis/<cluster>/.
     #[arg(long, default_value = "default")]
     pub cluster: String,
-    /// Token that mutating API calls must send as `Authorization: Bearer <token>`;
-    /// also pushed to proxies.
+    /// Token every API call must send as `Authorization: Bearer <token>` (all but
+    /// /healthz, /readyz, /metrics and /api/v1/openapi.json); the dashboard also sends
+    /// it to the proxies. Required when --listen is not a loopback address. Prefer
+    /// KODIS_ADMIN_TOKEN: `ps` shows a flag.
     #[arg(long, env = "KODIS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Seconds the active dashboard's lock lives without renewal: a standby takes
@@ -85,6 +90,18 @@ impl DashboardConfig {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(format!(
                 "--listen {:?} is not an IP:port address",
+                self.listen
+            ));
+        }
+        let loopback = self
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback());
+        if self.admin_token.as_deref().is_none_or(str::is_empty) && !loopback {
+            return Err(format!(
+                "--listen {:?} is not a loopback address and no admin token is set: anyone \
+                 who reaches it could add servers, move slots and read the topology; set \
+                 KODIS_ADMIN_TOKEN (or --admin-token) or listen on 127.0.0.1",
                 self.listen
             ));
         }
@@ -151,5 +168,35 @@ impl DashboardConfig {
             proxy_allow_client_pause: false,
             redis_password: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A non-loopback API address needs a token (an empty one is none); loopback,
+    /// the default, does not.
+    #[test]
+    fn a_public_listen_address_needs_a_token() {
+        let cfg = |listen: &str, token: Option<&str>| {
+            let mut c = DashboardConfig::embedded(listen, PathBuf::from("unused"));
+            c.admin_token = token.map(str::to_string);
+            c
+        };
+        for (listen, token) in [("0.0.0.0:18080", None), ("10.1.2.3:18080", Some(""))] {
+            let err = cfg(listen, token).validate().expect_err(listen);
+            assert!(
+                err.contains("--listen") && err.contains("loopback") && err.contains("token"),
+                "{err}"
+            );
+        }
+        cfg("0.0.0.0:18080", Some("t"))
+            .validate()
+            .expect("public with a token");
+        cfg("127.0.0.1:18080", None).validate().expect("loopback");
+        cfg("[::1]:18080", None).validate().expect("IPv6 loopback");
+        let parsed = DashboardConfig::parse_from(["kodis-dashboard"]);
+        assert_eq!(parsed.listen, "127.0.0.1:18080", "the default is loopback");
     }
 }

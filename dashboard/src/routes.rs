@@ -56,7 +56,13 @@ pub fn router(d: Arc<Dashboard>) -> Router {
         .with_state(d)
 }
 
-/// A span per request, and the token check for every mutating call.
+/// Reads open to anyone who reaches the API even when a token is set: the probes of
+/// an orchestrator and a metrics scraper carry no token, and none of these names a
+/// server or a key.
+const OPEN_READS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"];
+
+/// A span per request, and the token check for every call but [`OPEN_READS`]: reads
+/// too, as the topology, overview, proxies and migrations name every server.
 async fn guard(
     State(d): Ctx,
     req: axum::extract::Request,
@@ -64,23 +70,34 @@ async fn guard(
 ) -> Response {
     let span = tracing::info_span!("api", method = %req.method(), path = %req.uri().path());
     async move {
-        if req.method() != Method::GET {
-            if let Some(token) = &d.config.admin_token {
-                let given = req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "));
-                if given != Some(token.as_str()) {
-                    return ApiError::Unauthorized.into_response();
-                }
-            }
+        let read = matches!(*req.method(), Method::GET | Method::HEAD);
+        let open = read && OPEN_READS.contains(&req.uri().path());
+        if !open && !authorized(&d, req.headers()) {
+            return ApiError::Unauthorized.into_response();
         }
         tracing::debug!("api request");
         next.run(req).await
     }
     .instrument(span)
     .await
+}
+
+/// Whether the request carries the admin token (or none is set).
+fn authorized(d: &Dashboard, headers: &axum::http::HeaderMap) -> bool {
+    let Some(token) = &d.config.admin_token else {
+        return true;
+    };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+}
+
+/// Compares without stopping at the first difference, so the time taken does not
+/// tell how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
@@ -96,18 +113,9 @@ async fn topology(State(d): Ctx) -> Result<Response, ApiError> {
     Ok(Json(d.topology().await?).into_response())
 }
 
-/// Keys on a group that does not own their slot (see [`crate::check`]). Behind the
-/// token although a GET: it SCANs every master and its answer names keys.
-async fn check(State(d): Ctx, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
-    if let Some(token) = &d.config.admin_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
-            return Err(ApiError::Unauthorized);
-        }
-    }
+/// Keys on a group that does not own their slot (see [`crate::check`]); behind the
+/// token like every read (it SCANs every master and its answer names keys).
+async fn check(State(d): Ctx) -> Result<Response, ApiError> {
     let t = d.topology().await?;
     Ok(Json(crate::check::check(&d, &t, false).await?).into_response())
 }
@@ -412,8 +420,10 @@ struct RebalanceQuery {
 
 async fn rebalance(
     State(d): Ctx,
-    axum::extract::Query(q): axum::extract::Query<RebalanceQuery>,
+    q: Result<axum::extract::Query<RebalanceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    // A bad query gets the JSON error every other route gives, not axum's plain text.
+    let axum::extract::Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if q.dry_run {
         let plan = crate::plan::rebalance(&d.topology().await?)?;
         return Ok(Json(plan).into_response());

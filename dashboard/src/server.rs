@@ -36,6 +36,8 @@ impl DashboardHandle {
 
 /// Binds `config.listen` and starts the dashboard.
 pub async fn start(mut config: DashboardConfig) -> anyhow::Result<DashboardHandle> {
+    // An empty token (an empty variable or Secret key) is no token.
+    config.admin_token = config.admin_token.take().filter(|t| !t.is_empty());
     config.validate().map_err(anyhow::Error::msg)?;
     let listener = TcpListener::bind(&config.listen).await?;
     let addr = listener.local_addr()?;

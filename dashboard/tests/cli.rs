@@ -145,8 +145,22 @@ fn errors_name_the_status_and_exit_non_zero() {
     assert!(stderr(&out).contains("401"), "{}", stderr(&out));
     let out = kodis(&["--dashboard", &d.url, "--token", "bad", "group", "add", "1"]);
     assert!(stderr(&out).contains("401"), "{}", stderr(&out));
-    // Reads need no token.
-    ok(&kodis(&["--dashboard", &d.url, "proxy", "ls"]));
+    // Reads need it too (they name every server), and the CLI says how to give it.
+    let out = kodis(&["--dashboard", &d.url, "proxy", "ls"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("401") && stderr(&out).contains("--token"),
+        "{}",
+        stderr(&out)
+    );
+    ok(&kodis(&[
+        "--dashboard",
+        &d.url,
+        "--token",
+        "t0k",
+        "proxy",
+        "ls",
+    ]));
 }
 
 #[test]

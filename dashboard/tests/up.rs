@@ -1,7 +1,8 @@
 //! `kodis up` with the real `kodis-dashboard` and `redis-server` (and `kodis-proxy`
 //! and `kodis-ha` when they have been built next to `kodis`, as `cargo test
 //! --workspace` does): the cluster comes up, answers, heals a killed master and a
-//! killed proxy, and SIGINT stops every process it started.
+//! killed proxy, and SIGINT stops every process it started. It runs with an admin
+//! token, which every part it starts is given and every dashboard read needs.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -14,6 +15,9 @@ use kodis_common::api::Overview;
 use kodis_common::test_util::{free_port, wait_for};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+/// The admin token `kodis up` runs with.
+const TOKEN: &str = "up-t0ken";
 
 /// Two consecutive free ports (the first returned).
 fn free_port_pair() -> u16 {
@@ -150,7 +154,8 @@ fn up_starts_a_cluster_and_sigint_stops_everything() {
         .args(["--ha-port", &ha.to_string()])
         .arg("--data-dir")
         .arg(dir.path())
-        .env_remove("KODIS_ADMIN_TOKEN")
+        // Every part gets it from the environment; the dashboard's reads need it.
+        .env("KODIS_ADMIN_TOKEN", TOKEN)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -192,6 +197,7 @@ fn up_starts_a_cluster_and_sigint_stops_everything() {
             &format!("http://127.0.0.1:{dashboard}"),
         ])
         .arg("status")
+        .env("KODIS_ADMIN_TOKEN", TOKEN)
         .output()
         .expect("kodis status");
     assert!(
@@ -211,6 +217,14 @@ fn up_starts_a_cluster_and_sigint_stops_everything() {
         ]
     );
     assert!(o.groups[0].servers.iter().all(|s| s.reachable), "{o:?}");
+    let anon = Command::new(kodis)
+        .args(["--dashboard", &format!("http://127.0.0.1:{dashboard}")])
+        .arg("status")
+        .env_remove("KODIS_ADMIN_TOKEN")
+        .output()
+        .expect("kodis status");
+    assert_eq!(anon.status.code(), Some(1), "a read without the token");
+    assert!(String::from_utf8_lossy(&anon.stderr).contains("401"));
     if with_proxy {
         assert_eq!(o.proxies.len(), 1, "{o:?}");
         assert_eq!(inline(proxy, "SET up:key 1"), "+OK\r\n");
@@ -239,6 +253,7 @@ fn up_starts_a_cluster_and_sigint_stops_everything() {
             let out = Command::new(kodis)
                 .args(["--json", "--dashboard", &format!("http://127.0.0.1:{addr}")])
                 .arg("status")
+                .env("KODIS_ADMIN_TOKEN", TOKEN)
                 .output()
                 .ok()?;
             serde_json::from_slice::<Overview>(&out.stdout).ok()

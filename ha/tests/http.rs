@@ -71,3 +71,60 @@ fn http_hygiene() {
         dash.stop().await;
     });
 }
+
+/// kodis-ha against a dashboard that has an admin token: its reads (the topology, the
+/// proxies, the ACL user) and its health reports carry the token, so it keeps working
+/// now that the dashboard's reads need it; the same reads without it are refused.
+#[test]
+fn kodis_ha_sends_the_dashboards_token() {
+    use kodis_common::test_util::{until, RedisServer};
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let mut cfg =
+            kodis_dashboard::DashboardConfig::embedded("127.0.0.1:0", dir.path().join("store"));
+        cfg.admin_token = Some("t0ken".into());
+        let dash = kodis_dashboard::start(cfg).await.unwrap();
+        until(20, "the dashboard to become active", || async {
+            dash.dashboard.is_active().then_some(())
+        })
+        .await;
+        let url = format!("http://{}", dash.addr);
+        let client = kodis_ha::client::Dashboard::new(&url, Some("t0ken".into()));
+        client.create_group(1).await.unwrap();
+        client.add_server(1, &server.addr(), false).await.unwrap();
+        assert_eq!(client.topology().await.unwrap().groups.len(), 1);
+        assert!(client.proxies().await.unwrap().is_empty());
+        assert_eq!(client.data_user().await.unwrap(), None);
+        let anon = kodis_ha::client::Dashboard::new(&url, None);
+        let err = anon.topology().await.expect_err("a read without the token");
+        assert!(err.to_string().contains("401"), "{err}");
+
+        let mut ha_cfg = HaConfig::new(&url, dir.path().join("ha"));
+        ha_cfg.interval = Duration::from_millis(100);
+        ha_cfg.admin_token = Some("t0ken".into());
+        let ha = kodis_ha::start(ha_cfg, Arc::new(Local::new(None)))
+            .await
+            .unwrap();
+        let http = reqwest::Client::new();
+        let report = until(20, "kodis-ha's report to reach the dashboard", || async {
+            let o: serde_json::Value = http
+                .get(format!("{url}/api/v1/overview"))
+                .bearer_auth("t0ken")
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            o["ha"]["servers"]
+                .as_array()
+                .filter(|s| !s.is_empty())
+                .cloned()
+        })
+        .await;
+        assert_eq!(report[0]["name"], server.addr(), "{report:?}");
+        ha.stop().await;
+        dash.stop().await;
+    });
+}

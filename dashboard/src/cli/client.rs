@@ -139,10 +139,14 @@ impl DashboardClient {
         let status = resp.status();
         let text = resp.text().await.map_err(|e| self.unreachable(&e))?;
         if !status.is_success() {
-            return Err(ClientError::Api {
-                status,
-                message: error_message(&text),
-            });
+            let mut message = error_message(&text);
+            if status == StatusCode::UNAUTHORIZED {
+                // The dashboard cannot know how this client was started: say it here.
+                message.push_str(
+                    " (give the dashboard's admin token with --token or KODIS_ADMIN_TOKEN)",
+                );
+            }
+            return Err(ClientError::Api { status, message });
         }
         Ok(Answer {
             status,
