@@ -54,7 +54,7 @@ servers_joined() { [ "$(counts | cut -d" " -f1)" -ge "$1" ]; }
 serves() {
   local port v="up-$RANDOM"
   for port in 19000 19001; do
-    [ "$(redis-cli -p $port --no-raw SET kodis:cluster-up "$v" 2>&1)" = '"OK"' ] || return 1
+    [ "$(redis-cli -p $port SET kodis:cluster-up "$v" 2>&1)" = OK ] || return 1
     [ "$(redis-cli -p $port --raw GET kodis:cluster-up 2>&1)" = "$v" ] || return 1
   done
 }
@@ -106,7 +106,7 @@ stop_server() {
 write_keys() {
   local port=$1 value=$2 ok=0 k
   for k in $(seq 0 29); do
-    [ "$(redis-cli -p "$port" --no-raw SET "smoke:$k" "$value" 2>&1)" = '"OK"' ] && ok=$((ok + 1))
+    [ "$(redis-cli -p "$port" SET "smoke:$k" "$value" 2>&1)" = OK ] && ok=$((ok + 1))
   done
   echo $ok
 }
