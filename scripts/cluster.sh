@@ -58,6 +58,38 @@ serves() {
     [ "$(redis-cli -p $port --raw GET kodis:cluster-up 2>&1)" = "$v" ] || return 1
   done
 }
+# Every Redis container of the compose file that runs is healthy (`kodis-ha probe
+# ready`: a master, or a replica whose link is up and synced).
+servers_healthy() {
+  local want=$1 n
+  n=$(docker ps --filter label=com.docker.compose.project=kodis --filter name=kodis-group- \
+        --filter health=healthy -q | wc -l)
+  [ "$n" -ge "$want" ]
+}
+# The HA leader's /metrics ("" when no HA leads).
+ha_metrics() {
+  local port m
+  for port in 18091 18092; do
+    m=$(curl -sf --max-time 3 "http://127.0.0.1:$port/metrics") || continue
+    grep -q '^kodis_ha_leader 1' <<<"$m" && { echo "$m"; return 0; }
+  done
+  return 1
+}
+# HA has probed every server again since SNAPSHOT (its probe durations all changed),
+# N servers up: a replica it last saw before its first sync cannot replace its master.
+ha_probed_since() {
+  local snapshot=$1 want=$2 m
+  m=$(ha_metrics) || return 1
+  [ "$(grep -c '^kodis_ha_server_up{.*} 1$' <<<"$m")" -ge "$want" ] || return 1
+  [ "$(grep '^kodis_ha_server_probe_seconds{' <<<"$m" | grep -cvxFf <(echo "$snapshot"))" -ge "$want" ]
+}
+ha_settled() {
+  local want=$1 snapshot
+  wait_for "$want Redis containers healthy (replicas synced)" "$UP_TIMEOUT" servers_healthy "$want"
+  wait_for "an HA leader" "$UP_TIMEOUT" ha_metrics
+  snapshot=$(ha_metrics | grep '^kodis_ha_server_probe_seconds{' || true)
+  wait_for "the HA leader to probe the $want synced servers" "$UP_TIMEOUT" ha_probed_since "$snapshot" "$want"
+}
 ready_dashboard() { curl -sf --max-time 3 http://127.0.0.1:18080/readyz; }
 kodis_cli() { docker exec kodis-dashboard-1 kodis --dashboard http://kodis-dashboard:18080 "$@"; }
 
@@ -74,6 +106,7 @@ up() {
     kodis_cli slots init >/dev/null
   fi
   wait_for "SET/GET through both proxies" "$UP_TIMEOUT" serves
+  ha_settled 6
   log "up in $((SECONDS - t0)) s: proxies 127.0.0.1:19000 and :19001, dashboard 127.0.0.1:18080"
 }
 
@@ -92,6 +125,7 @@ add_group() {
   secrets
   compose --profile group4 up -d kodis-group-4-0 kodis-group-4-1
   wait_for "group 4's 2 servers in the topology" "$UP_TIMEOUT" servers_joined 8
+  ha_settled 8
   log "group 4 joined (no slots yet: kodis rebalance)"
 }
 
@@ -120,6 +154,17 @@ print(next(g["servers"][0] for g in t["groups"] if g["id"] == int(sys.argv[1])))
 }
 master_is_not() { local m; m=$(master_of "$1") && [ "$m" != "$2" ]; }
 
+# What a failed smoke test leaves to read: the topology and the last lines of HA, the
+# dashboards and the proxies.
+failed() {
+  echo "smoke: FAILED; topology: $(topology 2>&1)" >&2
+  local c
+  for c in kodis-ha-1 kodis-ha-2 kodis-dashboard-1 kodis-dashboard-2 kodis-proxy-1 kodis-proxy-2; do
+    echo "--- docker logs --tail 20 $c" >&2
+    docker logs --tail 20 "$c" 2>&1 | cut -c1-300 >&2 || true
+  done
+}
+
 smoke() {
   if ! command -v docker >/dev/null || ! docker info >/dev/null 2>&1; then
     echo "smoke: SKIPPED (no Docker engine here)"
@@ -127,7 +172,7 @@ smoke() {
   fi
   local t0=$SECONDS
   scripts/image.sh
-  trap 'rc=$?; [ $rc -eq 0 ] || echo "smoke: FAILED; cleaning up" >&2; down' EXIT
+  trap 'rc=$?; [ $rc -eq 0 ] || failed; down' EXIT
   up
   all_written before || die "writes through both proxies failed before any fault"
   local master
