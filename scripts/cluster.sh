@@ -3,7 +3,9 @@
 #   scripts/cluster.sh up            start it, assign the slots, return once SET/GET work
 #                                    through both proxies (make cluster-up)
 #   scripts/cluster.sh down          remove every container, network and volume of project
-#                                    kodis, and the secrets file (make cluster-down)
+#                                    kodis, and the secrets file (make cluster-down);
+#                                    refuses a cluster another checkout started
+#                                    (FORCE=1 removes it anyway)
 #   scripts/cluster.sh add-group     start group 4 (make cluster-add-group)
 #   scripts/cluster.sh stop-server N the manifests' preStop (kodis-ha prestop: a master
 #                                    hands over first), then `docker stop N`
@@ -93,7 +95,21 @@ ha_settled() {
 ready_dashboard() { curl -sf --max-time 3 http://127.0.0.1:18080/readyz; }
 kodis_cli() { docker exec kodis-dashboard-1 kodis --dashboard http://kodis-dashboard:18080 "$@"; }
 
+# The working directories of the running project `kodis` (one per checkout that
+# started containers of it): names are fixed, so one Docker engine holds one cluster.
+owners() {
+  docker ps -a --filter label=com.docker.compose.project=kodis \
+    --format '{{.Label "com.docker.compose.project.working_dir"}}' | sort -u
+}
+check_owner() {
+  local mine theirs
+  mine=$(cd "$DIR" && pwd -P)
+  theirs=$(owners | grep -vxF "$mine" || true)
+  [ -z "$theirs" ] || die "project kodis is running from $theirs; run make cluster-down there first"
+}
+
 up() {
+  check_owner
   for i in kodis:dev kodis-etcd:dev kodis-lb:dev; do
     docker image inspect "$i" >/dev/null 2>&1 || die "no image $i: run make image first"
   done
@@ -111,14 +127,28 @@ up() {
 }
 
 down() {
-  compose --profile group4 down --volumes --remove-orphans --timeout 10
+  # Another checkout's cluster is not ours to remove (FORCE=1 removes it all the same).
+  [ "${FORCE:-0}" = 1 ] || check_owner
+  compose --profile group4 down --volumes --remove-orphans --timeout 10 || true
   rm -f "$SECRETS"
+  # Docker may still hold a network endpoint for a moment after its container is gone.
+  wait_for "project kodis's network and volumes to go" 30 removed_all || true
   local left
-  left=$(docker ps -aq --filter label=com.docker.compose.project=kodis
-         docker network ls -q --filter label=com.docker.compose.project=kodis
-         docker volume ls -q --filter label=com.docker.compose.project=kodis)
+  left=$(leftovers)
   [ -z "$left" ] || die "left behind: $left"
   log "down: no container, network or volume of project kodis left"
+}
+leftovers() {
+  docker ps -aq --filter label=com.docker.compose.project=kodis
+  docker network ls -q --filter label=com.docker.compose.project=kodis
+  docker volume ls -q --filter label=com.docker.compose.project=kodis
+}
+removed_all() {
+  [ -z "$(docker ps -aq --filter label=com.docker.compose.project=kodis)" ] || return 1
+  local n
+  for n in $(docker network ls -q --filter label=com.docker.compose.project=kodis); do docker network rm "$n"; done
+  for n in $(docker volume ls -q --filter label=com.docker.compose.project=kodis); do docker volume rm "$n"; done
+  [ -z "$(leftovers)" ]
 }
 
 add_group() {
@@ -171,6 +201,8 @@ smoke() {
     return 0
   fi
   local t0=$SECONDS
+  # Never take over (or tear down) a cluster someone else runs on this engine.
+  [ -z "$(owners)" ] || die "smoke: project kodis already has containers (from $(owners)); not touching them"
   scripts/image.sh
   trap 'rc=$?; [ $rc -eq 0 ] || failed; down' EXIT
   up
