@@ -65,6 +65,7 @@ def check(history, final, end=None):
         "unwritable_key": None,
         "errors": collections.Counter(),
         "lost_samples": [],
+        "lost_times": [],
         "bad_reads": [],
     }
     if end is None:
@@ -103,6 +104,7 @@ def check(history, final, end=None):
                 out["wait_acked"] += 1
             if final.get(key) != value_sent:
                 out["lost_once"] += 1
+                out["lost_times"].append(rec[5])
                 if key in waited:
                     out["lost_wait"] += 1
                 if len(out["lost_samples"]) < 5:

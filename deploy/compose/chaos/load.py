@@ -13,7 +13,8 @@ keys live in one slot (one group) and only it writes them, one request at a time
 
 Every attempt is one record: (lane, kind, key, value, t0, t1, status, result), with
 status `ok` (a reply), `err` (an error reply) or `fail` (no reply: timeout, connection
-closed; the write may or may not have happened). Times are time.monotonic().
+closed; the write may or may not have happened). Times are time.monotonic(). A lane
+whose connection fails reconnects to the other proxy, as a Service would send it.
 """
 
 import asyncio
@@ -30,11 +31,11 @@ WAIT_EVERY = 10
 
 
 class Lane:
-    def __init__(self, idx, host, port, timeout):
+    def __init__(self, idx, targets, timeout):
         self.idx = idx
         self.tag = "c%d" % idx
-        self.host = host
-        self.port = port
+        self.targets = targets  # [(host, port)], the first preferred
+        self.ti = 0
         self.timeout = timeout
         self.seq = 0
         self.client = None
@@ -53,9 +54,10 @@ class Lane:
 
     async def connect(self):
         if self.client is None:
+            host, port = self.targets[self.ti]
             self.client = aredis.Redis(
-                host=self.host,
-                port=self.port,
+                host=host,
+                port=port,
                 socket_timeout=self.timeout,
                 socket_connect_timeout=2,
                 retry=Retry(NoBackoff(), 0),
@@ -64,7 +66,11 @@ class Lane:
             )
         return self.client
 
-    async def drop(self):
+    async def drop(self, rotate=False):
+        """Closes the connection; with rotate, the next one goes to the next proxy (as a
+        Service sends a new connection to another endpoint when one is gone)."""
+        if rotate:
+            self.ti = (self.ti + 1) % len(self.targets)
         c, self.client = self.client, None
         if c is not None:
             try:
@@ -82,8 +88,9 @@ class Load:
         self.history = []
         self.lanes = []
         for t_i, (host, port) in enumerate(targets):
+            order = [(host, port)] + [t for t in targets if t != (host, port)]
             for j in range(lanes_per_target):
-                self.lanes.append(Lane(t_i * lanes_per_target + j, host, port, timeout))
+                self.lanes.append(Lane(t_i * lanes_per_target + j, order, timeout))
         self.rng = random.Random(seed)
         self._stop = threading.Event()
         self._thread = None
@@ -120,7 +127,7 @@ class Load:
             res, status = str(e), "err"
         except (redis.ConnectionError, redis.TimeoutError, OSError, asyncio.TimeoutError) as e:
             res, status = "%s: %s" % (type(e).__name__, e), "fail"
-            await lane.drop()
+            await lane.drop(rotate=isinstance(e, (redis.ConnectionError, OSError)))
         except Exception as e:  # noqa: BLE001 - recorded, the lane goes on
             res, status = "%s: %s" % (type(e).__name__, e), "fail"
             await lane.drop()
