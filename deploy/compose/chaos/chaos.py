@@ -51,6 +51,12 @@ def master_of_group(g=1):
 # afterwards.
 
 
+def baseline(ctx):
+    """No fault: the reference for the others' figures."""
+    hold(FAULT_S)
+    return "no fault, %.0fs" % FAULT_S
+
+
 def kill_master(ctx):
     m = master_of_group(1)
     ctx["fault_at"] = time.monotonic()
@@ -238,6 +244,7 @@ def rolling_restart(ctx):
 
 # kind: "master" (loss measured, WAIT-acked must survive) or "safe" (nothing lost)
 SCENARIOS = [
+    ("baseline", "safe", baseline),
     ("kill-master", "master", kill_master),
     ("pause-master", "master", pause_master),
     ("cut-master", "master", cut_master),
@@ -273,6 +280,7 @@ def cause(r, ctx, kind):
 def run_one(name, kind, fault):
     ctx = {}
     C.wait_healthy()
+    log("cluster whole; load starts")
     load = Load(C.PROXIES, lanes_per_target=LANES, rate=RATE, timeout=CLIENT_TIMEOUT)
     load.start()
     err = None
@@ -286,12 +294,14 @@ def run_one(name, kind, fault):
         err = "%s: %s" % (type(e).__name__, e)
     finally:
         load.stop()
+        log("load stopped: %d requests" % len(load.history))
     if err is None:
         try:
             C.wait_healthy()
         except Exception as e:  # noqa: BLE001
             err = "%s: %s" % (type(e).__name__, e)
     final = load.final_read(*C.PROXIES[0])
+    log("final read: %d keys" % len(final))
     r = check.check(load.history, final, load.stopped)
     if kind == "safe":
         ok = r["lost"] == 0 and r["impossible"] == 0
@@ -332,6 +342,8 @@ def line(r):
         s += "\n    " + r["cause"]
     if r["error"]:
         s += "\n    error: " + r["error"]
+    if not r["passed"] and r.get("error_samples"):
+        s += "\n    error samples: %s" % r["error_samples"]
     if r["bad_reads"] and (r["impossible"] or not r["passed"]):
         s += "\n    reads: %s" % r["bad_reads"][:3]
     return s

@@ -64,6 +64,7 @@ def check(history, final, end=None):
         "unwritable_s": 0.0,
         "unwritable_key": None,
         "errors": collections.Counter(),
+        "error_samples": {},
         "lost_samples": [],
         "lost_times": [],
         "bad_reads": [],
@@ -80,7 +81,9 @@ def check(history, final, end=None):
     for rec in history:
         _lane, kind, key, value, _t0, _t1, status, res = rec
         if status != "ok":
-            out["errors"][error_kind(status, res)] += 1
+            k = error_kind(status, res)
+            out["errors"][k] += 1
+            out["error_samples"].setdefault(k, str(res)[:160])
         if kind == "set":
             regs[key][value] = rec
             writes_by_key[key].append(rec)

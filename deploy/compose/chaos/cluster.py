@@ -8,7 +8,7 @@ import time
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-SECRETS = os.path.join(ROOT, "deploy", "compose", "secrets.env")
+SECRETS = os.environ.get("CHAOS_SECRETS") or os.path.join(ROOT, "deploy", "compose", "secrets.env")
 NETWORK = "kodis_net"
 DASHBOARD = "http://127.0.0.1:18080"
 PROXIES = [("127.0.0.1", 19000), ("127.0.0.1", 19001)]

@@ -1,6 +1,6 @@
 """The chaos suite's load: lanes writing through the proxies, every attempt recorded.
 
-A lane is one client connection to one proxy that owns one hash tag `{cN}`, so all its
+A lane is one client connection to one proxy that owns one hash tag `{RUN-cN}` (RUN: random per load), so all its
 keys live in one slot (one group) and only it writes them, one request at a time:
 
 - `r:{cN}`       a register, SET to `cN:<seq>` (seq grows by one per attempt);
@@ -31,9 +31,9 @@ WAIT_EVERY = 10
 
 
 class Lane:
-    def __init__(self, idx, targets, timeout):
+    def __init__(self, idx, targets, timeout, run):
         self.idx = idx
-        self.tag = "c%d" % idx
+        self.tag = "%s-c%d" % (run, idx)
         self.targets = targets  # [(host, port)], the first preferred
         self.ti = 0
         self.timeout = timeout
@@ -87,11 +87,12 @@ class Load:
         self.rate = rate  # iterations per second per lane
         self.history = []
         self.lanes = []
+        self.rng = random.Random(seed)
+        run = "%06x" % random.getrandbits(24)  # keys of each run are new
         for t_i, (host, port) in enumerate(targets):
             order = [(host, port)] + [t for t in targets if t != (host, port)]
             for j in range(lanes_per_target):
-                self.lanes.append(Lane(t_i * lanes_per_target + j, order, timeout))
-        self.rng = random.Random(seed)
+                self.lanes.append(Lane(t_i * lanes_per_target + j, order, timeout, run))
         self._stop = threading.Event()
         self._thread = None
         self.started = None
