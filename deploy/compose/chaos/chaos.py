@@ -411,13 +411,13 @@ def main():
             }
         results.append(r)
         print(line(r), flush=True)
+        if a.json:  # after every scenario: a long run stopped half way keeps its figures
+            with open(a.json, "w") as f:
+                json.dump(results, f, indent=1, default=str)
+        if a.table:
+            with open(a.table, "w") as f:
+                f.write(table(results) + "\n")
     passed = sum(1 for r in results if r["passed"])
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=1, default=str)
-    if a.table:
-        with open(a.table, "w") as f:
-            f.write(table(results) + "\n")
     print(table(results))
     print("chaos: %d passed, %d failed" % (passed, len(results) - passed))
     return 0 if passed == len(results) else 1
