@@ -8,7 +8,7 @@
 
 SHELL := /bin/bash
 .PHONY: deps test run run-static bench bench-micro bench-e2e bench-migration fmt \
-	image cluster-up cluster-down cluster-add-group smoke
+	image cluster-up cluster-down cluster-add-group smoke chaos
 
 # Debian packages the tests and benchmarks start: redis-server, redis-cli and
 # redis-benchmark, twemproxy (nutcracker), etcd-server, and protoc (protobuf-compiler)
@@ -64,3 +64,9 @@ cluster-add-group:
 
 smoke: deps
 	scripts/cluster.sh smoke
+
+# The chaos suite (README "Chaos suite"): image, compose cluster, every fault scenario
+# under a checked load, cluster down; one line per scenario, then `chaos: N passed, M
+# failed`. Long (about 15 minutes). ARGS="--only kill-master,kill-proxy" for some.
+chaos: deps
+	scripts/chaos.sh $(ARGS)

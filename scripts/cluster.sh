@@ -115,7 +115,7 @@ up() {
   done
   secrets
   local t0=$SECONDS
-  compose up -d
+  compose up -d || die "docker-compose up failed"
   wait_for "the active dashboard on 127.0.0.1:18080" "$UP_TIMEOUT" ready_dashboard
   wait_for "6 servers in the topology" "$UP_TIMEOUT" servers_joined 6
   if [ "$(counts | cut -d" " -f2)" -eq 0 ]; then
@@ -201,6 +201,8 @@ smoke() {
     return 0
   fi
   local t0=$SECONDS
+  scripts/image.sh
+  lock
   # Never take over (or tear down) a cluster another checkout runs on this engine (a
   # shared development machine; CI's engine is fresh); our own leftovers go first.
   local mine theirs
@@ -211,7 +213,6 @@ smoke() {
     return 0
   fi
   [ -z "$(owners)" ] || down
-  scripts/image.sh
   trap 'rc=$?; [ $rc -eq 0 ] || failed; down' EXIT
   up
   all_written before || die "writes through both proxies failed before any fault"
@@ -229,6 +230,16 @@ smoke() {
   echo "smoke: PASSED in $((SECONDS - t0)) s"
 }
 
+# One command at a time per Docker engine, whichever checkout runs it: the names are
+# fixed, and two `up`s (or an `up` and a `down`) interleaved would mix two clusters.
+lock() {
+  exec 9>/tmp/kodis-compose.lock
+  flock -w "$UP_TIMEOUT" 9 || die "another scripts/cluster.sh held the lock for ${UP_TIMEOUT}s"
+}
+
+case ${1:-} in
+  up | down | add-group) lock ;;
+esac
 case ${1:-} in
   up) up ;;
   down) down ;;
