@@ -20,7 +20,15 @@ if ! docker image inspect "$DEBIAN_IMAGE" >/dev/null 2>&1; then
   mkdir -p .build
   $SUDO debootstrap --variant=minbase bookworm "$root" "$MIRROR" >.build/debootstrap.log 2>&1 \
     || { tail -20 .build/debootstrap.log >&2; exit 1; }
-  $SUDO rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  # Slim as Debian's own -slim image: no apt lists or caches, and dpkg skips
+  # documentation, man pages and translations (now and for every later install).
+  $SUDO rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
+    "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
+    "$root"/usr/share/locale/* "$root"/var/log/*.log "$root"/var/cache/debconf/*-old
+  printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+    'path-exclude /usr/share/man/*' 'path-exclude /usr/share/info/*' \
+    'path-exclude /usr/share/locale/*' 'path-include /usr/share/locale/locale.alias' \
+    | $SUDO tee "$root"/etc/dpkg/dpkg.cfg.d/slim >/dev/null
   $SUDO tar -C "$root" -c . | docker import -c 'CMD ["bash"]' - "$DEBIAN_IMAGE" >/dev/null
   $SUDO rm -rf "$root"
 fi
