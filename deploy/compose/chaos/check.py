@@ -4,7 +4,9 @@ Figures (all counts):
 - lost:        acknowledged writes not there at the end: once keys acknowledged but
                missing or different, INCRs acknowledged whose result was handed out
                again (the counter went back) or is above the final value, registers
-               whose final value is older than their last acknowledged SET;
+               whose final value is older than their last acknowledged SET, and
+               register SETs acknowledged and later read older (a later SET hides
+               them from the final read);
 - lost_wait:   of the lost once keys, those WAIT-acknowledged (WAIT 1 answered >= 1);
 - stale:       reads older than a write acknowledged before the read started (a
                register at an older seq or nil, a counter below an acknowledged INCR
@@ -133,6 +135,7 @@ def check(history, final, end=None):
     out["lost"] = out["lost_once"] + out["lost_incr"] + out["lost_reg"]
 
     # --- reads
+    lost_seen = set()  # (register, seq): acknowledged, then read older: gone
     acked_incr = {}
     for key, recs in incrs.items():
         acked_incr[key] = sorted((r[5], r[7]) for r in recs if r[6] == "ok")
@@ -147,6 +150,7 @@ def check(history, final, end=None):
             )
             if res is None:
                 if last_acked is not None:
+                    lost_seen.add((key, last_acked))
                     out["stale"] += 1
                     out["bad_reads"].append(("nil register", key, last_acked))
                 continue
@@ -165,6 +169,7 @@ def check(history, final, end=None):
             elif last_acked is not None and got[1] < last_acked:
                 out["stale"] += 1
                 out["bad_reads"].append(("stale register", key, res, last_acked))
+                lost_seen.add((key, last_acked))
         else:  # counter
             v = int(res) if res is not None else 0
             best = 0
@@ -179,6 +184,15 @@ def check(history, final, end=None):
             elif v > sent:
                 out["impossible"] += 1
                 out["bad_reads"].append(("counter above INCRs sent", key, v, sent))
+
+    # A register SET acknowledged and then read older was lost even when a later SET
+    # hides it from the final read (counted once per write; not twice with the above).
+    for key, seq in lost_seen:
+        got = parse_value(final.get(key))
+        if got is not None and got[1] >= max(s for s, r in regs[key].items() if r[6] == "ok"):
+            out["lost_reg"] += 1
+            out["lost_times"].append(regs[key][seq][5])
+    out["lost"] = out["lost_once"] + out["lost_incr"] + out["lost_reg"]
 
     # --- longest time a key could not be written
     for key, recs in writes_by_key.items():

@@ -29,6 +29,22 @@ from redis.backoff import NoBackoff
 
 WAIT_EVERY = 10
 
+# redis-py turns some error codes into classes and drops the code from the message.
+CODES = (
+    (redis.exceptions.ReadOnlyError, "READONLY"),
+    (redis.exceptions.NoPermissionError, "NOPERM"),
+    (redis.exceptions.AuthenticationError, "NOAUTH"),
+    (redis.exceptions.BusyLoadingError, "LOADING"),
+)
+
+
+def error_text(e):
+    """The error reply as the server sent it: code first."""
+    for cls, code in CODES:
+        if isinstance(e, cls):
+            return "%s %s" % (code, e)
+    return str(e)
+
 
 class Lane:
     def __init__(self, idx, targets, timeout, run):
@@ -125,7 +141,7 @@ class Load:
             res = await c.execute_command(*args)
             status = "ok"
         except redis.ResponseError as e:
-            res, status = str(e), "err"
+            res, status = error_text(e), "err"
         except (redis.ConnectionError, redis.TimeoutError, OSError, asyncio.TimeoutError) as e:
             res, status = "%s: %s" % (type(e).__name__, e), "fail"
             await lane.drop(rotate=isinstance(e, (redis.ConnectionError, OSError)))

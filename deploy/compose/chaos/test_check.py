@@ -65,6 +65,7 @@ class CheckTest(unittest.TestCase):
         f = {"r:{c1}": "c1:4", "c:{c1}": "2"}
         r = check.check(h, f)
         self.assertEqual(r["stale"], 3)
+        self.assertEqual(r["lost_reg"], 1)  # SET 2, acknowledged, read as 1 and nil
         self.assertEqual(r["impossible"], 4)
 
     def test_unwritable_time(self):
