@@ -110,6 +110,9 @@ check_owner() {
 
 up() {
   check_owner
+  # No container: volumes and networks left by an earlier cluster (an etcd holding its
+  # old topology) would be reused; a new cluster starts empty.
+  [ -n "$(docker ps -aq --filter label=com.docker.compose.project=kodis)" ] || removed_all >/dev/null 2>&1 || true
   for i in kodis:dev kodis-etcd:dev kodis-lb:dev; do
     docker image inspect "$i" >/dev/null 2>&1 || die "no image $i: run make image first"
   done
