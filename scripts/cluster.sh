@@ -41,7 +41,8 @@ wait_for() {
   done
 }
 
-topology() { curl -sf --max-time 3 http://127.0.0.1:18080/api/v1/topology; }
+# Reads need the admin token too (they name every server).
+topology() { curl -sf --max-time 3 -H "Authorization: Bearer $(token)" http://127.0.0.1:18080/api/v1/topology; }
 # Prints how many servers the topology lists and how many slots are owned.
 counts() {
   topology | python3 -c '
