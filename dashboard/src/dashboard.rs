@@ -320,7 +320,7 @@ impl Dashboard {
         &self,
         store: &Arc<dyn Store>,
     ) -> Result<(Topology, Revision), ApiError> {
-        let (t, revision) = self.read_stored(store).await?;
+        let (t, revision, _) = self.read_stored(store).await?;
         let t = t?;
         self.servable(revision)?;
         Ok((t, revision))
@@ -331,26 +331,39 @@ impl Dashboard {
     async fn read_stored(
         &self,
         store: &Arc<dyn Store>,
-    ) -> Result<(Result<Topology, ApiError>, Revision), ApiError> {
+    ) -> Result<(Result<Topology, ApiError>, Revision, u64), ApiError> {
         let recover = "it is not served; rebuild it with `kodis recover --from-proxy \
                        PROXY_ADMIN_ADDR` or `kodis recover --server ADDR...` \
                        (POST /api/v1/recover)";
         match store.get(&self.key("topology")).await? {
-            None => Ok((Ok(Topology::empty()), 0)),
+            None => Ok((Ok(Topology::empty()), 0, 0)),
             Some(kv) => {
-                let t = match serde_json::from_slice::<Topology>(&kv.value) {
-                    Err(e) => Err(ApiError::Unservable(format!(
-                        "the stored topology is not valid JSON ({e}): {recover}"
-                    ))),
-                    Ok(t) => match t.validate() {
-                        Err(e) => Err(ApiError::Unservable(format!(
-                            "the stored topology (epoch {}) is invalid ({e}): {recover}",
-                            t.epoch
-                        ))),
-                        Ok(()) => Ok(t),
-                    },
+                let (t, epoch) = match serde_json::from_slice::<Topology>(&kv.value) {
+                    Err(e) => {
+                        // Its epoch still counts (proxies may have served it): read
+                        // from the JSON even when it is not a topology.
+                        let epoch = serde_json::from_slice::<serde_json::Value>(&kv.value)
+                            .ok()
+                            .and_then(|v| v["epoch"].as_u64())
+                            .unwrap_or(0);
+                        let e = ApiError::Unservable(format!(
+                            "the stored topology is not valid JSON ({e}): {recover}"
+                        ));
+                        (Err(e), epoch)
+                    }
+                    Ok(t) => {
+                        let epoch = t.epoch;
+                        let t = match t.validate() {
+                            Err(e) => Err(ApiError::Unservable(format!(
+                                "the stored topology (epoch {}) is invalid ({e}): {recover}",
+                                t.epoch
+                            ))),
+                            Ok(()) => Ok(t),
+                        };
+                        (t, epoch)
+                    }
                 };
-                Ok((t, kv.mod_revision))
+                Ok((t, kv.mod_revision, epoch))
             }
         }
     }
@@ -414,8 +427,12 @@ impl Dashboard {
         let writes = self.writes.lock().await;
         let guard = self.active_guard()?;
         let store = self.store()?;
-        let (stored, revision) = self.read_stored(&store).await?;
-        let mut highest = self.later_topologies().first().map_or(0, |(_, l)| l.epoch);
+        let (stored, revision, stored_epoch) = self.read_stored(&store).await?;
+        let mut highest = self
+            .later_topologies()
+            .first()
+            .map_or(0, |(_, l)| l.epoch)
+            .max(stored_epoch);
         let (current, problem) = match stored {
             Ok(t) => {
                 highest = highest.max(t.epoch);
@@ -426,12 +443,6 @@ impl Dashboard {
             }
             Err(e) => (Topology::empty(), Some(e.to_string())),
         };
-        // An invalid topology's epoch still counts: proxies may have served it.
-        if let Some(kv) = store.get(&self.key("topology")).await? {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&kv.value) {
-                highest = highest.max(v["epoch"].as_u64().unwrap_or(0));
-            }
-        }
         Ok((
             Change {
                 dashboard: self,
