@@ -437,23 +437,19 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
         } else {
             full_since = None;
         }
-        // Requests the budget held back go on once it has room.
-        if session.stalled && !session.paused && !closing && session.budget.may_send(queue.len()) {
-            session.stalled = false;
-            let _routing = ctx.router.routing().await;
-            if session
-                .parse_and_dispatch(&mut buf, &mut scanner, &mut queue, &mut outbox)
-                .await
-            {
-                reading = false;
+        // Requests the budget held back go on once it has room; a held request, and
+        // what the client sent after it, once every earlier reply is out. (Exclusive:
+        // a stalled session is not paused.)
+        let resume_stalled =
+            session.stalled && !session.paused && !closing && session.budget.may_send(queue.len());
+        let resume_paused = session.paused && queue.is_empty() && !closing && reading;
+        if resume_stalled || resume_paused {
+            if resume_stalled {
+                session.stalled = false;
+            } else {
+                session.paused = false;
+                outbox.release_retired();
             }
-            continue;
-        }
-        // A held request, and what the client sent after it, go on once every
-        // earlier reply is out.
-        if session.paused && queue.is_empty() && !closing && reading {
-            session.paused = false;
-            outbox.release_retired();
             let _routing = ctx.router.routing().await;
             if session
                 .parse_and_dispatch(&mut buf, &mut scanner, &mut queue, &mut outbox)
