@@ -101,6 +101,17 @@ impl RedisServer {
         up == Some(true)
     }
 
+    /// Freezes the server (`SIGSTOP`): its connections stay open and nothing is
+    /// answered, as a `docker pause` or a stuck machine does. `resume` undoes it.
+    pub fn freeze(&self) {
+        signal(self.child.as_ref(), "-STOP");
+    }
+
+    /// Undoes [`RedisServer::freeze`] (`SIGCONT`).
+    pub fn resume(&self) {
+        signal(self.child.as_ref(), "-CONT");
+    }
+
     /// Starts the server again after [`RedisServer::kill`], on the same port and
     /// directory with the same arguments (its data is gone: no persistence).
     pub fn restart(&mut self) {
@@ -322,6 +333,17 @@ impl EtcdServer {
         self.dir.path()
     }
 
+    /// Freezes etcd (`SIGSTOP`): connections to it stay open and hang, as across a
+    /// network partition. `resume` undoes it.
+    pub fn freeze(&self) {
+        signal(self.child.as_ref(), "-STOP");
+    }
+
+    /// Undoes [`EtcdServer::freeze`] (`SIGCONT`).
+    pub fn resume(&self) {
+        signal(self.child.as_ref(), "-CONT");
+    }
+
     /// Kills etcd now (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -334,6 +356,19 @@ impl EtcdServer {
 impl Drop for EtcdServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to a running child with `kill`; a stopped process
+/// is still killed by SIGKILL on drop.
+fn signal(child: Option<&Child>, sig: &str) {
+    if let Some(c) = child {
+        let pid = c.id().to_string();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid} failed");
     }
 }
 

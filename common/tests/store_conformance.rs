@@ -519,3 +519,37 @@ mod embedded_only {
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     }
 }
+
+/// What only etcd needs: a member that stops answering (frozen, or cut off by a
+/// partition) fails requests instead of hanging them, and is used again once back.
+#[cfg(feature = "etcd")]
+mod etcd_only {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frozen_etcd_fails_requests_instead_of_hanging_them() {
+        let server = tokio::task::spawn_blocking(kodis_common::test_util::EtcdServer::start)
+            .await
+            .unwrap();
+        let store =
+            kodis_common::store::EtcdStore::connect(&[server.endpoint()], Duration::from_secs(5))
+                .await
+                .unwrap();
+        store.put(b"/f/k", b"v", None).await.unwrap();
+        server.freeze();
+        // Well past the request timeout, so a hang and an error are told apart.
+        let bound = kodis_common::store::etcd::REQUEST_TIMEOUT * 4;
+        let got = tokio::time::timeout(bound, store.get(b"/f/k")).await;
+        server.resume();
+        let err = got
+            .expect("a request to a frozen etcd hung instead of failing")
+            .unwrap_err();
+        assert!(err.to_string().contains("get"), "{err}");
+        let back = eventually("etcd to answer again after SIGCONT", || {
+            let store = &store;
+            async move { store.get(b"/f/k").await.ok().flatten() }
+        })
+        .await;
+        assert_eq!(back.value, b"v");
+    }
+}

@@ -403,12 +403,24 @@ impl Dashboard {
         v
     }
 
-    /// Why the stored topology is not served right now, if it is not.
+    /// Why this dashboard cannot serve its stored topology right now, if it cannot:
+    /// the store is not open, fails or is too slow to answer, or the topology is
+    /// not servable.
     pub async fn unservable(&self) -> Option<String> {
-        let store = self.store().ok()?;
-        match self.read_topology(&store).await {
-            Err(e @ ApiError::Unservable(_)) => Some(e.to_string()),
-            _ => None,
+        // A probe must answer in time: a store cut off by a partition says so here
+        // rather than hanging the probe (and the load balancer behind it).
+        const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+        let store = match self.store() {
+            Ok(s) => s,
+            Err(e) => return Some(e.to_string()),
+        };
+        match tokio::time::timeout(READY_TIMEOUT, self.read_topology(&store)).await {
+            Err(_) => Some(format!(
+                "the store did not answer within {}s",
+                READY_TIMEOUT.as_secs()
+            )),
+            Ok(Err(e)) => Some(e.to_string()),
+            Ok(Ok(_)) => None,
         }
     }
 

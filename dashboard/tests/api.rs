@@ -633,3 +633,37 @@ fn http_hygiene() {
         h.stop().await;
     });
 }
+
+/// An active dashboard cut off from etcd (frozen here: its connections hang as across a
+/// partition) answers `/readyz` promptly with 503 and why, instead of hanging the
+/// probe; it is ready again once etcd is back.
+#[test]
+fn readyz_answers_503_promptly_while_etcd_does_not_answer() {
+    let etcd = EtcdServer::start();
+    rt().block_on(async {
+        let mut cfg = DashboardConfig::embedded("127.0.0.1:0", std::path::PathBuf::new());
+        cfg.etcd = vec![etcd.endpoint()];
+        cfg.cluster = "ready".into();
+        let h = kodis_dashboard::start(cfg).await.unwrap();
+        wait_active(&h).await;
+        let api = Api::new(h.addr, None);
+        assert_eq!(api.call("GET", "/readyz", None).await.0, 200);
+        etcd.freeze();
+        // Far above the probe's own bound (2 s), so a hang fails the test.
+        let probe =
+            tokio::time::timeout(Duration::from_secs(10), api.call("GET", "/readyz", None)).await;
+        etcd.resume();
+        let (status, body) = probe.expect("/readyz hung while etcd did not answer");
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body["reason"].as_str().unwrap_or("").contains("store"),
+            "{body}"
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while api.call("GET", "/readyz", None).await.0 != 200 {
+            assert!(tokio::time::Instant::now() < deadline, "never ready again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        h.stop().await;
+    });
+}

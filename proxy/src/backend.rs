@@ -7,7 +7,7 @@
 //! unreachable, requests get an error at once instead of waiting.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,30 @@ pub struct BackendRequest {
     pub frame: Bytes,
     /// Receives the reply frame.
     pub reply: oneshot::Sender<BackendResult>,
+    /// The server's [`Fence`] when the request was routed: a reply that arrives after
+    /// the fence was raised is an error instead (see [`Fence`]).
+    pub fence: u64,
+}
+
+/// Raised each time a server stops being its group's master (failover, switchover,
+/// removal). A request routed to it before and answered after gets an error, not the
+/// reply: a frozen or cut-off old master that wakes up answers `+OK` for writes that
+/// its group's new master never saw, and that the old one loses when it rejoins as a
+/// replica. The client learns the outcome is unknown instead of being told it is safe.
+#[derive(Debug, Default)]
+pub struct Fence(AtomicU64);
+
+impl Fence {
+    /// The value requests routed now carry.
+    #[inline]
+    pub fn current(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Fails every request routed until now whose reply has not arrived yet.
+    pub fn raise(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// Settings shared by every backend connection.
@@ -77,6 +101,7 @@ pub struct BackendPool {
     /// For a replica: its link to the master is up (checked every second).
     healthy: AtomicBool,
     dedicated: DedicatedSet,
+    fence: Arc<Fence>,
 }
 
 impl BackendPool {
@@ -92,7 +117,9 @@ impl BackendPool {
     ) -> Arc<Self> {
         let addr: Arc<str> = Arc::from(addr);
         let up = Arc::new(AtomicBool::new(false));
-        let dedicated = DedicatedSet::new(addr.clone(), opts.clone(), metrics.clone());
+        let fence = Arc::new(Fence::default());
+        let dedicated =
+            DedicatedSet::new(addr.clone(), opts.clone(), metrics.clone(), fence.clone());
         let n = n.max(1);
         let conns = (0..2 * n)
             .map(|i| {
@@ -107,6 +134,7 @@ impl BackendPool {
                     opts.clone(),
                     metrics.clone(),
                     up.clone(),
+                    fence.clone(),
                     i >= n,
                 ));
                 tx
@@ -120,7 +148,14 @@ impl BackendPool {
             up,
             healthy: AtomicBool::new(false),
             dedicated,
+            fence,
         })
+    }
+
+    /// The server's fence: raised when it stops being a master (see [`Fence`]).
+    #[inline]
+    pub fn fence(&self) -> &Fence {
+        &self.fence
     }
 
     /// The backend's address.
@@ -178,7 +213,11 @@ impl BackendPool {
     pub async fn send(&self, conn: usize, frame: Bytes) -> ReplyRx {
         let (tx, rx) = oneshot::channel();
         let mut batch = Batch::new();
-        batch.push(BackendRequest { frame, reply: tx });
+        batch.push(BackendRequest {
+            frame,
+            reply: tx,
+            fence: self.fence.current(),
+        });
         self.send_batch(conn, batch).await;
         rx
     }
@@ -205,6 +244,7 @@ async fn run_connection(
     opts: Arc<BackendOptions>,
     metrics: BackendMetrics,
     up: Arc<AtomicBool>,
+    fence: Arc<Fence>,
     resp3: bool,
 ) {
     const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -221,7 +261,16 @@ async fn run_connection(
                 info!(backend = %addr, "connected to backend");
                 up.store(true, Ordering::Relaxed);
                 backoff = MIN_BACKOFF;
-                let end = serve(stream, &addr, &mut rx, pending.take(), &opts, &metrics).await;
+                let end = serve(
+                    stream,
+                    &addr,
+                    &mut rx,
+                    pending.take(),
+                    &opts,
+                    &metrics,
+                    &fence,
+                )
+                .await;
                 up.store(false, Ordering::Relaxed);
                 match end {
                     ServeEnd::Closed => return,
@@ -404,10 +453,12 @@ pub(crate) enum ServeEnd {
     Broken(String),
 }
 
-/// An in-flight request: where its reply goes and when its batch was written.
+/// An in-flight request: where its reply goes, when its batch was written and the
+/// fence it was routed under.
 struct InFlight {
     reply: oneshot::Sender<BackendResult>,
     sent: Instant,
+    fence: u64,
 }
 
 pub(crate) async fn serve(
@@ -417,6 +468,7 @@ pub(crate) async fn serve(
     first: Option<Batch>,
     opts: &BackendOptions,
     metrics: &BackendMetrics,
+    fence: &Fence,
 ) -> ServeEnd {
     let (mut rd, mut wr) = stream.into_split();
     let (inflight_tx, mut inflight_rx) = mpsc::unbounded_channel::<InFlight>();
@@ -448,6 +500,7 @@ pub(crate) async fn serve(
                 let _ = inflight_tx.send(InFlight {
                     reply: req.reply,
                     sent: now,
+                    fence: req.fence,
                 });
             }
             if let Err(e) = wr.write_all(&wbuf).await {
@@ -493,7 +546,14 @@ pub(crate) async fn serve(
                 };
                 metrics.latency.observe(f.sent.elapsed().as_secs_f64());
                 debug!(backend = %addr, bytes = frame.len(), "backend reply");
-                let _ = f.reply.send(Ok(frame));
+                if f.fence == fence.current() {
+                    let _ = f.reply.send(Ok(frame));
+                } else {
+                    metrics.fenced.inc();
+                    let _ = f
+                        .reply
+                        .send(Err(BackendError::Fenced { addr: addr.clone() }));
+                }
             }
         }
     };

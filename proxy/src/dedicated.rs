@@ -14,7 +14,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
-use crate::backend::{self, BackendOptions, BackendRequest, Batch, ReplyRx, ServeEnd};
+use crate::backend::{self, BackendOptions, BackendRequest, Batch, Fence, ReplyRx, ServeEnd};
 use crate::error::BackendError;
 use crate::metrics::BackendMetrics;
 
@@ -35,6 +35,8 @@ pub struct DedicatedSet {
     /// client id (to unblock them when the slot moves away).
     blocked: Mutex<FxHashMap<u64, (u16, Arc<AtomicU64>)>>,
     next_token: AtomicU64,
+    /// The server's fence, shared with its pool.
+    fence: Arc<Fence>,
 }
 
 /// One dedicated connection: requests sent on it run in order, on it alone.
@@ -46,13 +48,21 @@ pub struct Dedicated {
     resp3: bool,
     /// Its client id on the server, once known (0 before).
     id: Arc<AtomicU64>,
+    /// The server's fence, shared with its pool.
+    fence: Arc<Fence>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl DedicatedSet {
     /// No connection yet: each is opened when first needed.
-    pub fn new(addr: Arc<str>, opts: Arc<BackendOptions>, metrics: BackendMetrics) -> Self {
+    pub fn new(
+        addr: Arc<str>,
+        opts: Arc<BackendOptions>,
+        metrics: BackendMetrics,
+        fence: Arc<Fence>,
+    ) -> Self {
         Self {
+            fence,
             permits: Arc::new(Semaphore::new(opts.max_dedicated.max(1))),
             addr,
             opts,
@@ -129,6 +139,7 @@ impl DedicatedSet {
             batch.push(BackendRequest {
                 frame: Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"),
                 reply,
+                fence: self.fence.current(),
             });
             // A closed connection has nothing left to drain.
             if tx.send(batch).await.is_ok() {
@@ -170,12 +181,14 @@ impl DedicatedSet {
             self.metrics.clone(),
             resp3,
             id.clone(),
+            self.fence.clone(),
         ));
         Ok(Dedicated {
             tx,
             addr: self.addr.clone(),
             resp3,
             id,
+            fence: self.fence.clone(),
             _permit: permit,
         })
     }
@@ -206,7 +219,11 @@ impl Dedicated {
     pub fn send(&self, frame: Bytes) -> ReplyRx {
         let (tx, rx) = oneshot::channel();
         let mut batch = Batch::new();
-        batch.push(BackendRequest { frame, reply: tx });
+        batch.push(BackendRequest {
+            frame,
+            reply: tx,
+            fence: self.fence.current(),
+        });
         if let Err(e) = self.tx.try_send(batch) {
             let batch = match e {
                 mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
@@ -237,6 +254,7 @@ async fn run(
     metrics: BackendMetrics,
     resp3: bool,
     id: Arc<AtomicU64>,
+    fence: Arc<Fence>,
 ) {
     let stream = match backend::connect(&addr, &opts, resp3).await {
         Ok(s) => s,
@@ -262,6 +280,7 @@ async fn run(
     first.push(BackendRequest {
         frame: Bytes::from_static(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n"),
         reply,
+        fence: fence.current(),
     });
     tokio::spawn(async move {
         if let Ok(Ok(b)) = id_rx.await {
@@ -271,7 +290,7 @@ async fn run(
         }
     });
     if let ServeEnd::Broken(e) =
-        backend::serve(stream, &addr, &mut rx, Some(first), &opts, &metrics).await
+        backend::serve(stream, &addr, &mut rx, Some(first), &opts, &metrics, &fence).await
     {
         debug!(backend = %addr, error = %e, "dedicated connection ended");
         metrics.errors.inc();

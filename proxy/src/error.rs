@@ -24,6 +24,16 @@ pub enum BackendError {
         /// The limit.
         max: usize,
     },
+    /// The server stopped being its group's master while the request was in flight:
+    /// it may or may not have run there, and if it did, the group may not keep it.
+    #[error(
+        "backend {addr} stopped being its group's master while the request was in flight: \
+         it may or may not have run, and may not be kept (retry against the new master)"
+    )]
+    Fenced {
+        /// The backend's address.
+        addr: Arc<str>,
+    },
     /// The connection broke while the request was in flight: it may or may not have run.
     #[error("connection to backend {addr} was lost with the request in flight")]
     ConnectionLost {

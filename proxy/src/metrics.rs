@@ -89,6 +89,9 @@ pub struct BackendMetrics {
     pub errors: Counter,
     /// Write calls (one per batch of requests).
     pub writes: Counter,
+    /// Replies turned into errors because the server stopped being a master while
+    /// they were in flight (see `backend::Fence`).
+    pub fenced: Counter,
 }
 
 /// All metrics of one proxy, owning its registry.
@@ -102,6 +105,7 @@ pub struct Metrics {
     backend_bytes_in: Family<BackendLabel, Counter>,
     backend_errors: Family<BackendLabel, Counter>,
     backend_writes: Family<BackendLabel, Counter>,
+    backend_fenced: Family<BackendLabel, Counter>,
     /// Client connections open now.
     pub connections: Gauge,
     /// Client connections accepted since start.
@@ -179,6 +183,13 @@ impl Metrics {
             "backend_writes",
             "Batched writes to backends",
             backend_writes.clone(),
+        );
+        let backend_fenced = Family::<BackendLabel, Counter>::default();
+        registry.register(
+            "backend_fenced_replies",
+            "Replies failed because their server stopped being its group's master \
+             while they were in flight",
+            backend_fenced.clone(),
         );
         let client_writes = Counter::default();
         registry.register(
@@ -308,6 +319,7 @@ impl Metrics {
             backend_bytes_in,
             backend_errors,
             backend_writes,
+            backend_fenced,
             connections,
             connections_total,
             client_bytes_in,
@@ -346,6 +358,7 @@ impl Metrics {
             bytes_in: self.backend_bytes_in.get_or_create(&l).clone(),
             errors: self.backend_errors.get_or_create(&l).clone(),
             writes: self.backend_writes.get_or_create(&l).clone(),
+            fenced: self.backend_fenced.get_or_create(&l).clone(),
         }
     }
 

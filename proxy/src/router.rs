@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use kodis_common::slot::SLOT_COUNT;
 use kodis_common::topology::{Topology, TopologyError};
+use tracing::info;
 
 use crate::backend::{BackendOptions, BackendPool};
 use crate::metrics::Metrics;
@@ -253,6 +254,20 @@ impl Router {
         let epoch = topology.epoch;
         self.scans
             .record(&topology, routes.groups.iter().map(|g| g.id).collect());
+        // A server that stops being a master: what was routed to it and is not answered
+        // yet fails (see backend::Fence). Sessions route under the gate an install
+        // holds, so nothing is routed to it by the old topology after this.
+        for old in &self.current.load().groups {
+            if !routes
+                .groups
+                .iter()
+                .any(|g| Arc::ptr_eq(&g.master, &old.master))
+            {
+                info!(backend = %old.master.addr(), group = old.id, epoch,
+                    "no longer a master: replies still in flight from it become errors");
+                old.master.fence().raise();
+            }
+        }
         self.current.store(Arc::new(routes));
         self.changed.send_replace(epoch);
         Ok(())

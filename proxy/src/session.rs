@@ -243,7 +243,11 @@ impl Outbox {
     /// Routes `frame` to `pool`, to be sent with the next batch.
     pub(crate) fn push(&mut self, pool: &Arc<BackendPool>, frame: Bytes) -> (ReplyRx, Arc<str>) {
         let (tx, rx) = oneshot::channel();
-        let req = BackendRequest { frame, reply: tx };
+        let req = BackendRequest {
+            frame,
+            reply: tx,
+            fence: pool.fence().current(),
+        };
         if let Some(pin) = &mut self.pin {
             if Arc::ptr_eq(&pin.pool, pool) {
                 pin.batch.push(req);

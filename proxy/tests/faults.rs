@@ -342,3 +342,76 @@ fn an_idle_connection_closed_by_the_backend_is_reopened_without_errors() {
         0.0
     );
 }
+
+/// A master frozen with a write in flight, then replaced (failover): when it wakes up
+/// and answers `+OK`, the client gets an error instead, because the group's new master
+/// never saw that write and the old one loses it when it rejoins as a replica. This is
+/// the proxy's fence (backend::Fence); without it, a `docker pause`d master lost
+/// acknowledged writes in the chaos suite.
+#[test]
+fn a_reply_from_a_master_replaced_while_the_request_was_in_flight_is_an_error() {
+    let old = RedisServer::start();
+    let new = RedisServer::start();
+    let oport = old.port().to_string();
+    let mut n = Conn::connect(new.addr());
+    assert_eq!(n.cmd(&["REPLICAOF", "127.0.0.1", &oport]), Value::ok());
+    let config = kodis_proxy::config::ProxyConfig {
+        groups: vec![vec![old.addr(), new.addr()]],
+        ..Default::default()
+    };
+    let proxy = support::TestProxy::start(config);
+    let mut p = proxy.conn();
+    assert_eq!(p.cmd(&["SET", "before", "1"]), Value::ok());
+    assert!(eventually(10, || n.cmd(&["GET", "before"]) == Value::bulk("1")));
+
+    old.freeze();
+    // In flight: written to the frozen master, no reply yet.
+    let mut w = proxy.conn();
+    w.send_raw(&encode(&[b"SET", b"in-flight", b"1"]));
+    let mut other = proxy.conn();
+    other.send_raw(&encode(&[b"INCR", b"counter"]));
+    // Failover: the replica is promoted and the topology says so (the push returns
+    // once the proxy drained the old master, which cannot answer yet: in a thread).
+    assert_eq!(n.cmd(&["REPLICAOF", "NO", "ONE"]), Value::ok());
+    let failover = format!(
+        r#"{{"epoch": 2, "groups": [{{"id": 1, "servers": ["{}", "{}"]}}],
+            "slots": [{{"start": 0, "end": 16383, "group": 1}}]}}"#,
+        new.addr(),
+        old.addr()
+    );
+    std::thread::scope(|s| {
+        let push = s.spawn(|| proxy.http("PUT", "/api/v1/topology", &failover, &[]));
+        assert!(eventually(10, || proxy
+            .metric("kodis_proxy_topology_epoch")
+            == 2.0));
+        // Routed by the new topology: the new master.
+        assert_eq!(p.cmd(&["SET", "after", "1"]), Value::ok());
+        old.resume();
+        let (status, body) = push.join().unwrap();
+        assert_eq!(status, 200, "{body}");
+    });
+    for c in [&mut w, &mut other] {
+        let reply = c.read();
+        assert!(
+            reply
+                .err_text()
+                .contains(&format!("{} stopped being its group's master", old.addr())),
+            "{reply:?}"
+        );
+    }
+    // The old master did run them: what the client was not told is OK is exactly what
+    // the new master lacks.
+    let mut o = Conn::connect(old.addr());
+    assert_eq!(o.cmd(&["GET", "in-flight"]), Value::bulk("1"));
+    assert_eq!(n.cmd(&["GET", "in-flight"]), Value::Bulk(None));
+    assert_eq!(n.cmd(&["GET", "after"]), Value::bulk("1"));
+    assert_eq!(
+        proxy.metric(&format!(
+            "kodis_proxy_backend_fenced_replies_total{{backend=\"{}\"}}",
+            old.addr()
+        )),
+        2.0
+    );
+    // The connection survives the error, and reads and writes go on.
+    assert_eq!(w.cmd(&["GET", "after"]), Value::bulk("1"));
+}

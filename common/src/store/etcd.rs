@@ -68,6 +68,13 @@ fn header_rev(h: Option<&etcd_client::ResponseHeader>) -> Revision {
     h.map_or(0, |h| h.revision())
 }
 
+/// Longest time one etcd request may take before it fails.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often an idle connection to etcd is pinged (HTTP/2 PING).
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a ping may go unanswered before the connection is dropped.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
 impl EtcdStore {
     /// Connects to etcd at `endpoints` (`http://host:port` or `host:port`), giving up
     /// after `connect_timeout`.
@@ -75,7 +82,16 @@ impl EtcdStore {
         endpoints: &[String],
         connect_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let opts = ConnectOptions::new().with_connect_timeout(connect_timeout);
+        // Every request ends within REQUEST_TIMEOUT, and a connection that stops
+        // answering (a partition, a frozen member) is noticed by HTTP/2 pings and
+        // dropped: without these a request on it hangs for ever (a dashboard cut off
+        // from etcd hung in /readyz). Streams (watches, lease keep-alives) are only
+        // timed until their first response.
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(connect_timeout)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
+            .with_keep_alive_while_idle(true);
         let client = Client::connect(endpoints, Some(opts))
             .await
             .map_err(backend("connect"))?;
