@@ -57,6 +57,24 @@ pub struct PrestopConfig {
     pub admin_token: Option<String>,
 }
 
+impl PrestopConfig {
+    /// Checks the values that flags alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.addr.is_empty() {
+            return Err("--addr must name this server (HOST:PORT)".into());
+        }
+        if self.timeout.is_zero() {
+            return Err("--timeout must be more than 0".into());
+        }
+        check_dashboard(&self.dashboard)
+    }
+}
+
+/// `--dashboard` must be a URL HA's client can reach (see [`crate::client::check_url`]).
+fn check_dashboard(url: &str) -> Result<(), String> {
+    crate::client::check_url(url).map_err(|e| format!("--dashboard: {e}"))
+}
+
 /// What `kodis-ha probe` checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProbeKind {
@@ -166,13 +184,7 @@ impl HaConfig {
         if self.lock_ttl_secs < 2 {
             return Err("--lock-ttl-secs must be at least 2".into());
         }
-        if !self.dashboard.starts_with("http://") && !self.dashboard.starts_with("https://") {
-            return Err(format!(
-                "--dashboard {:?} is not an http(s) URL",
-                self.dashboard
-            ));
-        }
-        Ok(())
+        check_dashboard(&self.dashboard)
     }
 
     /// How long one probe may take: less than an interval, at most a second.
@@ -214,4 +226,64 @@ pub struct LaunchConfig {
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
+}
+
+impl LaunchConfig {
+    /// Checks the values that flags alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        check_dashboard(&self.dashboard)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subcommand refuses an https:// dashboard at start-up, saying why.
+    #[test]
+    fn an_https_dashboard_is_refused_at_validation() {
+        let url = "https://dashboard:18080";
+        let ha = HaConfig::new(url, PathBuf::from("/tmp/x"));
+        let e = ha.validate().expect_err("an https:// dashboard");
+        assert!(e.contains("--dashboard") && e.contains("TLS"), "{e}");
+        assert!(HaConfig::new("http://dashboard:18080", PathBuf::new())
+            .validate()
+            .is_ok());
+
+        let mut prestop = PrestopConfig {
+            dashboard: url.into(),
+            addr: "10.0.0.1:6379".into(),
+            timeout: Duration::from_secs(45),
+            admin_token: None,
+        };
+        assert!(prestop
+            .validate()
+            .expect_err("an https:// dashboard")
+            .contains("TLS"));
+        prestop.dashboard = "http://dashboard:18080".into();
+        assert!(prestop.validate().is_ok());
+        prestop.timeout = Duration::ZERO;
+        assert!(prestop.validate().is_err());
+
+        let cli = Cli::try_parse_from([
+            "kodis-ha",
+            "launch",
+            "--dashboard",
+            url,
+            "--group",
+            "1",
+            "--addr",
+            "10.0.0.1:6379",
+            "--",
+            "redis-server",
+        ])
+        .expect("a launch command line");
+        let Some(Command::Launch(launch)) = cli.command else {
+            panic!("not a launch")
+        };
+        assert!(launch
+            .validate()
+            .expect_err("an https:// dashboard")
+            .contains("TLS"));
+    }
 }

@@ -3,9 +3,9 @@
 /// An error of the failure detector or the gate, with its cause.
 #[derive(Debug, thiserror::Error)]
 pub enum HaError {
-    /// The dashboard could not be reached or refused a call.
+    /// The dashboard could not be reached or refused a call (with the status).
     #[error("dashboard: {0}")]
-    Dashboard(String),
+    Dashboard(#[from] crate::client::DashboardError),
     /// A Redis server did not answer as expected.
     #[error("server {addr}: {cause}")]
     Server {
@@ -20,6 +20,22 @@ pub enum HaError {
     /// An orchestrator could not restart something.
     #[error("orchestrator: {0}")]
     Orchestrator(String),
+    /// `kodis-ha prestop` ran out of its grace period before the hand-over was
+    /// confirmed (or confirmed unnecessary).
+    #[error(
+        "gave up after {waited:?} (the --timeout grace period) and {attempts} attempt(s): \
+         the hand-over of {addr} was not confirmed; last error: {last}"
+    )]
+    GaveUp {
+        /// The server that was to hand over.
+        addr: String,
+        /// How long it tried.
+        waited: std::time::Duration,
+        /// How many attempts it made.
+        attempts: u32,
+        /// What the last attempt ran into.
+        last: String,
+    },
     /// The configuration or the topology does not allow it.
     #[error("{0}")]
     Invalid(String),

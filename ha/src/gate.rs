@@ -44,7 +44,8 @@ pub async fn run(cfg: LaunchConfig) -> Result<i32, HaError> {
         .map_err(|e| HaError::Invalid(format!("cannot watch SIGTERM: {e}")))?;
     let mut int = signal(SignalKind::interrupt())
         .map_err(|e| HaError::Invalid(format!("cannot watch SIGINT: {e}")))?;
-    let dashboard = Dashboard::new(&cfg.dashboard, cfg.admin_token.clone());
+    cfg.validate().map_err(HaError::Invalid)?;
+    let dashboard = Dashboard::new(&cfg.dashboard, cfg.admin_token.clone())?;
     let mut backoff = Duration::from_millis(100);
     loop {
         stop_orphan(&cfg).await;

@@ -60,7 +60,7 @@ pub async fn start(
         .map_err(|e| HaError::Invalid(e.to_string()))?;
     // The bound address (not a :0 from the flags) names this HA in the lock and reports.
     config.listen = addr.to_string();
-    let monitor = Monitor::new(config, orchestrator);
+    let monitor = Monitor::new(config, orchestrator)?;
     let app = http::router(monitor.clone());
     let http = tokio::spawn(async move {
         let timeout = kodis_common::http::HEADER_READ_TIMEOUT;

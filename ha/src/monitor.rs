@@ -106,18 +106,22 @@ fn report(owner: &str, s: &State) -> HealthReport {
 }
 
 impl Monitor {
-    /// A monitor for `config`, restarting through `orchestrator`.
-    pub fn new(config: HaConfig, orchestrator: Arc<dyn Orchestrator>) -> Arc<Self> {
-        Arc::new(Self {
-            dashboard: Dashboard::new(&config.dashboard, config.admin_token.clone()),
-            prober: Prober::new(config.probe_timeout(), config.redis_password.clone()),
+    /// A monitor for `config`, restarting through `orchestrator`; fails when its
+    /// HTTP clients cannot be built.
+    pub fn new(
+        config: HaConfig,
+        orchestrator: Arc<dyn Orchestrator>,
+    ) -> Result<Arc<Self>, HaError> {
+        Ok(Arc::new(Self {
+            dashboard: Dashboard::new(&config.dashboard, config.admin_token.clone())?,
+            prober: Prober::new(config.probe_timeout(), config.redis_password.clone())?,
             orchestrator,
             state: Mutex::new(State::default()),
             asked: Mutex::new(HashMap::new()),
             owner: format!("{}@{}", std::process::id(), config.listen),
             seen_epoch: std::sync::atomic::AtomicU64::new(0),
             config,
-        })
+        }))
     }
 
     fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {

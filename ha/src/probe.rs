@@ -15,17 +15,21 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// A prober whose every probe ends within `timeout`.
-    pub fn new(timeout: Duration, password: Option<String>) -> Self {
+    /// A prober whose every probe ends within `timeout`; fails when its HTTP client
+    /// cannot be built (a default one would have no timeout).
+    pub fn new(
+        timeout: Duration,
+        password: Option<String>,
+    ) -> Result<Self, crate::client::DashboardError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()
-            .unwrap_or_default();
-        Self {
+            .map_err(crate::client::DashboardError::Client)?;
+        Ok(Self {
             timeout,
             password,
             http,
-        }
+        })
     }
 
     /// PING, then `INFO replication`, on a fresh connection (a cached one could hide

@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::Prestop(p)) => {
+            // Fails (exit 1, saying why) when the grace period ends first.
             let done = kodis_ha::prestop::run(&p).await?;
             println!("{done}");
             return Ok(());
