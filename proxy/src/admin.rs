@@ -53,12 +53,24 @@ async fn metrics(State(ctx): State<Arc<Shared>>) -> Response {
 
 async fn healthz(State(ctx): State<Arc<Shared>>) -> Response {
     let routes = ctx.router.load();
-    let up = routes.groups.iter().filter(|g| g.master.is_up()).count();
+    let up = routes
+        .groups
+        .iter()
+        .filter(|g| g.master.is_up() && !g.master.is_stalled())
+        .count();
+    // Masters whose last connection timed out: connected or not, they do not answer.
+    let stalled: Vec<&str> = routes
+        .groups
+        .iter()
+        .filter(|g| g.master.is_stalled())
+        .map(|g| g.master.addr().as_ref())
+        .collect();
     Json(serde_json::json!({
         "status": "ok",
         "epoch": routes.topology.epoch,
         "groups": routes.groups.len(),
         "backends_connected": up,
+        "backends_not_answering": stalled,
     }))
     .into_response()
 }

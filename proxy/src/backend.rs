@@ -46,18 +46,24 @@ pub struct BackendRequest {
 /// its group's new master never saw, and that the old one loses when it rejoins as a
 /// replica. The client learns the outcome is unknown instead of being told it is safe.
 #[derive(Debug, Default)]
-pub struct Fence(AtomicU64);
+pub struct Fence {
+    value: AtomicU64,
+    /// Ends the server's connections (each serve loop waits on it).
+    notify: tokio::sync::Notify,
+}
 
 impl Fence {
     /// The value requests routed now carry.
     #[inline]
     pub fn current(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
+        self.value.load(Ordering::Acquire)
     }
 
-    /// Fails every request routed until now whose reply has not arrived yet.
+    /// Fails every request routed until now whose reply has not arrived yet, and
+    /// ends the server's open connections (the next request opens a new one).
     pub fn raise(&self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
+        self.value.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_waiters();
     }
 }
 
@@ -80,6 +86,10 @@ pub struct BackendOptions {
     pub queue: usize,
     /// Most dedicated connections per server (see [`crate::dedicated`]).
     pub max_dedicated: usize,
+    /// How long a shared connection may leave a request unanswered before it is
+    /// dropped and what it carries fails (`None`: wait for ever). Dedicated
+    /// connections (blocking commands, WAIT, transactions) wait for ever.
+    pub request_timeout: Option<Duration>,
 }
 
 /// Added to a connection index to ask for a RESP3 connection (`HELLO 3`): a RESP3
@@ -97,10 +107,21 @@ pub struct BackendPool {
     conns: Vec<mpsc::Sender<Batch>>,
     n: usize,
     resp3_used: AtomicBool,
-    up: Arc<AtomicBool>,
+    state: Arc<ServerState>,
     /// For a replica: its link to the master is up (checked every second).
     healthy: AtomicBool,
     dedicated: DedicatedSet,
+}
+
+/// What a pool's connection tasks share with it.
+#[derive(Debug, Default)]
+struct ServerState {
+    /// A shared connection is established.
+    up: AtomicBool,
+    /// Its last connection ended because it stopped answering (see
+    /// `BackendOptions::request_timeout`), and no reply came since.
+    stalled: AtomicBool,
+    /// Shared with the dedicated connections too.
     fence: Arc<Fence>,
 }
 
@@ -116,10 +137,13 @@ impl BackendPool {
         runtimes: &[tokio::runtime::Handle],
     ) -> Arc<Self> {
         let addr: Arc<str> = Arc::from(addr);
-        let up = Arc::new(AtomicBool::new(false));
-        let fence = Arc::new(Fence::default());
-        let dedicated =
-            DedicatedSet::new(addr.clone(), opts.clone(), metrics.clone(), fence.clone());
+        let state = Arc::new(ServerState::default());
+        let dedicated = DedicatedSet::new(
+            addr.clone(),
+            opts.clone(),
+            metrics.clone(),
+            state.fence.clone(),
+        );
         let n = n.max(1);
         let conns = (0..2 * n)
             .map(|i| {
@@ -133,8 +157,7 @@ impl BackendPool {
                     rx,
                     opts.clone(),
                     metrics.clone(),
-                    up.clone(),
-                    fence.clone(),
+                    state.clone(),
                     i >= n,
                 ));
                 tx
@@ -145,17 +168,16 @@ impl BackendPool {
             conns,
             n,
             resp3_used: AtomicBool::new(false),
-            up,
+            state,
             healthy: AtomicBool::new(false),
             dedicated,
-            fence,
         })
     }
 
     /// The server's fence: raised when it stops being a master (see [`Fence`]).
     #[inline]
     pub fn fence(&self) -> &Fence {
-        &self.fence
+        &self.state.fence
     }
 
     /// The backend's address.
@@ -204,7 +226,13 @@ impl BackendPool {
 
     /// Whether a connection to the backend is currently established.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.state.up.load(Ordering::Relaxed)
+    }
+
+    /// Whether the server stopped answering: its last connection timed out and no
+    /// reply came since.
+    pub fn is_stalled(&self) -> bool {
+        self.state.stalled.load(Ordering::Relaxed)
     }
 
     /// Queues `frame` on connection `conn % n` and returns where its reply arrives.
@@ -216,7 +244,7 @@ impl BackendPool {
         batch.push(BackendRequest {
             frame,
             reply: tx,
-            fence: self.fence.current(),
+            fence: self.state.fence.current(),
         });
         self.send_batch(conn, batch).await;
         rx
@@ -243,10 +271,10 @@ async fn run_connection(
     mut rx: mpsc::Receiver<Batch>,
     opts: Arc<BackendOptions>,
     metrics: BackendMetrics,
-    up: Arc<AtomicBool>,
-    fence: Arc<Fence>,
+    state: Arc<ServerState>,
     resp3: bool,
 ) {
+    let ServerState { up, stalled, fence } = &*state;
     const MIN_BACKOFF: Duration = Duration::from_millis(50);
     const MAX_BACKOFF: Duration = Duration::from_secs(2);
     let mut backoff = MIN_BACKOFF;
@@ -268,15 +296,35 @@ async fn run_connection(
                     pending.take(),
                     &opts,
                     &metrics,
-                    &fence,
+                    fence,
+                    ConnKind::Shared {
+                        timeout: opts.request_timeout,
+                        stalled,
+                    },
                 )
                 .await;
                 up.store(false, Ordering::Relaxed);
                 match end {
                     ServeEnd::Closed => return,
-                    ServeEnd::Broken(e) => {
-                        warn!(backend = %addr, error = %e, "backend connection lost");
+                    ServeEnd::TimedOut(limit) => {
+                        let e = format!(
+                            "did not answer within {} ms (backend_timeout_ms)",
+                            limit.as_millis()
+                        );
+                        warn!(backend = %addr, error = %e, "backend stopped answering");
                         metrics.errors.inc();
+                        metrics.timeouts.inc();
+                        stalled.store(true, Ordering::Relaxed);
+                        // Like a failed connect: fail fast for a while, not wait again.
+                        e
+                    }
+                    end => {
+                        if let ServeEnd::Broken(e) = end {
+                            warn!(backend = %addr, error = %e, "backend connection lost");
+                            metrics.errors.inc();
+                        } else {
+                            info!(backend = %addr, "no longer a master: connection closed");
+                        }
                         // A connection that worked (and may only have been closed for
                         // idling) is retried at once with the next request; only a
                         // failed connect starts the fail-fast backoff.
@@ -447,10 +495,14 @@ async fn roundtrip(s: &mut TcpStream, args: &[&[u8]]) -> Result<Bytes, String> {
 }
 
 pub(crate) enum ServeEnd {
-    /// The pool was dropped: stop for good.
+    /// The pool was dropped and every reply owed is in: stop for good.
     Closed,
     /// The connection failed; the string says why.
     Broken(String),
+    /// The server left requests unanswered longer than the request timeout.
+    TimedOut(Duration),
+    /// The server stopped being a master (its fence was raised).
+    Fenced,
 }
 
 /// An in-flight request: where its reply goes, when its batch was written and the
@@ -461,6 +513,39 @@ struct InFlight {
     fence: u64,
 }
 
+/// What the writer and the reader of one connection share (the same task polls both,
+/// so relaxed atomics suffice): replies owed, and when the server last made progress.
+#[derive(Default)]
+struct Progress {
+    /// Requests written and not answered yet.
+    owed: AtomicU64,
+    /// Milliseconds since `base` when the oldest owed request started waiting: its
+    /// write, or the previous reply, whichever came later.
+    since_ms: AtomicU64,
+    /// The writer saw the pool dropped: end once nothing is owed.
+    closing: AtomicBool,
+}
+
+/// Which connection [`serve`] serves.
+pub(crate) enum ConnKind<'a> {
+    /// A pool's shared connection: it fails what it carries once the server leaves a
+    /// request unanswered for `timeout` (marking the server `stalled`), and when its
+    /// pool is dropped it still hands over the replies owed before it ends.
+    Shared {
+        /// The request timeout; `None`: wait for ever.
+        timeout: Option<Duration>,
+        /// Set on a timeout, cleared by the next reply.
+        stalled: &'a AtomicBool,
+    },
+    /// A dedicated connection: its requests may block on purpose, and once its owner
+    /// lets go nobody waits for its replies.
+    Dedicated,
+}
+
+/// Serves one connection until it breaks, times out, its server's fence is raised, or
+/// its sender is dropped (see [`ConnKind`]). What is still in flight when it ends
+/// gets an error saying why (dropped reply senders read as "connection lost").
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve(
     stream: TcpStream,
     addr: &Arc<str>,
@@ -469,9 +554,19 @@ pub(crate) async fn serve(
     opts: &BackendOptions,
     metrics: &BackendMetrics,
     fence: &Fence,
+    kind: ConnKind<'_>,
 ) -> ServeEnd {
+    let (timeout, stalled, finish_owed) = match kind {
+        ConnKind::Shared { timeout, stalled } => (timeout, Some(stalled), true),
+        ConnKind::Dedicated => (None, None, false),
+    };
     let (mut rd, mut wr) = stream.into_split();
     let (inflight_tx, mut inflight_rx) = mpsc::unbounded_channel::<InFlight>();
+    let mut queue: VecDeque<InFlight> = VecDeque::new();
+    let base = Instant::now();
+    let now_ms = || base.elapsed().as_millis() as u64;
+    let progress = Progress::default();
+    let fence_at_start = fence.current();
 
     let writer = async {
         let mut batch: Vec<Batch> = Vec::with_capacity(64);
@@ -481,7 +576,12 @@ pub(crate) async fn serve(
         }
         loop {
             if batch.is_empty() && rx.recv_many(&mut batch, 256).await == 0 {
-                return ServeEnd::Closed;
+                // Dropped: the replies owed still come in (see the reader).
+                if !finish_owed || progress.owed.load(Ordering::Relaxed) == 0 {
+                    return ServeEnd::Closed;
+                }
+                progress.closing.store(true, Ordering::Relaxed);
+                return std::future::pending().await;
             }
             // Let the other sessions that are ready right now queue their requests
             // too, so one write carries many clients' requests. Without this the
@@ -494,14 +594,19 @@ pub(crate) async fn serve(
                 }
             }
             let now = Instant::now();
+            let mut n = 0;
             for req in batch.drain(..).flatten() {
                 wbuf.extend_from_slice(&req.frame);
+                n += 1;
                 // Queued before the write, so the reader always finds it.
                 let _ = inflight_tx.send(InFlight {
                     reply: req.reply,
                     sent: now,
                     fence: req.fence,
                 });
+            }
+            if progress.owed.fetch_add(n, Ordering::Relaxed) == 0 {
+                progress.since_ms.store(now_ms(), Ordering::Relaxed);
             }
             if let Err(e) = wr.write_all(&wbuf).await {
                 return ServeEnd::Broken(format!("write failed: {e}"));
@@ -519,7 +624,8 @@ pub(crate) async fn serve(
     let reader = async {
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
         let mut scanner = ReplyScanner::new(opts.limits);
-        let mut queue: VecDeque<InFlight> = VecDeque::new();
+        let queue = &mut queue;
+        let inflight_rx = &mut inflight_rx;
         loop {
             if rbuf.capacity() - rbuf.len() < 4096 {
                 rbuf.reserve(16 * 1024);
@@ -531,6 +637,7 @@ pub(crate) async fn serve(
                 }
                 Err(e) => return ServeEnd::Broken(format!("read failed: {e}")),
             }
+            let mut answered = 0;
             loop {
                 let n = match scanner.scan(&rbuf) {
                     Ok(Some(n)) => n,
@@ -544,6 +651,7 @@ pub(crate) async fn serve(
                 let Some(f) = queue.pop_front() else {
                     return ServeEnd::Broken("reply with no request in flight".into());
                 };
+                answered += 1;
                 metrics.latency.observe(f.sent.elapsed().as_secs_f64());
                 debug!(backend = %addr, bytes = frame.len(), "backend reply");
                 if f.fence == fence.current() {
@@ -555,14 +663,77 @@ pub(crate) async fn serve(
                         .send(Err(BackendError::Fenced { addr: addr.clone() }));
                 }
             }
+            if answered > 0 {
+                if let Some(s) = stalled {
+                    if s.load(Ordering::Relaxed) {
+                        s.store(false, Ordering::Relaxed);
+                    }
+                }
+                progress.since_ms.store(now_ms(), Ordering::Relaxed);
+                let left = progress.owed.fetch_sub(answered, Ordering::Relaxed) - answered;
+                if left == 0 && progress.closing.load(Ordering::Relaxed) {
+                    return ServeEnd::Closed;
+                }
+            }
+        }
+    };
+
+    // Checks a few times per timeout whether the oldest owed reply is overdue: one
+    // timer per connection, none per request.
+    let watchdog = async {
+        let Some(limit) = timeout else {
+            return std::future::pending().await;
+        };
+        let every = (limit / 4).max(Duration::from_millis(10));
+        let limit_ms = limit.as_millis() as u64;
+        loop {
+            tokio::time::sleep(every).await;
+            if progress.owed.load(Ordering::Relaxed) > 0
+                && now_ms().saturating_sub(progress.since_ms.load(Ordering::Relaxed)) > limit_ms
+            {
+                return ServeEnd::TimedOut(limit);
+            }
+        }
+    };
+
+    // A fence raised ends the connection at once: what it carries was routed to a
+    // master that no longer is one, and a frozen server would hold it for ever.
+    let fenced = async {
+        loop {
+            let raised = fence.notify.notified();
+            tokio::pin!(raised);
+            raised.as_mut().enable();
+            if fence.current() != fence_at_start {
+                return ServeEnd::Fenced;
+            }
+            raised.await;
         }
     };
 
     let end = tokio::select! {
         e = writer => e,
         e = reader => e,
+        e = watchdog => e,
+        e = fenced => e,
     };
-    // Dropping the in-flight queue drops each reply sender: those sessions answer
-    // "connection lost" for exactly those requests.
+    while let Ok(f) = inflight_rx.try_recv() {
+        queue.push_back(f);
+    }
+    let current = fence.current();
+    for f in queue {
+        let err = match &end {
+            ServeEnd::TimedOut(limit) => BackendError::Timeout {
+                addr: addr.clone(),
+                ms: limit.as_millis() as u64,
+            },
+            _ if f.fence != current => {
+                metrics.fenced.inc();
+                BackendError::Fenced { addr: addr.clone() }
+            }
+            // Dropped: the session answers "connection lost" for it.
+            _ => continue,
+        };
+        let _ = f.reply.send(Err(err));
+    }
     end
 }

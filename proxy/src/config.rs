@@ -49,6 +49,14 @@ pub struct ProxyConfig {
     pub worker_threads: usize,
     /// Backend connect timeout in milliseconds. Default 1000.
     pub connect_timeout_ms: u64,
+    /// How long a backend may leave a request unanswered, in milliseconds; past it the
+    /// request (and every other one waiting on that connection) answers an error
+    /// naming the server, the connection is dropped, and requests to that server fail
+    /// at once for a short backoff. Requests to other servers are never delayed by it.
+    /// Blocking commands, WAIT and transactions run on dedicated connections and wait
+    /// for their own timeout. 0 waits for ever. Default 10000: above Redis' slow
+    /// admin commands (KEYS, a big DEL), below "the cluster is stuck".
+    pub backend_timeout_ms: u64,
     /// Most client connections served at once; one more gets an error. Default 10000.
     pub max_clients: usize,
     /// Most requests of one client awaiting their reply; past it the proxy stops
@@ -122,6 +130,7 @@ impl Default for ProxyConfig {
             backend_connections: 0,
             worker_threads: 0,
             connect_timeout_ms: 1000,
+            backend_timeout_ms: 10_000,
             max_clients: 10_000,
             max_pipeline: 1024,
             max_output_buffer: 64 * 1024 * 1024,
@@ -304,6 +313,10 @@ pub struct Args {
     /// Backend connect timeout in milliseconds [default: 1000].
     #[arg(long)]
     pub connect_timeout_ms: Option<u64>,
+    /// How long a backend may leave a request unanswered before it fails, in
+    /// milliseconds; 0 waits for ever [default: 10000].
+    #[arg(long)]
+    pub backend_timeout_ms: Option<u64>,
     /// Pipelined connections per backend server [default: one per worker thread].
     #[arg(long)]
     pub backend_connections: Option<usize>,
@@ -381,6 +394,9 @@ impl ProxyConfig {
         }
         if let Some(v) = args.connect_timeout_ms {
             cfg.connect_timeout_ms = v;
+        }
+        if let Some(v) = args.backend_timeout_ms {
+            cfg.backend_timeout_ms = v;
         }
         if let Some(v) = args.read_from {
             cfg.read_from = v;

@@ -289,8 +289,17 @@ async fn run(
             }
         }
     });
-    if let ServeEnd::Broken(e) =
-        backend::serve(stream, &addr, &mut rx, Some(first), &opts, &metrics, &fence).await
+    if let ServeEnd::Broken(e) = backend::serve(
+        stream,
+        &addr,
+        &mut rx,
+        Some(first),
+        &opts,
+        &metrics,
+        &fence,
+        backend::ConnKind::Dedicated,
+    )
+    .await
     {
         debug!(backend = %addr, error = %e, "dedicated connection ended");
         metrics.errors.inc();

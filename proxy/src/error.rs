@@ -34,6 +34,17 @@ pub enum BackendError {
         /// The backend's address.
         addr: Arc<str>,
     },
+    /// The server left the request unanswered longer than the request timeout.
+    #[error(
+        "backend {addr} did not answer within {ms} ms (backend_timeout_ms): the request \
+         may or may not have run"
+    )]
+    Timeout {
+        /// The backend's address.
+        addr: Arc<str>,
+        /// The timeout.
+        ms: u64,
+    },
     /// The connection broke while the request was in flight: it may or may not have run.
     #[error("connection to backend {addr} was lost with the request in flight")]
     ConnectionLost {

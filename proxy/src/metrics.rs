@@ -92,6 +92,8 @@ pub struct BackendMetrics {
     /// Replies turned into errors because the server stopped being a master while
     /// they were in flight (see `backend::Fence`).
     pub fenced: Counter,
+    /// Connections dropped because the server left a request unanswered too long.
+    pub timeouts: Counter,
 }
 
 /// All metrics of one proxy, owning its registry.
@@ -106,6 +108,7 @@ pub struct Metrics {
     backend_errors: Family<BackendLabel, Counter>,
     backend_writes: Family<BackendLabel, Counter>,
     backend_fenced: Family<BackendLabel, Counter>,
+    backend_timeouts: Family<BackendLabel, Counter>,
     /// Client connections open now.
     pub connections: Gauge,
     /// Client connections accepted since start.
@@ -190,6 +193,13 @@ impl Metrics {
             "Replies failed because their server stopped being its group's master \
              while they were in flight",
             backend_fenced.clone(),
+        );
+        let backend_timeouts = Family::<BackendLabel, Counter>::default();
+        registry.register(
+            "backend_timeouts",
+            "Connections dropped because their server left a request unanswered longer \
+             than backend_timeout_ms",
+            backend_timeouts.clone(),
         );
         let client_writes = Counter::default();
         registry.register(
@@ -320,6 +330,7 @@ impl Metrics {
             backend_errors,
             backend_writes,
             backend_fenced,
+            backend_timeouts,
             connections,
             connections_total,
             client_bytes_in,
@@ -359,6 +370,7 @@ impl Metrics {
             errors: self.backend_errors.get_or_create(&l).clone(),
             writes: self.backend_writes.get_or_create(&l).clone(),
             fenced: self.backend_fenced.get_or_create(&l).clone(),
+            timeouts: self.backend_timeouts.get_or_create(&l).clone(),
         }
     }
 

@@ -170,14 +170,16 @@ impl Router {
     /// sees every acknowledgement of a migration, no old-route write can still reach
     /// the source group.
     pub async fn install_and_drain(&self, topology: Topology) -> Result<(), InstallError> {
-        {
+        let retired = {
             let _closed = self.gate.write().await;
-            self.install(topology)?;
-        }
+            self.install_retiring(topology)?
+        };
+        // Servers that left the topology are drained too: old routes may have sent
+        // them requests. Their pools close once these last users let go.
         let pools: Vec<Arc<BackendPool>> = self
             .pools
             .lock()
-            .map(|p| p.values().cloned().collect())
+            .map(|p| p.values().cloned().chain(retired).collect())
             .unwrap_or_default();
         // Blocked commands whose slot moves away from their server: unblocked first
         // (their sessions send them again, to where pushes now go), so the PINGs
@@ -234,6 +236,12 @@ impl Router {
 
     /// Installs a newer topology; an older epoch is refused.
     pub fn install(&self, topology: Topology) -> Result<(), InstallError> {
+        self.install_retiring(topology).map(drop)
+    }
+
+    /// Installs a newer topology and returns the pools of the servers it no longer
+    /// names (forgotten here: they close when their last user drops them).
+    fn install_retiring(&self, topology: Topology) -> Result<Vec<Arc<BackendPool>>, InstallError> {
         let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.current.load().topology.epoch;
         if topology.epoch < current {
@@ -268,9 +276,24 @@ impl Router {
                 old.master.fence().raise();
             }
         }
+        let named = |pool: &Arc<BackendPool>| {
+            routes.groups.iter().any(|g| {
+                Arc::ptr_eq(&g.master, pool) || g.replicas.iter().any(|r| Arc::ptr_eq(r, pool))
+            })
+        };
+        let mut retired = Vec::new();
+        if let Ok(mut pools) = self.pools.lock() {
+            pools.retain(|_, pool| {
+                let keep = named(pool);
+                if !keep {
+                    retired.push(pool.clone());
+                }
+                keep
+            });
+        }
         self.current.store(Arc::new(routes));
         self.changed.send_replace(epoch);
-        Ok(())
+        Ok(retired)
     }
 }
 

@@ -84,6 +84,8 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
         limits: kodis_common::resp::Limits::REPLIES,
         queue: config.max_pipeline.max(64),
         max_dedicated: config.max_dedicated_connections,
+        request_timeout: (config.backend_timeout_ms > 0)
+            .then(|| Duration::from_millis(config.backend_timeout_ms)),
     });
     // In static mode nothing else defines the user (no dashboard, no gate): define
     // it everywhere now, so that a change of this proxy's settings takes effect.

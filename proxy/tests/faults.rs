@@ -415,3 +415,77 @@ fn a_reply_from_a_master_replaced_while_the_request_was_in_flight_is_an_error() 
     // The connection survives the error, and reads and writes go on.
     assert_eq!(w.cmd(&["GET", "after"]), Value::bulk("1"));
 }
+
+/// A frozen server (SIGSTOP: connections open, nothing answered) fails its own
+/// requests after `backend_timeout_ms`, naming itself; the other group answers as
+/// usual meanwhile; /healthz names it; all recovers after SIGCONT.
+#[test]
+fn a_frozen_server_fails_only_its_own_requests_after_the_timeout() {
+    let c = Cluster::start_with(2, |cfg| cfg.backend_timeout_ms = 1000);
+    let k0 = key_on(&c, 0, "a");
+    let k1 = key_on(&c, 1, "b");
+    let mut p = c.proxy.conn();
+    assert_eq!(p.cmd(&["SET", &k1, "1"]), Value::ok());
+    c.servers[1].freeze();
+    let mut hung = c.proxy.conn();
+    hung.send_raw(&encode(&[b"SET", k1.as_bytes(), b"2"]));
+    // While that waits, the other group's keys are served.
+    for _ in 0..20 {
+        assert_eq!(p.cmd(&["SET", &k0, "x"]), Value::ok());
+    }
+    let reply = hung.read();
+    let addr = c.servers[1].addr();
+    assert!(
+        reply
+            .err_text()
+            .contains(&format!("backend {addr} did not answer within 1000 ms")),
+        "{reply:?}"
+    );
+    let (_, health) = c.proxy.http_get("/healthz");
+    assert!(
+        health.contains(&format!("\"backends_not_answering\":[\"{addr}\"]")),
+        "{health}"
+    );
+    assert!(
+        c.proxy.metric(&format!(
+            "kodis_proxy_backend_timeouts_total{{backend=\"{addr}\"}}"
+        )) >= 1.0
+    );
+    // The connection that got the error goes on.
+    assert_eq!(hung.cmd(&["GET", &k0]), Value::bulk("x"));
+    c.servers[1].resume();
+    assert!(eventually(10, || hung.cmd(&["SET", &k1, "3"]) == Value::ok()));
+    assert_eq!(c.direct(1).cmd(&["GET", &k1]), Value::bulk("3"));
+    let (_, health) = c.proxy.http_get("/healthz");
+    assert!(health.contains("\"backends_not_answering\":[]"), "{health}");
+}
+
+/// A server the topology no longer names is no longer connected to once its last
+/// request is answered.
+#[test]
+fn connections_to_a_server_that_left_the_topology_are_closed() {
+    let c = Cluster::start(2);
+    let k1 = key_on(&c, 1, "b");
+    let mut p = c.proxy.conn();
+    assert_eq!(p.cmd(&["SET", &k1, "1"]), Value::ok());
+    let clients = |i: usize| c.servers[i].command(&[b"INFO", b"clients"]);
+    let connected = |i: usize| {
+        let info = String::from_utf8_lossy(&clients(i)).to_string();
+        info.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(-1)
+    };
+    // The proxy's connections plus the one asking.
+    assert!(connected(1) >= 2);
+    let only_first = format!(
+        r#"{{"epoch": 2, "groups": [{{"id": 1, "servers": ["{}"]}}],
+            "slots": [{{"start": 0, "end": 16383, "group": 1}}]}}"#,
+        c.servers[0].addr()
+    );
+    let (status, body) = c.proxy.http("PUT", "/api/v1/topology", &only_first, &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(eventually(10, || connected(1) == 1), "{}", connected(1));
+    assert_eq!(p.cmd(&["SET", &k1, "2"]), Value::ok());
+    assert_eq!(c.direct(0).cmd(&["GET", &k1]), Value::bulk("2"));
+}
