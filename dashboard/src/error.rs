@@ -24,7 +24,7 @@ pub enum ApiError {
     /// This dashboard is not the active one (503).
     #[error("this dashboard is not active ({0}); send writes to the active dashboard")]
     NotActive(String),
-    /// A server could not be reached or refused a command (409, naming it).
+    /// A server could not be reached or refused a command (502, naming it).
     #[error("server {addr}: {cause}")]
     Server {
         /// The server's address.
@@ -51,7 +51,10 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) | ApiError::Server { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            // Not a conflict: a caller (kodis-ha prestop) must tell "nothing to do"
+            // from "a server failed, try again".
+            ApiError::Server { .. } => StatusCode::BAD_GATEWAY,
             ApiError::NotActive(_) | ApiError::Store(_) | ApiError::Unservable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -113,8 +113,8 @@ fn path_param(name: &str) -> Value {
 
 /// The document.
 pub fn document() -> Value {
-    let w = ["400", "409", "503"];
-    let e = ["400", "404", "409", "503"];
+    let w = ["400", "409", "502", "503"];
+    let e = ["400", "404", "409", "502", "503"];
     let mut rebalance = change(
         "even out slot counts with the fewest slot moves: started as migrations (202), or only planned with dry_run=true (200)",
         None,

@@ -123,7 +123,7 @@ fn every_route_and_its_errors() {
                 Some(json!({"addr": format!("127.0.0.1:{}", free_port())})),
             )
             .await;
-        assert_eq!(s, 409, "unreachable server: {b}");
+        assert_eq!(s, 502, "unreachable server: {b}");
         assert!(b["error"].as_str().unwrap().contains("unreachable"), "{b}");
         assert_eq!(
             api.call(

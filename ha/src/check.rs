@@ -32,6 +32,29 @@ pub async fn ready(
     }
 }
 
+/// Whether `GET http://{addr}{path}` answers 2xx within `timeout`; `Err` says why not
+/// (the status and the start of the body).
+pub async fn http(addr: &str, path: &str, timeout: Duration) -> Result<String, String> {
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let url = format!("http://{addr}{path}");
+    let resp = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    let body: String = body.chars().take(200).collect();
+    if status.is_success() {
+        Ok(format!("{status} {body}"))
+    } else {
+        Err(format!("{status} {body}"))
+    }
+}
+
 /// Whether the server at `addr` is alive; `Err` says why not.
 pub async fn alive(
     addr: &str,

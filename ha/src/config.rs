@@ -82,6 +82,10 @@ pub enum ProbeKind {
     Ready,
     /// Answering at all (LOADING, MASTERDOWN and BUSY count as alive).
     Alive,
+    /// An HTTP endpoint at `--addr` answers `GET --path` with 2xx: the dashboard's,
+    /// proxy's and HA's `/readyz` or `/healthz`, for container healthchecks (the image
+    /// has no curl).
+    Http,
 }
 
 /// Flags of `kodis-ha probe`.
@@ -96,6 +100,9 @@ pub struct ProbeConfig {
     /// How long the server may take to answer.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// The path `http` asks for.
+    #[arg(long, default_value = "/healthz")]
+    pub path: String,
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,

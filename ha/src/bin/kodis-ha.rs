@@ -26,6 +26,9 @@ async fn main() -> anyhow::Result<()> {
                 kodis_ha::config::ProbeKind::Alive => {
                     kodis_ha::check::alive(&p.addr, pw, p.timeout).await
                 }
+                kodis_ha::config::ProbeKind::Http => {
+                    kodis_ha::check::http(&p.addr, &p.path, p.timeout).await
+                }
             };
             match result {
                 Ok(why) => println!("{}: {why}", p.addr),
