@@ -43,7 +43,7 @@ impl Session {
             reply,
             conns: vec![(pool.clone(), conn)],
             retry: Some(req.clone()),
-            blocked: Some((pool.clone(), token)),
+            blocked: Some((pool.clone(), token, slot)),
         }))
     }
 
