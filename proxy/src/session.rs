@@ -57,6 +57,8 @@ pub struct Shared {
     pub(crate) stale: tokio::sync::Notify,
     /// Failed AUTHs by client address, to slow down password guessing.
     pub(crate) auth_throttle: crate::auth::AuthThrottle,
+    /// INFO's run id, port, error counts and rates.
+    pub info: crate::info::InfoState,
     next_id: AtomicU64,
 }
 
@@ -82,6 +84,7 @@ impl Shared {
             stale: tokio::sync::Notify::new(),
             clients,
             auth_throttle: crate::auth::AuthThrottle::default(),
+            info: crate::info::InfoState::new(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -126,6 +129,9 @@ pub struct Exclusive {
     pub(crate) retry: Option<Request>,
     /// Its entry among the server's blocked connections, and its key's slot.
     pub(crate) blocked: Option<(Arc<BackendPool>, u64, u16)>,
+    /// Held while the client waits in a blocking command or WAIT (INFO's
+    /// `blocked_clients`).
+    pub(crate) _waiting: Option<crate::clients::Waiting>,
 }
 
 /// What a blocked client gets from `CLIENT UNBLOCK id ERROR`: the only way the proxy
@@ -426,6 +432,9 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                 break;
             };
             closing = matches!(front, Pending::Close(_));
+            if bytes.first() == Some(&b'-') {
+                ctx.info.error_reply(&bytes);
+            }
             session.budget.saw_reply(bytes.len());
             out.extend_from_slice(&bytes);
             queue.pop_front();
@@ -535,6 +544,9 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                         }
                     }
                 }
+                if bytes.first() == Some(&b'-') {
+                    ctx.info.error_reply(&bytes);
+                }
                 session.budget.saw_reply(bytes.len());
                 out.extend_from_slice(&bytes);
                 if matches!(queue.pop_front(), Some(Pending::Close(_))) {
@@ -549,9 +561,11 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                     Ok(0) | Err(_) => reading = false,
                     Ok(n) if session.paused => {
                         metrics.client_bytes_in.inc_by(n as u64);
+                        metrics.client_reads.inc();
                     }
                     Ok(n) => {
                         metrics.client_bytes_in.inc_by(n as u64);
+                        metrics.client_reads.inc();
                         // Shared while routing and handing the batch to backends: a
                         // topology change waits for it (see Router::install_and_drain).
                         let _routing = ctx.router.routing().await;
