@@ -232,3 +232,24 @@ fn keyspace_and_memory_are_summed_over_the_masters() {
             .map(|v| v.trim().to_string())
     );
 }
+
+#[test]
+fn with_the_first_master_down_the_next_one_stands_in() {
+    let mut c = Cluster::start(2);
+    let mut p = c.proxy.conn();
+    let down = c.servers[0].addr();
+    c.servers[0].kill();
+    let info = text(p.cmd(&["INFO"]));
+    for f in [
+        "redis_version",
+        "used_memory",
+        "role",
+        "rdb_saves",
+        "used_cpu_sys",
+    ] {
+        assert!(field(&info, f).is_some(), "{f} missing:\n{info}");
+    }
+    assert_eq!(field(&info, "kodis_keyspace_missing"), Some(down), "{info}");
+    // The proxy's own sections do not depend on a master.
+    assert_eq!(field(&info, "connected_clients").as_deref(), Some("1"));
+}
