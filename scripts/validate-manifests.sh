@@ -97,8 +97,8 @@ done
 # `kodis deploy render` output (typed k8s-openapi objects), plain and with every
 # option, through the same checks.
 cargo build --quiet -p kodis-dashboard --bin kodis || fail "cannot build kodis"
-for variant in "--groups 2 --replicas 2" \
-    "--groups 3 --replicas 3 --first-group 4 --namespace shop --image reg.example/kodis:9 --storage 10Gi --strict-anti-affinity"; do
+for variant in "--groups 2 --replicas 1" \
+    "--groups 3 --replicas 2 --first-group 4 --namespace shop --image reg.example/kodis:9 --storage 10Gi --strict-anti-affinity --in-cluster-dashboard http://kodis-dashboard.shop:18080"; do
     name="kodis deploy render $variant"
     # shellcheck disable=SC2086 # the variant is a list of flags
     target/debug/kodis deploy render $variant >"$tmp/render.yaml" || fail "$name"

@@ -485,7 +485,7 @@ fn proxies_register_take_pushes_catch_up_and_deregister() {
         // servers' version) from the first backend a topology names.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let info = String::from_utf8(cmd(p1.addr, &[b"INFO"])).unwrap();
+            let info = String::from_utf8(cmd(p1.addr, &[b"INFO", b"everything"])).unwrap();
             if info.contains("kodis_command_table:backend ")
                 && info.contains("redis_version:7.0.15")
             {

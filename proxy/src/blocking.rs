@@ -43,7 +43,8 @@ impl Session {
             reply,
             conns: vec![(pool.clone(), conn)],
             retry: Some(req.clone()),
-            blocked: Some((pool.clone(), token)),
+            blocked: Some((pool.clone(), token, slot)),
+            _waiting: Some(self.ctx.clients.wait()),
         }))
     }
 
@@ -104,6 +105,7 @@ impl Session {
             conns,
             retry: None,
             blocked: None,
+            _waiting: Some(self.ctx.clients.wait()),
         }))
     }
 }
@@ -144,6 +146,7 @@ impl Session {
             conns,
             retry: None,
             blocked: None,
+            _waiting: None,
         }))
     }
 }

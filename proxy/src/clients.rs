@@ -103,6 +103,19 @@ pub struct Clients {
     total: Gauge,
     /// Cap on `total` (0: none).
     cap: usize,
+    /// Clients waiting in a blocking command or WAIT now.
+    waiting: Arc<AtomicUsize>,
+}
+
+/// Held while a client waits in a blocking command or WAIT: such a client counts in
+/// INFO's `blocked_clients` until it is dropped.
+#[derive(Debug)]
+pub struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Which clients CLIENT KILL closes.
@@ -123,7 +136,28 @@ impl Clients {
             map: Mutex::default(),
             total,
             cap,
+            waiting: Arc::default(),
         }
+    }
+
+    /// Counts a client as blocked until the returned guard is dropped.
+    pub fn wait(&self) -> Waiting {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(self.waiting.clone())
+    }
+
+    /// Clients waiting in a blocking command or WAIT now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes one client holds now (as last reported, in [`REPORT_STEP`]
+    /// steps).
+    pub fn max_held(&self) -> usize {
+        self.map
+            .lock()
+            .map(|m| m.values().map(|h| h.held()).max().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// The cap on what all clients hold together, in bytes (0: none).

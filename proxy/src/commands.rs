@@ -40,8 +40,9 @@ pub enum SplitKind {
     AllSame,
     /// SCRIPT EXISTS: per script, 1 only where every master has it.
     AllExist,
-    /// INFO: every master's `# Keyspace` summed, after the proxy's own sections.
-    Keyspace,
+    /// INFO: the masters' sections put together with the proxy's (see
+    /// [`crate::info`]).
+    Info,
     /// LATENCY LATEST and HISTORY: every master's entries, each with the server's
     /// address added as a last field.
     Tagged,
@@ -298,6 +299,16 @@ impl Commands {
         let mut buf = [0u8; 32];
         let lower = lowercase(name, &mut buf)?;
         self.entries.get(lower)
+    }
+
+    /// Calls of every command received so far (INFO commandstats), by lower-case
+    /// name, those with calls only (as Redis, not commands no table knows).
+    pub fn calls(&self) -> Vec<(String, u64)> {
+        self.entries
+            .values()
+            .map(|e| (e.name.to_ascii_lowercase(), e.counter.get()))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// The command-table spec for a request's name and (if any) subcommand.

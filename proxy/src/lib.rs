@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod dedicated;
 pub mod error;
+pub mod info;
 mod local;
 pub mod memory;
 pub mod merge;

@@ -55,7 +55,7 @@ impl Session {
                 }
             }
             Local::Client => ready(self.client(req)),
-            Local::Info => self.info_with_keyspace(req, outbox),
+            Local::Info => self.info(req, outbox),
             Local::Cluster => {
                 if argc == 3 && req.arg(1).eq_ignore_ascii_case(b"KEYSLOT") {
                     ready(reply::integer(i64::from(key_slot(req.arg(2)))))
@@ -428,6 +428,7 @@ impl Session {
             conns,
             retry: None,
             blocked: None,
+            _waiting: None,
         }))
     }
 
@@ -473,53 +474,64 @@ impl Session {
         reply::integer(self.ctx.clients.kill(&filters, skip) as i64)
     }
 
-    /// INFO: the proxy's own sections, and the keyspace summed over every group's
-    /// master (`INFO keyspace` alone gives only that).
-    fn info_with_keyspace(&self, req: &Request, outbox: &mut Outbox) -> Pending {
-        let section = (req.argc() > 1).then(|| req.arg(1).to_ascii_lowercase());
-        let (own, keyspace) = match section.as_deref() {
-            None | Some(b"all" | b"everything" | b"default") => (Some(self.info_text()), true),
-            Some(b"keyspace") => (None, true),
-            Some(_) => (Some(self.info_text()), false),
-        };
+    /// INFO: the sections Redis 7 would show, from the proxy's own state and every
+    /// group's master (see [`crate::info`]).
+    fn info(&self, req: &Request, outbox: &mut Outbox) -> Pending {
+        let selection = crate::info::Selection::parse((1..req.argc()).map(|i| req.arg(i)));
+        let plan =
+            crate::info::InfoPlan::new(selection, &self.ctx.info, self.proxy_facts(), self.resp3);
+        let sections = plan.backend_sections();
         let routes = self.ctx.router.load();
-        if !keyspace || routes.groups.is_empty() {
-            return Pending::Ready(reply::bulk(own.unwrap_or_default().as_bytes()));
+        if sections.is_empty() || routes.groups.is_empty() {
+            let none: Vec<(String, Option<&str>)> = Vec::new();
+            return Pending::Ready(plan.assemble(&none));
         }
-        let frame = Bytes::from_static(b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n");
+        let mut frame = Vec::with_capacity(64);
+        kodis_common::resp::encode_array_header(&mut frame, 1 + sections.len());
+        kodis_common::resp::encode_bulk(&mut frame, b"INFO");
+        for s in &sections {
+            kodis_common::resp::encode_bulk(&mut frame, s.as_bytes());
+        }
+        let frame = Bytes::from(frame);
         let parts = routes
             .groups
             .iter()
             .map(|g| outbox.push(&g.master, frame.clone()))
             .collect();
-        let merge = Merge::new(SplitKind::Keyspace, parts, Vec::new(), 0);
-        Pending::Merge(Box::new(match own {
-            Some(text) => merge.with_prefix(text),
-            None => merge,
-        }))
+        let merge = Merge::new(SplitKind::Info, parts, Vec::new(), 0);
+        Pending::Merge(Box::new(merge.with_info(plan)))
     }
 
-    fn info_text(&self) -> String {
+    /// What INFO reports of the proxy itself.
+    fn proxy_facts(&self) -> crate::info::ProxyFacts {
         let ctx = &self.ctx;
+        let m = &ctx.metrics;
         let routes = ctx.router.load();
-        format!(
-            "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nkodis_version:{}\r\n\
-             process_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n\
-             # Clients\r\nconnected_clients:{}\r\n\r\n\
-             # Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n\
-             # Proxy\r\nkodis_epoch:{}\r\nkodis_groups:{}\r\nkodis_backends_up:{}\r\n\
-kodis_command_table:{}\r\n",
-            ctx.commands.load().redis_version,
-            env!("CARGO_PKG_VERSION"),
-            std::process::id(),
-            ctx.config.listen.rsplit(':').next().unwrap_or(""),
-            ctx.started.elapsed().as_secs(),
-            ctx.metrics.connections.get(),
-            routes.topology.epoch,
-            routes.groups.len(),
-            routes.groups.iter().filter(|g| g.master.is_up()).count(),
-            ctx.commands.load().source,
-        )
+        let commands = ctx.commands.load();
+        let up = routes.groups.iter().filter(|g| g.master.is_up()).count();
+        crate::info::ProxyFacts {
+            redis_version: commands.redis_version.clone(),
+            uptime: ctx.started.elapsed().as_secs(),
+            connected_clients: u64::try_from(m.connections.get()).unwrap_or(0),
+            max_clients: ctx.config.max_clients as u64,
+            blocked_clients: ctx.clients.waiting() as u64,
+            max_output_buffer: ctx.clients.max_held() as u64,
+            connections_received: m.connections_total.get(),
+            rejected_connections: m.errors.max_clients.get(),
+            evicted_clients: m.closed_client_memory.get(),
+            net_in: m.client_bytes_in.get(),
+            net_out: m.client_bytes_out.get(),
+            reads: m.client_reads.get(),
+            writes: m.client_writes.get(),
+            calls: commands.calls(),
+            proxy_lines: vec![
+                ("kodis_version".into(), env!("CARGO_PKG_VERSION").into()),
+                ("kodis_epoch".into(), routes.topology.epoch.to_string()),
+                ("kodis_groups".into(), routes.groups.len().to_string()),
+                ("kodis_backends_up".into(), up.to_string()),
+                ("kodis_command_table".into(), commands.source.clone()),
+            ],
+        }
     }
 }
 

@@ -56,8 +56,8 @@ pub struct Merge {
     total_keys: usize,
     /// Replies received so far, kept across cancelled waits.
     received: Vec<Option<Result<Bytes, BackendError>>>,
-    /// For INFO: the proxy's own sections, put before the merged keyspace.
-    prefix: Option<String>,
+    /// For INFO: the proxy's part of the reply, put together with the masters'.
+    info: Option<Box<crate::info::InfoPlan>>,
 }
 
 impl Merge {
@@ -75,13 +75,13 @@ impl Merge {
             positions,
             total_keys,
             received,
-            prefix: None,
+            info: None,
         }
     }
 
-    /// Puts `text` before the merged reply (INFO: the proxy's own sections).
-    pub fn with_prefix(mut self, text: String) -> Self {
-        self.prefix = Some(text);
+    /// INFO: the reply is `plan` put together with the masters' INFO texts.
+    pub fn with_info(mut self, plan: crate::info::InfoPlan) -> Self {
+        self.info = Some(Box::new(plan));
         self
     }
 
@@ -125,8 +125,8 @@ impl Merge {
                     }));
             }
         }
-        if self.kind == SplitKind::Keyspace {
-            return self.keyspace();
+        if self.kind == SplitKind::Info {
+            return self.info();
         }
         if self.kind == SplitKind::Killed {
             return self.killed(metrics);
@@ -171,7 +171,7 @@ impl Merge {
                     .unwrap_or_else(|| Bytes::from_static(b"$-1\r\n"))
             }
             SplitKind::Scan { cursor, groups } => scan_reply(&replies[0], cursor, groups),
-            SplitKind::Keyspace => self.keyspace(),
+            SplitKind::Info => self.info(),
             SplitKind::Killed => self.killed(metrics),
             SplitKind::Tagged => {
                 let mut out = Vec::new();
@@ -342,29 +342,24 @@ impl Merge {
 
 impl Merge {
     /// INFO's reply: it answers even when a group does not (INFO is how one looks
-    /// into trouble), naming the masters whose keyspace is missing from the sums.
-    fn keyspace(&self) -> Bytes {
-        let mut texts = Vec::new();
-        let mut missing = Vec::new();
-        for ((_, addr), r) in self.parts.iter().zip(&self.received) {
-            match r
-                .as_ref()
-                .and_then(|r| r.as_ref().ok())
-                .and_then(|b| bulk_text(b))
-            {
-                Some(t) => texts.push(t),
-                None => missing.push(addr.to_string()),
-            }
+    /// into trouble); the keyspace names the masters missing from its sums.
+    fn info(&self) -> Bytes {
+        let masters: Vec<(String, Option<&str>)> = self
+            .parts
+            .iter()
+            .zip(&self.received)
+            .map(|((_, addr), r)| {
+                let text = r
+                    .as_ref()
+                    .and_then(|r| r.as_ref().ok())
+                    .and_then(|b| bulk_text(b));
+                (addr.to_string(), text)
+            })
+            .collect();
+        match &self.info {
+            Some(plan) => plan.assemble(&masters),
+            None => reply::error("ERR kodis-proxy: internal: INFO without its plan"),
         }
-        let mut out = self.prefix.clone().unwrap_or_default();
-        if !out.is_empty() {
-            out.push_str("\r\n");
-        }
-        out.push_str(&keyspace_sum(&texts));
-        if !missing.is_empty() {
-            out.push_str(&format!("kodis_keyspace_missing:{}\r\n", missing.join(",")));
-        }
-        reply::bulk(out.as_bytes())
     }
 }
 

@@ -119,6 +119,8 @@ pub struct Metrics {
     pub client_bytes_out: Counter,
     /// Write calls to clients (one per batch of replies).
     pub client_writes: Counter,
+    /// Read calls on client sockets that returned data.
+    pub client_reads: Counter,
     /// Errors answered, by kind.
     pub errors: ErrorCounters,
     /// Epoch of the topology being served.
@@ -206,6 +208,12 @@ impl Metrics {
             "client_writes",
             "Batched writes to clients",
             client_writes.clone(),
+        );
+        let client_reads = Counter::default();
+        registry.register(
+            "client_reads",
+            "Reads from client sockets that returned data",
+            client_reads.clone(),
         );
         let connections = Gauge::default();
         registry.register(
@@ -336,6 +344,7 @@ impl Metrics {
             client_bytes_in,
             client_bytes_out,
             client_writes,
+            client_reads,
             errors,
             epoch,
             keys_moved,

@@ -123,6 +123,7 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
         source,
     })?;
     let shared = Arc::new(Shared::new(config, router, commands, metrics));
+    shared.info.set_port(addr.port());
     let (tx, rx) = watch::channel(false);
 
     let mut admin_rx = rx.clone();

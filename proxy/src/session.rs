@@ -57,6 +57,8 @@ pub struct Shared {
     pub(crate) stale: tokio::sync::Notify,
     /// Failed AUTHs by client address, to slow down password guessing.
     pub(crate) auth_throttle: crate::auth::AuthThrottle,
+    /// INFO's run id, port, error counts and rates.
+    pub info: crate::info::InfoState,
     next_id: AtomicU64,
 }
 
@@ -82,6 +84,7 @@ impl Shared {
             stale: tokio::sync::Notify::new(),
             clients,
             auth_throttle: crate::auth::AuthThrottle::default(),
+            info: crate::info::InfoState::new(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -121,16 +124,43 @@ pub struct Exclusive {
     pub(crate) reply: Merge,
     /// The connections, each with the server it belongs to.
     pub(crate) conns: Vec<(Arc<BackendPool>, Dedicated)>,
-    /// A blocking command, to send again if its server unblocks it because its slot
-    /// moved away (`-UNBLOCKED`).
+    /// A blocking command, to send again if the proxy unblocks it because its slot
+    /// moved away (see [`Exclusive::unblocked_by_proxy`]).
     pub(crate) retry: Option<Request>,
-    /// Its entry among the server's blocked connections.
-    pub(crate) blocked: Option<(Arc<BackendPool>, u64)>,
+    /// Its entry among the server's blocked connections, and its key's slot.
+    pub(crate) blocked: Option<(Arc<BackendPool>, u64, u16)>,
+    /// Held while the client waits in a blocking command or WAIT (INFO's
+    /// `blocked_clients`).
+    pub(crate) _waiting: Option<crate::clients::Waiting>,
+}
+
+/// What a blocked client gets from `CLIENT UNBLOCK id ERROR`: the only way the proxy
+/// unblocks one (see `Router::install_and_drain`).
+const UNBLOCKED_BY_CLIENT_UNBLOCK: &[u8] = b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n";
+
+impl Exclusive {
+    /// True when `reply` is the proxy's own doing: the server says `CLIENT UNBLOCK`
+    /// ended the command, and in `routes` its key's slot no longer lives on the
+    /// server it blocked on (it migrates, or another server owns it), which is when
+    /// the router unblocks a blocked connection, so that its session sends the command
+    /// again. Any other `-UNBLOCKED` (the stream key was deleted, the server became a
+    /// replica, an operator's CLIENT UNBLOCK while the slot stays) is the server's
+    /// answer, and goes to the client as sent.
+    pub(crate) fn unblocked_by_proxy(&self, reply: &[u8], routes: &crate::router::Routes) -> bool {
+        let Some((pool, _, slot)) = &self.blocked else {
+            return false;
+        };
+        reply == UNBLOCKED_BY_CLIENT_UNBLOCK
+            && (routes.migration_target(*slot).is_some()
+                || routes
+                    .group_of_slot(*slot)
+                    .is_none_or(|g| !Arc::ptr_eq(&routes.groups[g].master, pool)))
+    }
 }
 
 impl Drop for Exclusive {
     fn drop(&mut self) {
-        if let Some((pool, token)) = &self.blocked {
+        if let Some((pool, token, _)) = &self.blocked {
             pool.dedicated().unblock(*token);
         }
     }
@@ -406,6 +436,9 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                 break;
             };
             closing = matches!(front, Pending::Close(_));
+            if bytes.first() == Some(&b'-') {
+                ctx.info.error_reply(&bytes);
+            }
             session.budget.saw_reply(bytes.len());
             out.extend_from_slice(&bytes);
             queue.pop_front();
@@ -506,13 +539,17 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                 // Unblocked by the proxy because the key's slot moved: send it again.
                 if bytes.starts_with(b"-UNBLOCKED") {
                     if let Some(Pending::Exclusive(x)) = queue.front_mut() {
-                        if let Some(req) = x.retry.take() {
+                        let ours = x.unblocked_by_proxy(&bytes, &ctx.router.load());
+                        if let Some(req) = x.retry.take().filter(|_| ours) {
                             queue.pop_front();
                             session.held = Some(req);
                             session.paused = true;
                             continue;
                         }
                     }
+                }
+                if bytes.first() == Some(&b'-') {
+                    ctx.info.error_reply(&bytes);
                 }
                 session.budget.saw_reply(bytes.len());
                 out.extend_from_slice(&bytes);
@@ -528,9 +565,11 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                     Ok(0) | Err(_) => reading = false,
                     Ok(n) if session.paused => {
                         metrics.client_bytes_in.inc_by(n as u64);
+                        metrics.client_reads.inc();
                     }
                     Ok(n) => {
                         metrics.client_bytes_in.inc_by(n as u64);
+                        metrics.client_reads.inc();
                         // Shared while routing and handing the batch to backends: a
                         // topology change waits for it (see Router::install_and_drain).
                         let _routing = ctx.router.routing().await;
@@ -955,12 +994,11 @@ impl Session {
             ctx.metrics.errors.args.inc();
             return Pending::Ready(wrong_args(&spec.name));
         }
-        let keys = match spec.try_key_positions(req) {
-            Ok(k) => k,
-            Err(e) => {
-                ctx.metrics.errors.args.inc();
-                return Pending::Ready(reply::error(&format!("ERR {e}")));
-            }
+        let Ok(keys) = spec.try_key_positions(req) else {
+            // Malformed (numkeys not a number or past the end, STORE without its key,
+            // ...): a server says what is wrong, in its own words. Such a request
+            // fails before it touches a key, so any master will do.
+            return self.any_backend(req, outbox);
         };
         let Some(&first) = keys.first() else {
             // Scripts and functions without keys run on the first group (by id): they

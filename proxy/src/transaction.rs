@@ -137,11 +137,9 @@ impl Session {
         let keys: smallvec::SmallVec<[usize; 4]> = match entry.kind {
             Kind::Keyed => match spec.map(|s| s.try_key_positions(req)) {
                 Some(Ok(k)) => k.into_iter().collect(),
-                Some(Err(e)) => {
-                    ctx.metrics.errors.args.inc();
-                    self.spoil_tx();
-                    return Pending::Ready(reply::error(&format!("ERR {e}")));
-                }
+                // Malformed: queued without keys, as Redis queues it; the server
+                // answers its error in EXEC's reply.
+                Some(Err(_)) => smallvec::SmallVec::new(),
                 None => {
                     self.spoil_tx();
                     return Pending::Ready(reply::error(&format!(

@@ -280,3 +280,84 @@ fn a_blocked_pop_follows_its_slot_when_it_migrates() {
     assert_eq!(show(&worker.read()), format!("[{key}, job]"));
     assert_eq!(worker.read(), Value::Simple("PONG".into()));
 }
+
+/// `-UNBLOCKED` that the proxy did not cause reaches the client as the server sent
+/// it: a blocked XREADGROUP whose stream is deleted, and a pop an operator unblocks
+/// with CLIENT UNBLOCK ... ERROR on the server while its slot stays there. Neither is
+/// sent again.
+#[test]
+fn the_servers_own_unblocked_errors_reach_the_client() {
+    let c = Cluster::start(2);
+    let plain = RedisServer::start();
+    let owner = c.owner(b"{x}s");
+    let mut p = c.proxy.conn();
+    let mut r = Conn::connect(plain.addr());
+    let read_group: &[&str] = &[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "BLOCK",
+        "0",
+        "STREAMS",
+        "{x}s",
+        ">",
+    ];
+    let mut got = Vec::new();
+    for (conn, direct) in [
+        (&mut p, c.direct(owner)),
+        (&mut r, Conn::connect(plain.addr())),
+    ] {
+        let mut direct = direct;
+        assert_eq!(
+            direct.cmd(&["XGROUP", "CREATE", "{x}s", "g", "$", "MKSTREAM"]),
+            Value::ok()
+        );
+        let a: Vec<&[u8]> = read_group.iter().map(|s| s.as_bytes()).collect();
+        conn.send_raw(&encode(&a));
+        let blocked = || {
+            let Value::Bulk(Some(info)) = direct.cmd(&["INFO", "clients"]) else {
+                return false;
+            };
+            String::from_utf8_lossy(&info).contains("blocked_clients:1\r\n")
+        };
+        let mut blocked = blocked;
+        assert!(eventually(10, &mut blocked));
+        assert_eq!(direct.cmd(&["DEL", "{x}s"]), Value::Int(1));
+        got.push(conn.read_raw().unwrap());
+    }
+    assert_eq!(got[0], got[1]);
+    assert_eq!(got[0], b"-UNBLOCKED the stream key no longer exists\r\n");
+    // Still one connection: later requests are answered in order.
+    assert_eq!(p.cmd(&["PING"]), Value::Simple("PONG".into()));
+
+    // An operator's CLIENT UNBLOCK ... ERROR on the server, the slot unmoved.
+    let owner = c.owner(b"jobs");
+    p.send_raw(&pipeline(&[&["BLPOP", "jobs", "0"], &["PING"]]));
+    assert!(eventually(10, || c.blocked(owner) == 1));
+    let mut direct = c.direct(owner);
+    let Value::Bulk(Some(list)) = direct.cmd(&["CLIENT", "LIST"]) else {
+        panic!("CLIENT LIST");
+    };
+    let list = String::from_utf8(list).unwrap();
+    let id = list
+        .lines()
+        .find(|l| l.contains("cmd=blpop"))
+        .and_then(|l| l.strip_prefix("id="))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        direct.cmd(&["CLIENT", "UNBLOCK", &id, "ERROR"]),
+        Value::Int(1)
+    );
+    assert_eq!(
+        p.read_raw().unwrap(),
+        b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"
+    );
+    assert_eq!(p.read(), Value::Simple("PONG".into()));
+    // Not sent again: nothing is blocked any more.
+    assert_eq!(c.blocked(owner), 0);
+    assert_eq!(p.cmd(&["RPUSH", "jobs", "j"]), Value::Int(1));
+    assert_eq!(p.cmd(&["LLEN", "jobs"]), Value::Int(1));
+}

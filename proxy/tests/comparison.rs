@@ -307,3 +307,141 @@ fn every_command_family_answers_as_one_redis_does() {
     }
     assert!(compared > 150, "{compared}");
 }
+
+/// Malformed forms of key-taking commands that the table-driven generator below does
+/// not reach: a keyword without its key, unbalanced pairs, missing arguments.
+const MALFORMED: &[&[&str]] = &[
+    &["GEORADIUS", "{m}k", "15", "37", "200", "km", "STORE"],
+    &["GEORADIUS", "{m}k", "15", "37", "200", "km", "STOREDIST"],
+    &["GEORADIUSBYMEMBER", "{m}k", "m", "200", "km", "STORE"],
+    &[
+        "GEORADIUS",
+        "{m}k",
+        "15",
+        "37",
+        "200",
+        "km",
+        "STORE",
+        "{m}d",
+    ],
+    &["SORT", "{m}k", "STORE"],
+    &["XREAD", "STREAMS", "{m}a"],
+    &["XREAD", "STREAMS", "{m}a", "{m}b", "{m}c"],
+    &["XREAD", "COUNT", "1", "STREAMS"],
+    &["XREAD", "COUNT", "x", "STREAMS", "{m}a", "0"],
+    &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "{m}a"],
+    &["XREADGROUP", "GROUP", "g", "c", "STREAMS"],
+    &["MSET", "{m}a", "1", "{m}b"],
+    &["MSETNX", "{m}a", "1", "{m}b"],
+    &["MSET", "{m}a"],
+    &["MGET"],
+    &["DEL"],
+    &["EXISTS"],
+    &["EVAL", "return 1", "2", "{m}a"],
+    &["EVAL", "return 1", "-1"],
+    &["EVAL", "return 1", "x", "{m}a"],
+    &["EVALSHA", "0000", "3", "{m}a"],
+    &["FCALL", "f", "2", "{m}a"],
+    &["ZUNIONSTORE", "{m}dst", "2", "{m}a"],
+    &["ZINTERSTORE", "{m}dst", "0", "{m}a"],
+    &["ZDIFFSTORE", "{m}dst", "-1", "{m}a"],
+    &["ZUNION", "3", "{m}a"],
+    &["SINTERCARD", "2", "{m}a"],
+    &["SINTERCARD", "x", "{m}a"],
+    &["LMPOP", "2", "{m}a", "{m}b"],
+    &["LMPOP", "0", "{m}a", "LEFT"],
+    &["BLMPOP", "0.01", "5", "{m}a", "LEFT"],
+    &["BZMPOP", "0.01", "x", "{m}a", "MIN"],
+    &["ZINTERCARD", "3", "{m}a"],
+    &["LCS", "{m}a"],
+    &["OBJECT", "ENCODING"],
+    &["MEMORY", "USAGE"],
+    &["XINFO", "STREAM"],
+    &["GEOSEARCHSTORE", "{m}d"],
+    &["RENAME", "{m}a"],
+    &["BITOP", "AND", "{m}d"],
+    &["ZRANGESTORE", "{m}d", "{m}s", "0"],
+    &["MULTI"],
+    &["EVAL", "return 1", "5", "{m}a"],
+    &["ZUNIONSTORE", "{m}dst", "2", "{m}a"],
+    &["SET", "{m}a", "1"],
+    &["EXEC"],
+];
+
+/// Requests whose numkeys argument (every command whose key spec has one) is too
+/// big, negative, zero, not a number or out of range, with keys of one slot after it.
+fn numkeys_forms() -> Vec<Vec<String>> {
+    use kodis_proxy::command_table::{BeginSearch, CommandTable, FindKeys};
+    let table = CommandTable::compiled_in();
+    let mut forms = Vec::new();
+    for cmd in table.commands() {
+        for spec in std::iter::once(cmd).chain(cmd.subcommands.values()) {
+            let name: Vec<String> = spec.name.split('|').map(str::to_uppercase).collect();
+            for ks in &spec.key_specs {
+                let (BeginSearch::Index(b), FindKeys::Keynum { keynum_idx, .. }) =
+                    (&ks.begin, &ks.find)
+                else {
+                    continue;
+                };
+                let at = usize::try_from(b + keynum_idx).unwrap();
+                for numkeys in ["3", "-1", "0", "x", "99999999999999999999", "1.5"] {
+                    for tail in [&["{m}a"][..], &["{m}a", "{m}LEFT"]] {
+                        let mut argv = name.clone();
+                        // Before numkeys: a short timeout, script or function name.
+                        while argv.len() < at {
+                            argv.push("0.01".into());
+                        }
+                        argv.push(numkeys.into());
+                        argv.extend(tail.iter().map(|t| t.to_string()));
+                        forms.push(argv);
+                    }
+                }
+            }
+        }
+    }
+    forms
+}
+
+#[test]
+fn malformed_key_arguments_get_the_servers_own_error() {
+    use kodis_proxy::commands::Kind;
+    let (c, _plain, mut p, mut r) = support::against_plain(3);
+    let commands = c.proxy.shared.commands.load();
+    let generated = numkeys_forms();
+    assert!(generated.len() >= 100, "only {} forms", generated.len());
+    let mut compared = 0;
+    let mut errors = 0;
+    let mut mismatches = Vec::new();
+    let manual = MALFORMED
+        .iter()
+        .map(|f| f.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+    for argv in generated.into_iter().chain(manual) {
+        // Commands the proxy refuses or answers itself are tested elsewhere.
+        let routed = commands
+            .get(argv[0].as_bytes())
+            .is_some_and(|e| !matches!(e.kind, Kind::Refused(_) | Kind::Local(_)));
+        if !routed {
+            continue;
+        }
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let want = r.cmd(&args);
+        let got = p.cmd(&args);
+        compared += 1;
+        if matches!(want, Value::Error(_)) {
+            errors += 1;
+        }
+        if got != want {
+            mismatches.push(format!("{args:?}: proxy {got:?}, redis {want:?}"));
+        }
+    }
+    assert!(
+        compared >= 100 && errors >= 90,
+        "{compared} compared, {errors} errors"
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{} of {compared} differ:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}

@@ -254,8 +254,14 @@ fn info_sums_the_keyspace_of_every_group_and_answers_with_one_down() {
     }
     let all = info_text(p.cmd(&["INFO"]));
     assert!(
-        all.contains("# Server\r\n") && all.contains("# Proxy\r\n"),
+        all.contains("# Server\r\n") && !all.contains("# Proxy\r\n"),
         "{all}"
+    );
+    let everything = info_text(p.cmd(&["INFO", "everything"]));
+    assert!(
+        everything.contains("\r\n# Proxy\r\nkodis_version:")
+            && everything.contains("\r\nkodis_groups:3\r\n"),
+        "{everything}"
     );
     assert!(
         all.contains("\r\n# Keyspace\r\ndb0:keys=300,expires=100,avg_ttl="),

@@ -479,3 +479,76 @@ async fn watch_migrations(client: &DashboardClient, json: bool) -> Result<(), Cl
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeMap;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Switches that read differently per command but mean one thing: go ahead in
+    /// spite of the refusal (`--force`), show and change nothing (`--dry-run`).
+    const SAME_MEANING: &[&str] = &["force", "dry-run"];
+
+    /// Every `--flag` of every command, with the commands that have it and its help.
+    fn flags(cmd: &clap::Command, path: &str, out: &mut BTreeMap<String, Vec<(String, String)>>) {
+        for a in cmd.get_arguments() {
+            if let Some(long) = a.get_long() {
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                out.entry(long.to_string())
+                    .or_default()
+                    .push((path.to_string(), help));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            flags(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn a_flag_means_one_thing_in_every_command() {
+        let mut all = BTreeMap::new();
+        flags(&Cli::command(), "kodis", &mut all);
+        let mut differ = Vec::new();
+        for (long, uses) in &all {
+            if SAME_MEANING.contains(&long.as_str()) {
+                continue;
+            }
+            if uses.iter().any(|(_, h)| *h != uses[0].1) {
+                differ.push(format!("--{long}: {uses:?}"));
+            }
+        }
+        assert!(differ.is_empty(), "{}", differ.join("\n"));
+        // The flags this test is about are there.
+        assert_eq!(all["replicas"].len(), 2, "{:?}", all["replicas"]);
+        assert_eq!(all["dashboard"].len(), 1, "{:?}", all["dashboard"]);
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn replicas_counts_the_servers_besides_the_master_everywhere() {
+        let up = Cli::try_parse_from(["kodis", "up", "--groups", "1", "--replicas", "2"]).unwrap();
+        let Command::Up(up) = up.command else {
+            panic!("not up");
+        };
+        assert_eq!(up::Plan::new(&up).unwrap().groups[0].len(), 3);
+        let cli = Cli::try_parse_from([
+            "kodis",
+            "deploy",
+            "render",
+            "--groups",
+            "1",
+            "--replicas",
+            "2",
+        ])
+        .unwrap();
+        let Command::Deploy(DeployCommand::Render(r)) = cli.command else {
+            panic!("not render");
+        };
+        let yaml = render::render(&r).unwrap();
+        assert!(yaml.contains("\n  replicas: 3\n"), "{yaml}");
+    }
+}

@@ -23,12 +23,12 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 /// What to render.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RenderArgs {
-    /// How many groups.
+    /// Number of groups.
     #[arg(long)]
     pub groups: u32,
-    /// Servers per group, master included (1 master + R-1 replicas).
-    #[arg(long, default_value_t = 2)]
-    pub replicas: i32,
+    /// Replicas per group (besides its master): R+1 servers per group.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u16,
     /// The namespace.
     #[arg(long, default_value = "kodis")]
     pub namespace: String,
@@ -49,15 +49,20 @@ pub struct RenderArgs {
     /// Never two servers of a group on one node (required, not preferred).
     #[arg(long)]
     pub strict_anti_affinity: bool,
-    /// The dashboard's URL inside the cluster.
-    #[arg(long, default_value = "http://kodis-dashboard:18080")]
-    pub dashboard: String,
+    /// The dashboard's URL as the pods reach it, inside the cluster (not the global
+    /// --dashboard, which is where this CLI reaches it).
+    #[arg(
+        long,
+        default_value = "http://kodis-dashboard:18080",
+        value_name = "URL"
+    )]
+    pub in_cluster_dashboard: String,
 }
 
 /// Every object of every group, as one YAML stream.
 pub fn render(a: &RenderArgs) -> Result<String, String> {
-    if a.groups == 0 || a.replicas < 1 || a.first_group == 0 {
-        return Err("--groups, --replicas and --first-group must be at least 1".into());
+    if a.groups == 0 || a.first_group == 0 {
+        return Err("--groups and --first-group must be at least 1".into());
     }
     let mut out = String::new();
     for n in a.first_group..a.first_group + a.groups {
@@ -230,7 +235,7 @@ fn stateful_set(a: &RenderArgs, n: u32) -> StatefulSet {
                 "--addr",
                 "$(KODIS_REDIS_ADDR)",
                 "--dashboard",
-                &a.dashboard,
+                &a.in_cluster_dashboard,
                 "--",
                 "redis-server",
                 "/etc/kodis/redis.conf",
@@ -261,7 +266,7 @@ fn stateful_set(a: &RenderArgs, n: u32) -> StatefulSet {
                         "-c".into(),
                         format!(
                             "exec kodis-ha prestop --dashboard {} --addr \"$KODIS_REDIS_ADDR\"",
-                            a.dashboard
+                            a.in_cluster_dashboard
                         ),
                     ]),
                 }),
@@ -377,7 +382,8 @@ fn stateful_set(a: &RenderArgs, n: u32) -> StatefulSet {
         metadata: meta(a, n),
         spec: Some(StatefulSetSpec {
             service_name: Some(name(n)),
-            replicas: Some(a.replicas),
+            // The master and its replicas.
+            replicas: Some(i32::from(a.replicas) + 1),
             // Pod 0 joins first and becomes the master; the others after it serves.
             pod_management_policy: Some("OrderedReady".into()),
             selector: selector(n),
@@ -425,14 +431,14 @@ mod tests {
     fn args(groups: u32) -> RenderArgs {
         RenderArgs {
             groups,
-            replicas: 3,
+            replicas: 2,
             namespace: "shop".into(),
             image: "registry.example/kodis:1.2".into(),
             first_group: 4,
             redis_config: "kodis-redis-config".into(),
             storage: Some("10Gi".into()),
             strict_anti_affinity: true,
-            dashboard: "http://kodis-dashboard:18080".into(),
+            in_cluster_dashboard: "http://kodis-dashboard:18080".into(),
         }
     }
 
@@ -467,6 +473,7 @@ mod tests {
         let sts = &docs[4];
         assert_eq!(sts["apiVersion"].as_str(), Some("apps/v1"));
         assert_eq!(sts["metadata"]["namespace"].as_str(), Some("shop"));
+        // --replicas 2: the master and two replicas.
         assert_eq!(sts["spec"]["replicas"].as_i64(), Some(3));
         let pod = &sts["spec"]["template"]["spec"];
         let c = &pod["containers"][0];
@@ -495,5 +502,12 @@ mod tests {
             ..args(1)
         })
         .is_err());
+        // No replica: a master alone.
+        let alone = render(&RenderArgs {
+            replicas: 0,
+            ..args(1)
+        })
+        .unwrap();
+        assert!(alone.contains("\n  replicas: 1\n"), "{alone}");
     }
 }

@@ -49,7 +49,7 @@ pub struct UpArgs {
     /// Number of groups.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
     pub groups: u16,
-    /// Replicas per group (besides its master).
+    /// Replicas per group (besides its master): R+1 servers per group.
     #[arg(long, default_value_t = 1)]
     pub replicas: u16,
     /// Number of proxies (0: none).
