@@ -366,10 +366,19 @@ fn a_reply_from_a_master_replaced_while_the_request_was_in_flight_is_an_error() 
 
     old.freeze();
     // In flight: written to the frozen master, no reply yet.
+    let sent = format!(
+        "kodis_proxy_backend_sent_bytes_total{{backend=\"{}\"}}",
+        old.addr()
+    );
+    let before = proxy.metric(&sent);
+    let set = encode(&[b"SET", b"in-flight", b"1"]);
+    let incr = encode(&[b"INCR", b"counter"]);
     let mut w = proxy.conn();
-    w.send_raw(&encode(&[b"SET", b"in-flight", b"1"]));
+    w.send_raw(&set);
     let mut other = proxy.conn();
-    other.send_raw(&encode(&[b"INCR", b"counter"]));
+    other.send_raw(&incr);
+    let both = (set.len() + incr.len()) as f64;
+    assert!(eventually(10, || proxy.metric(&sent) >= before + both));
     // Failover: the replica is promoted and the topology says so (the push returns
     // once the proxy drained the old master, which cannot answer yet: in a thread).
     assert_eq!(n.cmd(&["REPLICAOF", "NO", "ONE"]), Value::ok());
