@@ -232,8 +232,11 @@ pub fn refusal(name: &str) -> Option<&'static str> {
 /// Checks the arguments of `CONFIG SET` after the subcommand (name value ...): an
 /// even, non-zero count, and no refused parameter.
 pub fn parse_pairs(args: &[&[u8]]) -> Result<Vec<ConfigPair>, ConfigError> {
-    if args.is_empty() || args.len() % 2 != 0 {
+    if args.len() < 2 {
         return Err(ConfigError::Arity);
+    }
+    if args.len() % 2 != 0 {
+        return Err(ConfigError::Syntax);
     }
     let mut pairs = Vec::with_capacity(args.len() / 2);
     for kv in args.chunks(2) {
@@ -254,6 +257,9 @@ pub enum ConfigError {
     /// Not name/value pairs.
     #[error("ERR wrong number of arguments for 'config|set' command")]
     Arity,
+    /// An odd number of arguments (Redis's words for it).
+    #[error("ERR syntax error")]
+    Syntax,
     /// Kodis refuses the parameter.
     #[error("ERR kodis refuses CONFIG SET {name}: {why}")]
     Refused {
@@ -634,6 +640,10 @@ mod tests {
             "{e}"
         );
         assert_eq!(parse_pairs(&[b"maxmemory"]), Err(ConfigError::Arity));
+        assert_eq!(
+            parse_pairs(&[b"maxmemory", b"1", b"save"]),
+            Err(ConfigError::Syntax)
+        );
         assert_eq!(
             parse_pairs(&[b"MaxMemory", b"1mb"]),
             Ok(vec![ConfigPair::new("maxmemory", "1mb")])

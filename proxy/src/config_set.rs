@@ -167,7 +167,7 @@ impl crate::session::Session {
                     "allow_config_set is off (it changes every server of the cluster)",
                 ))
             }
-            "SET" if argc < 4 || argc % 2 != 0 => Pending::Ready(wrong_args("config|set")),
+            "SET" if argc < 4 => Pending::Ready(wrong_args("config|set")),
             "RESETSTAT" if argc != 2 => Pending::Ready(wrong_args("config|resetstat")),
             "SET" | "RESETSTAT" => {
                 let pairs = if sub == "SET" {
