@@ -633,7 +633,7 @@ mod tests {
         ] {
             assert_eq!(refusal(name), None, "{name}");
         }
-        let e = parse_pairs(&[b"maxmemory", b"1", b"Dir", b"/tmp"]).unwrap_err();
+        let e = parse_pairs(&[b"maxmemory", b"1", b"Dir", b"/tmp"]).expect_err("dir refused");
         assert!(
             e.to_string()
                 .starts_with("ERR kodis refuses CONFIG SET dir: "),

@@ -404,6 +404,25 @@ pub fn check(r: &crate::check::CheckReport) -> String {
     out
 }
 
+/// The recorded Redis settings, one `NAME  VALUE` line each, in the order applied.
+pub fn settings(s: &kodis_common::api::ServerSettings) -> String {
+    if s.settings.is_empty() {
+        return "no recorded settings\n".to_string();
+    }
+    let width = s
+        .settings
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let mut out = format!("{:width$}  VALUE\n", "NAME");
+    for p in &s.settings {
+        out.push_str(&format!("{:width$}  {:?}\n", p.name, p.value));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use kodis_common::api::{GroupStatus, ServerStatus, SlotRange};
@@ -553,23 +572,4 @@ mod tests {
         assert_eq!(ago(5 * 3600 + 120), "5h02m");
         assert_eq!(ago(2 * 86_400 + 3 * 3600), "2d03h");
     }
-}
-
-/// The recorded Redis settings, one `NAME  VALUE` line each, in the order applied.
-pub fn settings(s: &kodis_common::api::ServerSettings) -> String {
-    if s.settings.is_empty() {
-        return "no recorded settings\n".to_string();
-    }
-    let width = s
-        .settings
-        .iter()
-        .map(|p| p.name.len())
-        .max()
-        .unwrap_or(0)
-        .max(4);
-    let mut out = format!("{:width$}  VALUE\n", "NAME");
-    for p in &s.settings {
-        out.push_str(&format!("{:width$}  {:?}\n", p.name, p.value));
-    }
-    out
 }
