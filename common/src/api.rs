@@ -22,6 +22,9 @@
 //! | `POST /proxies` | [`RegisterProxy`] | 201 [`Registered`] |
 //! | `DELETE /proxies/{id}` | | 204 |
 //! | `POST /recover` | [`Recover`] | 200 [`Recovered`]; 409 when the store holds a servable topology |
+//! | `GET /config` | | [`ServerSettings`] |
+//! | `POST /config` | [`SetConfig`] | 200 [`ServerSettings`]; 400 for a refused parameter, 409 when a server refused or was unreachable (none changed) |
+//! | `DELETE /config/{name}` | | 200 [`ServerSettings`]; 404 when not recorded |
 //! | `GET /openapi.json` | | the OpenAPI document |
 //!
 //! Every route but `GET /openapi.json` (and the probes and metrics outside `/api/v1`)
@@ -36,6 +39,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::server_config::{ConfigPair, ServerSettings};
 pub use crate::topology::{Group, SlotRange, Topology};
 
 /// Every error answer.
@@ -63,6 +67,16 @@ pub struct AddServer {
     /// is lost when it becomes a replica). Default false: such a server is refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+}
+
+/// `POST /config`: `CONFIG SET` of these parameters on every server of every group,
+/// all or nothing, then recorded, so that servers that start, restart, join or are
+/// promoted get them too. An error's text is the RESP error a proxy answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetConfig {
+    /// The parameters and values, as `CONFIG SET name value [name value ...]`.
+    pub set: Vec<ConfigPair>,
 }
 
 /// `POST /groups/{id}/promote`.

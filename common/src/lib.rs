@@ -7,6 +7,7 @@ pub mod api;
 pub mod http;
 pub mod replication;
 pub mod resp;
+pub mod server_config;
 pub mod signals;
 pub mod slot;
 pub mod store;

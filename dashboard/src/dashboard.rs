@@ -6,13 +6,17 @@
 //! - `topology`: the whole [`Topology`] as JSON (groups, slot ranges, epoch), written
 //!   with a compare on its own revision and on the lock, so changes never interleave
 //!   and a deposed dashboard cannot write;
-//! - `proxies/<id>`: one [`ProxyInfo`] per registered proxy.
+//! - `proxies/<id>`: one [`ProxyInfo`] per registered proxy;
+//! - `config`: the cluster-wide Redis settings (`CONFIG SET` through a proxy or
+//!   `kodis config set`) as [`ServerSettings`] JSON, written under the lock like the
+//!   topology (see [`crate::settings`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kodis_common::api::{ProxyInfo, RegisterProxy};
+use kodis_common::server_config::ServerSettings;
 use kodis_common::store::{
     Compare, EmbeddedStore, EtcdStore, KeepAlive, LockGuard, Op, Revision, Store, StoreError, Txn,
     TxnOutcome,
@@ -520,6 +524,17 @@ impl Dashboard {
         }
     }
 
+    /// The recorded cluster-wide Redis settings (none recorded: empty).
+    pub async fn server_settings(&self) -> Result<ServerSettings, ApiError> {
+        let store = self.store()?;
+        match store.get(&self.key("config")).await? {
+            None => Ok(ServerSettings::default()),
+            Some(kv) => serde_json::from_slice(&kv.value).map_err(|e| {
+                ApiError::Internal(format!("the stored Redis settings are not valid JSON: {e}"))
+            }),
+        }
+    }
+
     /// Registered proxies with the epoch each acknowledged.
     pub async fn proxies(&self) -> Result<Vec<ProxyInfo>, ApiError> {
         let store = self.store()?;
@@ -741,6 +756,16 @@ impl Change<'_> {
             TxnOutcome::Committed { .. } => Ok(()),
             TxnOutcome::Failed { .. } => Err(ApiError::NotActive("lock lost".into())),
         }
+    }
+
+    /// Records the cluster-wide Redis settings, if this dashboard still holds the lock.
+    pub async fn put_server_settings(&self, settings: &ServerSettings) -> Result<(), ApiError> {
+        let value = serde_json::to_vec(settings).map_err(|e| ApiError::Internal(e.to_string()))?;
+        self.store
+            .put_fenced(&self.guard, &self.dashboard.key("config"), &value)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.dashboard.lock_lost(e, &self.guard))
     }
 
     /// Writes `next` (with the epoch bumped) if the topology did not change since the

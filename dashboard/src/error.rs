@@ -39,6 +39,10 @@ pub enum ApiError {
     /// The store failed (503: it may be unreachable for a while).
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// A cluster-wide `CONFIG SET` refused (400: by Kodis; 409: by a server, or one
+    /// unreachable; none changed). Its text is the RESP error a proxy answers.
+    #[error(transparent)]
+    Config(#[from] kodis_common::server_config::ConfigError),
     /// A bug or corrupt state (500).
     #[error("internal error: {0}")]
     Internal(String),
@@ -57,6 +61,17 @@ impl ApiError {
             ApiError::Server { .. } => StatusCode::BAD_GATEWAY,
             ApiError::NotActive(_) | ApiError::Store(_) | ApiError::Unservable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Config(e) => {
+                use kodis_common::server_config::ConfigError as C;
+                match e {
+                    C::Arity | C::Syntax | C::Refused { .. } | C::NotText { .. } => {
+                        StatusCode::BAD_REQUEST
+                    }
+                    C::Unreachable { .. } | C::Server(_) | C::Partial { .. } => {
+                        StatusCode::CONFLICT
+                    }
+                }
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -15,6 +15,7 @@ pub mod recover;
 pub mod routes;
 pub mod server;
 pub mod servers;
+pub mod settings;
 
 pub use config::DashboardConfig;
 pub use server::{start, DashboardHandle};

@@ -28,6 +28,8 @@ pub fn router(d: Arc<Dashboard>) -> Router {
     Router::new()
         .route("/api/v1/topology", get(topology))
         .route("/api/v1/acl", get(acl))
+        .route("/api/v1/config", get(get_config).post(set_config))
+        .route("/api/v1/config/{name}", delete(remove_config))
         .route("/api/v1/check", get(check).post(check_fix))
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/health", axum::routing::put(put_health))
@@ -136,6 +138,24 @@ async fn acl(State(d): Ctx) -> Response {
         user: d.config.data_user(),
     })
     .into_response()
+}
+
+/// The recorded cluster-wide Redis settings (`kodis-ha launch` applies them to its
+/// server at every start).
+async fn get_config(State(d): Ctx) -> Result<Response, ApiError> {
+    Ok(Json(d.server_settings().await?).into_response())
+}
+
+/// `CONFIG SET` on every server, all or nothing, then recorded (see
+/// [`crate::settings`]).
+async fn set_config(State(d): Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let req: kodis_common::api::SetConfig = parse(&body)?;
+    Ok(Json(crate::settings::set(&d, req.set).await?).into_response())
+}
+
+/// Forgets a recorded setting (the servers keep their value until they restart).
+async fn remove_config(State(d): Ctx, Path(name): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(crate::settings::remove(&d, &name).await?).into_response())
 }
 
 async fn overview(State(d): Ctx) -> Result<Response, ApiError> {
@@ -261,6 +281,8 @@ async fn add_server(
     // Before anything else changes on the server, and before the proxies learn of it:
     // their connections log in as this user.
     d.servers.define_data_user(&req.addr).await?;
+    // The cluster's recorded Redis settings, before it serves as a member.
+    crate::settings::apply_to(&d, &req.addr).await?;
     if master == req.addr {
         // The group's first server is its master: make sure it is not following
         // some other server.
@@ -301,6 +323,7 @@ async fn promote(State(d): Ctx, Path(id): Path<String>, body: Bytes) -> Result<R
         .and_then(|g| g.servers.first().cloned())
         .unwrap_or_default();
     switch(&d, &old, &req.addr).await?;
+    crate::settings::apply_to_promoted(&d, &req.addr).await;
     // The old master and the other replicas follow the new master; one that is down
     // is re-pointed when it comes back (HA's job), so failures only warn here.
     for s in next
@@ -382,6 +405,7 @@ async fn switchover(
     d.servers
         .planned_failover(&req.from, &target, Duration::from_secs(10))
         .await?;
+    crate::settings::apply_to_promoted(&d, &target).await;
     for s in next
         .group(id)
         .map(|g| g.servers[1..].to_vec())

@@ -204,6 +204,15 @@ impl Dashboard {
         Ok(a.user)
     }
 
+    /// The cluster-wide Redis settings recorded by the dashboard (`CONFIG SET` through
+    /// a proxy, `kodis config set`).
+    pub async fn server_settings(
+        &self,
+    ) -> Result<kodis_common::server_config::ServerSettings, HaError> {
+        self.call(reqwest::Method::GET, "/api/v1/config", None)
+            .await
+    }
+
     /// The registered proxies.
     pub async fn proxies(&self) -> Result<Vec<ProxyInfo>, HaError> {
         Ok(self

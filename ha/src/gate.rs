@@ -9,6 +9,12 @@
 //! - no other server of the group is alive: start as master, with the persisted
 //!   data if there is any (and say so).
 //!
+//! Each start also gets what the control plane keeps for every server: the
+//! data-plane ACL user and the cluster-wide Redis settings (`CONFIG SET` through a
+//! proxy, `kodis config set`), written to a file included after the deployment's own
+//! configuration, so that they hold from the server's first command on and win over
+//! the deployment's values.
+//!
 //! It then supervises the process: when redis-server exits it decides again and
 //! restarts it; SIGTERM or SIGINT stop it and the gate.
 
@@ -20,6 +26,7 @@ use tokio::process::{Child, Command};
 use tracing::{info, warn};
 
 use kodis_common::acl::DataUser;
+use kodis_common::server_config::ServerSettings;
 
 use crate::client::Dashboard;
 use crate::config::LaunchConfig;
@@ -59,7 +66,12 @@ pub async fn run(cfg: LaunchConfig) -> Result<i32, HaError> {
             _ = term.recv() => return Ok(0),
             _ = int.recv() => return Ok(0),
         };
-        let mut child = spawn(&cfg, &role, user.as_ref())?;
+        let settings = tokio::select! {
+            s = server_settings(&cfg, &dashboard) => s,
+            _ = term.recv() => return Ok(0),
+            _ = int.recv() => return Ok(0),
+        };
+        let mut child = spawn(&cfg, &role, user.as_ref(), &settings)?;
         let started = Instant::now();
         let pid_path = write_pid(&cfg, &child).await;
         if let Role::Joining(as_role) = &role {
@@ -153,7 +165,24 @@ async fn data_user(cfg: &LaunchConfig, dashboard: &Dashboard) -> Option<DataUser
     }
 }
 
-fn spawn(cfg: &LaunchConfig, role: &Role, user: Option<&DataUser>) -> Result<Child, HaError> {
+/// Asks the dashboard, until it answers, for the cluster-wide Redis settings.
+async fn server_settings(cfg: &LaunchConfig, dashboard: &Dashboard) -> ServerSettings {
+    loop {
+        match dashboard.server_settings().await {
+            Ok(s) => return s,
+            Err(e) => warn!(server = %cfg.addr, error = %e,
+                            "cannot learn the cluster's Redis settings yet; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn spawn(
+    cfg: &LaunchConfig,
+    role: &Role,
+    user: Option<&DataUser>,
+    settings: &ServerSettings,
+) -> Result<Child, HaError> {
     let (program, args) = cfg
         .command
         .split_first()
@@ -185,6 +214,8 @@ fn spawn(cfg: &LaunchConfig, role: &Role, user: Option<&DataUser>) -> Result<Chi
             .map_err(|e| HaError::Invalid(format!("data-plane ACL user: {e}")))?;
         secrets.push_str(&line);
     }
+    // The cluster's settings (refused parameters are left out).
+    secrets.push_str(&settings.config_lines());
     if !secrets.is_empty() {
         let path = secret_file(cfg, &secrets)?;
         cmd.arg("--include").arg(path);
@@ -193,7 +224,7 @@ fn spawn(cfg: &LaunchConfig, role: &Role, user: Option<&DataUser>) -> Result<Chi
         .spawn()
         .map_err(|e| HaError::Invalid(format!("cannot start {program}: {e}")))?;
     info!(server = %cfg.addr, ?role, pid = child.id(), acl_user = user.map(|u| u.name.as_str()),
-          "redis-server started");
+          settings = settings.settings.len(), "redis-server started");
     Ok(child)
 }
 

@@ -102,6 +102,14 @@ pub struct ProxyConfig {
     /// Serve KEYS (sent to every master, merged). Default true; off refuses it (SCAN
     /// walks the same keys without blocking each server for the whole pass).
     pub allow_keys: bool,
+    /// Serve CONFIG SET and CONFIG RESETSTAT, sent to every server of every group
+    /// (replicas included), all or nothing; with a dashboard, CONFIG SET goes
+    /// through it, which records the setting and re-applies it to servers that
+    /// start, join or are promoted. Default true; off refuses both (CONFIG GET is
+    /// always served, from the first group's master). Parameters that would break the
+    /// cluster or its security (`dir`, `port`, `replicaof`, `requirepass`, `tls-*`,
+    /// ...) are refused either way; CONFIG REWRITE always is.
+    pub allow_config_set: bool,
     /// Where read-only commands go: `master` (default), `replica` (a healthy replica
     /// of the owning group, round-robin; an error if none is healthy) or
     /// `prefer-replica` (the master when no replica is healthy). READONLY and
@@ -143,6 +151,7 @@ impl Default for ProxyConfig {
             allow_client_pause: false,
             max_client_pause_ms: 5000,
             allow_keys: true,
+            allow_config_set: true,
             max_dedicated_connections: 1024,
             read_from: ReadFrom::Master,
             limits: Limits::default(),
@@ -674,6 +683,7 @@ mod admin_tests {
         let default = ProxyConfig::default();
         assert_eq!(default.admin_listen, "127.0.0.1:11080");
         assert!(!default.allow_client_pause);
+        assert!(default.allow_config_set);
     }
 }
 

@@ -9,6 +9,7 @@ pub mod clients;
 pub mod command_table;
 pub mod commands;
 pub mod config;
+mod config_set;
 pub mod control;
 pub mod dedicated;
 pub mod error;

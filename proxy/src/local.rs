@@ -91,33 +91,7 @@ impl Session {
                 ready(reply::simple("OK"))
             }
             Local::Reset => self.reset(outbox),
-            Local::Config => {
-                let is_get = argc >= 2 && req.arg(1).eq_ignore_ascii_case(b"GET");
-                if is_get && argc == 2 {
-                    ready(wrong_args("config|get"))
-                } else if is_get && (2..argc).any(|i| is_secret_config(req.arg(i))) {
-                    self.ctx.metrics.errors.refused.inc();
-                    ready(refused(
-                        "CONFIG GET",
-                        "glob patterns and password parameters would reveal backend secrets; \
-                         ask for parameters by name",
-                    ))
-                } else if is_get {
-                    let routes = self.ctx.router.load();
-                    match routes.groups.first() {
-                        Some(g) => outbox.forward(&g.master, req.to_resp()),
-                        None => ready(reply::error("ERR kodis: no backend group")),
-                    }
-                } else if argc < 2 {
-                    ready(wrong_args("config"))
-                } else {
-                    self.ctx.metrics.errors.refused.inc();
-                    ready(refused(
-                        &format!("CONFIG {}", upper(req.arg(1))),
-                        "backend configuration is managed by kodis, not through the proxy",
-                    ))
-                }
-            }
+            Local::Config => self.config(req, outbox),
         }
     }
 
@@ -537,7 +511,7 @@ impl Session {
 
 /// CONFIG GET parameters that could return a backend password: the password
 /// settings themselves and any glob pattern (which may match them).
-fn is_secret_config(param: &[u8]) -> bool {
+pub(crate) fn is_secret_config(param: &[u8]) -> bool {
     let lower = param.to_ascii_lowercase();
     lower.iter().any(|c| matches!(c, b'*' | b'?' | b'['))
         || [

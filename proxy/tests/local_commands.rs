@@ -144,7 +144,7 @@ fn refused_commands_name_the_command_and_keep_the_connection() {
         &["DEBUG", "SLEEP", "0"],
         &["SYNC"],
         &["PSYNC", "?", "-1"],
-        &["CONFIG", "SET", "maxmemory", "1"],
+        &["CONFIG", "REWRITE"],
         &["FAILOVER"],
         &["CLUSTER", "NODES"],
         &["MIGRATE", "127.0.0.1", "1", "k", "0", "1000"],

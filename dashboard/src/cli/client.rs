@@ -304,6 +304,26 @@ impl DashboardClient {
         self.call::<()>(Method::DELETE, &path, None).await
     }
 
+    /// `GET /config`.
+    pub async fn config(&self) -> Result<Answer, ClientError> {
+        self.get("/config").await
+    }
+
+    /// `POST /config`.
+    pub async fn set_config(
+        &self,
+        set: Vec<kodis_common::api::ConfigPair>,
+    ) -> Result<Answer, ClientError> {
+        let body = kodis_common::api::SetConfig { set };
+        self.call(Method::POST, "/config", Some(&body)).await
+    }
+
+    /// `DELETE /config/{name}`.
+    pub async fn remove_config(&self, name: &str) -> Result<Answer, ClientError> {
+        let path = format!("/config/{}", encode_segment(name));
+        self.call::<()>(Method::DELETE, &path, None).await
+    }
+
     /// `POST /recover`.
     pub async fn recover(&self, req: &kodis_common::api::Recover) -> Result<Answer, ClientError> {
         self.call(Method::POST, "/recover", Some(req)).await

@@ -117,6 +117,11 @@ pub enum Command {
     /// List or remove registered proxies.
     #[command(subcommand)]
     Proxy(ProxyCommand),
+    /// Cluster-wide Redis settings: CONFIG SET on every server of every group, all or
+    /// nothing, recorded and applied again to every server that starts, restarts,
+    /// joins or is promoted.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Find keys living on a group that does not own their slot (a script wrote a
     /// key it did not declare): SCANs every master, prints the count and a sample
     /// (slots in migration are skipped). `--fix` moves them home; a key whose owner
@@ -260,6 +265,26 @@ pub enum ProxyCommand {
     },
 }
 
+/// `kodis config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// The recorded settings, in the order they are applied.
+    Ls,
+    /// Set parameters on every server (all or nothing) and record them, like
+    /// `CONFIG SET` through a proxy: `kodis config set maxmemory-policy allkeys-lru`.
+    Set {
+        /// NAME VALUE pairs.
+        #[arg(required = true, num_args = 2.., value_names = ["NAME", "VALUE"])]
+        pairs: Vec<String>,
+    },
+    /// Forget a recorded setting: it is no longer applied to servers that start; the
+    /// running servers keep their value until they restart.
+    Rm {
+        /// The parameter.
+        name: String,
+    },
+}
+
 /// Why a command failed; [`CliError::exit_code`] tells the exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -363,6 +388,22 @@ pub async fn execute(
             Render::Done(format!("proxy {id} removed")),
         ),
         Command::Check { fix } => (client.check(*fix).await?, Render::Check),
+        Command::Config(ConfigCommand::Ls) => (client.config().await?, Render::Settings),
+        Command::Config(ConfigCommand::Set { pairs }) => {
+            if pairs.len() % 2 != 0 {
+                return Err(CliError::Usage(
+                    "kodis config set takes NAME VALUE pairs".into(),
+                ));
+            }
+            let set = pairs
+                .chunks(2)
+                .map(|kv| kodis_common::api::ConfigPair::new(&kv[0], &kv[1]))
+                .collect();
+            (client.set_config(set).await?, Render::Settings)
+        }
+        Command::Config(ConfigCommand::Rm { name }) => {
+            (client.remove_config(name).await?, Render::Settings)
+        }
         Command::Recover(a) => {
             let req = kodis_common::api::Recover {
                 from_proxy: a.from_proxy.clone(),
@@ -416,6 +457,10 @@ pub async fn execute(
             out
         }
         Render::Check => output::check(&answer.decode()?),
+        Render::Settings => {
+            let s: kodis_common::api::ServerSettings = answer.decode()?;
+            output::settings(&s)
+        }
         Render::Done(msg) => format!("{msg}\n"),
         Render::Recovered => {
             let r: kodis_common::api::Recovered = answer.decode()?;
@@ -444,6 +489,7 @@ enum Render {
     Plan(bool),
     Migrations,
     Check,
+    Settings,
     Done(String),
     Recovered,
 }

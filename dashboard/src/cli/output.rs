@@ -404,6 +404,25 @@ pub fn check(r: &crate::check::CheckReport) -> String {
     out
 }
 
+/// The recorded Redis settings, one `NAME  VALUE` line each, in the order applied.
+pub fn settings(s: &kodis_common::api::ServerSettings) -> String {
+    if s.settings.is_empty() {
+        return "no recorded settings\n".to_string();
+    }
+    let width = s
+        .settings
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let mut out = format!("{:width$}  VALUE\n", "NAME");
+    for p in &s.settings {
+        out.push_str(&format!("{:width$}  {:?}\n", p.name, p.value));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use kodis_common::api::{GroupStatus, ServerStatus, SlotRange};

@@ -1,0 +1,220 @@
+//! CONFIG SET and CONFIG RESETSTAT through the proxy: every server of every group,
+//! replicas included, all or nothing (see `kodis_common::server_config`).
+//!
+//! How CONFIG SET reaches the store: with a dashboard, the proxy **forwards** it
+//! (`POST /api/v1/config`), and the dashboard applies it to the servers and records
+//! it, under the same lock as every topology change. A server that joins while the
+//! setting is applied therefore gets it either from the dashboard's `CONFIG SET` or
+//! from the record, never from neither; and the setting is recorded only once every
+//! server took it. Without a dashboard (static groups) the proxy applies it itself
+//! and nothing records it: a restarted server comes back with its own configuration.
+//!
+//! CONFIG RESETSTAT changes no setting: the proxy sends it to every server itself in
+//! both modes. Both run on connections of their own as `default` with the servers'
+//! password, not on the backend connections (the data-plane ACL user may run only
+//! `CONFIG GET`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kodis_common::api::{ErrorBody, SetConfig};
+use kodis_common::server_config::{self, ConfigPair};
+
+use crate::reply;
+use crate::session::Shared;
+
+/// How long one server may take to connect or to answer.
+fn server_timeout(ctx: &Shared) -> Duration {
+    Duration::from_millis(ctx.config.connect_timeout_ms).max(Duration::from_secs(5))
+}
+
+/// How long the dashboard may take to apply and record a CONFIG SET.
+const DASHBOARD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Every server of every group in the proxy's topology, masters first.
+fn all_servers(ctx: &Shared) -> Vec<String> {
+    let routes = ctx.router.load();
+    routes
+        .topology
+        .groups
+        .iter()
+        .flat_map(|g| g.servers.iter().cloned())
+        .collect()
+}
+
+/// CONFIG SET of `pairs` (checked already): its reply.
+pub(crate) async fn config_set(ctx: Arc<Shared>, pairs: Vec<ConfigPair>) -> Bytes {
+    if let Some(url) = &ctx.config.dashboard {
+        return through_dashboard(url, ctx.config.admin_token.as_deref(), pairs).await;
+    }
+    let servers = all_servers(&ctx);
+    if servers.is_empty() {
+        return reply::error("ERR kodis: no backend group");
+    }
+    let pw = ctx.config.backend_password.as_deref();
+    match server_config::apply(&servers, &pairs, pw, server_timeout(&ctx)).await {
+        Ok(_) => {
+            tracing::info!(
+                ?pairs,
+                servers = servers.len(),
+                "CONFIG SET applied to every server"
+            );
+            reply::simple("OK")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "CONFIG SET not applied");
+            Bytes::from(e.to_resp())
+        }
+    }
+}
+
+/// CONFIG RESETSTAT on every server: its reply.
+pub(crate) async fn reset_stats(ctx: Arc<Shared>) -> Bytes {
+    let servers = all_servers(&ctx);
+    if servers.is_empty() {
+        return reply::error("ERR kodis: no backend group");
+    }
+    let pw = ctx.config.backend_password.as_deref();
+    match server_config::reset_stats(&servers, pw, server_timeout(&ctx)).await {
+        Ok(()) => reply::simple("OK"),
+        Err(e) => Bytes::from(e.to_resp()),
+    }
+}
+
+/// `POST /api/v1/config` on the dashboard: `+OK`, or its error as the RESP error
+/// (the dashboard's error texts are RESP errors already: a server's own words when
+/// every server refused alike).
+async fn through_dashboard(base: &str, token: Option<&str>, pairs: Vec<ConfigPair>) -> Bytes {
+    let url = format!("{}/api/v1/config", base.trim_end_matches('/'));
+    let fail = |why: String| {
+        reply::error(&format!(
+            "ERR kodis: CONFIG SET needs the dashboard, which applies and records it: {why}"
+        ))
+    };
+    let http = match reqwest::Client::builder()
+        .timeout(DASHBOARD_TIMEOUT)
+        .build()
+    {
+        Ok(h) => h,
+        Err(e) => return fail(e.to_string()),
+    };
+    let mut req = http.post(&url).json(&SetConfig { set: pairs });
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return fail(format!("{url} unreachable ({e})")),
+    };
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    if status.is_success() {
+        return reply::simple("OK");
+    }
+    let text = serde_json::from_str::<ErrorBody>(&body)
+        .map(|b| b.error)
+        .unwrap_or(body);
+    let text = text.replace(['\r', '\n'], " ");
+    if matches!(status.as_u16(), 400 | 409) && starts_with_code(&text) {
+        reply::error(&text)
+    } else {
+        fail(format!("{status} {text}"))
+    }
+}
+
+/// Whether `text` starts like a RESP error: an upper-case code and a space.
+fn starts_with_code(text: &str) -> bool {
+    text.split_once(' ')
+        .is_some_and(|(code, _)| !code.is_empty() && code.bytes().all(|c| c.is_ascii_uppercase()))
+}
+
+impl crate::session::Session {
+    /// CONFIG: GET from the first group's master (on the backend connections), SET
+    /// and RESETSTAT on every server (see the module doc), REWRITE refused.
+    pub(crate) fn config(
+        &mut self,
+        req: &kodis_common::resp::Request,
+        outbox: &mut crate::session::Outbox,
+    ) -> crate::session::Pending {
+        use crate::session::{refused, wrong_args, Pending};
+        let argc = req.argc();
+        if argc < 2 {
+            return Pending::Ready(wrong_args("config"));
+        }
+        let sub = String::from_utf8_lossy(req.arg(1)).to_ascii_uppercase();
+        match sub.as_str() {
+            "GET" if argc == 2 => Pending::Ready(wrong_args("config|get")),
+            "GET" if (2..argc).any(|i| crate::local::is_secret_config(req.arg(i))) => {
+                self.ctx.metrics.errors.refused.inc();
+                Pending::Ready(refused(
+                    "CONFIG GET",
+                    "glob patterns and password parameters would reveal backend secrets; \
+                     ask for parameters by name",
+                ))
+            }
+            "GET" => {
+                let routes = self.ctx.router.load();
+                match routes.groups.first() {
+                    Some(g) => outbox.forward(&g.master, req.to_resp()),
+                    None => Pending::Ready(reply::error("ERR kodis: no backend group")),
+                }
+            }
+            "SET" | "RESETSTAT" if !self.ctx.config.allow_config_set => {
+                self.ctx.metrics.errors.refused.inc();
+                Pending::Ready(refused(
+                    &format!("CONFIG {sub}"),
+                    "allow_config_set is off (it changes every server of the cluster)",
+                ))
+            }
+            "SET" if argc < 4 => Pending::Ready(wrong_args("config|set")),
+            "RESETSTAT" if argc != 2 => Pending::Ready(wrong_args("config|resetstat")),
+            "SET" | "RESETSTAT" => {
+                let pairs = if sub == "SET" {
+                    let args: Vec<&[u8]> = (2..argc).map(|i| req.arg(i)).collect();
+                    match server_config::parse_pairs(&args) {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            self.ctx.metrics.errors.refused.inc();
+                            return Pending::Ready(Bytes::from(e.to_resp()));
+                        }
+                    }
+                } else {
+                    None
+                };
+                // As on one server: it takes effect after the client's earlier
+                // requests and before its later ones.
+                if !self.idle {
+                    return Pending::Barrier;
+                }
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let ctx = self.ctx.clone();
+                tokio::spawn(async move {
+                    let r = match pairs {
+                        Some(p) => config_set(ctx, p).await,
+                        None => reset_stats(ctx).await,
+                    };
+                    let _ = tx.send(Ok(r));
+                });
+                self.paused = true;
+                Pending::Backend(rx, Arc::from("kodis-proxy (CONFIG on every server)"))
+            }
+            "REWRITE" => {
+                self.ctx.metrics.errors.refused.inc();
+                Pending::Ready(refused(
+                    "CONFIG REWRITE",
+                    "the cluster's configuration is kept by kodis (CONFIG SET through the \
+                     proxy is recorded by the dashboard and applied again to every server \
+                     that starts), not in the servers' config files",
+                ))
+            }
+            _ => {
+                self.ctx.metrics.errors.refused.inc();
+                Pending::Ready(refused(
+                    &format!("CONFIG {sub}"),
+                    "only CONFIG GET, SET and RESETSTAT are served by the proxy",
+                ))
+            }
+        }
+    }
+}
