@@ -209,8 +209,9 @@ impl Dashboard {
     pub async fn server_settings(
         &self,
     ) -> Result<kodis_common::server_config::ServerSettings, HaError> {
-        self.call(reqwest::Method::GET, "/api/v1/config", None)
-            .await
+        Ok(self
+            .call(reqwest::Method::GET, "/api/v1/config", None)
+            .await?)
     }
 
     /// The registered proxies.
