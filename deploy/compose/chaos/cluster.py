@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
@@ -59,8 +60,19 @@ def http(url, method="GET", body=None, timeout=5):
         return raw.decode()
 
 
-def api(path, method="GET", body=None):
-    return http(DASHBOARD + "/api/v1" + path, method, body)
+def api(path, method="GET", body=None, retry_secs=30):
+    """A call through the dashboard Service. A 503 (no active dashboard yet: during a
+    takeover the load balancer needs its next health check to find the new one, or
+    the dashboard is a standby) is retried for `retry_secs`, as any client would; a
+    503 changes nothing, so a POST is safe to send again."""
+    end = time.monotonic() + retry_secs
+    while True:
+        try:
+            return http(DASHBOARD + "/api/v1" + path, method, body)
+        except urllib.error.HTTPError as e:
+            if e.code != 503 or time.monotonic() > end:
+                raise
+        time.sleep(0.5)
 
 
 def wait(what, secs, pred, every=0.5):
