@@ -340,6 +340,10 @@ fn joining_gate(
             .arg(pid_dir)
             .args(["--", "redis-server", "--port", &port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            // Every acknowledged write is on disk before its reply: with `everysec`, a
+            // busy machine lets Redis postpone the AOF write up to 2 s, and a SIGKILL
+            // then loses what these tests count on being persisted.
+            .args(["--appendfsync", "always"])
             .args(["--repl-diskless-sync", "no", "--daemonize", "no", "--dir"])
             .arg(dir)
             .env("RUST_LOG", "info")
