@@ -22,6 +22,13 @@ use crate::probe::Prober;
 
 /// How often the same restart or re-point is asked for at most.
 const REPEAT: Duration = Duration::from_secs(15);
+
+/// How long a server must be seen not following its group's master, at one topology
+/// epoch, before HA makes it a replica. A planned switch makes the replica a master
+/// (FAILOVER) a moment before the dashboard commits the new topology: acting on that
+/// moment would point the new master back at the old one, which already follows it,
+/// and leave the group with no master.
+const REPOINT_AFTER: Duration = Duration::from_secs(3);
 /// Events kept for `GET /events`.
 const EVENTS: usize = 200;
 
@@ -77,6 +84,9 @@ pub struct Monitor {
     pub state: Mutex<State>,
     /// When each restart or re-point was last asked for.
     asked: Mutex<HashMap<String, Instant>>,
+    /// Re-points seen but not acted on yet: the epoch they were seen at and when
+    /// first (see [`REPOINT_AFTER`]).
+    repoints: Mutex<HashMap<String, (u64, Instant)>>,
     /// `pid@listen`: names this HA in the lock and in reports.
     owner: String,
     /// The highest topology epoch read from the dashboard.
@@ -118,6 +128,7 @@ impl Monitor {
             orchestrator,
             state: Mutex::new(State::default()),
             asked: Mutex::new(HashMap::new()),
+            repoints: Mutex::new(HashMap::new()),
             owner: format!("{}@{}", std::process::id(), config.listen),
             seen_epoch: std::sync::atomic::AtomicU64::new(0),
             config,
@@ -244,6 +255,14 @@ impl Monitor {
             })
             .collect();
         self.with_state(|s| s.without_replica = without);
+        // A mismatch that went away by itself starts its wait again if it comes back.
+        if let Ok(mut seen) = self.repoints.lock() {
+            seen.retain(|addr, _| {
+                actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Repoint { addr: a, .. } if a == addr))
+            });
+        }
         let masters: Vec<String> = topology
             .groups
             .iter()
@@ -389,7 +408,36 @@ impl Monitor {
                 addr,
                 master,
             } => {
+                // Decided on a topology read at the start of the round: a promotion
+                // committed since (a planned switch) makes `addr` the master. Act only
+                // on a mismatch that lasts, at an unchanged epoch (REPOINT_AFTER).
+                let now = self.dashboard.topology().await?;
+                let still = now.group(*group).is_some_and(|g| {
+                    g.master() == Some(master.as_str()) && g.servers.iter().any(|s| s == addr)
+                });
+                let lasted = {
+                    let mut seen = self.repoints.lock().unwrap_or_else(|p| p.into_inner());
+                    if !still {
+                        seen.remove(addr);
+                        false
+                    } else {
+                        let first = seen
+                            .entry(addr.clone())
+                            .or_insert((now.epoch, Instant::now()));
+                        if first.0 != now.epoch {
+                            *first = (now.epoch, Instant::now());
+                        }
+                        first.1.elapsed() >= REPOINT_AFTER
+                    }
+                };
+                if !lasted {
+                    tracing::debug!(group, %addr, %master, "not following its master: waiting to see it last");
+                    return Ok(());
+                }
                 if self.may_ask(&format!("repoint {addr}")) {
+                    if let Ok(mut seen) = self.repoints.lock() {
+                        seen.remove(addr);
+                    }
                     self.replicate(addr, master).await?;
                     self.with_state(|s| {
                         s.event(format!(
