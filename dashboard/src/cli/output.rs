@@ -417,6 +417,7 @@ mod tests {
             reachable,
             reported_role: reachable.then(|| if role == "replica" { "slave" } else { role }.into()),
             error: (!reachable).then(|| "connection refused".into()),
+            stats: None,
         }
     }
 
@@ -463,6 +464,9 @@ mod tests {
                     proxies: vec![],
                 },
             }),
+            slots: vec![],
+            migrations: None,
+            proxy_stats: vec![],
         }
     }
 
