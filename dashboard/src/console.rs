@@ -1,5 +1,5 @@
 //! The web console: one HTML page, its style sheet and its script, embedded in the
-//! binary and served at `/`, `/console.css` and `/console.js`.
+//! binary and served at `/`, `/console.css` and `/console.js`, with an icon at `/favicon.svg`.
 //!
 //! The page holds no data, so loading it needs no token; what it shows comes from
 //! `GET /api/v1/overview`, under the API's usual token rules (the page asks for the
@@ -17,7 +17,7 @@ use axum::routing::get;
 use axum::Router;
 
 /// The paths of the console's assets: open reads, like the probes.
-pub const ASSETS: [&str; 3] = ["/", "/console.css", "/console.js"];
+pub const ASSETS: [&str; 4] = ["/", "/console.css", "/console.js", "/favicon.svg"];
 
 /// Only this dashboard: no inline script or style, no frames, no other host.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -27,6 +27,7 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 const INDEX: &str = include_str!("console/index.html");
 const CSS: &str = include_str!("console/console.css");
 const JS: &str = include_str!("console/console.js");
+const ICON: &str = include_str!("console/favicon.svg");
 
 /// The console's routes (open reads; see [`ASSETS`]).
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
@@ -40,6 +41,7 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/console.js",
             get(|| async { asset(JS, "text/javascript; charset=utf-8") }),
         )
+        .route("/favicon.svg", get(|| async { asset(ICON, "image/svg+xml") }))
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

@@ -146,7 +146,7 @@ pub fn document() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "When the dashboard has an admin token, every route but /healthz, \
                 /readyz, /metrics, /api/v1/openapi.json and the web console's assets (/, \
-                /console.css, /console.js) needs `Authorization: Bearer \
+                /console.css, /console.js, /favicon.svg) needs `Authorization: Bearer \
                 <token>` (401); without one it listens on loopback only. A request that \
                 would change something and carries an Origin header (a web page) gets 403, \
                 unless it comes from the dashboard's own console (same origin, and a \
@@ -229,6 +229,7 @@ pub fn document() -> Value {
             "/": { "get": console("the web console's page (HTML)") },
             "/console.css": { "get": console("the web console's style sheet") },
             "/console.js": { "get": console("the web console's script") },
+            "/favicon.svg": { "get": console("the web console's icon") },
             "/healthz": { "get": open("alive, and whether this dashboard is the active one") },
             "/readyz": { "get": readyz },
             "/metrics": { "get": open("Prometheus metrics (OpenMetrics text)") }

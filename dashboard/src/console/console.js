@@ -260,16 +260,16 @@ function serverRow(ov, g, s) {
   const reported = s.reported_role && s.reported_role !== s.role
     ? h("span", { class: "badge warn" }, "server says " + s.reported_role)
     : null;
-  const state = h("td", { "data-label": "State", class: "state" },
+  const state = h("td", { "data-label": "State", class: "state" }, h("span", {},
     h("span", { class: "badge " + (s.reachable ? "up" : "down"), title: s.error || null },
       s.reachable ? "up" : "down"),
     ha ? [" ", h("span", { class: "badge " + (ha.up ? "up" : "down"), title: ha.error || null },
-      "HA: " + (ha.up ? "up" : "down"))] : null);
+      "HA: " + (ha.up ? "up" : "down"))] : null));
   let lag = "–";
   if (s.role === "replica" && st) {
     lag = st.link_up === false ? "link down" : fmtBytes(st.lag_bytes);
   }
-  const promote = s.role === "replica"
+  const promoteBtn = s.role === "replica"
     ? h("button", {
       type: "button", class: "small", "data-key": "promote:" + g.id + ":" + s.addr,
       disabled: !s.reachable, onclick: () => promote(g.id, s.addr, g.servers[0]),
@@ -284,7 +284,7 @@ function serverRow(ov, g, s) {
     h("td", { "data-label": "Clients", class: "num" }, st ? fmtInt(st.clients) : "–"),
     h("td", { "data-label": "Keys", class: "num" }, st ? fmtInt(st.keys) : "–"),
     h("td", { "data-label": "Replica lag", class: "num" }, lag),
-    h("td", { "data-label": promote ? "Actions" : "" }, promote));
+    h("td", { "data-label": promoteBtn ? "Actions" : "" }, promoteBtn));
 }
 
 /** Slot runs: [{start, end, group (0: none), to (0: not migrating), state}]. */
@@ -477,7 +477,10 @@ function drawChart(canvas, field, fmt) {
   const top = 16;
   const bottom = hgt - 14;
   const now = pts.length ? pts[pts.length - 1].t : Date.now();
-  const x = (t) => w - ((now - t) / HISTORY_MS) * w;
+  // The time axis spans what was kept: from the first point (at least 30 s) up to
+  // the last five minutes.
+  const span = Math.min(HISTORY_MS, Math.max(30000, pts.length ? now - pts[0].t : 0));
+  const x = (t) => w - ((now - t) / span) * w;
   const y = (v) => bottom - (v / max) * (bottom - top);
   ctx.strokeStyle = line;
   ctx.lineWidth = 1;
@@ -492,7 +495,7 @@ function drawChart(canvas, field, fmt) {
   ctx.textBaseline = "top";
   ctx.fillText("max " + fmt(max), 4, 2);
   ctx.textBaseline = "bottom";
-  ctx.fillText("−5 min", 4, hgt);
+  ctx.fillText("−" + fmtSecs(Math.round(span / 1000)), 4, hgt);
   const nowLabel = "now";
   ctx.fillText(nowLabel, w - ctx.measureText(nowLabel).width - 4, hgt);
   if (pts.length < 2) return;
