@@ -32,7 +32,10 @@ const ICON: &str = include_str!("console/favicon.svg");
 /// The console's routes (open reads; see [`ASSETS`]).
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/", get(|| async { asset(INDEX, "text/html; charset=utf-8") }))
+        .route(
+            "/",
+            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
+        )
         .route(
             "/console.css",
             get(|| async { asset(CSS, "text/css; charset=utf-8") }),
@@ -41,7 +44,10 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/console.js",
             get(|| async { asset(JS, "text/javascript; charset=utf-8") }),
         )
-        .route("/favicon.svg", get(|| async { asset(ICON, "image/svg+xml") }))
+        .route(
+            "/favicon.svg",
+            get(|| async { asset(ICON, "image/svg+xml") }),
+        )
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
@@ -122,7 +128,10 @@ mod tests {
 
     #[test]
     fn the_consoles_own_requests_and_no_others() {
-        let own = headers(&[("origin", "http://127.0.0.1:18080"), ("host", "127.0.0.1:18080")]);
+        let own = headers(&[
+            ("origin", "http://127.0.0.1:18080"),
+            ("host", "127.0.0.1:18080"),
+        ]);
         assert!(own_page(&own, false));
         assert!(own_page(&own, true));
         let v6 = headers(&[("origin", "http://[::1]:18080"), ("host", "[::1]:18080")]);
@@ -134,11 +143,17 @@ mod tests {
         ]);
         assert!(own_page(&local, false));
         // Another site.
-        let evil = headers(&[("origin", "http://evil.example"), ("host", "127.0.0.1:18080")]);
+        let evil = headers(&[
+            ("origin", "http://evil.example"),
+            ("host", "127.0.0.1:18080"),
+        ]);
         assert!(!own_page(&evil, true));
         // DNS rebinding: same origin, but a name that is not loopback; fine only when
         // the token (which that page cannot have) is required.
-        let rebound = headers(&[("origin", "http://evil.example:18080"), ("host", "evil.example:18080")]);
+        let rebound = headers(&[
+            ("origin", "http://evil.example:18080"),
+            ("host", "evil.example:18080"),
+        ]);
         assert!(!own_page(&rebound, false));
         assert!(own_page(&rebound, true));
         let cross = headers(&[

@@ -11,9 +11,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use kodis_common::api::{
-    GroupStatus, Overview, ProxyInfo, ProxyStats, ServerStatus,
-};
+use kodis_common::api::{GroupStatus, Overview, ProxyInfo, ProxyStats, ServerStatus};
 use kodis_common::slot::SLOT_COUNT;
 use kodis_common::topology::Topology;
 
@@ -28,11 +26,8 @@ pub const PROXY_TIMEOUT: Duration = Duration::from_millis(800);
 pub async fn gather(d: &Arc<Dashboard>) -> Result<Overview, ApiError> {
     let t = d.topology().await?;
     let proxies = d.proxies().await?;
-    let (groups, proxy_stats, migrations) = tokio::join!(
-        groups(d, &t),
-        proxy_stats(&proxies),
-        migrations(d, &t)
-    );
+    let (groups, proxy_stats, migrations) =
+        tokio::join!(groups(d, &t), proxy_stats(&proxies), migrations(d, &t));
     let owned: u32 = groups.iter().map(|g| g.slots).sum();
     Ok(Overview {
         cluster: d.config.cluster.clone(),
@@ -209,10 +204,7 @@ fn parse_proxy_metrics(text: &str) -> (Option<u64>, Option<u64>) {
     let mut commands: Option<u64> = None;
     let mut clients = None;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let name = line
-            .split(|c: char| c == '{' || c == ' ')
-            .next()
-            .unwrap_or_default();
+        let name = line.split(['{', ' ']).next().unwrap_or_default();
         match name {
             "kodis_proxy_commands_total" => {
                 if let Some(v) = value(line) {
@@ -257,7 +249,12 @@ mod tests {
                 ..ServerStats::default()
             }),
         };
-        let mut s = vec![server(Some(100)), server(Some(60)), server(None), server(Some(120))];
+        let mut s = vec![
+            server(Some(100)),
+            server(Some(60)),
+            server(None),
+            server(Some(120)),
+        ];
         fill_lag(&mut s);
         let lags: Vec<_> = s
             .iter()

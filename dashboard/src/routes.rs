@@ -72,8 +72,7 @@ async fn guard(
     async move {
         let read = matches!(*req.method(), Method::GET | Method::HEAD);
         let path = req.uri().path();
-        let open =
-            read && (OPEN_READS.contains(&path) || crate::console::ASSETS.contains(&path));
+        let open = read && (OPEN_READS.contains(&path) || crate::console::ASSETS.contains(&path));
         if !open && !authorized(&d, req.headers()) {
             return ApiError::Unauthorized.into_response();
         }
