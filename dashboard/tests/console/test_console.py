@@ -5,7 +5,8 @@ token), plus one spare redis-server for a third group.
 
 Checks, through the page only (no reload unless said): a wrong token shows the
 API's error and the right one is kept; every group and server renders with its role;
-keyboard use of a dialog; a promote from the page shows the new roles; a third group
+keyboard use of a dialog; a promote from the page shows the new roles; a master's
+redis-server killed shows kodis-ha's failover; a third group
 and its server added from the page, then a rebalance started from the page (its
 dry-run plan shown first) moves slots and its progress reaches the end; no console
 error (a Content-Security-Policy violation is one). Writes screenshots of the main
@@ -309,6 +310,26 @@ def check_promote(d, c):
     assert t[0]["addr"] == new and t[0]["reported_role"] == "master", t
 
 
+def check_kill_master(d, c):
+    """kill -9 of a master's redis-server: kodis-ha fails over, and the page shows
+    the replica as master, then the old master back as a replica, without a reload."""
+    ov = c.overview()
+    g = ov["groups"][1]
+    old, new = g["servers"][0]["addr"], g["servers"][1]["addr"]
+    port = int(old.rsplit(":", 1)[1])
+    pid = int(redis.Redis(port=port, socket_timeout=2).info("server")["process_id"])
+    d.execute_script("window.__kodisNoReload = 43")
+    os.kill(pid, signal.SIGKILL)
+    until(f"{new} shown as master after kodis-ha's failover",
+          lambda: role_of(d, new) == "master", timeout=60, every=0.2)
+    until(f"{old} back as a replica, up",
+          lambda: role_of(d, old) == "replica"
+          and "up" in q(d, f'tr[data-addr="{old}"] .state').text.split(), timeout=60)
+    assert d.execute_script("return window.__kodisNoReload") == 43, "the page reloaded"
+    t = c.overview()["groups"][1]["servers"]
+    assert t[0]["addr"] == new and t[0]["reported_role"] == "master", t
+
+
 def check_refusal_shows_error(d, c):
     # Promoting is refused for a server the group does not have: the API's text shows.
     q(d, "#act-add-group").click()
@@ -430,6 +451,8 @@ def main():
             ("a refused action shows the API's error", lambda: check_refusal_shows_error(d, c)),
             ("a promote from the page shows the new roles without a reload",
              lambda: check_promote(d, c)),
+            ("kill -9 of a master: the page shows kodis-ha's failover without a reload",
+             lambda: check_kill_master(d, c)),
             ("a third group, then a rebalance from the page (plan first) that finishes",
              lambda: check_rebalance(d, c, shots)),
             ("no error in the browser console (CSP violations included)",
