@@ -192,6 +192,104 @@ def browser(width=1280, height=1000):
     return webdriver.Chrome(service=Service(driver_path), options=opts)
 
 
+class Firefox:
+    """Firefox driven over WebDriver BiDi, which it speaks itself (no geckodriver, which
+    Debian does not ship): a websocket (websocket-client, a dependency of Selenium)."""
+
+    def __init__(self, binary, tmp):
+        import websocket  # noqa: PLC0415 - only when Firefox is there
+        port = free_port()
+        profile = os.path.join(tmp, "firefox-profile")
+        os.mkdir(profile)
+        self.proc = start("firefox", [
+            binary, "--headless", "--no-remote", "--profile", profile,
+            f"--remote-debugging-port={port}", "about:blank",
+        ], os.path.join(tmp, "firefox.out"))
+        self.ws = until("Firefox's WebDriver BiDi endpoint", lambda: websocket.create_connection(
+            f"ws://127.0.0.1:{port}/session", timeout=30, suppress_origin=True),
+            timeout=60, every=0.3)
+        self.next_id = 0
+        self.call("session.new", {"capabilities": {}})
+        self.context = self.call("browsingContext.getTree", {})["contexts"][0]["context"]
+        # Script errors and CSP violations, recorded by the page itself.
+        self.call("script.addPreloadScript", {"functionDeclaration": """() => {
+            window.__problems = [];
+            addEventListener('securitypolicyviolation',
+                (e) => window.__problems.push('CSP: ' + e.violatedDirective + ' ' + e.blockedURI));
+            addEventListener('error', (e) => window.__problems.push('error: ' + e.message));
+            addEventListener('unhandledrejection', (e) => window.__problems.push('rejection: ' + e.reason));
+        }"""})
+
+    def call(self, method, params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") != self.next_id:
+                continue  # an event
+            if msg.get("type") == "error":
+                raise AssertionError(f"{method}: {msg.get('error')}: {msg.get('message')}")
+            return msg["result"]
+
+    def get(self, url):
+        self.call("browsingContext.navigate", {"context": self.context, "url": url, "wait": "complete"})
+
+    def js(self, expression):
+        r = self.call("script.evaluate", {"expression": expression, "awaitPromise": True,
+                                          "target": {"context": self.context}})
+        if r.get("type") != "success":
+            raise AssertionError(f"{expression}: {r}")
+        return r["result"].get("value")
+
+    def screenshot(self, path, width, height):
+        import base64  # noqa: PLC0415
+        self.call("browsingContext.setViewport", {"context": self.context,
+                                                  "viewport": {"width": width, "height": height}})
+        data = self.call("browsingContext.captureScreenshot", {"context": self.context})["data"]
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(data))
+
+    def quit(self):
+        try:
+            self.call("session.end", {})
+        except Exception:  # noqa: BLE001 - stop_all kills it anyway
+            pass
+
+
+def check_firefox(c, tmp, shots):
+    ff = Firefox(shutil.which("firefox-esr") or shutil.which("firefox"), tmp)
+    try:
+        ff.call("browsingContext.setViewport", {"context": ff.context,
+                                                "viewport": {"width": 1280, "height": 1000}})
+        ff.get(c.base + "/")
+        until("the token dialog in Firefox", lambda: ff.js("document.getElementById('token').open"))
+        ff.js(f"document.getElementById('token-input').value = {json.dumps(TOKEN)};"
+              "document.getElementById('token-form').requestSubmit(); true")
+        ov = c.overview()
+        want = sorted((s["addr"], s["role"]) for g in ov["groups"] for s in g["servers"])
+
+        def rendered():
+            got = ff.js("JSON.stringify([...document.querySelectorAll('tr[data-addr]')]"
+                        ".map((r) => [r.dataset.addr, r.querySelector('.role-name').textContent]))")
+            return sorted(tuple(x) for x in json.loads(got)) == want
+        until("every server with its role in Firefox", rendered, timeout=15)
+        assert ff.js("document.getElementById('token').open") is False
+        assert ff.js("document.querySelectorAll('#slot-map .slot-seg').length") >= len(ov["groups"])
+        width = ff.js("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert width[0]["value"] <= width[1]["value"], f"sideways scroll in Firefox: {width}"
+        # A dialog opens and closes.
+        ff.js("document.getElementById('act-add-group').click(); true")
+        assert ff.js("document.getElementById('confirm').open") is True
+        ff.js("document.getElementById('confirm-cancel').click(); true")
+        assert ff.js("document.getElementById('confirm').open") is False
+        if shots:
+            ff.screenshot(os.path.join(shots, "console-firefox.png"), 1280, 1000)
+        problems = ff.js("JSON.stringify(window.__problems)")
+        assert json.loads(problems) == [], problems
+    finally:
+        ff.quit()
+
+
 # ---- page helpers ----------------------------------------------------------------
 
 def q(d, css):
@@ -328,6 +426,8 @@ def check_kill_master(d, c):
     assert d.execute_script("return window.__kodisNoReload") == 43, "the page reloaded"
     t = c.overview()["groups"][1]["servers"]
     assert t[0]["addr"] == new and t[0]["reported_role"] == "master", t
+    until("the proxy at the current epoch on the page",
+          lambda: all("current" in r.text for r in qs(d, "tr[data-proxy]")), timeout=20)
 
 
 def check_refusal_shows_error(d, c):
@@ -347,10 +447,15 @@ def check_refusal_shows_error(d, c):
 def check_rebalance(d, c, shots):
     # Keys to move, written through the proxy.
     r = redis.Redis(port=c.proxy_port, socket_timeout=5, protocol=2)
-    pipe = r.pipeline(transaction=False)
-    for i in range(3000):
-        pipe.set(f"console:{i}", "x" * 64)
-    pipe.execute()
+
+    def write():
+        pipe = r.pipeline(transaction=False)
+        for i in range(3000):
+            pipe.set(f"console:{i}", "x" * 64)
+        return pipe.execute()
+    # Right after a failover a proxy may still answer READONLY until it has fetched
+    # the new topology: retry for a while.
+    until("3000 keys written through the proxy", write, timeout=20, every=0.5)
     spare = f"127.0.0.1:{c.spare_port}"
     # A third group, from the page.
     q(d, "#act-add-group").click()
@@ -459,6 +564,11 @@ def main():
              lambda: (lambda errs: None if not errs else (_ for _ in ()).throw(
                  AssertionError(errs)))(console_errors(d))),
         ]
+        if shutil.which("firefox-esr") or shutil.which("firefox"):
+            checks.append(("Firefox renders every server, opens a dialog, no script error "
+                           "or CSP violation", lambda: check_firefox(c, tmp, shots)))
+        else:
+            print("skip  Firefox: not installed", flush=True)
         if shots:
             checks.append(("screenshots at 1280 px, dark, and 375 px (no sideways scroll)",
                            lambda: screenshots(d, c, shots)))
