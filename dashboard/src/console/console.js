@@ -131,7 +131,8 @@ function schedule(ms) {
 }
 
 async function poll() {
-  if (state.needToken && $("token").open) {
+  // Nothing to show in a hidden tab: ask again once it is visible.
+  if (document.hidden || (state.needToken && $("token").open)) {
     schedule(POLL_MS);
     return;
   }
@@ -239,6 +240,10 @@ function renderGroups(ov) {
       h("h3", { id: "group-h-" + g.id }, "Group " + g.id),
       h("span", { class: "badge", "data-slots": g.slots }, fmtInt(g.slots) + " slots"),
       master && !master.reachable ? h("span", { class: "badge down" }, "master down") : null,
+      master && master.reachable && master.reported_role !== "master"
+        ? h("span", { class: "badge down", title: "the topology's master reports " + master.reported_role + ": writes to this group fail" },
+          "master says " + master.reported_role)
+        : null,
       actions),
     g.servers.length === 0
       ? h("p", { class: "muted" }, "No server yet: add one (the first becomes the master).")
@@ -749,6 +754,9 @@ function init() {
   $("token-form").addEventListener("submit", onToken);
   $("token-cancel").addEventListener("click", () => $("token").close());
   window.addEventListener("resize", drawCharts);
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) poll();
+  });
   if (window.matchMedia) {
     const dark = window.matchMedia("(prefers-color-scheme: dark)");
     if (dark.addEventListener) dark.addEventListener("change", drawCharts);
