@@ -65,7 +65,7 @@ const OPEN_READS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/api/v1/opena
 /// too, as the topology, overview, proxies and migrations name every server.
 async fn guard(
     State(d): Ctx,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let span = tracing::info_span!("api", method = %req.method(), path = %req.uri().path());
@@ -76,7 +76,6 @@ async fn guard(
         if !open && !authorized(&d, req.headers()) {
             return ApiError::Unauthorized.into_response();
         }
-        let mut req = req;
         let console = !read
             && req.headers().contains_key(header::ORIGIN)
             && crate::console::own_page(req.headers(), d.config.admin_token.is_some());
