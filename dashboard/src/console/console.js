@@ -171,15 +171,40 @@ function say(msg) {
 
 // ---- rendering ----------------------------------------------------------------
 
-/** Replaces `el`'s children, keeping keyboard focus on the element of the same key. */
-function replaceKeepingFocus(el, nodes) {
-  const active = document.activeElement;
-  const key = active && el.contains(active) ? active.dataset.key : null;
-  el.replaceChildren(...nodes);
-  if (key) {
-    const again = el.querySelector('[data-key="' + CSS.escape(key) + '"]');
-    if (again) again.focus();
-  }
+/**
+ * Makes `parent`'s children look like `nodes`, changing the nodes already there in
+ * place (text, attributes, inline style) rather than replacing them: a button being
+ * clicked or focused when a poll redraws stays the same element. A child is replaced
+ * only when its kind or its `data-key` differs.
+ */
+function patch(parent, nodes) {
+  const old = Array.from(parent.childNodes);
+  nodes.forEach((n, i) => {
+    const o = old[i];
+    if (!o) {
+      parent.append(n);
+    } else if (o.nodeType !== n.nodeType || o.nodeName !== n.nodeName ||
+      (o.nodeType === Node.ELEMENT_NODE && o.dataset.key !== n.dataset.key)) {
+      parent.replaceChild(n, o);
+    } else if (o.nodeType === Node.TEXT_NODE) {
+      if (o.data !== n.data) o.data = n.data;
+    } else if (o.nodeType === Node.ELEMENT_NODE) {
+      for (const at of Array.from(o.attributes)) {
+        if (at.name !== "style" && !n.hasAttribute(at.name)) o.removeAttribute(at.name);
+      }
+      for (const at of Array.from(n.attributes)) {
+        if (at.name !== "style" && o.getAttribute(at.name) !== at.value) o.setAttribute(at.name, at.value);
+      }
+      // Through the CSSOM: the CSP forbids style attributes, not style properties.
+      if (o.style.cssText !== n.style.cssText) o.style.cssText = n.style.cssText;
+      if (o instanceof HTMLProgressElement) {
+        o.value = n.value;
+        o.max = n.max;
+      }
+      patch(o, Array.from(n.childNodes));
+    }
+  });
+  for (let i = old.length - 1; i >= nodes.length; i--) old[i].remove();
 }
 
 function render(ov) {
@@ -219,17 +244,17 @@ function renderGroups(ov) {
     const actions = h("div", { class: "actions" },
       h("button", {
         type: "button", class: "small", "data-key": "add-server:" + g.id,
-        onclick: () => addServer(g.id),
+        "data-action": "add-server", "data-group": g.id,
       }, "Add server"),
       h("button", {
         type: "button", class: "small danger", "data-key": "drain:" + g.id,
         disabled: g.slots === 0, title: g.slots === 0 ? "owns no slot" : null,
-        onclick: () => drain(g.id, g.slots),
+        "data-action": "drain", "data-group": g.id,
       }, "Drain"),
       g.slots === 0 && g.servers.length === 0
         ? h("button", {
           type: "button", class: "small danger", "data-key": "remove-group:" + g.id,
-          onclick: () => removeGroup(g.id),
+          "data-action": "remove-group", "data-group": g.id,
         }, "Remove")
         : null);
     return h("article", {
@@ -256,7 +281,7 @@ function renderGroups(ov) {
           h("tbody", {}, rows))));
   });
   if (cards.length === 0) cards.push(h("p", { class: "muted" }, "No group yet."));
-  replaceKeepingFocus($("groups"), cards);
+  patch($("groups"), cards);
 }
 
 function serverRow(ov, g, s) {
@@ -277,7 +302,7 @@ function serverRow(ov, g, s) {
   const promoteBtn = s.role === "replica"
     ? h("button", {
       type: "button", class: "small", "data-key": "promote:" + g.id + ":" + s.addr,
-      disabled: !s.reachable, onclick: () => promote(g.id, s.addr, g.servers[0]),
+      disabled: !s.reachable, "data-action": "promote", "data-group": g.id, "data-addr": s.addr,
     }, "Promote")
     : null;
   return h("tr", { "data-addr": s.addr },
@@ -319,12 +344,12 @@ function renderSlots(ov) {
   if (ov.unassigned_slots > 0) legend.push(h("li", {}, "Unassigned: " + fmtInt(ov.unassigned_slots)));
   const migrating = runs.filter((r) => r.to).reduce((n, r) => n + r.end - r.start + 1, 0);
   if (migrating > 0) legend.push(h("li", {}, "Migrating (hatched): " + fmtInt(migrating)));
-  $("slot-legend").replaceChildren(...legend);
+  patch($("slot-legend"), legend);
   const map = $("slot-map");
   map.setAttribute("aria-label", "Slot map: " + ov.groups.map((g) =>
     "group " + g.id + " owns " + (counts.get(g.id) || 0)).join(", ") +
     (migrating ? ", " + migrating + " migrating" : ""));
-  map.replaceChildren(...runs.map((r) => {
+  patch(map, runs.map((r) => {
     const n = r.end - r.start + 1;
     const who = r.group ? "G" + r.group : "none";
     const label = r.to ? who + "→G" + r.to : who;
@@ -338,7 +363,7 @@ function renderSlots(ov) {
     seg.style.flexBasis = "0";
     return seg;
   }));
-  $("slot-ranges").tBodies[0].replaceChildren(...runs.map((r) => h("tr", {},
+  patch($("slot-ranges").tBodies[0], runs.map((r) => h("tr", {},
     h("td", {}, range(r.start, r.end)),
     h("td", { class: "num" }, fmtInt(r.end - r.start + 1)),
     h("td", {}, r.group ? [h("span", { class: "swatch " + gclass(r.group), "aria-hidden": "true" }), "Group " + r.group] : "unassigned"),
@@ -384,7 +409,7 @@ function renderMigrations(ov) {
   } else {
     out.push(h("p", { class: "muted" }, "No migration in flight."));
   }
-  $("migrations").replaceChildren(...out);
+  patch($("migrations"), out);
 }
 
 function progressRow(id, value, max, text) {
@@ -425,13 +450,13 @@ function renderProxies(ov) {
       h("td", { "data-label": "Actions" }, h("button", {
         type: "button", class: "small danger", "data-key": "remove-proxy:" + p.id,
         disabled: !idle, title: idle ? null : "has clients: only an idle or gone proxy can be removed",
-        onclick: () => removeProxy(p.id),
+        "data-action": "remove-proxy", "data-proxy": p.id,
       }, "Remove")));
   });
   if (rows.length === 0) rows.push(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No proxy registered.")));
   const table = $("proxies");
   table.classList.add("stack");
-  replaceKeepingFocus(table.tBodies[0], rows);
+  patch(table.tBodies[0], rows);
 }
 
 // ---- live charts ----------------------------------------------------------------
@@ -608,7 +633,9 @@ function addServer(gid) {
   });
 }
 
-function promote(gid, addr, master) {
+function promote(gid, addr) {
+  const g = state.overview && state.overview.groups.find((x) => x.id === gid);
+  const master = g ? g.servers[0] : null;
   confirmAction({
     title: "Promote " + addr,
     body: [h("p", {}, "Make ", h("code", {}, addr), " the master of group " + gid + ". While the master ",
@@ -624,7 +651,9 @@ function promote(gid, addr, master) {
   });
 }
 
-function drain(gid, slots) {
+function drain(gid) {
+  const g = state.overview && state.overview.groups.find((x) => x.id === gid);
+  const slots = g ? g.slots : 0;
   confirmAction({
     title: "Drain group " + gid,
     body: [h("p", {}, "Migrate all " + fmtInt(slots) + " slots of group " + gid +
@@ -740,6 +769,20 @@ async function onToken(ev) {
 }
 
 function init() {
+  // The buttons drawn from the overview: one listener, reading what the button names.
+  document.addEventListener("click", (ev) => {
+    const b = ev.target instanceof Element ? ev.target.closest("button[data-action]") : null;
+    if (!b || b.disabled) return;
+    const gid = Number(b.dataset.group);
+    switch (b.dataset.action) {
+      case "add-server": addServer(gid); break;
+      case "drain": drain(gid); break;
+      case "remove-group": removeGroup(gid); break;
+      case "promote": promote(gid, b.dataset.addr); break;
+      case "remove-proxy": removeProxy(b.dataset.proxy); break;
+      default: break;
+    }
+  });
   $("act-add-group").addEventListener("click", addGroup);
   $("act-rebalance").addEventListener("click", rebalance);
   $("act-token").addEventListener("click", () => askToken(null));
