@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Kodis's tests and benchmarks run: redis-server,
 # redis-tools (redis-cli, redis-benchmark), nutcracker (twemproxy), etcd-server (the
-# store tests) and protoc with its well-known .proto files (the etcd-client crate's
+# store tests), chromium, chromium-driver and firefox-esr (the web console's browser test) and protoc with its well-known .proto files (the etcd-client crate's
 # build). Does nothing when they are already there.
 set -euo pipefail
 need=()
@@ -24,6 +24,13 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v curl >/dev/null || need+=(curl)
 if command -v docker >/dev/null; then command -v docker-compose >/dev/null || need+=(docker-compose); fi
 command -v strip >/dev/null || need+=(binutils)
+# The web console's browser test (dashboard/tests/console): headless Chromium and its
+# WebDriver, driven by Selenium (from PyPI, installed by scripts/run-tests.sh).
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
+# Firefox too: the same test checks the page in it over WebDriver BiDi, which Firefox
+# speaks itself (Debian ships no geckodriver).
+command -v firefox-esr >/dev/null || command -v firefox >/dev/null || need+=(firefox-esr)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing: ${need[*]}"
 SUDO=""

@@ -213,6 +213,50 @@ pub struct ServerStatus {
     /// Why it is unreachable, if it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What it reported in `INFO` just now, if reachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<ServerStats>,
+}
+
+/// Figures a server reports in `INFO`, read by the dashboard for the overview.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStats {
+    /// `used_memory`, in bytes.
+    pub used_memory: u64,
+    /// `instantaneous_ops_per_sec`.
+    pub ops_per_sec: u64,
+    /// `connected_clients`.
+    pub clients: u64,
+    /// Keys in all databases (`# Keyspace`).
+    pub keys: u64,
+    /// `total_commands_processed`.
+    pub commands: u64,
+    /// Replication offset (`master_repl_offset` of a master, `slave_repl_offset` of a
+    /// replica).
+    pub offset: i64,
+    /// A replica's link to its master (`master_link_status:up`); none for a master.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_up: Option<bool>,
+    /// A replica's lag: bytes of its group master's offset it has not processed,
+    /// when both answered; none for a master.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+}
+
+/// A proxy's own figures, read from its admin endpoint's `/metrics` for the overview.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyStats {
+    /// The proxy's id.
+    pub id: String,
+    /// Commands received since it started (`kodis_proxy_commands_total`, summed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<u64>,
+    /// Client connections open (`kodis_proxy_connections`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<u64>,
+    /// Why the figures could not be read, if they could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One group as the overview shows it.
@@ -227,7 +271,7 @@ pub struct GroupStatus {
 }
 
 /// `GET /overview`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Overview {
     /// Cluster name.
     pub cluster: String,
@@ -242,6 +286,15 @@ pub struct Overview {
     /// What kodis-ha last reported, if it ever did since this dashboard started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaView>,
+    /// The owned slot ranges, as in the topology.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<SlotRange>,
+    /// Migrations in flight or queued, as `GET /migrations` answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrations: Option<MigrationStatus>,
+    /// Each proxy's own figures (ops, clients), as far as its admin endpoint answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_stats: Vec<ProxyStats>,
 }
 
 /// One probed target as kodis-ha sees it.

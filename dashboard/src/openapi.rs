@@ -15,7 +15,7 @@ const SHARED: [(&str, &str, &str); 4] = [
         "403",
         "Forbidden",
         "a request that would change something came from a web page (it has an Origin \
-         header): web pages may only read",
+         header) other than this dashboard's own console: other pages may only read",
     ),
     (
         "405",
@@ -107,6 +107,15 @@ fn open(summary: &str) -> Value {
     op(Access::Open, summary, None, "200", &[])
 }
 
+/// An asset of the web console: open, not JSON, served with a strict
+/// Content-Security-Policy.
+fn console(summary: &str) -> Value {
+    let mut o = open(summary);
+    o["responses"]["200"]["description"] =
+        json!("the asset, with Content-Security-Policy: only this dashboard");
+    o
+}
+
 fn path_param(name: &str) -> Value {
     json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } })
 }
@@ -136,9 +145,12 @@ pub fn document() -> Value {
             "title": "kodis-dashboard",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "When the dashboard has an admin token, every route but /healthz, \
-                /readyz, /metrics and /api/v1/openapi.json needs `Authorization: Bearer \
+                /readyz, /metrics, /api/v1/openapi.json and the web console's assets (/, \
+                /console.css, /console.js, /favicon.svg) needs `Authorization: Bearer \
                 <token>` (401); without one it listens on loopback only. A request that \
-                would change something and carries an Origin header (a web page) gets 403; \
+                would change something and carries an Origin header (a web page) gets 403, \
+                unless it comes from the dashboard's own console (same origin, and a \
+                loopback host when no token is set); \
                 a body not sent as application/json gets 415; a method a path does not \
                 list gets 405 with an Allow header. Every error body is an Error."
         },
@@ -189,7 +201,7 @@ pub fn document() -> Value {
         "security": [ { "bearer": [] } ],
         "paths": {
             "/api/v1/topology": { "get": read("current topology", &["503"]) },
-            "/api/v1/overview": { "get": read("groups, servers, slots, proxies and kodis-ha's last report", &["503"]) },
+            "/api/v1/overview": { "get": read("in one answer what the console shows: groups with each server's role, reachability and INFO figures (used_memory, instantaneous_ops_per_sec, connected_clients, keys, total_commands_processed, replication offset, replica link and lag in bytes), read now with a short timeout; slot ranges; proxies with their acknowledged epoch and, from each proxy's /metrics, commands received and clients; migrations as GET /migrations answers; kodis-ha's last report", &["503"]) },
             "/api/v1/health": { "put": change("kodis-ha's findings of its last round (kept in memory for the overview)", Some("HealthReport"), "204", &["400"]) },
             "/api/v1/groups": { "post": change("create a group", Some("CreateGroup"), "201", &w) },
             "/api/v1/groups/{id}": { "parameters": [path_param("id")],
@@ -225,6 +237,10 @@ pub fn document() -> Value {
             "/api/v1/proxies/{id}": { "parameters": [path_param("id")],
                 "delete": change("deregister a proxy", None, "204", &["404", "503"]) },
             "/api/v1/openapi.json": { "get": open("this document") },
+            "/": { "get": console("the web console's page (HTML)") },
+            "/console.css": { "get": console("the web console's style sheet") },
+            "/console.js": { "get": console("the web console's script") },
+            "/favicon.svg": { "get": console("the web console's icon") },
             "/healthz": { "get": open("alive, and whether this dashboard is the active one") },
             "/readyz": { "get": readyz },
             "/metrics": { "get": open("Prometheus metrics (OpenMetrics text)") }

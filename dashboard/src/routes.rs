@@ -10,10 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use kodis_common::api::{
-    AddServer, AssignSlots, CreateGroup, GroupStatus, MigrateSlots, Overview, Promote,
-    RebalancePlan, RegisterProxy, Registered, ServerStatus,
+    AddServer, AssignSlots, CreateGroup, MigrateSlots, Promote, RebalancePlan, RegisterProxy,
+    Registered,
 };
-use kodis_common::slot::SLOT_COUNT;
 use serde::de::DeserializeOwned;
 use tracing::{info, warn, Instrument};
 
@@ -52,6 +51,7 @@ pub fn router(d: Arc<Dashboard>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::console::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(kodis_common::http::hygiene))
         .layer(axum::middleware::from_fn_with_state(d.clone(), guard))
@@ -67,18 +67,33 @@ const OPEN_READS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/api/v1/opena
 /// too, as the topology, overview, proxies and migrations name every server.
 async fn guard(
     State(d): Ctx,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let span = tracing::info_span!("api", method = %req.method(), path = %req.uri().path());
     async move {
         let read = matches!(*req.method(), Method::GET | Method::HEAD);
-        let open = read && OPEN_READS.contains(&req.uri().path());
+        let path = req.uri().path();
+        let open = read && (OPEN_READS.contains(&path) || crate::console::ASSETS.contains(&path));
         if !open && !authorized(&d, req.headers()) {
             return ApiError::Unauthorized.into_response();
         }
+        let console = !read
+            && req.headers().contains_key(header::ORIGIN)
+            && crate::console::own_page(req.headers(), d.config.admin_token.is_some());
+        if console {
+            // The console's own action: what hygiene refuses from other pages.
+            req.headers_mut().remove(header::ORIGIN);
+        }
         tracing::debug!("api request");
-        next.run(req).await
+        // Every change is logged with its outcome (kodis-ha's reports excepted: one
+        // a second), whether it came from the console, the CLI or anything else.
+        let logged = !read && req.uri().path() != "/api/v1/health";
+        let resp = next.run(req).await;
+        if logged {
+            info!(status = resp.status().as_u16(), console, "change requested");
+        }
+        resp
     }
     .instrument(span)
     .await
@@ -159,69 +174,7 @@ async fn remove_config(State(d): Ctx, Path(name): Path<String>) -> Result<Respon
 }
 
 async fn overview(State(d): Ctx) -> Result<Response, ApiError> {
-    let t = d.topology().await?;
-    let mut probes = tokio::task::JoinSet::new();
-    for g in &t.groups {
-        for (i, addr) in g.servers.iter().enumerate() {
-            let (d, addr, gid) = (d.clone(), addr.clone(), g.id);
-            probes.spawn(async move {
-                let r = d.servers.replication(&addr).await;
-                let role = if i == 0 { "master" } else { "replica" };
-                let status = match r {
-                    Ok(r) => ServerStatus {
-                        addr,
-                        role: role.into(),
-                        reachable: true,
-                        reported_role: Some(if r.role == "slave" {
-                            "replica".into()
-                        } else {
-                            r.role
-                        }),
-                        error: None,
-                    },
-                    Err(e) => ServerStatus {
-                        addr,
-                        role: role.into(),
-                        reachable: false,
-                        reported_role: None,
-                        error: Some(e.to_string()),
-                    },
-                };
-                (gid, i, status)
-            });
-        }
-    }
-    let mut groups: Vec<GroupStatus> = t
-        .groups
-        .iter()
-        .map(|g| GroupStatus {
-            id: g.id,
-            servers: Vec::new(),
-            slots: cluster::slot_count(&t, g.id),
-        })
-        .collect();
-    let mut found = Vec::new();
-    while let Some(r) = probes.join_next().await {
-        if let Ok(x) = r {
-            found.push(x);
-        }
-    }
-    found.sort_by_key(|(g, i, _)| (*g, *i));
-    for (gid, _, s) in found {
-        if let Some(g) = groups.iter_mut().find(|g| g.id == gid) {
-            g.servers.push(s);
-        }
-    }
-    let owned: u32 = groups.iter().map(|g| g.slots).sum();
-    Ok(Json(Overview {
-        cluster: d.config.cluster.clone(),
-        epoch: t.epoch,
-        groups,
-        unassigned_slots: u32::from(SLOT_COUNT) - owned,
-        proxies: d.proxies().await?,
-        ha: d.ha_view(),
-    })
-    .into_response())
+    Ok(Json(crate::overview::gather(&d).await?).into_response())
 }
 
 /// `PUT /health`: kodis-ha's latest findings, kept in memory for the overview.

@@ -169,6 +169,28 @@ impl Servers {
         Ok(Replication::parse(&text))
     }
 
+    /// `INFO replication` and the figures the overview shows (memory, ops/s, clients,
+    /// keys), from one `INFO` call on the control connection (its short timeout).
+    pub async fn stats(
+        &self,
+        addr: &str,
+    ) -> Result<(Replication, kodis_common::api::ServerStats), ApiError> {
+        let text: String = self
+            .cmd(
+                addr,
+                redis::cmd("INFO")
+                    .arg("replication")
+                    .arg("memory")
+                    .arg("stats")
+                    .arg("clients")
+                    .arg("keyspace"),
+            )
+            .await?;
+        let r = Replication::parse(&text);
+        let stats = parse_stats(&text, &r);
+        Ok((r, stats))
+    }
+
     /// Makes `addr` a replica of `master`.
     pub async fn replicate(&self, addr: &str, master: &str) -> Result<(), ApiError> {
         let (host, port) = master.rsplit_once(':').ok_or_else(|| {
@@ -380,5 +402,60 @@ impl Servers {
             replication,
             master_addrs,
         ))
+    }
+}
+
+/// The overview's figures out of the text of `INFO` (fields missing count as 0).
+fn parse_stats(text: &str, r: &Replication) -> kodis_common::api::ServerStats {
+    let number = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // `db0:keys=12,expires=0,avg_ttl=0` lines of `# Keyspace`.
+    let keys = text
+        .lines()
+        .filter(|l| l.starts_with("db"))
+        .filter_map(|l| l.split_once(':'))
+        .filter_map(|(_, v)| v.split(',').find_map(|kv| kv.strip_prefix("keys=")))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .sum();
+    let replica = r.role == "slave";
+    kodis_common::api::ServerStats {
+        used_memory: number("used_memory"),
+        ops_per_sec: number("instantaneous_ops_per_sec"),
+        clients: number("connected_clients"),
+        keys,
+        commands: number("total_commands_processed"),
+        offset: r.offset,
+        link_up: replica.then_some(r.link_up),
+        lag_bytes: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_from_info() {
+        let text = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:7000\r\n\
+                    master_link_status:up\r\nslave_repl_offset:420\r\n\
+                    # Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n\
+                    # Stats\r\ntotal_commands_processed:77\r\ninstantaneous_ops_per_sec:12\r\n\
+                    # Clients\r\nconnected_clients:3\r\n\
+                    # Keyspace\r\ndb0:keys=10,expires=1,avg_ttl=0\r\ndb3:keys=5,expires=0,avg_ttl=0\r\n";
+        let r = Replication::parse(text);
+        let s = parse_stats(text, &r);
+        assert_eq!(s.used_memory, 1_048_576);
+        assert_eq!(s.ops_per_sec, 12);
+        assert_eq!(s.clients, 3);
+        assert_eq!(s.keys, 15);
+        assert_eq!(s.commands, 77);
+        assert_eq!(s.offset, 420);
+        assert_eq!(s.link_up, Some(true));
+        let m = Replication::parse("role:master\r\nmaster_repl_offset:9\r\n");
+        assert_eq!(parse_stats("role:master\r\n", &m).link_up, None);
     }
 }

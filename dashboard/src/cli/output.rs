@@ -436,6 +436,7 @@ mod tests {
             reachable,
             reported_role: reachable.then(|| if role == "replica" { "slave" } else { role }.into()),
             error: (!reachable).then(|| "connection refused".into()),
+            stats: None,
         }
     }
 
@@ -482,6 +483,9 @@ mod tests {
                     proxies: vec![],
                 },
             }),
+            slots: vec![],
+            migrations: None,
+            proxy_stats: vec![],
         }
     }
 
