@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Kodis's tests and benchmarks run: redis-server,
 # redis-tools (redis-cli, redis-benchmark), nutcracker (twemproxy), etcd-server (the
-# store tests), chromium, chromium-driver and firefox-esr (the web console's browser test) and protoc with its well-known .proto files (the etcd-client crate's
-# build). Does nothing when they are already there.
+# store tests), chromium, chromium-driver and firefox-esr (the web console's browser
+# test) and protoc with its well-known .proto files (the etcd-client crate's build). Does nothing when they are already there.
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
