@@ -372,6 +372,23 @@ fn signal(child: Option<&Child>, sig: &str) {
     }
 }
 
+/// The pid a pid file holds (`kodis-ha launch --pid-dir`), if it holds one.
+pub fn read_pid(file: &Path) -> Option<i32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// Kills (SIGKILL, as a crash) the process whose pid `file` holds; returns that pid,
+/// so a caller can wait for a supervisor to write a new one.
+pub fn crash_pid_file(file: &Path) -> i32 {
+    let pid = read_pid(file).unwrap_or_else(|| panic!("no pid in {}", file.display()));
+    let ok = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -KILL {pid} failed");
+    pid
+}
+
 /// A child process killed (SIGKILL) and reaped on drop, or by [`Killed::kill`].
 #[derive(Debug)]
 pub struct Killed(pub Child);

@@ -114,23 +114,9 @@ fn gate(url: &str, port: u16, dir: &Path, pids: &Path) -> KilledGroup {
 /// until the gate has started a new one.
 async fn crash_and_wait_restart(pids: &Path, addr: &str) {
     let pid_file = kodis_ha_pid_file(pids, addr);
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    let pid = kodis_common::test_util::crash_pid_file(&pid_file);
     until(60, "the gate to restart the server", || async {
-        let now: i32 = std::fs::read_to_string(&pid_file)
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        (now != pid).then_some(())
+        (kodis_common::test_util::read_pid(&pid_file)? != pid).then_some(())
     })
     .await;
 }

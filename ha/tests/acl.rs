@@ -112,23 +112,9 @@ fn the_gate_defines_the_data_plane_user_on_its_server_and_after_a_restart() {
         })
         .await;
         let pid_file = kodis_ha::orchestrator::pid_file(pids.path(), &addr);
-        let pid: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
+        let pid = kodis_common::test_util::crash_pid_file(&pid_file);
         until(30, "the gate to restart the server", || async {
-            let now: i32 = std::fs::read_to_string(&pid_file)
-                .ok()?
-                .trim()
-                .parse()
-                .ok()?;
-            (now != pid).then_some(())
+            (kodis_common::test_util::read_pid(&pid_file)? != pid).then_some(())
         })
         .await;
         let rules = until(30, "the restarted server to have the user", || async {

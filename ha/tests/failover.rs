@@ -298,22 +298,9 @@ fn a_master_restarted_within_a_second_comes_back_as_a_replica_and_no_data_is_los
 
         // The gate supervises: its redis-server, killed, comes back as a replica.
         let pid_file = kodis_ha::orchestrator::pid_file(pids.path(), &addr);
-        let pid: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
+        let pid = kodis_common::test_util::crash_pid_file(&pid_file);
         until(30, "the gate to restart it as a replica", || async {
-            let now: i32 = std::fs::read_to_string(&pid_file)
-                .ok()?
-                .trim()
-                .parse()
-                .ok()?;
+            let now = kodis_common::test_util::read_pid(&pid_file)?;
             let rep = replication(&addr).await?;
             (now != pid && rep.role == "slave" && rep.link_up).then_some(())
         })
