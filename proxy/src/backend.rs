@@ -88,7 +88,8 @@ pub struct BackendOptions {
     pub max_dedicated: usize,
     /// How long a shared connection may leave a request unanswered before it is
     /// dropped and what it carries fails (`None`: wait for ever). Dedicated
-    /// connections (blocking commands, WAIT, transactions) wait for ever.
+    /// connections are not timed here (blocking commands and WAIT are, by the session:
+    /// their own timeout plus this).
     pub request_timeout: Option<Duration>,
 }
 

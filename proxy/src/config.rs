@@ -53,8 +53,9 @@ pub struct ProxyConfig {
     /// request (and every other one waiting on that connection) answers an error
     /// naming the server, the connection is dropped, and requests to that server fail
     /// at once for a short backoff. Requests to other servers are never delayed by it.
-    /// Blocking commands, WAIT and transactions run on dedicated connections and wait
-    /// for their own timeout. 0 waits for ever. Default 10000: above Redis' slow
+    /// Blocking commands and WAIT give up after their own timeout plus this (a
+    /// timeout of 0 still waits for ever); a transaction's requests pinned to a WATCH
+    /// connection are not timed. 0 waits for ever. Default 10000: above Redis' slow
     /// admin commands (KEYS, a big DEL), below "the cluster is stuck".
     pub backend_timeout_ms: u64,
     /// Most client connections served at once; one more gets an error. Default 10000.

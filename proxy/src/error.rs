@@ -45,6 +45,16 @@ pub enum BackendError {
         /// The timeout.
         ms: u64,
     },
+    /// A blocking command, WAIT or SCRIPT KILL got no answer within its own timeout
+    /// plus the request timeout.
+    #[error(
+        "backend {addr} did not answer within the command's own timeout plus \
+         backend_timeout_ms: the request may or may not have run"
+    )]
+    BlockedTimeout {
+        /// The backends' addresses.
+        addr: Arc<str>,
+    },
     /// The connection broke while the request was in flight: it may or may not have run.
     #[error("connection to backend {addr} was lost with the request in flight")]
     ConnectionLost {

@@ -403,6 +403,7 @@ impl Session {
             retry: None,
             blocked: None,
             _waiting: None,
+            deadline: self.deadline(Some(std::time::Duration::ZERO)),
         }))
     }
 

@@ -132,6 +132,9 @@ pub struct Exclusive {
     /// Held while the client waits in a blocking command or WAIT (INFO's
     /// `blocked_clients`).
     pub(crate) _waiting: Option<crate::clients::Waiting>,
+    /// When to give up on the server: the command's own timeout plus
+    /// `backend_timeout_ms` (`None`: it may block for ever).
+    pub(crate) deadline: Option<tokio::time::Instant>,
 }
 
 /// What a blocked client gets from `CLIENT UNBLOCK id ERROR`: the only way the proxy
@@ -681,7 +684,23 @@ async fn wait_front(queue: &mut VecDeque<Pending>, ctx: &Shared) -> Bytes {
         Some(Pending::Merge(m)) => m.resolve(metrics).await,
         Some(Pending::Confirm(c)) => c.resolve().await,
         Some(Pending::Exclusive(x)) => {
-            let b = x.reply.resolve(metrics).await;
+            let b = match x.deadline {
+                None => x.reply.resolve(metrics).await,
+                Some(at) => match tokio::time::timeout_at(at, x.reply.resolve(metrics)).await {
+                    Ok(b) => b,
+                    Err(_) => {
+                        // Dropped, not given back: closing them makes each server
+                        // forget the command.
+                        let addrs: Vec<Arc<str>> =
+                            x.conns.drain(..).map(|(p, _)| p.addr().clone()).collect();
+                        metrics.errors.backend.inc();
+                        return BackendError::BlockedTimeout {
+                            addr: Arc::from(addrs.join(", ")),
+                        }
+                        .to_resp();
+                    }
+                },
+            };
             for (pool, conn) in x.conns.drain(..) {
                 pool.dedicated().give_back(conn);
             }

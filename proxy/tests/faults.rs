@@ -498,3 +498,35 @@ fn connections_to_a_server_that_left_the_topology_are_closed() {
     assert_eq!(p.cmd(&["SET", &k1, "2"]), Value::ok());
     assert_eq!(c.direct(0).cmd(&["GET", &k1]), Value::bulk("2"));
 }
+
+/// A blocking command on a frozen server gives up after its own timeout plus
+/// `backend_timeout_ms`, naming the server, instead of blocking its client for as long
+/// as the server hangs; a blocking command on the other group is served meanwhile.
+#[test]
+fn a_blocking_command_on_a_frozen_server_gives_up_after_its_own_timeout_plus_the_margin() {
+    let c = Cluster::start_with(2, |cfg| cfg.backend_timeout_ms = 500);
+    let k0 = key_on(&c, 0, "q");
+    let k1 = key_on(&c, 1, "q");
+    c.servers[1].freeze();
+    let mut blocked = c.proxy.conn();
+    blocked.send_raw(&encode(&[b"BLPOP", k1.as_bytes(), b"0.3"]));
+    let mut other = c.proxy.conn();
+    assert_eq!(
+        other.cmd(&["BLPOP", &k0, "0.1"]),
+        Value::Array(None),
+        "the other group's blocking commands time out as usual"
+    );
+    let reply = blocked.read();
+    let addr = c.servers[1].addr();
+    assert!(
+        reply.err_text().contains(&format!(
+            "backend {addr} did not answer within the command's own timeout"
+        )),
+        "{reply:?}"
+    );
+    c.servers[1].resume();
+    // The client goes on; the server forgot the abandoned BLPOP (its connection closed).
+    assert_eq!(blocked.cmd(&["RPUSH", &k1, "v"]), Value::Int(1));
+    assert!(eventually(10, || c.blocked(1) == 0));
+    assert_eq!(c.direct(1).cmd(&["LLEN", &k1]), Value::Int(1));
+}
