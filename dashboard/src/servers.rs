@@ -141,10 +141,35 @@ impl Servers {
         purpose: Purpose,
         cmd: &mut redis::Cmd,
     ) -> Result<T, ApiError> {
+        let cached = self
+            .cache(purpose)
+            .lock()
+            .ok()
+            .is_some_and(|c| c.contains_key(addr));
         let mut con = self.connection(addr, purpose).await?;
-        cmd.query_async(&mut con).await.map_err(|e| {
+        let mut result = cmd.query_async(&mut con).await;
+        if let Err(e) = &result {
             // A server error (e.g. BUSYKEY) leaves the connection usable; anything
-            // else (I/O, timeout, a dropped link) gets a new connection next time.
+            // else (I/O, timeout, a dropped link) gets a new connection.
+            let broken = e.is_io_error()
+                || e.is_timeout()
+                || e.is_connection_dropped()
+                || e.is_unrecoverable_error();
+            if broken {
+                if let Ok(mut c) = self.cache(purpose).lock() {
+                    c.remove(addr);
+                }
+            }
+            // A cached connection the server closed (it restarted) fails at once with
+            // the link dropped: sent again once on a new one. Every command sent here
+            // may run twice (INFO, REPLICAOF, CONFIG SET, ACL SETUSER, MIGRATE of keys
+            // already moved answers NOKEY, FAILOVER in progress is refused).
+            if cached && e.is_connection_dropped() {
+                con = self.connection(addr, purpose).await?;
+                result = cmd.query_async(&mut con).await;
+            }
+        }
+        result.map_err(|e| {
             if e.is_io_error()
                 || e.is_timeout()
                 || e.is_connection_dropped()
