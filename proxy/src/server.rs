@@ -151,7 +151,9 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
         let _ = admin_task.await;
         let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     });
-    info!(%addr, %admin_addr, "kodis-proxy listening");
+    // The worker count follows the CPUs this process may use (a cgroup quota, e.g. a
+    // pod's CPU limit, as std::thread::available_parallelism reads it).
+    info!(%addr, %admin_addr, workers = shared.config.effective_workers(), "kodis-proxy listening");
     Ok(ProxyHandle {
         addr,
         admin_addr,
