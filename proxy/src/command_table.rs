@@ -10,8 +10,10 @@
 mod keys;
 mod spec;
 
-pub use keys::{ArgAccess, KeyError, KeyPositions};
-pub use spec::{BeginSearch, CommandFlags, CommandSpec, FindKeys, KeySpec, KeySpecFlags};
+pub use keys::{ArgAccess, KeyAccesses, KeyError, KeyPositions};
+pub use spec::{
+    AclCategories, BeginSearch, CommandFlags, CommandSpec, FindKeys, KeySpec, KeySpecFlags,
+};
 
 use redis::Value;
 use rustc_hash::FxHashMap;
@@ -43,6 +45,8 @@ pub enum CommandTableError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandTable {
     commands: FxHashMap<Box<[u8]>, CommandSpec>,
+    /// Number of commands and subcommands: `acl_id`s are `0..acl_ids`.
+    acl_ids: u32,
 }
 
 impl CommandTable {
@@ -74,7 +78,36 @@ impl CommandTable {
         if commands.is_empty() {
             return Err(shape("no commands"));
         }
-        Ok(CommandTable { commands })
+        let mut table = CommandTable {
+            commands,
+            acl_ids: 0,
+        };
+        table.assign_acl_ids();
+        Ok(table)
+    }
+
+    /// Numbers every command and subcommand by sorted full name (`acl_id`), so that
+    /// two tables with the same commands number them alike.
+    fn assign_acl_ids(&mut self) {
+        let mut names: Vec<String> = Vec::new();
+        for c in self.commands.values() {
+            names.push(c.name.clone());
+            names.extend(c.subcommands.values().map(|s| s.name.clone()));
+        }
+        names.sort();
+        let id_of = |n: &str| names.binary_search_by(|x| x.as_str().cmp(n)).unwrap_or(0) as u32;
+        for c in self.commands.values_mut() {
+            c.acl_id = id_of(&c.name);
+            for s in c.subcommands.values_mut() {
+                s.acl_id = id_of(&s.name);
+            }
+        }
+        self.acl_ids = names.len() as u32;
+    }
+
+    /// Number of commands and subcommands (the range of `acl_id`).
+    pub fn acl_ids(&self) -> u32 {
+        self.acl_ids
     }
 
     /// Number of top-level commands (subcommands not counted).
@@ -228,6 +261,17 @@ fn parse_command(v: &Value, container: Option<&str>) -> Result<CommandSpec, Stri
     let first_key = int(3, "first key")?;
     let last_key = int(4, "last key")?;
     let step = int(5, "step")?;
+    let mut acl_categories = AclCategories::empty();
+    if let Some(cats) = f.get(6).and_then(as_list) {
+        for c in cats {
+            if let Some(known) = as_str(c)
+                .map(|c| c.trim_start_matches('@'))
+                .and_then(AclCategories::from_name)
+            {
+                acl_categories.insert(known);
+            }
+        }
+    }
     let key_specs = match f.get(8) {
         Some(specs) => as_list(specs)
             .ok_or_else(|| format!("{name}: key specs is not an array"))?
@@ -259,6 +303,8 @@ fn parse_command(v: &Value, container: Option<&str>) -> Result<CommandSpec, Stri
         step,
         key_specs,
         subcommands,
+        acl_categories,
+        acl_id: 0,
         native,
     })
 }

@@ -276,6 +276,7 @@ pub(crate) fn refresh_commands(ctx: &Arc<Shared>) {
                 &ctx.metrics,
                 source,
                 version,
+                &ctx.config,
             )));
         }
         ctx.refreshing.store(false, Ordering::Release);

@@ -92,6 +92,7 @@ impl Session {
             }
             Local::Reset => self.reset(outbox),
             Local::Config => self.config(req, outbox),
+            Local::Acl => ready(self.acl_command(req)),
         }
     }
 
@@ -108,18 +109,21 @@ impl Session {
         })
     }
 
-    /// Checks `user`/`pass` against the proxy password; marks the session on success.
+    /// Checks `user`/`pass` against the proxy's ACL users (`default`: the proxy
+    /// password); on success the session runs as that user from now on.
     /// A failure is logged (user and address, never the password), counted, and,
     /// after a few from the same address, answered late (see [`crate::auth`]).
     fn check_password(&mut self, user: &[u8], pass: &[u8]) -> Result<(), Pending> {
-        let Some(expected) = &self.ctx.config.password else {
-            // No password set: the default user accepts anything, as Redis's nopass.
-            self.authed = true;
-            return Ok(());
-        };
         let peer = self.client.addr;
-        if user == b"default" && pass == expected.as_bytes() {
+        let commands = self.ctx.commands.load();
+        let acl = &commands.acl;
+        let found = acl
+            .find(user)
+            .filter(|&i| acl.user(i).is_some_and(|u| u.password_ok(pass)));
+        if let Some(i) = found {
+            self.user = i;
             self.authed = true;
+            self.acl_check = !acl.unrestricted(i);
             self.ctx.auth_throttle.succeeded(peer.ip());
             return Ok(());
         }
@@ -165,7 +169,12 @@ impl Session {
             3 => (req.arg(1), req.arg(2)),
             _ => return Pending::Ready(wrong_args("auth")),
         };
-        if self.ctx.config.password.is_none() && req.argc() == 2 {
+        let default_nopass = {
+            let commands = self.ctx.commands.load();
+            let acl = &commands.acl;
+            acl.user(acl.default_user()).is_some_and(|u| u.nopass)
+        };
+        if default_nopass && req.argc() == 2 {
             return Pending::Ready(reply::error(
                 "ERR AUTH <password> called without any password configured for the default user. \
                  Are you sure your configuration is correct?",

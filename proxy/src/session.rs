@@ -183,6 +183,10 @@ pub struct KeyMove {
 pub struct Session {
     pub(crate) id: u64,
     pub(crate) authed: bool,
+    /// The ACL user (its number in `Commands::acl`); `default` until AUTH.
+    pub(crate) user: usize,
+    /// The user's requests are checked (it may not do everything).
+    pub(crate) acl_check: bool,
     /// Its entry among the proxy's clients (name, library, CLIENT KILL).
     pub(crate) client: Arc<crate::clients::ClientHandle>,
     /// Index of the worker thread this session runs on.
@@ -375,9 +379,16 @@ pub async fn serve(
         ctx.metrics.connections.inc();
         let _ = stream.set_nodelay(true);
         let client = ctx.clients.add(id, peer);
+        let (authed, user, acl_check) = {
+            let acl = &ctx.commands.load().acl;
+            let d = acl.default_user();
+            (!acl.auth_required(), d, !acl.unrestricted(d))
+        };
         let session = Session {
             id,
-            authed: ctx.config.password.is_none(),
+            authed,
+            user,
+            acl_check,
             client,
             worker,
             keys_moved: false,
@@ -894,6 +905,12 @@ impl Session {
             ctx.metrics.errors.auth.inc();
             return Pending::Ready(reply::error("NOAUTH Authentication required."));
         }
+        if self.acl_check {
+            if let Some(refusal) = self.acl_refusal(&commands, req) {
+                self.spoil_tx();
+                return Pending::Ready(refusal);
+            }
+        }
         debug!(command = %entry.name, args = req.argc(), "request");
         // RESP3 clients may send any command while subscribed (pushes are marked).
         if !self.resp3 && self.subs.is_some() && self.subscribed() {
@@ -971,6 +988,21 @@ impl Session {
                 Pending::Ready(refused(&entry.name, "it has no key to route by"))
             }
         }
+    }
+
+    /// The refusal of a request the session's ACL user may not make, as Redis words
+    /// it (a wrong argument count is reported first, as Redis does).
+    #[cold]
+    fn acl_refusal(&self, commands: &Commands, req: &Request) -> Option<Bytes> {
+        let sub = (req.argc() > 1).then(|| req.arg(1));
+        let spec = commands.spec(req.arg(0), sub)?;
+        if !spec.arity_ok(req.argc()) {
+            self.ctx.metrics.errors.args.inc();
+            return Some(wrong_args(&spec.name));
+        }
+        let denied = commands.acl.check(self.user, spec, req).err()?;
+        self.ctx.metrics.errors.noperm.inc();
+        Some(reply::error(&crate::acl::noperm(denied, spec)))
     }
 
     /// The connection index this session uses on every backend: the one on its own
@@ -1177,8 +1209,18 @@ impl Session {
         self.resp3 = false;
         self.read_from = self.ctx.config.read_from;
         self.wrote.clear();
-        self.authed = self.ctx.config.password.is_none();
+        self.set_default_user();
         Pending::Ready(reply::simple("RESET"))
+    }
+
+    /// Back to the `default` user, authenticated only if it needs no password (Redis'
+    /// `clientSetDefaultAuth`).
+    pub(crate) fn set_default_user(&mut self) {
+        let commands = self.ctx.commands.load();
+        let acl = &commands.acl;
+        self.user = acl.default_user();
+        self.authed = !acl.auth_required();
+        self.acl_check = !acl.unrestricted(self.user);
     }
 
     /// Sends the request to the first group's master.
