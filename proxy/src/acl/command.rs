@@ -87,7 +87,7 @@ impl Session {
             return if self.resp3 {
                 Bytes::from_static(b"_\r\n")
             } else {
-                Bytes::from_static(b"*-1\r\n")
+                Bytes::from_static(b"$-1\r\n")
             };
         };
         let flags: Vec<Bytes> = describe::flags(u)
