@@ -730,6 +730,86 @@ mod tests {
     }
 
     #[test]
+    fn key_access_flags_agree_with_command_getkeysandflags() {
+        // What ACL key checks go by: the access flags of each key, as the server's
+        // own COMMAND GETKEYSANDFLAGS reports them.
+        let server = RedisServer::start();
+        let t = CommandTable::compiled_in();
+        let mut reqs: Vec<String> = CASES
+            .iter()
+            .map(|(r, _)| r.to_string())
+            .filter(|r| !r.starts_with("SPUBLISH"))
+            .collect();
+        reqs.extend(
+            [
+                "SET k v GET",
+                "SET k v",
+                "BITFIELD k GET u4 0",
+                "BITFIELD k INCRBY u4 0 1",
+                "BITFIELD_RO k GET u4 0",
+                "SORT k STORE d",
+                "SORT_RO k",
+                "COPY a b",
+                "GETDEL k",
+                "APPEND k v",
+                "LMOVE a b LEFT RIGHT",
+                "EVAL s 2 a b",
+                "XREAD STREAMS a b 0 0",
+                "GEORADIUS k 0 0 1 km STORE d",
+                "MIGRATE h 1 \"\" 0 5 KEYS a b",
+            ]
+            .map(String::from),
+        );
+        let flag_names = |f: KeySpecFlags| -> Vec<String> {
+            let mut v: Vec<String> = f.names().map(String::from).collect();
+            v.sort();
+            v
+        };
+        let mut with_keys = 0;
+        for req in &reqs {
+            let argv: Vec<Vec<u8>> = req
+                .split(' ')
+                .map(|a| {
+                    if a == "\"\"" {
+                        Vec::new()
+                    } else {
+                        a.as_bytes().to_vec()
+                    }
+                })
+                .collect();
+            let mut cmd: Vec<&[u8]> = vec![b"COMMAND", b"GETKEYSANDFLAGS"];
+            cmd.extend(argv.iter().map(Vec::as_slice));
+            let reply = redis::parse_redis_value(&server.command(&cmd)).expect("RESP");
+            let theirs: Vec<(Vec<u8>, Vec<String>)> = match reply {
+                Value::Array(items) => items
+                    .into_iter()
+                    .map(|kv| {
+                        let (k, f): (Vec<u8>, Vec<String>) =
+                            redis::from_redis_value(kv).expect("[key, flags]");
+                        let mut f = f;
+                        f.sort();
+                        (k, f)
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let spec = t.lookup_args(&argv).expect("known command");
+            let ours: Vec<(Vec<u8>, Vec<String>)> = spec
+                .try_key_access(&argv)
+                .expect("keys")
+                .iter()
+                .map(|&(p, f)| (argv[p].clone(), flag_names(f)))
+                .collect();
+            with_keys += usize::from(!theirs.is_empty());
+            assert_eq!(ours, theirs, "{req}");
+        }
+        assert!(
+            with_keys >= 20,
+            "only {with_keys} requests with keys compared"
+        );
+    }
+
+    #[test]
     fn live_resp3_command_reply_matches_compiled_in() {
         // RESP3 sends flags as sets and key specs as maps; the table must not care.
         let server = RedisServer::start();

@@ -70,7 +70,7 @@ impl Session {
                     "HELP",
                     "Users are defined in the proxy's config file ([[users]]).",
                 ]
-                .map(|l| reply::simple(l)),
+                .map(reply::simple),
             ),
             other => {
                 self.ctx.metrics.errors.refused.inc();

@@ -106,7 +106,8 @@ fn match_impl(pattern: &[u8], string: &[u8], skip_longer: &mut bool, nesting: u3
                 s += 1;
                 slen -= 1;
             }
-            b'\\' | _ => {
+            _ => {
+                // A literal byte; `\` takes the next one literally.
                 if at(pattern, p) == b'\\' && plen >= 2 {
                     p += 1;
                     plen -= 1;
