@@ -423,6 +423,46 @@ mod tests {
     }
 
     #[test]
+    fn config_file_users_are_validated_at_start_up() {
+        let base = "groups = [[\"127.0.0.1:6379\"]]\n";
+        let parse = |users: &str| -> crate::config::ProxyConfig {
+            toml::from_str(&format!("{base}{users}")).expect("parses")
+        };
+        let ok = parse(
+            "[[users]]\nname = \"app\"\npassword = \"app-secret\"\nrules = \"on ~app:* +@all -@dangerous\"\n\
+             [[users]]\nname = \"r\"\npassword_sha256 = \"5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8\"\n",
+        );
+        assert_eq!(ok.users.len(), 2);
+        ok.validate().expect("valid");
+        for (users, want) in [
+            (
+                "[[users]]\nname = \"app\"\nrules = \"on +nosuch\"\n",
+                "users: user 'app': rule '+nosuch': Unknown command or category name in ACL",
+            ),
+            (
+                "[[users]]\nname = \"app\"\nrules = \"on (~x +get)\"\n",
+                "users: user 'app': rule '(~x': not supported by kodis-proxy: selectors (...)",
+            ),
+            (
+                "[[users]]\nname = \"app\"\npassword_sha256 = \"ABC\"\n",
+                "users: user 'app': password_sha256 must be 64 lowercase hexadecimal characters",
+            ),
+            (
+                "[[users]]\nname = \"a b\"\n",
+                "users: invalid user name \"a b\": it must be non-empty, without spaces",
+            ),
+        ] {
+            let err = parse(users).validate().expect_err(users).to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        // The password never shows in errors or Debug output.
+        let bad = parse("[[users]]\nname = \"app\"\npassword = \"hunter2\"\nrules = \"<hunter3\"\n");
+        let err = bad.validate().expect_err("no such password").to_string();
+        assert!(!err.contains("hunter"), "{err}");
+        assert!(!format!("{bad:?}").contains("hunter2"));
+    }
+
+    #[test]
     fn describe_like_redis() {
         let t = CommandTable::compiled_in();
         let acl = Acl::build(
