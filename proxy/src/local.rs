@@ -167,7 +167,9 @@ impl Session {
         let (user, pass) = match req.argc() {
             2 => (&b"default"[..], req.arg(1)),
             3 => (req.arg(1), req.arg(2)),
-            _ => return Pending::Ready(wrong_args("auth")),
+            1 => return Pending::Ready(wrong_args("auth")),
+            // Redis: more than `AUTH user pass` is a syntax error.
+            _ => return Pending::Ready(reply::error("ERR syntax error")),
         };
         let default_nopass = {
             let commands = self.ctx.commands.load();

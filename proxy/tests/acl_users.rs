@@ -303,6 +303,9 @@ fn wrongpass_and_noauth() {
             &["AUTH", "wrong"],
             &["HELLO", "2", "AUTH", "app", "wrong"],
             &["GET", "app:1"],
+            &["AUTH", "a", "b", "c"],
+            &["AUTH"],
+            &["HELLO", "3", "AUTH", "app"],
             &["AUTH", "free", "anything"],
             &["ACL", "WHOAMI"],
             &["AUTH", "app", "app-secret"],
@@ -375,6 +378,19 @@ fn acl_introspection() {
             &["ACL", "NOPE"],
         ],
     );
+    // RESP3: GETUSER is a map with the flags as a set.
+    let (mut p, mut r) = pair(&c, &plain, Some("default"));
+    for conn in [&mut p, &mut r] {
+        assert!(raw(conn, &["HELLO", "3"]).starts_with(b"%"));
+    }
+    for user in ["app", "free", "nosuchuser"] {
+        let cmd = ["ACL", "GETUSER", user];
+        assert_eq!(
+            String::from_utf8_lossy(&raw(&mut p, &cmd)),
+            String::from_utf8_lossy(&raw(&mut r, &cmd)),
+            "RESP3 {cmd:?}"
+        );
+    }
     // ACL CAT <category>: the same commands, in another order.
     for cat in ["hash", "dangerous", "pubsub", "read", "connection"] {
         let (mut p, mut r) = pair(&c, &plain, Some("default"));
