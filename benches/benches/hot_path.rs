@@ -165,7 +165,8 @@ fn routing(c: &mut Criterion) {
         &metrics,
         "compiled-in".into(),
         "7.0.15".into(),
-        &kodis_proxy::ProxyConfig::default(),
+        None,
+        &[],
     );
     let request = |parts: &[&[u8]]| {
         let frame = bytes::Bytes::from(command(parts));

@@ -255,15 +255,16 @@ const SPLIT: &[(&str, SplitKind)] = &[
 
 impl Commands {
     /// Classifies every command of `table`, registering one counter per command, and
-    /// compiles `config`'s ACL users over it.
+    /// compiles the ACL users (the `default` user's `password`, then `users`) over it.
     pub fn new(
         table: CommandTable,
         metrics: &Metrics,
         source: String,
         redis_version: String,
-        config: &crate::config::ProxyConfig,
+        password: Option<&str>,
+        users: &[crate::acl::UserConfig],
     ) -> Self {
-        let acl = crate::acl::Acl::build_or_lock(&table, config.password.as_deref(), &config.users);
+        let acl = crate::acl::Acl::build_or_lock(&table, password, users);
         let mut entries = FxHashMap::default();
         for spec in table.commands() {
             let name = spec.name.to_ascii_lowercase();

@@ -121,9 +121,7 @@ impl Session {
             .find(user)
             .filter(|&i| acl.user(i).is_some_and(|u| u.password_ok(pass)));
         if let Some(i) = found {
-            self.user = i;
-            self.authed = true;
-            self.acl_check = !acl.unrestricted(i);
+            self.set_user(acl, i);
             self.ctx.auth_throttle.succeeded(peer.ip());
             return Ok(());
         }

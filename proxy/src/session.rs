@@ -59,6 +59,8 @@ pub struct Shared {
     pub(crate) auth_throttle: crate::auth::AuthThrottle,
     /// INFO's run id, port, error counts and rates.
     pub info: crate::info::InfoState,
+    /// The ACL users last fetched from the dashboard: their version, and them.
+    pub(crate) dashboard_users: std::sync::Mutex<(u64, Vec<crate::acl::UserConfig>)>,
     next_id: AtomicU64,
 }
 
@@ -85,8 +87,36 @@ impl Shared {
             clients,
             auth_throttle: crate::auth::AuthThrottle::default(),
             info: crate::info::InfoState::new(),
+            dashboard_users: std::sync::Mutex::new((0, Vec::new())),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// The ACL users this proxy serves: its config file's and the dashboard's.
+    pub fn served_users(&self) -> Vec<crate::acl::UserConfig> {
+        let fetched = self
+            .dashboard_users
+            .lock()
+            .map(|u| u.1.clone())
+            .unwrap_or_default();
+        crate::acl::merge_users(&self.config.users, &fetched)
+    }
+
+    /// A command table with the users served compiled over it.
+    pub(crate) fn commands_for(
+        &self,
+        table: crate::command_table::CommandTable,
+        source: String,
+        version: String,
+    ) -> Commands {
+        Commands::new(
+            table,
+            &self.metrics,
+            source,
+            version,
+            self.config.password.as_deref(),
+            &self.served_users(),
+        )
     }
 }
 
@@ -187,6 +217,10 @@ pub struct Session {
     pub(crate) user: usize,
     /// The user's requests are checked (it may not do everything).
     pub(crate) acl_check: bool,
+    /// The user's name, to find it again when the users are recompiled.
+    pub(crate) user_name: String,
+    /// [`crate::acl::Acl::generation`] that `user` numbers into.
+    pub(crate) acl_gen: u64,
     /// Its entry among the proxy's clients (name, library, CLIENT KILL).
     pub(crate) client: Arc<crate::clients::ClientHandle>,
     /// Index of the worker thread this session runs on.
@@ -379,16 +413,23 @@ pub async fn serve(
         ctx.metrics.connections.inc();
         let _ = stream.set_nodelay(true);
         let client = ctx.clients.add(id, peer);
-        let (authed, user, acl_check) = {
+        let (authed, user, acl_check, acl_gen) = {
             let acl = &ctx.commands.load().acl;
             let d = acl.default_user();
-            (!acl.auth_required(), d, !acl.unrestricted(d))
+            (
+                !acl.auth_required(),
+                d,
+                !acl.unrestricted(d),
+                acl.generation(),
+            )
         };
         let session = Session {
             id,
             authed,
             user,
             acl_check,
+            user_name: "default".into(),
+            acl_gen,
             client,
             worker,
             keys_moved: false,
@@ -888,6 +929,9 @@ impl Session {
     fn handle(&mut self, req: &Request, outbox: &mut Outbox) -> Pending {
         let ctx = self.ctx.clone();
         let commands = ctx.commands.load();
+        if commands.acl.generation() != self.acl_gen {
+            self.acl_resync(&commands.acl);
+        }
         let name = req.arg(0);
         let Some(entry) = commands.get(name) else {
             commands.unknown.inc();
@@ -1219,8 +1263,39 @@ impl Session {
         let commands = self.ctx.commands.load();
         let acl = &commands.acl;
         self.user = acl.default_user();
+        self.user_name = "default".into();
         self.authed = !acl.auth_required();
         self.acl_check = !acl.unrestricted(self.user);
+        self.acl_gen = acl.generation();
+    }
+
+    /// Runs as user `i` of `acl` from now on.
+    pub(crate) fn set_user(&mut self, acl: &crate::acl::Acl, i: usize) {
+        self.user = i;
+        self.user_name = acl
+            .user(i)
+            .map_or_else(|| "default".into(), |u| u.name.clone());
+        self.authed = true;
+        self.acl_check = !acl.unrestricted(i);
+        self.acl_gen = acl.generation();
+    }
+
+    /// The users were recompiled (a new command table, users from the dashboard):
+    /// find this session's user again by name, with its new rules. A user that is
+    /// gone logs the session out (back to `default`, which may need AUTH), as Redis
+    /// disconnects the clients of a deleted user.
+    #[cold]
+    fn acl_resync(&mut self, acl: &crate::acl::Acl) {
+        match acl.find(self.user_name.as_bytes()) {
+            Some(i) if self.authed => self.set_user(acl, i),
+            _ => {
+                self.user = acl.default_user();
+                self.user_name = "default".into();
+                self.authed = !acl.auth_required();
+                self.acl_check = !acl.unrestricted(self.user);
+                self.acl_gen = acl.generation();
+            }
+        }
     }
 
     /// Sends the request to the first group's master.

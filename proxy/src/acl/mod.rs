@@ -102,6 +102,42 @@ pub struct Acl {
     /// Sorted by name (`ACL USERS`, `ACL LIST` order).
     users: Vec<User>,
     default: usize,
+    /// Different for every compiled set: a session whose number differs finds its
+    /// user again by name.
+    generation: u64,
+}
+
+/// Source of [`Acl::generation`].
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The users a proxy serves: those of its config file, then those the dashboard
+/// holds (one of the same name replaces the config file's).
+pub fn merge_users(config: &[UserConfig], dashboard: &[UserConfig]) -> Vec<UserConfig> {
+    let mut out: Vec<UserConfig> = config
+        .iter()
+        .filter(|c| !dashboard.iter().any(|d| d.name == c.name))
+        .cloned()
+        .collect();
+    out.extend(dashboard.iter().cloned());
+    out
+}
+
+/// The dashboard's users as config entries (password hashes only).
+pub fn from_dashboard(users: &kodis_common::acl::ClientUsers) -> Vec<UserConfig> {
+    users
+        .users
+        .iter()
+        .map(|u| UserConfig {
+            name: u.name.clone(),
+            password: None,
+            password_sha256: u.password_sha256.clone(),
+            rules: u.rules.clone(),
+        })
+        .collect()
 }
 
 impl Acl {
@@ -176,6 +212,7 @@ impl Acl {
         Ok(Acl {
             users: out,
             default,
+            generation: next_generation(),
         })
     }
 
@@ -204,9 +241,17 @@ impl Acl {
                 Self::build(table, None, &locked).unwrap_or_else(|_| Acl {
                     users: vec![User::new("default", table)],
                     default: 0,
+                    generation: next_generation(),
                 })
             }
         }
+    }
+
+    /// This compiled set's number (see [`Acl::find`] for sessions that hold an
+    /// older one's user number).
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Every user, sorted by name.
@@ -456,7 +501,8 @@ mod tests {
             assert!(err.contains(want), "{err}");
         }
         // The password never shows in errors or Debug output.
-        let bad = parse("[[users]]\nname = \"app\"\npassword = \"hunter2\"\nrules = \"<hunter3\"\n");
+        let bad =
+            parse("[[users]]\nname = \"app\"\npassword = \"hunter2\"\nrules = \"<hunter3\"\n");
         let err = bad.validate().expect_err("no such password").to_string();
         assert!(!err.contains("hunter"), "{err}");
         assert!(!format!("{bad:?}").contains("hunter2"));
