@@ -97,6 +97,12 @@ fn users_from_the_dashboard_reach_proxies_without_a_restart() {
             .call("GET", "/api/v1/users", None)
             .await;
         assert_eq!(status, 401, "the hashes are not for everyone");
+        let (_, doc) = Api::new(&listen, None)
+            .call("GET", "/api/v1/openapi.json", None)
+            .await;
+        assert!(doc["paths"]["/api/v1/users"]["post"].is_object(), "{doc}");
+        assert!(doc["paths"]["/api/v1/users/{name}"]["delete"].is_object());
+        assert!(doc["components"]["schemas"]["SetUser"].is_object());
         // Rules a proxy would refuse are refused here, naming user and rule.
         let (status, body) = api
             .call(
