@@ -1040,6 +1040,11 @@ impl Session {
     fn acl_refusal(&self, commands: &Commands, req: &Request) -> Option<Bytes> {
         let sub = (req.argc() > 1).then(|| req.arg(1));
         let spec = commands.spec(req.arg(0), sub)?;
+        if spec.has_subcommands() && req.argc() > 1 {
+            // An unknown subcommand: Redis says so before any ACL check, and it
+            // runs nowhere.
+            return None;
+        }
         if !spec.arity_ok(req.argc()) {
             self.ctx.metrics.errors.args.inc();
             return Some(wrong_args(&spec.name));
