@@ -218,7 +218,7 @@ pub struct Session {
     /// The user's requests are checked (it may not do everything).
     pub(crate) acl_check: bool,
     /// The user's name, to find it again when the users are recompiled.
-    pub(crate) user_name: String,
+    pub(crate) user_name: std::borrow::Cow<'static, str>,
     /// [`crate::acl::Acl::generation`] that `user` numbers into.
     pub(crate) acl_gen: u64,
     /// Its entry among the proxy's clients (name, library, CLIENT KILL).
@@ -428,7 +428,7 @@ pub async fn serve(
             authed,
             user,
             acl_check,
-            user_name: "default".into(),
+            user_name: std::borrow::Cow::Borrowed("default"),
             acl_gen,
             client,
             worker,
@@ -1268,7 +1268,7 @@ impl Session {
         let commands = self.ctx.commands.load();
         let acl = &commands.acl;
         self.user = acl.default_user();
-        self.user_name = "default".into();
+        self.user_name = std::borrow::Cow::Borrowed("default");
         self.authed = !acl.auth_required();
         self.acl_check = !acl.unrestricted(self.user);
         self.acl_gen = acl.generation();
@@ -1279,7 +1279,9 @@ impl Session {
         self.user = i;
         self.user_name = acl
             .user(i)
-            .map_or_else(|| "default".into(), |u| u.name.clone());
+            .map_or(std::borrow::Cow::Borrowed("default"), |u| {
+                std::borrow::Cow::Owned(u.name.clone())
+            });
         self.authed = true;
         self.acl_check = !acl.unrestricted(i);
         self.acl_gen = acl.generation();
@@ -1295,7 +1297,7 @@ impl Session {
             Some(i) if self.authed => self.set_user(acl, i),
             _ => {
                 self.user = acl.default_user();
-                self.user_name = "default".into();
+                self.user_name = std::borrow::Cow::Borrowed("default");
                 self.authed = !acl.auth_required();
                 self.acl_check = !acl.unrestricted(self.user);
                 self.acl_gen = acl.generation();
