@@ -846,7 +846,8 @@ impl Session {
                 self.paused = true;
                 break false;
             }
-            if self.authed && !was_authed {
+            if self.authed != was_authed {
+                // Logged in, or out (RESET, a user removed): the limits follow.
                 scanner.set_limits(self.request_limits());
             }
             let close = matches!(pending, Pending::Close(_));
