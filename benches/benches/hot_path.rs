@@ -165,6 +165,8 @@ fn routing(c: &mut Criterion) {
         &metrics,
         "compiled-in".into(),
         "7.0.15".into(),
+        None,
+        &[],
     );
     let request = |parts: &[&[u8]]| {
         let frame = bytes::Bytes::from(command(parts));
@@ -189,6 +191,27 @@ fn routing(c: &mut Criterion) {
     g.finish();
 }
 
+/// The ACL check of a restricted user (a user without restrictions skips it): the
+/// command bit, its key against two patterns.
+fn acl(c: &mut Criterion) {
+    let table = kodis_proxy::command_table::CommandTable::compiled_in();
+    let users = [kodis_proxy::acl::UserConfig {
+        name: "app".into(),
+        password: Some("pw".into()),
+        password_sha256: None,
+        rules: "on ~cache:* %R~key:* +@all -@dangerous".into(),
+    }];
+    let acl = kodis_proxy::acl::Acl::build(&table, None, &users).expect("valid users");
+    let app = acl.find(b"app").expect("app");
+    let get: Vec<&[u8]> = vec![b"GET", b"key:000042"];
+    let spec = table.lookup_args(&get).expect("get");
+    let mut g = c.benchmark_group("acl");
+    g.bench_function("get_restricted_user", |b| {
+        b.iter(|| acl.check(app, black_box(spec), black_box(&get)))
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -199,6 +222,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = hot_path;
     config = config();
-    targets = requests, replies, resp3, slots, routing
+    targets = requests, replies, resp3, slots, routing, acl
 }
 criterion_main!(hot_path);

@@ -191,3 +191,56 @@ mod tests {
         assert!(DataUser::new("").validate().is_err());
     }
 }
+
+/// Client ACL users the dashboard holds for every proxy (`GET /api/v1/users`),
+/// stored with their passwords hashed. Proxies fetch them with the topology polls
+/// and add them to the users of their own config file (a user of the same name in
+/// both: the dashboard's wins).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ClientUsers {
+    /// Grows by one with every change, so a proxy recompiles only what changed.
+    pub version: u64,
+    /// The users, sorted by name.
+    pub users: Vec<ClientUser>,
+}
+
+/// One client ACL user as stored: never the password, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientUser {
+    /// The user name.
+    pub name: String,
+    /// SHA-256 of its password, 64 lowercase hex digits; none: no password (then
+    /// only `nopass` in the rules lets it log in).
+    #[serde(default)]
+    pub password_sha256: Option<String>,
+    /// Rules in `ACL SETUSER` syntax.
+    #[serde(default)]
+    pub rules: String,
+}
+
+/// `POST /api/v1/users`: adds a user or replaces the one of that name.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetUser {
+    /// The user name.
+    pub name: String,
+    /// Its password in clear; hashed by the dashboard, never stored.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Or its password's SHA-256 (64 lowercase hex digits).
+    #[serde(default)]
+    pub password_sha256: Option<String>,
+    /// Rules in `ACL SETUSER` syntax.
+    #[serde(default)]
+    pub rules: String,
+}
+
+impl std::fmt::Debug for SetUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetUser")
+            .field("name", &self.name)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("password_sha256", &self.password_sha256)
+            .field("rules", &self.rules)
+            .finish()
+    }
+}

@@ -535,6 +535,17 @@ impl Dashboard {
         }
     }
 
+    /// The client ACL users proxies fetch (none recorded: empty).
+    pub async fn client_users(&self) -> Result<kodis_common::acl::ClientUsers, ApiError> {
+        let store = self.store()?;
+        match store.get(&self.key("users")).await? {
+            None => Ok(kodis_common::acl::ClientUsers::default()),
+            Some(kv) => serde_json::from_slice(&kv.value).map_err(|e| {
+                ApiError::Internal(format!("the stored ACL users are not valid JSON: {e}"))
+            }),
+        }
+    }
+
     /// Registered proxies with the epoch each acknowledged.
     pub async fn proxies(&self) -> Result<Vec<ProxyInfo>, ApiError> {
         let store = self.store()?;
@@ -763,6 +774,19 @@ impl Change<'_> {
         let value = serde_json::to_vec(settings).map_err(|e| ApiError::Internal(e.to_string()))?;
         self.store
             .put_fenced(&self.guard, &self.dashboard.key("config"), &value)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.dashboard.lock_lost(e, &self.guard))
+    }
+
+    /// Records the client ACL users, if this dashboard still holds the lock.
+    pub async fn put_client_users(
+        &self,
+        users: &kodis_common::acl::ClientUsers,
+    ) -> Result<(), ApiError> {
+        let value = serde_json::to_vec(users).map_err(|e| ApiError::Internal(e.to_string()))?;
+        self.store
+            .put_fenced(&self.guard, &self.dashboard.key("users"), &value)
             .await
             .map(|_| ())
             .map_err(|e| self.dashboard.lock_lost(e, &self.guard))

@@ -18,6 +18,7 @@ pub mod routes;
 pub mod server;
 pub mod servers;
 pub mod settings;
+pub mod users;
 
 pub use config::DashboardConfig;
 pub use server::{start, DashboardHandle};

@@ -29,6 +29,8 @@ pub fn router(d: Arc<Dashboard>) -> Router {
         .route("/api/v1/acl", get(acl))
         .route("/api/v1/config", get(get_config).post(set_config))
         .route("/api/v1/config/{name}", delete(remove_config))
+        .route("/api/v1/users", get(get_users).post(set_user))
+        .route("/api/v1/users/{name}", delete(remove_user))
         .route("/api/v1/check", get(check).post(check_fix))
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/health", axum::routing::put(put_health))
@@ -171,6 +173,23 @@ async fn set_config(State(d): Ctx, body: Bytes) -> Result<Response, ApiError> {
 /// Forgets a recorded setting (the servers keep their value until they restart).
 async fn remove_config(State(d): Ctx, Path(name): Path<String>) -> Result<Response, ApiError> {
     Ok(Json(crate::settings::remove(&d, &name).await?).into_response())
+}
+
+/// The client ACL users (password hashes only; the token is required, as for every
+/// read but the probes).
+async fn get_users(State(d): Ctx) -> Result<Response, ApiError> {
+    Ok(Json(d.client_users().await?).into_response())
+}
+
+/// Adds or replaces a client ACL user (see [`crate::users`]).
+async fn set_user(State(d): Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let req: kodis_common::acl::SetUser = parse(&body)?;
+    Ok(Json(crate::users::set(&d, req).await?).into_response())
+}
+
+/// Removes a client ACL user.
+async fn remove_user(State(d): Ctx, Path(name): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(crate::users::remove(&d, &name).await?).into_response())
 }
 
 async fn overview(State(d): Ctx) -> Result<Response, ApiError> {

@@ -10,8 +10,10 @@
 mod keys;
 mod spec;
 
-pub use keys::{ArgAccess, KeyError, KeyPositions};
-pub use spec::{BeginSearch, CommandFlags, CommandSpec, FindKeys, KeySpec, KeySpecFlags};
+pub use keys::{ArgAccess, KeyAccesses, KeyError, KeyPositions};
+pub use spec::{
+    AclCategories, BeginSearch, CommandFlags, CommandSpec, FindKeys, KeySpec, KeySpecFlags,
+};
 
 use redis::Value;
 use rustc_hash::FxHashMap;
@@ -43,6 +45,8 @@ pub enum CommandTableError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandTable {
     commands: FxHashMap<Box<[u8]>, CommandSpec>,
+    /// Number of commands and subcommands: `acl_id`s are `0..acl_ids`.
+    acl_ids: u32,
 }
 
 impl CommandTable {
@@ -74,7 +78,36 @@ impl CommandTable {
         if commands.is_empty() {
             return Err(shape("no commands"));
         }
-        Ok(CommandTable { commands })
+        let mut table = CommandTable {
+            commands,
+            acl_ids: 0,
+        };
+        table.assign_acl_ids();
+        Ok(table)
+    }
+
+    /// Numbers every command and subcommand by sorted full name (`acl_id`), so that
+    /// two tables with the same commands number them alike.
+    fn assign_acl_ids(&mut self) {
+        let mut names: Vec<String> = Vec::new();
+        for c in self.commands.values() {
+            names.push(c.name.clone());
+            names.extend(c.subcommands.values().map(|s| s.name.clone()));
+        }
+        names.sort();
+        let id_of = |n: &str| names.binary_search_by(|x| x.as_str().cmp(n)).unwrap_or(0) as u32;
+        for c in self.commands.values_mut() {
+            c.acl_id = id_of(&c.name);
+            for s in c.subcommands.values_mut() {
+                s.acl_id = id_of(&s.name);
+            }
+        }
+        self.acl_ids = names.len() as u32;
+    }
+
+    /// Number of commands and subcommands (the range of `acl_id`).
+    pub fn acl_ids(&self) -> u32 {
+        self.acl_ids
     }
 
     /// Number of top-level commands (subcommands not counted).
@@ -228,6 +261,17 @@ fn parse_command(v: &Value, container: Option<&str>) -> Result<CommandSpec, Stri
     let first_key = int(3, "first key")?;
     let last_key = int(4, "last key")?;
     let step = int(5, "step")?;
+    let mut acl_categories = AclCategories::empty();
+    if let Some(cats) = f.get(6).and_then(as_list) {
+        for c in cats {
+            if let Some(known) = as_str(c)
+                .map(|c| c.trim_start_matches('@'))
+                .and_then(AclCategories::from_name)
+            {
+                acl_categories.insert(known);
+            }
+        }
+    }
     let key_specs = match f.get(8) {
         Some(specs) => as_list(specs)
             .ok_or_else(|| format!("{name}: key specs is not an array"))?
@@ -259,6 +303,8 @@ fn parse_command(v: &Value, container: Option<&str>) -> Result<CommandSpec, Stri
         step,
         key_specs,
         subcommands,
+        acl_categories,
+        acl_id: 0,
         native,
     })
 }
@@ -680,6 +726,86 @@ mod tests {
             "{} mismatches:\n{}",
             mismatches.len(),
             mismatches.join("\n")
+        );
+    }
+
+    #[test]
+    fn key_access_flags_agree_with_command_getkeysandflags() {
+        // What ACL key checks go by: the access flags of each key, as the server's
+        // own COMMAND GETKEYSANDFLAGS reports them.
+        let server = RedisServer::start();
+        let t = CommandTable::compiled_in();
+        let mut reqs: Vec<String> = CASES
+            .iter()
+            .map(|(r, _)| r.to_string())
+            .filter(|r| !r.starts_with("SPUBLISH"))
+            .collect();
+        reqs.extend(
+            [
+                "SET k v GET",
+                "SET k v",
+                "BITFIELD k GET u4 0",
+                "BITFIELD k INCRBY u4 0 1",
+                "BITFIELD_RO k GET u4 0",
+                "SORT k STORE d",
+                "SORT_RO k",
+                "COPY a b",
+                "GETDEL k",
+                "APPEND k v",
+                "LMOVE a b LEFT RIGHT",
+                "EVAL s 2 a b",
+                "XREAD STREAMS a b 0 0",
+                "GEORADIUS k 0 0 1 km STORE d",
+                "MIGRATE h 1 \"\" 0 5 KEYS a b",
+            ]
+            .map(String::from),
+        );
+        let flag_names = |f: KeySpecFlags| -> Vec<String> {
+            let mut v: Vec<String> = f.names().map(String::from).collect();
+            v.sort();
+            v
+        };
+        let mut with_keys = 0;
+        for req in &reqs {
+            let argv: Vec<Vec<u8>> = req
+                .split(' ')
+                .map(|a| {
+                    if a == "\"\"" {
+                        Vec::new()
+                    } else {
+                        a.as_bytes().to_vec()
+                    }
+                })
+                .collect();
+            let mut cmd: Vec<&[u8]> = vec![b"COMMAND", b"GETKEYSANDFLAGS"];
+            cmd.extend(argv.iter().map(Vec::as_slice));
+            let reply = redis::parse_redis_value(&server.command(&cmd)).expect("RESP");
+            let theirs: Vec<(Vec<u8>, Vec<String>)> = match reply {
+                Value::Array(items) => items
+                    .into_iter()
+                    .map(|kv| {
+                        let (k, f): (Vec<u8>, Vec<String>) =
+                            redis::from_redis_value(kv).expect("[key, flags]");
+                        let mut f = f;
+                        f.sort();
+                        (k, f)
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let spec = t.lookup_args(&argv).expect("known command");
+            let ours: Vec<(Vec<u8>, Vec<String>)> = spec
+                .try_key_access(&argv)
+                .expect("keys")
+                .iter()
+                .map(|&(p, f)| (argv[p].clone(), flag_names(f)))
+                .collect();
+            with_keys += usize::from(!theirs.is_empty());
+            assert_eq!(ours, theirs, "{req}");
+        }
+        assert!(
+            with_keys >= 20,
+            "only {with_keys} requests with keys compared"
         );
     }
 

@@ -95,6 +95,8 @@ pub enum Local {
     Config,
     /// RESET: out of MULTI, WATCH and subscribe mode, back to a fresh connection.
     Reset,
+    /// ACL WHOAMI/LIST/USERS/GETUSER/CAT/DRYRUN over the proxy's own users.
+    Acl,
 }
 
 /// Pub/Sub commands.
@@ -184,6 +186,8 @@ pub struct Commands {
     pub source: String,
     /// `redis_version` reported by INFO and HELLO: the backends' version.
     pub redis_version: String,
+    /// The ACL users, compiled over `table`.
+    pub acl: crate::acl::Acl,
 }
 
 const ONE_DB: &str = "kodis-proxy has only database 0";
@@ -218,7 +222,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("bgsave", ADMIN),
     ("bgrewriteaof", ADMIN),
     ("lastsave", ADMIN),
-    ("acl", ADMIN),
     ("module", ADMIN),
     ("role", ADMIN),
 ];
@@ -238,6 +241,7 @@ const LOCAL: &[(&str, Local)] = &[
     ("readwrite", Local::ReadMode),
     ("config", Local::Config),
     ("reset", Local::Reset),
+    ("acl", Local::Acl),
 ];
 
 const SPLIT: &[(&str, SplitKind)] = &[
@@ -250,13 +254,17 @@ const SPLIT: &[(&str, SplitKind)] = &[
 ];
 
 impl Commands {
-    /// Classifies every command of `table`, registering one counter per command.
+    /// Classifies every command of `table`, registering one counter per command, and
+    /// compiles the ACL users (the `default` user's `password`, then `users`) over it.
     pub fn new(
         table: CommandTable,
         metrics: &Metrics,
         source: String,
         redis_version: String,
+        password: Option<&str>,
+        users: &[crate::acl::UserConfig],
     ) -> Self {
+        let acl = crate::acl::Acl::build_or_lock(&table, password, users);
         let mut entries = FxHashMap::default();
         for spec in table.commands() {
             let name = spec.name.to_ascii_lowercase();
@@ -290,6 +298,7 @@ impl Commands {
             unknown: metrics.command_counter("unknown"),
             source,
             redis_version,
+            acl,
         }
     }
 

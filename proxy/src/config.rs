@@ -123,6 +123,11 @@ pub struct ProxyConfig {
     /// RESP size limits for client requests (backend replies are not limited: Redis
     /// sets no limit on reply size).
     pub limits: Limits,
+    /// ACL users clients log in as (`AUTH name password`), each with rules in `ACL
+    /// SETUSER` syntax (`[[users]]` tables; see [`crate::acl::UserConfig`]). The
+    /// `default` user keeps `password` as its password; an entry named `default`
+    /// changes its rules. None by default.
+    pub users: Vec<crate::acl::UserConfig>,
 }
 
 impl Default for ProxyConfig {
@@ -156,6 +161,7 @@ impl Default for ProxyConfig {
             max_dedicated_connections: 1024,
             read_from: ReadFrom::Master,
             limits: Limits::default(),
+            users: Vec::new(),
         }
     }
 }
@@ -488,6 +494,8 @@ impl ProxyConfig {
                 }
             }
         }
+        crate::acl::validate(self.password.as_deref(), &self.users)
+            .map_err(|e| StartError::Config(e.to_string()))?;
         if let Some(user) = &self.backend_user {
             self.data_user(user)
                 .validate()

@@ -155,6 +155,19 @@ impl Control {
             .map_err(|source| ControlError::Unreachable { url, source })
     }
 
+    /// The dashboard's client ACL users; `None` from a dashboard without them (404).
+    pub async fn users(&self) -> Result<Option<kodis_common::acl::ClientUsers>, ControlError> {
+        let resp = match self.call(reqwest::Method::GET, "/api/v1/users", None).await {
+            Err(ControlError::Refused { status: 404, .. }) => return Ok(None),
+            r => r?,
+        };
+        let url = format!("{}/api/v1/users", self.base);
+        resp.json()
+            .await
+            .map(Some)
+            .map_err(|source| ControlError::Unreachable { url, source })
+    }
+
     /// Whether the dashboard still has this proxy's record.
     pub async fn is_registered(&self) -> Result<bool, ControlError> {
         let resp = self
@@ -208,6 +221,11 @@ impl Control {
                     Ok(t) => install(&ctx, t).await,
                     Err(e) => debug!(error = %e, "topology poll failed"),
                 }
+                match self.users().await {
+                    Ok(Some(u)) => install_users(&ctx, &u),
+                    Ok(None) => {}
+                    Err(e) => debug!(error = %e, "ACL users poll failed"),
+                }
                 // Now and then, make sure the dashboard still knows this proxy (its
                 // record may have been removed or the store reset): without a record
                 // no pushes arrive.
@@ -236,6 +254,32 @@ impl Control {
             }
         }
     }
+}
+
+/// Compiles the dashboard's ACL users with the config file's if their version
+/// changed; sessions find their user again on their next request.
+fn install_users(ctx: &Arc<Shared>, u: &kodis_common::acl::ClientUsers) {
+    {
+        let Ok(mut held) = ctx.dashboard_users.lock() else {
+            return;
+        };
+        if held.0 == u.version {
+            return;
+        }
+        *held = (u.version, crate::acl::from_dashboard(u));
+    }
+    let current = ctx.commands.load();
+    let next = ctx.commands_for(
+        current.table.clone(),
+        current.source.clone(),
+        current.redis_version.clone(),
+    );
+    ctx.commands.store(Arc::new(next));
+    info!(
+        version = u.version,
+        users = u.users.len(),
+        "ACL users installed from the dashboard"
+    );
 }
 
 /// Installs `t` if it is newer than what the proxy serves.
@@ -271,12 +315,8 @@ pub(crate) fn refresh_commands(ctx: &Arc<Shared>) {
         let (table, version, source) =
             crate::server::load_command_table(&ctx.config, &routes).await;
         if source != crate::session::COMPILED_IN {
-            ctx.commands.store(Arc::new(crate::commands::Commands::new(
-                table,
-                &ctx.metrics,
-                source,
-                version,
-            )));
+            ctx.commands
+                .store(Arc::new(ctx.commands_for(table, source, version)));
         }
         ctx.refreshing.store(false, Ordering::Release);
     });

@@ -1,6 +1,7 @@
 //! kodis-proxy: the Kodis data plane. Clients speak RESP to it as to one Redis; it
 //! routes each key to the group of stock Redis servers that owns the key's slot.
 
+pub mod acl;
 pub mod admin;
 pub mod auth;
 pub mod backend;

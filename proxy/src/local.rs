@@ -92,6 +92,7 @@ impl Session {
             }
             Local::Reset => self.reset(outbox),
             Local::Config => self.config(req, outbox),
+            Local::Acl => ready(self.acl_command(req)),
         }
     }
 
@@ -108,18 +109,19 @@ impl Session {
         })
     }
 
-    /// Checks `user`/`pass` against the proxy password; marks the session on success.
+    /// Checks `user`/`pass` against the proxy's ACL users (`default`: the proxy
+    /// password); on success the session runs as that user from now on.
     /// A failure is logged (user and address, never the password), counted, and,
     /// after a few from the same address, answered late (see [`crate::auth`]).
     fn check_password(&mut self, user: &[u8], pass: &[u8]) -> Result<(), Pending> {
-        let Some(expected) = &self.ctx.config.password else {
-            // No password set: the default user accepts anything, as Redis's nopass.
-            self.authed = true;
-            return Ok(());
-        };
         let peer = self.client.addr;
-        if user == b"default" && pass == expected.as_bytes() {
-            self.authed = true;
+        let commands = self.ctx.commands.load();
+        let acl = &commands.acl;
+        let found = acl
+            .find(user)
+            .filter(|&i| acl.user(i).is_some_and(|u| u.password_ok(pass)));
+        if let Some(i) = found {
+            self.set_user(acl, i);
             self.ctx.auth_throttle.succeeded(peer.ip());
             return Ok(());
         }
@@ -163,9 +165,16 @@ impl Session {
         let (user, pass) = match req.argc() {
             2 => (&b"default"[..], req.arg(1)),
             3 => (req.arg(1), req.arg(2)),
-            _ => return Pending::Ready(wrong_args("auth")),
+            1 => return Pending::Ready(wrong_args("auth")),
+            // Redis: more than `AUTH user pass` is a syntax error.
+            _ => return Pending::Ready(reply::error("ERR syntax error")),
         };
-        if self.ctx.config.password.is_none() && req.argc() == 2 {
+        let default_nopass = {
+            let commands = self.ctx.commands.load();
+            let acl = &commands.acl;
+            acl.user(acl.default_user()).is_some_and(|u| u.nopass)
+        };
+        if default_nopass && req.argc() == 2 {
             return Pending::Ready(reply::error(
                 "ERR AUTH <password> called without any password configured for the default user. \
                  Are you sure your configuration is correct?",

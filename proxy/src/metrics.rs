@@ -20,7 +20,8 @@ pub struct CommandLabel {
 /// Label of error counters.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabel {
-    /// What kind of error: protocol, backend, refused, crossslot, auth, unknown_command, args.
+    /// What kind of error: protocol, backend, refused, crossslot, auth, unknown_command, args,
+    /// noperm.
     pub kind: String,
 }
 
@@ -72,6 +73,8 @@ pub struct ErrorCounters {
     pub unknown_command: Counter,
     /// Wrong number of arguments.
     pub args: Counter,
+    /// Requests an ACL user may not make (`-NOPERM`).
+    pub noperm: Counter,
     /// Clients turned away at max_clients.
     pub max_clients: Counter,
 }
@@ -326,6 +329,7 @@ impl Metrics {
             auth: err("auth"),
             unknown_command: err("unknown_command"),
             args: err("args"),
+            noperm: err("noperm"),
             max_clients: err("max_clients"),
         };
         Arc::new(Self {

@@ -105,7 +105,14 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
     )
     .map_err(|e| StartError::Config(e.to_string()))?;
     let (table, version, source) = load_command_table(&config, &router.load()).await;
-    let commands = Commands::new(table, &metrics, source, version);
+    let commands = Commands::new(
+        table,
+        &metrics,
+        source,
+        version,
+        config.password.as_deref(),
+        &config.users,
+    );
 
     let bind = |addr: String| async move {
         TcpListener::bind(&addr)

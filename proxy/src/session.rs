@@ -59,6 +59,8 @@ pub struct Shared {
     pub(crate) auth_throttle: crate::auth::AuthThrottle,
     /// INFO's run id, port, error counts and rates.
     pub info: crate::info::InfoState,
+    /// The ACL users last fetched from the dashboard: their version, and them.
+    pub(crate) dashboard_users: std::sync::Mutex<(u64, Vec<crate::acl::UserConfig>)>,
     next_id: AtomicU64,
 }
 
@@ -85,8 +87,36 @@ impl Shared {
             clients,
             auth_throttle: crate::auth::AuthThrottle::default(),
             info: crate::info::InfoState::new(),
+            dashboard_users: std::sync::Mutex::new((0, Vec::new())),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// The ACL users this proxy serves: its config file's and the dashboard's.
+    pub fn served_users(&self) -> Vec<crate::acl::UserConfig> {
+        let fetched = self
+            .dashboard_users
+            .lock()
+            .map(|u| u.1.clone())
+            .unwrap_or_default();
+        crate::acl::merge_users(&self.config.users, &fetched)
+    }
+
+    /// A command table with the users served compiled over it.
+    pub(crate) fn commands_for(
+        &self,
+        table: crate::command_table::CommandTable,
+        source: String,
+        version: String,
+    ) -> Commands {
+        Commands::new(
+            table,
+            &self.metrics,
+            source,
+            version,
+            self.config.password.as_deref(),
+            &self.served_users(),
+        )
     }
 }
 
@@ -186,6 +216,14 @@ pub struct KeyMove {
 pub struct Session {
     pub(crate) id: u64,
     pub(crate) authed: bool,
+    /// The ACL user (its number in `Commands::acl`); `default` until AUTH.
+    pub(crate) user: usize,
+    /// The user's requests are checked (it may not do everything).
+    pub(crate) acl_check: bool,
+    /// The user's name, to find it again when the users are recompiled.
+    pub(crate) user_name: std::borrow::Cow<'static, str>,
+    /// [`crate::acl::Acl::generation`] that `user` numbers into.
+    pub(crate) acl_gen: u64,
     /// Its entry among the proxy's clients (name, library, CLIENT KILL).
     pub(crate) client: Arc<crate::clients::ClientHandle>,
     /// Index of the worker thread this session runs on.
@@ -378,9 +416,23 @@ pub async fn serve(
         ctx.metrics.connections.inc();
         let _ = stream.set_nodelay(true);
         let client = ctx.clients.add(id, peer);
+        let (authed, user, acl_check, acl_gen) = {
+            let acl = &ctx.commands.load().acl;
+            let d = acl.default_user();
+            (
+                !acl.auth_required(),
+                d,
+                !acl.unrestricted(d),
+                acl.generation(),
+            )
+        };
         let session = Session {
             id,
-            authed: ctx.config.password.is_none(),
+            authed,
+            user,
+            acl_check,
+            user_name: std::borrow::Cow::Borrowed("default"),
+            acl_gen,
             client,
             worker,
             keys_moved: false,
@@ -813,7 +865,8 @@ impl Session {
                 self.paused = true;
                 break false;
             }
-            if self.authed && !was_authed {
+            if self.authed != was_authed {
+                // Logged in, or out (RESET, a user removed): the limits follow.
                 scanner.set_limits(self.request_limits());
             }
             let close = matches!(pending, Pending::Close(_));
@@ -896,6 +949,9 @@ impl Session {
     fn handle(&mut self, req: &Request, outbox: &mut Outbox) -> Pending {
         let ctx = self.ctx.clone();
         let commands = ctx.commands.load();
+        if commands.acl.generation() != self.acl_gen {
+            self.acl_resync(&commands.acl);
+        }
         let name = req.arg(0);
         let Some(entry) = commands.get(name) else {
             commands.unknown.inc();
@@ -912,6 +968,12 @@ impl Session {
         {
             ctx.metrics.errors.auth.inc();
             return Pending::Ready(reply::error("NOAUTH Authentication required."));
+        }
+        if self.acl_check {
+            if let Some(refusal) = self.acl_refusal(&commands, req) {
+                self.spoil_tx();
+                return Pending::Ready(refusal);
+            }
         }
         debug!(command = %entry.name, args = req.argc(), "request");
         // RESP3 clients may send any command while subscribed (pushes are marked).
@@ -990,6 +1052,26 @@ impl Session {
                 Pending::Ready(refused(&entry.name, "it has no key to route by"))
             }
         }
+    }
+
+    /// The refusal of a request the session's ACL user may not make, as Redis words
+    /// it (a wrong argument count is reported first, as Redis does).
+    #[cold]
+    fn acl_refusal(&self, commands: &Commands, req: &Request) -> Option<Bytes> {
+        let sub = (req.argc() > 1).then(|| req.arg(1));
+        let spec = commands.spec(req.arg(0), sub)?;
+        if spec.has_subcommands() && req.argc() > 1 {
+            // An unknown subcommand: Redis says so before any ACL check, and it
+            // runs nowhere.
+            return None;
+        }
+        if !spec.arity_ok(req.argc()) {
+            self.ctx.metrics.errors.args.inc();
+            return Some(wrong_args(&spec.name));
+        }
+        let denied = commands.acl.check(self.user, spec, req).err()?;
+        self.ctx.metrics.errors.noperm.inc();
+        Some(reply::error(&crate::acl::noperm(denied, spec)))
     }
 
     /// The connection index this session uses on every backend: the one on its own
@@ -1196,8 +1278,51 @@ impl Session {
         self.resp3 = false;
         self.read_from = self.ctx.config.read_from;
         self.wrote.clear();
-        self.authed = self.ctx.config.password.is_none();
+        self.set_default_user();
         Pending::Ready(reply::simple("RESET"))
+    }
+
+    /// Back to the `default` user, authenticated only if it needs no password (Redis'
+    /// `clientSetDefaultAuth`).
+    pub(crate) fn set_default_user(&mut self) {
+        let commands = self.ctx.commands.load();
+        let acl = &commands.acl;
+        self.user = acl.default_user();
+        self.user_name = std::borrow::Cow::Borrowed("default");
+        self.authed = !acl.auth_required();
+        self.acl_check = !acl.unrestricted(self.user);
+        self.acl_gen = acl.generation();
+    }
+
+    /// Runs as user `i` of `acl` from now on.
+    pub(crate) fn set_user(&mut self, acl: &crate::acl::Acl, i: usize) {
+        self.user = i;
+        self.user_name = acl
+            .user(i)
+            .map_or(std::borrow::Cow::Borrowed("default"), |u| {
+                std::borrow::Cow::Owned(u.name.clone())
+            });
+        self.authed = true;
+        self.acl_check = !acl.unrestricted(i);
+        self.acl_gen = acl.generation();
+    }
+
+    /// The users were recompiled (a new command table, users from the dashboard):
+    /// find this session's user again by name, with its new rules. A user that is
+    /// gone logs the session out (back to `default`, which may need AUTH), as Redis
+    /// disconnects the clients of a deleted user.
+    #[cold]
+    fn acl_resync(&mut self, acl: &crate::acl::Acl) {
+        match acl.find(self.user_name.as_bytes()) {
+            Some(i) if self.authed => self.set_user(acl, i),
+            _ => {
+                self.user = acl.default_user();
+                self.user_name = std::borrow::Cow::Borrowed("default");
+                self.authed = !acl.auth_required();
+                self.acl_check = !acl.unrestricted(self.user);
+                self.acl_gen = acl.generation();
+            }
+        }
     }
 
     /// Sends the request to the first group's master.

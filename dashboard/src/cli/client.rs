@@ -324,6 +324,22 @@ impl DashboardClient {
         self.call::<()>(Method::DELETE, &path, None).await
     }
 
+    /// `GET /users`.
+    pub async fn users(&self) -> Result<Answer, ClientError> {
+        self.get("/users").await
+    }
+
+    /// `POST /users`.
+    pub async fn set_user(&self, req: &kodis_common::acl::SetUser) -> Result<Answer, ClientError> {
+        self.call(Method::POST, "/users", Some(req)).await
+    }
+
+    /// `DELETE /users/{name}`.
+    pub async fn remove_user(&self, name: &str) -> Result<Answer, ClientError> {
+        let path = format!("/users/{}", encode_segment(name));
+        self.call::<()>(Method::DELETE, &path, None).await
+    }
+
     /// `POST /recover`.
     pub async fn recover(&self, req: &kodis_common::api::Recover) -> Result<Answer, ClientError> {
         self.call(Method::POST, "/recover", Some(req)).await

@@ -122,6 +122,10 @@ pub enum Command {
     /// joins or is promoted.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Client ACL users: stored with the password hashed, fetched by every proxy
+    /// (no restart), checked there like Redis' ACL users.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Find keys living on a group that does not own their slot (a script wrote a
     /// key it did not declare): SCANs every master, prints the count and a sample
     /// (slots in migration are skipped). `--fix` moves them home; a key whose owner
@@ -285,6 +289,34 @@ pub enum ConfigCommand {
     },
 }
 
+/// `kodis user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// The users: name, password hash, rules.
+    Ls,
+    /// Add a user or replace the one of that name:
+    /// `echo app-secret | kodis user add app --password-stdin --rules "on ~app:* +@all -@dangerous"`.
+    Add {
+        /// The user name.
+        name: String,
+        /// Read the password from the first line of stdin (never a flag: `ps`
+        /// would show it); it is hashed by the dashboard and never stored.
+        #[arg(long, conflicts_with = "password_sha256")]
+        password_stdin: bool,
+        /// The password's SHA-256 (64 lowercase hex digits) instead.
+        #[arg(long)]
+        password_sha256: Option<String>,
+        /// Rules in ACL SETUSER syntax, e.g. "on ~app:* +@all -@dangerous".
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        rules: String,
+    },
+    /// Remove a user; its clients are logged out on their next command.
+    Rm {
+        /// The user name.
+        name: String,
+    },
+}
+
 /// Why a command failed; [`CliError::exit_code`] tells the exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -404,6 +436,31 @@ pub async fn execute(
         Command::Config(ConfigCommand::Rm { name }) => {
             (client.remove_config(name).await?, Render::Settings)
         }
+        Command::User(UserCommand::Ls) => (client.users().await?, Render::Users),
+        Command::User(UserCommand::Add {
+            name,
+            password_stdin,
+            password_sha256,
+            rules,
+        }) => {
+            let password = if *password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .map_err(|e| CliError::Usage(format!("cannot read the password: {e}")))?;
+                Some(line.trim_end_matches(['\r', '\n']).to_string())
+            } else {
+                None
+            };
+            let req = kodis_common::acl::SetUser {
+                name: name.clone(),
+                password,
+                password_sha256: password_sha256.clone(),
+                rules: rules.clone(),
+            };
+            (client.set_user(&req).await?, Render::Users)
+        }
+        Command::User(UserCommand::Rm { name }) => (client.remove_user(name).await?, Render::Users),
         Command::Recover(a) => {
             let req = kodis_common::api::Recover {
                 from_proxy: a.from_proxy.clone(),
@@ -461,6 +518,10 @@ pub async fn execute(
             let s: kodis_common::api::ServerSettings = answer.decode()?;
             output::settings(&s)
         }
+        Render::Users => {
+            let u: kodis_common::acl::ClientUsers = answer.decode()?;
+            output::users(&u)
+        }
         Render::Done(msg) => format!("{msg}\n"),
         Render::Recovered => {
             let r: kodis_common::api::Recovered = answer.decode()?;
@@ -490,6 +551,7 @@ enum Render {
     Migrations,
     Check,
     Settings,
+    Users,
     Done(String),
     Recovered,
 }

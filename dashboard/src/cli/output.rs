@@ -423,6 +423,30 @@ pub fn settings(s: &kodis_common::api::ServerSettings) -> String {
     out
 }
 
+/// The client ACL users, one `NAME  PASSWORD  RULES` line each (the password as the
+/// start of its SHA-256).
+pub fn users(u: &kodis_common::acl::ClientUsers) -> String {
+    if u.users.is_empty() {
+        return "no users\n".to_string();
+    }
+    let width = u
+        .users
+        .iter()
+        .map(|x| x.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let mut out = format!("{:width$}  {:10}  RULES\n", "NAME", "PASSWORD");
+    for x in &u.users {
+        let pw = x
+            .password_sha256
+            .as_deref()
+            .map_or_else(|| "-".to_string(), |h| format!("#{}", &h[..h.len().min(8)]));
+        out.push_str(&format!("{:width$}  {:10}  {}\n", x.name, pw, x.rules));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use kodis_common::api::{GroupStatus, ServerStatus, SlotRange};

@@ -112,6 +112,99 @@ impl CommandSpec {
     }
 }
 
+/// Key positions of one request with the access flags of each (for ACL checks).
+pub type KeyAccesses = SmallVec<[(usize, KeySpecFlags); 4]>;
+
+impl CommandSpec {
+    /// Like [`CommandSpec::try_key_positions`], with each key's access flags as
+    /// Redis 7.0's `getKeysFromCommandWithSpecs` reports them (`COMMAND
+    /// GETKEYSANDFLAGS`): the flags of the spec that found the key, or those of the
+    /// command's own finder (SORT, MIGRATE, and SET and BITFIELD, whose flags depend
+    /// on their options).
+    pub fn try_key_access<A: ArgAccess + ?Sized>(&self, argv: &A) -> Result<KeyAccesses, KeyError> {
+        const RO: KeySpecFlags =
+            KeySpecFlags(KeySpecFlags::RO.bits() | KeySpecFlags::ACCESS.bits());
+        const RW_UPDATE: KeySpecFlags = KeySpecFlags(
+            KeySpecFlags::RW.bits() | KeySpecFlags::ACCESS.bits() | KeySpecFlags::UPDATE.bits(),
+        );
+        let with = |keys: KeyPositions, f: KeySpecFlags| keys.into_iter().map(|k| (k, f)).collect();
+        match self.native {
+            NativeKeys::Sort => {
+                let keys = sort_keys(argv, true);
+                let ow = KeySpecFlags(KeySpecFlags::OW.bits() | KeySpecFlags::UPDATE.bits());
+                return Ok(keys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &k)| (k, if i == 0 { RO } else { ow }))
+                    .collect());
+            }
+            NativeKeys::SortRo => return Ok(with(sort_keys(argv, false), RO)),
+            NativeKeys::Migrate => {
+                let f = KeySpecFlags(
+                    KeySpecFlags::RW.bits()
+                        | KeySpecFlags::ACCESS.bits()
+                        | KeySpecFlags::DELETE.bits(),
+                );
+                return Ok(with(migrate_keys(argv)?, f));
+            }
+            NativeKeys::None => {}
+        }
+        let variable = self
+            .key_specs
+            .iter()
+            .any(|s| s.flags.contains(KeySpecFlags::VARIABLE_FLAGS));
+        if variable {
+            let keys = self.try_key_positions(argv)?;
+            let opt = |names: &[&[u8]]| {
+                (3..argv.argc()).any(|i| names.iter().any(|n| argv.arg(i).eq_ignore_ascii_case(n)))
+            };
+            let f = match self.name.as_str() {
+                // setGetKeys: GET reads the old value.
+                "set" if opt(&[b"get"]) => RW_UPDATE,
+                "set" => KeySpecFlags(KeySpecFlags::OW.bits() | KeySpecFlags::UPDATE.bits()),
+                // bitfieldGetKeys: SET and INCRBY write.
+                "bitfield"
+                    if (2..argv.argc()).any(|i| {
+                        argv.arg(i).eq_ignore_ascii_case(b"set")
+                            || argv.arg(i).eq_ignore_ascii_case(b"incrby")
+                    }) =>
+                {
+                    RW_UPDATE
+                }
+                "bitfield" => RO,
+                _ => self
+                    .key_specs
+                    .iter()
+                    .fold(KeySpecFlags::empty(), |a, s| a | s.flags),
+            };
+            return Ok(with(keys, f));
+        }
+        let mut out = KeyAccesses::new();
+        let mut found = KeyPositions::new();
+        for spec in &self.key_specs {
+            if spec.flags.contains(KeySpecFlags::NOT_KEY) {
+                continue;
+            }
+            let before = found.len();
+            match spec_keys(spec, argv, &mut found) {
+                Ok(()) => out.extend(found[before..].iter().map(|&k| (k, spec.flags))),
+                Err(SpecFail::Malformed(e)) => return Err(e),
+                Err(SpecFail::Unusable) => {
+                    let all = self
+                        .key_specs
+                        .iter()
+                        .fold(KeySpecFlags::empty(), |a, s| a | s.flags);
+                    return Ok(with(legacy_keys(self, argv), all));
+                }
+            }
+        }
+        if self.key_specs.is_empty() {
+            return Ok(with(legacy_keys(self, argv), RW_UPDATE));
+        }
+        Ok(out)
+    }
+}
+
 /// Converts a spec index to an argument position, if it lies within the request.
 fn pos(i: i64, argc: usize) -> Option<usize> {
     usize::try_from(i).ok().filter(|&p| p < argc)

@@ -12,7 +12,7 @@ macro_rules! flag_set {
     ($(#[$meta:meta])* $ty:ident { $($(#[$fmeta:meta])* $flag:ident = $bit:expr, $name:literal;)* }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
-        pub struct $ty(u32);
+        pub struct $ty(pub(crate) u32);
 
         impl $ty {
             $($(#[$fmeta])* pub const $flag: $ty = $ty(1 << $bit);)*
@@ -159,6 +159,82 @@ flag_set! {
     }
 }
 
+flag_set! {
+    /// ACL categories as `COMMAND` reports them (without the `@`), in the order of
+    /// Redis 7.0's `ACL CAT`; unknown names are dropped.
+    AclCategories {
+        /// Touches keys or databases generically.
+        KEYSPACE = 0, "keyspace";
+        /// Reads from keys.
+        READ = 1, "read";
+        /// Writes to keys.
+        WRITE = 2, "write";
+        /// Sets.
+        SET = 3, "set";
+        /// Sorted sets.
+        SORTEDSET = 4, "sortedset";
+        /// Lists.
+        LIST = 5, "list";
+        /// Hashes.
+        HASH = 6, "hash";
+        /// Strings.
+        STRING = 7, "string";
+        /// Bitmaps.
+        BITMAP = 8, "bitmap";
+        /// HyperLogLogs.
+        HYPERLOGLOG = 9, "hyperloglog";
+        /// Geospatial indexes.
+        GEO = 10, "geo";
+        /// Streams.
+        STREAM = 11, "stream";
+        /// Publish/subscribe.
+        PUBSUB = 12, "pubsub";
+        /// Administrative.
+        ADMIN = 13, "admin";
+        /// O(1) or O(log N).
+        FAST = 14, "fast";
+        /// Not fast.
+        SLOW = 15, "slow";
+        /// May block the connection.
+        BLOCKING = 16, "blocking";
+        /// Potentially dangerous.
+        DANGEROUS = 17, "dangerous";
+        /// Connection or transaction management.
+        CONNECTION = 18, "connection";
+        /// WATCH, MULTI, EXEC and friends.
+        TRANSACTION = 19, "transaction";
+        /// Scripting.
+        SCRIPTING = 20, "scripting";
+    }
+}
+
+impl AclCategories {
+    /// Every category, in `ACL CAT` order, with its name.
+    pub const ALL: [(AclCategories, &'static str); 21] = [
+        (Self::KEYSPACE, "keyspace"),
+        (Self::READ, "read"),
+        (Self::WRITE, "write"),
+        (Self::SET, "set"),
+        (Self::SORTEDSET, "sortedset"),
+        (Self::LIST, "list"),
+        (Self::HASH, "hash"),
+        (Self::STRING, "string"),
+        (Self::BITMAP, "bitmap"),
+        (Self::HYPERLOGLOG, "hyperloglog"),
+        (Self::GEO, "geo"),
+        (Self::STREAM, "stream"),
+        (Self::PUBSUB, "pubsub"),
+        (Self::ADMIN, "admin"),
+        (Self::FAST, "fast"),
+        (Self::SLOW, "slow"),
+        (Self::BLOCKING, "blocking"),
+        (Self::DANGEROUS, "dangerous"),
+        (Self::CONNECTION, "connection"),
+        (Self::TRANSACTION, "transaction"),
+        (Self::SCRIPTING, "scripting"),
+    ];
+}
+
 /// Key-spec `begin_search`, as Redis 7 COMMAND reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BeginSearch {
@@ -262,6 +338,11 @@ pub struct CommandSpec {
     /// Subcommands keyed by their lowercase name without the container prefix
     /// (`encoding` for `object|encoding`).
     pub subcommands: FxHashMap<Box<[u8]>, CommandSpec>,
+    /// ACL categories (`@read`, `@admin`, ...).
+    pub acl_categories: AclCategories,
+    /// Dense index of this command or subcommand in its table (by sorted full name):
+    /// the bit of a user's allowed-commands set.
+    pub acl_id: u32,
     pub(crate) native: NativeKeys,
 }
 
