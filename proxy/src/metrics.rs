@@ -74,6 +74,9 @@ pub struct ErrorCounters {
     pub args: Counter,
     /// Clients turned away at max_clients.
     pub max_clients: Counter,
+    /// TLS handshakes with clients that failed (plain text on the TLS port, an
+    /// unknown CA, a missing or refused client certificate, a timeout).
+    pub tls_handshake: Counter,
 }
 
 /// Counters of one backend server.
@@ -327,6 +330,7 @@ impl Metrics {
             unknown_command: err("unknown_command"),
             args: err("args"),
             max_clients: err("max_clients"),
+            tls_handshake: err("tls_handshake"),
         };
         Arc::new(Self {
             registry,
