@@ -1209,6 +1209,11 @@ mod tests {
         let e = Plan::new(&args(&["--base-port", "65535"])).expect_err("overflow");
         assert!(e.to_string().contains("past 65535"), "{e}");
         assert!(Cli::try_parse_from(["kodis", "up", "--groups", "0"]).is_err());
+        let e = Plan::new(&args(&["--tls", "--proxy-tls-port", "19000"])).expect_err("TLS");
+        assert!(e.to_string().contains("TLS port of proxy 1"), "{e}");
+        let plan = Plan::new(&args(&["--tls", "--proxies", "2"])).expect("TLS plan");
+        assert_eq!(plan.proxy_tls, [19443, 19444]);
+        assert!(Plan::new(&args(&[])).expect("plan").proxy_tls.is_empty());
     }
 
     #[test]
@@ -1220,6 +1225,7 @@ mod tests {
             ha_port: 1,
             groups: vec![],
             proxies: vec![],
+            proxy_tls: vec![],
         };
         let e = plan.check_ports_free().expect_err("taken");
         assert!(
