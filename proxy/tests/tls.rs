@@ -645,3 +645,43 @@ fn a_backend_with_an_unknown_certificate_is_unavailable() {
         "{e:?}"
     );
 }
+
+/// Between TLS-only servers, the MIGRATE that moves a request's keys out of a
+/// migrating slot works when the servers run with `tls-cluster yes` (Redis then makes
+/// MIGRATE's connection TLS, with its own certificate as the client's).
+#[test]
+fn keys_of_a_migrating_slot_move_between_tls_servers() {
+    let pki = Pki::new();
+    pki.issue("redis", &["127.0.0.1"], Usage::Both);
+    let servers = [
+        TlsRedis::start(&pki, &["--tls-cluster", "yes"]),
+        TlsRedis::start(&pki, &["--tls-cluster", "yes"]),
+    ];
+    let addrs: Vec<String> = servers.iter().map(TlsRedis::addr).collect();
+    let config = ProxyConfig {
+        groups: addrs.iter().map(|a| vec![a.clone()]).collect(),
+        backend_tls: true,
+        backend_tls_ca: Some(pki.path("ca.crt")),
+        backend_tls_cert: Some(pki.path("client.crt")),
+        backend_tls_key: Some(pki.path("client.key")),
+        ..ProxyConfig::default()
+    };
+    let proxy = TestProxy::start(config);
+    let key = (0..)
+        .map(|i| format!("m:{i}"))
+        .find(|k| kodis_common::slot::key_slot(k.as_bytes()) < 8192)
+        .expect("a key of group 1");
+    let mut c = proxy.conn();
+    assert_eq!(c.cmd(&["SET", &key, "moved"]), Value::ok());
+    // Slots 0..=8191 migrate from group 1 to group 2: the GET moves the key first.
+    support::push_migration(&proxy, &addrs, 0, 8191);
+    assert_eq!(c.cmd(&["GET", &key]), Value::bulk("moved"));
+    let on = |s: &TlsRedis| {
+        let addr: SocketAddr = s.addr().parse().expect("addr");
+        let (cert, k) = (pki.path("client.crt"), pki.path("client.key"));
+        let mut t = TlsConn::connect(addr, &pki.path("ca.crt"), Some((&cert, &k))).expect("TLS");
+        t.cmd(&["EXISTS", &key])
+    };
+    assert_eq!(on(&servers[0]), Value::Int(0), "gone from the source");
+    assert_eq!(on(&servers[1]), Value::Int(1), "on the target");
+}
