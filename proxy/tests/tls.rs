@@ -685,3 +685,26 @@ fn keys_of_a_migrating_slot_move_between_tls_servers() {
     assert_eq!(on(&servers[0]), Value::Int(0), "gone from the source");
     assert_eq!(on(&servers[1]), Value::Int(1), "on the target");
 }
+
+/// `listen = ""`: TLS only, and the proxy's address is its TLS port.
+#[test]
+fn tls_only_with_the_plain_port_off() {
+    let pki = Pki::new();
+    let server = RedisServer::start();
+    let mut config = pki.server_config(vec![vec![server.addr()]], false);
+    config.listen = String::new();
+    let proxy = TestProxy::start(config);
+    let tls = proxy.tls_addr.expect("TLS port");
+    assert_eq!(
+        proxy.addr, tls,
+        "the address registered and shown is the TLS port"
+    );
+    let mut c = TlsConn::connect(tls, &pki.path("ca.crt"), None).expect("TLS");
+    assert_eq!(c.cmd(&["SET", "only", "tls"]), Value::ok());
+    assert_eq!(c.cmd(&["GET", "only"]), Value::bulk("tls"));
+    let info = match c.cmd(&["INFO", "server"]) {
+        Value::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("INFO: {other:?}"),
+    };
+    assert!(info.contains(&format!("tcp_port:{}", tls.port())), "{info}");
+}
