@@ -8,7 +8,11 @@ JSON with --json). Every process it starts is stopped again, whatever happens.
 
     python3 benches/e2e.py [--rounds 3] [--requests 200000]
                            [--proxy-bin target/release/kodis-proxy] [--quick]
-                           [--json out.json]
+                           [--json out.json] [--tls]
+
+With --tls it compares instead TLS against plain text through one kodis-proxy (its
+--listen and --tls-listen ports, over the same two redis-servers) on GET and SET at
+P=1 and P=16, and prints the ratio; the certificates are made with openssl.
 
 Stdlib only (Python 3.11). See benches/README.md for what the columns mean.
 """
@@ -260,13 +264,15 @@ class Target:
     backend_pids: list[int]  # redis-servers behind it (recorded in JSON only)
     description: str
     guard: list[Child]  # processes that must stay alive
+    client_args: list[str] = field(default_factory=list)  # redis-benchmark's TLS flags
+    ssl_context: object = None  # for the SET/GET probe over TLS
 
 
-def bench_argv(rb: str, port: int, clients: int, t: Test) -> list[str]:
+def bench_argv(rb: str, port: int, clients: int, t: Test, extra: list[str] | None = None) -> list[str]:
     return [
         rb, "-h", HOST, "-p", str(port), "-c", str(clients), "-r", str(KEYSPACE),
         "-n", str(t.requests), "-P", str(t.pipeline), "-q", "--csv",
-    ] + t.args
+    ] + (extra or []) + t.args
 
 
 def run_bench(children: Children, rb: str, target: Target, clients: int, t: Test) -> dict:
@@ -274,7 +280,7 @@ def run_bench(children: Children, rb: str, target: Target, clients: int, t: Test
     for c in target.guard:
         if c.proc.poll() is not None:
             raise TargetDied(f"{c.name} has exited (status {c.proc.returncode}); log tail:\n{c.log_tail()}")
-    argv = bench_argv(rb, target.port, clients, t)
+    argv = bench_argv(rb, target.port, clients, t, target.client_args)
     before = [cpu_ticks(p) for p in target.cpu_pids]
     before_be = [cpu_ticks(p) for p in target.backend_pids]
     t0 = time.monotonic()
@@ -319,10 +325,12 @@ def run_bench(children: Children, rb: str, target: Target, clients: int, t: Test
     }
 
 
-def command(port: int, *args: bytes) -> bytes:
+def command(port: int, *args: bytes, ssl_context=None) -> bytes:
     """One request on a fresh connection; returns the raw reply (simple, short replies only)."""
     req = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-    with socket.create_connection((HOST, port), timeout=5) as s:
+    raw = socket.create_connection((HOST, port), timeout=5)
+    conn = ssl_context.wrap_socket(raw, server_hostname=HOST) if ssl_context else raw
+    with conn as s:
         s.sendall(req)
         buf = b""
         while True:
@@ -342,8 +350,8 @@ def check_target(tg: Target) -> None:
     """A write and a read back through the target, so a proxy that answers every request
     with an error or a nil cannot post a flattering number."""
     key, val = f"e2e:probe:{tg.name}".encode(), b"probe-value"
-    got_set = command(tg.port, b"SET", key, val)
-    got_get = command(tg.port, b"GET", key)
+    got_set = command(tg.port, b"SET", key, val, ssl_context=tg.ssl_context)
+    got_get = command(tg.port, b"GET", key, ssl_context=tg.ssl_context)
     want = b"$%d\r\n%s\r\n" % (len(val), val)
     if got_set != b"+OK\r\n" or got_get != want:
         raise RuntimeError(f"{tg.name} fails a SET/GET probe: SET -> {got_set!r}, GET -> {got_get!r}")
@@ -466,6 +474,93 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --------------------------------------------------------------------------- TLS mode
+
+
+def make_certs(d: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a certificate for 127.0.0.1, with openssl."""
+    def run(*argv: str) -> None:
+        r = subprocess.run(["openssl", *argv], cwd=d, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"openssl {' '.join(argv)} failed: {r.stderr.strip()[-500:]}")
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=e2e CA")
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "proxy.key", "-out", "proxy.csr", "-subj", "/CN=127.0.0.1")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", "proxy.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "proxy.crt", "-days", "2", "-extfile", "san.ext")
+    return d / "ca.crt", d / "proxy.crt", d / "proxy.key"
+
+
+def tls_mode(args, children: Children, kodis_exe: str, rb_exe: str, servers: list[int],
+             be_pids: list[int], backends: list[Child], versions: dict, machine: dict,
+             command: str) -> int:
+    """kodis-proxy plain text vs the same proxy's TLS port; prints a markdown table."""
+    import ssl
+    d = children.tmp / "tls"
+    d.mkdir()
+    ca, cert, key = make_certs(d)
+    tls_port = free_port()
+    extra = shlex.split(args.proxy_args) + [
+        "--tls-listen", f"{HOST}:{tls_port}", "--tls-cert", str(cert), "--tls-key", str(key)]
+    kodis, kport = start_kodis(children, kodis_exe, servers, extra)
+    log(f"kodis-proxy on {kport} (plain) and {tls_port} (TLS), pid {kodis.pid}")
+    ctx = ssl.create_default_context(cafile=str(ca))
+    guard = [kodis, *backends]
+    targets = [
+        Target("plain", kport, [kodis.pid], be_pids, f"kodis-proxy --listen {HOST}:{kport}", guard),
+        Target("tls", tls_port, [kodis.pid], be_pids,
+               f"the same kodis-proxy's --tls-listen {HOST}:{tls_port} (rustls, TLS 1.3, P-256 "
+               "certificate); redis-benchmark --tls", guard,
+               client_args=["--tls", "--cacert", str(ca)], ssl_context=ctx),
+    ]
+    n = args.requests
+    tests = [Test("SET P=1", 1, n, ["-t", "set"]), Test("GET P=1", 1, n, ["-t", "get"]),
+             Test("SET P=16", 16, n, ["-t", "set"]), Test("GET P=16", 16, n, ["-t", "get"])]
+    warm = Test("warm-up SET", 16, min(n, KEYSPACE * 2), ["-t", "set"])
+    for tg in targets:
+        check_target(tg)
+        run_bench(children, rb_exe, tg, args.clients, warm)
+    runs: dict[tuple[str, str], list[dict]] = {(t.name, tg.name): [] for t in tests for tg in targets}
+    for rnd in range(args.rounds):
+        order = targets if rnd % 2 == 0 else targets[::-1]
+        for t in tests:
+            for tg in order:
+                r = run_bench(children, rb_exe, tg, args.clients, t)
+                runs[(t.name, tg.name)].append(r)
+                log(f"round {rnd + 1}/{args.rounds} {t.name:<10} {tg.name:<6} "
+                    f"{r['rps']:>11,.0f} req/s  {r['cpu_us_per_req']:6.2f} µs CPU/req")
+    machine["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    lines = [
+        f"## Kodis TLS vs plain text ({date})",
+        "",
+        f"- command: `{command}`",
+        f"- machine: {machine['nproc']} CPUs (nproc), {machine['cpu_model']}; load average "
+        f"{machine['loadavg_start']} at start, {machine['loadavg_end']} at end",
+        f"- kodis-proxy: {versions['kodis-proxy']}; redis-benchmark: {versions['redis-benchmark']}; "
+        f"-c {args.clients} -r {KEYSPACE}, N = {n}, {args.rounds} round(s), median per cell",
+        f"- plain = {targets[0].description}",
+        f"- tls = {targets[1].description}",
+        "",
+        "| test | plain req/s | TLS req/s | TLS / plain | plain µs CPU/req | TLS µs CPU/req |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    results = []
+    for t in tests:
+        p, q = runs[(t.name, "plain")], runs[(t.name, "tls")]
+        pr, qr = median_of(p, "rps"), median_of(q, "rps")
+        pc, qc = median_of(p, "cpu_us_per_req"), median_of(q, "cpu_us_per_req")
+        lines.append(f"| {t.name} | {pr:,.0f} | {qr:,.0f} | {fmt_ratio(qr, pr)} | {fmt_us(pc)} | {fmt_us(qc)} |")
+        results.append({"test": t.name, "plain": p, "tls": q, "ratio": qr / pr if pr else None})
+    print("\n".join(lines) + "\n", end="", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"date": date, "command": command, "machine": machine,
+                                               "versions": versions, "results": results}, indent=2) + "\n")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -484,6 +579,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--redis-benchmark", default=None, help="redis-benchmark binary (default: on PATH)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON here")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 round, N=20000")
+    p.add_argument("--tls", action="store_true",
+                   help="compare TLS against plain text through kodis-proxy instead (GET/SET, P=1 and P=16)")
     a = p.parse_args(argv)
     if a.rounds is None:
         a.rounds = 1 if a.quick else 3
@@ -540,6 +637,11 @@ def main(argv: list[str]) -> int:
         servers = [port_a, port_b]
         be_pids = [redis_a.pid, redis_b.pid]
         log(f"redis-server A on {port_a} (pid {redis_a.pid}), B on {port_b} (pid {redis_b.pid})")
+        if args.tls:
+            if not kodis_exe:
+                return 2
+            return tls_mode(args, children, kodis_exe, rb_exe, servers, be_pids, [redis_a, redis_b],
+                            versions, machine, command)
 
         descriptions = {
             "direct": f"redis-server A alone ({HOST}:{port_a}), no sharding; CPU is A+B summed (B idle)",

@@ -6,11 +6,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --all-features --no-fail-fast 2>&1 | tee "$log"
-rust_rc=${PIPESTATUS[0]}
-# redis-py from PyPI, if this machine does not have it yet.
+# redis-py from PyPI, if this machine does not have it yet (the Rust TLS tests use
+# it too).
 python3 -c 'import redis' 2>/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check redis >/dev/null
+cargo test --workspace --all-features --no-fail-fast 2>&1 | tee "$log"
+rust_rc=${PIPESTATUS[0]}
 cargo build --quiet -p kodis-proxy
 python3 proxy/tests/clients/redis_py_smoke.py target/debug/kodis-proxy 2>&1 | tee -a "$log"
 py_rc=${PIPESTATUS[0]}

@@ -3,6 +3,8 @@
 
 pub mod acl;
 pub mod api;
+#[cfg(feature = "certs")]
+pub mod certs;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod replication;

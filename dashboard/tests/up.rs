@@ -298,3 +298,92 @@ fn up_starts_a_cluster_and_sigint_stops_everything() {
         );
     }
 }
+
+/// `kodis up --tls`: a throwaway CA in the data directory, a TLS port on the proxy,
+/// and the redis-cli line it prints works as printed.
+#[test]
+fn up_tls_serves_clients_over_tls() {
+    let kodis = env!("CARGO_BIN_EXE_kodis");
+    assert!(
+        Path::new(kodis)
+            .parent()
+            .is_some_and(|d| d.join("kodis-proxy").is_file()),
+        "kodis-proxy must be built next to kodis (cargo build -p kodis-proxy)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, dashboard, proxy, admin, tls, ha) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let mut child = Command::new(kodis)
+        .args(["up", "--tls", "--groups", "1", "--replicas", "0"])
+        .args(["--base-port", &base.to_string()])
+        .args(["--dashboard-port", &dashboard.to_string()])
+        .args(["--proxy-port", &proxy.to_string()])
+        .args(["--proxy-admin-port", &admin.to_string()])
+        .args(["--proxy-tls-port", &tls.to_string()])
+        .args(["--ha-port", &ha.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kodis up");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let up = Up(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let ready = wait_for(Duration::from_secs(60), || {
+        while let Ok(line) = rx.try_recv() {
+            seen.push(line);
+        }
+        seen.iter()
+            .any(|l| l.contains("Ctrl-C stops everything"))
+            .then_some(())
+    });
+    if ready.is_none() {
+        drop(up);
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        panic!(
+            "kodis up --tls not ready; stdout:\n{}\nstderr:\n{err}",
+            seen.join("\n")
+        );
+    }
+    // The printed line, run as printed (plus the command).
+    let line = seen
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("TLS"))
+        .unwrap_or_else(|| panic!("no TLS line in:\n{}", seen.join("\n")));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"redis-cli"), "{line}");
+    assert!(line.ends_with(&format!("-p {tls}")), "{line}");
+    let ca = dir.path().canonicalize().expect("dir").join("tls/ca.crt");
+    assert!(line.contains(&ca.display().to_string()), "{line}");
+    let cli = |args: &[&str]| {
+        let out = Command::new(words[0])
+            .args(&words[1..])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(cli(&["SET", "tls:key", "v"]), "OK");
+    assert_eq!(cli(&["GET", "tls:key"]), "v");
+    // The plain port serves the same data.
+    assert_eq!(inline(proxy, "GET tls:key"), "$1\r\nv\r\n");
+    drop(up);
+    assert!(!listening(tls), "the TLS port is closed after SIGINT");
+}

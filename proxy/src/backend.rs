@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kodis_common::resp::{Limits, ReplyScanner};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::dedicated::DedicatedSet;
 use crate::error::BackendError;
 use crate::metrics::BackendMetrics;
+use crate::stream::Stream;
 
 /// A reply, or why there is none.
 pub type BackendResult = Result<Bytes, BackendError>;
@@ -91,6 +92,8 @@ pub struct BackendOptions {
     /// connections are not timed here (blocking commands and WAIT are, by the session:
     /// their own timeout plus this).
     pub request_timeout: Option<Duration>,
+    /// TLS to the servers (`backend_tls`); `None`: plain text.
+    pub tls: Option<Arc<crate::tls::BackendTls>>,
 }
 
 /// Added to a connection index to ask for a RESP3 connection (`HELLO 3`): a RESP3
@@ -380,10 +383,9 @@ pub(crate) async fn connect(
     addr: &str,
     opts: &BackendOptions,
     resp3: bool,
-) -> Result<TcpStream, String> {
+) -> Result<Stream, String> {
     let fut = async {
-        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut s = open(addr, opts).await?;
         let pw = opts.password.as_deref();
         let mut args: Vec<&[u8]> = Vec::new();
         if resp3 {
@@ -423,6 +425,19 @@ pub(crate) async fn connect(
     }
 }
 
+/// A TCP connection to `addr`, with TLS when backend TLS is on.
+async fn open(addr: &str, opts: &BackendOptions) -> Result<Stream, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    match &opts.tls {
+        None => Ok(Stream::Plain(tcp)),
+        Some(tls) => {
+            let s = tls.connect(addr, tcp).await?;
+            Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(s))))
+        }
+    }
+}
+
 fn pw_bytes(pw: Option<&str>) -> &[u8] {
     pw.map_or(b"".as_slice(), str::as_bytes)
 }
@@ -436,7 +451,7 @@ pub(crate) async fn define_user(
     opts: &BackendOptions,
 ) -> Result<(), String> {
     let fut = async {
-        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut s = open(addr, opts).await?;
         define_on(&mut s, user, rules, opts.password.as_deref()).await
     };
     match tokio::time::timeout(opts.connect_timeout, fut).await {
@@ -448,7 +463,7 @@ pub(crate) async fn define_user(
 /// On a connection not logged in as anyone yet: `AUTH` as `default`, then
 /// `ACL SETUSER user rules...`.
 async fn define_on(
-    s: &mut TcpStream,
+    s: &mut (impl AsyncRead + AsyncWrite + Unpin),
     user: &str,
     rules: &[String],
     pw: Option<&str>,
@@ -474,13 +489,17 @@ async fn define_on(
 }
 
 /// Sends one command and reads its whole reply.
-async fn roundtrip(s: &mut TcpStream, args: &[&[u8]]) -> Result<Bytes, String> {
+async fn roundtrip(
+    s: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    args: &[&[u8]],
+) -> Result<Bytes, String> {
     let mut cmd = Vec::new();
     kodis_common::resp::encode_array_header(&mut cmd, args.len());
     for a in args {
         kodis_common::resp::encode_bulk(&mut cmd, a);
     }
     s.write_all(&cmd).await.map_err(|e| e.to_string())?;
+    s.flush().await.map_err(|e| e.to_string())?;
     let mut buf = BytesMut::with_capacity(256);
     let mut scanner = ReplyScanner::new(Limits::default());
     loop {
@@ -548,7 +567,7 @@ pub(crate) enum ConnKind<'a> {
 /// gets an error saying why (dropped reply senders read as "connection lost").
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve(
-    stream: TcpStream,
+    stream: Stream,
     addr: &Arc<str>,
     rx: &mut mpsc::Receiver<Batch>,
     first: Option<Batch>,
@@ -611,6 +630,12 @@ pub(crate) async fn serve(
             }
             if let Err(e) = wr.write_all(&wbuf).await {
                 return ServeEnd::Broken(format!("write failed: {e}"));
+            }
+            // TLS may hold the end of the batch until flushed; plain text never does.
+            if wr.buffers() {
+                if let Err(e) = wr.flush().await {
+                    return ServeEnd::Broken(format!("write failed: {e}"));
+                }
             }
             metrics.bytes_out.inc_by(wbuf.len() as u64);
             metrics.writes.inc();

@@ -12,8 +12,38 @@ use crate::error::StartError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
-    /// Address clients connect to. Default `0.0.0.0:19000`.
+    /// Address clients connect to in plain text. Default `0.0.0.0:19000`; `""` turns
+    /// the plain port off (then `tls_listen` is required), as Redis' `port 0` does.
     pub listen: String,
+    /// Address of the TLS client port (Redis' `tls-port`), served beside `listen` or
+    /// instead of it. Unset (the default): no TLS port. Needs `tls_cert` and `tls_key`.
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain of the TLS port, leaf first. Reloaded when it changes.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`. Reloaded with it.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates; set, only clients presenting a certificate signed by one
+    /// of them get in (Redis' `tls-auth-clients yes`). Unset: no client certificate
+    /// is asked for. Reloaded with the certificate.
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the TLS files are read again to notice a rotation (a Kubernetes
+    /// Secret update), in milliseconds. New connections use new files; open ones keep
+    /// theirs. Default 5000.
+    pub tls_reload_interval_ms: u64,
+    /// Connect to the backend servers with TLS (servers run with `tls-port`); needs
+    /// `backend_tls_ca`. Default false.
+    pub backend_tls: bool,
+    /// PEM CA certificates the backend servers' certificates must be signed by.
+    pub backend_tls_ca: Option<PathBuf>,
+    /// PEM client certificate for servers that ask for one (`tls-auth-clients`, on
+    /// by default in Redis); with `backend_tls_key`.
+    pub backend_tls_cert: Option<PathBuf>,
+    /// Private key of `backend_tls_cert`.
+    pub backend_tls_key: Option<PathBuf>,
+    /// Name the servers' certificates are checked for. Unset: each server's host as
+    /// written in the topology (a DNS name, or an IP address among the certificate's
+    /// IP subject alternative names).
+    pub backend_tls_server_name: Option<String>,
     /// Address of the admin HTTP endpoint (`/metrics`, `/healthz`, `/api/v1/topology`).
     /// Default `127.0.0.1:11080`; any other address needs `admin_token` (start-up
     /// refuses it otherwise).
@@ -134,6 +164,16 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:19000".into(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_reload_interval_ms: 5000,
+            backend_tls: false,
+            backend_tls_ca: None,
+            backend_tls_cert: None,
+            backend_tls_key: None,
+            backend_tls_server_name: None,
             admin_listen: "127.0.0.1:11080".into(),
             dashboard: None,
             groups: Vec::new(),
@@ -298,9 +338,42 @@ pub struct Args {
     /// TOML config file; every field of it is optional.
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Client address to listen on [default: 0.0.0.0:19000].
+    /// Plain-text client address to listen on; "" for none (TLS only)
+    /// [default: 0.0.0.0:19000].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// TLS client address to listen on (beside --listen, or instead of it with
+    /// --listen ""); needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain of the TLS port; reloaded when the file changes.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert; reloaded when the file changes.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: only clients with a certificate signed by it get in.
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the TLS files are checked for a change, in milliseconds
+    /// [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub tls_reload_interval_ms: Option<u64>,
+    /// Connect to the backend servers with TLS (needs --backend-tls-ca).
+    #[arg(long)]
+    pub backend_tls: bool,
+    /// PEM CA the backend servers' certificates must be signed by.
+    #[arg(long, value_name = "FILE")]
+    pub backend_tls_ca: Option<PathBuf>,
+    /// PEM client certificate for backends that ask for one.
+    #[arg(long, value_name = "FILE")]
+    pub backend_tls_cert: Option<PathBuf>,
+    /// Private key of --backend-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub backend_tls_key: Option<PathBuf>,
+    /// Name the backends' certificates are checked for [default: each server's host].
+    #[arg(long, value_name = "NAME")]
+    pub backend_tls_server_name: Option<String>,
     /// Admin HTTP address (metrics, health, topology) [default: 127.0.0.1:11080].
     /// A non-loopback address needs an admin token.
     #[arg(long, value_name = "ADDR")]
@@ -384,6 +457,37 @@ impl ProxyConfig {
         if let Some(v) = &args.admin_listen {
             cfg.admin_listen.clone_from(v);
         }
+        if args.tls_listen.is_some() {
+            cfg.tls_listen.clone_from(&args.tls_listen);
+        }
+        if args.tls_cert.is_some() {
+            cfg.tls_cert.clone_from(&args.tls_cert);
+        }
+        if args.tls_key.is_some() {
+            cfg.tls_key.clone_from(&args.tls_key);
+        }
+        if args.tls_client_ca.is_some() {
+            cfg.tls_client_ca.clone_from(&args.tls_client_ca);
+        }
+        if let Some(v) = args.tls_reload_interval_ms {
+            cfg.tls_reload_interval_ms = v;
+        }
+        if args.backend_tls {
+            cfg.backend_tls = true;
+        }
+        if args.backend_tls_ca.is_some() {
+            cfg.backend_tls_ca.clone_from(&args.backend_tls_ca);
+        }
+        if args.backend_tls_cert.is_some() {
+            cfg.backend_tls_cert.clone_from(&args.backend_tls_cert);
+        }
+        if args.backend_tls_key.is_some() {
+            cfg.backend_tls_key.clone_from(&args.backend_tls_key);
+        }
+        if args.backend_tls_server_name.is_some() {
+            cfg.backend_tls_server_name
+                .clone_from(&args.backend_tls_server_name);
+        }
         if args.dashboard.is_some() {
             cfg.dashboard.clone_from(&args.dashboard);
         }
@@ -445,14 +549,19 @@ impl ProxyConfig {
     /// Rejects values the proxy cannot run with, naming the field.
     pub fn validate(&self) -> Result<(), StartError> {
         let bad = |m: String| Err(StartError::Config(m));
-        for (name, addr) in [
-            ("listen", &self.listen),
-            ("admin_listen", &self.admin_listen),
-        ] {
+        let mut addrs = vec![("admin_listen", &self.admin_listen)];
+        if !self.listen.is_empty() {
+            addrs.push(("listen", &self.listen));
+        }
+        if let Some(a) = &self.tls_listen {
+            addrs.push(("tls_listen", a));
+        }
+        for (name, addr) in addrs {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 return bad(format!("{name} = {addr:?} is not an IP:port address"));
             }
         }
+        self.validate_tls()?;
         let admin_loopback = self
             .admin_listen
             .parse::<std::net::SocketAddr>()
@@ -536,6 +645,68 @@ impl ProxyConfig {
         Ok(())
     }
 
+    /// The TLS settings hang together: a TLS port has its certificate and key, files
+    /// named only where they are used, backend TLS has its CA.
+    fn validate_tls(&self) -> Result<(), StartError> {
+        let bad = |m: &str| Err(StartError::Config(m.into()));
+        if self.listen.is_empty() && self.tls_listen.is_none() {
+            return bad(
+                "listen = \"\" turns the plain port off, but no tls_listen is set: \
+                        clients could not connect at all",
+            );
+        }
+        match (&self.tls_listen, &self.tls_cert, &self.tls_key) {
+            (Some(_), Some(_), Some(_)) => {}
+            (Some(_), _, _) => return bad("tls_listen needs tls_cert and tls_key"),
+            (None, None, None) if self.tls_client_ca.is_none() => {}
+            (None, _, _) => {
+                return bad(
+                    "tls_cert, tls_key and tls_client_ca are for tls_listen, which is not set",
+                )
+            }
+        }
+        if self.tls_reload_interval_ms == 0 {
+            return bad("tls_reload_interval_ms must be at least 1");
+        }
+        if self.backend_tls && self.backend_tls_ca.is_none() {
+            return bad("backend_tls needs backend_tls_ca (the CA of the servers' certificates)");
+        }
+        let backend_files = self.backend_tls_ca.is_some()
+            || self.backend_tls_cert.is_some()
+            || self.backend_tls_key.is_some()
+            || self.backend_tls_server_name.is_some();
+        if !self.backend_tls && backend_files {
+            return bad("backend_tls_* settings are set but backend_tls is off");
+        }
+        if self.backend_tls_cert.is_some() != self.backend_tls_key.is_some() {
+            return bad("backend_tls_cert and backend_tls_key go together");
+        }
+        Ok(())
+    }
+
+    /// The client port's TLS files, when there is a TLS port.
+    pub fn tls_files(&self) -> Option<crate::tls::ServerFiles> {
+        self.tls_listen.as_ref()?;
+        Some(crate::tls::ServerFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
+    /// The backend TLS files, when backend TLS is on.
+    pub fn backend_tls_files(&self) -> Option<crate::tls::BackendFiles> {
+        if !self.backend_tls {
+            return None;
+        }
+        Some(crate::tls::BackendFiles {
+            ca: self.backend_tls_ca.clone()?,
+            cert: self.backend_tls_cert.clone(),
+            key: self.backend_tls_key.clone(),
+            server_name: self.backend_tls_server_name.clone(),
+        })
+    }
+
     /// The ACL rules of the data-plane user `name` under this proxy's settings.
     pub fn data_user(&self, name: &str) -> kodis_common::acl::DataUser {
         kodis_common::acl::DataUser {
@@ -591,6 +762,70 @@ mod tests {
         assert_eq!(cfg.limits.max_bulk_len, 512 * 1024 * 1024);
         assert_eq!(cfg.backend_password.as_deref(), Some("pw"));
         assert_eq!(cfg.groups, vec![vec!["127.0.0.1:6379".to_string()]]);
+    }
+
+    #[test]
+    fn tls_settings_hang_together() {
+        let base = || ProxyConfig {
+            groups: vec![vec!["127.0.0.1:6379".into()]],
+            ..ProxyConfig::default()
+        };
+        let err = |c: ProxyConfig| c.validate().expect_err("invalid").to_string();
+        // Plain text off needs a TLS port.
+        let e = err(ProxyConfig {
+            listen: String::new(),
+            ..base()
+        });
+        assert!(e.contains("tls_listen"), "{e}");
+        let e = err(ProxyConfig {
+            tls_listen: Some("127.0.0.1:19443".into()),
+            tls_cert: Some("c.pem".into()),
+            ..base()
+        });
+        assert!(e.contains("tls_key"), "{e}");
+        let e = err(ProxyConfig {
+            tls_client_ca: Some("ca.pem".into()),
+            ..base()
+        });
+        assert!(e.contains("tls_listen"), "{e}");
+        let e = err(ProxyConfig {
+            tls_listen: Some("nowhere".into()),
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..base()
+        });
+        assert!(e.contains("tls_listen = \"nowhere\""), "{e}");
+        let e = err(ProxyConfig {
+            backend_tls: true,
+            ..base()
+        });
+        assert!(e.contains("backend_tls_ca"), "{e}");
+        let e = err(ProxyConfig {
+            backend_tls_ca: Some("ca.pem".into()),
+            ..base()
+        });
+        assert!(e.contains("backend_tls is off"), "{e}");
+        let e = err(ProxyConfig {
+            backend_tls: true,
+            backend_tls_ca: Some("ca.pem".into()),
+            backend_tls_cert: Some("c.pem".into()),
+            ..base()
+        });
+        assert!(e.contains("go together"), "{e}");
+        // TLS only, from flags.
+        let args = Args {
+            groups: vec!["127.0.0.1:6379".into()],
+            listen: Some(String::new()),
+            tls_listen: Some("127.0.0.1:19443".into()),
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            backend_tls: true,
+            backend_tls_ca: Some("ca.pem".into()),
+            ..Args::default()
+        };
+        let cfg = ProxyConfig::load(&args, None).expect("TLS only is valid");
+        assert!(cfg.listen.is_empty() && cfg.tls_files().is_some());
+        assert!(cfg.backend_tls_files().is_some());
     }
 
     #[test]

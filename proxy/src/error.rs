@@ -84,6 +84,9 @@ pub enum StartError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The TLS files do not load.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The static topology is invalid.
     #[error(transparent)]
     Topology(#[from] kodis_common::topology::TopologyError),

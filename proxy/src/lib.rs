@@ -26,6 +26,8 @@ pub mod router;
 pub mod scan;
 pub mod server;
 pub mod session;
+pub mod stream;
+pub mod tls;
 mod transaction;
 pub mod workers;
 

@@ -77,6 +77,9 @@ pub struct ErrorCounters {
     pub noperm: Counter,
     /// Clients turned away at max_clients.
     pub max_clients: Counter,
+    /// TLS handshakes with clients that failed (plain text on the TLS port, an
+    /// unknown CA, a missing or refused client certificate, a timeout).
+    pub tls_handshake: Counter,
 }
 
 /// Counters of one backend server.
@@ -331,6 +334,7 @@ impl Metrics {
             args: err("args"),
             noperm: err("noperm"),
             max_clients: err("max_clients"),
+            tls_handshake: err("tls_handshake"),
         };
         Arc::new(Self {
             registry,

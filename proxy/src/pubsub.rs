@@ -566,6 +566,9 @@ async fn run(
                 if let Err(e) = wr.write_all(&wbuf).await {
                     break 'conn format!("write failed: {e}");
                 }
+                if let Err(e) = wr.flush().await {
+                    break 'conn format!("write failed: {e}");
+                }
                 wbuf.clear();
             }
             tokio::select! {

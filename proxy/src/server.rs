@@ -8,10 +8,10 @@ use bytes::Bytes;
 use kodis_common::resp::{encode_array_header, encode_bulk};
 use kodis_common::topology::Topology;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::backend::BackendOptions;
 use crate::command_table::CommandTable;
@@ -22,13 +22,18 @@ use crate::error::StartError;
 use crate::metrics::Metrics;
 use crate::router::{Router, Routes};
 use crate::session::{self, Shared, COMPILED_IN};
+use crate::stream::Stream;
+use crate::tls::ServerTls;
 use crate::workers::Workers;
 
 /// A running proxy: its bound addresses and the means to stop it.
 #[derive(Debug)]
 pub struct ProxyHandle {
-    /// Address clients connect to.
+    /// Address clients connect to: the plain-text port, or the TLS port when plain
+    /// text is off (`listen = ""`).
     pub addr: SocketAddr,
+    /// The TLS client port, if there is one.
+    pub tls_addr: Option<SocketAddr>,
     /// Address of the admin HTTP endpoint.
     pub admin_addr: SocketAddr,
     /// State shared by the sessions (router, metrics, ...).
@@ -86,6 +91,10 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
         max_dedicated: config.max_dedicated_connections,
         request_timeout: (config.backend_timeout_ms > 0)
             .then(|| Duration::from_millis(config.backend_timeout_ms)),
+        tls: match config.backend_tls_files() {
+            Some(files) => Some(Arc::new(crate::tls::BackendTls::load(&files)?)),
+            None => None,
+        },
     });
     // In static mode nothing else defines the user (no dashboard, no gate): define
     // it everywhere now, so that a change of this proxy's settings takes effect.
@@ -115,20 +124,38 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
     );
 
     let bind = |addr: String| async move {
-        TcpListener::bind(&addr)
+        let l = TcpListener::bind(&addr)
             .await
-            .map_err(|source| StartError::Bind { addr, source })
+            .map_err(|source| StartError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let local = l
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok::<_, StartError>((l, local))
     };
-    let listener = bind(config.listen.clone()).await?;
-    let admin = bind(config.admin_listen.clone()).await?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen.clone(),
-        source,
-    })?;
-    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
-        addr: config.admin_listen.clone(),
-        source,
-    })?;
+    let plain = match config.listen.as_str() {
+        "" => None,
+        a => Some(bind(a.to_string()).await?),
+    };
+    let tls = match (&config.tls_listen, config.tls_files()) {
+        (Some(a), Some(files)) => {
+            let tls = Arc::new(ServerTls::load(files)?);
+            let (l, local) = bind(a.clone()).await?;
+            Some((l, local, tls))
+        }
+        _ => None,
+    };
+    let (admin, admin_addr) = bind(config.admin_listen.clone()).await?;
+    let tls_addr = tls.as_ref().map(|(_, a, _)| *a);
+    // The address clients are told of (dashboard registration, INFO): the plain
+    // port, or the TLS port when plain text is off.
+    let Some(addr) = plain.as_ref().map(|(_, a)| *a).or(tls_addr) else {
+        return Err(StartError::Config(
+            "no client port (listen or tls_listen)".into(),
+        ));
+    };
     let shared = Arc::new(Shared::new(config, router, commands, metrics));
     shared.info.set_port(addr.port());
     let (tx, rx) = watch::channel(false);
@@ -152,17 +179,30 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
         None => None,
     };
     tokio::spawn(crate::replicas::watch(shared.clone(), rx.clone()));
+    let listeners = Listeners {
+        plain: plain.map(|(l, _)| l),
+        tls: tls.map(|(l, _, tls)| {
+            let every = Duration::from_millis(shared.config.tls_reload_interval_ms);
+            tokio::spawn(tls.clone().watch(every, rx.clone()));
+            (l, tls)
+        }),
+    };
     let ctx = shared.clone();
     let done = tokio::spawn(async move {
-        accept_loop(listener, ctx, rx, workers.handles()).await;
+        accept_loop(listeners, ctx, rx, workers.handles()).await;
         let _ = admin_task.await;
         let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     });
     // The worker count follows the CPUs this process may use (a cgroup quota, e.g. a
     // pod's CPU limit, as std::thread::available_parallelism reads it).
-    info!(%addr, %admin_addr, workers = shared.config.effective_workers(), "kodis-proxy listening");
+    let workers = shared.config.effective_workers();
+    match tls_addr {
+        Some(tls_addr) => info!(%addr, %tls_addr, %admin_addr, workers, "kodis-proxy listening"),
+        None => info!(%addr, %admin_addr, workers, "kodis-proxy listening"),
+    }
     Ok(ProxyHandle {
         addr,
+        tls_addr,
         admin_addr,
         shared,
         control,
@@ -171,8 +211,45 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
     })
 }
 
+/// The client ports.
+struct Listeners {
+    plain: Option<TcpListener>,
+    tls: Option<(TcpListener, Arc<ServerTls>)>,
+}
+
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn accept(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The TLS handshake of a new client; `None` (counted, logged at debug) if it fails.
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    ctx: &Shared,
+) -> Option<Stream> {
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(s)))),
+        Ok(Err(e)) => {
+            ctx.metrics.errors.tls_handshake.inc();
+            debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            ctx.metrics.errors.tls_handshake.inc();
+            debug!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
 async fn accept_loop(
-    listener: TcpListener,
+    listeners: Listeners,
     ctx: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     workers: &[tokio::runtime::Handle],
@@ -180,18 +257,21 @@ async fn accept_loop(
     let max = ctx.config.max_clients;
     let slots = Arc::new(Semaphore::new(max));
     let mut next_worker = 0usize;
+    let tls_listener = listeners.tls.as_ref().map(|(l, _)| l);
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a little, keep serving.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (accepted, tls) = tokio::select! {
+            r = accept(listeners.plain.as_ref()) => (r, None),
+            r = accept(tls_listener) => (r, listeners.tls.as_ref().map(|(_, t)| t.acceptor())),
             _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little, keep serving.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         ctx.metrics.connections_total.inc();
         match slots.clone().try_acquire_owned() {
@@ -209,8 +289,20 @@ async fn accept_loop(
                     }
                 };
                 let task = async move {
-                    match tokio::net::TcpStream::from_std(stream) {
-                        Ok(stream) => session::serve(stream, peer, ctx, rx, worker).await,
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => {
+                            let _ = stream.set_nodelay(true);
+                            let stream = match tls {
+                                None => Some(Stream::Plain(stream)),
+                                Some(acceptor) => {
+                                    let span = tracing::debug_span!("tls", %peer);
+                                    handshake(acceptor, stream, &ctx).instrument(span).await
+                                }
+                            };
+                            if let Some(stream) = stream {
+                                session::serve(stream, peer, ctx, rx, worker).await;
+                            }
+                        }
                         Err(e) => warn!(error = %e, "cannot register a client connection"),
                     }
                     drop(permit);
@@ -222,17 +314,20 @@ async fn accept_loop(
             }
             Err(_) => {
                 ctx.metrics.errors.max_clients.inc();
-                tokio::spawn(async move {
-                    let mut stream = stream;
-                    let _ = stream
-                        .write_all(b"-ERR max number of clients reached\r\n")
-                        .await;
-                    let _ = stream.shutdown().await;
-                });
+                // A TLS client could not read a plain-text error: it is just closed.
+                if tls.is_none() {
+                    tokio::spawn(async move {
+                        let mut stream = stream;
+                        let _ = stream
+                            .write_all(b"-ERR max number of clients reached\r\n")
+                            .await;
+                        let _ = stream.shutdown().await;
+                    });
+                }
             }
         }
     }
-    drop(listener);
+    drop(listeners);
     info!("stopped accepting; waiting for sessions to finish");
     let wait = slots.acquire_many(max as u32);
     let limit = Duration::from_millis(ctx.config.shutdown_timeout_ms);

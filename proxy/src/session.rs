@@ -17,8 +17,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use kodis_common::resp::{Request, RequestScanner};
 use kodis_common::slot::key_slot;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn, Instrument};
 
@@ -33,6 +32,7 @@ use crate::merge::{self, Merge};
 use crate::metrics::Metrics;
 use crate::reply;
 use crate::router::Router;
+use crate::stream::Stream;
 
 /// State shared by every session of one proxy.
 #[derive(Debug)]
@@ -403,7 +403,7 @@ impl Outbox {
 
 /// Serves one client connection until it closes, errs, or shutdown is signalled.
 pub async fn serve(
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     ctx: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
@@ -414,7 +414,6 @@ pub async fn serve(
     async move {
         debug!("client connected");
         ctx.metrics.connections.inc();
-        let _ = stream.set_nodelay(true);
         let client = ctx.clients.add(id, peer);
         let (authed, user, acl_check, acl_gen) = {
             let acl = &ctx.commands.load().acl;
@@ -461,7 +460,7 @@ pub async fn serve(
     .await
 }
 
-async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Receiver<bool>) {
+async fn run(stream: Stream, mut session: Session, mut shutdown: watch::Receiver<bool>) {
     let ctx = session.ctx.clone();
     let client = session.client.clone();
     let metrics = &ctx.metrics;
@@ -481,6 +480,8 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
     // full budget waits for it to read.
     let mut progress = 0u64;
     let mut full_since: Option<(tokio::time::Instant, u64)> = None;
+    // TLS: bytes written may wait inside rustls (a full socket) until flushed.
+    let mut unflushed = false;
     loop {
         // Replies that are already there go out together in one write.
         while !closing {
@@ -555,6 +556,7 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
         if unsent == 0 && (closing || (!reading && queue.is_empty() && !session.stalled)) {
             break;
         }
+        let flush = unflushed && unsent == 0;
         // Keep reading while replies pile up for a client that does not read yet (a
         // pipeline written whole before its replies are read, as client libraries do),
         // up to the output budget; past it, or past max_pipeline owed replies, stop
@@ -572,9 +574,19 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
         let full_deadline = full_since.map(|(t, _)| t + stall_timeout);
         tokio::select! {
             biased;
-            r = wr.write(&out[written..]), if unsent > 0 => match r {
-                Ok(n) if n > 0 => {
+            // Writes what is unsent; with nothing unsent, flushes what TLS holds.
+            r = std::future::poll_fn(|cx| {
+                let wr = std::pin::Pin::new(&mut wr);
+                if unsent > 0 {
+                    wr.poll_write(cx, &out[written..]).map_ok(Some)
+                } else {
+                    wr.poll_flush(cx).map_ok(|()| None)
+                }
+            }), if unsent > 0 || flush => match r {
+                Ok(None) => unflushed = false,
+                Ok(Some(n)) if n > 0 => {
                     written += n;
+                    unflushed = wr.buffers();
                     progress += n as u64;
                     metrics.client_bytes_out.inc_by(n as u64);
                     metrics.client_writes.inc();
@@ -590,6 +602,7 @@ async fn run(stream: TcpStream, mut session: Session, mut shutdown: watch::Recei
                 // The client is gone: nothing more can be delivered.
                 _ => return,
             },
+
             bytes = wait_front(&mut queue, &ctx), if !queue.is_empty() && !closing => {
                 // Unblocked by the proxy because the key's slot moved: send it again.
                 if bytes.starts_with(b"-UNBLOCKED") {

@@ -79,6 +79,15 @@ pub struct UpArgs {
     /// Seconds each process may take to become ready.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub ready_timeout: u64,
+    /// Serve TLS to clients too: a throwaway CA and a certificate for 127.0.0.1 and
+    /// localhost are made in DATA_DIR/tls (kept for the next run), and each proxy
+    /// gets a TLS port beside its plain one (from PROXY_TLS_PORT). The redis-servers
+    /// stay plain text.
+    #[arg(long)]
+    pub tls: bool,
+    /// TLS client port of the first proxy (with --tls); the others follow one by one.
+    #[arg(long, default_value_t = 19443)]
+    pub proxy_tls_port: u16,
 }
 
 /// Why `kodis up` failed.
@@ -159,6 +168,9 @@ pub enum UpError {
     /// Setting the cluster up through the dashboard failed.
     #[error("setting up the cluster through the dashboard failed: {0}")]
     Client(#[from] ClientError),
+    /// The throwaway TLS certificates could not be made.
+    #[error("cannot make the TLS certificates: {0}")]
+    Certs(#[from] kodis_common::certs::CertError),
     /// Signal handlers could not be installed.
     #[error("cannot watch signals: {0}")]
     Signals(#[source] std::io::Error),
@@ -175,6 +187,8 @@ pub struct Plan {
     pub groups: Vec<Vec<u16>>,
     /// `(client port, admin port)` per proxy.
     pub proxies: Vec<(u16, u16)>,
+    /// TLS client port per proxy (empty without `--tls`).
+    pub proxy_tls: Vec<u16>,
 }
 
 impl Plan {
@@ -200,11 +214,16 @@ impl Plan {
                 port(args.proxy_admin_port, i, "a proxy's admin endpoint")?,
             ));
         }
+        let mut proxy_tls = Vec::new();
+        for i in (0..u32::from(args.proxies)).filter(|_| args.tls) {
+            proxy_tls.push(port(args.proxy_tls_port, i, "a proxy's TLS port")?);
+        }
         let plan = Self {
             dashboard_port: args.dashboard_port,
             ha_port: args.ha_port,
             groups,
             proxies,
+            proxy_tls,
         };
         let mut seen = BTreeSet::new();
         for (p, what) in plan.ports() {
@@ -214,7 +233,8 @@ impl Plan {
             if !seen.insert(p) {
                 return Err(UpError::Invalid(format!(
                     "port {p} is planned twice (second use: {what}); choose other \
-                     --base-port, --proxy-port, --proxy-admin-port or --dashboard-port"
+                     --base-port, --proxy-port, --proxy-admin-port, --proxy-tls-port or \
+                     --dashboard-port"
                 )));
             }
         }
@@ -236,6 +256,9 @@ impl Plan {
         for (i, (p, a)) in self.proxies.iter().enumerate() {
             out.push((*p, format!("proxy {}", i + 1)));
             out.push((*a, format!("admin endpoint of proxy {}", i + 1)));
+        }
+        for (i, p) in self.proxy_tls.iter().enumerate() {
+            out.push((*p, format!("TLS port of proxy {}", i + 1)));
         }
         out
     }
@@ -407,6 +430,10 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
     print!("{}", output::slots(&topo));
 
     // Proxies.
+    let tls = match ctx.plan.proxy_tls.is_empty() {
+        true => None,
+        false => Some(TlsFiles::make(&ctx.dirs.root.join("tls"))?),
+    };
     let mut started = Vec::new();
     for (i, (port, admin)) in ctx.plan.proxies.iter().enumerate() {
         let mut cmd = Command::new(&ctx.bins.proxy);
@@ -417,6 +444,14 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
             .arg("--dashboard")
             .arg(&url)
             .args(["--backend-user", DEFAULT_USER]);
+        if let (Some(tls), Some(tls_port)) = (&tls, ctx.plan.proxy_tls.get(i)) {
+            cmd.arg("--tls-listen")
+                .arg(format!("127.0.0.1:{tls_port}"))
+                .arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key);
+        }
         if let Some(t) = &ctx.token {
             cmd.env("KODIS_ADMIN_TOKEN", t);
         }
@@ -469,6 +504,13 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
     match first_proxy {
         Some(p) => println!("  connect    redis-cli -p {p}"),
         None => println!("  no proxy started (--proxies 0)"),
+    }
+    if let (Some(tls), Some(p)) = (&tls, ctx.plan.proxy_tls.first()) {
+        println!(
+            "  TLS        redis-cli --tls --cacert {} -p {p}",
+            tls.ca.display()
+        );
+        println!("             (the servers behind the proxies speak plain text)");
     }
     println!("  dashboard  {url}   (kodis --dashboard {url} status)");
     println!("  logs       {}", ctx.dirs.logs.display());
@@ -848,6 +890,45 @@ impl Dirs {
     }
 }
 
+/// The proxies' throwaway TLS files: made once per data directory, so that clients
+/// keep trusting the same CA across runs.
+#[derive(Debug)]
+struct TlsFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl TlsFiles {
+    fn make(dir: &Path) -> Result<Self, UpError> {
+        let files = Self {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("proxy.crt"),
+            key: dir.join("proxy.key"),
+        };
+        if files.ca.exists() && files.cert.exists() && files.key.exists() {
+            return Ok(files);
+        }
+        std::fs::create_dir_all(dir).map_err(|source| UpError::Io {
+            what: "create directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let ca = kodis_common::certs::Ca::new("kodis up throwaway CA")?;
+        ca.write_cert(&files.ca)?;
+        ca.issue(
+            &["127.0.0.1", "localhost"],
+            kodis_common::certs::Usage::Server,
+        )?
+        .write(dir, "proxy")?;
+        println!(
+            "tls        made a throwaway CA and certificate in {}",
+            dir.display()
+        );
+        Ok(files)
+    }
+}
+
 /// Which kind of process, for the order of stopping: HA first, proxies next (they
 /// deregister from the dashboard), then the dashboard, then the servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1128,6 +1209,11 @@ mod tests {
         let e = Plan::new(&args(&["--base-port", "65535"])).expect_err("overflow");
         assert!(e.to_string().contains("past 65535"), "{e}");
         assert!(Cli::try_parse_from(["kodis", "up", "--groups", "0"]).is_err());
+        let e = Plan::new(&args(&["--tls", "--proxy-tls-port", "19000"])).expect_err("TLS");
+        assert!(e.to_string().contains("TLS port of proxy 1"), "{e}");
+        let plan = Plan::new(&args(&["--tls", "--proxies", "2"])).expect("TLS plan");
+        assert_eq!(plan.proxy_tls, [19443, 19444]);
+        assert!(Plan::new(&args(&[])).expect("plan").proxy_tls.is_empty());
     }
 
     #[test]
@@ -1139,6 +1225,7 @@ mod tests {
             ha_port: 1,
             groups: vec![],
             proxies: vec![],
+            proxy_tls: vec![],
         };
         let e = plan.check_ports_free().expect_err("taken");
         assert!(

@@ -138,6 +138,8 @@ impl Conn {
 /// A kodis-proxy running in its own runtime, stopped on drop.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// The TLS client port, when `tls_listen` was set.
+    pub tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -145,9 +147,15 @@ pub struct TestProxy {
 }
 
 impl TestProxy {
-    /// Starts a proxy on free loopback ports with `config` (listen addresses are set here).
+    /// Starts a proxy on free loopback ports with `config` (listen addresses are set
+    /// here; an empty `listen` stays off, a `tls_listen` gets a free port too).
     pub fn start(mut config: ProxyConfig) -> Self {
-        config.listen = "127.0.0.1:0".into();
+        if !config.listen.is_empty() {
+            config.listen = "127.0.0.1:0".into();
+        }
+        if config.tls_listen.is_some() {
+            config.tls_listen = Some("127.0.0.1:0".into());
+        }
         config.admin_listen = "127.0.0.1:0".into();
         if config.worker_threads == 0 {
             config.worker_threads = 2;
@@ -163,16 +171,23 @@ impl TestProxy {
             rt.block_on(async move {
                 let proxy = kodis_proxy::start(config).await.unwrap();
                 ready_tx
-                    .send((proxy.addr, proxy.admin_addr, proxy.shared.clone()))
+                    .send((
+                        proxy.addr,
+                        proxy.tls_addr,
+                        proxy.admin_addr,
+                        proxy.shared.clone(),
+                    ))
                     .unwrap();
                 let _ = stop_rx.await;
                 proxy.shutdown();
                 proxy.wait().await;
             });
         });
-        let (addr, admin_addr, shared) = ready_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        let (addr, tls_addr, admin_addr, shared) =
+            ready_rx.recv_timeout(Duration::from_secs(30)).unwrap();
         Self {
             addr,
+            tls_addr,
             admin_addr,
             shared,
             stop: Some(stop_tx),
