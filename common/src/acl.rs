@@ -218,25 +218,35 @@ pub struct ClientUser {
     pub rules: String,
 }
 
-/// `POST /api/v1/users`: adds a user or replaces the one of that name.
+/// One client user: a `[[users]]` entry of the proxy's config file, and the body of
+/// `POST /api/v1/users` (adds a user or replaces the one of that name).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SetUser {
-    /// The user name.
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The user name (`AUTH name password`).
     pub name: String,
-    /// Its password in clear; hashed by the dashboard, never stored.
+    /// Its password, in clear: hashed at once (by the proxy at start-up, by the
+    /// dashboard before it stores it), never kept.
     #[serde(default)]
     pub password: Option<String>,
-    /// Or its password's SHA-256 (64 lowercase hex digits).
+    /// Or its password as the SHA-256 of it, 64 lowercase hex digits (what `ACL
+    /// GETUSER` shows), so neither file nor request need hold the password.
     #[serde(default)]
     pub password_sha256: Option<String>,
-    /// Rules in `ACL SETUSER` syntax.
+    /// Rules in `ACL SETUSER` syntax, e.g. `on ~app:* +@all -@dangerous`, applied
+    /// after the password. A user starts as Redis' new users do: `off`, no keys, no
+    /// channels, no commands.
     #[serde(default)]
     pub rules: String,
 }
 
-impl std::fmt::Debug for SetUser {
+/// `POST /api/v1/users`: the same fields as a `[[users]]` entry.
+pub type SetUser = UserConfig;
+
+impl std::fmt::Debug for UserConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SetUser")
+        // Never the password.
+        f.debug_struct("UserConfig")
             .field("name", &self.name)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
             .field("password_sha256", &self.password_sha256)

@@ -14,8 +14,6 @@ mod describe;
 mod glob;
 mod user;
 
-use serde::{Deserialize, Serialize};
-
 use crate::command_table::{ArgAccess, CommandFlags, CommandSpec, CommandTable, KeySpecFlags};
 
 pub use describe::{channels as describe_channels, command_rules, flags as describe_flags};
@@ -23,37 +21,8 @@ pub use describe::{keys as describe_keys, line as describe_line};
 pub use glob::matches as glob_matches;
 pub use user::{hash_password, KeyPattern, RuleError, Sanitize, Selector, User};
 
-/// One `[[users]]` entry of the config file.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserConfig {
-    /// The user name (`AUTH name password`).
-    pub name: String,
-    /// Its password, in clear (hashed at start-up).
-    #[serde(default)]
-    pub password: Option<String>,
-    /// Its password as the SHA-256 of it, 64 lowercase hex digits (what `ACL
-    /// GETUSER` shows), so the config file need not hold the password.
-    #[serde(default)]
-    pub password_sha256: Option<String>,
-    /// Rules in `ACL SETUSER` syntax, e.g. `on ~app:* +@all -@dangerous`, applied
-    /// after the password. A user starts as Redis' new users do: `off`, no keys, no
-    /// channels, no commands.
-    #[serde(default)]
-    pub rules: String,
-}
-
-impl std::fmt::Debug for UserConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the password.
-        f.debug_struct("UserConfig")
-            .field("name", &self.name)
-            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
-            .field("password_sha256", &self.password_sha256)
-            .field("rules", &self.rules)
-            .finish()
-    }
-}
+/// One `[[users]]` entry of the config file (shared with the dashboard's API).
+pub use kodis_common::acl::UserConfig;
 
 /// Why the configured users are not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
