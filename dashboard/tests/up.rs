@@ -29,6 +29,42 @@ fn free_port_pair() -> u16 {
     .expect("two consecutive free ports")
 }
 
+/// Takes a `kodis up` just spawned (stdout and stderr piped) and waits until it says
+/// it is ready, or panics with what it printed: the process (killed on drop), its
+/// later stdout lines, and those so far.
+fn until_ready(mut child: Child, what: &str) -> (Up, mpsc::Receiver<String>, Vec<String>) {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let up = Up(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let ready = wait_for(Duration::from_secs(60), || {
+        while let Ok(line) = rx.try_recv() {
+            seen.push(line);
+        }
+        seen.iter()
+            .any(|l| l.contains("Ctrl-C stops everything"))
+            .then_some(())
+    });
+    if ready.is_none() {
+        drop(up);
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        panic!(
+            "{what} not ready; stdout:\n{}\nstderr:\n{err}",
+            seen.join("\n")
+        );
+    }
+    (up, rx, seen)
+}
+
 /// `kodis up`, interrupted (SIGINT) and reaped on drop if a test fails halfway.
 struct Up(Child);
 
@@ -144,7 +180,7 @@ fn up_starts_a_cluster_and_sigint_stops_everything() {
     if with_proxy {
         ports.extend([proxy, admin]);
     }
-    let mut child = Command::new(kodis)
+    let child = Command::new(kodis)
         .args(["up", "--groups", "1", "--replicas", "1"])
         .args(["--proxies", if with_proxy { "1" } else { "0" }])
         .args(["--base-port", &base.to_string()])
@@ -160,35 +196,7 @@ fn up_starts_a_cluster_and_sigint_stops_everything() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start kodis up");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let up = Up(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let ready = wait_for(Duration::from_secs(60), || {
-        while let Ok(line) = rx.try_recv() {
-            seen.push(line);
-        }
-        seen.iter()
-            .any(|l| l.contains("Ctrl-C stops everything"))
-            .then_some(())
-    });
-    if ready.is_none() {
-        drop(up);
-        let mut err = String::new();
-        let _ = stderr.read_to_string(&mut err);
-        panic!(
-            "kodis up not ready; stdout:\n{}\nstderr:\n{err}",
-            seen.join("\n")
-        );
-    }
+    let (up, rx, mut seen) = until_ready(child, "kodis up");
 
     let out = Command::new(kodis)
         .args([
@@ -319,7 +327,7 @@ fn up_tls_serves_clients_over_tls() {
         free_port(),
         free_port(),
     );
-    let mut child = Command::new(kodis)
+    let child = Command::new(kodis)
         .args(["up", "--tls", "--groups", "1", "--replicas", "0"])
         .args(["--base-port", &base.to_string()])
         .args(["--dashboard-port", &dashboard.to_string()])
@@ -333,35 +341,7 @@ fn up_tls_serves_clients_over_tls() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start kodis up");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let up = Up(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let ready = wait_for(Duration::from_secs(60), || {
-        while let Ok(line) = rx.try_recv() {
-            seen.push(line);
-        }
-        seen.iter()
-            .any(|l| l.contains("Ctrl-C stops everything"))
-            .then_some(())
-    });
-    if ready.is_none() {
-        drop(up);
-        let mut err = String::new();
-        let _ = stderr.read_to_string(&mut err);
-        panic!(
-            "kodis up --tls not ready; stdout:\n{}\nstderr:\n{err}",
-            seen.join("\n")
-        );
-    }
+    let (up, _rx, seen) = until_ready(child, "kodis up --tls");
     // The printed line, run as printed (plus the command).
     let line = seen
         .iter()
