@@ -13,10 +13,17 @@ pub use kodis_common::test_util::{runtime as rt, until};
 
 /// A dashboard on the embedded store in `dir`, active: its handle and URL.
 pub async fn dashboard(dir: &std::path::Path) -> (DashboardHandle, String) {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let h = kodis_dashboard::start(DashboardConfig::embedded(&listen, dir.join("store")))
-        .await
-        .unwrap();
+    // A free port can be taken by another test's process before the dashboard binds
+    // it: try a few.
+    let mut tries = 0;
+    let (h, listen) = loop {
+        let listen = format!("127.0.0.1:{}", free_port());
+        match kodis_dashboard::start(DashboardConfig::embedded(&listen, dir.join("store"))).await {
+            Ok(h) => break (h, listen),
+            Err(e) if tries < 5 && e.to_string().contains("in use") => tries += 1,
+            Err(e) => panic!("the dashboard did not start on {listen}: {e}"),
+        }
+    };
     until(20, "the dashboard to become active", || async {
         h.dashboard.is_active().then_some(())
     })
