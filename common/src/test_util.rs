@@ -359,16 +359,20 @@ impl Drop for EtcdServer {
     }
 }
 
-/// Sends `sig` (`-STOP`, `-CONT`) to a running child with `kill`; a stopped process
-/// is still killed by SIGKILL on drop.
+/// Sends `sig` (`-STOP`, `-CONT`, `-KILL`) to process `pid` with `kill`; a stopped
+/// process is still killed by SIGKILL on drop.
+fn send_signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid} failed");
+}
+
+/// [`send_signal`] to a running child, if there is one.
 fn signal(child: Option<&Child>, sig: &str) {
     if let Some(c) = child {
-        let pid = c.id().to_string();
-        let ok = Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} {pid} failed");
+        send_signal(c.id(), sig);
     }
 }
 
@@ -381,11 +385,7 @@ pub fn read_pid(file: &Path) -> Option<i32> {
 /// so a caller can wait for a supervisor to write a new one.
 pub fn crash_pid_file(file: &Path) -> i32 {
     let pid = read_pid(file).unwrap_or_else(|| panic!("no pid in {}", file.display()));
-    let ok = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -KILL {pid} failed");
+    send_signal(pid.unsigned_abs(), "-KILL");
     pid
 }
 

@@ -44,6 +44,22 @@ async fn etcd_dashboard(etcd: &EtcdServer, port: u16) -> DashboardHandle {
     kodis_dashboard::start(cfg).await.unwrap()
 }
 
+/// A dashboard on `etcd`, active, with group `id` of `master` and `replica`.
+async fn active_with_group(
+    etcd: &EtcdServer,
+    id: u32,
+    master: &str,
+    replica: &str,
+) -> DashboardHandle {
+    let active = etcd_dashboard(etcd, free_port()).await;
+    until(20, "the first dashboard to become active", || async {
+        active.dashboard.is_active().then_some(())
+    })
+    .await;
+    group_of_two(&format!("http://{}", active.addr), id, master, replica).await;
+    active
+}
+
 /// Group `id` of `master` and `replica` owning every slot, once the replica synced.
 async fn group_of_two(url: &str, id: u32, master: &str, replica: &str) {
     support::group(url, id, &[master.to_string(), replica.to_string()]).await;
@@ -165,14 +181,8 @@ fn prestop_tries_again_through_an_unreachable_then_503_dashboard_and_hands_over(
     let servers = synced_servers(2);
     let etcd = EtcdServer::start();
     rt().block_on(async {
-        let active = etcd_dashboard(&etcd, free_port()).await;
-        until(20, "the first dashboard to become active", || async {
-            active.dashboard.is_active().then_some(())
-        })
-        .await;
-        let active_url = format!("http://{}", active.addr);
         let (master, replica) = (servers[0].addr(), servers[1].addr());
-        group_of_two(&active_url, 1, &master, &replica).await;
+        let active = active_with_group(&etcd, 1, &master, &replica).await;
 
         let port = free_port_with_409();
         let url = format!("http://127.0.0.1:{port}");
@@ -218,14 +228,8 @@ fn prestop_gives_up_with_an_error_when_the_grace_period_ends() {
     let servers = synced_servers(2);
     let etcd = EtcdServer::start();
     rt().block_on(async {
-        let active = etcd_dashboard(&etcd, free_port()).await;
-        until(20, "the first dashboard to become active", || async {
-            active.dashboard.is_active().then_some(())
-        })
-        .await;
-        let active_url = format!("http://{}", active.addr);
         let (master, replica) = (servers[0].addr(), servers[1].addr());
-        group_of_two(&active_url, 409, &master, &replica).await;
+        let active = active_with_group(&etcd, 409, &master, &replica).await;
         let standby = etcd_dashboard(&etcd, free_port()).await;
         let standby_url = format!("http://{}", standby.addr);
         until(20, "the standby to serve the topology", || async {

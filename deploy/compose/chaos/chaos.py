@@ -131,45 +131,43 @@ def kill_replica_min_replicas(ctx):
     return "killed replica %s, min-replicas-to-write 1" % r
 
 
-def kill_proxy(ctx):
-    p = C.PROXY_NAMES[0]
+def kill_and_restart(ctx, name, secs, why):
+    """docker kill `name`, start it again after `secs` (a pod coming back)."""
     ctx["fault_at"] = time.monotonic()
-    C.docker("kill", p)
-    log("docker kill %s; restarted in 5 s (a Deployment's new pod)" % p)
-    hold(5)
-    C.start(p)
-    return "killed %s" % p
+    C.docker("kill", name)
+    log("docker kill %s; %s" % (name, why))
+    hold(secs)
+    C.start(name)
+    return "killed %s" % name
+
+
+def kill_leader(ctx, what, leader, took_over):
+    """docker kill the instance `leader()` names, wait until another leads, start it
+    again; `took_over` words the note."""
+    old = C.wait("a %s" % what, 60, leader)
+    ctx["fault_at"] = time.monotonic()
+    C.docker("kill", old)
+    log("docker kill %s (the %s)" % (old, what))
+    new = C.wait("another %s" % what, 60, leader)
+    log("%s is the %s" % (new, what))
+    C.start(old)
+    return "killed %s, %s %s" % (old, new, took_over)
+
+
+def kill_proxy(ctx):
+    return kill_and_restart(ctx, C.PROXY_NAMES[0], 5, "restarted in 5 s (a Deployment's new pod)")
 
 
 def kill_dashboard(ctx):
-    d = C.wait("an active dashboard", 60, C.active_dashboard)
-    ctx["fault_at"] = time.monotonic()
-    C.docker("kill", d)
-    log("docker kill %s (active)" % d)
-    other = C.wait("the standby to take over", 60, lambda: C.active_dashboard())
-    log("%s is active" % other)
-    C.start(d)
-    return "killed %s, %s took over" % (d, other)
+    return kill_leader(ctx, "active dashboard", C.active_dashboard, "took over")
 
 
 def kill_ha_leader(ctx):
-    h = C.wait("an HA leader", 60, C.ha_leader)
-    ctx["fault_at"] = time.monotonic()
-    C.docker("kill", h)
-    log("docker kill %s (leader)" % h)
-    other = C.wait("the other HA to lead", 60, C.ha_leader)
-    C.start(h)
-    return "killed %s, %s leads" % (h, other)
+    return kill_leader(ctx, "HA leader", C.ha_leader, "leads")
 
 
 def kill_etcd(ctx):
-    e = "kodis-etcd-2"
-    ctx["fault_at"] = time.monotonic()
-    C.docker("kill", e)
-    log("docker kill %s, back in 10 s" % e)
-    hold(10)
-    C.start(e)
-    return "killed %s" % e
+    return kill_and_restart(ctx, "kodis-etcd-2", 10, "back in 10 s")
 
 
 def partition_dashboard(ctx):
