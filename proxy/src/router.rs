@@ -234,13 +234,9 @@ impl Router {
         self.current.load_full()
     }
 
-    /// Installs a newer topology; an older epoch is refused.
-    pub fn install(&self, topology: Topology) -> Result<(), InstallError> {
-        self.install_retiring(topology).map(drop)
-    }
-
-    /// Installs a newer topology and returns the pools of the servers it no longer
-    /// names (forgotten here: they close when their last user drops them).
+    /// Installs a newer topology (an older epoch is refused) and returns the pools of
+    /// the servers it no longer names (forgotten here: they close when their last user
+    /// drops them).
     fn install_retiring(&self, topology: Topology) -> Result<Vec<Arc<BackendPool>>, InstallError> {
         let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.current.load().topology.epoch;
