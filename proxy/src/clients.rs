@@ -4,12 +4,14 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
+
+use atomic_waker::AtomicWaker;
 
 use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use rustc_hash::FxHashMap;
-use tokio::sync::Notify;
 use tracing::debug;
 
 /// What a client said about itself (CLIENT SETNAME / SETINFO, HELLO SETNAME).
@@ -32,7 +34,14 @@ pub struct ClientHandle {
     pub addr: SocketAddr,
     connected: Instant,
     meta: Mutex<ClientMeta>,
-    kill: Notify,
+    /// Wakes the session for a kill or the shutdown. One waker slot, not a waiter
+    /// list: the session polls it on every turn of its loop, and registering in a
+    /// `Notify` per turn cost hundreds of instructions per request.
+    signal: AtomicWaker,
+    /// CLIENT KILL or the process-wide memory cap: close now.
+    killed: AtomicBool,
+    /// Shutdown: stop reading, finish what is owed.
+    stopping: AtomicBool,
     /// Bytes the proxy holds for it, as last reported (see [`Clients::report`]).
     held: AtomicUsize,
     /// Set when the process-wide cap closes it (rather than CLIENT KILL).
@@ -74,10 +83,31 @@ impl ClientHandle {
         )
     }
 
-    /// Resolves once CLIENT KILL named this client, or the process-wide memory cap
-    /// chose it (then [`ClientHandle::evicted`] is true).
-    pub async fn killed(&self) {
-        self.kill.notified().await;
+    /// Ready once CLIENT KILL named this client or the process-wide memory cap chose
+    /// it (then [`ClientHandle::evicted`] is true), or, while `reading`, once the
+    /// proxy began to shut down. Registers `cx`'s waker for the next signal.
+    pub fn poll_signal(&self, cx: &mut Context<'_>, reading: bool) -> Poll<Signal> {
+        self.signal.register(cx.waker());
+        if self.killed.load(Ordering::Acquire) {
+            Poll::Ready(Signal::Kill)
+        } else if reading && self.stopping.load(Ordering::Acquire) {
+            Poll::Ready(Signal::Stop)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Closes it: its session returns at its next turn.
+    fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.signal.wake();
+    }
+
+    /// Tells its session the proxy shuts down: it stops reading and finishes what
+    /// is owed.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.signal.wake();
     }
 
     /// True once the process-wide memory cap chose to close this client.
@@ -89,6 +119,15 @@ impl ClientHandle {
     pub fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }
+}
+
+/// What a session is told from outside (see [`ClientHandle::poll_signal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Close the connection now.
+    Kill,
+    /// Stop reading; finish the replies owed.
+    Stop,
 }
 
 /// Sessions report what they hold in steps of this many bytes (rounded down), so a
@@ -206,7 +245,7 @@ impl Clients {
             }
             total -= h.held();
             h.evicted.store(true, Ordering::Relaxed);
-            h.kill.notify_one();
+            h.kill();
             debug!(client = %h.addr, held = h.held(), "client chosen to free memory");
         }
     }
@@ -218,7 +257,9 @@ impl Clients {
             addr,
             connected: Instant::now(),
             meta: Mutex::new(ClientMeta::default()),
-            kill: Notify::new(),
+            signal: AtomicWaker::new(),
+            killed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             held: AtomicUsize::new(0),
             evicted: AtomicBool::new(false),
         });
@@ -247,6 +288,13 @@ impl Clients {
         v
     }
 
+    /// Tells every session the proxy shuts down (see [`ClientHandle::stop`]).
+    pub fn stop_all(&self) {
+        for h in self.list() {
+            h.stop();
+        }
+    }
+
     /// Closes the clients `filters` all match, except `skip`; how many.
     pub fn kill(&self, filters: &[KillFilter], skip: Option<u64>) -> usize {
         let mut n = 0;
@@ -259,7 +307,7 @@ impl Clients {
                 KillFilter::Addr(a) => h.addr.to_string() == *a,
             });
             if hit {
-                h.kill.notify_one();
+                h.kill();
                 n += 1;
             }
         }

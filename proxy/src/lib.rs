@@ -14,6 +14,7 @@ mod config_set;
 pub mod control;
 pub mod dedicated;
 pub mod error;
+pub mod gate;
 pub mod info;
 mod local;
 pub mod memory;

@@ -89,7 +89,7 @@ pub struct Router {
     /// Sessions hold it shared while they route and hand requests to backends; an
     /// install takes it exclusively, so once it has swapped, no request routed by the
     /// old topology is still on its way to a backend.
-    gate: tokio::sync::RwLock<()>,
+    gate: crate::gate::Gate,
     opts: Arc<BackendOptions>,
     conns_per_backend: usize,
     metrics: Arc<Metrics>,
@@ -130,7 +130,7 @@ impl Router {
             current: ArcSwap::from_pointee(routes),
             pools,
             installing: Mutex::new(()),
-            gate: tokio::sync::RwLock::new(()),
+            gate: crate::gate::Gate::default(),
             opts,
             conns_per_backend,
             metrics,
@@ -159,8 +159,8 @@ impl Router {
     }
 
     /// Held by a session while it routes a batch and hands it to backends.
-    pub async fn routing(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
-        self.gate.read().await
+    pub async fn routing(&self) -> crate::gate::Pass<'_> {
+        self.gate.enter().await
     }
 
     /// Installs a newer topology, then waits until every request routed by an older
@@ -171,7 +171,7 @@ impl Router {
     /// the source group.
     pub async fn install_and_drain(&self, topology: Topology) -> Result<(), InstallError> {
         let retired = {
-            let _closed = self.gate.write().await;
+            let _closed = self.gate.close().await;
             self.install_retiring(topology)?
         };
         // Servers that left the topology are drained too: old routes may have sent

@@ -328,6 +328,7 @@ async fn accept_loop(
         }
     }
     drop(listeners);
+    ctx.clients.stop_all();
     info!("stopped accepting; waiting for sessions to finish");
     let wait = slots.acquire_many(max as u32);
     let limit = Duration::from_millis(ctx.config.shutdown_timeout_ms);

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn, Instrument};
 
 use crate::backend::{BackendPool, BackendRequest, Batch, ReplyRx};
+use crate::clients::Signal;
 use crate::command_table::CommandFlags;
 use crate::commands::{Commands, Kind, Local, PubSubCommand, SplitKind};
 use crate::config::ProxyConfig;
@@ -410,7 +411,10 @@ pub async fn serve(
     worker: usize,
 ) {
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("session", id, %peer);
+    // At debug level, like the per-request detail it frames: an enabled span is
+    // entered and left on every poll, about 350 instructions per request
+    // (benches/callgrind.py). The warnings a session logs name the client themselves.
+    let span = tracing::debug_span!("session", id, %peer);
     async move {
         debug!("client connected");
         ctx.metrics.connections.inc();
@@ -451,7 +455,12 @@ pub async fn serve(
             stalled: false,
             ctx: ctx.clone(),
         };
-        run(stream, session, shutdown).await;
+        // Shutdown reaches sessions through their handle (Clients::stop_all); one
+        // registered after that call learns it here.
+        if *shutdown.borrow() {
+            session.client.stop();
+        }
+        run(stream, session).await;
         ctx.clients.remove(id);
         ctx.metrics.connections.dec();
         debug!("client disconnected");
@@ -460,7 +469,7 @@ pub async fn serve(
     .await
 }
 
-async fn run(stream: Stream, mut session: Session, mut shutdown: watch::Receiver<bool>) {
+async fn run(stream: Stream, mut session: Session) {
     let ctx = session.ctx.clone();
     let client = session.client.clone();
     let metrics = &ctx.metrics;
@@ -666,22 +675,23 @@ async fn run(stream: Stream, mut session: Session, mut shutdown: watch::Receiver
                 crate::pubsub::SubEvent::Topology => session.resubscribe(),
                 crate::pubsub::SubEvent::Held => {}
             },
-            _ = shutdown.changed(), if reading => reading = false,
-            // CLIENT KILL, or the clients together hold too much and this one most:
-            // closed at once, as Redis does.
-            () = client.killed() => {
-                if client.evicted() {
-                    close_evicted(&session, buf.len());
+            // Shutdown: stop reading. CLIENT KILL, or the clients together hold too
+            // much and this one most: closed at once, as Redis does.
+            signal = std::future::poll_fn(|cx| client.poll_signal(cx, reading)) => match signal {
+                Signal::Stop => reading = false,
+                Signal::Kill => {
+                    if client.evicted() {
+                        close_evicted(&session, buf.len());
+                    }
+                    return;
                 }
-                return;
-            }
+            },
             // Reading nothing while the budget is full: the soft limit.
             () = async {
-                match full_deadline {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending().await,
+                if let Some(t) = full_deadline {
+                    tokio::time::sleep_until(t).await;
                 }
-            } => {
+            }, if full_deadline.is_some() => {
                 match full_since {
                     Some((_, mark)) if mark == progress => {
                         return close_for_memory(
