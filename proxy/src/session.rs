@@ -477,9 +477,11 @@ async fn run(stream: Stream, mut session: Session) {
     let (mut rd, mut wr) = stream.into_split();
     let mut queue: VecDeque<Pending> = VecDeque::new();
     // Replies ready for the client; `out[written..]` is still to be sent.
-    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    // Both buffers start small and grow with what the client does: an idle client
+    // costs the proxy a few KiB, not the 32 KiB two full-size buffers took.
+    let mut out: Vec<u8> = Vec::new();
     let mut written = 0usize;
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut buf = BytesMut::with_capacity(READ_START);
     let mut scanner = RequestScanner::new(session.request_limits());
     let mut outbox = Outbox::default();
     // False once the client closed, erred, or shutdown began: finish what is owed.
@@ -602,7 +604,7 @@ async fn run(stream: Stream, mut session: Session) {
                     if written == out.len() {
                         written = 0;
                         if out.capacity() > 1024 * 1024 {
-                            out = Vec::with_capacity(16 * 1024);
+                            out = Vec::new();
                         } else {
                             out.clear();
                         }
@@ -653,8 +655,10 @@ async fn run(stream: Stream, mut session: Session) {
                         if session.parse_and_dispatch(&mut buf, &mut scanner, &mut queue, &mut outbox).await {
                             reading = false;
                         }
-                        if buf.capacity() - buf.len() < 4096 {
-                            buf.reserve(16 * 1024);
+                        // Little room left: doubled (up to READ_STEP more at a time),
+                        // so a pipelining client soon gets large reads.
+                        if buf.capacity() - buf.len() < READ_START / 2 {
+                            buf.reserve(buf.capacity().clamp(READ_START, READ_STEP));
                         }
                     }
                 }
@@ -731,6 +735,12 @@ fn close_evicted(session: &Session, unsent_requests: usize) {
          and it holds the most"
     );
 }
+
+/// A session's read buffer at first, and what it keeps room for.
+const READ_START: usize = 1024;
+
+/// The most a session's read buffer grows by at once.
+const READ_STEP: usize = 64 * 1024;
 
 /// Bytes read ahead from a paused session's client before the proxy stops reading it.
 const PAUSED_READ_LIMIT: usize = 1024 * 1024;

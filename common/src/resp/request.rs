@@ -334,6 +334,35 @@ pub(crate) enum Header {
 /// [`MAX_HEADER_DIGITS`], so repeating it when bytes trickle in costs little.
 pub(crate) fn header(buf: &[u8], start: usize, examined: &mut u64) -> Header {
     let from = start + 1;
+    // The usual header, all here: 1 to 18 digits (no leading zero) and CRLF, read in
+    // one pass that finds the end and the number together. Anything else takes the
+    // general way below, which gives the same answer for these.
+    if let Some(rest) = buf.get(from..) {
+        let mut v: i64 = 0;
+        let mut i = 0;
+        while i < rest.len().min(18) {
+            let d = rest[i].wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            v = v * 10 + i64::from(d);
+            i += 1;
+        }
+        if i > 0
+            && (rest[0] != b'0' || i == 1)
+            && rest.get(i) == Some(&b'\r')
+            && rest.get(i + 1) == Some(&b'\n')
+        {
+            *examined += i as u64 + 3;
+            return Header::Found(from + i, Some(v));
+        }
+    }
+    header_general(buf, start, examined)
+}
+
+/// [`header`] for every input, the unusual ones included.
+fn header_general(buf: &[u8], start: usize, examined: &mut u64) -> Header {
+    let from = start + 1;
     let limit = buf.len().min(from + MAX_HEADER_DIGITS + 1);
     if from > limit {
         return Header::Incomplete;
@@ -445,6 +474,54 @@ mod tests {
 
     fn scanner() -> RequestScanner {
         RequestScanner::new(Limits::default())
+    }
+
+    proptest::proptest! {
+        /// The one-pass way for usual headers answers exactly as the general one,
+        /// bytes examined included, on lines made of what headers are made of.
+        #[test]
+        fn the_header_fast_path_agrees_with_the_general_way(
+            line in proptest::collection::vec(
+                proptest::sample::select(b"0123456789-\r\nx".to_vec()), 0..40),
+            first in proptest::sample::select(b"1234567890".to_vec()),
+        ) {
+            let mut buf = vec![b'$', first];
+            buf.extend_from_slice(&line);
+            let (mut a, mut b) = (0u64, 0u64);
+            proptest::prop_assert_eq!(header(&buf, 0, &mut a), header_general(&buf, 0, &mut b));
+            proptest::prop_assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn usual_headers_take_the_fast_path_with_the_same_answers() {
+        for (line, want) in [
+            (&b"$3\r\n"[..], Header::Found(2, Some(3))),
+            (b"$0\r\n", Header::Found(2, Some(0))),
+            (b"$012\r\n", Header::Found(4, None)),
+            (b"$-1\r\n", Header::Found(3, Some(-1))),
+            (
+                b"$123456789012345678\r\n",
+                Header::Found(19, Some(123_456_789_012_345_678)),
+            ),
+            (
+                b"$9223372036854775807\r\n",
+                Header::Found(20, Some(i64::MAX)),
+            ),
+            (b"$9223372036854775808\r\n", Header::Found(20, None)),
+            (b"$12\r", Header::Incomplete),
+            (b"$12\rx", Header::BadEnd),
+        ] {
+            let (mut a, mut b) = (0u64, 0u64);
+            assert_eq!(
+                header(line, 0, &mut a),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+            assert_eq!(header_general(line, 0, &mut b), want);
+            assert_eq!(a, b);
+        }
     }
 
     fn scan_all(buf: &[u8]) -> Result<Option<ParsedRequest>, ProtocolError> {
