@@ -46,6 +46,7 @@ KEYSPACE = 100_000  # redis-benchmark -r
 MSET_KEYS = 10
 MSET_DIVISOR = 4  # MSET runs N/4 requests (each carries 10 keys)
 START_DEADLINE_S = 20.0
+LATENCY_CLIENTS = 10  # -c of the latency test
 
 
 def log(msg: str) -> None:
@@ -241,6 +242,7 @@ class Test:
     pipeline: int
     requests: int
     args: list[str]  # appended to the common redis-benchmark arguments
+    clients: int | None = None  # -c for this test (default: --clients)
 
 
 def make_tests(n: int) -> list[Test]:
@@ -253,6 +255,9 @@ def make_tests(n: int) -> list[Test]:
         Test("SET P=16", 16, n, ["-t", "set"]),
         Test("GET P=16", 16, n, ["-t", "get"]),
         Test(f"MSET {MSET_KEYS} keys P=1", 1, max(1, n // MSET_DIVISOR), mset),
+        # The latency a proxy adds, seen by a few clients that do not queue behind
+        # each other (redis-benchmark's p50/p99, microsecond resolution).
+        Test(f"GET P=1 c={LATENCY_CLIENTS}", 1, max(1, n // 2), ["-t", "get"], LATENCY_CLIENTS),
     ]
 
 
@@ -280,7 +285,7 @@ def run_bench(children: Children, rb: str, target: Target, clients: int, t: Test
     for c in target.guard:
         if c.proc.poll() is not None:
             raise TargetDied(f"{c.name} has exited (status {c.proc.returncode}); log tail:\n{c.log_tail()}")
-    argv = bench_argv(rb, target.port, clients, t, target.client_args)
+    argv = bench_argv(rb, target.port, t.clients or clients, t, target.client_args)
     before = [cpu_ticks(p) for p in target.cpu_pids]
     before_be = [cpu_ticks(p) for p in target.backend_pids]
     t0 = time.monotonic()
@@ -454,7 +459,7 @@ def render_markdown(report: dict) -> str:
     lines += [
         "",
         "| test | direct req/s | kodis req/s (vs direct, vs twemproxy) | twemproxy req/s (vs direct) "
-        "| kodis µs CPU/req | twemproxy µs CPU/req | redis-server µs CPU/req (direct) |",
+        "| kodis µs CPU/req (vs twemproxy) | twemproxy µs CPU/req | redis-server µs CPU/req (direct) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["results"]:
@@ -464,10 +469,34 @@ def render_markdown(report: dict) -> str:
             kcell += f" ({fmt_ratio(k, d) or '—'}, {fmt_ratio(k, t) or '—'})"
         tr = fmt_ratio(t, d)
         tcell = fmt_rps(row["twemproxy"]) + (f" ({tr})" if tr else "")
+        kc, tc = row["kodis"]["cpu_us_per_req"], row["twemproxy"]["cpu_us_per_req"]
+        kcpu = fmt_us(kc) + (f" ({fmt_ratio(kc, tc)})" if kc and tc else "")
         lines.append(
             f"| {row['test']} | {fmt_rps(row['direct'])} | {kcell} | {tcell} | "
-            f"{fmt_us(row['kodis']['cpu_us_per_req'])} | {fmt_us(row['twemproxy']['cpu_us_per_req'])} | "
+            f"{kcpu} | {fmt_us(row['twemproxy']['cpu_us_per_req'])} | "
             f"{fmt_us(row['direct']['cpu_us_per_req'])} |"
+        )
+    lines += [
+        "",
+        "Latency that each proxy adds (its p50 and p99 minus direct's, µs; redis-benchmark's "
+        "figures, medians over rounds):",
+        "",
+        "| test | direct p50 / p99 µs | kodis adds p50 / p99 µs | twemproxy adds p50 / p99 µs |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in report["results"]:
+        d = row["direct"]
+
+        def added(cell: dict, key: str) -> str:
+            if cell.get(key) is None or d.get(key) is None:
+                return "—"
+            return f"{(cell[key] - d[key]) * 1000:+.0f}"
+
+        direct = (f"{d['p50_ms'] * 1000:.0f} / {d['p99_ms'] * 1000:.0f}"
+                  if d.get("p50_ms") is not None and d.get("p99_ms") is not None else "—")
+        lines.append(
+            f"| {row['test']} | {direct} | {added(row['kodis'], 'p50_ms')} / {added(row['kodis'], 'p99_ms')} | "
+            f"{added(row['twemproxy'], 'p50_ms')} / {added(row['twemproxy'], 'p99_ms')} |"
         )
     if report["notes"]:
         lines += [""] + [f"- note: {n}" for n in report["notes"]]
