@@ -5,9 +5,10 @@
 #               manifests (scripts/validate-manifests.sh) and every test
 #   make bench  criterion micro benchmarks, the end-to-end comparison and the
 #               migration-under-load benchmark
+#   make perf-guard  instructions per request (callgrind) against the recorded baseline
 
 SHELL := /bin/bash
-.PHONY: deps test run run-static bench bench-micro bench-e2e bench-migration fmt \
+.PHONY: deps test run run-static bench bench-micro bench-e2e bench-migration fmt perf-guard perf-baseline \
 	image cluster-up cluster-down cluster-add-group smoke chaos
 
 # Debian packages the tests and benchmarks start: redis-server, redis-cli and
@@ -22,6 +23,7 @@ test: deps
 	scripts/validate-manifests.sh
 	scripts/run-tests.sh
 	scripts/cluster.sh smoke
+	$(MAKE) --no-print-directory perf-guard TOLERANCE=0.05
 
 run: deps
 	cargo build --release -p kodis-proxy -p kodis-dashboard -p kodis-ha
@@ -39,6 +41,18 @@ bench-micro:
 bench-e2e: deps
 	cargo build --release -p kodis-proxy
 	python3 benches/e2e.py --proxy-bin target/release/kodis-proxy
+
+# The request path's regression guard: kodis-proxy's instructions per request under
+# callgrind against benches/callgrind-baseline.json (fails above TOLERANCE, 3%).
+# After a change that is meant to move it: make perf-baseline, and commit the file.
+TOLERANCE ?= 0.03
+perf-guard: deps
+	cargo build --release -p kodis-proxy
+	python3 benches/callgrind.py --no-twemproxy --check benches/callgrind-baseline.json --tolerance $(TOLERANCE)
+
+perf-baseline: deps
+	cargo build --release -p kodis-proxy
+	python3 benches/callgrind.py --write-baseline benches/callgrind-baseline.json
 
 bench-migration: deps
 	cargo build --release -p kodis-proxy -p kodis-dashboard

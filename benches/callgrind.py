@@ -167,7 +167,15 @@ def main(argv: list[str]) -> int:
         ratio = f"{kodis[test] / t:.2f}" if t else "-"
         print(f"| {test} | {kodis[test]} | {t or '-'} | {ratio} |")
     if args.write_baseline:
-        Path(args.write_baseline).write_text(json.dumps({"workers": args.workers, "ir_per_request": kodis}, indent=2) + "\n")
+        base = {
+            "recorded": time.strftime("%Y-%m-%d"),
+            "command": "python3 benches/callgrind.py " + " ".join(argv),
+            "clients": CLIENTS,
+            "workers": args.workers,
+            "ir_per_request": kodis,
+            "twemproxy_ir_per_request": twem,
+        }
+        Path(args.write_baseline).write_text(json.dumps(base, indent=2) + "\n")
         log(f"wrote {args.write_baseline}")
     if args.check:
         base = json.loads(Path(args.check).read_text())["ir_per_request"]

@@ -24,6 +24,8 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v curl >/dev/null || need+=(curl)
 if command -v docker >/dev/null; then command -v docker-compose >/dev/null || need+=(docker-compose); fi
 command -v strip >/dev/null || need+=(binutils)
+# The request path's regression guard (make perf-guard, in make test): callgrind.
+command -v valgrind >/dev/null || need+=(valgrind)
 # The web console's browser test (dashboard/tests/console): headless Chromium and its
 # WebDriver, driven by Selenium (from PyPI, installed by scripts/run-tests.sh).
 command -v chromium >/dev/null || need+=(chromium)
