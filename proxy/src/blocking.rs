@@ -14,7 +14,7 @@ use kodis_common::resp::{encode_array_header, encode_bulk, Request};
 use crate::backend::BackendPool;
 use crate::commands::SplitKind;
 use crate::merge::Merge;
-use crate::session::{wrong_args, Exclusive, Pending, Session};
+use crate::session::{wrong_args, Blocked, Exclusive, Pending, Session};
 
 /// Channel WAIT publishes an empty message to first (see [`Session::wait`]).
 pub const WAIT_CHANNEL: &str = "__kodis__:wait";
@@ -34,7 +34,7 @@ impl Session {
                 return Pending::Ready(e.to_resp());
             }
         };
-        let token = pool.dedicated().block(slot, &conn);
+        let (token, unblocked) = pool.dedicated().block(slot, &conn);
         let rx = conn.send(req.to_resp());
         let reply = Merge::new(
             SplitKind::Only,
@@ -46,7 +46,11 @@ impl Session {
             reply,
             conns: vec![(pool.clone(), conn)],
             retry: Some(req.clone()),
-            blocked: Some((pool.clone(), token, slot)),
+            blocked: Some(Blocked {
+                pool: pool.clone(),
+                token,
+                unblocked,
+            }),
             _waiting: Some(self.ctx.clients.wait()),
             deadline: self.deadline(own_timeout(req)),
         }))

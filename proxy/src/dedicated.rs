@@ -6,7 +6,7 @@
 //! session drops them mid-request (the server then forgets a blocked client at once,
 //! so no later push is consumed for a client that is gone).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -31,9 +31,10 @@ pub struct DedicatedSet {
     idle: Mutex<Vec<Dedicated>>,
     /// Connections a WATCH holds, by token: a topology change drains them too.
     watching: Mutex<FxHashMap<u64, mpsc::Sender<Batch>>>,
-    /// Connections blocked in a command, by token: the key's slot and the server's
-    /// client id (to unblock them when the slot moves away).
-    blocked: Mutex<FxHashMap<u64, (u16, Arc<AtomicU64>)>>,
+    /// Connections blocked in a command, by token: the key's slot, the server's
+    /// client id (to unblock them when the slot moves away) and the mark the router
+    /// sets when it does.
+    blocked: Mutex<FxHashMap<u64, (u16, Arc<AtomicU64>, Arc<AtomicBool>)>>,
     next_token: AtomicU64,
     /// The server's fence, shared with its pool.
     fence: Arc<Fence>,
@@ -83,13 +84,15 @@ impl DedicatedSet {
         token
     }
 
-    /// Lists `conn` as blocked on a key of `slot`; returns its token.
-    pub fn block(&self, slot: u16, conn: &Dedicated) -> u64 {
+    /// Lists `conn` as blocked on a key of `slot`; returns its token, and the mark
+    /// that says the proxy unblocked it (see [`DedicatedSet::blocked_on`]).
+    pub fn block(&self, slot: u16, conn: &Dedicated) -> (u64, Arc<AtomicBool>) {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let mark = Arc::new(AtomicBool::new(false));
         if let Ok(mut b) = self.blocked.lock() {
-            b.insert(token, (slot, conn.id.clone()));
+            b.insert(token, (slot, conn.id.clone(), mark.clone()));
         }
-        token
+        (token, mark)
     }
 
     /// Takes a connection off the blocked list (idempotent).
@@ -99,17 +102,21 @@ impl DedicatedSet {
         }
     }
 
-    /// The server-side ids (0 until known) of connections blocked on a slot for which `moved` is
-    /// true (it now migrates, or another server owns it): their commands would wait
-    /// for pushes that now go elsewhere, so the router unblocks them with
-    /// `CLIENT UNBLOCK id ERROR` and their sessions send them again.
-    pub fn blocked_on(&self, moved: impl Fn(u16) -> bool) -> Vec<Arc<AtomicU64>> {
+    /// The server-side ids (0 until known) of connections blocked on a slot for which
+    /// `moved` is true (it now migrates, or another server owns it), each with its
+    /// mark: their commands would wait for pushes that now go elsewhere, so the router
+    /// sets the mark and unblocks them with `CLIENT UNBLOCK id ERROR`, and their
+    /// sessions, seeing the mark, send them again.
+    pub fn blocked_on(
+        &self,
+        moved: impl Fn(u16) -> bool,
+    ) -> Vec<(Arc<AtomicU64>, Arc<AtomicBool>)> {
         self.blocked
             .lock()
             .map(|b| {
                 b.values()
-                    .filter(|(slot, _)| moved(*slot))
-                    .map(|(_, id)| id.clone())
+                    .filter(|(slot, _, _)| moved(*slot))
+                    .map(|(_, id, mark)| (id.clone(), mark.clone()))
                     .collect()
             })
             .unwrap_or_default()

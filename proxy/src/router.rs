@@ -192,7 +192,7 @@ impl Router {
                         .group_of_slot(slot)
                         .is_none_or(|g| !Arc::ptr_eq(&routes.groups[g].master, pool))
             };
-            for id in pool.dedicated().blocked_on(moved) {
+            for (id, mark) in pool.dedicated().blocked_on(moved) {
                 // A connection just opened learns its id with its first reply.
                 let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
                 let mut n = id.load(std::sync::atomic::Ordering::Relaxed);
@@ -203,6 +203,8 @@ impl Router {
                 if n == 0 {
                     continue;
                 }
+                // Set before the unblock, so the session reads it with the reply.
+                mark.store(true, std::sync::atomic::Ordering::Release);
                 let frame = format!(
                     "*4\r\n$6\r\nCLIENT\r\n$7\r\nUNBLOCK\r\n${}\r\n{n}\r\n$5\r\nERROR\r\n",
                     n.to_string().len()

@@ -158,8 +158,8 @@ pub struct Exclusive {
     /// A blocking command, to send again if the proxy unblocks it because its slot
     /// moved away (see [`Exclusive::unblocked_by_proxy`]).
     pub(crate) retry: Option<Request>,
-    /// Its entry among the server's blocked connections, and its key's slot.
-    pub(crate) blocked: Option<(Arc<BackendPool>, u64, u16)>,
+    /// Its entry among the server's blocked connections.
+    pub(crate) blocked: Option<Blocked>,
     /// Held while the client waits in a blocking command or WAIT (INFO's
     /// `blocked_clients`).
     pub(crate) _waiting: Option<crate::clients::Waiting>,
@@ -168,34 +168,41 @@ pub struct Exclusive {
     pub(crate) deadline: Option<tokio::time::Instant>,
 }
 
+/// A blocking command's entry among its server's blocked connections.
+#[derive(Debug)]
+pub struct Blocked {
+    /// The server.
+    pub(crate) pool: Arc<BackendPool>,
+    /// Its token there.
+    pub(crate) token: u64,
+    /// Set by the router when it unblocks the command because its key's slot moved
+    /// away from the server (see `Router::install_and_drain`).
+    pub(crate) unblocked: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// What a blocked client gets from `CLIENT UNBLOCK id ERROR`: the only way the proxy
 /// unblocks one (see `Router::install_and_drain`).
 const UNBLOCKED_BY_CLIENT_UNBLOCK: &[u8] = b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n";
 
 impl Exclusive {
-    /// True when `reply` is the proxy's own doing: the server says `CLIENT UNBLOCK`
-    /// ended the command, and in `routes` its key's slot no longer lives on the
-    /// server it blocked on (it migrates, or another server owns it), which is when
-    /// the router unblocks a blocked connection, so that its session sends the command
-    /// again. Any other `-UNBLOCKED` (the stream key was deleted, the server became a
-    /// replica, an operator's CLIENT UNBLOCK while the slot stays) is the server's
-    /// answer, and goes to the client as sent.
-    pub(crate) fn unblocked_by_proxy(&self, reply: &[u8], routes: &crate::router::Routes) -> bool {
-        let Some((pool, _, slot)) = &self.blocked else {
-            return false;
-        };
-        reply == UNBLOCKED_BY_CLIENT_UNBLOCK
-            && (routes.migration_target(*slot).is_some()
-                || routes
-                    .group_of_slot(*slot)
-                    .is_none_or(|g| !Arc::ptr_eq(&routes.groups[g].master, pool)))
+    /// True when `reply` is the proxy's own doing: the router marked the command
+    /// before it sent `CLIENT UNBLOCK ... ERROR` because the key's slot moved away,
+    /// and the server answers with that unblock's error, so the session sends the
+    /// command again. Any other `-UNBLOCKED` (the stream key was deleted, the server
+    /// became a replica, an operator's CLIENT UNBLOCK) is the server's answer, and
+    /// goes to the client as sent.
+    pub(crate) fn unblocked_by_proxy(&self, reply: &[u8]) -> bool {
+        self.blocked.as_ref().is_some_and(|b| {
+            reply == UNBLOCKED_BY_CLIENT_UNBLOCK
+                && b.unblocked.load(std::sync::atomic::Ordering::Acquire)
+        })
     }
 }
 
 impl Drop for Exclusive {
     fn drop(&mut self) {
-        if let Some((pool, token, _)) = &self.blocked {
-            pool.dedicated().unblock(*token);
+        if let Some(b) = &self.blocked {
+            b.pool.dedicated().unblock(b.token);
         }
     }
 }
@@ -618,7 +625,7 @@ async fn run(stream: Stream, mut session: Session) {
                 // Unblocked by the proxy because the key's slot moved: send it again.
                 if bytes.starts_with(b"-UNBLOCKED") {
                     if let Some(Pending::Exclusive(x)) = queue.front_mut() {
-                        let ours = x.unblocked_by_proxy(&bytes, &ctx.router.load());
+                        let ours = x.unblocked_by_proxy(&bytes);
                         if let Some(req) = x.retry.take().filter(|_| ours) {
                             queue.pop_front();
                             session.held = Some(req);

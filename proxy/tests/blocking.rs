@@ -281,6 +281,45 @@ fn a_blocked_pop_follows_its_slot_when_it_migrates() {
     assert_eq!(worker.read(), Value::Simple("PONG".into()));
 }
 
+/// An operator's CLIENT UNBLOCK ... ERROR on the target while the slot still
+/// migrates is the server's answer, not the proxy's: it reaches the client and the
+/// pop is not sent again (the proxy records which unblocks it sent; it used to infer
+/// them from the slot's state, and would have blocked the client again here).
+#[test]
+fn an_operators_unblock_during_a_migration_reaches_the_client() {
+    let c = Cluster::start(2);
+    let key = "work-queue";
+    let slot = kodis_common::slot::key_slot(key.as_bytes());
+    let (from, to) = (c.owner(key.as_bytes()), 1 - c.owner(key.as_bytes()));
+    let mut worker = c.proxy.conn();
+    worker.send_raw(&pipeline(&[&["BLPOP", key, "0"], &["PING"]]));
+    assert!(eventually(10, || c.blocked(from) == 1));
+    c.start_migrating(slot, slot);
+    assert!(eventually(10, || c.blocked(to) == 1 && c.blocked(from) == 0));
+    let mut direct = c.direct(to);
+    let Value::Bulk(Some(list)) = direct.cmd(&["CLIENT", "LIST"]) else {
+        panic!("CLIENT LIST");
+    };
+    let list = String::from_utf8(list).unwrap();
+    let id = list
+        .lines()
+        .find(|l| l.contains("cmd=blpop"))
+        .and_then(|l| l.strip_prefix("id="))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        direct.cmd(&["CLIENT", "UNBLOCK", &id, "ERROR"]),
+        Value::Int(1)
+    );
+    assert_eq!(
+        worker.read_raw().unwrap(),
+        b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"
+    );
+    assert_eq!(worker.read(), Value::Simple("PONG".into()));
+    assert_eq!(c.blocked(to) + c.blocked(from), 0);
+}
+
 /// `-UNBLOCKED` that the proxy did not cause reaches the client as the server sent
 /// it: a blocked XREADGROUP whose stream is deleted, and a pop an operator unblocks
 /// with CLIENT UNBLOCK ... ERROR on the server while its slot stays there. Neither is
