@@ -21,6 +21,9 @@ use crate::metrics::BackendMetrics;
 /// Idle dedicated connections kept per server for the next session that needs one.
 const MAX_IDLE: usize = 64;
 
+/// A blocked connection's key slot, server-side client id and proxy-unblock mark.
+type BlockedEntry = (u16, Arc<AtomicU64>, Arc<AtomicBool>);
+
 /// The dedicated connections to one server.
 #[derive(Debug)]
 pub struct DedicatedSet {
@@ -34,7 +37,7 @@ pub struct DedicatedSet {
     /// Connections blocked in a command, by token: the key's slot, the server's
     /// client id (to unblock them when the slot moves away) and the mark the router
     /// sets when it does.
-    blocked: Mutex<FxHashMap<u64, (u16, Arc<AtomicU64>, Arc<AtomicBool>)>>,
+    blocked: Mutex<FxHashMap<u64, BlockedEntry>>,
     next_token: AtomicU64,
     /// The server's fence, shared with its pool.
     fence: Arc<Fence>,
