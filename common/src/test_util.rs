@@ -181,13 +181,7 @@ impl Drop for RedisServer {
 
 /// Encodes a command as a RESP multibulk frame.
 pub fn encode(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    crate::resp::encode_command(args)
 }
 
 /// Reads one complete RESP2 or RESP3 reply and returns its raw bytes.

@@ -22,12 +22,7 @@ const TOKEN: &str = "cfg-t0ken";
 async fn line(addr: &str, auth: Option<&str>, args: &[&str]) -> Option<String> {
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     let mut wire = Vec::new();
-    let mut push = |args: &[&str]| {
-        wire.extend(format!("*{}\r\n", args.len()).as_bytes());
-        for a in args {
-            wire.extend(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-        }
-    };
+    let mut push = |args: &[&str]| wire.extend(kodis_common::resp::encode_command(args));
     if let Some(pw) = auth {
         push(&["AUTH", pw]);
     }

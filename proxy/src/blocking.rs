@@ -211,12 +211,9 @@ mod tests {
     use super::*;
 
     fn req(args: &[&str]) -> Request {
-        let mut frame = format!("*{}\r\n", args.len());
-        for a in args {
-            frame.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
+        let frame = kodis_common::resp::encode_command(args);
         let mut scanner = kodis_common::resp::RequestScanner::new(Default::default());
-        match scanner.scan(frame.as_bytes()) {
+        match scanner.scan(&frame) {
             Ok(Some(parsed)) => Request::new(bytes::Bytes::from(frame), parsed),
             other => panic!("{other:?}"),
         }

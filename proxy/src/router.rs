@@ -205,10 +205,13 @@ impl Router {
                 }
                 // Set before the unblock, so the session reads it with the reply.
                 mark.store(true, std::sync::atomic::Ordering::Release);
-                let frame = format!(
-                    "*4\r\n$6\r\nCLIENT\r\n$7\r\nUNBLOCK\r\n${}\r\n{n}\r\n$5\r\nERROR\r\n",
-                    n.to_string().len()
-                );
+                let id = n.to_string();
+                let frame = kodis_common::resp::encode_command(&[
+                    "CLIENT",
+                    "UNBLOCK",
+                    id.as_str(),
+                    "ERROR",
+                ]);
                 drop(pool.send(0, bytes::Bytes::from(frame)).await);
             }
         }

@@ -8,7 +8,9 @@ mod reply;
 mod request;
 
 pub use reply::{array_elements, reply_integer, ReplyScanner};
-pub use request::{encode_array_header, encode_bulk, Args, ParsedRequest, Request, RequestScanner};
+pub use request::{
+    encode_array_header, encode_bulk, encode_command, Args, ParsedRequest, Request, RequestScanner,
+};
 
 /// Size limits checked before any bytes are buffered for an announced length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

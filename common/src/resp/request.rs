@@ -103,6 +103,17 @@ pub fn encode_bulk(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// A command (or any array of bulk strings) as one RESP frame.
+pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(16 + args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>());
+    encode_array_header(&mut out, args.len());
+    for a in args {
+        encode_bulk(&mut out, a.as_ref());
+    }
+    out
+}
+
 /// Longest digit string accepted after `*` or `$` in a header line: an `i64` and its
 /// sign take 20 bytes, so anything longer can only be garbage or an attack.
 pub(crate) const MAX_HEADER_DIGITS: usize = 32;
