@@ -104,6 +104,26 @@ fn every_blocking_command_blocks_and_wakes() {
     assert_eq!(c.blocked(owner), 0);
 }
 
+/// As an operator would: `CLIENT UNBLOCK id ERROR` on the server, for the client
+/// blocked there in BLPOP.
+fn unblock_blpop(direct: &mut Conn) {
+    let Value::Bulk(Some(list)) = direct.cmd(&["CLIENT", "LIST"]) else {
+        panic!("CLIENT LIST");
+    };
+    let list = String::from_utf8(list).unwrap();
+    let id = list
+        .lines()
+        .find(|l| l.contains("cmd=blpop"))
+        .and_then(|l| l.strip_prefix("id="))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        direct.cmd(&["CLIENT", "UNBLOCK", &id, "ERROR"]),
+        Value::Int(1)
+    );
+}
+
 /// A compact text of a reply: arrays in brackets, strings bare.
 fn show(v: &Value) -> String {
     match v {
@@ -261,20 +281,27 @@ fn wait_counts_the_replicas_of_every_group_written_to() {
         .contains("wrong number of arguments"));
 }
 
-/// A pop blocked on a key whose slot starts to migrate is unblocked on its old server
-/// and sent again, so a push that now goes to the new owner still wakes it.
-#[test]
-fn a_blocked_pop_follows_its_slot_when_it_migrates() {
-    let c = Cluster::start(2);
-    let key = "work-queue";
+/// A client blocked in BLPOP on `key` (a PING pipelined behind it), then the key's
+/// slot set migrating, and the pop blocked again on the target; the client, and the
+/// source and target group.
+fn blocked_then_migrating(c: &Cluster, key: &str) -> (Conn, usize, usize) {
     let slot = kodis_common::slot::key_slot(key.as_bytes());
     let (from, to) = (c.owner(key.as_bytes()), 1 - c.owner(key.as_bytes()));
     let mut worker = c.proxy.conn();
     worker.send_raw(&pipeline(&[&["BLPOP", key, "0"], &["PING"]]));
     assert!(eventually(10, || c.blocked(from) == 1));
     c.start_migrating(slot, slot);
-    // Blocked again, now on the target.
     assert!(eventually(10, || c.blocked(to) == 1 && c.blocked(from) == 0));
+    (worker, from, to)
+}
+
+/// A pop blocked on a key whose slot starts to migrate is unblocked on its old server
+/// and sent again, so a push that now goes to the new owner still wakes it.
+#[test]
+fn a_blocked_pop_follows_its_slot_when_it_migrates() {
+    let c = Cluster::start(2);
+    let key = "work-queue";
+    let (mut worker, _, _) = blocked_then_migrating(&c, key);
     let mut p = c.proxy.conn();
     assert_eq!(p.cmd(&["RPUSH", key, "job"]), Value::Int(1));
     assert_eq!(show(&worker.read()), format!("[{key}, job]"));
@@ -288,30 +315,8 @@ fn a_blocked_pop_follows_its_slot_when_it_migrates() {
 #[test]
 fn an_operators_unblock_during_a_migration_reaches_the_client() {
     let c = Cluster::start(2);
-    let key = "work-queue";
-    let slot = kodis_common::slot::key_slot(key.as_bytes());
-    let (from, to) = (c.owner(key.as_bytes()), 1 - c.owner(key.as_bytes()));
-    let mut worker = c.proxy.conn();
-    worker.send_raw(&pipeline(&[&["BLPOP", key, "0"], &["PING"]]));
-    assert!(eventually(10, || c.blocked(from) == 1));
-    c.start_migrating(slot, slot);
-    assert!(eventually(10, || c.blocked(to) == 1 && c.blocked(from) == 0));
-    let mut direct = c.direct(to);
-    let Value::Bulk(Some(list)) = direct.cmd(&["CLIENT", "LIST"]) else {
-        panic!("CLIENT LIST");
-    };
-    let list = String::from_utf8(list).unwrap();
-    let id = list
-        .lines()
-        .find(|l| l.contains("cmd=blpop"))
-        .and_then(|l| l.strip_prefix("id="))
-        .and_then(|l| l.split(' ').next())
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        direct.cmd(&["CLIENT", "UNBLOCK", &id, "ERROR"]),
-        Value::Int(1)
-    );
+    let (mut worker, from, to) = blocked_then_migrating(&c, "work-queue");
+    unblock_blpop(&mut c.direct(to));
     assert_eq!(
         worker.read_raw().unwrap(),
         b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"
@@ -374,22 +379,7 @@ fn the_servers_own_unblocked_errors_reach_the_client() {
     let owner = c.owner(b"jobs");
     p.send_raw(&pipeline(&[&["BLPOP", "jobs", "0"], &["PING"]]));
     assert!(eventually(10, || c.blocked(owner) == 1));
-    let mut direct = c.direct(owner);
-    let Value::Bulk(Some(list)) = direct.cmd(&["CLIENT", "LIST"]) else {
-        panic!("CLIENT LIST");
-    };
-    let list = String::from_utf8(list).unwrap();
-    let id = list
-        .lines()
-        .find(|l| l.contains("cmd=blpop"))
-        .and_then(|l| l.strip_prefix("id="))
-        .and_then(|l| l.split(' ').next())
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        direct.cmd(&["CLIENT", "UNBLOCK", &id, "ERROR"]),
-        Value::Int(1)
-    );
+    unblock_blpop(&mut c.direct(owner));
     assert_eq!(
         p.read_raw().unwrap(),
         b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"
