@@ -19,7 +19,7 @@ use kodis_common::resp::{Request, RequestScanner};
 use kodis_common::slot::key_slot;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::backend::{BackendPool, BackendRequest, Batch, ReplyRx};
 use crate::clients::Signal;
@@ -989,8 +989,12 @@ impl Session {
     fn handle(&mut self, req: &Request, outbox: &mut Outbox) -> Pending {
         let ctx = self.ctx.clone();
         let commands = ctx.commands.load();
-        if commands.acl.generation() != self.acl_gen {
-            self.acl_resync(&commands.acl);
+        if commands.acl.generation() != self.acl_gen && !self.acl_resync(&commands.acl) {
+            // Its user was deleted: closed, as Redis closes a deleted user's clients
+            // (falling back to `default` could give it more rights than it had).
+            info!(client = %self.client.addr, user = %self.user_name,
+                  "closing a client: its ACL user was deleted");
+            return Pending::Close(Bytes::new());
         }
         let name = req.arg(0);
         let Some(entry) = commands.get(name) else {
@@ -1348,19 +1352,21 @@ impl Session {
     }
 
     /// The users were recompiled (a new command table, users from the dashboard):
-    /// find this session's user again by name, with its new rules. A user that is
-    /// gone logs the session out (back to `default`, which may need AUTH), as Redis
-    /// disconnects the clients of a deleted user.
+    /// find this session's user again by name, with its new rules. False when the
+    /// user it logged in as is gone: the caller closes it, as Redis disconnects the
+    /// clients of a deleted user.
     #[cold]
-    fn acl_resync(&mut self, acl: &crate::acl::Acl) {
+    fn acl_resync(&mut self, acl: &crate::acl::Acl) -> bool {
         match acl.find(self.user_name.as_bytes()) {
-            Some(i) if self.authed => self.set_user(acl, i),
+            Some(i) if self.authed => {
+                self.set_user(acl, i);
+                true
+            }
+            None if self.authed => false,
+            // Not logged in yet: still `default`, whose password may have changed.
             _ => {
-                self.user = acl.default_user();
-                self.user_name = std::borrow::Cow::Borrowed("default");
-                self.authed = !acl.auth_required();
-                self.acl_check = !acl.unrestricted(self.user);
-                self.acl_gen = acl.generation();
+                self.set_default_user();
+                true
             }
         }
     }
