@@ -23,6 +23,8 @@ pub struct ClientMeta {
     pub lib_name: Option<Bytes>,
     /// CLIENT SETINFO LIB-VER.
     pub lib_ver: Option<Bytes>,
+    /// The ACL user it is logged in as (`None`: `default`).
+    pub user: Option<String>,
 }
 
 /// One connected client.
@@ -72,12 +74,13 @@ impl ClientHandle {
                 .to_string()
         };
         format!(
-            "id={} addr={} name={} age={} db=0 tot-mem={} lib-name={} lib-ver={}\n",
+            "id={} addr={} name={} age={} db=0 tot-mem={} user={} lib-name={} lib-ver={}\n",
             self.id,
             self.addr,
             s(&m.name),
             self.connected.elapsed().as_secs(),
             self.held(),
+            m.user.as_deref().unwrap_or("default"),
             s(&m.lib_name),
             s(&m.lib_ver)
         )

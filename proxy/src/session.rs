@@ -1336,6 +1336,7 @@ impl Session {
         self.authed = !acl.auth_required();
         self.acl_check = !acl.unrestricted(self.user);
         self.acl_gen = acl.generation();
+        self.client.update(|m| m.user = None);
     }
 
     /// Runs as user `i` of `acl` from now on.
@@ -1349,6 +1350,8 @@ impl Session {
         self.authed = true;
         self.acl_check = !acl.unrestricted(i);
         self.acl_gen = acl.generation();
+        let name = (self.user_name != "default").then(|| self.user_name.to_string());
+        self.client.update(|m| m.user = name);
     }
 
     /// The users were recompiled (a new command table, users from the dashboard):

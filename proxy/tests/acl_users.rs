@@ -346,6 +346,12 @@ fn wrongpass_and_noauth() {
             "{cmd:?}"
         );
     }
+    // CLIENT INFO names the user it is logged in as, as Redis' does.
+    let (mut p, mut r) = pair(&c, &plain, Some("app"));
+    for conn in [&mut p, &mut r] {
+        let info = String::from_utf8_lossy(&raw(conn, &["CLIENT", "INFO"])).into_owned();
+        assert!(info.contains(" user=app "), "{info}");
+    }
     // RESET goes back to the (password-protected) default user: NOAUTH again.
     compare(&c, &plain, Some("app"), &[&["RESET"], &["GET", "app:1"]]);
 }

@@ -46,6 +46,7 @@ fn connection_commands() {
             assert!(
                 s.contains(&format!("id={id} "))
                     && s.contains("name=app-1")
+                    && s.contains(" user=default ")
                     && s.contains("lib-name=redis-py"),
                 "{s}"
             );
