@@ -90,6 +90,22 @@ async fn connection(
     }
 }
 
+/// Whether `headers` carry `Authorization: Bearer <token>`, compared in constant time.
+pub fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+}
+
+/// Compares without stopping at the first difference, so the time taken does not tell
+/// how much of a guessed token was right (only whether its length was).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
+}
+
 /// A JSON error body, `{"error": msg}`, with `status`.
 pub fn json_error(status: StatusCode, msg: impl Into<String>) -> Response {
     let msg: String = msg.into();
@@ -175,6 +191,22 @@ mod tests {
             h.insert(k.clone(), HeaderValue::from_str(v).expect("header value"));
         }
         h
+    }
+
+    #[test]
+    fn tokens_are_compared_whole() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"", b"x"));
+        let h = headers(&[(header::AUTHORIZATION, "Bearer s3cret")]);
+        assert!(bearer_matches(&h, "s3cret"));
+        assert!(!bearer_matches(&h, "s3cre"));
+        assert!(!bearer_matches(
+            &headers(&[(header::AUTHORIZATION, "s3cret")]),
+            "s3cret"
+        ));
+        assert!(!bearer_matches(&headers(&[]), "s3cret"));
     }
 
     #[test]

@@ -5,10 +5,13 @@ pub mod acl;
 pub mod api;
 #[cfg(feature = "certs")]
 pub mod certs;
+#[cfg(feature = "client")]
+pub mod client;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod replication;
 pub mod resp;
+pub mod routes;
 pub mod server_config;
 pub mod signals;
 pub mod slot;

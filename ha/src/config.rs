@@ -46,6 +46,9 @@ pub struct PrestopConfig {
     /// The dashboard's URL.
     #[arg(long, default_value = "http://127.0.0.1:18080", value_name = "URL")]
     pub dashboard: String,
+    /// CA certificate (PEM) of an https:// dashboard [default: the system's roots].
+    #[arg(long, value_name = "FILE", env = "KODIS_DASHBOARD_CA")]
+    pub dashboard_ca: Option<PathBuf>,
     /// This server's address as the topology lists it.
     #[arg(long, value_name = "HOST:PORT")]
     pub addr: String,
@@ -66,13 +69,24 @@ impl PrestopConfig {
         if self.timeout.is_zero() {
             return Err("--timeout must be more than 0".into());
         }
-        check_dashboard(&self.dashboard)
+        check_dashboard(&self.dashboard, self.dashboard_ca.as_deref())
     }
 }
 
-/// `--dashboard` must be a URL HA's client can reach (see [`crate::client::check_url`]).
-fn check_dashboard(url: &str) -> Result<(), String> {
-    crate::client::check_url(url).map_err(|e| format!("--dashboard: {e}"))
+/// `--dashboard` must be a URL HA's client can reach (see [`crate::client::check_url`]),
+/// and `--dashboard-ca` a file there is, for an https:// one.
+fn check_dashboard(url: &str, ca: Option<&std::path::Path>) -> Result<(), String> {
+    crate::client::check_url(url).map_err(|e| format!("--dashboard: {e}"))?;
+    if let Some(ca) = ca {
+        if !url.starts_with("https://") {
+            return Err(format!(
+                "--dashboard-ca {} is given but --dashboard {url:?} is not https://",
+                ca.display()
+            ));
+        }
+        std::fs::metadata(ca).map_err(|e| format!("--dashboard-ca {}: {e}", ca.display()))?;
+    }
+    Ok(())
 }
 
 /// What `kodis-ha probe` checks.
@@ -123,6 +137,9 @@ pub struct HaConfig {
     /// The dashboard's URL.
     #[arg(long, default_value = "http://127.0.0.1:18080", value_name = "URL")]
     pub dashboard: String,
+    /// CA certificate (PEM) of an https:// dashboard [default: the system's roots].
+    #[arg(long, value_name = "FILE", env = "KODIS_DASHBOARD_CA")]
+    pub dashboard_ca: Option<PathBuf>,
     /// How failed servers and proxies are restarted.
     #[arg(long, value_enum, default_value_t = OrchestratorKind::Local)]
     pub orchestrator: OrchestratorKind,
@@ -166,6 +183,7 @@ impl HaConfig {
     pub fn new(dashboard: &str, data_dir: PathBuf) -> Self {
         Self {
             dashboard: dashboard.to_string(),
+            dashboard_ca: None,
             orchestrator: OrchestratorKind::Local,
             interval: Duration::from_secs(1),
             down_after: 3,
@@ -191,7 +209,7 @@ impl HaConfig {
         if self.lock_ttl_secs < 2 {
             return Err("--lock-ttl-secs must be at least 2".into());
         }
-        check_dashboard(&self.dashboard)
+        check_dashboard(&self.dashboard, self.dashboard_ca.as_deref())
     }
 
     /// How long one probe may take: less than an interval, at most a second.
@@ -206,6 +224,9 @@ pub struct LaunchConfig {
     /// The dashboard's URL.
     #[arg(long, default_value = "http://127.0.0.1:18080", value_name = "URL")]
     pub dashboard: String,
+    /// CA certificate (PEM) of an https:// dashboard [default: the system's roots].
+    #[arg(long, value_name = "FILE", env = "KODIS_DASHBOARD_CA")]
+    pub dashboard_ca: Option<PathBuf>,
     /// The group this server belongs to.
     #[arg(long, value_name = "ID")]
     pub group: u32,
@@ -238,7 +259,7 @@ pub struct LaunchConfig {
 impl LaunchConfig {
     /// Checks the values that flags alone cannot.
     pub fn validate(&self) -> Result<(), String> {
-        check_dashboard(&self.dashboard)
+        check_dashboard(&self.dashboard, self.dashboard_ca.as_deref())
     }
 }
 
@@ -246,29 +267,34 @@ impl LaunchConfig {
 mod tests {
     use super::*;
 
-    /// Every subcommand refuses an https:// dashboard at start-up, saying why.
+    /// Every subcommand takes an https:// dashboard, and refuses a CA for an
+    /// http:// one or a CA file that is not there, at start-up.
     #[test]
-    fn an_https_dashboard_is_refused_at_validation() {
+    fn dashboard_urls_and_cas_are_checked_at_validation() {
         let url = "https://dashboard:18080";
-        let ha = HaConfig::new(url, PathBuf::from("/tmp/x"));
-        let e = ha.validate().expect_err("an https:// dashboard");
-        assert!(e.contains("--dashboard") && e.contains("TLS"), "{e}");
-        assert!(HaConfig::new("http://dashboard:18080", PathBuf::new())
+        let mut ha = HaConfig::new(url, PathBuf::from("/tmp/x"));
+        assert!(ha.validate().is_ok());
+        ha.dashboard_ca = Some(PathBuf::from("/nonexistent/ca.pem"));
+        let e = ha.validate().expect_err("a missing CA file");
+        assert!(e.contains("--dashboard-ca"), "{e}");
+        ha.dashboard = "http://dashboard:18080".into();
+        let e = ha.validate().expect_err("a CA for http://");
+        assert!(e.contains("not https://"), "{e}");
+        assert!(HaConfig::new("dashboard:18080", PathBuf::new())
             .validate()
-            .is_ok());
+            .is_err());
 
         let mut prestop = PrestopConfig {
             dashboard: url.into(),
+            dashboard_ca: None,
             addr: "10.0.0.1:6379".into(),
             timeout: Duration::from_secs(45),
             admin_token: None,
         };
-        assert!(prestop
-            .validate()
-            .expect_err("an https:// dashboard")
-            .contains("TLS"));
-        prestop.dashboard = "http://dashboard:18080".into();
         assert!(prestop.validate().is_ok());
+        prestop.dashboard = "ftp://dashboard:18080".into();
+        assert!(prestop.validate().is_err());
+        prestop.dashboard = "http://dashboard:18080".into();
         prestop.timeout = Duration::ZERO;
         assert!(prestop.validate().is_err());
 
@@ -277,6 +303,8 @@ mod tests {
             "launch",
             "--dashboard",
             url,
+            "--dashboard-ca",
+            "/nonexistent/ca.pem",
             "--group",
             "1",
             "--addr",
@@ -290,7 +318,7 @@ mod tests {
         };
         assert!(launch
             .validate()
-            .expect_err("an https:// dashboard")
-            .contains("TLS"));
+            .expect_err("a missing CA file")
+            .contains("--dashboard-ca"));
     }
 }

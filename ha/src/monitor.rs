@@ -123,7 +123,11 @@ impl Monitor {
         orchestrator: Arc<dyn Orchestrator>,
     ) -> Result<Arc<Self>, HaError> {
         Ok(Arc::new(Self {
-            dashboard: Dashboard::new(&config.dashboard, config.admin_token.clone())?,
+            dashboard: Dashboard::new(
+                &config.dashboard,
+                config.admin_token.clone(),
+                config.dashboard_ca.clone(),
+            )?,
             prober: Prober::new(config.probe_timeout(), config.redis_password.clone())?,
             orchestrator,
             state: Mutex::new(State::default()),

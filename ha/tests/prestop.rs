@@ -80,9 +80,16 @@ struct Prestop {
 
 impl Prestop {
     fn start(url: &str, addr: &str, timeout: &str) -> Self {
+        Self::start_with(url, addr, timeout, &[])
+    }
+
+    /// As [`Prestop::start`], with more flags.
+    fn start_with(url: &str, addr: &str, timeout: &str, extra: &[&str]) -> Self {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kodis-ha"))
             .args(["prestop", "--dashboard", url, "--addr", addr])
             .args(["--timeout", timeout])
+            .args(extra)
+            .env_remove("KODIS_DASHBOARD_CA")
             .env("RUST_LOG", "info")
             .env_remove("KODIS_ADMIN_TOKEN")
             .stdin(Stdio::null())
@@ -290,16 +297,21 @@ fn prestop_needs_nothing_for_a_genuine_409_or_a_replica() {
     });
 }
 
-/// An https:// dashboard (HA's client has no TLS) is refused before anything is
-/// tried, with a message that says why.
+/// A dashboard CA that is not there is refused before anything is tried, with a
+/// message that names the flag.
 #[test]
-fn prestop_refuses_an_https_dashboard() {
+fn prestop_refuses_a_missing_dashboard_ca() {
     rt().block_on(async {
-        let (status, out, log) = Prestop::start("https://127.0.0.1:1", "127.0.0.1:2", "30s")
-            .finish(10)
-            .await;
+        let (status, out, log) = Prestop::start_with(
+            "https://127.0.0.1:1",
+            "127.0.0.1:2",
+            "30s",
+            &["--dashboard-ca", "/nonexistent/ca.pem"],
+        )
+        .finish(10)
+        .await;
         assert!(!status.success(), "{out}\n{log}");
-        assert!(log.contains("https://") && log.contains("TLS"), "{log}");
+        assert!(log.contains("--dashboard-ca"), "{log}");
         assert!(!log.contains("trying again"), "{log}");
     });
 }
