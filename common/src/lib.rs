@@ -17,6 +17,8 @@ pub mod signals;
 pub mod slot;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod topology;
 
 #[cfg(feature = "test-util")]

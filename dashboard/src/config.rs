@@ -82,6 +82,16 @@ pub struct DashboardConfig {
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
+    // --- HTTPS of the API ---
+    /// PEM certificate chain (leaf first) the API is served with over HTTPS
+    /// [default: none, plain HTTP]. Needs --tls-key; both files are read again every
+    /// 5 s, and a change is used by new connections.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    // --- end HTTPS of the API ---
 }
 
 impl DashboardConfig {
@@ -128,7 +138,7 @@ impl DashboardConfig {
         if self.lock_ttl_secs < 2 {
             return Err("--lock-ttl-secs must be at least 2".into());
         }
-        Ok(())
+        check_tls_pair(self.tls_cert.as_deref(), self.tls_key.as_deref())
     }
 
     /// The data-plane ACL user, if one is configured.
@@ -167,7 +177,22 @@ impl DashboardConfig {
             proxy_allow_keys: true,
             proxy_allow_client_pause: false,
             redis_password: None,
+            tls_cert: None,
+            tls_key: None,
         }
+    }
+}
+
+/// `--tls-cert` and `--tls-key` come together (their contents are checked when they
+/// are loaded, at start-up).
+pub(crate) fn check_tls_pair(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Result<(), String> {
+    match (cert, key) {
+        (Some(_), None) => Err("--tls-cert needs --tls-key".into()),
+        (None, Some(_)) => Err("--tls-key needs --tls-cert".into()),
+        _ => Ok(()),
     }
 }
 

@@ -176,6 +176,16 @@ pub struct HaConfig {
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
+    // --- HTTPS of /metrics, /healthz and /events ---
+    /// PEM certificate chain (leaf first) HA's HTTP endpoint is served with over HTTPS
+    /// [default: none, plain HTTP]. Needs --tls-key; both files are read again every
+    /// 5 s, and a change is used by new connections.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    // --- end HTTPS ---
 }
 
 impl HaConfig {
@@ -195,6 +205,8 @@ impl HaConfig {
             pid_dir: None,
             admin_token: None,
             redis_password: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 
@@ -208,6 +220,9 @@ impl HaConfig {
         }
         if self.lock_ttl_secs < 2 {
             return Err("--lock-ttl-secs must be at least 2".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("--tls-cert and --tls-key come together".into());
         }
         check_dashboard(&self.dashboard, self.dashboard_ca.as_deref())
     }
