@@ -92,6 +92,19 @@ pub struct DashboardConfig {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     // --- end HTTPS of the API ---
+    // --- TLS to etcd ---
+    /// PEM CA certificate of etcd's server certificate: etcd is reached over TLS
+    /// (https:// endpoints) [default: none, plain HTTP].
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for an etcd started with --client-cert-auth (needs
+    /// --etcd-key and --etcd-ca).
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM private key of --etcd-cert.
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    // --- end TLS to etcd ---
 }
 
 impl DashboardConfig {
@@ -138,7 +151,50 @@ impl DashboardConfig {
         if self.lock_ttl_secs < 2 {
             return Err("--lock-ttl-secs must be at least 2".into());
         }
-        check_tls_pair(self.tls_cert.as_deref(), self.tls_key.as_deref())
+        check_tls_pair(self.tls_cert.as_deref(), self.tls_key.as_deref())?;
+        self.check_etcd_tls()
+    }
+
+    /// The etcd TLS flags go together, with https:// endpoints, and name files.
+    fn check_etcd_tls(&self) -> Result<(), String> {
+        if self.etcd_cert.is_some() != self.etcd_key.is_some() {
+            return Err("--etcd-cert and --etcd-key come together".into());
+        }
+        let Some(ca) = &self.etcd_ca else {
+            if self.etcd_cert.is_some() {
+                return Err("--etcd-cert needs --etcd-ca (the CA of etcd's certificate)".into());
+            }
+            return Ok(());
+        };
+        if self.etcd.is_empty() {
+            return Err("--etcd-ca is given but no --etcd endpoint".into());
+        }
+        if let Some(e) = self.etcd.iter().find(|e| e.starts_with("http://")) {
+            return Err(format!(
+                "--etcd-ca is given but the etcd endpoint {e:?} is http://: use https://"
+            ));
+        }
+        for (flag, f) in [
+            ("--etcd-ca", Some(ca)),
+            ("--etcd-cert", self.etcd_cert.as_ref()),
+            ("--etcd-key", self.etcd_key.as_ref()),
+        ] {
+            if let Some(f) = f {
+                std::fs::metadata(f).map_err(|e| format!("{flag} {}: {e}", f.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// TLS to etcd, if --etcd-ca is given.
+    pub fn etcd_tls(&self) -> Option<kodis_common::store::EtcdTls> {
+        self.etcd_ca
+            .as_ref()
+            .map(|ca| kodis_common::store::EtcdTls {
+                ca: ca.clone(),
+                cert: self.etcd_cert.clone(),
+                key: self.etcd_key.clone(),
+            })
     }
 
     /// The data-plane ACL user, if one is configured.
@@ -179,6 +235,9 @@ impl DashboardConfig {
             redis_password: None,
             tls_cert: None,
             tls_key: None,
+            etcd_ca: None,
+            etcd_cert: None,
+            etcd_key: None,
         }
     }
 }

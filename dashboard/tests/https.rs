@@ -292,3 +292,93 @@ fn a_bad_certificate_stops_the_start() {
         assert!(e.to_string().contains("--tls-cert"), "{e}");
     });
 }
+
+/// The dashboard keeps its state in an etcd that speaks only TLS and asks for client
+/// certificates (`--client-cert-auth`): with the CA and a client certificate it
+/// becomes active and serves changes; without the certificate, or with another CA,
+/// etcd cannot be used.
+#[test]
+fn the_dashboard_uses_etcd_over_tls_with_a_client_certificate() {
+    use kodis_common::store::{EtcdStore, EtcdTls, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("etcd CA").unwrap();
+    let ca_file = dir.path().join("etcd-ca.crt");
+    ca.write_cert(&ca_file).unwrap();
+    let (server_cert, server_key) = ca
+        .issue(&["127.0.0.1"], Usage::Both)
+        .unwrap()
+        .write(dir.path(), "etcd")
+        .unwrap();
+    let (client_cert, client_key) = ca
+        .issue(&["kodis-dashboard"], Usage::Client)
+        .unwrap()
+        .write(dir.path(), "client")
+        .unwrap();
+    let (other_ca, _, _) = certificates(dir.path(), "other");
+    let etcd = EtcdServer::start_tls(&server_cert, &server_key, &ca_file);
+    let endpoints = vec![etcd.endpoint()];
+    assert!(endpoints[0].starts_with("https://"));
+    rt().block_on(async {
+        let tls = EtcdTls {
+            ca: ca_file.clone(),
+            cert: Some(client_cert.clone()),
+            key: Some(client_key.clone()),
+        };
+        let timeout = std::time::Duration::from_secs(5);
+        // The store itself: with the client certificate, a write and a read.
+        let store = EtcdStore::connect_with(&endpoints, timeout, Some(&tls))
+            .await
+            .unwrap();
+        store.put(b"/kodis-tls-test", b"yes", None).await.unwrap();
+        assert!(store.get(b"/kodis-tls-test").await.unwrap().is_some());
+        // Without the client certificate, etcd refuses.
+        let anonymous = EtcdTls {
+            cert: None,
+            key: None,
+            ..tls.clone()
+        };
+        let refused = match EtcdStore::connect_with(&endpoints, timeout, Some(&anonymous)).await {
+            Ok(s) => s.get(b"/kodis-tls-test").await.is_err(),
+            Err(_) => true,
+        };
+        assert!(refused, "etcd served a client without a certificate");
+        // Another CA: etcd's certificate is not trusted.
+        let wrong = EtcdTls {
+            ca: other_ca,
+            ..tls.clone()
+        };
+        let refused = match EtcdStore::connect_with(&endpoints, timeout, Some(&wrong)).await {
+            Ok(s) => s.get(b"/kodis-tls-test").await.is_err(),
+            Err(_) => true,
+        };
+        assert!(refused, "etcd's certificate was taken with another CA");
+
+        // The dashboard with --etcd-ca, --etcd-cert and --etcd-key.
+        let mut cfg = DashboardConfig::embedded("127.0.0.1:0", dir.path().join("x"));
+        cfg.etcd = endpoints.clone();
+        cfg.etcd_ca = Some(ca_file.clone());
+        cfg.etcd_cert = Some(client_cert.clone());
+        cfg.etcd_key = Some(client_key.clone());
+        let h = kodis_dashboard::start(cfg).await.unwrap();
+        support::wait_active(&h).await;
+        let api = support::Api::new(h.addr, None);
+        api.ok(
+            "POST",
+            "/api/v1/groups",
+            Some(serde_json::json!({ "id": 7 })),
+        )
+        .await;
+        let t = api.topology().await;
+        assert!(t.groups.iter().any(|g| g.id == 7), "{t:?}");
+        h.stop().await;
+
+        // A CA for plain http:// endpoints is refused at start-up.
+        let mut cfg = DashboardConfig::embedded("127.0.0.1:0", dir.path().join("y"));
+        cfg.etcd = vec!["http://127.0.0.1:2379".into()];
+        cfg.etcd_ca = Some(ca_file);
+        let e = kodis_dashboard::start(cfg)
+            .await
+            .expect_err("http:// with a CA");
+        assert!(e.to_string().contains("--etcd-ca"), "{e}");
+    });
+}

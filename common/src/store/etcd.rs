@@ -5,12 +5,13 @@
 //! the current values, and a failed lock compare is told apart as
 //! [`StoreError::LockLost`] without a second round trip.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, TxnOp, TxnOpResponse,
-    WatchOptions,
+    Certificate, Client, CompareOp, ConnectOptions, EventType, GetOptions, Identity, PutOptions,
+    TlsOptions, TxnOp, TxnOpResponse, WatchOptions,
 };
 use tokio::sync::mpsc;
 
@@ -75,12 +76,58 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a ping may go unanswered before the connection is dropped.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// TLS to etcd: the CA its certificate must chain to, and the client certificate it
+/// asks for (`--client-cert-auth`). Endpoints are then `https://host:port`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// PEM CA certificate(s) of etcd's server certificate.
+    pub ca: PathBuf,
+    /// PEM client certificate chain, for an etcd that asks for one.
+    pub cert: Option<PathBuf>,
+    /// Its private key.
+    pub key: Option<PathBuf>,
+}
+
+impl EtcdTls {
+    /// The options of etcd-client (tonic's rustls with ring).
+    fn options(&self) -> Result<TlsOptions, StoreError> {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|source| StoreError::Io {
+                path: p.clone(),
+                source,
+            })
+        };
+        let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read(&self.ca)?));
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(StoreError::Unsupported(
+                    "an etcd client certificate needs both its certificate and its key",
+                ))
+            }
+        }
+        Ok(tls)
+    }
+}
+
 impl EtcdStore {
     /// Connects to etcd at `endpoints` (`http://host:port` or `host:port`), giving up
     /// after `connect_timeout`.
     pub async fn connect(
         endpoints: &[String],
         connect_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        Self::connect_with(endpoints, connect_timeout, None).await
+    }
+
+    /// As [`EtcdStore::connect`], over TLS when `tls` is set (`https://` endpoints).
+    pub async fn connect_with(
+        endpoints: &[String],
+        connect_timeout: Duration,
+        tls: Option<&EtcdTls>,
     ) -> Result<Self, StoreError> {
         // Every request ends within REQUEST_TIMEOUT, and a connection that stops
         // answering (a partition, a frozen member) is noticed by HTTP/2 pings and
@@ -92,6 +139,10 @@ impl EtcdStore {
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
             .with_keep_alive_while_idle(true);
+        let opts = match tls {
+            Some(t) => opts.with_tls(t.options()?),
+            None => opts,
+        };
         let client = Client::connect(endpoints, Some(opts))
             .await
             .map_err(backend("connect"))?;

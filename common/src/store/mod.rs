@@ -56,7 +56,7 @@ pub mod etcd;
 
 pub use embedded::EmbeddedStore;
 #[cfg(feature = "etcd")]
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdStore, EtcdTls};
 
 /// A store revision (etcd's `revision`); 0 means "never" or "absent".
 pub type Revision = i64;
