@@ -89,6 +89,9 @@ pub enum ClientError {
         /// The `error` of its [`ErrorBody`], or the raw body if it sent none (with the
         /// caller's hint on a 401).
         message: String,
+        /// The answer's body as sent (some answers, such as `/readyz`'s 503, carry
+        /// more than `error`).
+        body: String,
     },
     /// The dashboard answered 2xx with a body that is not what the API promises.
     #[error("unexpected answer from {route}: {source}")]
@@ -110,6 +113,15 @@ impl ClientError {
         }
     }
 
+    /// The answer's status as HTTP writes it (`409 Conflict`); empty when it did not
+    /// answer.
+    pub fn status_text(&self) -> String {
+        match self {
+            ClientError::Api { status, .. } => status.to_string(),
+            _ => String::new(),
+        }
+    }
+
     /// The dashboard's reason for a refusal; `None` when it did not answer.
     pub fn reason(&self) -> Option<&str> {
         match self {
@@ -125,6 +137,7 @@ impl ClientError {
                 route,
                 status,
                 message,
+                ..
             } => format!("{route}: HTTP {}: {message}", status.as_u16()),
             other => other.to_string(),
         }
@@ -269,6 +282,7 @@ impl DashboardClient {
                 route,
                 status,
                 message,
+                body: text,
             });
         }
         Ok(Answer {
@@ -498,6 +512,7 @@ mod tests {
             route: "POST /api/v1/groups/409/switchover".into(),
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "127.0.0.1:6409 is busy".into(),
+            body: r#"{"error":"127.0.0.1:6409 is busy"}"#.into(),
         };
         assert_eq!(e.status(), Some(503));
         assert_eq!(e.reason(), Some("127.0.0.1:6409 is busy"));

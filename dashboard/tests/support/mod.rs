@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use kodis_common::client::{ClientOptions, DashboardClient};
+use kodis_common::client::{ClientError, ClientOptions, DashboardClient};
 use kodis_common::test_util::{free_port, RedisServer};
 use kodis_common::topology::Topology;
 use kodis_dashboard::{DashboardConfig, DashboardHandle};
@@ -47,8 +47,8 @@ impl Api {
         }
     }
 
-    /// A call with an optional JSON body: (status, JSON answer or Null; for an
-    /// error, `{"error": ...}` as the dashboard sent it).
+    /// A call with an optional JSON body: (status, JSON answer or Null), errors
+    /// included.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let method: reqwest::Method = method.parse().unwrap();
         match self.client.call(method, path, body.as_ref()).await {
@@ -56,10 +56,11 @@ impl Api {
                 a.status.as_u16(),
                 serde_json::from_str(&a.body).unwrap_or(Value::Null),
             ),
-            Err(e) => match (e.status(), e.reason()) {
-                (Some(status), Some(reason)) => (status, json!({ "error": reason })),
-                _ => panic!("{path}: {e}"),
-            },
+            Err(ClientError::Api { status, body, .. }) => (
+                status.as_u16(),
+                serde_json::from_str(&body).unwrap_or(Value::Null),
+            ),
+            Err(e) => panic!("{path}: {e}"),
         }
     }
 
