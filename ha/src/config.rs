@@ -117,6 +117,9 @@ pub struct ProbeConfig {
     /// The path `http` asks for.
     #[arg(long, default_value = "/healthz")]
     pub path: String,
+    /// `http` over HTTPS: the CA (PEM) the endpoint's certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,

@@ -58,6 +58,7 @@ fn ha_reports_to_an_https_dashboard_and_serves_https() {
         client.add_server(1, &server.addr(), false).await.unwrap();
 
         // A wrong CA: no call goes through, and the error names the certificate.
+        let wrong_probe_ca = wrong_ca.clone();
         let wrong =
             kodis_ha::client::Dashboard::new(&url, Some(TOKEN.into()), Some(wrong_ca)).unwrap();
         let e = wrong.topology().await.expect_err("a wrong CA").to_string();
@@ -101,6 +102,34 @@ fn ha_reports_to_an_https_dashboard_and_serves_https() {
             .await
             .unwrap();
         assert!(health.status().is_success(), "{health:?}");
+        // The container healthcheck, `kodis-ha probe http --ca`, with its CA and
+        // with another.
+        let probe = |ca: PathBuf| {
+            let addr = ha.addr.to_string();
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_kodis-ha"))
+                    .args([
+                        "probe", "http", "--addr", &addr, "--path", "/healthz", "--ca",
+                    ])
+                    .arg(ca)
+                    .output()
+                    .unwrap()
+            })
+        };
+        let out = probe(ha_ca.clone()).await.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = probe(wrong_probe_ca).await.unwrap();
+        assert!(!out.status.success());
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.contains("UnknownIssuer"), "{said}");
         // Plain HTTP to it gets no HTTP answer.
         assert!(reqwest::get(format!("http://{}/healthz", ha.addr))
             .await
