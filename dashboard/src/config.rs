@@ -157,33 +157,13 @@ impl DashboardConfig {
 
     /// The etcd TLS flags go together, with https:// endpoints, and name files.
     fn check_etcd_tls(&self) -> Result<(), String> {
-        if self.etcd_cert.is_some() != self.etcd_key.is_some() {
-            return Err("--etcd-cert and --etcd-key come together".into());
-        }
-        let Some(ca) = &self.etcd_ca else {
-            if self.etcd_cert.is_some() {
-                return Err("--etcd-cert needs --etcd-ca (the CA of etcd's certificate)".into());
-            }
-            return Ok(());
-        };
-        if self.etcd.is_empty() {
-            return Err("--etcd-ca is given but no --etcd endpoint".into());
-        }
-        if let Some(e) = self.etcd.iter().find(|e| e.starts_with("http://")) {
-            return Err(format!(
-                "--etcd-ca is given but the etcd endpoint {e:?} is http://: use https://"
-            ));
-        }
-        for (flag, f) in [
-            ("--etcd-ca", Some(ca)),
-            ("--etcd-cert", self.etcd_cert.as_ref()),
-            ("--etcd-key", self.etcd_key.as_ref()),
-        ] {
-            if let Some(f) = f {
-                std::fs::metadata(f).map_err(|e| format!("{flag} {}: {e}", f.display()))?;
-            }
-        }
-        Ok(())
+        kodis_common::store::EtcdTls::from_flags(
+            &self.etcd,
+            self.etcd_ca.as_deref(),
+            self.etcd_cert.as_deref(),
+            self.etcd_key.as_deref(),
+        )
+        .map(drop)
     }
 
     /// TLS to etcd, if --etcd-ca is given.

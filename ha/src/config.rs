@@ -189,6 +189,18 @@ pub struct HaConfig {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     // --- end HTTPS ---
+    // --- TLS to etcd (the leader lock) ---
+    /// PEM CA certificate of etcd's server certificate: etcd is reached over TLS
+    /// (https:// endpoints) [default: none, plain HTTP].
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for an etcd started with --client-cert-auth.
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM private key of --etcd-cert.
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    // --- end TLS to etcd ---
 }
 
 impl HaConfig {
@@ -210,7 +222,20 @@ impl HaConfig {
             redis_password: None,
             tls_cert: None,
             tls_key: None,
+            etcd_ca: None,
+            etcd_cert: None,
+            etcd_key: None,
         }
+    }
+
+    /// TLS to etcd, from --etcd-ca, --etcd-cert and --etcd-key (checked).
+    pub fn etcd_tls(&self) -> Result<Option<kodis_common::store::EtcdTls>, String> {
+        kodis_common::store::EtcdTls::from_flags(
+            &self.etcd,
+            self.etcd_ca.as_deref(),
+            self.etcd_cert.as_deref(),
+            self.etcd_key.as_deref(),
+        )
     }
 
     /// Checks the values that flags alone cannot.
@@ -227,6 +252,7 @@ impl HaConfig {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("--tls-cert and --tls-key come together".into());
         }
+        self.etcd_tls()?;
         check_dashboard(&self.dashboard, self.dashboard_ca.as_deref())
     }
 

@@ -148,12 +148,18 @@ impl Monitor {
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let owner = self.owner.clone();
         let key = format!("/kodis/{}/ha/lock", self.config.cluster).into_bytes();
+        // Checked at start-up (HaConfig::validate): an error here is not expected.
+        let etcd_tls = self.config.etcd_tls().ok().flatten();
         loop {
             if *stop.borrow() {
                 return;
             }
             let store = tokio::select! {
-                s = kodis_common::store::open(&self.config.etcd, &self.config.data_dir) => s,
+                s = kodis_common::store::open_with(
+                    &self.config.etcd,
+                    &self.config.data_dir,
+                    etcd_tls.as_ref(),
+                ) => s,
                 _ = stop.changed() => return,
             };
             let store = match store {

@@ -138,3 +138,57 @@ fn ha_reports_to_an_https_dashboard_and_serves_https() {
         dash.stop().await;
     });
 }
+
+/// kodis-ha takes its leader lock in an etcd that speaks only TLS and asks for client
+/// certificates (`--etcd-ca`, `--etcd-cert`, `--etcd-key`); flags that do not hang
+/// together are refused at start-up. (That etcd refuses a client without a
+/// certificate is checked in dashboard/tests/https.rs.)
+#[test]
+fn ha_takes_its_lock_in_etcd_over_tls() {
+    use kodis_common::test_util::EtcdServer;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("etcd CA").unwrap();
+    let ca_file = dir.path().join("etcd-ca.crt");
+    ca.write_cert(&ca_file).unwrap();
+    let (server_cert, server_key) = ca
+        .issue(&["127.0.0.1"], Usage::Both)
+        .unwrap()
+        .write(dir.path(), "etcd")
+        .unwrap();
+    let (client_cert, client_key) = ca
+        .issue(&["kodis-ha"], Usage::Client)
+        .unwrap()
+        .write(dir.path(), "client")
+        .unwrap();
+    let etcd = EtcdServer::start_tls(&server_cert, &server_key, &ca_file);
+    rt().block_on(async {
+        let (dash, url) = support::dashboard(dir.path()).await;
+        let config = |name: &str| {
+            let mut c = HaConfig::new(&url, dir.path().join(name));
+            c.interval = Duration::from_millis(100);
+            c.etcd = vec![etcd.endpoint()];
+            c.etcd_ca = Some(ca_file.clone());
+            c.etcd_cert = Some(client_cert.clone());
+            c.etcd_key = Some(client_key.clone());
+            c
+        };
+        // A client certificate without a CA, or a CA for http:// endpoints: refused.
+        let mut bad = config("bad");
+        bad.etcd_ca = None;
+        assert!(bad.validate().unwrap_err().contains("--etcd-ca"));
+        let mut bad = config("bad");
+        bad.etcd = vec!["http://127.0.0.1:2379".into()];
+        assert!(bad.validate().unwrap_err().contains("https://"));
+
+        let ha = kodis_ha::start(config("ha"), Arc::new(Local::new(None)))
+            .await
+            .unwrap();
+        let leader = ha.monitor.clone();
+        until(20, "HA with the client certificate to lead", || async {
+            leader.state.lock().unwrap().leader.then_some(())
+        })
+        .await;
+        ha.stop().await;
+        dash.stop().await;
+    });
+}

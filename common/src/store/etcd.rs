@@ -16,8 +16,8 @@ use etcd_client::{
 use tokio::sync::mpsc;
 
 use super::{
-    lock_lost, ttl_secs, Compare, EventKind, KeyValue, Lease, LeaseId, Listing, Op, Revision,
-    Store, StoreError, Txn, TxnOutcome, Watch, WatchEvent,
+    lock_lost, ttl_secs, Compare, EtcdTls, EventKind, KeyValue, Lease, LeaseId, Listing, Op,
+    Revision, Store, StoreError, Txn, TxnOutcome, Watch, WatchEvent,
 };
 
 /// A [`Store`] on an etcd cluster. Cheap to clone (clones share the connection).
@@ -75,18 +75,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a ping may go unanswered before the connection is dropped.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// TLS to etcd: the CA its certificate must chain to, and the client certificate it
-/// asks for (`--client-cert-auth`). Endpoints are then `https://host:port`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EtcdTls {
-    /// PEM CA certificate(s) of etcd's server certificate.
-    pub ca: PathBuf,
-    /// PEM client certificate chain, for an etcd that asks for one.
-    pub cert: Option<PathBuf>,
-    /// Its private key.
-    pub key: Option<PathBuf>,
-}
 
 impl EtcdTls {
     /// The options of etcd-client (tonic's rustls with ring).
