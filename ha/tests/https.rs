@@ -130,6 +130,20 @@ fn ha_reports_to_an_https_dashboard_and_serves_https() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(said.contains("UnknownIssuer"), "{said}");
+        // A peer that opens a connection and never finishes the handshake (the first
+        // bytes of a ClientHello) is closed after the header timeout, 5 s.
+        let addr = ha.addr;
+        let closed = tokio::task::spawn_blocking(move || {
+            kodis_common::test_util::time_to_close(
+                addr,
+                &[0x16, 0x03, 0x01],
+                Duration::from_secs(15),
+            )
+        })
+        .await
+        .unwrap()
+        .expect("a half-sent handshake's connection is closed");
+        assert!(closed <= Duration::from_secs(8), "closed after {closed:?}");
         // Plain HTTP to it gets no HTTP answer.
         assert!(reqwest::get(format!("http://{}/healthz", ha.addr))
             .await
