@@ -62,6 +62,38 @@ pub const READYZ: &str = "/readyz";
 /// `GET`: Prometheus metrics.
 pub const METRICS: &str = "/metrics";
 
+/// Every route above, for checks that each is served and documented.
+pub const ALL: [&str; 28] = [
+    TOPOLOGY,
+    ACL,
+    CONFIG,
+    CONFIG_ONE,
+    USERS,
+    USER,
+    CHECK,
+    OVERVIEW,
+    HEALTH,
+    GROUPS,
+    GROUP,
+    GROUP_SERVERS,
+    GROUP_SERVER,
+    GROUP_PROMOTE,
+    GROUP_SWITCHOVER,
+    GROUP_DRAIN,
+    SLOTS_INIT,
+    SLOTS_ASSIGN,
+    SLOTS_MIGRATE,
+    REBALANCE,
+    MIGRATIONS,
+    PROXIES,
+    PROXY,
+    RECOVER,
+    OPENAPI,
+    HEALTHZ,
+    READYZ,
+    METRICS,
+];
+
 /// `template` with each `{...}` capture replaced, in order, by one of `args`,
 /// percent-encoded as a path segment (server addresses hold `:`, IPv6 ones `[` `]`).
 /// Captures without an argument are left as they are.
