@@ -1,7 +1,8 @@
-//! The dashboard's REST API as HA, the gate and `prestop` use it.
+//! The dashboard's REST API as HA, the gate and `prestop` use it: the shared typed
+//! client ([`kodis_common::client`]) with HA's timeout and answers.
 //!
-//! A refused call keeps the HTTP status as a number ([`DashboardError::Status`]), apart
-//! from calls that got no answer at all ([`DashboardError::Transport`]): callers decide
+//! A refused call keeps the HTTP status apart (`ClientError::Api`, its `status()`),
+//! from calls that got no answer at all (`ClientError::Unreachable`): callers decide
 //! on the status, never on the text of an error that also holds the URL and the body.
 
 use std::path::PathBuf;
