@@ -1,9 +1,11 @@
 //! What the three HTTP endpoints (proxy admin, dashboard, kodis-ha) share: a serve
-//! loop that closes connections whose request headers do not arrive in time, and the
+//! loop (plain HTTP, or HTTPS with reloaded files) that closes connections whose
+//! handshake or request headers do not arrive in time, and the
 //! request hygiene every route gets (JSON bodies only, JSON errors, also for a 405).
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
@@ -13,11 +15,14 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower_service::Service;
 use tracing::{debug, warn};
+
+use crate::tls::{ServerFiles, ServerTls};
 
 /// How long a client may take to send a request's headers (and how long a kept-alive
 /// connection may sit idle) before the connection is closed: a peer that opens
@@ -33,6 +38,19 @@ pub async fn serve(
     header_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    serve_with(listener, app, header_timeout, None, shutdown).await;
+}
+
+/// As [`serve`], over TLS when `tls` is set: every connection's handshake uses the
+/// configuration in force when it starts (see [`ServerTls::reload`]) and must end
+/// within `header_timeout` too.
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    tls: Option<Arc<ServerTls>>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
@@ -42,8 +60,26 @@ pub async fn serve(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    let conn = connection(stream, peer, app.clone(), header_timeout, stop_rx.clone());
-                    conns.spawn(conn);
+                    let _ = stream.set_nodelay(true);
+                    let (app, stop) = (app.clone(), stop_rx.clone());
+                    match &tls {
+                        None => {
+                            conns.spawn(connection(stream, peer, app, header_timeout, stop));
+                        }
+                        Some(tls) => {
+                            let acceptor = tls.acceptor();
+                            conns.spawn(async move {
+                                let hs = tokio::time::timeout(header_timeout, acceptor.accept(stream));
+                                match hs.await {
+                                    Ok(Ok(s)) => connection(s, peer, app, header_timeout, stop).await,
+                                    // A client that does not trust the certificate ends
+                                    // here: the error is on its side too.
+                                    Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                                    Err(_) => debug!(%peer, "TLS handshake timed out"),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little, keep serving.
@@ -58,14 +94,15 @@ pub async fn serve(
     while conns.join_next().await.is_some() {}
 }
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     peer: SocketAddr,
     app: Router,
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         let mut app = app.clone();
@@ -88,6 +125,41 @@ async fn connection(
             let _ = conn.await;
         }
     }
+}
+
+/// How often an HTTPS endpoint's certificate and key files are read again.
+pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Loads `cert` and `key` for an HTTPS endpoint (an error stops the start) and
+/// reloads them every [`TLS_RELOAD_INTERVAL`] until `stop` turns true.
+pub fn https(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    stop: watch::Receiver<bool>,
+) -> Result<Arc<ServerTls>, crate::tls::TlsError> {
+    let tls = Arc::new(ServerTls::load(ServerFiles {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        client_ca: None,
+    })?);
+    tokio::spawn(tls.clone().watch(TLS_RELOAD_INTERVAL, stop));
+    Ok(tls)
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>`, compared in constant time.
+pub fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+}
+
+/// Compares without stopping at the first difference, so the time taken does not tell
+/// how much of a guessed token was right (only whether its length was).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
 }
 
 /// A JSON error body, `{"error": msg}`, with `status`.
@@ -175,6 +247,22 @@ mod tests {
             h.insert(k.clone(), HeaderValue::from_str(v).expect("header value"));
         }
         h
+    }
+
+    #[test]
+    fn tokens_are_compared_whole() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"", b"x"));
+        let h = headers(&[(header::AUTHORIZATION, "Bearer s3cret")]);
+        assert!(bearer_matches(&h, "s3cret"));
+        assert!(!bearer_matches(&h, "s3cre"));
+        assert!(!bearer_matches(
+            &headers(&[(header::AUTHORIZATION, "s3cret")]),
+            "s3cret"
+        ));
+        assert!(!bearer_matches(&headers(&[]), "s3cret"));
     }
 
     #[test]

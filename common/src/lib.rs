@@ -5,15 +5,20 @@ pub mod acl;
 pub mod api;
 #[cfg(feature = "certs")]
 pub mod certs;
+#[cfg(feature = "client")]
+pub mod client;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod replication;
 pub mod resp;
+pub mod routes;
 pub mod server_config;
 pub mod signals;
 pub mod slot;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod topology;
 
 #[cfg(feature = "test-util")]

@@ -239,28 +239,51 @@ fn read_into(r: &mut impl BufRead, out: &mut Vec<u8>) -> std::io::Result<()> {
 pub struct EtcdServer {
     child: Option<Child>,
     client_port: u16,
+    tls: bool,
     dir: tempfile::TempDir,
 }
 
 impl EtcdServer {
     /// Starts etcd and waits until `/health` says it is healthy.
     pub fn start() -> Self {
+        Self::start_inner(None)
+    }
+
+    /// Starts etcd serving clients over TLS with `cert` and `key`, and requiring a
+    /// client certificate signed by `ca` (`--client-cert-auth`); waits until its
+    /// client port accepts connections.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Self {
+        Self::start_inner(Some([cert, key, ca]))
+    }
+
+    fn start_inner(tls: Option<[&Path; 3]>) -> Self {
         for _ in 0..5 {
-            if let Some(s) = Self::try_start() {
+            if let Some(s) = Self::try_start(tls) {
                 return s;
             }
         }
         panic!("etcd did not start; is it installed (apt-get install etcd-server)?");
     }
 
-    fn try_start() -> Option<Self> {
+    fn try_start(tls: Option<[&Path; 3]>) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let client_port = free_port();
         let peer_port = free_port();
-        let client = format!("http://127.0.0.1:{client_port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).ok()?;
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if let Some([cert, key, ca]) = tls {
+            cmd.arg("--cert-file")
+                .arg(cert)
+                .arg("--key-file")
+                .arg(key)
+                .arg("--trusted-ca-file")
+                .arg(ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "kodis-test"])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
@@ -278,6 +301,7 @@ impl EtcdServer {
         let mut server = Self {
             child: Some(child),
             client_port,
+            tls: tls.is_some(),
             dir,
         };
         let up = wait_for(Duration::from_secs(20), || {
@@ -301,6 +325,11 @@ impl EtcdServer {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
             return false;
         };
+        if self.tls {
+            // /health over TLS needs a client certificate; etcd opens its client port
+            // once it is ready to serve.
+            return true;
+        }
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
         if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
             .is_err()
@@ -317,9 +346,10 @@ impl EtcdServer {
         self.client_port
     }
 
-    /// The client endpoint, `http://127.0.0.1:<port>`.
+    /// The client endpoint, `http://127.0.0.1:<port>` (`https://` over TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// The working directory (holds `etcd.log` and the data directory).

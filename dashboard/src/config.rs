@@ -82,6 +82,29 @@ pub struct DashboardConfig {
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
+    // --- HTTPS of the API ---
+    /// PEM certificate chain (leaf first) the API is served with over HTTPS
+    /// [default: none, plain HTTP]. Needs --tls-key; both files are read again every
+    /// 5 s, and a change is used by new connections.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    // --- end HTTPS of the API ---
+    // --- TLS to etcd ---
+    /// PEM CA certificate of etcd's server certificate: etcd is reached over TLS
+    /// (https:// endpoints) [default: none, plain HTTP].
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for an etcd started with --client-cert-auth (needs
+    /// --etcd-key and --etcd-ca).
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM private key of --etcd-cert.
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    // --- end TLS to etcd ---
 }
 
 impl DashboardConfig {
@@ -128,7 +151,30 @@ impl DashboardConfig {
         if self.lock_ttl_secs < 2 {
             return Err("--lock-ttl-secs must be at least 2".into());
         }
-        Ok(())
+        check_tls_pair(self.tls_cert.as_deref(), self.tls_key.as_deref())?;
+        self.check_etcd_tls()
+    }
+
+    /// The etcd TLS flags go together, with https:// endpoints, and name files.
+    fn check_etcd_tls(&self) -> Result<(), String> {
+        kodis_common::store::EtcdTls::from_flags(
+            &self.etcd,
+            self.etcd_ca.as_deref(),
+            self.etcd_cert.as_deref(),
+            self.etcd_key.as_deref(),
+        )
+        .map(drop)
+    }
+
+    /// TLS to etcd, if --etcd-ca is given.
+    pub fn etcd_tls(&self) -> Option<kodis_common::store::EtcdTls> {
+        self.etcd_ca
+            .as_ref()
+            .map(|ca| kodis_common::store::EtcdTls {
+                ca: ca.clone(),
+                cert: self.etcd_cert.clone(),
+                key: self.etcd_key.clone(),
+            })
     }
 
     /// The data-plane ACL user, if one is configured.
@@ -167,7 +213,25 @@ impl DashboardConfig {
             proxy_allow_keys: true,
             proxy_allow_client_pause: false,
             redis_password: None,
+            tls_cert: None,
+            tls_key: None,
+            etcd_ca: None,
+            etcd_cert: None,
+            etcd_key: None,
         }
+    }
+}
+
+/// `--tls-cert` and `--tls-key` come together (their contents are checked when they
+/// are loaded, at start-up).
+pub(crate) fn check_tls_pair(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Result<(), String> {
+    match (cert, key) {
+        (Some(_), None) => Err("--tls-cert needs --tls-key".into()),
+        (None, Some(_)) => Err("--tls-key needs --tls-cert".into()),
+        _ => Ok(()),
     }
 }
 

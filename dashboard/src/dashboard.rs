@@ -200,7 +200,12 @@ impl Dashboard {
             ))
         } else {
             Ok(Arc::new(
-                EtcdStore::connect(&self.config.etcd, Duration::from_secs(5)).await?,
+                EtcdStore::connect_with(
+                    &self.config.etcd,
+                    Duration::from_secs(5),
+                    self.config.etcd_tls().as_ref(),
+                )
+                .await?,
             ))
         }
     }

@@ -263,3 +263,26 @@ pub fn document() -> Value {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// The document lists every route the router is built from (the same constants),
+    /// and no `/api/v1` path that is not one of them.
+    #[test]
+    fn every_route_is_documented() {
+        let doc = super::document();
+        let paths = doc["paths"].as_object().expect("paths");
+        for r in kodis_common::routes::ALL {
+            assert!(paths.contains_key(r), "{r} is not in the OpenAPI document");
+        }
+        for p in paths
+            .keys()
+            .filter(|p| p.starts_with(kodis_common::routes::API))
+        {
+            assert!(
+                kodis_common::routes::ALL.contains(&p.as_str()),
+                "{p} is documented but is no route constant"
+            );
+        }
+    }
+}

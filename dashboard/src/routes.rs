@@ -13,6 +13,7 @@ use kodis_common::api::{
     AddServer, AssignSlots, CreateGroup, MigrateSlots, Promote, RebalancePlan, RegisterProxy,
     Registered,
 };
+use kodis_common::routes as r;
 use serde::de::DeserializeOwned;
 use tracing::{info, warn, Instrument};
 
@@ -25,34 +26,34 @@ type Ctx = State<Arc<Dashboard>>;
 /// Every route of the dashboard.
 pub fn router(d: Arc<Dashboard>) -> Router {
     Router::new()
-        .route("/api/v1/topology", get(topology))
-        .route("/api/v1/acl", get(acl))
-        .route("/api/v1/config", get(get_config).post(set_config))
-        .route("/api/v1/config/{name}", delete(remove_config))
-        .route("/api/v1/users", get(get_users).post(set_user))
-        .route("/api/v1/users/{name}", delete(remove_user))
-        .route("/api/v1/check", get(check).post(check_fix))
-        .route("/api/v1/overview", get(overview))
-        .route("/api/v1/health", axum::routing::put(put_health))
-        .route("/api/v1/groups", post(add_group))
-        .route("/api/v1/groups/{id}", delete(remove_group))
-        .route("/api/v1/groups/{id}/servers", post(add_server))
-        .route("/api/v1/groups/{id}/servers/{addr}", delete(remove_server))
-        .route("/api/v1/groups/{id}/promote", post(promote))
-        .route("/api/v1/groups/{id}/switchover", post(switchover))
-        .route("/api/v1/slots/init", post(init_slots))
-        .route("/api/v1/slots/assign", post(assign_slots))
-        .route("/api/v1/slots/migrate", post(migrate_slots))
-        .route("/api/v1/rebalance", post(rebalance))
-        .route("/api/v1/groups/{id}/drain", post(drain_group))
-        .route("/api/v1/migrations", get(migrations))
-        .route("/api/v1/proxies", get(proxies).post(register))
-        .route("/api/v1/proxies/{id}", delete(deregister))
-        .route("/api/v1/recover", post(recover))
-        .route("/api/v1/openapi.json", get(openapi))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route(r::TOPOLOGY, get(topology))
+        .route(r::ACL, get(acl))
+        .route(r::CONFIG, get(get_config).post(set_config))
+        .route(r::CONFIG_ONE, delete(remove_config))
+        .route(r::USERS, get(get_users).post(set_user))
+        .route(r::USER, delete(remove_user))
+        .route(r::CHECK, get(check).post(check_fix))
+        .route(r::OVERVIEW, get(overview))
+        .route(r::HEALTH, axum::routing::put(put_health))
+        .route(r::GROUPS, post(add_group))
+        .route(r::GROUP, delete(remove_group))
+        .route(r::GROUP_SERVERS, post(add_server))
+        .route(r::GROUP_SERVER, delete(remove_server))
+        .route(r::GROUP_PROMOTE, post(promote))
+        .route(r::GROUP_SWITCHOVER, post(switchover))
+        .route(r::SLOTS_INIT, post(init_slots))
+        .route(r::SLOTS_ASSIGN, post(assign_slots))
+        .route(r::SLOTS_MIGRATE, post(migrate_slots))
+        .route(r::REBALANCE, post(rebalance))
+        .route(r::GROUP_DRAIN, post(drain_group))
+        .route(r::MIGRATIONS, get(migrations))
+        .route(r::PROXIES, get(proxies).post(register))
+        .route(r::PROXY, delete(deregister))
+        .route(r::RECOVER, post(recover))
+        .route(r::OPENAPI, get(openapi))
+        .route(r::HEALTHZ, get(healthz))
+        .route(r::READYZ, get(readyz))
+        .route(r::METRICS, get(metrics))
         .merge(crate::console::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(kodis_common::http::hygiene))
@@ -63,7 +64,7 @@ pub fn router(d: Arc<Dashboard>) -> Router {
 /// Reads open to anyone who reaches the API even when a token is set: the probes of
 /// an orchestrator and a metrics scraper carry no token, and none of these names a
 /// server or a key.
-const OPEN_READS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"];
+const OPEN_READS: [&str; 4] = [r::HEALTHZ, r::READYZ, r::METRICS, r::OPENAPI];
 
 /// A span per request, and the token check for every call but [`OPEN_READS`]: reads
 /// too, as the topology, overview, proxies and migrations name every server.
@@ -90,7 +91,7 @@ async fn guard(
         tracing::debug!("api request");
         // Every change is logged with its outcome (kodis-ha's reports excepted: one
         // a second), whether it came from the console, the CLI or anything else.
-        let logged = !read && req.uri().path() != "/api/v1/health";
+        let logged = !read && req.uri().path() != r::HEALTH;
         let resp = next.run(req).await;
         if logged {
             info!(status = resp.status().as_u16(), console, "change requested");
@@ -106,17 +107,7 @@ fn authorized(d: &Dashboard, headers: &axum::http::HeaderMap) -> bool {
     let Some(token) = &d.config.admin_token else {
         return true;
     };
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
-}
-
-/// Compares without stopping at the first difference, so the time taken does not
-/// tell how much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    kodis_common::http::bearer_matches(headers, token)
 }
 
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {

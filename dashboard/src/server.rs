@@ -42,18 +42,28 @@ pub async fn start(mut config: DashboardConfig) -> anyhow::Result<DashboardHandl
     let listener = TcpListener::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
     config.listen = addr.to_string();
+    let (stop, mut stopped) = watch::channel(false);
+    // Loaded before anything else starts: a certificate that does not load stops the
+    // start, with the file named.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            kodis_common::http::https(cert, key, stopped.clone())
+                .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))?,
+        ),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let dashboard = Dashboard::new(config)?;
     let leadership = tokio::spawn(dashboard.clone().run_leadership());
-    let (stop, mut stopped) = watch::channel(false);
     let app = crate::routes::router(dashboard.clone());
     let api = tokio::spawn(async move {
         let until = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
         let timeout = kodis_common::http::HEADER_READ_TIMEOUT;
-        kodis_common::http::serve(listener, app, timeout, until).await;
+        kodis_common::http::serve_with(listener, app, timeout, tls, until).await;
     });
-    info!(%addr, "kodis-dashboard listening");
+    info!(%addr, scheme, "kodis-dashboard listening");
     Ok(DashboardHandle {
         addr,
         dashboard,

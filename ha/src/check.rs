@@ -35,16 +35,41 @@ pub async fn ready(
 /// Whether `GET http://{addr}{path}` answers 2xx within `timeout`; `Err` says why not
 /// (the status and the start of the body).
 pub async fn http(addr: &str, path: &str, timeout: Duration) -> Result<String, String> {
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
+    http_with(addr, path, timeout, None).await
+}
+
+/// As [`http`], over HTTPS when `ca` names the CA the endpoint's certificate must
+/// chain to (an HTTPS dashboard or kodis-ha, `--tls-cert`).
+pub async fn http_with(
+    addr: &str,
+    path: &str,
+    timeout: Duration,
+    ca: Option<&std::path::Path>,
+) -> Result<String, String> {
+    let mut b = reqwest::Client::builder().timeout(timeout).no_proxy();
+    let scheme = match ca {
+        Some(ca) => {
+            let pem = std::fs::read(ca).map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+            b = b.tls_built_in_root_certs(false).add_root_certificate(cert);
+            "https"
+        }
+        None => "http",
+    };
+    let client = b
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-    let url = format!("http://{addr}{path}");
-    let resp = client
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+    let url = format!("{scheme}://{addr}{path}");
+    let resp = client.get(&url).send().await.map_err(|e| {
+        let mut out = format!("GET {url}: {e}");
+        let mut next = std::error::Error::source(&e);
+        while let Some(c) = next {
+            out.push_str(&format!(": {c}"));
+            next = c.source();
+        }
+        out
+    })?;
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
     let body: String = body.chars().take(200).collect();

@@ -46,6 +46,9 @@ pub struct PrestopConfig {
     /// The dashboard's URL.
     #[arg(long, default_value = "http://127.0.0.1:18080", value_name = "URL")]
     pub dashboard: String,
+    /// CA certificate (PEM) of an https:// dashboard [default: the system's roots].
+    #[arg(long, value_name = "FILE", env = "KODIS_DASHBOARD_CA")]
+    pub dashboard_ca: Option<PathBuf>,
     /// This server's address as the topology lists it.
     #[arg(long, value_name = "HOST:PORT")]
     pub addr: String,
@@ -66,13 +69,24 @@ impl PrestopConfig {
         if self.timeout.is_zero() {
             return Err("--timeout must be more than 0".into());
         }
-        check_dashboard(&self.dashboard)
+        check_dashboard(&self.dashboard, self.dashboard_ca.as_deref())
     }
 }
 
-/// `--dashboard` must be a URL HA's client can reach (see [`crate::client::check_url`]).
-fn check_dashboard(url: &str) -> Result<(), String> {
-    crate::client::check_url(url).map_err(|e| format!("--dashboard: {e}"))
+/// `--dashboard` must be a URL HA's client can reach (see [`crate::client::check_url`]),
+/// and `--dashboard-ca` a file there is, for an https:// one.
+fn check_dashboard(url: &str, ca: Option<&std::path::Path>) -> Result<(), String> {
+    crate::client::check_url(url).map_err(|e| format!("--dashboard: {e}"))?;
+    if let Some(ca) = ca {
+        if !url.starts_with("https://") {
+            return Err(format!(
+                "--dashboard-ca {} is given but --dashboard {url:?} is not https://",
+                ca.display()
+            ));
+        }
+        std::fs::metadata(ca).map_err(|e| format!("--dashboard-ca {}: {e}", ca.display()))?;
+    }
+    Ok(())
 }
 
 /// What `kodis-ha probe` checks.
@@ -103,6 +117,9 @@ pub struct ProbeConfig {
     /// The path `http` asks for.
     #[arg(long, default_value = "/healthz")]
     pub path: String,
+    /// `http` over HTTPS: the CA (PEM) the endpoint's certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
@@ -123,6 +140,9 @@ pub struct HaConfig {
     /// The dashboard's URL.
     #[arg(long, default_value = "http://127.0.0.1:18080", value_name = "URL")]
     pub dashboard: String,
+    /// CA certificate (PEM) of an https:// dashboard [default: the system's roots].
+    #[arg(long, value_name = "FILE", env = "KODIS_DASHBOARD_CA")]
+    pub dashboard_ca: Option<PathBuf>,
     /// How failed servers and proxies are restarted.
     #[arg(long, value_enum, default_value_t = OrchestratorKind::Local)]
     pub orchestrator: OrchestratorKind,
@@ -159,6 +179,28 @@ pub struct HaConfig {
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
+    // --- HTTPS of /metrics, /healthz and /events ---
+    /// PEM certificate chain (leaf first) HA's HTTP endpoint is served with over HTTPS
+    /// [default: none, plain HTTP]. Needs --tls-key; both files are read again every
+    /// 5 s, and a change is used by new connections.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    // --- end HTTPS ---
+    // --- TLS to etcd (the leader lock) ---
+    /// PEM CA certificate of etcd's server certificate: etcd is reached over TLS
+    /// (https:// endpoints) [default: none, plain HTTP].
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for an etcd started with --client-cert-auth.
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM private key of --etcd-cert.
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    // --- end TLS to etcd ---
 }
 
 impl HaConfig {
@@ -166,6 +208,7 @@ impl HaConfig {
     pub fn new(dashboard: &str, data_dir: PathBuf) -> Self {
         Self {
             dashboard: dashboard.to_string(),
+            dashboard_ca: None,
             orchestrator: OrchestratorKind::Local,
             interval: Duration::from_secs(1),
             down_after: 3,
@@ -177,7 +220,22 @@ impl HaConfig {
             pid_dir: None,
             admin_token: None,
             redis_password: None,
+            tls_cert: None,
+            tls_key: None,
+            etcd_ca: None,
+            etcd_cert: None,
+            etcd_key: None,
         }
+    }
+
+    /// TLS to etcd, from --etcd-ca, --etcd-cert and --etcd-key (checked).
+    pub fn etcd_tls(&self) -> Result<Option<kodis_common::store::EtcdTls>, String> {
+        kodis_common::store::EtcdTls::from_flags(
+            &self.etcd,
+            self.etcd_ca.as_deref(),
+            self.etcd_cert.as_deref(),
+            self.etcd_key.as_deref(),
+        )
     }
 
     /// Checks the values that flags alone cannot.
@@ -191,7 +249,11 @@ impl HaConfig {
         if self.lock_ttl_secs < 2 {
             return Err("--lock-ttl-secs must be at least 2".into());
         }
-        check_dashboard(&self.dashboard)
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("--tls-cert and --tls-key come together".into());
+        }
+        self.etcd_tls()?;
+        check_dashboard(&self.dashboard, self.dashboard_ca.as_deref())
     }
 
     /// How long one probe may take: less than an interval, at most a second.
@@ -206,6 +268,9 @@ pub struct LaunchConfig {
     /// The dashboard's URL.
     #[arg(long, default_value = "http://127.0.0.1:18080", value_name = "URL")]
     pub dashboard: String,
+    /// CA certificate (PEM) of an https:// dashboard [default: the system's roots].
+    #[arg(long, value_name = "FILE", env = "KODIS_DASHBOARD_CA")]
+    pub dashboard_ca: Option<PathBuf>,
     /// The group this server belongs to.
     #[arg(long, value_name = "ID")]
     pub group: u32,
@@ -238,7 +303,7 @@ pub struct LaunchConfig {
 impl LaunchConfig {
     /// Checks the values that flags alone cannot.
     pub fn validate(&self) -> Result<(), String> {
-        check_dashboard(&self.dashboard)
+        check_dashboard(&self.dashboard, self.dashboard_ca.as_deref())
     }
 }
 
@@ -246,29 +311,34 @@ impl LaunchConfig {
 mod tests {
     use super::*;
 
-    /// Every subcommand refuses an https:// dashboard at start-up, saying why.
+    /// Every subcommand takes an https:// dashboard, and refuses a CA for an
+    /// http:// one or a CA file that is not there, at start-up.
     #[test]
-    fn an_https_dashboard_is_refused_at_validation() {
+    fn dashboard_urls_and_cas_are_checked_at_validation() {
         let url = "https://dashboard:18080";
-        let ha = HaConfig::new(url, PathBuf::from("/tmp/x"));
-        let e = ha.validate().expect_err("an https:// dashboard");
-        assert!(e.contains("--dashboard") && e.contains("TLS"), "{e}");
-        assert!(HaConfig::new("http://dashboard:18080", PathBuf::new())
+        let mut ha = HaConfig::new(url, PathBuf::from("/tmp/x"));
+        assert!(ha.validate().is_ok());
+        ha.dashboard_ca = Some(PathBuf::from("/nonexistent/ca.pem"));
+        let e = ha.validate().expect_err("a missing CA file");
+        assert!(e.contains("--dashboard-ca"), "{e}");
+        ha.dashboard = "http://dashboard:18080".into();
+        let e = ha.validate().expect_err("a CA for http://");
+        assert!(e.contains("not https://"), "{e}");
+        assert!(HaConfig::new("dashboard:18080", PathBuf::new())
             .validate()
-            .is_ok());
+            .is_err());
 
         let mut prestop = PrestopConfig {
             dashboard: url.into(),
+            dashboard_ca: None,
             addr: "10.0.0.1:6379".into(),
             timeout: Duration::from_secs(45),
             admin_token: None,
         };
-        assert!(prestop
-            .validate()
-            .expect_err("an https:// dashboard")
-            .contains("TLS"));
-        prestop.dashboard = "http://dashboard:18080".into();
         assert!(prestop.validate().is_ok());
+        prestop.dashboard = "ftp://dashboard:18080".into();
+        assert!(prestop.validate().is_err());
+        prestop.dashboard = "http://dashboard:18080".into();
         prestop.timeout = Duration::ZERO;
         assert!(prestop.validate().is_err());
 
@@ -277,6 +347,8 @@ mod tests {
             "launch",
             "--dashboard",
             url,
+            "--dashboard-ca",
+            "/nonexistent/ca.pem",
             "--group",
             "1",
             "--addr",
@@ -290,7 +362,7 @@ mod tests {
         };
         assert!(launch
             .validate()
-            .expect_err("an https:// dashboard")
-            .contains("TLS"));
+            .expect_err("a missing CA file")
+            .contains("--dashboard-ca"));
     }
 }

@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum HaError {
     /// The dashboard could not be reached or refused a call (with the status).
-    #[error("dashboard: {0}")]
+    #[error("dashboard: {}", .0.detailed())]
     Dashboard(#[from] crate::client::DashboardError),
     /// A Redis server did not answer as expected.
     #[error("server {addr}: {cause}")]

@@ -52,7 +52,11 @@ pub async fn run(cfg: LaunchConfig) -> Result<i32, HaError> {
     let mut int = signal(SignalKind::interrupt())
         .map_err(|e| HaError::Invalid(format!("cannot watch SIGINT: {e}")))?;
     cfg.validate().map_err(HaError::Invalid)?;
-    let dashboard = Dashboard::new(&cfg.dashboard, cfg.admin_token.clone())?;
+    let dashboard = Dashboard::new(
+        &cfg.dashboard,
+        cfg.admin_token.clone(),
+        cfg.dashboard_ca.clone(),
+    )?;
     let mut backoff = Duration::from_millis(100);
     loop {
         stop_orphan(&cfg).await;

@@ -60,13 +60,21 @@ pub async fn start(
         .map_err(|e| HaError::Invalid(e.to_string()))?;
     // The bound address (not a :0 from the flags) names this HA in the lock and reports.
     config.listen = addr.to_string();
+    let (stop, rx) = watch::channel(false);
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            kodis_common::http::https(cert, key, rx.clone())
+                .map_err(|e| HaError::Invalid(format!("--tls-cert/--tls-key: {e}")))?,
+        ),
+        _ => None,
+    };
     let monitor = Monitor::new(config, orchestrator)?;
     let app = http::router(monitor.clone());
     let http = tokio::spawn(async move {
         let timeout = kodis_common::http::HEADER_READ_TIMEOUT;
-        kodis_common::http::serve(listener, app, timeout, std::future::pending()).await;
+        let forever = std::future::pending();
+        kodis_common::http::serve_with(listener, app, timeout, tls, forever).await;
     });
-    let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(monitor.clone().run(rx));
     tracing::info!(%addr, "kodis-ha serving /metrics, /healthz and /events");
     Ok(HaHandle {

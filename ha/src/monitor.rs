@@ -123,7 +123,11 @@ impl Monitor {
         orchestrator: Arc<dyn Orchestrator>,
     ) -> Result<Arc<Self>, HaError> {
         Ok(Arc::new(Self {
-            dashboard: Dashboard::new(&config.dashboard, config.admin_token.clone())?,
+            dashboard: Dashboard::new(
+                &config.dashboard,
+                config.admin_token.clone(),
+                config.dashboard_ca.clone(),
+            )?,
             prober: Prober::new(config.probe_timeout(), config.redis_password.clone())?,
             orchestrator,
             state: Mutex::new(State::default()),
@@ -144,12 +148,18 @@ impl Monitor {
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let owner = self.owner.clone();
         let key = format!("/kodis/{}/ha/lock", self.config.cluster).into_bytes();
+        // Checked at start-up (HaConfig::validate): an error here is not expected.
+        let etcd_tls = self.config.etcd_tls().ok().flatten();
         loop {
             if *stop.borrow() {
                 return;
             }
             let store = tokio::select! {
-                s = kodis_common::store::open(&self.config.etcd, &self.config.data_dir) => s,
+                s = kodis_common::store::open_with(
+                    &self.config.etcd,
+                    &self.config.data_dir,
+                    etcd_tls.as_ref(),
+                ) => s,
                 _ = stop.changed() => return,
             };
             let store = match store {

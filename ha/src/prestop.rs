@@ -65,7 +65,11 @@ impl fmt::Display for Outcome {
 /// Hands over if needed, trying again until that is confirmed or `cfg.timeout` ends.
 pub async fn run(cfg: &PrestopConfig) -> Result<Outcome, HaError> {
     cfg.validate().map_err(HaError::Invalid)?;
-    let client = Dashboard::new(&cfg.dashboard, cfg.admin_token.clone())?;
+    let client = Dashboard::new(
+        &cfg.dashboard,
+        cfg.admin_token.clone(),
+        cfg.dashboard_ca.clone(),
+    )?;
     let started = Instant::now();
     let deadline = started + cfg.timeout;
     // Whether a switch was asked for: one whose answer got lost may have happened.

@@ -24,7 +24,7 @@ impl Prober {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()
-            .map_err(crate::client::DashboardError::Client)?;
+            .map_err(|e| crate::client::DashboardError::Setup(e.to_string()))?;
         Ok(Self {
             timeout,
             password,

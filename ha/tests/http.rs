@@ -90,13 +90,13 @@ fn kodis_ha_sends_the_dashboards_token() {
         })
         .await;
         let url = format!("http://{}", dash.addr);
-        let client = kodis_ha::client::Dashboard::new(&url, Some("t0ken".into())).unwrap();
+        let client = kodis_ha::client::Dashboard::new(&url, Some("t0ken".into()), None).unwrap();
         client.create_group(1).await.unwrap();
         client.add_server(1, &server.addr(), false).await.unwrap();
         assert_eq!(client.topology().await.unwrap().groups.len(), 1);
         assert!(client.proxies().await.unwrap().is_empty());
         assert_eq!(client.data_user().await.unwrap(), None);
-        let anon = kodis_ha::client::Dashboard::new(&url, None).unwrap();
+        let anon = kodis_ha::client::Dashboard::new(&url, None, None).unwrap();
         let err = anon.topology().await.expect_err("a read without the token");
         assert!(
             matches!(&err, kodis_ha::HaError::Dashboard(e) if e.status() == Some(401)),

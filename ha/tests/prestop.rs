@@ -80,9 +80,16 @@ struct Prestop {
 
 impl Prestop {
     fn start(url: &str, addr: &str, timeout: &str) -> Self {
+        Self::start_with(url, addr, timeout, &[])
+    }
+
+    /// As [`Prestop::start`], with more flags.
+    fn start_with(url: &str, addr: &str, timeout: &str, extra: &[&str]) -> Self {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kodis-ha"))
             .args(["prestop", "--dashboard", url, "--addr", addr])
             .args(["--timeout", timeout])
+            .args(extra)
+            .env_remove("KODIS_DASHBOARD_CA")
             .env("RUST_LOG", "info")
             .env_remove("KODIS_ADMIN_TOKEN")
             .stdin(Stdio::null())
@@ -290,16 +297,101 @@ fn prestop_needs_nothing_for_a_genuine_409_or_a_replica() {
     });
 }
 
-/// An https:// dashboard (HA's client has no TLS) is refused before anything is
-/// tried, with a message that says why.
+/// A dashboard CA that is not there is refused before anything is tried, with a
+/// message that names the flag.
 #[test]
-fn prestop_refuses_an_https_dashboard() {
+fn prestop_refuses_a_missing_dashboard_ca() {
     rt().block_on(async {
-        let (status, out, log) = Prestop::start("https://127.0.0.1:1", "127.0.0.1:2", "30s")
-            .finish(10)
-            .await;
+        let (status, out, log) = Prestop::start_with(
+            "https://127.0.0.1:1",
+            "127.0.0.1:2",
+            "30s",
+            &["--dashboard-ca", "/nonexistent/ca.pem"],
+        )
+        .finish(10)
+        .await;
         assert!(!status.success(), "{out}\n{log}");
-        assert!(log.contains("https://") && log.contains("TLS"), "{log}");
+        assert!(log.contains("--dashboard-ca"), "{log}");
         assert!(!log.contains("trying again"), "{log}");
+    });
+}
+
+/// Through an HTTPS dashboard: with another CA every attempt fails on the certificate
+/// and prestop keeps trying until its grace period ends, the master still in place;
+/// with the dashboard's CA (`--dashboard-ca`) it hands over.
+#[test]
+fn prestop_hands_over_through_an_https_dashboard_with_its_ca_only() {
+    use kodis_common::certs::{Ca, Usage};
+    use kodis_common::client::{ClientOptions, DashboardClient};
+    let servers = synced_servers(2);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("dashboard CA").unwrap();
+    let ca_file = dir.path().join("ca.crt");
+    ca.write_cert(&ca_file).unwrap();
+    let (cert, key) = ca
+        .issue(&["127.0.0.1"], Usage::Server)
+        .unwrap()
+        .write(dir.path(), "dashboard")
+        .unwrap();
+    let other = Ca::new("another CA").unwrap();
+    let other_file = dir.path().join("other.crt");
+    other.write_cert(&other_file).unwrap();
+    rt().block_on(async {
+        let (master, replica) = (servers[0].addr(), servers[1].addr());
+        let mut cfg = DashboardConfig::embedded("127.0.0.1:0", dir.path().join("store"));
+        cfg.tls_cert = Some(cert);
+        cfg.tls_key = Some(key);
+        let dash = kodis_dashboard::start(cfg).await.unwrap();
+        until(20, "the dashboard to become active", || async {
+            dash.dashboard.is_active().then_some(())
+        })
+        .await;
+        let url = format!("https://{}", dash.addr);
+        let api = DashboardClient::new(ClientOptions {
+            ca: Some(ca_file.clone()),
+            ..ClientOptions::new(&url)
+        })
+        .unwrap();
+        api.create_group(1).await.unwrap();
+        api.add_server(1, &master, false).await.unwrap();
+        api.add_server(1, &replica, false).await.unwrap();
+        api.call::<()>(
+            reqwest::Method::POST,
+            kodis_common::routes::SLOTS_INIT,
+            None,
+        )
+        .await
+        .unwrap();
+        until(10, "the replica's first sync", || async {
+            replication(&replica).await?.link_up.then_some(())
+        })
+        .await;
+
+        let other_ca = other_file.display().to_string();
+        let (status, out, log) =
+            Prestop::start_with(&url, &master, "2s", &["--dashboard-ca", &other_ca])
+                .finish(30)
+                .await;
+        assert!(!status.success(), "a wrong CA: {out}\n{log}");
+        assert!(
+            log.contains("trying again") && log.contains("gave up"),
+            "{log}"
+        );
+        assert!(log.contains("UnknownIssuer"), "{log}");
+        role_becomes(&master, "master").await;
+
+        let right_ca = ca_file.display().to_string();
+        let (status, out, log) =
+            Prestop::start_with(&url, &master, "30s", &["--dashboard-ca", &right_ca])
+                .finish(30)
+                .await;
+        assert!(status.success(), "{status}: {out}\n{log}");
+        assert!(
+            out.contains(&format!("group 1 handed over to {replica}")),
+            "{out}\n{log}"
+        );
+        role_becomes(&replica, "master").await;
+        role_becomes(&master, "slave").await;
+        dash.stop().await;
     });
 }

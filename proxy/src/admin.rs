@@ -111,17 +111,7 @@ fn authorized(ctx: &Shared, headers: &axum::http::HeaderMap) -> bool {
     let Some(token) = &ctx.config.admin_token else {
         return true;
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
-}
-
-/// Compares without stopping at the first difference, so the time taken does not
-/// tell how much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    kodis_common::http::bearer_matches(headers, token)
 }
 
 /// Why a pushed topology was refused; the label of

@@ -51,6 +51,11 @@ pub struct ProxyConfig {
     /// Dashboard URL (e.g. `http://127.0.0.1:18080`): register there and take the
     /// topology from it instead of `groups`.
     pub dashboard: Option<String>,
+    // --- dashboard over HTTPS ---
+    /// PEM CA certificate an `https://` dashboard's certificate must chain to. Unset
+    /// (the default): the system's roots. Also read from `KODIS_DASHBOARD_CA`.
+    pub dashboard_ca: Option<PathBuf>,
+    // --- end dashboard over HTTPS ---
     /// Static mode: groups of backend servers, master first. Slots are split evenly in
     /// this order.
     pub groups: Vec<Vec<String>>,
@@ -176,6 +181,7 @@ impl Default for ProxyConfig {
             backend_tls_server_name: None,
             admin_listen: "127.0.0.1:11080".into(),
             dashboard: None,
+            dashboard_ca: None,
             groups: Vec::new(),
             password: None,
             backend_password: None,
@@ -381,6 +387,9 @@ pub struct Args {
     /// Dashboard to register with and take the topology from (instead of --group).
     #[arg(long, value_name = "URL", env = "KODIS_DASHBOARD")]
     pub dashboard: Option<String>,
+    /// CA certificate (PEM) of an https:// dashboard [default: the system's roots].
+    #[arg(long, value_name = "FILE", env = "KODIS_DASHBOARD_CA")]
+    pub dashboard_ca: Option<PathBuf>,
     /// A group of servers, master first, comma separated; repeat for each group.
     /// Slots are split evenly over the groups in the order given.
     #[arg(long = "group", value_name = "MASTER[,REPLICA...]")]
@@ -491,6 +500,9 @@ impl ProxyConfig {
         if args.dashboard.is_some() {
             cfg.dashboard.clone_from(&args.dashboard);
         }
+        if args.dashboard_ca.is_some() {
+            cfg.dashboard_ca.clone_from(&args.dashboard_ca);
+        }
         if !args.groups.is_empty() {
             cfg.groups = args
                 .groups
@@ -585,8 +597,21 @@ impl ProxyConfig {
             );
         }
         if let Some(url) = &self.dashboard {
-            if !url.starts_with("http://") {
-                return bad(format!("dashboard = {url:?} must be an http:// URL"));
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return bad(format!(
+                    "dashboard = {url:?} must be an http:// or https:// URL"
+                ));
+            }
+            if let Some(ca) = &self.dashboard_ca {
+                if !url.starts_with("https://") {
+                    return bad(format!(
+                        "dashboard_ca = {:?} is set but dashboard = {url:?} is not https://",
+                        ca.display()
+                    ));
+                }
+                if let Err(e) = std::fs::metadata(ca) {
+                    return bad(format!("dashboard_ca = {:?}: {e}", ca.display()));
+                }
             }
         }
         for (i, g) in self.groups.iter().enumerate() {

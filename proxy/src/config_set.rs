@@ -18,8 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kodis_common::api::{ErrorBody, SetConfig};
+use kodis_common::api::SetConfig;
+use kodis_common::client::{ClientOptions, DashboardClient};
+use kodis_common::routes;
 use kodis_common::server_config::{self, ConfigPair};
+use reqwest::Method;
 
 use crate::reply;
 use crate::session::Shared;
@@ -46,7 +49,7 @@ fn all_servers(ctx: &Shared) -> Vec<String> {
 /// CONFIG SET of `pairs` (checked already): its reply.
 pub(crate) async fn config_set(ctx: Arc<Shared>, pairs: Vec<ConfigPair>) -> Bytes {
     if let Some(url) = &ctx.config.dashboard {
-        return through_dashboard(url, ctx.config.admin_token.as_deref(), pairs).await;
+        return through_dashboard(&ctx, url, pairs).await;
     }
     let servers = all_servers(&ctx);
     if servers.is_empty() {
@@ -85,41 +88,35 @@ pub(crate) async fn reset_stats(ctx: Arc<Shared>) -> Bytes {
 /// `POST /api/v1/config` on the dashboard: `+OK`, or its error as the RESP error
 /// (the dashboard's error texts are RESP errors already: a server's own words when
 /// every server refused alike).
-async fn through_dashboard(base: &str, token: Option<&str>, pairs: Vec<ConfigPair>) -> Bytes {
-    let url = format!("{}/api/v1/config", base.trim_end_matches('/'));
+async fn through_dashboard(ctx: &Shared, base: &str, pairs: Vec<ConfigPair>) -> Bytes {
     let fail = |why: String| {
         reply::error(&format!(
             "ERR kodis: CONFIG SET needs the dashboard, which applies and records it: {why}"
         ))
     };
-    let http = match reqwest::Client::builder()
-        .timeout(DASHBOARD_TIMEOUT)
-        .build()
-    {
-        Ok(h) => h,
+    let client = match DashboardClient::new(ClientOptions {
+        token: ctx.config.admin_token.clone(),
+        timeout: DASHBOARD_TIMEOUT,
+        ca: ctx.config.dashboard_ca.clone(),
+        ..ClientOptions::new(base)
+    }) {
+        Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
-    let mut req = http.post(&url).json(&SetConfig { set: pairs });
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = match req.send().await {
-        Ok(r) => r,
-        Err(e) => return fail(format!("{url} unreachable ({e})")),
-    };
-    let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    if status.is_success() {
-        return reply::simple("OK");
-    }
-    let text = serde_json::from_str::<ErrorBody>(&body)
-        .map(|b| b.error)
-        .unwrap_or(body);
-    let text = text.replace(['\r', '\n'], " ");
-    if matches!(status.as_u16(), 400 | 409) && starts_with_code(&text) {
-        reply::error(&text)
-    } else {
-        fail(format!("{status} {text}"))
+    let body = SetConfig { set: pairs };
+    match client.call(Method::POST, routes::CONFIG, Some(&body)).await {
+        Ok(_) => reply::simple("OK"),
+        Err(e) => match (e.status(), e.reason()) {
+            (Some(status), Some(text)) => {
+                let text = text.replace(['\r', '\n'], " ");
+                if matches!(status, 400 | 409) && starts_with_code(&text) {
+                    reply::error(&text)
+                } else {
+                    fail(format!("{} {text}", e.status_text()))
+                }
+            }
+            _ => fail(e.to_string()),
+        },
     }
 }
 

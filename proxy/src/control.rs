@@ -3,10 +3,12 @@
 //! for missed pushes), and deregister on shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kodis_common::api::{RegisterProxy, Registered};
+use kodis_common::api::RegisterProxy;
+use kodis_common::client::{ClientError, ClientOptions, DashboardClient};
 use kodis_common::topology::Topology;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -16,50 +18,37 @@ use crate::session::Shared;
 /// How often the proxy asks the dashboard for the current topology.
 const POLL: Duration = Duration::from_secs(1);
 
+/// How long one call to the dashboard may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A proxy's link to its dashboard.
 #[derive(Debug, Clone)]
 pub struct Control {
-    base: String,
-    token: Option<String>,
-    http: reqwest::Client,
+    client: DashboardClient,
     registration: RegisterProxy,
 }
 
-/// Why a control-plane call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    /// The dashboard could not be reached.
-    #[error("dashboard {url} unreachable: {source}")]
-    Unreachable {
-        /// The URL called.
-        url: String,
-        /// The HTTP client's error.
-        source: reqwest::Error,
-    },
-    /// The dashboard refused the call.
-    #[error("dashboard refused {url}: {status} {body}")]
-    Refused {
-        /// The URL called.
-        url: String,
-        /// HTTP status.
-        status: u16,
-        /// Its error text.
-        body: String,
-    },
-}
+/// Why a control-plane call failed: the shared client's error (its status, if the
+/// dashboard answered, is [`ClientError::status`]).
+pub type ControlError = ClientError;
 
 impl Control {
-    /// A link to the dashboard at `base` (e.g. `http://127.0.0.1:18080`) for a proxy
-    /// bound at `addr` / `admin_addr`.
+    /// A link to the dashboard at `base` (e.g. `http://127.0.0.1:18080`, or
+    /// `https://...` verified against `ca`, else the system's roots) for a proxy bound
+    /// at `addr` / `admin_addr`.
     pub fn new(
         base: &str,
         token: Option<String>,
+        ca: Option<PathBuf>,
         addr: SocketAddr,
         admin_addr: SocketAddr,
-    ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .build()?;
+    ) -> Result<Self, ControlError> {
+        let client = DashboardClient::new(ClientOptions {
+            token,
+            timeout: CALL_TIMEOUT,
+            ca,
+            ..ClientOptions::new(base)
+        })?;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         // A wildcard bind is advertised as the pod's IP when Kubernetes gives one.
         let advertise = |a: SocketAddr| {
@@ -71,9 +60,7 @@ impl Control {
             }
         };
         Ok(Self {
-            base: base.trim_end_matches('/').to_string(),
-            token,
-            http,
+            client,
             registration: RegisterProxy {
                 addr: advertise(addr),
                 admin_addr: advertise(admin_addr),
@@ -92,36 +79,6 @@ impl Control {
             .unwrap_or_else(|| self.registration.admin_addr.clone())
     }
 
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&RegisterProxy>,
-    ) -> Result<reqwest::Response, ControlError> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| ControlError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        let status = resp.status().as_u16();
-        if resp.status().is_success() {
-            Ok(resp)
-        } else {
-            let body = resp.text().await.unwrap_or_default();
-            Err(ControlError::Refused { url, status, body })
-        }
-    }
-
     /// Registers, saying which epoch it serves (a dashboard that lost its store
     /// learns from it that a later topology exists); returns the topology to serve.
     pub async fn register(&self, epoch: u64) -> Result<Topology, ControlError> {
@@ -129,65 +86,31 @@ impl Control {
             epoch: (epoch > 0).then_some(epoch),
             ..self.registration.clone()
         };
-        let resp = self
-            .call(
-                reqwest::Method::POST,
-                "/api/v1/proxies",
-                Some(&registration),
-            )
-            .await?;
-        let url = format!("{}/api/v1/proxies", self.base);
-        let r: Registered = resp
-            .json()
-            .await
-            .map_err(|source| ControlError::Unreachable { url, source })?;
-        Ok(r.topology)
+        Ok(self.client.register(&registration).await?.topology)
     }
 
     /// The dashboard's current topology.
     pub async fn topology(&self) -> Result<Topology, ControlError> {
-        let resp = self
-            .call(reqwest::Method::GET, "/api/v1/topology", None)
-            .await?;
-        let url = format!("{}/api/v1/topology", self.base);
-        resp.json()
-            .await
-            .map_err(|source| ControlError::Unreachable { url, source })
+        self.client.topology().await
     }
 
     /// The dashboard's client ACL users; `None` from a dashboard without them (404).
     pub async fn users(&self) -> Result<Option<kodis_common::acl::ClientUsers>, ControlError> {
-        let resp = match self.call(reqwest::Method::GET, "/api/v1/users", None).await {
-            Err(ControlError::Refused { status: 404, .. }) => return Ok(None),
-            r => r?,
-        };
-        let url = format!("{}/api/v1/users", self.base);
-        resp.json()
-            .await
-            .map(Some)
-            .map_err(|source| ControlError::Unreachable { url, source })
+        match self.client.users().await {
+            Err(e) if e.status() == Some(404) => Ok(None),
+            r => r.map(Some),
+        }
     }
 
     /// Whether the dashboard still has this proxy's record.
     pub async fn is_registered(&self) -> Result<bool, ControlError> {
-        let resp = self
-            .call(reqwest::Method::GET, "/api/v1/proxies", None)
-            .await?;
-        let url = format!("{}/api/v1/proxies", self.base);
-        let list: Vec<kodis_common::api::ProxyInfo> = resp
-            .json()
-            .await
-            .map_err(|source| ControlError::Unreachable { url, source })?;
         let id = self.id();
-        Ok(list.iter().any(|p| p.id == id))
+        Ok(self.client.proxies().await?.iter().any(|p| p.id == id))
     }
 
     /// Deregisters (on shutdown).
     pub async fn deregister(&self) -> Result<(), ControlError> {
-        let path = format!("/api/v1/proxies/{}", self.id());
-        self.call(reqwest::Method::DELETE, &path, None)
-            .await
-            .map(|_| ())
+        self.client.deregister(&self.id()).await
     }
 
     /// Registers (retrying until the dashboard answers), then keeps the topology

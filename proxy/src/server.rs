@@ -171,8 +171,14 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
     });
     let control = match &shared.config.dashboard {
         Some(url) => {
-            let c = Control::new(url, shared.config.admin_token.clone(), addr, admin_addr)
-                .map_err(|e| StartError::Config(format!("dashboard client: {e}")))?;
+            let c = Control::new(
+                url,
+                shared.config.admin_token.clone(),
+                shared.config.dashboard_ca.clone(),
+                addr,
+                admin_addr,
+            )
+            .map_err(|e| StartError::Config(format!("dashboard client: {e}")))?;
             tokio::spawn(c.clone().run(shared.clone(), rx.clone()));
             Some(c)
         }

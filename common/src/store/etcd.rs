@@ -5,18 +5,19 @@
 //! the current values, and a failed lock compare is told apart as
 //! [`StoreError::LockLost`] without a second round trip.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, TxnOp, TxnOpResponse,
-    WatchOptions,
+    Certificate, Client, CompareOp, ConnectOptions, EventType, GetOptions, Identity, PutOptions,
+    TlsOptions, TxnOp, TxnOpResponse, WatchOptions,
 };
 use tokio::sync::mpsc;
 
 use super::{
-    lock_lost, ttl_secs, Compare, EventKind, KeyValue, Lease, LeaseId, Listing, Op, Revision,
-    Store, StoreError, Txn, TxnOutcome, Watch, WatchEvent,
+    lock_lost, ttl_secs, Compare, EtcdTls, EventKind, KeyValue, Lease, LeaseId, Listing, Op,
+    Revision, Store, StoreError, Txn, TxnOutcome, Watch, WatchEvent,
 };
 
 /// A [`Store`] on an etcd cluster. Cheap to clone (clones share the connection).
@@ -75,12 +76,46 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a ping may go unanswered before the connection is dropped.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
+impl EtcdTls {
+    /// The options of etcd-client (tonic's rustls with ring).
+    fn options(&self) -> Result<TlsOptions, StoreError> {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|source| StoreError::Io {
+                path: p.clone(),
+                source,
+            })
+        };
+        let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read(&self.ca)?));
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(StoreError::Unsupported(
+                    "an etcd client certificate needs both its certificate and its key",
+                ))
+            }
+        }
+        Ok(tls)
+    }
+}
+
 impl EtcdStore {
     /// Connects to etcd at `endpoints` (`http://host:port` or `host:port`), giving up
     /// after `connect_timeout`.
     pub async fn connect(
         endpoints: &[String],
         connect_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        Self::connect_with(endpoints, connect_timeout, None).await
+    }
+
+    /// As [`EtcdStore::connect`], over TLS when `tls` is set (`https://` endpoints).
+    pub async fn connect_with(
+        endpoints: &[String],
+        connect_timeout: Duration,
+        tls: Option<&EtcdTls>,
     ) -> Result<Self, StoreError> {
         // Every request ends within REQUEST_TIMEOUT, and a connection that stops
         // answering (a partition, a frozen member) is noticed by HTTP/2 pings and
@@ -92,6 +127,10 @@ impl EtcdStore {
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
             .with_keep_alive_while_idle(true);
+        let opts = match tls {
+            Some(t) => opts.with_tls(t.options()?),
+            None => opts,
+        };
         let client = Client::connect(endpoints, Some(opts))
             .await
             .map_err(backend("connect"))?;

@@ -458,22 +458,90 @@ pub enum StoreError {
     Closed,
 }
 
+/// TLS to etcd: the CA its certificate must chain to, and the client certificate it
+/// asks for (`--client-cert-auth`). Endpoints are then `https://host:port`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// PEM CA certificate(s) of etcd's server certificate.
+    pub ca: PathBuf,
+    /// PEM client certificate chain, for an etcd that asks for one.
+    pub cert: Option<PathBuf>,
+    /// Its private key.
+    pub key: Option<PathBuf>,
+}
+
+impl EtcdTls {
+    /// The TLS of `--etcd-ca`, `--etcd-cert` and `--etcd-key` for `endpoints`, checked
+    /// (start-up refuses what does not hang together): none without a CA; a client
+    /// certificate needs its key and a CA; a CA needs https:// endpoints; the files
+    /// must be there.
+    pub fn from_flags(
+        endpoints: &[String],
+        ca: Option<&std::path::Path>,
+        cert: Option<&std::path::Path>,
+        key: Option<&std::path::Path>,
+    ) -> Result<Option<Self>, String> {
+        if cert.is_some() != key.is_some() {
+            return Err("--etcd-cert and --etcd-key come together".into());
+        }
+        let Some(ca) = ca else {
+            if cert.is_some() {
+                return Err("--etcd-cert needs --etcd-ca (the CA of etcd's certificate)".into());
+            }
+            return Ok(None);
+        };
+        if endpoints.is_empty() {
+            return Err("--etcd-ca is given but no --etcd endpoint".into());
+        }
+        if let Some(e) = endpoints.iter().find(|e| e.starts_with("http://")) {
+            return Err(format!(
+                "--etcd-ca is given but the etcd endpoint {e:?} is http://: use https://"
+            ));
+        }
+        for (flag, f) in [
+            ("--etcd-ca", Some(ca)),
+            ("--etcd-cert", cert),
+            ("--etcd-key", key),
+        ] {
+            if let Some(f) = f {
+                std::fs::metadata(f).map_err(|e| format!("{flag} {}: {e}", f.display()))?;
+            }
+        }
+        Ok(Some(Self {
+            ca: ca.to_path_buf(),
+            cert: cert.map(std::path::Path::to_path_buf),
+            key: key.map(std::path::Path::to_path_buf),
+        }))
+    }
+}
+
 /// Opens the store the configuration names: etcd when `etcd_endpoints` is not empty,
 /// otherwise the embedded store in `data_dir` (the single-machine default).
 pub async fn open(
     etcd_endpoints: &[String],
     data_dir: &std::path::Path,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    open_with(etcd_endpoints, data_dir, None).await
+}
+
+/// As [`open`], reaching etcd over TLS when `etcd_tls` is set.
+pub async fn open_with(
+    etcd_endpoints: &[String],
+    data_dir: &std::path::Path,
+    etcd_tls: Option<&EtcdTls>,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if etcd_endpoints.is_empty() {
         return Ok(std::sync::Arc::new(EmbeddedStore::open(data_dir).await?));
     }
     #[cfg(feature = "etcd")]
     {
-        let store = EtcdStore::connect(etcd_endpoints, Duration::from_secs(5)).await?;
+        let store =
+            EtcdStore::connect_with(etcd_endpoints, Duration::from_secs(5), etcd_tls).await?;
         Ok(std::sync::Arc::new(store))
     }
     #[cfg(not(feature = "etcd"))]
     {
+        let _ = etcd_tls;
         Err(StoreError::Unsupported(
             "etcd endpoints are configured, but this build lacks the `etcd` feature",
         ))

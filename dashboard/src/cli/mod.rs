@@ -61,6 +61,16 @@ pub struct Cli {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    /// PEM CA certificate an `https://` dashboard's certificate must chain to (without
+    /// it, the system's roots).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "KODIS_DASHBOARD_CA",
+        value_name = "FILE"
+    )]
+    pub dashboard_ca: Option<std::path::PathBuf>,
     /// Print the dashboard's JSON answer as is instead of a table.
     #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
@@ -359,7 +369,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         print!("{yaml}");
         return Ok(());
     }
-    let client = DashboardClient::new(&cli.dashboard, cli.token.clone(), timeout)?;
+    let client = DashboardClient::connect(
+        &cli.dashboard,
+        cli.token.clone(),
+        timeout,
+        cli.dashboard_ca.clone(),
+    )?;
     if let Command::Migrations { watch: true } = &cli.command {
         return watch_migrations(&client, cli.json).await;
     }

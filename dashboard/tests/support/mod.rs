@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use kodis_common::client::{ClientError, ClientOptions, DashboardClient};
 use kodis_common::test_util::{free_port, RedisServer};
 use kodis_common::topology::Topology;
 use kodis_dashboard::{DashboardConfig, DashboardHandle};
@@ -21,37 +22,46 @@ pub async fn wait_active(h: &DashboardHandle) {
     }
 }
 
-/// A REST client of one dashboard, with an optional token.
+/// A REST client of one dashboard, with an optional token: the typed client of
+/// `kodis_common::client` for calls, a bare reqwest client for raw requests.
 pub struct Api {
     pub base: String,
     pub token: Option<String>,
     pub http: reqwest::Client,
+    pub client: DashboardClient,
 }
 
 impl Api {
     pub fn new(addr: impl std::fmt::Display, token: Option<&str>) -> Self {
+        let base = format!("http://{addr}");
+        let client = DashboardClient::new(ClientOptions {
+            token: token.map(str::to_string),
+            ..ClientOptions::new(&base)
+        })
+        .unwrap();
         Self {
-            base: format!("http://{addr}"),
+            base,
             token: token.map(str::to_string),
             http: reqwest::Client::new(),
+            client,
         }
     }
 
-    /// A call with an optional JSON body: (status, JSON answer or Null).
+    /// A call with an optional JSON body: (status, JSON answer or Null), errors
+    /// included.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
+        let method: reqwest::Method = method.parse().unwrap();
+        match self.client.call(method, path, body.as_ref()).await {
+            Ok(a) => (
+                a.status.as_u16(),
+                serde_json::from_str(&a.body).unwrap_or(Value::Null),
+            ),
+            Err(ClientError::Api { status, body, .. }) => (
+                status.as_u16(),
+                serde_json::from_str(&body).unwrap_or(Value::Null),
+            ),
+            Err(e) => panic!("{path}: {e}"),
         }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     /// A call with a raw body, for malformed JSON.

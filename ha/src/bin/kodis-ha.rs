@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
                     kodis_ha::check::alive(&p.addr, pw, p.timeout).await
                 }
                 kodis_ha::config::ProbeKind::Http => {
-                    kodis_ha::check::http(&p.addr, &p.path, p.timeout).await
+                    kodis_ha::check::http_with(&p.addr, &p.path, p.timeout, p.ca.as_deref()).await
                 }
             };
             match result {

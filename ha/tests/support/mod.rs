@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use kodis_common::client::{ClientOptions, DashboardClient};
 use kodis_common::test_util::free_port;
 use kodis_common::topology::Topology;
 use kodis_dashboard::{DashboardConfig, DashboardHandle};
@@ -31,17 +32,14 @@ pub async fn dashboard(dir: &std::path::Path) -> (DashboardHandle, String) {
     (h, format!("http://{listen}"))
 }
 
-/// A call that must succeed; its JSON answer (or Null).
+/// A call that must succeed, through the typed client; its JSON answer (or Null).
 pub async fn ok(base: &str, method: &str, path: &str, body: Option<Value>) -> Value {
-    let mut req = reqwest::Client::new().request(method.parse().unwrap(), format!("{base}{path}"));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    assert!(status.is_success(), "{method} {path}: {status} {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
+    let client = DashboardClient::new(ClientOptions::new(base)).unwrap();
+    let answer = client
+        .call(method.parse().unwrap(), path, body.as_ref())
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    serde_json::from_str(&answer.body).unwrap_or(Value::Null)
 }
 
 /// Creates group `id` with `servers` (the first is its master).
