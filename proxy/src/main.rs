@@ -4,12 +4,6 @@ use anyhow::Context;
 use clap::Parser;
 use kodis_proxy::{Args, ProxyConfig};
 
-// mimalloc rather than glibc's malloc: per request the proxy allocates and frees a
-// few small objects (the reply channel, batches), which cost 6% of the instructions
-// at P=16 and 13% for a split MSET less this way (benches/callgrind.py).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     kodis_common::telemetry::init("info");
