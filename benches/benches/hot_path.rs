@@ -161,10 +161,12 @@ fn slots(c: &mut Criterion) {
 fn routing(c: &mut Criterion) {
     let metrics = kodis_proxy::metrics::Metrics::new();
     let commands = kodis_proxy::commands::Commands::new(
-        kodis_proxy::command_table::CommandTable::compiled_in(),
+        kodis_proxy::command_source::Loaded {
+            table: kodis_proxy::command_table::CommandTable::compiled_in(),
+            redis_version: "7.0.15".into(),
+            source: kodis_proxy::command_source::TableSource::CompiledIn,
+        },
         &metrics,
-        "compiled-in".into(),
-        "7.0.15".into(),
         None,
         &[],
     );

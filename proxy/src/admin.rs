@@ -271,10 +271,9 @@ async fn put_topology(
     if let Err(why) = check_push(&ctx.router.load().topology, &topology) {
         return refuse(&ctx, peer, why);
     }
-    match ctx.router.install_and_drain(topology).await {
+    match crate::control::install_topology(&ctx, topology).await {
         Ok(()) => {
             tracing::info!(epoch, %peer, "topology installed");
-            crate::control::refresh_commands(&ctx);
             Json(serde_json::json!({ "epoch": epoch })).into_response()
         }
         // A newer one was installed since the check.

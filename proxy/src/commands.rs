@@ -183,7 +183,7 @@ pub struct Commands {
     /// Counter of commands no table knows.
     pub unknown: Counter,
     /// Where the table came from: a backend's COMMAND, or the compiled-in one.
-    pub source: String,
+    pub source: crate::command_source::TableSource,
     /// `redis_version` reported by INFO and HELLO: the backends' version.
     pub redis_version: String,
     /// The ACL users, compiled over `table`.
@@ -257,13 +257,16 @@ impl Commands {
     /// Classifies every command of `table`, registering one counter per command, and
     /// compiles the ACL users (the `default` user's `password`, then `users`) over it.
     pub fn new(
-        table: CommandTable,
+        loaded: crate::command_source::Loaded,
         metrics: &Metrics,
-        source: String,
-        redis_version: String,
         password: Option<&str>,
         users: &[crate::acl::UserConfig],
     ) -> Self {
+        let crate::command_source::Loaded {
+            table,
+            redis_version,
+            source,
+        } = loaded;
         let acl = crate::acl::Acl::build_or_lock(&table, password, users);
         let mut entries = FxHashMap::default();
         for spec in table.commands() {

@@ -192,11 +192,11 @@ fn install_users(ctx: &Arc<Shared>, u: &kodis_common::acl::ClientUsers) {
         *held = (u.version, crate::acl::from_dashboard(u));
     }
     let current = ctx.commands.load();
-    let next = ctx.commands_for(
-        current.table.clone(),
-        current.source.clone(),
-        current.redis_version.clone(),
-    );
+    let next = ctx.commands_for(crate::command_source::Loaded {
+        table: current.table.clone(),
+        redis_version: current.redis_version.clone(),
+        source: current.source.clone(),
+    });
     ctx.commands.store(Arc::new(next));
     info!(
         version = u.version,
@@ -212,35 +212,21 @@ async fn install(ctx: &Arc<Shared>, t: Topology) {
         return;
     }
     let epoch = t.epoch;
-    match ctx.router.install_and_drain(t).await {
-        Ok(()) => {
-            info!(epoch, "topology installed from the dashboard");
-            refresh_commands(ctx);
-        }
+    match install_topology(ctx, t).await {
+        Ok(()) => info!(epoch, "topology installed from the dashboard"),
         Err(e) => warn!(error = %e, "refused a topology from the dashboard"),
     }
 }
 
-/// A proxy that started without backends runs on the compiled-in command table;
-/// once a topology names a backend, read the real one from it (in the background).
-pub(crate) fn refresh_commands(ctx: &Arc<Shared>) {
-    use std::sync::atomic::Ordering;
-    if !ctx.config.refresh_command_table
-        || ctx.commands.load().source != crate::session::COMPILED_IN
-        || ctx.router.load().groups.is_empty()
-        || ctx.refreshing.swap(true, Ordering::AcqRel)
-    {
-        return;
-    }
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let routes = ctx.router.load_full();
-        let (table, version, source) =
-            crate::server::load_command_table(&ctx.config, &routes).await;
-        if source != crate::session::COMPILED_IN {
-            ctx.commands
-                .store(Arc::new(ctx.commands_for(table, source, version)));
-        }
-        ctx.refreshing.store(false, Ordering::Release);
-    });
+/// The one way a topology gets in, pushed to the admin port or fetched from the
+/// dashboard: installed once no request routed by the old one is on its way (see
+/// `Router::install_and_drain`), then the backends' command table loaded if the
+/// proxy still runs on the compiled-in one.
+pub(crate) async fn install_topology(
+    ctx: &Arc<Shared>,
+    t: Topology,
+) -> Result<(), crate::router::InstallError> {
+    ctx.router.install_and_drain(t).await?;
+    crate::command_source::refresh(ctx);
+    Ok(())
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backend;
 mod blocking;
 pub mod clients;
+pub mod command_source;
 pub mod command_table;
 pub mod commands;
 pub mod config;

@@ -513,7 +513,7 @@ impl Session {
                 ("kodis_epoch".into(), routes.topology.epoch.to_string()),
                 ("kodis_groups".into(), routes.groups.len().to_string()),
                 ("kodis_backends_up".into(), up.to_string()),
-                ("kodis_command_table".into(), commands.source.clone()),
+                ("kodis_command_table".into(), commands.source.to_string()),
             ],
         }
     }

@@ -4,8 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use kodis_common::resp::{encode_array_header, encode_bulk};
 use kodis_common::topology::Topology;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -14,14 +12,13 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::backend::BackendOptions;
-use crate::command_table::CommandTable;
 use crate::commands::Commands;
 use crate::config::ProxyConfig;
 use crate::control::Control;
 use crate::error::StartError;
 use crate::metrics::Metrics;
-use crate::router::{Router, Routes};
-use crate::session::{self, Shared, COMPILED_IN};
+use crate::router::Router;
+use crate::session::{self, Shared};
 use crate::stream::Stream;
 use crate::tls::ServerTls;
 use crate::workers::Workers;
@@ -113,15 +110,8 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, StartError> {
         workers.handles().to_vec(),
     )
     .map_err(|e| StartError::Config(e.to_string()))?;
-    let (table, version, source) = load_command_table(&config, &router.load()).await;
-    let commands = Commands::new(
-        table,
-        &metrics,
-        source,
-        version,
-        config.password.as_deref(),
-        &config.users,
-    );
+    let loaded = crate::command_source::load(&config, &router.load()).await;
+    let commands = Commands::new(loaded, &metrics, config.password.as_deref(), &config.users);
 
     let bind = |addr: String| async move {
         let l = TcpListener::bind(&addr)
@@ -343,9 +333,6 @@ async fn accept_loop(
     }
 }
 
-/// The command table from a backend's `COMMAND`, so newer commands route correctly,
-/// or the compiled-in one; plus the backend's `redis_version` for INFO and HELLO, and
-/// where the table came from.
 /// Defines the data-plane user on every server of the static topology, so that a
 /// change of the proxy's settings reaches servers that knew the user already. A
 /// server that is down gets it when the proxy first connects to it.
@@ -360,64 +347,6 @@ async fn define_static_user(
             Ok(()) => info!(backend = %addr, %user, "defined the data-plane ACL user"),
             Err(e) => warn!(backend = %addr, %user, error = %e,
                             "cannot define the data-plane ACL user yet"),
-        }
-    }
-}
-
-pub(crate) async fn load_command_table(
-    config: &ProxyConfig,
-    routes: &Routes,
-) -> (CommandTable, String, String) {
-    let fallback_version = "7.0.0".to_string();
-    let Some(group) = routes.groups.first() else {
-        return (
-            CommandTable::compiled_in(),
-            fallback_version,
-            COMPILED_IN.into(),
-        );
-    };
-    let ask = |args: &[&[u8]]| {
-        let mut out = Vec::new();
-        encode_array_header(&mut out, args.len());
-        for a in args {
-            encode_bulk(&mut out, a);
-        }
-        let pool = group.master.clone();
-        async move {
-            let rx = pool.send(0, Bytes::from(out)).await;
-            let limit = Duration::from_millis(config.connect_timeout_ms) + Duration::from_secs(2);
-            match tokio::time::timeout(limit, rx).await {
-                Ok(Ok(Ok(b))) if !b.starts_with(b"-") => Some(b),
-                _ => None,
-            }
-        }
-    };
-    let version = match ask(&[b"INFO", b"server"]).await {
-        Some(b) => String::from_utf8_lossy(&b)
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("redis_version:")
-                    .map(|v| v.trim().to_string())
-            })
-            .unwrap_or(fallback_version),
-        None => fallback_version,
-    };
-    if !config.refresh_command_table {
-        return (CommandTable::compiled_in(), version, COMPILED_IN.into());
-    }
-    let live = match ask(&[b"COMMAND"]).await {
-        Some(b) => CommandTable::from_resp(&b).map_err(|e| e.to_string()),
-        None => Err(format!("no reply from {}", group.master.addr())),
-    };
-    match live {
-        Ok(t) => {
-            info!(commands = t.len(), backend = %group.master.addr(), "command table refreshed from backend");
-            let source = format!("backend {}", group.master.addr());
-            (t, version, source)
-        }
-        Err(e) => {
-            warn!(error = %e, "using the compiled-in command table");
-            (CommandTable::compiled_in(), version, COMPILED_IN.into())
         }
     }
 }

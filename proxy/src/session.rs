@@ -104,25 +104,15 @@ impl Shared {
     }
 
     /// A command table with the users served compiled over it.
-    pub(crate) fn commands_for(
-        &self,
-        table: crate::command_table::CommandTable,
-        source: String,
-        version: String,
-    ) -> Commands {
+    pub(crate) fn commands_for(&self, loaded: crate::command_source::Loaded) -> Commands {
         Commands::new(
-            table,
+            loaded,
             &self.metrics,
-            source,
-            version,
             self.config.password.as_deref(),
             &self.served_users(),
         )
     }
 }
-
-/// `Commands::source` of the compiled-in table.
-pub const COMPILED_IN: &str = "compiled-in (Redis 7.0.15)";
 
 /// A reply owed to the client, in request order.
 #[derive(Debug)]
