@@ -7,8 +7,11 @@ pub mod api;
 pub mod certs;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "redis-conn")]
+pub mod redis_conn;
 pub mod replication;
 pub mod resp;
+pub mod role;
 pub mod server_config;
 pub mod signals;
 pub mod slot;

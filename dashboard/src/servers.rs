@@ -268,7 +268,7 @@ impl Servers {
             )
             .await?;
         let follows = |r: &Replication| {
-            r.role == "slave"
+            r.is_replica()
                 && r.master
                     .as_deref()
                     .is_some_and(|m| m == target || m == format!("{ip}:{port}"))
@@ -323,14 +323,14 @@ impl Servers {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let r = self.replication(addr).await?;
-            if r.role == "slave" && r.master.as_deref() == Some(master) {
+            if r.follows(master) {
                 return Ok(r);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ApiError::Server {
                     addr: addr.to_string(),
                     cause: format!(
-                        "did not become a replica of {master} (role {}, master {:?})",
+                        "did not become a replica of {master} (role {:?}, master {:?})",
                         r.role, r.master
                     ),
                 });
@@ -417,7 +417,7 @@ impl Servers {
         }
         let replication = Replication::parse(&text);
         let master_addrs = match &replication.master {
-            Some(m) if replication.role == "slave" => crate::join::resolve(m).await,
+            Some(m) if replication.is_replica() => crate::join::resolve(m).await,
             _ => Vec::new(),
         };
         Ok(crate::join::Identity::parse(
@@ -446,7 +446,7 @@ fn parse_stats(text: &str, r: &Replication) -> kodis_common::api::ServerStats {
         .filter_map(|(_, v)| v.split(',').find_map(|kv| kv.strip_prefix("keys=")))
         .filter_map(|n| n.trim().parse::<u64>().ok())
         .sum();
-    let replica = r.role == "slave";
+    let replica = r.is_replica();
     kodis_common::api::ServerStats {
         used_memory: number("used_memory"),
         ops_per_sec: number("instantaneous_ops_per_sec"),

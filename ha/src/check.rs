@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use kodis_common::replication::Replication;
+use kodis_common::role::Role;
 
 /// Whether the server at `addr` serves clients; `Err` says why not.
 pub async fn ready(
@@ -18,17 +19,17 @@ pub async fn ready(
     timeout: Duration,
 ) -> Result<String, String> {
     let r: Replication = crate::probe::server_replication(addr, password, timeout).await?;
-    match r.role.as_str() {
-        "master" => Ok("master".into()),
-        "slave" if r.link_up => Ok(format!(
+    match r.role {
+        Some(Role::Master) => Ok("master".into()),
+        Some(Role::Replica) if r.link_up => Ok(format!(
             "replica of {}, link up",
             r.master.as_deref().unwrap_or("?")
         )),
-        "slave" => Err(format!(
+        Some(Role::Replica) => Err(format!(
             "replica of {} whose link is down",
             r.master.as_deref().unwrap_or("?")
         )),
-        other => Err(format!("unknown role {other:?}")),
+        None => Err("no known role in INFO replication".into()),
     }
 }
 

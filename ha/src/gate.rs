@@ -342,7 +342,7 @@ async fn try_decide(cfg: &LaunchConfig, dashboard: &Dashboard) -> Result<Option<
                     best = Some((r.clone(), rep.offset));
                 }
             }
-            Ok(rep) => info!(replica = %r, role = %rep.role,
+            Ok(rep) => info!(replica = %r, role = ?rep.role,
                              "alive, but not a synced replica: not a failover target"),
             Err(e) => info!(replica = %r, error = %e, "not alive"),
         }
