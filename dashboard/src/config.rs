@@ -16,7 +16,11 @@ use clap::Parser;
              standbys and take over when its lock expires.",
     after_help = "The Redis password is read from KODIS_REDIS_PASSWORD, never from a flag. \
                   Without an admin token (KODIS_ADMIN_TOKEN) the API listens on loopback \
-                  only: a non-loopback --listen without one refuses to start."
+                  only: a non-loopback --listen without one refuses to start. With \
+                  --backend-tls every connection to a Redis server (probes, joins, \
+                  replication changes, the migrator's SCAN and MIGRATE) is TLS, checked \
+                  against --backend-tls-ca; MIGRATE itself runs between the servers, over \
+                  TLS when they run with tls-cluster yes."
 )]
 pub struct DashboardConfig {
     /// Address of the REST API. Without an admin token it must be a loopback address
@@ -82,6 +86,9 @@ pub struct DashboardConfig {
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
+    /// How the Redis servers are reached over TLS (off by default).
+    #[command(flatten)]
+    pub backend_tls: kodis_common::redis_conn::BackendTlsArgs,
 }
 
 impl DashboardConfig {
@@ -128,6 +135,8 @@ impl DashboardConfig {
         if self.lock_ttl_secs < 2 {
             return Err("--lock-ttl-secs must be at least 2".into());
         }
+        // The files are read now so that a missing or broken one stops the start.
+        self.backend_tls.load().map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -167,6 +176,7 @@ impl DashboardConfig {
             proxy_allow_keys: true,
             proxy_allow_client_pause: false,
             redis_password: None,
+            backend_tls: Default::default(),
         }
     }
 }

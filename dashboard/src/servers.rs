@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use kodis_common::redis_conn::{ConnSettings, ServerTls};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, IntoConnectionInfo};
 
 use crate::error::ApiError;
 
@@ -18,6 +18,8 @@ pub struct Servers {
     /// The data-plane ACL user, defined on the servers added.
     data_user: Option<kodis_common::acl::DataUser>,
     timeout: Duration,
+    /// Backend TLS (`--backend-tls`), `None`: plain text.
+    tls: Option<std::sync::Arc<ServerTls>>,
     /// Response timeout of bulk work (SCAN, MIGRATE): longer than a MIGRATE may take.
     bulk_timeout: Duration,
     control: Mutex<HashMap<String, MultiplexedConnection>>,
@@ -43,10 +45,22 @@ impl Servers {
             password,
             data_user: None,
             timeout,
+            tls: None,
             bulk_timeout,
             control: Mutex::new(HashMap::new()),
             bulk: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Servers reached over TLS with `tls` (plain text when `None`).
+    pub fn with_tls(mut self, tls: Option<std::sync::Arc<ServerTls>>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Whether servers are reached over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Servers on which `user` is defined (see [`Servers::define_data_user`]).
@@ -106,25 +120,15 @@ impl Servers {
         addr: &str,
         timeout: Duration,
     ) -> Result<MultiplexedConnection, ApiError> {
-        let fail = |cause: String| ApiError::Server {
-            addr: addr.to_string(),
-            cause,
-        };
-        let mut info = format!("redis://{addr}/")
-            .into_connection_info()
-            .map_err(|e| fail(format!("bad address: {e}")))?;
-        if let Some(pw) = &self.password {
-            let settings = info.redis_settings().clone().set_password(pw);
-            info = info.set_redis_settings(settings);
-        }
-        let client = redis::Client::open(info).map_err(|e| fail(e.to_string()))?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(timeout));
-        client
-            .get_multiplexed_async_connection_with_config(&config)
+        let settings = ConnSettings::new(self.password.clone(), self.timeout)
+            .with_tls(self.tls.clone())
+            .with_response_timeout(timeout);
+        kodis_common::redis_conn::connect(addr, &settings)
             .await
-            .map_err(|e| fail(format!("unreachable: {e}")))
+            .map_err(|e| ApiError::Server {
+                addr: addr.to_string(),
+                cause: e.to_string(),
+            })
     }
 
     async fn cmd<T: redis::FromRedisValue>(

@@ -4,6 +4,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kodis_common::redis_conn::{BackendTlsArgs, ConnSettings, TlsSettingsError};
+
+/// How HA reaches the Redis servers: the password, the backend TLS settings (files
+/// read and checked now) and a 2 s bound on connecting and on each reply.
+fn conn_settings(
+    password: &Option<String>,
+    tls: &BackendTlsArgs,
+) -> Result<ConnSettings, TlsSettingsError> {
+    Ok(ConnSettings::new(password.clone(), Duration::from_secs(2)).with_tls(tls.load()?))
+}
 
 /// `kodis-ha`: the failure detector (default) or the safe-start gate (`launch`).
 #[derive(Debug, Parser)]
@@ -17,7 +27,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
              the control plane for the server's role first, and restarts it when it dies.",
     args_conflicts_with_subcommands = true,
     after_help = "The Redis password is read from KODIS_REDIS_PASSWORD and the admin \
-                  token from KODIS_ADMIN_TOKEN, never from a flag."
+                  token from KODIS_ADMIN_TOKEN, never from a flag. With --backend-tls every \
+                  connection to a Redis server (probes, REPLICAOF, the gate's checks) is \
+                  TLS, checked against --backend-tls-ca; `kodis-ha launch` then also passes \
+                  its redis-server the TLS settings given with --server-tls-*."
 )]
 pub struct Cli {
     /// What to run; without one, the failure detector.
@@ -106,6 +119,16 @@ pub struct ProbeConfig {
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
+    /// How the Redis servers are reached over TLS (off by default).
+    #[command(flatten)]
+    pub backend_tls: BackendTlsArgs,
+}
+
+impl ProbeConfig {
+    /// How the server is reached, bounded by `--timeout`.
+    pub fn redis(&self) -> Result<ConnSettings, TlsSettingsError> {
+        Ok(conn_settings(&self.redis_password, &self.backend_tls)?.with_timeout(self.timeout))
+    }
 }
 
 /// How failed servers and proxies are restarted.
@@ -159,6 +182,9 @@ pub struct HaConfig {
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
+    /// How the Redis servers are reached over TLS (off by default).
+    #[command(flatten)]
+    pub backend_tls: BackendTlsArgs,
 }
 
 impl HaConfig {
@@ -177,7 +203,13 @@ impl HaConfig {
             pid_dir: None,
             admin_token: None,
             redis_password: None,
+            backend_tls: BackendTlsArgs::default(),
         }
+    }
+
+    /// How the servers are reached (see [`BackendTlsArgs::load`]).
+    pub fn redis(&self) -> Result<ConnSettings, TlsSettingsError> {
+        conn_settings(&self.redis_password, &self.backend_tls)
     }
 
     /// Checks the values that flags alone cannot.
@@ -191,6 +223,7 @@ impl HaConfig {
         if self.lock_ttl_secs < 2 {
             return Err("--lock-ttl-secs must be at least 2".into());
         }
+        self.redis().map_err(|e| e.to_string())?;
         check_dashboard(&self.dashboard)
     }
 
@@ -233,12 +266,21 @@ pub struct LaunchConfig {
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
+    /// How the Redis servers are reached over TLS (off by default).
+    #[command(flatten)]
+    pub backend_tls: BackendTlsArgs,
 }
 
 impl LaunchConfig {
     /// Checks the values that flags alone cannot.
     pub fn validate(&self) -> Result<(), String> {
+        self.redis().map_err(|e| e.to_string())?;
         check_dashboard(&self.dashboard)
+    }
+
+    /// How the server (and its group's others) are reached.
+    pub fn redis(&self) -> Result<ConnSettings, TlsSettingsError> {
+        conn_settings(&self.redis_password, &self.backend_tls)
     }
 }
 

@@ -124,7 +124,7 @@ impl Monitor {
     ) -> Result<Arc<Self>, HaError> {
         Ok(Arc::new(Self {
             dashboard: Dashboard::new(&config.dashboard, config.admin_token.clone())?,
-            prober: Prober::new(config.probe_timeout(), config.redis_password.clone())?,
+            prober: Prober::new(config.probe_timeout(), config.redis()?)?,
             orchestrator,
             state: Mutex::new(State::default()),
             asked: Mutex::new(HashMap::new()),
@@ -470,7 +470,11 @@ impl Monitor {
             .ok_or_else(|| HaError::Invalid(format!("{master:?} is not host:port")))?;
         crate::probe::redis_cmd(
             addr,
-            self.config.redis_password.as_deref(),
+            &self
+                .prober
+                .conn
+                .clone()
+                .with_timeout(Duration::from_secs(2)),
             redis::cmd("REPLICAOF").arg(host).arg(port),
         )
         .await

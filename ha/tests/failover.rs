@@ -469,9 +469,15 @@ fn a_gated_replica_authenticates_to_its_master_from_a_private_file() {
         )
         .unwrap();
         until(30, "the replica to sync through AUTH", || async {
-            let r = kodis_ha::probe::server_replication(&addr, Some(pw), Duration::from_secs(1))
-                .await
-                .ok()?;
+            let r = kodis_ha::probe::server_replication(
+                &addr,
+                &kodis_common::redis_conn::ConnSettings::new(
+                    Some(pw.to_string()),
+                    Duration::from_secs(1),
+                ),
+            )
+            .await
+            .ok()?;
             r.link_up.then_some(())
         })
         .await;
