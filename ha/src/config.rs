@@ -257,6 +257,20 @@ pub struct LaunchConfig {
     /// asking again.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub failover_timeout: Duration,
+    /// Start redis-server with TLS only, on the port of --addr: adds `--port 0
+    /// --tls-port <port> --tls-cert-file FILE --tls-key-file KEY --tls-ca-cert-file CA
+    /// --tls-replication yes --tls-cluster yes` after the command line (replicas sync
+    /// and MIGRATE moves keys over TLS). Needs --backend-tls (the gate reaches its
+    /// server over TLS) and --server-tls-key. Default: the command line as given.
+    #[arg(long, value_name = "FILE", requires = "server_tls_key")]
+    pub server_tls_cert: Option<PathBuf>,
+    /// Private key of --server-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "server_tls_cert")]
+    pub server_tls_key: Option<PathBuf>,
+    /// CA the server checks its clients' and peers' certificates against
+    /// (`tls-ca-cert-file`). Default: --backend-tls-ca.
+    #[arg(long, value_name = "FILE", requires = "server_tls_cert")]
+    pub server_tls_ca: Option<PathBuf>,
     /// The redis-server command line, after `--`.
     #[arg(last = true, required = true, value_name = "REDIS-SERVER ARGS")]
     pub command: Vec<String>,
@@ -275,7 +289,60 @@ impl LaunchConfig {
     /// Checks the values that flags alone cannot.
     pub fn validate(&self) -> Result<(), String> {
         self.redis().map_err(|e| e.to_string())?;
+        if self.server_tls_cert.is_some() {
+            self.server_tls_args()?;
+        }
         check_dashboard(&self.dashboard)
+    }
+
+    /// The redis-server arguments of `--server-tls-*` (none without them), checked:
+    /// files that exist, a port in --addr, and --backend-tls on.
+    pub fn server_tls_args(&self) -> Result<Vec<String>, String> {
+        let (Some(cert), Some(key)) = (&self.server_tls_cert, &self.server_tls_key) else {
+            return Ok(Vec::new());
+        };
+        if !self.backend_tls.backend_tls {
+            return Err(
+                "--server-tls-cert needs --backend-tls: the gate reaches its \
+                        TLS-only server over TLS"
+                    .into(),
+            );
+        }
+        let ca = self
+            .server_tls_ca
+            .as_ref()
+            .or(self.backend_tls.backend_tls_ca.as_ref())
+            .ok_or("--server-tls-cert needs --server-tls-ca or --backend-tls-ca")?;
+        for (flag, f) in [
+            ("--server-tls-cert", cert),
+            ("--server-tls-key", key),
+            ("--server-tls-ca", ca),
+        ] {
+            std::fs::metadata(f).map_err(|e| format!("{flag} {}: {e}", f.display()))?;
+        }
+        let port = self
+            .addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .ok_or_else(|| format!("--addr {:?} is not host:port", self.addr))?;
+        let path = |p: &PathBuf| p.display().to_string();
+        Ok([
+            "--port".to_string(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            path(cert),
+            "--tls-key-file".into(),
+            path(key),
+            "--tls-ca-cert-file".into(),
+            path(ca),
+            "--tls-replication".into(),
+            "yes".into(),
+            "--tls-cluster".into(),
+            "yes".into(),
+        ]
+        .into())
     }
 
     /// How the server (and its group's others) are reached.

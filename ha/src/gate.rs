@@ -187,6 +187,9 @@ fn spawn(
         .ok_or_else(|| HaError::Invalid("no redis-server command after --".into()))?;
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    // After the given command line: redis-server takes the last of a repeated
+    // setting, so `--port 0` here wins over a `--port P` given there.
+    cmd.args(cfg.server_tls_args().map_err(HaError::Invalid)?);
     let role = match role {
         Role::Joining(r) => r.as_ref(),
         r => r,
