@@ -62,7 +62,10 @@ impl TestPki {
     /// A new CA and its two certificates.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ca = Ca::new("kodis test CA").expect("CA");
+        // A name of its own: two TestPkis' CAs must differ as issuers, so that a
+        // certificate of one is refused by the other as UnknownIssuer.
+        let name = format!("kodis test CA {}", dir.path().display());
+        let ca = Ca::new(&name).expect("CA");
         ca.write_cert(&dir.path().join("ca.crt")).expect("ca.crt");
         let names = ["127.0.0.1", "localhost"];
         for (name, usage) in [("redis", Usage::Both), ("client", Usage::Client)] {

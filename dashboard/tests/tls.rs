@@ -170,7 +170,8 @@ fn a_server_signed_by_another_ca_is_refused_with_a_clear_error() {
         assert!(status >= 400, "{status} {body}");
         let text = body.to_string();
         assert!(
-            text.contains(&server.addr()) && text.contains("invalid peer certificate"),
+            text.contains(&server.addr())
+                && text.contains("invalid peer certificate: UnknownIssuer"),
             "{text}"
         );
         assert!(api.topology().await.groups[0].servers.is_empty());

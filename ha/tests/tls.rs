@@ -201,7 +201,7 @@ fn a_server_signed_by_another_ca_is_refused_and_bad_settings_stop_the_start() {
         let e = kodis_ha::probe::server_replication(&server.addr(), &foreign)
             .await
             .unwrap_err();
-        assert!(e.contains("invalid peer certificate"), "{e}");
+        assert!(e.contains("invalid peer certificate: UnknownIssuer"), "{e}");
         let e = kodis_ha::check::ready(&server.addr(), &foreign)
             .await
             .unwrap_err();
