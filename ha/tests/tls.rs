@@ -234,3 +234,29 @@ fn a_server_signed_by_another_ca_is_refused_and_bad_settings_stop_the_start() {
         "{err}"
     );
 }
+
+/// `--backend-tls-server-name`: the certificate is checked for that name, and the
+/// connection still goes to the server's own address.
+#[test]
+fn a_server_name_override_checks_that_name_at_the_real_address() {
+    let pki = TestPki::new();
+    let server = RedisServer::start_tls(&pki, &[]);
+    rt().block_on(async {
+        let with_name = |name: &str| {
+            let mut args = pki.backend_tls();
+            args.backend_tls_server_name = Some(name.to_string());
+            ConnSettings::new(None, Duration::from_secs(2)).with_tls(args.load().unwrap())
+        };
+        // The certificate names localhost: reached at 127.0.0.1 under that name.
+        let ready = kodis_ha::check::ready(&server.addr(), &with_name("localhost")).await;
+        assert_eq!(ready.as_deref(), Ok("master"));
+        // A name the certificate does not carry is refused, saying so.
+        let e = kodis_ha::check::ready(&server.addr(), &with_name("redis.example.com"))
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("not valid for name \"redis.example.com\""),
+            "{e}"
+        );
+    });
+}
