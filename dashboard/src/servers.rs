@@ -58,11 +58,6 @@ impl Servers {
         self
     }
 
-    /// Whether servers are reached over TLS.
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
     /// Servers on which `user` is defined (see [`Servers::define_data_user`]).
     pub fn with_data_user(mut self, user: Option<kodis_common::acl::DataUser>) -> Self {
         self.data_user = user;
