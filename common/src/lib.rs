@@ -9,8 +9,11 @@ pub mod certs;
 pub mod client;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "redis-conn")]
+pub mod redis_conn;
 pub mod replication;
 pub mod resp;
+pub mod role;
 pub mod routes;
 pub mod server_config;
 pub mod signals;

@@ -1,11 +1,15 @@
 //! Test helpers that start real `redis-server` processes on free loopback ports and
 //! always stop them (kill on drop). Enabled by the `test-util` feature.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::certs::{Ca, Usage};
+use crate::redis_conn::BackendTlsArgs;
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
@@ -36,7 +40,106 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    /// TLS only (`--port 0 --tls-port`): the server's settings and a client for it.
+    tls: Option<(Vec<String>, Arc<rustls::ClientConfig>)>,
 }
+
+/// A throwaway CA in a temp dir with certificates for 127.0.0.1 and localhost:
+/// `redis.crt` (server and client use: Redis presents it to replicas' masters and to
+/// MIGRATE targets too) and `client.crt`, each with its `.key`, and `ca.crt`.
+#[derive(Debug)]
+pub struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestPki {
+    /// A new CA and its two certificates.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A name of its own: two TestPkis' CAs must differ as issuers, so that a
+        // certificate of one is refused by the other as UnknownIssuer.
+        let name = format!("kodis test CA {}", dir.path().display());
+        let ca = Ca::new(&name).expect("CA");
+        ca.write_cert(&dir.path().join("ca.crt")).expect("ca.crt");
+        let names = ["127.0.0.1", "localhost"];
+        for (name, usage) in [("redis", Usage::Both), ("client", Usage::Client)] {
+            ca.issue(&names, usage)
+                .expect("certificate")
+                .write(dir.path(), name)
+                .expect("write certificate");
+        }
+        Self { dir }
+    }
+
+    /// `<dir>/<name>` (`ca.crt`, `redis.crt`, `redis.key`, `client.crt`, `client.key`).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// redis-server arguments for TLS with these files, replication and MIGRATE
+    /// (`tls-cluster`) over TLS too; the ports are the caller's.
+    pub fn server_args(&self) -> Vec<String> {
+        let p = |n: &str| self.path(n).display().to_string();
+        [
+            "--tls-cert-file".to_string(),
+            p("redis.crt"),
+            "--tls-key-file".into(),
+            p("redis.key"),
+            "--tls-ca-cert-file".into(),
+            p("ca.crt"),
+            "--tls-replication".into(),
+            "yes".into(),
+            "--tls-cluster".into(),
+            "yes".into(),
+        ]
+        .into()
+    }
+
+    /// Backend TLS settings (dashboard, kodis-ha) trusting this CA, with the client
+    /// certificate.
+    pub fn backend_tls(&self) -> BackendTlsArgs {
+        BackendTlsArgs {
+            backend_tls: true,
+            backend_tls_ca: Some(self.path("ca.crt")),
+            backend_tls_cert: Some(self.path("client.crt")),
+            backend_tls_key: Some(self.path("client.key")),
+            backend_tls_server_name: None,
+        }
+    }
+
+    /// A blocking rustls client configuration trusting this CA, with the client
+    /// certificate.
+    fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(self.path("ca.crt")).expect("ca.crt") {
+            roots.add(c.expect("CA PEM")).expect("CA");
+        }
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(self.path("client.crt"))
+                .expect("client.crt")
+                .map(|c| c.expect("client PEM"))
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(self.path("client.key")).expect("client.key");
+        Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_client_auth_cert(certs, key)
+                .expect("client config"),
+        )
+    }
+}
+
+/// A plain or TLS stream to a test server.
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
 
 impl RedisServer {
     /// Starts a plain server (no persistence) on a free port.
@@ -54,22 +157,57 @@ impl RedisServer {
         panic!("redis-server did not start; is it installed (apt-get install redis-server)?");
     }
 
+    /// Starts a TLS-only server (`--port 0 --tls-port P`) with `pki`'s files,
+    /// replication and MIGRATE over TLS too; [`RedisServer::command`] speaks TLS to it.
+    pub fn start_tls(pki: &TestPki, extra: &[&str]) -> Self {
+        for _ in 0..5 {
+            if let Some(s) =
+                Self::try_start_with(extra, Some((pki.server_args(), pki.client_config())))
+            {
+                return s;
+            }
+        }
+        panic!("redis-server with TLS did not start (is it built with TLS?)");
+    }
+
     fn try_start(extra: &[&str]) -> Option<Self> {
+        Self::try_start_with(extra, None)
+    }
+
+    fn try_start_with(
+        extra: &[&str],
+        tls: Option<(Vec<String>, Arc<rustls::ClientConfig>)>,
+    ) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = Self {
             child: None,
             port: free_port(),
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls,
         };
         server.spawn().then_some(server)
+    }
+
+    /// Whether it serves TLS only.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Starts redis-server on this port and directory; whether it answers PING.
     fn spawn(&mut self) -> bool {
         let (port, extra) = (self.port, self.extra.clone());
+        let ports: Vec<String> = match &self.tls {
+            None => vec!["--port".into(), port.to_string()],
+            Some((args, _)) => ["--port", "0", "--tls-port", &port.to_string()]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(args.iter().cloned())
+                .collect(),
+        };
         let Ok(child) = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(&ports)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -149,8 +287,18 @@ impl RedisServer {
         password: Option<&str>,
         args: &[&[u8]],
     ) -> std::io::Result<Vec<u8>> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let tcp = TcpStream::connect(("127.0.0.1", self.port))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut s: Box<dyn Stream> = match &self.tls {
+            None => Box::new(tcp),
+            Some((_, config)) => {
+                let name =
+                    rustls::pki_types::ServerName::from(std::net::IpAddr::from([127, 0, 0, 1]));
+                let conn = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(std::io::Error::other)?;
+                Box::new(rustls::StreamOwned::new(conn, tcp))
+            }
+        };
         if let Some(p) = password {
             s.write_all(&encode(&[b"AUTH", p.as_bytes()]))?;
             read_reply(&mut BufReader::new(&mut s))?;

@@ -16,7 +16,11 @@ use clap::Parser;
              standbys and take over when its lock expires.",
     after_help = "The Redis password is read from KODIS_REDIS_PASSWORD, never from a flag. \
                   Without an admin token (KODIS_ADMIN_TOKEN) the API listens on loopback \
-                  only: a non-loopback --listen without one refuses to start."
+                  only: a non-loopback --listen without one refuses to start. With \
+                  --backend-tls every connection to a Redis server (probes, joins, \
+                  replication changes, the migrator's SCAN and MIGRATE) is TLS, checked \
+                  against --backend-tls-ca; MIGRATE itself runs between the servers, over \
+                  TLS when they run with tls-cluster yes."
 )]
 pub struct DashboardConfig {
     /// Address of the REST API. Without an admin token it must be a loopback address
@@ -105,6 +109,9 @@ pub struct DashboardConfig {
     #[arg(long, value_name = "FILE", requires = "etcd_cert")]
     pub etcd_key: Option<PathBuf>,
     // --- end TLS to etcd ---
+    /// How the Redis servers are reached over TLS (off by default).
+    #[command(flatten)]
+    pub backend_tls: kodis_common::redis_conn::BackendTlsArgs,
 }
 
 impl DashboardConfig {
@@ -152,7 +159,10 @@ impl DashboardConfig {
             return Err("--lock-ttl-secs must be at least 2".into());
         }
         check_tls_pair(self.tls_cert.as_deref(), self.tls_key.as_deref())?;
-        self.check_etcd_tls()
+        self.check_etcd_tls()?;
+        // The files are read now so that a missing or broken one stops the start.
+        self.backend_tls.load().map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     /// The etcd TLS flags go together, with https:// endpoints, and name files.
@@ -218,6 +228,7 @@ impl DashboardConfig {
             etcd_ca: None,
             etcd_cert: None,
             etcd_key: None,
+            backend_tls: Default::default(),
         }
     }
 }

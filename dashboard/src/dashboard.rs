@@ -111,7 +111,13 @@ impl Dashboard {
                 Duration::from_secs(2),
                 Duration::from_millis(config.migrate_timeout_ms) + Duration::from_secs(2),
             )
-            .with_data_user(config.data_user()),
+            .with_data_user(config.data_user())
+            .with_tls(
+                config
+                    .backend_tls
+                    .load()
+                    .map_err(|e| ApiError::Internal(format!("backend TLS: {e}")))?,
+            ),
             config,
             store: RwLock::new(None),
             guard: RwLock::new(None),

@@ -212,7 +212,7 @@ pub fn decide(
     }
     let master = members.iter().find(|m| m.group == group && m.master);
     let follows = |m: &Member| {
-        candidate.replication.role == "slave"
+        candidate.replication.is_replica()
             && (candidate.replication.master.as_deref() == Some(m.addr.as_str())
                 || m.addrs().any(|a| candidate.master_addrs.contains(a)))
     };
@@ -264,7 +264,7 @@ mod tests {
             keys: 0,
             replicas: 0,
             replication: Replication {
-                role: "master".into(),
+                role: Some(kodis_common::role::Role::Master),
                 ..Replication::default()
             },
             master_addrs: Vec::new(),
@@ -337,7 +337,7 @@ mod tests {
         // A replica of the group's master (a gate's joining replica) holds its data.
         full.replicas = 0;
         full.replication = Replication {
-            role: "slave".into(),
+            role: Some(kodis_common::role::Role::Replica),
             master: Some("localhost:7".into()),
             ..Replication::default()
         };

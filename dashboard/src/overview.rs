@@ -55,11 +55,8 @@ async fn groups(d: &Arc<Dashboard>, t: &Topology) -> Vec<GroupStatus> {
                         addr,
                         role: role.into(),
                         reachable: true,
-                        reported_role: Some(if r.role == "slave" {
-                            "replica".into()
-                        } else {
-                            r.role
-                        }),
+                        // What the server says, in Kodis' words ("slave" shows as "replica").
+                        reported_role: Some(r.role.map_or("unknown", |r| r.as_str()).into()),
                         error: None,
                         stats: Some(stats),
                     },

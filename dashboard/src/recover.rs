@@ -131,7 +131,7 @@ pub fn from_roles(servers: &[Identity]) -> Result<Topology, ApiError> {
     }
     let masters: Vec<&Identity> = servers
         .iter()
-        .filter(|s| s.replication.role != "slave")
+        .filter(|s| !s.replication.is_replica())
         .collect();
     if masters.is_empty() {
         return Err(ApiError::BadRequest(
@@ -139,7 +139,7 @@ pub fn from_roles(servers: &[Identity]) -> Result<Topology, ApiError> {
         ));
     }
     let mut groups: Vec<Vec<String>> = masters.iter().map(|m| vec![m.addr.clone()]).collect();
-    for r in servers.iter().filter(|s| s.replication.role == "slave") {
+    for r in servers.iter().filter(|s| s.replication.is_replica()) {
         let master = masters.iter().position(|m| {
             r.replication.master.as_deref() == Some(m.addr.as_str())
                 || m.addrs.iter().any(|a| r.master_addrs.contains(a))
@@ -171,7 +171,11 @@ mod tests {
             keys: 0,
             replicas: 0,
             replication: Replication {
-                role: if master.is_some() { "slave" } else { "master" }.into(),
+                role: Some(if master.is_some() {
+                    kodis_common::role::Role::Replica
+                } else {
+                    kodis_common::role::Role::Master
+                }),
                 master: master.map(str::to_string),
                 ..Replication::default()
             },

@@ -250,7 +250,7 @@ async fn add_server(
         // The group's first server is its master: make sure it is not following
         // some other server.
         let r = d.servers.replication(&req.addr).await?;
-        if r.role == "slave" {
+        if r.is_replica() {
             d.servers.make_master(&req.addr).await?;
         }
     } else {
@@ -307,11 +307,11 @@ async fn promote(State(d): Ctx, Path(id): Path<String>, body: Bytes) -> Result<R
 /// (the old master is gone: what it had not replicated is lost with it).
 async fn switch(d: &Dashboard, old: &str, target: &str) -> Result<(), ApiError> {
     let planned = match d.servers.replication(old).await {
-        Ok(r) => r.role == "master",
+        Ok(r) => r.is_master(),
         Err(_) => false,
     };
     let follows = match d.servers.replication(target).await {
-        Ok(r) => r.role == "slave" && r.master.as_deref() == Some(old) && r.link_up,
+        Ok(r) => r.follows(old) && r.link_up,
         Err(e) => return Err(e),
     };
     if planned && follows {
@@ -351,7 +351,7 @@ async fn switchover(
     let mut best: Option<(i64, String)> = None;
     for s in &g.servers[1..] {
         if let Ok(r) = d.servers.replication(s).await {
-            let synced = r.role == "slave" && r.link_up && r.master.as_deref() == Some(&req.from);
+            let synced = r.follows(&req.from) && r.link_up;
             if synced && best.as_ref().is_none_or(|(o, _)| r.offset > *o) {
                 best = Some((r.offset, s.clone()));
             }

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use kodis_common::redis_conn::{ConnSettings, ServerTls};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, IntoConnectionInfo};
 
 use crate::error::ApiError;
 
@@ -18,6 +18,8 @@ pub struct Servers {
     /// The data-plane ACL user, defined on the servers added.
     data_user: Option<kodis_common::acl::DataUser>,
     timeout: Duration,
+    /// Backend TLS (`--backend-tls`), `None`: plain text.
+    tls: Option<std::sync::Arc<ServerTls>>,
     /// Response timeout of bulk work (SCAN, MIGRATE): longer than a MIGRATE may take.
     bulk_timeout: Duration,
     control: Mutex<HashMap<String, MultiplexedConnection>>,
@@ -43,10 +45,17 @@ impl Servers {
             password,
             data_user: None,
             timeout,
+            tls: None,
             bulk_timeout,
             control: Mutex::new(HashMap::new()),
             bulk: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Servers reached over TLS with `tls` (plain text when `None`).
+    pub fn with_tls(mut self, tls: Option<std::sync::Arc<ServerTls>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Servers on which `user` is defined (see [`Servers::define_data_user`]).
@@ -106,25 +115,15 @@ impl Servers {
         addr: &str,
         timeout: Duration,
     ) -> Result<MultiplexedConnection, ApiError> {
-        let fail = |cause: String| ApiError::Server {
-            addr: addr.to_string(),
-            cause,
-        };
-        let mut info = format!("redis://{addr}/")
-            .into_connection_info()
-            .map_err(|e| fail(format!("bad address: {e}")))?;
-        if let Some(pw) = &self.password {
-            let settings = info.redis_settings().clone().set_password(pw);
-            info = info.set_redis_settings(settings);
-        }
-        let client = redis::Client::open(info).map_err(|e| fail(e.to_string()))?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(timeout));
-        client
-            .get_multiplexed_async_connection_with_config(&config)
+        let settings = ConnSettings::new(self.password.clone(), self.timeout)
+            .with_tls(self.tls.clone())
+            .with_response_timeout(timeout);
+        kodis_common::redis_conn::connect(addr, &settings)
             .await
-            .map_err(|e| fail(format!("unreachable: {e}")))
+            .map_err(|e| ApiError::Server {
+                addr: addr.to_string(),
+                cause: e.to_string(),
+            })
     }
 
     async fn cmd<T: redis::FromRedisValue>(
@@ -268,7 +267,7 @@ impl Servers {
             )
             .await?;
         let follows = |r: &Replication| {
-            r.role == "slave"
+            r.is_replica()
                 && r.master
                     .as_deref()
                     .is_some_and(|m| m == target || m == format!("{ip}:{port}"))
@@ -323,14 +322,14 @@ impl Servers {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let r = self.replication(addr).await?;
-            if r.role == "slave" && r.master.as_deref() == Some(master) {
+            if r.follows(master) {
                 return Ok(r);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ApiError::Server {
                     addr: addr.to_string(),
                     cause: format!(
-                        "did not become a replica of {master} (role {}, master {:?})",
+                        "did not become a replica of {master} (role {:?}, master {:?})",
                         r.role, r.master
                     ),
                 });
@@ -417,7 +416,7 @@ impl Servers {
         }
         let replication = Replication::parse(&text);
         let master_addrs = match &replication.master {
-            Some(m) if replication.role == "slave" => crate::join::resolve(m).await,
+            Some(m) if replication.is_replica() => crate::join::resolve(m).await,
             _ => Vec::new(),
         };
         Ok(crate::join::Identity::parse(
@@ -446,7 +445,7 @@ fn parse_stats(text: &str, r: &Replication) -> kodis_common::api::ServerStats {
         .filter_map(|(_, v)| v.split(',').find_map(|kv| kv.strip_prefix("keys=")))
         .filter_map(|n| n.trim().parse::<u64>().ok())
         .sum();
-    let replica = r.role == "slave";
+    let replica = r.is_replica();
     kodis_common::api::ServerStats {
         used_memory: number("used_memory"),
         ops_per_sec: number("instantaneous_ops_per_sec"),

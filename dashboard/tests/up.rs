@@ -308,7 +308,8 @@ fn up_starts_a_cluster_and_sigint_stops_everything() {
 }
 
 /// `kodis up --tls`: a throwaway CA in the data directory, a TLS port on the proxy,
-/// and the redis-cli line it prints works as printed.
+/// and the redis-cli line it prints works as printed; the redis-server behind it
+/// serves TLS only.
 #[test]
 fn up_tls_serves_clients_over_tls() {
     let kodis = env!("CARGO_BIN_EXE_kodis");
@@ -364,6 +365,35 @@ fn up_tls_serves_clients_over_tls() {
     assert_eq!(cli(&["GET", "tls:key"]), "v");
     // The plain port serves the same data.
     assert_eq!(inline(proxy, "GET tls:key"), "$1\r\nv\r\n");
+    // The redis-server behind it serves TLS only: plain text gets no PONG, TLS with
+    // the client certificate of DATA_DIR/tls reaches it and finds the key there.
+    let plain_pong = TcpStream::connect(("127.0.0.1", base)).is_ok_and(|mut s| {
+        let mut buf = [0u8; 16];
+        s.set_read_timeout(Some(Duration::from_secs(2))).is_ok()
+            && s.write_all(b"PING\r\n").is_ok()
+            && s.read(&mut buf)
+                .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+    });
+    assert!(!plain_pong, "plain text reached the TLS-only server");
+    let tls_dir = dir.path().canonicalize().expect("dir").join("tls");
+    let server_cli = |args: &[&str]| {
+        let f = |n: &str| tls_dir.join(n).display().to_string();
+        let out = Command::new("redis-cli")
+            .args([
+                "--tls",
+                "--cacert",
+                &f("ca.crt"),
+                "--cert",
+                &f("client.crt"),
+            ])
+            .args(["--key", &f("client.key"), "-p", &base.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(server_cli(&["GET", "tls:key"]), "v");
+    assert!(server_cli(&["CONFIG", "GET", "tls-cluster"]).ends_with("yes"));
     drop(up);
     assert!(!listening(tls), "the TLS port is closed after SIGINT");
 }

@@ -9,26 +9,24 @@
 
 use std::time::Duration;
 
+use kodis_common::redis_conn::ConnSettings;
 use kodis_common::replication::Replication;
+use kodis_common::role::Role;
 
 /// Whether the server at `addr` serves clients; `Err` says why not.
-pub async fn ready(
-    addr: &str,
-    password: Option<&str>,
-    timeout: Duration,
-) -> Result<String, String> {
-    let r: Replication = crate::probe::server_replication(addr, password, timeout).await?;
-    match r.role.as_str() {
-        "master" => Ok("master".into()),
-        "slave" if r.link_up => Ok(format!(
+pub async fn ready(addr: &str, conn: &ConnSettings) -> Result<String, String> {
+    let r: Replication = crate::probe::server_replication(addr, conn).await?;
+    match r.role {
+        Some(Role::Master) => Ok("master".into()),
+        Some(Role::Replica) if r.link_up => Ok(format!(
             "replica of {}, link up",
             r.master.as_deref().unwrap_or("?")
         )),
-        "slave" => Err(format!(
+        Some(Role::Replica) => Err(format!(
             "replica of {} whose link is down",
             r.master.as_deref().unwrap_or("?")
         )),
-        other => Err(format!("unknown role {other:?}")),
+        None => Err("no known role in INFO replication".into()),
     }
 }
 
@@ -81,12 +79,9 @@ pub async fn http_with(
 }
 
 /// Whether the server at `addr` is alive; `Err` says why not.
-pub async fn alive(
-    addr: &str,
-    password: Option<&str>,
-    timeout: Duration,
-) -> Result<String, String> {
-    let mut con = crate::probe::connect(addr, password, timeout).await?;
+pub async fn alive(addr: &str, conn: &ConnSettings) -> Result<String, String> {
+    let timeout = conn.response_timeout;
+    let mut con = crate::probe::connect(addr, conn).await?;
     let ping =
         tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut con)).await;
     match ping {

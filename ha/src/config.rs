@@ -4,6 +4,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kodis_common::redis_conn::{BackendTlsArgs, ConnSettings, TlsSettingsError};
+
+/// How HA reaches the Redis servers: the password, the backend TLS settings (files
+/// read and checked now) and a 2 s bound on connecting and on each reply.
+fn conn_settings(
+    password: &Option<String>,
+    tls: &BackendTlsArgs,
+) -> Result<ConnSettings, TlsSettingsError> {
+    Ok(ConnSettings::new(password.clone(), Duration::from_secs(2)).with_tls(tls.load()?))
+}
 
 /// `kodis-ha`: the failure detector (default) or the safe-start gate (`launch`).
 #[derive(Debug, Parser)]
@@ -17,7 +27,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
              the control plane for the server's role first, and restarts it when it dies.",
     args_conflicts_with_subcommands = true,
     after_help = "The Redis password is read from KODIS_REDIS_PASSWORD and the admin \
-                  token from KODIS_ADMIN_TOKEN, never from a flag."
+                  token from KODIS_ADMIN_TOKEN, never from a flag. With --backend-tls every \
+                  connection to a Redis server (probes, REPLICAOF, the gate's checks) is \
+                  TLS, checked against --backend-tls-ca; `kodis-ha launch` then also passes \
+                  its redis-server the TLS settings given with --server-tls-*."
 )]
 pub struct Cli {
     /// What to run; without one, the failure detector.
@@ -123,6 +136,16 @@ pub struct ProbeConfig {
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
+    /// How the Redis servers are reached over TLS (off by default).
+    #[command(flatten)]
+    pub backend_tls: BackendTlsArgs,
+}
+
+impl ProbeConfig {
+    /// How the server is reached, bounded by `--timeout`.
+    pub fn redis(&self) -> Result<ConnSettings, TlsSettingsError> {
+        Ok(conn_settings(&self.redis_password, &self.backend_tls)?.with_timeout(self.timeout))
+    }
 }
 
 /// How failed servers and proxies are restarted.
@@ -201,6 +224,9 @@ pub struct HaConfig {
     #[arg(long, value_name = "FILE", requires = "etcd_cert")]
     pub etcd_key: Option<PathBuf>,
     // --- end TLS to etcd ---
+    /// How the Redis servers are reached over TLS (off by default).
+    #[command(flatten)]
+    pub backend_tls: BackendTlsArgs,
 }
 
 impl HaConfig {
@@ -225,6 +251,7 @@ impl HaConfig {
             etcd_ca: None,
             etcd_cert: None,
             etcd_key: None,
+            backend_tls: BackendTlsArgs::default(),
         }
     }
 
@@ -236,6 +263,11 @@ impl HaConfig {
             self.etcd_cert.as_deref(),
             self.etcd_key.as_deref(),
         )
+    }
+
+    /// How the servers are reached (see [`BackendTlsArgs::load`]).
+    pub fn redis(&self) -> Result<ConnSettings, TlsSettingsError> {
+        conn_settings(&self.redis_password, &self.backend_tls)
     }
 
     /// Checks the values that flags alone cannot.
@@ -253,6 +285,7 @@ impl HaConfig {
             return Err("--tls-cert and --tls-key come together".into());
         }
         self.etcd_tls()?;
+        self.redis().map_err(|e| e.to_string())?;
         check_dashboard(&self.dashboard, self.dashboard_ca.as_deref())
     }
 
@@ -289,6 +322,20 @@ pub struct LaunchConfig {
     /// asking again.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub failover_timeout: Duration,
+    /// Start redis-server with TLS only, on the port of --addr: adds `--port 0
+    /// --tls-port <port> --tls-cert-file FILE --tls-key-file KEY --tls-ca-cert-file CA
+    /// --tls-replication yes --tls-cluster yes` after the command line (replicas sync
+    /// and MIGRATE moves keys over TLS). Needs --backend-tls (the gate reaches its
+    /// server over TLS) and --server-tls-key. Default: the command line as given.
+    #[arg(long, value_name = "FILE", requires = "server_tls_key")]
+    pub server_tls_cert: Option<PathBuf>,
+    /// Private key of --server-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "server_tls_cert")]
+    pub server_tls_key: Option<PathBuf>,
+    /// CA the server checks its clients' and peers' certificates against
+    /// (`tls-ca-cert-file`). Default: --backend-tls-ca.
+    #[arg(long, value_name = "FILE", requires = "server_tls_cert")]
+    pub server_tls_ca: Option<PathBuf>,
     /// The redis-server command line, after `--`.
     #[arg(last = true, required = true, value_name = "REDIS-SERVER ARGS")]
     pub command: Vec<String>,
@@ -298,12 +345,74 @@ pub struct LaunchConfig {
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
+    /// How the Redis servers are reached over TLS (off by default).
+    #[command(flatten)]
+    pub backend_tls: BackendTlsArgs,
 }
 
 impl LaunchConfig {
     /// Checks the values that flags alone cannot.
     pub fn validate(&self) -> Result<(), String> {
+        self.redis().map_err(|e| e.to_string())?;
+        if self.server_tls_cert.is_some() {
+            self.server_tls_args()?;
+        }
         check_dashboard(&self.dashboard, self.dashboard_ca.as_deref())
+    }
+
+    /// The redis-server arguments of `--server-tls-*` (none without them), checked:
+    /// files that exist, a port in --addr, and --backend-tls on.
+    pub fn server_tls_args(&self) -> Result<Vec<String>, String> {
+        let (Some(cert), Some(key)) = (&self.server_tls_cert, &self.server_tls_key) else {
+            return Ok(Vec::new());
+        };
+        if !self.backend_tls.backend_tls {
+            return Err(
+                "--server-tls-cert needs --backend-tls: the gate reaches its \
+                        TLS-only server over TLS"
+                    .into(),
+            );
+        }
+        let ca = self
+            .server_tls_ca
+            .as_ref()
+            .or(self.backend_tls.backend_tls_ca.as_ref())
+            .ok_or("--server-tls-cert needs --server-tls-ca or --backend-tls-ca")?;
+        for (flag, f) in [
+            ("--server-tls-cert", cert),
+            ("--server-tls-key", key),
+            ("--server-tls-ca", ca),
+        ] {
+            std::fs::metadata(f).map_err(|e| format!("{flag} {}: {e}", f.display()))?;
+        }
+        let port = self
+            .addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .ok_or_else(|| format!("--addr {:?} is not host:port", self.addr))?;
+        let path = |p: &PathBuf| p.display().to_string();
+        Ok([
+            "--port".to_string(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            path(cert),
+            "--tls-key-file".into(),
+            path(key),
+            "--tls-ca-cert-file".into(),
+            path(ca),
+            "--tls-replication".into(),
+            "yes".into(),
+            "--tls-cluster".into(),
+            "yes".into(),
+        ]
+        .into())
+    }
+
+    /// How the server (and its group's others) are reached.
+    pub fn redis(&self) -> Result<ConnSettings, TlsSettingsError> {
+        conn_settings(&self.redis_password, &self.backend_tls)
     }
 }
 

@@ -127,7 +127,7 @@ pub fn decide(
             let follows = servers
                 .get(r)
                 .and_then(|h| h.replication.as_ref())
-                .is_none_or(|rep| rep.role == "slave" && rep.master.as_deref() == Some(master));
+                .is_none_or(|rep| rep.follows(master));
             if !follows {
                 out.push(Action::Repoint {
                     group: g.id,
@@ -178,7 +178,7 @@ mod tests {
             latency: Duration::from_millis(1),
             stats: None,
             replication: Some(Replication {
-                role: role.into(),
+                role: kodis_common::role::Role::parse(role),
                 master: master.map(str::to_string),
                 link_up: down_since.is_none(),
                 offset,

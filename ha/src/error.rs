@@ -36,6 +36,9 @@ pub enum HaError {
         /// What the last attempt ran into.
         last: String,
     },
+    /// The backend TLS settings cannot be used (a file missing, not PEM, ...).
+    #[error("backend TLS: {0}")]
+    Tls(#[from] kodis_common::redis_conn::TlsSettingsError),
     /// The configuration or the topology does not allow it.
     #[error("{0}")]
     Invalid(String),

@@ -133,22 +133,20 @@ async fn stop(
 /// started and lost (that gate was killed): shut it down (SHUTDOWN writes the AOF, if
 /// any), so that this gate supervises the server and gives it its role.
 async fn stop_orphan(cfg: &LaunchConfig) {
-    let pw = cfg.redis_password.as_deref();
-    if server_replication(&cfg.addr, pw, Duration::from_millis(500))
-        .await
-        .is_err()
-    {
+    // validate() loaded these settings already: they load.
+    let Ok(conn) = cfg.redis() else {
+        return;
+    };
+    let quick = |ms| conn.clone().with_timeout(Duration::from_millis(ms));
+    if server_replication(&cfg.addr, &quick(500)).await.is_err() {
         return;
     }
     warn!(server = %cfg.addr, "a redis-server this gate did not start answers there: shutting it down");
     // The connection drops when it stops: an error here is the expected answer.
     let _: Result<String, _> =
-        crate::probe::redis_cmd(&cfg.addr, pw, &mut redis::cmd("SHUTDOWN")).await;
+        crate::probe::redis_cmd(&cfg.addr, &conn, &mut redis::cmd("SHUTDOWN")).await;
     for _ in 0..50 {
-        if server_replication(&cfg.addr, pw, Duration::from_millis(200))
-            .await
-            .is_err()
-        {
+        if server_replication(&cfg.addr, &quick(200)).await.is_err() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -193,6 +191,9 @@ fn spawn(
         .ok_or_else(|| HaError::Invalid("no redis-server command after --".into()))?;
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    // After the given command line: redis-server takes the last of a repeated
+    // setting, so `--port 0` here wins over a `--port P` given there.
+    cmd.args(cfg.server_tls_args().map_err(HaError::Invalid)?);
     let role = match role {
         Role::Joining(r) => r.as_ref(),
         r => r,
@@ -272,12 +273,9 @@ async fn write_pid(cfg: &LaunchConfig, child: &Child) -> Option<PathBuf> {
 
 /// Adds the just-started server to its group, once it answers PING.
 async fn join(cfg: &LaunchConfig, dashboard: &Dashboard, force: bool) -> Result<(), HaError> {
-    let pw = cfg.redis_password.as_deref();
+    let conn = cfg.redis()?.with_timeout(Duration::from_secs(1));
     loop {
-        if server_replication(&cfg.addr, pw, Duration::from_secs(1))
-            .await
-            .is_ok()
-        {
+        if server_replication(&cfg.addr, &conn).await.is_ok() {
             match dashboard.add_server(cfg.group, &cfg.addr, force).await {
                 Ok(()) => {
                     info!(server = %cfg.addr, group = cfg.group, "joined the group");
@@ -339,14 +337,15 @@ async fn try_decide(cfg: &LaunchConfig, dashboard: &Dashboard) -> Result<Option<
     }
     // This server is the recorded master: is any replica alive to take over?
     let mut best: Option<(String, i64)> = None;
+    let conn = cfg.redis()?.with_timeout(Duration::from_secs(1));
     for r in replicas {
-        match server_replication(r, cfg.redis_password.as_deref(), Duration::from_secs(1)).await {
+        match server_replication(r, &conn).await {
             Ok(rep) if rep.has_synced() => {
                 if best.as_ref().is_none_or(|(_, o)| rep.offset > *o) {
                     best = Some((r.clone(), rep.offset));
                 }
             }
-            Ok(rep) => info!(replica = %r, role = %rep.role,
+            Ok(rep) => info!(replica = %r, role = ?rep.role,
                              "alive, but not a synced replica: not a failover target"),
             Err(e) => info!(replica = %r, error = %e, "not alive"),
         }

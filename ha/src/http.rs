@@ -101,11 +101,7 @@ async fn metrics(State(m): State<Arc<Monitor>>) -> Response {
                 clients.get_or_create(&l).set(n(st.connected_clients));
             }
             if let Some(r) = h.replication.as_ref().filter(|_| h.is_up()) {
-                let name = if r.role == "slave" {
-                    "replica"
-                } else {
-                    r.role.as_str()
-                };
+                let name = r.role.map_or("unknown", |r| r.as_str());
                 role.get_or_create(&RoleLabel {
                     addr: addr.clone(),
                     group: group.to_string(),
@@ -120,7 +116,7 @@ async fn metrics(State(m): State<Arc<Monitor>>) -> Response {
         // Replication lag: how far a replica's offset trails its master's, both as
         // last probed (a replica stuck at 0 while its link is up shows here).
         for (addr, (group, h)) in &s.servers {
-            let Some(r) = h.replication.as_ref().filter(|r| r.role == "slave") else {
+            let Some(r) = h.replication.as_ref().filter(|r| r.is_replica()) else {
                 continue;
             };
             let master = r

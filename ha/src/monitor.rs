@@ -128,7 +128,7 @@ impl Monitor {
                 config.admin_token.clone(),
                 config.dashboard_ca.clone(),
             )?,
-            prober: Prober::new(config.probe_timeout(), config.redis_password.clone())?,
+            prober: Prober::new(config.probe_timeout(), config.redis()?)?,
             orchestrator,
             state: Mutex::new(State::default()),
             asked: Mutex::new(HashMap::new()),
@@ -480,7 +480,11 @@ impl Monitor {
             .ok_or_else(|| HaError::Invalid(format!("{master:?} is not host:port")))?;
         crate::probe::redis_cmd(
             addr,
-            self.config.redis_password.as_deref(),
+            &self
+                .prober
+                .conn
+                .clone()
+                .with_timeout(Duration::from_secs(2)),
             redis::cmd("REPLICAOF").arg(host).arg(port),
         )
         .await

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use redis::{AsyncConnectionConfig, IntoConnectionInfo};
+use kodis_common::redis_conn::ConnSettings;
 
 use crate::health::{Probe, Replication, ServerStats};
 
@@ -10,16 +10,18 @@ use crate::health::{Probe, Replication, ServerStats};
 #[derive(Debug, Clone)]
 pub struct Prober {
     timeout: Duration,
-    password: Option<String>,
+    /// How servers are reached (login, TLS), bounded by the probe timeout.
+    pub(crate) conn: ConnSettings,
     http: reqwest::Client,
 }
 
 impl Prober {
-    /// A prober whose every probe ends within `timeout`; fails when its HTTP client
-    /// cannot be built (a default one would have no timeout).
+    /// A prober whose every probe ends within `timeout`, reaching servers as `conn`
+    /// says; fails when its HTTP client cannot be built (a default one would have no
+    /// timeout).
     pub fn new(
         timeout: Duration,
-        password: Option<String>,
+        conn: ConnSettings,
     ) -> Result<Self, crate::client::DashboardError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -27,7 +29,7 @@ impl Prober {
             .map_err(|e| crate::client::DashboardError::Setup(e.to_string()))?;
         Ok(Self {
             timeout,
-            password,
+            conn: conn.with_timeout(timeout),
             http,
         })
     }
@@ -50,7 +52,7 @@ impl Prober {
     /// PING, then one `INFO` (its default sections hold replication, memory, stats
     /// and clients).
     async fn server_inner(&self, addr: &str) -> Result<(Replication, ServerStats), String> {
-        let text = ping_and_info(addr, self.password.as_deref(), self.timeout, None).await?;
+        let text = ping_and_info(addr, &self.conn, None).await?;
         Ok((Replication::parse(&text), ServerStats::parse(&text)))
     }
 
@@ -74,53 +76,36 @@ impl Prober {
     }
 }
 
-/// One command on a fresh connection to `addr` (control-plane use, 2 s bound).
+/// One command on a fresh connection to `addr` (control-plane use, bounded as
+/// `conn` says).
 pub async fn redis_cmd<T: redis::FromRedisValue>(
     addr: &str,
-    password: Option<&str>,
+    conn: &ConnSettings,
     cmd: &mut redis::Cmd,
 ) -> Result<T, crate::error::HaError> {
     let fail = |cause: String| crate::error::HaError::Server {
         addr: addr.to_string(),
         cause,
     };
-    let mut con = connect(addr, password, Duration::from_secs(2))
-        .await
-        .map_err(fail)?;
+    let mut con = connect(addr, conn).await.map_err(fail)?;
     cmd.query_async(&mut con)
         .await
         .map_err(|e| fail(e.to_string()))
 }
 
+/// A fresh connection to `addr` (the one set-up in `kodis_common::redis_conn`).
 pub(crate) async fn connect(
     addr: &str,
-    password: Option<&str>,
-    timeout: Duration,
+    conn: &ConnSettings,
 ) -> Result<redis::aio::MultiplexedConnection, String> {
-    let mut info = format!("redis://{addr}/")
-        .into_connection_info()
-        .map_err(|e| format!("bad address: {e}"))?;
-    if let Some(pw) = password {
-        let settings = info.redis_settings().clone().set_password(pw);
-        info = info.set_redis_settings(settings);
-    }
-    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
+    kodis_common::redis_conn::connect(addr, conn)
         .await
-        .map_err(|e| format!("unreachable: {e}"))
+        .map_err(|e| e.to_string())
 }
 
-/// PING and `INFO replication` of `addr`, each bounded by `timeout`.
-pub async fn server_replication(
-    addr: &str,
-    password: Option<&str>,
-    timeout: Duration,
-) -> Result<Replication, String> {
-    let text = ping_and_info(addr, password, timeout, Some("replication")).await?;
+/// PING and `INFO replication` of `addr`, each bounded as `conn` says.
+pub async fn server_replication(addr: &str, conn: &ConnSettings) -> Result<Replication, String> {
+    let text = ping_and_info(addr, conn, Some("replication")).await?;
     Ok(Replication::parse(&text))
 }
 
@@ -128,11 +113,10 @@ pub async fn server_replication(
 /// INFO text.
 async fn ping_and_info(
     addr: &str,
-    password: Option<&str>,
-    timeout: Duration,
+    conn: &ConnSettings,
     section: Option<&str>,
 ) -> Result<String, String> {
-    let mut con = connect(addr, password, timeout).await?;
+    let mut con = connect(addr, conn).await?;
     let pong: String = redis::cmd("PING")
         .query_async(&mut con)
         .await

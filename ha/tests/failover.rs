@@ -155,7 +155,7 @@ fn a_killed_master_is_replaced_within_five_seconds_and_comes_back_as_a_replica()
         let new = servers[1].addr();
         until(20, "the old master to follow the new one", || async {
             let r = replication(&old_master).await?;
-            (r.role == "slave" && r.master.as_deref() == Some(new.as_str())).then_some(())
+            (r.is_replica() && r.master.as_deref() == Some(new.as_str())).then_some(())
         })
         .await;
         // HA's next probes see it as a replica, with its lag.
@@ -272,7 +272,7 @@ fn a_master_restarted_within_a_second_comes_back_as_a_replica_and_no_data_is_los
             "the restarted server to be a replica of the old replica",
             || async {
                 let rep = replication(&addr).await?;
-                (rep.role == "slave"
+                (rep.is_replica()
                     && rep.master.as_deref() == Some(replica.addr().as_str())
                     && rep.link_up)
                     .then_some(())
@@ -302,7 +302,7 @@ fn a_master_restarted_within_a_second_comes_back_as_a_replica_and_no_data_is_los
         until(30, "the gate to restart it as a replica", || async {
             let now = kodis_common::test_util::read_pid(&pid_file)?;
             let rep = replication(&addr).await?;
-            (now != pid && rep.role == "slave" && rep.link_up).then_some(())
+            (now != pid && rep.is_replica() && rep.link_up).then_some(())
         })
         .await;
         let _ = free_port();
@@ -404,7 +404,7 @@ fn a_group_whose_servers_all_died_recovers_from_its_persisted_data_and_says_so()
                     .query_async(&mut connect(&b).await)
                     .await
                     .ok()?;
-                (ra.role == "master" && rb.link_up && na == 1000 && nb == 1000).then_some(())
+                (ra.is_master() && rb.link_up && na == 1000 && nb == 1000).then_some(())
             },
         )
         .await;
@@ -469,9 +469,15 @@ fn a_gated_replica_authenticates_to_its_master_from_a_private_file() {
         )
         .unwrap();
         until(30, "the replica to sync through AUTH", || async {
-            let r = kodis_ha::probe::server_replication(&addr, Some(pw), Duration::from_secs(1))
-                .await
-                .ok()?;
+            let r = kodis_ha::probe::server_replication(
+                &addr,
+                &kodis_common::redis_conn::ConnSettings::new(
+                    Some(pw.to_string()),
+                    Duration::from_secs(1),
+                ),
+            )
+            .await
+            .ok()?;
             r.link_up.then_some(())
         })
         .await;

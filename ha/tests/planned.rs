@@ -102,7 +102,7 @@ fn ten_planned_switches_under_load_lose_no_acknowledged_write() {
             // The old master follows the new one before the next round.
             until(20, "the old master to sync with the new one", || async {
                 let r = support::replication(&before.group(1).unwrap().servers[0]).await?;
-                (r.role == "slave" && r.link_up).then_some(())
+                (r.is_replica() && r.link_up).then_some(())
             })
             .await;
         }

@@ -173,7 +173,8 @@ impl Prestop {
 async fn role_becomes(addr: &str, role: &str) {
     until(20, &format!("{addr} to report role:{role}"), || async {
         let r = replication(addr).await?;
-        (r.role == role && (role == "master" || r.link_up)).then_some(())
+        (r.role == kodis_common::role::Role::parse(role) && (role == "master" || r.link_up))
+            .then_some(())
     })
     .await;
 }

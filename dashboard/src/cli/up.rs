@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use kodis_common::acl::{DataUser, DEFAULT_USER};
 use kodis_common::api::Topology;
+use kodis_common::redis_conn::ConnSettings;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -79,10 +80,12 @@ pub struct UpArgs {
     /// Seconds each process may take to become ready.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub ready_timeout: u64,
-    /// Serve TLS to clients too: a throwaway CA and a certificate for 127.0.0.1 and
-    /// localhost are made in DATA_DIR/tls (kept for the next run), and each proxy
-    /// gets a TLS port beside its plain one (from PROXY_TLS_PORT). The redis-servers
-    /// stay plain text.
+    /// TLS on every hop to and between the servers: a throwaway CA and certificates
+    /// for 127.0.0.1 and localhost are made in DATA_DIR/tls (kept for the next run);
+    /// each proxy gets a TLS port beside its plain one (from PROXY_TLS_PORT); the
+    /// redis-servers serve TLS only on their ports (`port 0`, replication and
+    /// MIGRATE over TLS), and the dashboard, kodis-ha and the proxies reach them
+    /// over TLS with a client certificate.
     #[arg(long)]
     pub tls: bool,
     /// TLS client port of the first proxy (with --tls); the others follow one by one.
@@ -171,6 +174,9 @@ pub enum UpError {
     /// The throwaway TLS certificates could not be made.
     #[error("cannot make the TLS certificates: {0}")]
     Certs(#[from] kodis_common::certs::CertError),
+    /// The TLS files made do not load (a folder changed under `kodis up`).
+    #[error("cannot use the TLS certificates: {0}")]
+    Tls(#[from] kodis_common::redis_conn::TlsSettingsError),
     /// Signal handlers could not be installed.
     #[error("cannot watch signals: {0}")]
     Signals(#[source] std::io::Error),
@@ -325,6 +331,13 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
     let client = DashboardClient::new(&url, ctx.token.clone(), ctx.timeout)?;
     let probe_client = DashboardClient::new(&url, ctx.token.clone(), Duration::from_secs(2))?;
 
+    // TLS files first: the dashboard already reaches the servers with them.
+    let tls = match ctx.plan.proxy_tls.is_empty() {
+        true => None,
+        false => Some(TlsFiles::make(&ctx.dirs.root.join("tls"))?),
+    };
+    let tls = tls.as_ref();
+
     // The dashboard.
     let mut cmd = Command::new(&ctx.bins.dashboard);
     cmd.arg("--listen")
@@ -336,6 +349,9 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
         // Proxies log in to the servers as this ACL user, which refuses what they
         // refuse (scripts included); the dashboard and the gates define it.
         .args(["--proxy-user", DEFAULT_USER]);
+    if let Some(tls) = tls {
+        cmd.args(tls.backend_args());
+    }
     if let Some(t) = &ctx.token {
         // The environment, not a flag: `ps` would show a flag.
         cmd.env("KODIS_ADMIN_TOKEN", t);
@@ -355,7 +371,7 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
     let known = client.topology().await?.decode::<Topology>()?;
     let gated = ctx.bins.ha.is_some();
     if let Some(ha) = &ctx.bins.ha {
-        start_gated_servers(ctx, sup, &client, &known, ha, ready).await?;
+        start_gated_servers(ctx, sup, &client, &known, ha, ready, tls).await?;
     }
     let mut started = Vec::new();
     for (g, ports) in ctx.plan.groups.iter().enumerate().filter(|_| !gated) {
@@ -369,9 +385,11 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
             .or_else(|| addrs.first().cloned());
         for (port, addr) in ports.iter().zip(&addrs) {
             let mut cmd = Command::new(&ctx.bins.redis);
-            cmd.arg("--port")
-                .arg(port.to_string())
-                .arg("--bind")
+            match tls {
+                None => cmd.arg("--port").arg(port.to_string()),
+                Some(tls) => cmd.args(tls.server_args(*port)),
+            };
+            cmd.arg("--bind")
                 .arg("127.0.0.1")
                 .arg("--dir")
                 .arg(ctx.dirs.redis(*port))
@@ -392,11 +410,12 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
         }
     }
     for (idx, port) in started {
-        wait_ready(sup, idx, ready, Probe::Ping(local(port))).await?;
+        wait_ready(sup, idx, ready, server_probe(port, tls)?).await?;
     }
     println!(
-        "redis      {} servers ready",
-        ctx.plan.groups.iter().map(Vec::len).sum::<usize>()
+        "redis      {} servers ready{}",
+        ctx.plan.groups.iter().map(Vec::len).sum::<usize>(),
+        if tls.is_some() { " (TLS only)" } else { "" }
     );
 
     // Groups, servers and slots, through the API; what an earlier run did is kept
@@ -430,10 +449,6 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
     print!("{}", output::slots(&topo));
 
     // Proxies.
-    let tls = match ctx.plan.proxy_tls.is_empty() {
-        true => None,
-        false => Some(TlsFiles::make(&ctx.dirs.root.join("tls"))?),
-    };
     let mut started = Vec::new();
     for (i, (port, admin)) in ctx.plan.proxies.iter().enumerate() {
         let mut cmd = Command::new(&ctx.bins.proxy);
@@ -444,7 +459,8 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
             .arg("--dashboard")
             .arg(&url)
             .args(["--backend-user", DEFAULT_USER]);
-        if let (Some(tls), Some(tls_port)) = (&tls, ctx.plan.proxy_tls.get(i)) {
+        if let (Some(tls), Some(tls_port)) = (tls, ctx.plan.proxy_tls.get(i)) {
+            cmd.args(tls.backend_args());
             cmd.arg("--tls-listen")
                 .arg(format!("127.0.0.1:{tls_port}"))
                 .arg("--tls-cert")
@@ -479,6 +495,9 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
             .arg(format!("127.0.0.1:{}", ctx.plan.ha_port))
             .arg("--cluster")
             .arg(&ctx.args.cluster);
+        if let Some(tls) = tls {
+            cmd.args(tls.backend_args());
+        }
         if let Some(t) = &ctx.token {
             cmd.env("KODIS_ADMIN_TOKEN", t);
         }
@@ -505,12 +524,18 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
         Some(p) => println!("  connect    redis-cli -p {p}"),
         None => println!("  no proxy started (--proxies 0)"),
     }
-    if let (Some(tls), Some(p)) = (&tls, ctx.plan.proxy_tls.first()) {
+    if let (Some(tls), Some(p)) = (tls, ctx.plan.proxy_tls.first()) {
         println!(
             "  TLS        redis-cli --tls --cacert {} -p {p}",
             tls.ca.display()
         );
-        println!("             (the servers behind the proxies speak plain text)");
+        println!(
+            "             (the servers serve TLS only: redis-cli --tls --cacert {} \
+             --cert {} --key {} -p <server port>)",
+            tls.ca.display(),
+            tls.client_cert.display(),
+            tls.client_key.display()
+        );
     }
     println!("  dashboard  {url}   (kodis --dashboard {url} status)");
     println!("  logs       {}", ctx.dirs.logs.display());
@@ -528,6 +553,7 @@ async fn start_gated_servers(
     known: &Topology,
     ha: &Path,
     ready: Duration,
+    tls: Option<&TlsFiles>,
 ) -> Result<(), UpError> {
     let url = format!("http://127.0.0.1:{}", ctx.plan.dashboard_port);
     let mut started = Vec::new();
@@ -547,8 +573,17 @@ async fn start_gated_servers(
             cmd.args(["launch", "--join", "--dashboard", &url])
                 .args(["--group", &gid.to_string(), "--addr", &addr])
                 .arg("--pid-dir")
-                .arg(&ctx.dirs.run)
-                .arg("--")
+                .arg(&ctx.dirs.run);
+            if let Some(tls) = tls {
+                // The gate makes the port TLS-only (its `--port 0` comes after the
+                // command line below, so it wins) and reaches it over TLS.
+                cmd.args(tls.backend_args())
+                    .arg("--server-tls-cert")
+                    .arg(&tls.redis_cert)
+                    .arg("--server-tls-key")
+                    .arg(&tls.redis_key);
+            }
+            cmd.arg("--")
                 .arg(&ctx.bins.redis)
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .arg("--dir")
@@ -565,13 +600,13 @@ async fn start_gated_servers(
             let idx = sup.spawn(&what, Stage::Redis, cmd, &log)?;
             started.push((idx, *port, gid, addr.clone()));
             if i == 0 {
-                wait_ready(sup, idx, ready, Probe::Ping(local(*port))).await?;
+                wait_ready(sup, idx, ready, server_probe(*port, tls)?).await?;
                 wait_listed(sup, idx, client, gid, &addr, ready).await?;
             }
         }
     }
     for (idx, port, gid, addr) in &started {
-        wait_ready(sup, *idx, ready, Probe::Ping(local(*port))).await?;
+        wait_ready(sup, *idx, ready, server_probe(*port, tls)?).await?;
         wait_listed(sup, *idx, client, *gid, addr, ready).await?;
     }
     Ok(())
@@ -699,6 +734,16 @@ enum Probe<'a> {
     Dashboard(&'a DashboardClient),
     /// A TCP connection is accepted (kodis-ha's HTTP endpoint).
     Tcp(SocketAddr),
+    /// `PING` over TLS answers `PONG` (a TLS-only redis-server).
+    TlsPing(SocketAddr, ConnSettings),
+}
+
+/// How a redis-server on `port` is seen to be ready: PING, over TLS with `tls`.
+fn server_probe(port: u16, tls: Option<&TlsFiles>) -> Result<Probe<'static>, UpError> {
+    Ok(match tls {
+        None => Probe::Ping(local(port)),
+        Some(t) => Probe::TlsPing(local(port), t.conn()?),
+    })
 }
 
 impl Probe<'_> {
@@ -710,6 +755,20 @@ impl Probe<'_> {
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
+            Probe::TlsPing(addr, conn) => {
+                let mut con = kodis_common::redis_conn::connect(&addr.to_string(), conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let pong: String = redis::cmd("PING")
+                    .query_async(&mut con)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if pong == "PONG" {
+                    Ok(())
+                } else {
+                    Err(pong)
+                }
+            }
         }
     }
 }
@@ -890,23 +949,94 @@ impl Dirs {
     }
 }
 
-/// The proxies' throwaway TLS files: made once per data directory, so that clients
-/// keep trusting the same CA across runs.
+/// The throwaway TLS files of `kodis up --tls`: made once per data directory, so
+/// that clients keep trusting the same CA across runs. The proxies' certificate for
+/// clients, the servers' (server and client use: replication and MIGRATE connect
+/// with it), and a client certificate for the dashboard, kodis-ha and the proxies'
+/// backend connections, all for 127.0.0.1 and localhost.
 #[derive(Debug)]
 struct TlsFiles {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    redis_cert: PathBuf,
+    redis_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
 }
 
 impl TlsFiles {
+    /// `--backend-tls*` flags (dashboard, kodis-ha, proxies) with these files.
+    fn backend_args(&self) -> Vec<String> {
+        let p = |p: &PathBuf| p.display().to_string();
+        vec![
+            "--backend-tls".into(),
+            "--backend-tls-ca".into(),
+            p(&self.ca),
+            "--backend-tls-cert".into(),
+            p(&self.client_cert),
+            "--backend-tls-key".into(),
+            p(&self.client_key),
+        ]
+    }
+
+    /// redis-server flags for TLS only on `port`, replication and MIGRATE over TLS.
+    fn server_args(&self, port: u16) -> Vec<String> {
+        let p = |p: &PathBuf| p.display().to_string();
+        vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            p(&self.redis_cert),
+            "--tls-key-file".into(),
+            p(&self.redis_key),
+            "--tls-ca-cert-file".into(),
+            p(&self.ca),
+            "--tls-replication".into(),
+            "yes".into(),
+            "--tls-cluster".into(),
+            "yes".into(),
+        ]
+    }
+
+    /// How `kodis up` itself reaches the servers (its readiness PING).
+    fn conn(&self) -> Result<ConnSettings, UpError> {
+        let args = kodis_common::redis_conn::BackendTlsArgs {
+            backend_tls: true,
+            backend_tls_ca: Some(self.ca.clone()),
+            backend_tls_cert: Some(self.client_cert.clone()),
+            backend_tls_key: Some(self.client_key.clone()),
+            backend_tls_server_name: None,
+        };
+        Ok(ConnSettings::new(None, Duration::from_secs(1)).with_tls(args.load()?))
+    }
+
     fn make(dir: &Path) -> Result<Self, UpError> {
         let files = Self {
             ca: dir.join("ca.crt"),
             cert: dir.join("proxy.crt"),
             key: dir.join("proxy.key"),
+            redis_cert: dir.join("redis.crt"),
+            redis_key: dir.join("redis.key"),
+            client_cert: dir.join("client.crt"),
+            client_key: dir.join("client.key"),
         };
-        if files.ca.exists() && files.cert.exists() && files.key.exists() {
+        // All or nothing: the CA's key is not kept, so a folder of an earlier
+        // version (proxy files only) gets a new CA and every certificate again.
+        if [
+            &files.ca,
+            &files.cert,
+            &files.key,
+            &files.redis_cert,
+            &files.redis_key,
+            &files.client_cert,
+            &files.client_key,
+        ]
+        .iter()
+        .all(|f| f.exists())
+        {
             return Ok(files);
         }
         std::fs::create_dir_all(dir).map_err(|source| UpError::Io {
@@ -916,11 +1046,14 @@ impl TlsFiles {
         })?;
         let ca = kodis_common::certs::Ca::new("kodis up throwaway CA")?;
         ca.write_cert(&files.ca)?;
-        ca.issue(
-            &["127.0.0.1", "localhost"],
-            kodis_common::certs::Usage::Server,
-        )?
-        .write(dir, "proxy")?;
+        let names = ["127.0.0.1", "localhost"];
+        for (name, usage) in [
+            ("proxy", kodis_common::certs::Usage::Server),
+            ("redis", kodis_common::certs::Usage::Both),
+            ("client", kodis_common::certs::Usage::Client),
+        ] {
+            ca.issue(&names, usage)?.write(dir, name)?;
+        }
         println!(
             "tls        made a throwaway CA and certificate in {}",
             dir.display()

@@ -18,14 +18,10 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Some(Command::Probe(p)) => {
-            let pw = p.redis_password.as_deref();
+            let conn = p.redis()?;
             let result = match p.kind {
-                kodis_ha::config::ProbeKind::Ready => {
-                    kodis_ha::check::ready(&p.addr, pw, p.timeout).await
-                }
-                kodis_ha::config::ProbeKind::Alive => {
-                    kodis_ha::check::alive(&p.addr, pw, p.timeout).await
-                }
+                kodis_ha::config::ProbeKind::Ready => kodis_ha::check::ready(&p.addr, &conn).await,
+                kodis_ha::config::ProbeKind::Alive => kodis_ha::check::alive(&p.addr, &conn).await,
                 kodis_ha::config::ProbeKind::Http => {
                     kodis_ha::check::http_with(&p.addr, &p.path, p.timeout, p.ca.as_deref()).await
                 }

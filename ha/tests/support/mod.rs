@@ -75,9 +75,12 @@ pub async fn connect(addr: &str) -> redis::aio::MultiplexedConnection {
 
 /// `INFO replication` of `addr`, parsed by HA's own parser.
 pub async fn replication(addr: &str) -> Option<kodis_ha::health::Replication> {
-    kodis_ha::probe::server_replication(addr, None, Duration::from_secs(1))
-        .await
-        .ok()
+    kodis_ha::probe::server_replication(
+        addr,
+        &kodis_common::redis_conn::ConnSettings::new(None, Duration::from_secs(1)),
+    )
+    .await
+    .ok()
 }
 
 /// `n` redis-servers with disk-based full syncs: no 5 s wait before a diskless one,
