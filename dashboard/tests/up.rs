@@ -394,6 +394,36 @@ fn up_tls_serves_clients_over_tls() {
     };
     assert_eq!(server_cli(&["GET", "tls:key"]), "v");
     assert!(server_cli(&["CONFIG", "GET", "tls-cluster"]).ends_with("yes"));
+    // The dashboard serves HTTPS with a certificate of the same CA: the hint line
+    // run as printed works, and plain HTTP gets no answer.
+    let hint = seen
+        .iter()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("dashboard")
+                .filter(|r| r.contains("(kodis "))
+        })
+        .unwrap_or_else(|| panic!("no dashboard hint in:\n{}", seen.join("\n")));
+    let url = format!("https://127.0.0.1:{dashboard}");
+    assert!(hint.trim_start().starts_with(&url), "{hint}");
+    let status = Command::new(kodis)
+        .args(["--dashboard", &url, "--dashboard-ca"])
+        .arg(&ca)
+        .arg("status")
+        .env_remove("KODIS_DASHBOARD")
+        .env_remove("KODIS_DASHBOARD_CA")
+        .output()
+        .expect("kodis status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success() && text.contains("groups 1"),
+        "{text}"
+    );
+    let (code, _) = kodis_common::test_util::http_raw(
+        ("127.0.0.1", dashboard),
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_ne!(code, 200, "plain HTTP reached the HTTPS dashboard");
     drop(up);
     assert!(!listening(tls), "the TLS port is closed after SIGINT");
 }

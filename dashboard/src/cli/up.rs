@@ -327,16 +327,17 @@ struct Ctx<'a> {
 /// Starts everything, sets it up, then shows the live status until cancelled.
 async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError> {
     let ready = Duration::from_secs(ctx.args.ready_timeout.max(1));
-    let url = format!("http://127.0.0.1:{}", ctx.plan.dashboard_port);
-    let client = DashboardClient::new(&url, ctx.token.clone(), ctx.timeout)?;
-    let probe_client = DashboardClient::new(&url, ctx.token.clone(), Duration::from_secs(2))?;
-
-    // TLS files first: the dashboard already reaches the servers with them.
+    // TLS files first: the dashboard serves HTTPS and reaches the servers with them.
     let tls = match ctx.plan.proxy_tls.is_empty() {
         true => None,
         false => Some(TlsFiles::make(&ctx.dirs.root.join("tls"))?),
     };
     let tls = tls.as_ref();
+    let url = dashboard_url(ctx, tls);
+    let ca = tls.map(|t| t.ca.clone());
+    let client = DashboardClient::connect(&url, ctx.token.clone(), ctx.timeout, ca.clone())?;
+    let probe_client =
+        DashboardClient::connect(&url, ctx.token.clone(), Duration::from_secs(2), ca)?;
 
     // The dashboard.
     let mut cmd = Command::new(&ctx.bins.dashboard);
@@ -350,7 +351,11 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
         // refuse (scripts included); the dashboard and the gates define it.
         .args(["--proxy-user", DEFAULT_USER]);
     if let Some(tls) = tls {
-        cmd.args(tls.backend_args());
+        cmd.args(tls.backend_args())
+            .arg("--tls-cert")
+            .arg(&tls.dashboard_cert)
+            .arg("--tls-key")
+            .arg(&tls.dashboard_key);
     }
     if let Some(t) = &ctx.token {
         // The environment, not a flag: `ps` would show a flag.
@@ -460,7 +465,7 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
             .arg(&url)
             .args(["--backend-user", DEFAULT_USER]);
         if let (Some(tls), Some(tls_port)) = (tls, ctx.plan.proxy_tls.get(i)) {
-            cmd.args(tls.backend_args());
+            cmd.args(tls.backend_args()).args(tls.dashboard_ca_args());
             cmd.arg("--tls-listen")
                 .arg(format!("127.0.0.1:{tls_port}"))
                 .arg("--tls-cert")
@@ -496,7 +501,7 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
             .arg("--cluster")
             .arg(&ctx.args.cluster);
         if let Some(tls) = tls {
-            cmd.args(tls.backend_args());
+            cmd.args(tls.backend_args()).args(tls.dashboard_ca_args());
         }
         if let Some(t) = &ctx.token {
             cmd.env("KODIS_ADMIN_TOKEN", t);
@@ -537,10 +542,22 @@ async fn run_cluster(ctx: &Ctx<'_>, sup: &mut Supervisor) -> Result<(), UpError>
             tls.client_key.display()
         );
     }
-    println!("  dashboard  {url}   (kodis --dashboard {url} status)");
+    match tls {
+        None => println!("  dashboard  {url}   (kodis --dashboard {url} status)"),
+        Some(t) => println!(
+            "  dashboard  {url}   (kodis --dashboard {url} --dashboard-ca {} status)",
+            t.ca.display()
+        ),
+    }
     println!("  logs       {}", ctx.dirs.logs.display());
     println!("Ctrl-C stops everything.\n");
     watch(sup, &probe_client).await
+}
+
+/// The dashboard's URL: https:// with `--tls` (its certificate from the throwaway CA).
+fn dashboard_url(ctx: &Ctx<'_>, tls: Option<&TlsFiles>) -> String {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    format!("{scheme}://127.0.0.1:{}", ctx.plan.dashboard_port)
 }
 
 /// Starts every redis-server through `kodis-ha launch --join` (the safe-start gate,
@@ -555,7 +572,7 @@ async fn start_gated_servers(
     ready: Duration,
     tls: Option<&TlsFiles>,
 ) -> Result<(), UpError> {
-    let url = format!("http://127.0.0.1:{}", ctx.plan.dashboard_port);
+    let url = dashboard_url(ctx, tls);
     let mut started = Vec::new();
     for (g, ports) in ctx.plan.groups.iter().enumerate() {
         let gid = g as u32 + 1;
@@ -578,6 +595,7 @@ async fn start_gated_servers(
                 // The gate makes the port TLS-only (its `--port 0` comes after the
                 // command line below, so it wins) and reaches it over TLS.
                 cmd.args(tls.backend_args())
+                    .args(tls.dashboard_ca_args())
                     .arg("--server-tls-cert")
                     .arg(&tls.redis_cert)
                     .arg("--server-tls-key")
@@ -951,14 +969,16 @@ impl Dirs {
 
 /// The throwaway TLS files of `kodis up --tls`: made once per data directory, so
 /// that clients keep trusting the same CA across runs. The proxies' certificate for
-/// clients, the servers' (server and client use: replication and MIGRATE connect
-/// with it), and a client certificate for the dashboard, kodis-ha and the proxies'
+/// clients, the dashboard's (HTTPS), the servers' (server and client use:
+/// replication and MIGRATE connect with it), and a client certificate for the dashboard, kodis-ha and the proxies'
 /// backend connections, all for 127.0.0.1 and localhost.
 #[derive(Debug)]
 struct TlsFiles {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    dashboard_cert: PathBuf,
+    dashboard_key: PathBuf,
     redis_cert: PathBuf,
     redis_key: PathBuf,
     client_cert: PathBuf,
@@ -978,6 +998,11 @@ impl TlsFiles {
             "--backend-tls-key".into(),
             p(&self.client_key),
         ]
+    }
+
+    /// `--dashboard-ca` (proxies, kodis-ha and its gates) for the HTTPS dashboard.
+    fn dashboard_ca_args(&self) -> Vec<String> {
+        vec!["--dashboard-ca".into(), self.ca.display().to_string()]
     }
 
     /// redis-server flags for TLS only on `port`, replication and MIGRATE over TLS.
@@ -1018,6 +1043,8 @@ impl TlsFiles {
             ca: dir.join("ca.crt"),
             cert: dir.join("proxy.crt"),
             key: dir.join("proxy.key"),
+            dashboard_cert: dir.join("dashboard.crt"),
+            dashboard_key: dir.join("dashboard.key"),
             redis_cert: dir.join("redis.crt"),
             redis_key: dir.join("redis.key"),
             client_cert: dir.join("client.crt"),
@@ -1029,6 +1056,8 @@ impl TlsFiles {
             &files.ca,
             &files.cert,
             &files.key,
+            &files.dashboard_cert,
+            &files.dashboard_key,
             &files.redis_cert,
             &files.redis_key,
             &files.client_cert,
@@ -1049,6 +1078,7 @@ impl TlsFiles {
         let names = ["127.0.0.1", "localhost"];
         for (name, usage) in [
             ("proxy", kodis_common::certs::Usage::Server),
+            ("dashboard", kodis_common::certs::Usage::Server),
             ("redis", kodis_common::certs::Usage::Both),
             ("client", kodis_common::certs::Usage::Client),
         ] {
