@@ -142,6 +142,54 @@ def scan_all(port: int) -> list[bytes]:
                 return keys
 
 
+class StallProbe(threading.Thread):
+    """PINGs one server every 5 ms on its own connection and keeps the slowest reply:
+    a command that blocks the server (a big MIGRATE) shows up as a stall."""
+
+    def __init__(self, port: int):
+        super().__init__(daemon=True)
+        self.port, self.worst_ms, self.stop = port, 0.0, threading.Event()
+
+    def run(self) -> None:
+        with socket.create_connection((HOST, self.port), timeout=10) as s:
+            while not self.stop.is_set():
+                t = time.monotonic()
+                s.sendall(b"*1\r\n$4\r\nPING\r\n")
+                buf = b""
+                while not buf.endswith(b"\r\n"):
+                    buf += s.recv(64)
+                self.worst_ms = max(self.worst_ms, (time.monotonic() - t) * 1000)
+                time.sleep(0.005)
+
+
+def slowest_logged_ms(port: int) -> float:
+    """The slowest command in the server's SLOWLOG (its own timing, no network or
+    scheduling noise), in ms; 0 if none was logged."""
+    with socket.create_connection((HOST, port), timeout=10) as s:
+        s.sendall(resp(b"SLOWLOG", b"GET", b"1000"))
+        f = s.makefile("rb")
+        worst = 0
+        n = int(f.readline()[1:])
+        for _ in range(n):
+            fields = int(f.readline()[1:])
+            # id, timestamp, duration (us), then the arguments and client fields.
+            f.readline()
+            f.readline()
+            worst = max(worst, int(f.readline()[1:]))
+            for _ in range(fields - 3):
+                _skip_reply(f)
+        return worst / 1000
+
+
+def _skip_reply(f) -> None:
+    line = f.readline()
+    if line[:1] == b"*":
+        for _ in range(max(int(line[1:]), 0)):
+            _skip_reply(f)
+    elif line[:1] == b"$" and int(line[1:]) >= 0:
+        f.read(int(line[1:]) + 2)
+
+
 def dbsize(port: int) -> int:
     return int(e2e.command(port, b"DBSIZE")[1:].split(b"\r\n")[0])
 
@@ -239,6 +287,14 @@ def main(argv: list[str]) -> int:
                         pass
                     time.sleep(0.05)
 
+            # Server-side timing of every command over 5 ms during the migration.
+            for port in ports:
+                e2e.command(port, b"CONFIG", b"SET", b"slowlog-log-slower-than", b"5000")
+                e2e.command(port, b"CONFIG", b"SET", b"slowlog-max-len", b"1000")
+                e2e.command(port, b"SLOWLOG", b"RESET")
+            probes = [StallProbe(port) for port in ports]
+            for pr in probes:
+                pr.start()
             started = time.monotonic()
             plan = rest(base, "POST", "/api/v1/rebalance")
             watcher = threading.Thread(target=watch, daemon=True)
@@ -254,6 +310,11 @@ def main(argv: list[str]) -> int:
                         partial += 1
             watcher.join()
             secs = ended["at"] - started
+            for pr in probes:
+                pr.stop.set()
+                pr.join()
+            stall_ms = max(pr.worst_ms for pr in probes)
+            slowest_ms = max(slowest_logged_ms(port) for port in ports)
             moved = dbsize(ports[2])
             metrics = urllib.request.urlopen(f"http://{HOST}:{admin_port}/metrics", timeout=5).read().decode()
             by_proxy = next((int(float(line.split()[1])) for line in metrics.splitlines()
@@ -287,6 +348,9 @@ def main(argv: list[str]) -> int:
         f"({ended['dashboard_keys']:,} moved by the dashboard, {by_proxy:,} asked by the proxy "
         f"before serving a request); every key checked afterwards.",
         "",
+        f"Worst server stall (PING every 5 ms to each master): **{stall_ms:.1f} ms**; "
+        f"slowest command in the servers' SLOWLOG: {slowest_ms:.1f} ms.",
+        "",
         f"redis-benchmark -c {a.clients} -r {a.keys} -n {a.chunk}, through kodis-proxy "
         f"(runs during the migration: {len(during['SET'])} SET, {len(during['GET'])} GET):",
         "",
@@ -305,6 +369,7 @@ def main(argv: list[str]) -> int:
             "keys": a.keys, "slots": plan["slots"], "seconds": secs, "keys_moved": moved,
             "keys_per_sec": moved / secs, "reference": reference, "during": during,
             "partial_runs_after_end": partial, "dashboard_args": a.dashboard_args,
+            "worst_stall_ms": stall_ms, "slowest_logged_ms": slowest_ms,
         }, indent=2))
     return 0
 
