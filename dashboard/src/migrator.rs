@@ -373,6 +373,9 @@ const MIGRATES_IN_FLIGHT: usize = 4;
 /// the proxies' acknowledgements again.
 const STEP_BUDGET: Duration = Duration::from_millis(200);
 
+/// The MIGRATEs a step has queued: each hands back its keys with its outcome.
+type Calls = tokio::task::JoinSet<(Vec<Vec<u8>>, Result<(), ApiError>)>;
+
 /// One step on a source: SCAN steps for up to [`STEP_BUDGET`], the in-flight keys
 /// they find moved with pipelined `MIGRATE ... KEYS` of `--migrate-keys-per-batch`
 /// keys (up to [`MIGRATES_IN_FLIGHT`] queued); `sharing` sources move keys at the
@@ -390,8 +393,7 @@ async fn move_batch(
     let started = Instant::now();
     let mut cursor = scan.cursor;
     let mut pending: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-    let mut calls: tokio::task::JoinSet<(Vec<Vec<u8>>, Result<(), ApiError>)> =
-        tokio::task::JoinSet::new();
+    let mut calls = Calls::new();
     // Under a rate limit one MIGRATE at a time, each followed by its share of time,
     // so that the moves stay evenly spread (as the limit has always meant).
     let limited = cfg.migrate_max_keys_per_sec > 0;
@@ -476,7 +478,7 @@ async fn move_batch(
 async fn settle(
     d: &Arc<Dashboard>,
     sharing: u64,
-    calls: &mut tokio::task::JoinSet<(Vec<Vec<u8>>, Result<(), ApiError>)>,
+    calls: &mut Calls,
     failure: &mut Option<(Vec<Vec<u8>>, ApiError)>,
 ) -> Result<(), ApiError> {
     let Some(joined) = calls.join_next().await else {
