@@ -365,20 +365,18 @@ async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiEr
     Ok(Step::Busy)
 }
 
-/// MIGRATE calls a source has queued at once: while the source runs one, the next
-/// is already on its connection, so it never idles for a round trip to the dashboard.
-/// Redis runs them one after another (one thread), so no call is made longer by this.
-const MIGRATES_IN_FLIGHT: usize = 4;
 /// How long one step works a source before the migrator looks at the topology and
-/// the proxies' acknowledgements again.
-const STEP_BUDGET: Duration = Duration::from_millis(200);
+/// the proxies' acknowledgements again. Short, so that a step does not go on moving
+/// keys long after a topology change (as before, one step is not atomic with a
+/// commit); long enough that those reads cost a few percent of the step.
+const STEP_BUDGET: Duration = Duration::from_millis(50);
 
 /// The MIGRATEs a step has queued: each hands back its keys with its outcome.
 type Calls = tokio::task::JoinSet<(Vec<Vec<u8>>, Result<(), ApiError>)>;
 
 /// One step on a source: SCAN steps for up to [`STEP_BUDGET`], the in-flight keys
 /// they find moved with pipelined `MIGRATE ... KEYS` of `--migrate-keys-per-batch`
-/// keys (up to [`MIGRATES_IN_FLIGHT`] queued); `sharing` sources move keys at the
+/// keys (up to `--migrate-pipeline` queued); `sharing` sources move keys at the
 /// same time (they share the rate limit).
 ///
 /// The cursor advances only when every MIGRATE of the step succeeded: after a
@@ -397,7 +395,9 @@ async fn move_batch(
     // Under a rate limit one MIGRATE at a time, each followed by its share of time,
     // so that the moves stay evenly spread (as the limit has always meant).
     let limited = cfg.migrate_max_keys_per_sec > 0;
-    let depth = if limited { 1 } else { MIGRATES_IN_FLIGHT };
+    // Queued MIGRATEs keep the source from idling for a round trip to the dashboard
+    // between two; Redis runs them one after another, so none is made longer.
+    let depth = if limited { 1 } else { cfg.migrate_pipeline };
     let mut failure: Option<(Vec<Vec<u8>>, ApiError)> = None;
     loop {
         let (next, keys) = match d
