@@ -458,9 +458,8 @@ async fn move_batch(
         // The cursor stays: the retry scans these keys again.
         return Err(e);
     }
-    let next = cursor;
-    scan.cursor = next;
-    scan.done = next == 0;
+    scan.cursor = cursor;
+    scan.done = cursor == 0;
     if scan.done && scan.misplaced > 0 {
         warn!(
             source = %scan.addr,
