@@ -123,6 +123,69 @@ def load_keys(port: int, n: int, per_mset: int = 1000) -> None:
             raise RuntimeError(f"MSET failed while loading: {bad[:3]}")
 
 
+# Big keys (--big-keys): a hash, a sorted set and a list, each one key whose MIGRATE
+# blocks both servers while it is serialized, sent and loaded. Elements are derived
+# from their index, so that the end check can recompute any of them. Their names put
+# them in slots that the rebalance from 2 groups to 3 moves (7472, 15253, 15521).
+BIG = {
+    b"big:hash:20": (b"HSET", 1_000_000),
+    b"big:zset:41": (b"ZADD", 500_000),
+    b"big:list:5": (b"RPUSH", 1_000_000),
+}
+
+
+def big_args(cmd: bytes, start: int, end: int) -> list[bytes]:
+    args: list[bytes] = []
+    for i in range(start, end):
+        if cmd == b"HSET":
+            args += [b"f%d" % i, b"v%d" % i]
+        elif cmd == b"ZADD":
+            args += [b"%d" % i, b"m%d" % i]
+        else:
+            args.append(b"e%d" % i)
+    return args
+
+
+def load_big_keys(port: int, scale: float, per_call: int = 1000) -> dict[bytes, int]:
+    """The big keys through the proxy, `per_call` elements a command, pipelined;
+    returns each key's length."""
+    lengths = {}
+    with socket.create_connection((HOST, port), timeout=120) as s:
+        f = s.makefile("rb")
+        for key, (cmd, n) in BIG.items():
+            n = max(1, int(n * scale))
+            calls = 0
+            for start in range(0, n, per_call):
+                s.sendall(resp(cmd, key, *big_args(cmd, start, min(n, start + per_call))))
+                calls += 1
+            for _ in range(calls):
+                line = f.readline()
+                if not line.startswith(b":"):
+                    raise RuntimeError(f"{cmd.decode()} {key!r} failed while loading: {line!r}")
+            lengths[key] = n
+    return lengths
+
+
+def check_big_keys(port: int, lengths: dict[bytes, int]) -> None:
+    """Each big key on the server at `port` (its owner), with its length and every
+    1000th element as loaded."""
+    for key, n in lengths.items():
+        cmd = BIG[key][0]
+        length_cmd = {b"HSET": b"HLEN", b"ZADD": b"ZCARD", b"RPUSH": b"LLEN"}[cmd]
+        got = int(e2e.command(port, length_cmd, key)[1:].split(b"\r\n")[0])
+        if got != n:
+            raise RuntimeError(f"{key!r} has {got} elements after the migration, expected {n}")
+        for i in range(0, n, 1000):
+            if cmd == b"HSET":
+                want, reply = b"v%d" % i, e2e.command(port, b"HGET", key, b"f%d" % i)
+            elif cmd == b"ZADD":
+                want, reply = b"%d" % i, e2e.command(port, b"ZSCORE", key, b"m%d" % i)
+            else:
+                want, reply = b"e%d" % i, e2e.command(port, b"LINDEX", key, b"%d" % i)
+            if reply.split(b"\r\n")[1:2] != [want]:
+                raise RuntimeError(f"{key!r} element {i}: {reply!r}, expected {want!r}")
+
+
 def scan_all(port: int) -> list[bytes]:
     """Every key of one server (SCAN, parsed just enough for bulk-string arrays)."""
     keys: list[bytes] = []
@@ -140,6 +203,54 @@ def scan_all(port: int) -> list[bytes]:
                 keys.append(f.read(size + 2)[:-2])
             if cursor == b"0":
                 return keys
+
+
+class StallProbe(threading.Thread):
+    """PINGs one server every 5 ms on its own connection and keeps the slowest reply:
+    a command that blocks the server (a big MIGRATE) shows up as a stall."""
+
+    def __init__(self, port: int):
+        super().__init__(daemon=True)
+        self.port, self.worst_ms, self.stop = port, 0.0, threading.Event()
+
+    def run(self) -> None:
+        with socket.create_connection((HOST, self.port), timeout=10) as s:
+            while not self.stop.is_set():
+                t = time.monotonic()
+                s.sendall(b"*1\r\n$4\r\nPING\r\n")
+                buf = b""
+                while not buf.endswith(b"\r\n"):
+                    buf += s.recv(64)
+                self.worst_ms = max(self.worst_ms, (time.monotonic() - t) * 1000)
+                time.sleep(0.005)
+
+
+def slowest_logged_ms(port: int) -> float:
+    """The slowest command in the server's SLOWLOG (its own timing, no network or
+    scheduling noise), in ms; 0 if none was logged."""
+    with socket.create_connection((HOST, port), timeout=10) as s:
+        s.sendall(resp(b"SLOWLOG", b"GET", b"1000"))
+        f = s.makefile("rb")
+        worst = 0
+        n = int(f.readline()[1:])
+        for _ in range(n):
+            fields = int(f.readline()[1:])
+            # id, timestamp, duration (us), then the arguments and client fields.
+            f.readline()
+            f.readline()
+            worst = max(worst, int(f.readline()[1:]))
+            for _ in range(fields - 3):
+                _skip_reply(f)
+        return worst / 1000
+
+
+def _skip_reply(f) -> None:
+    line = f.readline()
+    if line[:1] == b"*":
+        for _ in range(max(int(line[1:]), 0)):
+            _skip_reply(f)
+    elif line[:1] == b"$" and int(line[1:]) >= 0:
+        f.read(int(line[1:]) + 2)
 
 
 def dbsize(port: int) -> int:
@@ -162,6 +273,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--reference-runs", type=int, default=3,
                    help="SET and GET runs each before the migration")
+    p.add_argument("--big-keys", type=float, default=0.0, metavar="SCALE",
+                   help="also a hash of 1M fields, a sorted set of 500k members and a list of "
+                        "1M elements, times SCALE (1: those sizes; 0: none)")
     p.add_argument("--dashboard-args", default="")
     p.add_argument("--proxy-args", default="")
     p.add_argument("--bin-dir", default=str(e2e.REPO_ROOT / "target" / "release"))
@@ -208,10 +322,11 @@ def main(argv: list[str]) -> int:
 
             t = time.monotonic()
             load_keys(proxy_port, a.keys)
+            big = load_big_keys(proxy_port, a.big_keys) if a.big_keys > 0 else {}
             loaded = sum(dbsize(port) for port in ports)
             log(f"loaded {loaded:,} keys in {time.monotonic() - t:.1f}s")
-            if loaded != a.keys:
-                raise RuntimeError(f"loaded {loaded} keys, expected {a.keys}")
+            if loaded != a.keys + len(big):
+                raise RuntimeError(f"loaded {loaded} keys, expected {a.keys + len(big)}")
 
             target = e2e.Target("kodis", proxy_port, [proxy.pid], [s.pid for s, _ in servers],
                                 "kodis-proxy", [proxy, dash])
@@ -239,6 +354,14 @@ def main(argv: list[str]) -> int:
                         pass
                     time.sleep(0.05)
 
+            # Server-side timing of every command over 5 ms during the migration.
+            for port in ports:
+                e2e.command(port, b"CONFIG", b"SET", b"slowlog-log-slower-than", b"5000")
+                e2e.command(port, b"CONFIG", b"SET", b"slowlog-max-len", b"1000")
+                e2e.command(port, b"SLOWLOG", b"RESET")
+            probes = [StallProbe(port) for port in ports]
+            for pr in probes:
+                pr.start()
             started = time.monotonic()
             plan = rest(base, "POST", "/api/v1/rebalance")
             watcher = threading.Thread(target=watch, daemon=True)
@@ -254,6 +377,11 @@ def main(argv: list[str]) -> int:
                         partial += 1
             watcher.join()
             secs = ended["at"] - started
+            for pr in probes:
+                pr.stop.set()
+                pr.join()
+            stall_ms = max(pr.worst_ms for pr in probes)
+            slowest_ms = max(slowest_logged_ms(port) for port in ports)
             moved = dbsize(ports[2])
             metrics = urllib.request.urlopen(f"http://{HOST}:{admin_port}/metrics", timeout=5).read().decode()
             by_proxy = next((int(float(line.split()[1])) for line in metrics.splitlines()
@@ -271,8 +399,10 @@ def main(argv: list[str]) -> int:
                     total += 1
                     if owner[key_slot(k)] != g:
                         raise RuntimeError(f"{k!r} is on group {g}, its slot belongs to {owner[key_slot(k)]}")
-            if total != a.keys:
-                raise RuntimeError(f"{total} keys after the migration, expected {a.keys}")
+            if total != a.keys + len(big):
+                raise RuntimeError(f"{total} keys after the migration, expected {a.keys + len(big)}")
+            for key, n in big.items():
+                check_big_keys(ports[owner[key_slot(key)] - 1], {key: n})
         finally:
             children.stop_all()
 
@@ -281,11 +411,17 @@ def main(argv: list[str]) -> int:
         ref_rps, ref_p99 = median(reference[name], "rps"), median(reference[name], "p99_ms")
         d_rps, d_p99 = median(during[name], "rps"), median(during[name], "p99_ms")
         rows.append((name, ref_rps, d_rps, ref_p99, d_p99))
+    big_note = (f" plus {len(big)} big keys (" + ", ".join(
+        f"{k.decode()} {n:,}" for k, n in big.items()) + f"; slots {sorted(key_slot(k) for k in big)})"
+        if big else "")
     out = [
-        f"Migration of {plan['slots']} slots ({moved:,} of {a.keys:,} keys) from 2 groups to 3 "
+        f"Migration of {plan['slots']} slots ({moved:,} of {a.keys:,} keys{big_note}) from 2 groups to 3 "
         f"in {secs:.1f}s: **{moved / secs:,.0f} keys/s** "
         f"({ended['dashboard_keys']:,} moved by the dashboard, {by_proxy:,} asked by the proxy "
         f"before serving a request); every key checked afterwards.",
+        "",
+        f"Worst server stall (PING every 5 ms to each master): **{stall_ms:.1f} ms**; "
+        f"slowest command in the servers' SLOWLOG: {slowest_ms:.1f} ms.",
         "",
         f"redis-benchmark -c {a.clients} -r {a.keys} -n {a.chunk}, through kodis-proxy "
         f"(runs during the migration: {len(during['SET'])} SET, {len(during['GET'])} GET):",
@@ -305,6 +441,7 @@ def main(argv: list[str]) -> int:
             "keys": a.keys, "slots": plan["slots"], "seconds": secs, "keys_moved": moved,
             "keys_per_sec": moved / secs, "reference": reference, "during": during,
             "partial_runs_after_end": partial, "dashboard_args": a.dashboard_args,
+            "worst_stall_ms": stall_ms, "slowest_logged_ms": slowest_ms,
         }, indent=2))
     return 0
 

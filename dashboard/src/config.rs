@@ -54,6 +54,10 @@ pub struct DashboardConfig {
     /// Keys moved per MIGRATE while migrating slots.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub migrate_keys_per_batch: usize,
+    /// MIGRATEs the migrator keeps queued on each source (without a rate limit; with
+    /// one, 1). More keeps the source busier: faster moves, slower clients meanwhile.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub migrate_pipeline: usize,
     /// Upper bound on keys moved per second by migrations (0: unlimited).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub migrate_max_keys_per_sec: u64,
@@ -144,9 +148,10 @@ impl DashboardConfig {
         if self.migrate_keys_per_batch == 0
             || self.migrate_slots_in_flight == 0
             || self.migrate_scan_count == 0
+            || self.migrate_pipeline == 0
         {
-            return Err("--migrate-keys-per-batch, --migrate-scan-count and \
-                 --migrate-slots-in-flight must be at least 1"
+            return Err("--migrate-keys-per-batch, --migrate-scan-count, \
+                 --migrate-pipeline and --migrate-slots-in-flight must be at least 1"
                 .into());
         }
         if self.migrate_timeout_ms == 0 {
@@ -215,6 +220,7 @@ impl DashboardConfig {
             lock_ttl_secs: 10,
             migrate_scan_count: 100,
             migrate_keys_per_batch: 100,
+            migrate_pipeline: 2,
             migrate_max_keys_per_sec: 0,
             migrate_slots_in_flight: 1024,
             migrate_timeout_ms: 10_000,

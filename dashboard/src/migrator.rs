@@ -365,8 +365,22 @@ async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiEr
     Ok(Step::Busy)
 }
 
-/// One SCAN step on a source and the MIGRATE of the in-flight keys it found;
-/// `sharing` sources move keys at the same time (they share the rate limit).
+/// How long one step works a source before the migrator looks at the topology and
+/// the proxies' acknowledgements again. Short, so that a step does not go on moving
+/// keys long after a topology change (as before, one step is not atomic with a
+/// commit); long enough that those reads cost a few percent of the step.
+const STEP_BUDGET: Duration = Duration::from_millis(50);
+
+/// The MIGRATEs a step has queued: each hands back its keys with its outcome.
+type Calls = tokio::task::JoinSet<(Vec<Vec<u8>>, Result<(), ApiError>)>;
+
+/// One step on a source: SCAN steps for up to [`STEP_BUDGET`], the in-flight keys
+/// they find moved with pipelined `MIGRATE ... KEYS` of `--migrate-keys-per-batch`
+/// keys (up to `--migrate-pipeline` queued); `sharing` sources move keys at the
+/// same time (they share the rate limit).
+///
+/// The cursor advances only when every MIGRATE of the step succeeded: after a
+/// failure the retry scans the step's keys again (those already moved are gone).
 async fn move_batch(
     d: &Arc<Dashboard>,
     t: &Topology,
@@ -374,55 +388,78 @@ async fn move_batch(
     sharing: u64,
 ) -> Result<(), ApiError> {
     let cfg = &d.config;
-    let source = scan.addr.as_str();
-    let (next, keys) = d
-        .servers
-        .scan(source, scan.cursor, cfg.migrate_scan_count)
-        .await?;
-    let mut by_target: BTreeMap<&str, Vec<Vec<u8>>> = BTreeMap::new();
-    for k in keys {
-        let slot = key_slot(&k);
-        if let Some(target) = scan.targets.get(&slot) {
-            by_target.entry(target.as_str()).or_default().push(k);
-        } else if let crate::check::Verdict::Misplaced(_) = scan.plan.verdict(slot, scan.group) {
-            scan.misplaced += 1;
-        }
-    }
-    for (target, keys) in &by_target {
-        for chunk in keys.chunks(cfg.migrate_keys_per_batch) {
-            if let Err(e) = d
-                .servers
-                .migrate(source, target, chunk, cfg.migrate_timeout_ms)
-                .await
-            {
-                let pair = t
-                    .migrations
-                    .iter()
-                    .find(|m| {
-                        chunk
-                            .first()
-                            .is_some_and(|k| (m.start..=m.end).contains(&key_slot(k)))
-                    })
-                    .map(|m| (m.from, m.to));
-                d.with_progress(|pr| pr.error = Some((pair, e.to_string())));
-                // The cursor stays: the retry scans these keys again.
-                return Err(e);
+    let started = Instant::now();
+    let mut cursor = scan.cursor;
+    let mut pending: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut calls = Calls::new();
+    // Under a rate limit one MIGRATE at a time, each followed by its share of time,
+    // so that the moves stay evenly spread (as the limit has always meant).
+    let limited = cfg.migrate_max_keys_per_sec > 0;
+    // Queued MIGRATEs keep the source from idling for a round trip to the dashboard
+    // between two; Redis runs them one after another, so none is made longer.
+    let depth = if limited { 1 } else { cfg.migrate_pipeline };
+    let mut failure: Option<(Vec<Vec<u8>>, ApiError)> = None;
+    loop {
+        let (next, keys) = match d
+            .servers
+            .scan(&scan.addr, cursor, cfg.migrate_scan_count)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                failure = Some((Vec::new(), e));
+                break;
             }
-            let mut per_slot: HashMap<u16, u64> = HashMap::new();
-            for k in chunk {
-                *per_slot.entry(key_slot(k)).or_default() += 1;
-            }
-            d.with_progress(|pr| pr.moved(&per_slot));
-            // Spread the moves so that the long-run rate stays under the limit.
-            if let Some(ms) =
-                (chunk.len() as u64 * 1000 * sharing).checked_div(cfg.migrate_max_keys_per_sec)
+        };
+        for k in keys {
+            let slot = key_slot(&k);
+            if let Some(target) = scan.targets.get(&slot) {
+                pending.entry(target.clone()).or_default().push(k);
+            } else if let crate::check::Verdict::Misplaced(_) = scan.plan.verdict(slot, scan.group)
             {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
+                scan.misplaced += 1;
             }
         }
+        cursor = next;
+        // Rate limited, a step is one SCAN step (its moves take their time anyway).
+        let last = next == 0 || limited || started.elapsed() >= STEP_BUDGET;
+        for (target, keys) in pending.iter_mut() {
+            while keys.len() >= cfg.migrate_keys_per_batch || (last && !keys.is_empty()) {
+                let rest = keys.split_off(keys.len().min(cfg.migrate_keys_per_batch));
+                let batch = std::mem::replace(keys, rest);
+                while calls.len() >= depth {
+                    settle(d, sharing, &mut calls, &mut failure).await?;
+                }
+                let (d, source, target) = (d.clone(), scan.addr.clone(), target.clone());
+                let timeout = cfg.migrate_timeout_ms;
+                calls.spawn(async move {
+                    let r = d.servers.migrate(&source, &target, &batch, timeout).await;
+                    (batch, r)
+                });
+            }
+        }
+        if last || failure.is_some() {
+            break;
+        }
     }
-    scan.cursor = next;
-    scan.done = next == 0;
+    while !calls.is_empty() {
+        settle(d, sharing, &mut calls, &mut failure).await?;
+    }
+    if let Some((keys, e)) = failure {
+        let pair = t
+            .migrations
+            .iter()
+            .find(|m| {
+                keys.first()
+                    .is_some_and(|k| (m.start..=m.end).contains(&key_slot(k)))
+            })
+            .map(|m| (m.from, m.to));
+        d.with_progress(|pr| pr.error = Some((pair, e.to_string())));
+        // The cursor stays: the retry scans these keys again.
+        return Err(e);
+    }
+    scan.cursor = cursor;
+    scan.done = cursor == 0;
     if scan.done && scan.misplaced > 0 {
         warn!(
             source = %scan.addr,
@@ -431,6 +468,39 @@ async fn move_batch(
             "keys on this group do not belong to it (a script wrote keys it did not \
              declare?): see `kodis check`, `kodis check --fix` moves them home"
         );
+    }
+    Ok(())
+}
+
+/// Waits for one queued MIGRATE: counts its keys as moved, or keeps the first
+/// failure (the step then stops scanning and reports it).
+async fn settle(
+    d: &Arc<Dashboard>,
+    sharing: u64,
+    calls: &mut Calls,
+    failure: &mut Option<(Vec<Vec<u8>>, ApiError)>,
+) -> Result<(), ApiError> {
+    let Some(joined) = calls.join_next().await else {
+        return Ok(());
+    };
+    let (batch, r) = joined.map_err(|e| ApiError::Internal(format!("migrator: {e}")))?;
+    match r {
+        Ok(()) => {
+            let mut per_slot: HashMap<u16, u64> = HashMap::new();
+            for k in &batch {
+                *per_slot.entry(key_slot(k)).or_default() += 1;
+            }
+            d.with_progress(|pr| pr.moved(&per_slot));
+            // Spread the moves so that the long-run rate stays under the limit.
+            if let Some(ms) =
+                (batch.len() as u64 * 1000 * sharing).checked_div(d.config.migrate_max_keys_per_sec)
+            {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        }
+        Err(e) => {
+            failure.get_or_insert((batch, e));
+        }
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The main migration test: two real proxies under a full-speed mixed load (SET with a
 //! per-key sequence number, INCR counters, MSET/MGET across slots, hashes, reads of
-//! one's own writes) while the cluster goes from 2 groups to 3 (add + rebalance) and
+//! one's own writes, and per client a big hash and a big list written to all along)
+//! while the cluster goes from 2 groups to 3 (add + rebalance) and
 //! back to 2 (drain + remove). Afterwards every acknowledged write is readable with
 //! its last acknowledged value, every counter equals its count of acknowledged INCRs,
 //! and each key lives only on the master of the group that owns its slot.
@@ -23,6 +24,9 @@ use support::{add_group, connect, rt, start_dashboard, wait_acked, Api};
 const CLIENTS_PER_PROXY: usize = 3;
 /// Keys written before the load starts, so that migrations have bulk to move.
 const FILLER: usize = 30_000;
+/// Elements each client's big hash and big list start with: keys far bigger than the
+/// rest, which move in one MIGRATE each while the client keeps writing to them.
+const BIG: usize = 20_000;
 
 /// What one client had acknowledged. Each client owns its keys (its id is in every
 /// name), so its last acknowledged value is the value the key must hold.
@@ -31,6 +35,8 @@ struct Ledger {
     strings: HashMap<String, u64>,
     counters: HashMap<String, u64>,
     hashes: HashMap<String, BTreeMap<String, String>>,
+    /// Big lists: how many elements, and the last one pushed.
+    lists: HashMap<String, (usize, u64)>,
     /// Every error answered, with the request: none is expected.
     errors: Vec<String>,
 }
@@ -51,6 +57,18 @@ async fn client(addr: &str) -> MultiplexedConnection {
 async fn load(id: usize, proxy: String, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) -> Ledger {
     let mut con = client(&proxy).await;
     let mut l = Ledger::default();
+    let (big_hash, big_list) = (format!("bh:{id}"), format!("bl:{id}"));
+    for start in (0..BIG).step_by(1000) {
+        let fields: Vec<(String, u64)> = (start..start + 1000)
+            .map(|f| (format!("f{f}"), 0))
+            .collect();
+        let _: () = con.hset_multiple(&big_hash, &fields).await.unwrap();
+        let elems: Vec<u64> = (start..start + 1000).map(|_| 0).collect();
+        let _: () = con.rpush(&big_list, &elems).await.unwrap();
+        let h = l.hashes.entry(big_hash.clone()).or_default();
+        h.extend(fields.into_iter().map(|(f, v)| (f, v.to_string())));
+    }
+    l.lists.insert(big_list.clone(), (BIG, 0));
     let mut i: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
@@ -87,11 +105,26 @@ async fn load(id: usize, proxy: String, stop: Arc<AtomicBool>, ops: Arc<AtomicU6
                             .push(format!("MGET {ks:?} = {got:?} after MSET {i}"));
                     }
                 }
-                3 => {
+                3 if i % 2 == 0 => {
                     let k = format!("h:{id}:{}", i % 250);
                     let f = format!("f{}", i % 7);
                     let _: () = con.hset(&k, &f, i).await?;
                     l.hashes.entry(k).or_default().insert(f, i.to_string());
+                }
+                3 => {
+                    let f = format!("f{}", i as usize % BIG);
+                    let _: () = con.hset(&big_hash, &f, i).await?;
+                    l.hashes
+                        .entry(big_hash.clone())
+                        .or_default()
+                        .insert(f, i.to_string());
+                    let n: usize = con.rpush(&big_list, i).await?;
+                    let want = l.lists.get(&big_list).map_or(0, |(n, _)| *n) + 1;
+                    l.lists.insert(big_list.clone(), (want, i));
+                    if n != want {
+                        l.errors
+                            .push(format!("RPUSH {big_list} = {n}, expected {want}"));
+                    }
                 }
                 _ => {
                     let k = format!("s:{id}:{}", (i * 7) % 700);
@@ -271,6 +304,13 @@ fn two_proxies_under_mixed_load_from_two_groups_to_three_and_back_lose_nothing()
             for (k, fields) in &l.hashes {
                 let got: BTreeMap<String, String> = con.hgetall(k).await.unwrap();
                 assert_eq!(&got, fields, "hash {k}");
+                expected.insert(k.clone());
+            }
+            for (k, (n, last)) in &l.lists {
+                let len: usize = con.llen(k).await.unwrap();
+                assert_eq!(len, *n, "list {k}");
+                let tail: Option<u64> = con.lindex(k, -1).await.unwrap();
+                assert_eq!(tail, Some(*last), "list {k}'s last element");
                 expected.insert(k.clone());
             }
         }
