@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use kodis_common::resp::{Limits, ReplyScanner};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::dedicated::DedicatedSet;
@@ -27,7 +27,7 @@ use crate::stream::Stream;
 pub type BackendResult = Result<Bytes, BackendError>;
 
 /// Where a request's reply goes.
-pub type ReplyRx = oneshot::Receiver<BackendResult>;
+pub use crate::reply_slot::ReplyRx;
 
 /// One request for a backend: RESP bytes and where its reply goes.
 #[derive(Debug)]
@@ -35,7 +35,7 @@ pub struct BackendRequest {
     /// The request, a complete multibulk frame.
     pub frame: Bytes,
     /// Receives the reply frame.
-    pub reply: oneshot::Sender<BackendResult>,
+    pub reply: crate::reply_slot::ReplyTx,
     /// The server's [`Fence`] when the request was routed: a reply that arrives after
     /// the fence was raised is an error instead (see [`Fence`]).
     pub fence: u64,
@@ -243,7 +243,7 @@ impl BackendPool {
     /// A session always uses the same connection, so its requests to one backend run
     /// in the order it sent them.
     pub async fn send(&self, conn: usize, frame: Bytes) -> ReplyRx {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = crate::reply_slot::channel();
         let mut batch = Batch::new();
         batch.push(BackendRequest {
             frame,
@@ -261,7 +261,7 @@ impl BackendPool {
         if let Err(mpsc::error::SendError(batch)) = self.conns[idx].send(batch).await {
             // The task is gone only when the proxy is shutting down.
             for req in batch {
-                let _ = req.reply.send(Err(BackendError::Unavailable {
+                req.reply.send(Err(BackendError::Unavailable {
                     addr: self.addr.clone(),
                     cause: Arc::from("proxy is shutting down"),
                 }));
@@ -350,7 +350,7 @@ async fn run_connection(
             cause: Arc::from(cause.as_str()),
         };
         for r in pending.take().into_iter().flatten() {
-            let _ = r.reply.send(Err(err.clone()));
+            r.reply.send(Err(err.clone()));
         }
         // During backoff every request fails at once rather than queueing.
         let retry_at = tokio::time::Instant::now() + backoff;
@@ -361,7 +361,7 @@ async fn run_connection(
                 r = rx.recv() => match r {
                     Some(batch) => {
                         for r in batch {
-                            let _ = r.reply.send(Err(err.clone()));
+                            r.reply.send(Err(err.clone()));
                         }
                     }
                     None => return,
@@ -528,7 +528,7 @@ pub(crate) enum ServeEnd {
 /// An in-flight request: where its reply goes, when its batch was written and the
 /// fence it was routed under.
 struct InFlight {
-    reply: oneshot::Sender<BackendResult>,
+    reply: crate::reply_slot::ReplyTx,
     sent: Instant,
     fence: u64,
 }
@@ -669,8 +669,10 @@ pub(crate) async fn serve(
                 Err(e) => return ServeEnd::Broken(format!("read failed: {e}")),
             }
             let mut answered = 0;
-            // One clock reading for the replies of one read.
+            // One clock reading for the replies of one read; the replies to one batch
+            // write took the same time, so they are observed together.
             let now = Instant::now();
+            let mut same: Option<(Instant, u64)> = None;
             let mut queue = lock();
             loop {
                 let n = match scanner.scan(&rbuf) {
@@ -683,18 +685,29 @@ pub(crate) async fn serve(
                     return ServeEnd::Broken("reply with no request in flight".into());
                 };
                 answered += 1;
-                metrics
-                    .latency
-                    .observe(now.saturating_duration_since(f.sent).as_secs_f64());
+                match &mut same {
+                    Some((sent, n)) if *sent == f.sent => *n += 1,
+                    _ => {
+                        if let Some((sent, n)) = same.replace((f.sent, 1)) {
+                            metrics
+                                .latency
+                                .observe_n(now.saturating_duration_since(sent).as_secs_f64(), n);
+                        }
+                    }
+                }
                 debug!(backend = %addr, bytes = frame.len(), "backend reply");
                 if f.fence == fence.current() {
-                    let _ = f.reply.send(Ok(frame));
+                    f.reply.send(Ok(frame));
                 } else {
                     metrics.fenced.inc();
-                    let _ = f
-                        .reply
+                    f.reply
                         .send(Err(BackendError::Fenced { addr: addr.clone() }));
                 }
+            }
+            if let Some((sent, n)) = same {
+                metrics
+                    .latency
+                    .observe_n(now.saturating_duration_since(sent).as_secs_f64(), n);
             }
             if answered > 0 {
                 if let Some(s) = stalled {
@@ -765,7 +778,7 @@ pub(crate) async fn serve(
             // Dropped: the session answers "connection lost" for it.
             _ => continue,
         };
-        let _ = f.reply.send(Err(err));
+        f.reply.send(Err(err));
     }
     end
 }

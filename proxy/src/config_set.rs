@@ -184,14 +184,14 @@ impl crate::session::Session {
                 if !self.idle {
                     return Pending::Barrier;
                 }
-                let (tx, rx) = tokio::sync::oneshot::channel();
+                let (tx, rx) = crate::reply_slot::channel();
                 let ctx = self.ctx.clone();
                 tokio::spawn(async move {
                     let r = match pairs {
                         Some(p) => config_set(ctx, p).await,
                         None => reset_stats(ctx).await,
                     };
-                    let _ = tx.send(Ok(r));
+                    tx.send(Ok(r));
                 });
                 self.paused = true;
                 Pending::Backend(rx, Arc::from("kodis-proxy (CONFIG on every server)"))

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
 use crate::backend::{self, BackendOptions, BackendRequest, Batch, Fence, ReplyRx, ServeEnd};
@@ -144,7 +144,7 @@ impl DedicatedSet {
             .unwrap_or_default();
         let mut replies = Vec::with_capacity(senders.len());
         for tx in senders {
-            let (reply, rx) = oneshot::channel();
+            let (reply, rx) = crate::reply_slot::channel();
             let mut batch = Batch::new();
             batch.push(BackendRequest {
                 frame: Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"),
@@ -227,7 +227,7 @@ impl Dedicated {
     /// sends a dedicated connection one request at a time, or hands it whole
     /// batches through [`Dedicated::sender`].
     pub fn send(&self, frame: Bytes) -> ReplyRx {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = crate::reply_slot::channel();
         let mut batch = Batch::new();
         batch.push(BackendRequest {
             frame,
@@ -239,7 +239,7 @@ impl Dedicated {
                 mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
             };
             for req in batch {
-                let _ = req.reply.send(Err(BackendError::Unavailable {
+                req.reply.send(Err(BackendError::Unavailable {
                     addr: self.addr.clone(),
                     cause: Arc::from("the dedicated connection is closed or full"),
                 }));
@@ -277,7 +277,7 @@ async fn run(
             rx.close();
             while let Some(batch) = rx.recv().await {
                 for r in batch {
-                    let _ = r.reply.send(Err(err.clone()));
+                    r.reply.send(Err(err.clone()));
                 }
             }
             return;
@@ -285,7 +285,7 @@ async fn run(
     };
     debug!(backend = %addr, "dedicated connection open");
     // Its server-side id first, for CLIENT UNBLOCK (see DedicatedSet::unblock_moved).
-    let (reply, id_rx) = oneshot::channel();
+    let (reply, id_rx) = crate::reply_slot::channel();
     let mut first = Batch::new();
     first.push(BackendRequest {
         frame: Bytes::from_static(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n"),

@@ -149,10 +149,10 @@ impl Session {
     /// pipeline of failures waits one delay after another; other sessions, and the
     /// worker thread, go on meanwhile.
     fn answer_at(&mut self, reply: Bytes, at: Instant) -> Pending {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = crate::reply_slot::channel();
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            let _ = tx.send(Ok(reply));
+            tx.send(Ok(reply));
         });
         self.paused = true;
         Pending::Backend(

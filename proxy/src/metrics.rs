@@ -7,7 +7,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
+
+use crate::histogram::BatchHistogram;
 use prometheus_client::registry::Registry;
 
 /// Label of per-command counters.
@@ -86,7 +88,7 @@ pub struct ErrorCounters {
 #[derive(Debug, Clone)]
 pub struct BackendMetrics {
     /// Time from the write of a request's batch to its reply.
-    pub latency: Histogram,
+    pub latency: BatchHistogram,
     /// Bytes written to the backend.
     pub bytes_out: Counter,
     /// Bytes read from the backend.
@@ -108,7 +110,7 @@ pub struct Metrics {
     registry: Registry,
     commands: Family<CommandLabel, Counter>,
     errors_family: Family<ErrorLabel, Counter>,
-    backend_latency: Family<BackendLabel, Histogram>,
+    backend_latency: Family<BackendLabel, BatchHistogram>,
     backend_bytes_out: Family<BackendLabel, Counter>,
     backend_bytes_in: Family<BackendLabel, Counter>,
     backend_errors: Family<BackendLabel, Counter>,
@@ -163,8 +165,8 @@ impl Metrics {
             errors_family.clone(),
         );
         let backend_latency =
-            Family::<BackendLabel, Histogram>::new_with_constructor(|| -> Histogram {
-                Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+            Family::<BackendLabel, BatchHistogram>::new_with_constructor(|| -> BatchHistogram {
+                BatchHistogram::new(exponential_buckets(0.000_05, 2.0, 16))
             });
         registry.register(
             "backend_request_duration_seconds",

@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use kodis_common::resp::{Request, RequestScanner};
 use kodis_common::slot::key_slot;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::backend::{BackendPool, BackendRequest, Batch, ReplyRx};
@@ -269,6 +269,8 @@ pub(crate) struct Outbox {
     pin: Option<Pin>,
     /// Pinned connections let go of, with their last requests: sent, then given back.
     retired: Vec<Pin>,
+    /// Reply slots to reuse (see [`crate::reply_slot`]).
+    slots: crate::reply_slot::SlotPool,
 }
 
 /// A dedicated connection a session's WATCH holds, and what is queued for it.
@@ -301,7 +303,7 @@ async fn send_pinned(pin: &mut Pin) {
     };
     if let Err(mpsc::error::SendError(batch)) = conn.sender().send(batch).await {
         for req in batch {
-            let _ = req.reply.send(Err(BackendError::ConnectionLost {
+            req.reply.send(Err(BackendError::ConnectionLost {
                 addr: pin.pool.addr().clone(),
             }));
         }
@@ -311,7 +313,7 @@ async fn send_pinned(pin: &mut Pin) {
 impl Outbox {
     /// Routes `frame` to `pool`, to be sent with the next batch.
     pub(crate) fn push(&mut self, pool: &Arc<BackendPool>, frame: Bytes) -> (ReplyRx, Arc<str>) {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = self.slots.channel();
         let req = BackendRequest {
             frame,
             reply: tx,
@@ -325,7 +327,14 @@ impl Outbox {
             }
         }
         match self.batches.iter_mut().find(|(p, _)| Arc::ptr_eq(p, pool)) {
-            Some((_, batch)) => batch.push(req),
+            Some((_, batch)) => {
+                // A pipeline: go to the heap once with room for a typical read's
+                // requests, not through 4, 8, 16 (three allocations per batch).
+                if batch.len() == batch.inline_size() {
+                    batch.reserve(PIPELINE_BATCH);
+                }
+                batch.push(req)
+            }
             None => {
                 let mut batch = Batch::new();
                 batch.push(req);
@@ -357,6 +366,14 @@ impl Outbox {
             send_pinned(pin).await;
         }
         self.len = 0;
+    }
+
+    /// Done with a reply owed to the client: its slot is kept for reuse.
+    #[inline]
+    pub(crate) fn recycle(&mut self, done: Option<Pending>) {
+        if let Some(Pending::Backend(rx, _)) = done {
+            self.slots.recycle(rx);
+        }
     }
 
     /// True when a pinned connection was let go of and its last requests (EXEC,
@@ -505,7 +522,7 @@ async fn run(stream: Stream, mut session: Session) {
             }
             session.budget.saw_reply(bytes.len());
             out.extend_from_slice(&bytes);
-            queue.pop_front();
+            outbox.recycle(queue.pop_front());
         }
         // A client that reads, but never all: drop what it has read, so the buffer
         // holds no more than twice what is unsent.
@@ -629,9 +646,11 @@ async fn run(stream: Stream, mut session: Session) {
                 }
                 session.budget.saw_reply(bytes.len());
                 out.extend_from_slice(&bytes);
-                if matches!(queue.pop_front(), Some(Pending::Close(_))) {
+                let done = queue.pop_front();
+                if matches!(done, Some(Pending::Close(_))) {
                     closing = true;
                 }
+                outbox.recycle(done);
             }
             r = rd.read_buf(&mut buf), if want_read => {
                 match r {
@@ -733,6 +752,9 @@ fn close_evicted(session: &Session, unsent_requests: usize) {
     );
 }
 
+/// Room a batch for one backend gets once it outgrows its inline space.
+const PIPELINE_BATCH: usize = 30;
+
 /// A session's read buffer at first, and what it keeps room for.
 const READ_START: usize = 1024;
 
@@ -807,8 +829,8 @@ impl Pending {
                     metrics.errors.backend.inc();
                     Some(e.to_resp())
                 }
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
-                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                Err(crate::reply_slot::TryRecvError::Empty) => None,
+                Err(crate::reply_slot::TryRecvError::Closed) => {
                     metrics.errors.backend.inc();
                     Some(BackendError::ConnectionLost { addr: addr.clone() }.to_resp())
                 }

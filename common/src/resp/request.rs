@@ -349,6 +349,21 @@ pub(crate) fn header(buf: &[u8], start: usize, examined: &mut u64) -> Header {
     // one pass that finds the end and the number together. Anything else takes the
     // general way below, which gives the same answer for these.
     if let Some(rest) = buf.get(from..) {
+        // Most headers of most requests: one digit (`*2`, `$3`), then two.
+        if let [d, b'\r', b'\n', ..] = *rest {
+            let d = d.wrapping_sub(b'0');
+            if d <= 9 {
+                *examined += 4;
+                return Header::Found(from + 1, Some(i64::from(d)));
+            }
+        }
+        if let [d1, d2, b'\r', b'\n', ..] = *rest {
+            let (d1, d2) = (d1.wrapping_sub(b'1'), d2.wrapping_sub(b'0'));
+            if d1 <= 8 && d2 <= 9 {
+                *examined += 5;
+                return Header::Found(from + 2, Some(i64::from(d1 + 1) * 10 + i64::from(d2)));
+            }
+        }
         let mut v: i64 = 0;
         let mut i = 0;
         while i < rest.len().min(18) {
