@@ -98,6 +98,10 @@ pub struct Router {
     changed: tokio::sync::watch::Sender<u64>,
     /// Recent topologies' groups and migrations, for SCAN.
     scans: crate::scan::ScanHistory,
+    /// Topologies installed so far, and the newest one whose drain has finished (see
+    /// [`Router::drained`]).
+    installed: std::sync::atomic::AtomicU64,
+    drained: tokio::sync::watch::Sender<u64>,
 }
 
 impl Router {
@@ -127,6 +131,8 @@ impl Router {
         Ok(Self {
             changed,
             scans,
+            installed: std::sync::atomic::AtomicU64::new(0),
+            drained: tokio::sync::watch::channel(0).0,
             current: ArcSwap::from_pointee(routes),
             pools,
             installing: Mutex::new(()),
@@ -170,9 +176,14 @@ impl Router {
     /// sees every acknowledgement of a migration, no old-route write can still reach
     /// the source group.
     pub async fn install_and_drain(&self, topology: Topology) -> Result<(), InstallError> {
-        let retired = {
+        let (retired, generation) = {
             let _closed = self.gate.close().await;
-            self.install_retiring(topology)?
+            let retired = self.install_retiring(topology)?;
+            let generation = self
+                .installed
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+                + 1;
+            (retired, generation)
         };
         // Servers that left the topology are drained too: old routes may have sent
         // them requests. Their pools close once these last users let go.
@@ -231,7 +242,26 @@ impl Router {
             // An error means that connection broke, failing what it carried: drained too.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;
         }
+        // A later install's drain covers the earlier ones' requests too.
+        self.drained.send_if_modified(|d| {
+            let newer = generation > *d;
+            if newer {
+                *d = generation;
+            }
+            newer
+        });
         Ok(())
+    }
+
+    /// Waits until every request routed by an older topology than the current one has
+    /// been answered (the drain of [`Router::install_and_drain`]). A session waits for
+    /// this before it moves a key with `MIGRATE`: a write routed by the old topology
+    /// may still be queued for the source on another worker's connection, and run
+    /// after the MIGRATE, recreating the key there.
+    pub async fn drained(&self) {
+        let want = self.installed.load(std::sync::atomic::Ordering::Acquire);
+        let mut rx = self.drained.subscribe();
+        let _ = rx.wait_for(|&d| d >= want).await;
     }
 
     /// The snapshot to route with, as an owned `Arc`.
