@@ -17,7 +17,7 @@ use kodis_common::topology::Topology;
 use prometheus_client::metrics::counter::Counter;
 use tracing::Instrument;
 
-use crate::session::Shared;
+use crate::shared::Shared;
 
 /// The admin routes over the proxy's shared state.
 pub fn routes(ctx: Arc<Shared>) -> Router {

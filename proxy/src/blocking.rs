@@ -13,8 +13,10 @@ use kodis_common::resp::{encode_array_header, encode_bulk, Request};
 
 use crate::backend::BackendPool;
 use crate::commands::SplitKind;
+use crate::error_replies::wrong_args;
 use crate::merge::Merge;
-use crate::session::{wrong_args, Blocked, Exclusive, Pending, Session};
+use crate::pending::{Blocked, Exclusive, Pending};
+use crate::session::Session;
 
 /// Channel WAIT publishes an empty message to first (see [`Session::wait`]).
 pub const WAIT_CHANNEL: &str = "__kodis__:wait";

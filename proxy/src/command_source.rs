@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use crate::command_table::CommandTable;
 use crate::config::ProxyConfig;
 use crate::router::Routes;
-use crate::session::Shared;
+use crate::shared::Shared;
 
 /// Where a command table came from (INFO's `kodis_command_table`).
 #[derive(Debug, Clone, PartialEq, Eq)]

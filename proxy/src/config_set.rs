@@ -25,7 +25,7 @@ use kodis_common::server_config::{self, ConfigPair};
 use reqwest::Method;
 
 use crate::reply;
-use crate::session::Shared;
+use crate::shared::Shared;
 
 /// How long one server may take to connect or to answer.
 fn server_timeout(ctx: &Shared) -> Duration {
@@ -132,9 +132,10 @@ impl crate::session::Session {
     pub(crate) fn config(
         &mut self,
         req: &kodis_common::resp::Request,
-        outbox: &mut crate::session::Outbox,
-    ) -> crate::session::Pending {
-        use crate::session::{refused, wrong_args, Pending};
+        outbox: &mut crate::outbox::Outbox,
+    ) -> crate::pending::Pending {
+        use crate::error_replies::{refused, wrong_args};
+        use crate::pending::Pending;
         let argc = req.argc();
         if argc < 2 {
             return Pending::Ready(wrong_args("config"));

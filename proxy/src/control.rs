@@ -13,7 +13,7 @@ use kodis_common::topology::Topology;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::session::Shared;
+use crate::shared::Shared;
 
 /// How often the proxy asks the dashboard for the current topology.
 const POLL: Duration = Duration::from_secs(1);

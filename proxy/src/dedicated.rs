@@ -181,7 +181,7 @@ impl DedicatedSet {
                 max: self.opts.max_dedicated,
             }
         })?;
-        // Room for a whole pipeline of a pinned session (see session::Outbox).
+        // Room for a whole pipeline of a pinned session (see outbox::Outbox).
         let (tx, rx) = mpsc::channel(self.opts.queue);
         let id = Arc::new(AtomicU64::new(0));
         tokio::spawn(run(

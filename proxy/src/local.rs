@@ -7,9 +7,12 @@ use kodis_common::resp::Request;
 use kodis_common::slot::key_slot;
 
 use crate::commands::{Local, SplitKind};
+use crate::error_replies::{refused, wrong_args};
 use crate::merge::Merge;
+use crate::outbox::Outbox;
+use crate::pending::Pending;
 use crate::reply;
-use crate::session::{refused, wrong_args, Outbox, Pending, Session};
+use crate::session::Session;
 
 impl Session {
     /// Answers a local command, or forwards the part of it a backend must answer.
@@ -406,7 +409,7 @@ impl Session {
             parts.push((conn.send(req.to_resp()), g.master.addr().clone()));
             conns.push((g.master.clone(), conn));
         }
-        Pending::Exclusive(Box::new(crate::session::Exclusive {
+        Pending::Exclusive(Box::new(crate::pending::Exclusive {
             reply: Merge::new(SplitKind::AllOk, parts, Vec::new(), 0),
             conns,
             retry: None,

@@ -26,8 +26,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
 use crate::backend::{self, BackendOptions, BackendPool};
+use crate::error_replies::{crossslot, wrong_args};
+use crate::pending::Pending;
 use crate::reply;
-use crate::session::{crossslot, wrong_args, Pending, Session};
+use crate::session::Session;
 
 /// Messages buffered per session before its subscriber connections stop reading.
 const EVENTS: usize = 1024;
@@ -637,11 +639,7 @@ fn is_message(frame: &[u8]) -> bool {
 impl Session {
     /// PUBLISH and SPUBLISH: to the master of the group that owns the channel's slot
     /// (where its subscribers listen).
-    pub(crate) fn publish(
-        &mut self,
-        req: &Request,
-        outbox: &mut crate::session::Outbox,
-    ) -> Pending {
+    pub(crate) fn publish(&mut self, req: &Request, outbox: &mut crate::outbox::Outbox) -> Pending {
         if req.argc() != 3 {
             self.ctx.metrics.errors.args.inc();
             let name = String::from_utf8_lossy(req.arg(0)).to_ascii_lowercase();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::session::Shared;
+use crate::shared::Shared;
 
 /// How often replicas are checked.
 const EVERY: Duration = Duration::from_secs(1);

@@ -1,201 +1,43 @@
 //! A client session: read requests, route each, and write replies back in request
 //! order, whatever order the backends answer in.
 //!
-//! The reading half parses every complete request in the buffer and, for each,
-//! queues the backend request and pushes a [`Pending`] reply to the writing half in
-//! request order. The writing half resolves them in that order and writes them in
-//! batches: it flushes only when the next reply is not ready yet, so a pipeline of
-//! 100 requests costs about one read and one write. The channel between the two is
-//! bounded, which is the session's backpressure.
+//! One loop per connection: every complete request a read brings in is routed
+//! (`Session::handle`), its backend request queued in the [`Outbox`] and its
+//! [`Pending`] reply in the session's queue, in request order; the outbox goes to the
+//! backends as one batch each, and the replies that are ready are written together.
+//! A pipeline of 100 requests costs about one read and one write. What the client
+//! has not read yet, and what it is owed, fill its budget (`crate::memory`): past it
+//! the loop stops reading, which is the session's backpressure.
+//!
+//! Around it: [`crate::shared`] (what every session shares), [`crate::outbox`],
+//! [`crate::pending`] (the owed replies and how each is awaited) and
+//! [`crate::error_replies`].
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use kodis_common::resp::{Request, RequestScanner};
 use kodis_common::slot::key_slot;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::backend::{BackendPool, BackendRequest, Batch, ReplyRx};
+use crate::backend::BackendPool;
 use crate::clients::Signal;
 use crate::command_table::CommandFlags;
 use crate::commands::{Commands, Kind, Local, PubSubCommand, SplitKind};
-use crate::config::ProxyConfig;
 use crate::config::ReadFrom;
-use crate::dedicated::Dedicated;
 use crate::error::BackendError;
+use crate::error_replies::{clusterdown, crossslot, refused, unknown_command, wrong_args};
 use crate::merge::{self, Merge};
-use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::pending::{wait_front, Pending};
 use crate::reply;
-use crate::router::Router;
+use crate::shared::Shared;
 use crate::stream::Stream;
-
-/// State shared by every session of one proxy.
-#[derive(Debug)]
-pub struct Shared {
-    /// The validated configuration.
-    pub config: ProxyConfig,
-    /// Slot → backend routing.
-    pub router: Router,
-    /// What to do with each command; swapped when a better table arrives (a proxy
-    /// started without backends refreshes it from the first topology's backend).
-    pub commands: arc_swap::ArcSwap<Commands>,
-    /// Metric handles.
-    pub metrics: Arc<Metrics>,
-    /// When the proxy started.
-    pub started: Instant,
-    /// Set while a command-table refresh runs, so only one runs.
-    pub(crate) refreshing: std::sync::atomic::AtomicBool,
-    /// The connected clients (CLIENT LIST, CLIENT KILL).
-    pub clients: crate::clients::Clients,
-    /// Woken when a backend answers `-READONLY` (a master was demoted: this proxy's
-    /// topology is stale): the control loop asks the dashboard at once.
-    pub(crate) stale: tokio::sync::Notify,
-    /// Failed AUTHs by client address, to slow down password guessing.
-    pub(crate) auth_throttle: crate::auth::AuthThrottle,
-    /// INFO's run id, port, error counts and rates.
-    pub info: crate::info::InfoState,
-    /// The ACL users last fetched from the dashboard: their version, and them.
-    pub(crate) dashboard_users: std::sync::Mutex<(u64, Vec<crate::acl::UserConfig>)>,
-    next_id: AtomicU64,
-}
-
-impl Shared {
-    /// Bundles the parts every session needs.
-    pub fn new(
-        config: ProxyConfig,
-        router: Router,
-        commands: Commands,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        let clients = crate::clients::Clients::new(
-            metrics.client_memory.clone(),
-            crate::memory::client_memory_cap(&config),
-        );
-        Self {
-            config,
-            router,
-            commands: arc_swap::ArcSwap::from_pointee(commands),
-            metrics,
-            started: Instant::now(),
-            refreshing: std::sync::atomic::AtomicBool::new(false),
-            stale: tokio::sync::Notify::new(),
-            clients,
-            auth_throttle: crate::auth::AuthThrottle::default(),
-            info: crate::info::InfoState::new(),
-            dashboard_users: std::sync::Mutex::new((0, Vec::new())),
-            next_id: AtomicU64::new(1),
-        }
-    }
-
-    /// The ACL users this proxy serves: its config file's and the dashboard's.
-    pub fn served_users(&self) -> Vec<crate::acl::UserConfig> {
-        let fetched = self
-            .dashboard_users
-            .lock()
-            .map(|u| u.1.clone())
-            .unwrap_or_default();
-        crate::acl::merge_users(&self.config.users, &fetched)
-    }
-
-    /// A command table with the users served compiled over it.
-    pub(crate) fn commands_for(&self, loaded: crate::command_source::Loaded) -> Commands {
-        Commands::new(
-            loaded,
-            &self.metrics,
-            self.config.password.as_deref(),
-            &self.served_users(),
-        )
-    }
-}
-
-/// A reply owed to the client, in request order.
-#[derive(Debug)]
-pub enum Pending {
-    /// Already known: a local answer or an error.
-    Ready(Bytes),
-    /// Coming from a backend.
-    Backend(ReplyRx, Arc<str>),
-    /// Coming from several backends, merged.
-    Merge(Box<Merge>),
-    /// Write this, then close the connection.
-    Close(Bytes),
-    /// Not a reply: the request's keys must first move to their slot's new group.
-    /// Handled inside the session, never queued.
-    Migrate(Vec<KeyMove>),
-    /// Not a reply: the request must wait until every earlier reply is in (a
-    /// blocking command, WAIT, the first WATCH). Handled inside the session.
-    Barrier,
-    /// Coming from dedicated connections, given back once the reply is in; the
-    /// session serves nothing else meanwhile (a blocking command, WAIT).
-    Exclusive(Box<Exclusive>),
-    /// (Un)subscribe confirmations, written once the servers confirmed.
-    Confirm(Box<crate::pubsub::Confirm>),
-}
-
-/// A reply from dedicated connections, and the connections to give back after it.
-#[derive(Debug)]
-pub struct Exclusive {
-    /// The reply: one part, or several merged (WAIT over groups).
-    pub(crate) reply: Merge,
-    /// The connections, each with the server it belongs to.
-    pub(crate) conns: Vec<(Arc<BackendPool>, Dedicated)>,
-    /// A blocking command, to send again if the proxy unblocks it because its slot
-    /// moved away (see [`Exclusive::unblocked_by_proxy`]).
-    pub(crate) retry: Option<Request>,
-    /// Its entry among the server's blocked connections.
-    pub(crate) blocked: Option<Blocked>,
-    /// Held while the client waits in a blocking command or WAIT (INFO's
-    /// `blocked_clients`).
-    pub(crate) _waiting: Option<crate::clients::Waiting>,
-    /// When to give up on the server: the command's own timeout plus
-    /// `backend_timeout_ms` (`None`: it may block for ever).
-    pub(crate) deadline: Option<tokio::time::Instant>,
-}
-
-/// A blocking command's entry among its server's blocked connections.
-#[derive(Debug)]
-pub struct Blocked {
-    /// The server.
-    pub(crate) pool: Arc<BackendPool>,
-    /// Its token there.
-    pub(crate) token: u64,
-    /// Set by the router when it unblocks the command because its key's slot moved
-    /// away from the server (see `Router::install_and_drain`).
-    pub(crate) unblocked: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// What a blocked client gets from `CLIENT UNBLOCK id ERROR`: the only way the proxy
-/// unblocks one (see `Router::install_and_drain`).
-const UNBLOCKED_BY_CLIENT_UNBLOCK: &[u8] = b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n";
-
-impl Exclusive {
-    /// True when `reply` is the proxy's own doing: the router marked the command
-    /// before it sent `CLIENT UNBLOCK ... ERROR` because the key's slot moved away,
-    /// and the server answers with that unblock's error, so the session sends the
-    /// command again. Any other `-UNBLOCKED` (the stream key was deleted, the server
-    /// became a replica, an operator's CLIENT UNBLOCK) is the server's answer, and
-    /// goes to the client as sent.
-    pub(crate) fn unblocked_by_proxy(&self, reply: &[u8]) -> bool {
-        self.blocked.as_ref().is_some_and(|b| {
-            reply == UNBLOCKED_BY_CLIENT_UNBLOCK
-                && b.unblocked.load(std::sync::atomic::Ordering::Acquire)
-        })
-    }
-}
-
-impl Drop for Exclusive {
-    fn drop(&mut self) {
-        if let Some(b) = &self.blocked {
-            b.pool.dedicated().unblock(b.token);
-        }
-    }
-}
 
 /// Keys of one request to move from a source group to the group their slot is
 /// migrating to, before the request is served.
@@ -274,164 +116,6 @@ pub struct Session {
     /// Complete requests wait in the read buffer until the budget lets them go on.
     pub(crate) stalled: bool,
     pub(crate) ctx: Arc<Shared>,
-}
-
-/// Requests routed but not yet handed to their backends: sent as one batch per
-/// backend after each read, so a pipeline becomes one write per backend.
-#[derive(Debug, Default)]
-pub(crate) struct Outbox {
-    batches: Vec<(Arc<BackendPool>, Batch)>,
-    len: usize,
-    /// While a WATCH holds a dedicated connection: every request for its server goes
-    /// there, in order with the WATCH and the EXEC.
-    pin: Option<Pin>,
-    /// Pinned connections let go of, with their last requests: sent, then given back.
-    retired: Vec<Pin>,
-    /// Reply slots to reuse (see [`crate::reply_slot`]).
-    slots: crate::reply_slot::SlotPool,
-}
-
-/// A dedicated connection a session's WATCH holds, and what is queued for it.
-#[derive(Debug)]
-pub(crate) struct Pin {
-    pool: Arc<BackendPool>,
-    /// Taken out when the connection is given back.
-    conn: Option<Dedicated>,
-    batch: Batch,
-    /// Its entry among the server's watching connections (drained on a topology
-    /// change like the shared ones).
-    token: u64,
-}
-
-impl Drop for Pin {
-    fn drop(&mut self) {
-        self.pool.dedicated().unregister(self.token);
-    }
-}
-
-/// Sends what is queued for a pinned connection; if the connection is gone, its
-/// requests fail with the reason.
-async fn send_pinned(pin: &mut Pin) {
-    if pin.batch.is_empty() {
-        return;
-    }
-    let batch = std::mem::take(&mut pin.batch);
-    let Some(conn) = &pin.conn else {
-        return;
-    };
-    if let Err(mpsc::error::SendError(batch)) = conn.sender().send(batch).await {
-        for req in batch {
-            req.reply.send(Err(BackendError::ConnectionLost {
-                addr: pin.pool.addr().clone(),
-            }));
-        }
-    }
-}
-
-impl Outbox {
-    /// Routes `frame` to `pool`, to be sent with the next batch.
-    pub(crate) fn push(&mut self, pool: &Arc<BackendPool>, frame: Bytes) -> (ReplyRx, Arc<str>) {
-        let (tx, rx) = self.slots.channel();
-        let req = BackendRequest {
-            frame,
-            reply: tx,
-            fence: pool.fence().current(),
-        };
-        if let Some(pin) = &mut self.pin {
-            if Arc::ptr_eq(&pin.pool, pool) {
-                pin.batch.push(req);
-                self.len += 1;
-                return (rx, pool.addr().clone());
-            }
-        }
-        match self.batches.iter_mut().find(|(p, _)| Arc::ptr_eq(p, pool)) {
-            Some((_, batch)) => {
-                // A pipeline: go to the heap once with room for a typical read's
-                // requests, not through 4, 8, 16 (three allocations per batch).
-                if batch.len() == batch.inline_size() {
-                    batch.reserve(PIPELINE_BATCH);
-                }
-                batch.push(req)
-            }
-            None => {
-                let mut batch = Batch::new();
-                batch.push(req);
-                self.batches.push((pool.clone(), batch));
-            }
-        }
-        self.len += 1;
-        (rx, pool.addr().clone())
-    }
-
-    /// Like [`Outbox::push`], as the reply owed to the client.
-    pub(crate) fn forward(&mut self, pool: &Arc<BackendPool>, frame: Bytes) -> Pending {
-        let (rx, addr) = self.push(pool, frame);
-        Pending::Backend(rx, addr)
-    }
-
-    /// Hands every queued batch to its backend connection `conn` (or the pinned
-    /// dedicated one), then gives back the pinned connections let go of.
-    async fn flush(&mut self, conn: usize) {
-        for (pool, batch) in self.batches.drain(..) {
-            pool.send_batch(conn, batch).await;
-        }
-        if let Some(pin) = &mut self.pin {
-            send_pinned(pin).await;
-        }
-        // Sent, but kept (and still drained on a topology change) until their
-        // replies are in: see `release_retired`.
-        for pin in &mut self.retired {
-            send_pinned(pin).await;
-        }
-        self.len = 0;
-    }
-
-    /// Done with a reply owed to the client: its slot is kept for reuse.
-    #[inline]
-    pub(crate) fn recycle(&mut self, done: Option<Pending>) {
-        if let Some(Pending::Backend(rx, _)) = done {
-            self.slots.recycle(rx);
-        }
-    }
-
-    /// True when a pinned connection was let go of and its last requests (EXEC,
-    /// UNWATCH) may still be in flight: the session waits for every owed reply before
-    /// it sends anything else, so nothing overtakes them on another connection.
-    pub(crate) fn has_retired(&self) -> bool {
-        !self.retired.is_empty()
-    }
-
-    /// Gives back the connections let go of; call only with no reply owed.
-    pub(crate) fn release_retired(&mut self) {
-        for mut pin in self.retired.drain(..) {
-            if let Some(conn) = pin.conn.take() {
-                pin.pool.dedicated().give_back(conn);
-            }
-        }
-    }
-
-    /// The pinned server, if any.
-    pub(crate) fn pinned_pool(&self) -> Option<&Arc<BackendPool>> {
-        self.pin.as_ref().map(|p| &p.pool)
-    }
-
-    /// From now on `pool`'s requests go to `conn`, until [`Outbox::unpin`].
-    pub(crate) fn pin(&mut self, pool: &Arc<BackendPool>, conn: Dedicated) {
-        let token = pool.dedicated().register(conn.sender());
-        self.pin = Some(Pin {
-            pool: pool.clone(),
-            conn: Some(conn),
-            batch: Batch::new(),
-            token,
-        });
-    }
-
-    /// Lets go of the pinned connection once its queued requests are sent.
-    pub(crate) fn unpin(&mut self) {
-        if let Some(pin) = self.pin.take() {
-            self.retired.push(pin);
-        }
-    }
 }
 
 /// Serves one client connection until it closes, errs, or shutdown is signalled.
@@ -770,9 +454,6 @@ fn close_evicted(session: &Session, unsent_requests: usize) {
     );
 }
 
-/// Room a batch for one backend gets once it outgrows its inline space.
-const PIPELINE_BATCH: usize = 30;
-
 /// A session's read buffer at first, and what it keeps room for.
 const READ_START: usize = 1024;
 
@@ -781,85 +462,6 @@ const READ_STEP: usize = 64 * 1024;
 
 /// Bytes read ahead from a paused session's client before the proxy stops reading it.
 const PAUSED_READ_LIMIT: usize = 1024 * 1024;
-
-/// Waits for the reply at the front of the queue. Cancel-safe: partial progress of
-/// a merge is kept in the queue entry.
-async fn wait_front(queue: &mut VecDeque<Pending>, ctx: &Shared) -> Bytes {
-    let metrics = &ctx.metrics;
-    match queue.front_mut() {
-        Some(Pending::Backend(rx, addr)) => match rx.await {
-            Ok(Ok(b)) => {
-                if b.starts_with(b"-READONLY") {
-                    ctx.stale.notify_one();
-                }
-                b
-            }
-            Ok(Err(e)) => {
-                metrics.errors.backend.inc();
-                e.to_resp()
-            }
-            Err(_) => {
-                metrics.errors.backend.inc();
-                BackendError::ConnectionLost { addr: addr.clone() }.to_resp()
-            }
-        },
-        Some(Pending::Merge(m)) => m.resolve(metrics).await,
-        Some(Pending::Confirm(c)) => c.resolve().await,
-        Some(Pending::Exclusive(x)) => {
-            let b = match x.deadline {
-                None => x.reply.resolve(metrics).await,
-                Some(at) => match tokio::time::timeout_at(at, x.reply.resolve(metrics)).await {
-                    Ok(b) => b,
-                    Err(_) => {
-                        // Dropped, not given back: closing them makes each server
-                        // forget the command.
-                        let addrs: Vec<Arc<str>> =
-                            x.conns.drain(..).map(|(p, _)| p.addr().clone()).collect();
-                        metrics.errors.backend.inc();
-                        return BackendError::BlockedTimeout {
-                            addr: Arc::from(addrs.join(", ")),
-                        }
-                        .to_resp();
-                    }
-                },
-            };
-            for (pool, conn) in x.conns.drain(..) {
-                pool.dedicated().give_back(conn);
-            }
-            b
-        }
-        Some(Pending::Migrate(_) | Pending::Barrier) => {
-            reply::error("ERR kodis-proxy: internal: unhandled request state")
-        }
-        Some(Pending::Ready(b) | Pending::Close(b)) => b.clone(),
-        None => std::future::pending().await,
-    }
-}
-
-impl Pending {
-    /// The reply if it is there now, without waiting.
-    fn try_take(&mut self, metrics: &Metrics) -> Option<Bytes> {
-        match self {
-            Pending::Ready(b) | Pending::Close(b) => Some(b.clone()),
-            Pending::Backend(rx, addr) => match rx.try_recv() {
-                Ok(Ok(b)) => Some(b),
-                Ok(Err(e)) => {
-                    metrics.errors.backend.inc();
-                    Some(e.to_resp())
-                }
-                Err(crate::reply_slot::TryRecvError::Empty) => None,
-                Err(crate::reply_slot::TryRecvError::Closed) => {
-                    metrics.errors.backend.inc();
-                    Some(BackendError::ConnectionLost { addr: addr.clone() }.to_resp())
-                }
-            },
-            Pending::Merge(_) | Pending::Exclusive(_) | Pending::Confirm(_) => None,
-            Pending::Migrate(_) | Pending::Barrier => Some(reply::error(
-                "ERR kodis-proxy: internal: unhandled request state",
-            )),
-        }
-    }
-}
 
 impl Session {
     /// The request limits for this session now: Redis's tight ones until a client
@@ -955,7 +557,7 @@ impl Session {
                 self.paused = true;
                 break false;
             }
-            if outbox.len >= 256 {
+            if outbox.len() >= 256 {
                 outbox.flush(self.conn()).await;
             }
         };
@@ -1654,43 +1256,4 @@ fn has_block_option(req: &Request) -> bool {
         }
     }
     false
-}
-
-/// Redis's own text for an unknown command.
-fn unknown_command(req: &Request) -> Bytes {
-    let mut msg = format!(
-        "ERR unknown command '{}', with args beginning with: ",
-        String::from_utf8_lossy(&req.arg(0)[..req.arg(0).len().min(128)])
-    );
-    for i in 1..req.argc().min(4) {
-        let a = req.arg(i);
-        msg.push_str(&format!(
-            "'{}' ",
-            String::from_utf8_lossy(&a[..a.len().min(64)])
-        ));
-    }
-    reply::error(&msg)
-}
-
-/// Redis's own text for a wrong argument count.
-pub(crate) fn wrong_args(name: &str) -> Bytes {
-    reply::error(&format!(
-        "ERR wrong number of arguments for '{}' command",
-        name.to_ascii_lowercase()
-    ))
-}
-
-/// The error for a refused command: names it and says why.
-pub(crate) fn refused(name: &str, why: &str) -> Bytes {
-    reply::error(&format!("ERR kodis-proxy refuses '{name}': {why}"))
-}
-
-/// Redis Cluster's error for a key whose slot no group owns (yet).
-fn clusterdown() -> Bytes {
-    reply::error("CLUSTERDOWN Hash slot not served")
-}
-
-/// Redis Cluster's error for keys in different slots.
-pub(crate) fn crossslot() -> Bytes {
-    reply::error("CROSSSLOT Keys in request don't hash to the same slot")
 }

@@ -20,8 +20,11 @@ use kodis_common::slot::key_slot;
 
 use crate::backend::BackendPool;
 use crate::commands::{Commands, Entry, Kind, Local, SplitKind, TxCommand};
+use crate::error_replies::{crossslot, refused, wrong_args};
+use crate::outbox::Outbox;
+use crate::pending::Pending;
 use crate::reply;
-use crate::session::{crossslot, refused, wrong_args, KeyMove, Outbox, Pending, Session};
+use crate::session::{KeyMove, Session};
 
 /// The state of an open transaction: MULTI given, or keys watched, or both.
 #[derive(Debug, Default)]

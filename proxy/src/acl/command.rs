@@ -6,8 +6,9 @@ use bytes::Bytes;
 use kodis_common::resp::Request;
 
 use crate::command_table::{AclCategories, CommandSpec, CommandTable};
+use crate::error_replies::{refused, wrong_args};
 use crate::reply;
-use crate::session::{refused, wrong_args, Session};
+use crate::session::Session;
 
 use super::{describe, Acl};
 

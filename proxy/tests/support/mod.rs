@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kodis_common::test_util::{encode, read_reply, wait_for, RedisServer};
-use kodis_proxy::session::Shared;
+use kodis_proxy::shared::Shared;
 use kodis_proxy::ProxyConfig;
 
 /// A decoded RESP2 reply.
