@@ -2,7 +2,7 @@
 //! order, whatever order the backends answer in.
 //!
 //! One loop per connection: every complete request a read brings in is routed
-//! (`Session::handle`), its backend request queued in the [`Outbox`] and its
+//! (`Session::handle`), its backend request queued in the outbox and its
 //! [`Pending`] reply in the session's queue, in request order; the outbox goes to the
 //! backends as one batch each, and the replies that are ready are written together.
 //! A pipeline of 100 requests costs about one read and one write. What the client
