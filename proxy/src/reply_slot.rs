@@ -166,9 +166,10 @@ pub struct SlotPool {
     spare: Vec<Arc<Slot>>,
 }
 
-/// Spare slots a session keeps at most: enough for a deep pipeline's turn, little
-/// for an idle client (each is a few dozen bytes).
-const MAX_SPARE: usize = 64;
+/// Spare slots a session keeps at most: a pipeline of 16 needs no allocation, and a
+/// client that pipelined and then went idle keeps about 1 KiB (each is ~70 bytes),
+/// not more: idle clients' memory counts (benches/idle.py).
+const MAX_SPARE: usize = 16;
 
 impl SlotPool {
     /// A slot's two halves, reusing a spare one when there is.
