@@ -691,7 +691,7 @@ impl Session {
             return self.queue_in_tx(commands, entry, req);
         }
         match entry.kind {
-            Kind::Keyed => self.keyed(view, req, outbox),
+            Kind::Keyed => self.keyed(view, entry.spec.as_deref(), req, outbox),
             Kind::Split(kind) => self.split(kind, &view.routes, req, outbox),
             Kind::Local(l) => self.local(l, req, outbox),
             Kind::Refused(why) => {
@@ -765,11 +765,17 @@ impl Session {
     }
 
     /// Routes a command by its keys; all keys must share a slot.
-    fn keyed(&mut self, view: &View, req: &Request, outbox: &mut Outbox) -> Pending {
+    fn keyed(
+        &mut self,
+        view: &View,
+        spec: Option<&crate::command_table::CommandSpec>,
+        req: &Request,
+        outbox: &mut Outbox,
+    ) -> Pending {
         let ctx = &self.ctx;
         let commands = &view.commands;
         let sub = (req.argc() > 1).then(|| req.arg(1));
-        let Some(spec) = commands.spec(req.arg(0), sub) else {
+        let Some(spec) = spec.or_else(|| commands.spec(req.arg(0), sub)) else {
             return Pending::Ready(unknown_command(req));
         };
         if !spec.arity_ok(req.argc()) {

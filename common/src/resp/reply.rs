@@ -51,6 +51,26 @@ impl ReplyScanner {
 
     /// `Ok(Some(n))`: a complete reply of `n` bytes; `Ok(None)`: more bytes needed.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        // The usual reply of a pipeline of GETs: a bulk string (or nil) at the start of
+        // the buffer, read without the general loop's state. Anything else, and a bulk
+        // not all here yet, takes the general way, as if this had not looked.
+        if self.pos == 0 && self.pending_bulk.is_none() && buf.first() == Some(&b'$') {
+            let before = self.examined;
+            match header(buf, 0, &mut self.examined) {
+                Header::Found(cr, Some(-1)) => return Ok(Some(cr + 2)),
+                Header::Found(cr, Some(n))
+                    if n >= 0 && n as u64 <= self.limits.max_bulk_len as u64 =>
+                {
+                    let end = cr + 2 + n as usize;
+                    if buf.get(end..end + 2) == Some(b"\r\n".as_slice()) {
+                        self.examined += 2;
+                        return Ok(Some(end + 2));
+                    }
+                }
+                _ => {}
+            }
+            self.examined = before;
+        }
         let res = self.scan_inner(buf);
         if !matches!(res, Ok(None)) {
             self.pos = 0;
