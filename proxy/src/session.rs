@@ -623,7 +623,6 @@ impl Session {
 
     /// Decides what to do with one request and starts doing it.
     fn handle(&mut self, view: &View, req: &Request, outbox: &mut Outbox) -> Pending {
-        let ctx = self.ctx.clone();
         let commands = &view.commands;
         if commands.acl.generation() != self.acl_gen && !self.acl_resync(&commands.acl) {
             // Its user was deleted: closed, as Redis closes a deleted user's clients
@@ -635,7 +634,7 @@ impl Session {
         let name = req.arg(0);
         let Some(entry) = commands.get(name) else {
             commands.unknown.inc();
-            ctx.metrics.errors.unknown_command.inc();
+            self.ctx.metrics.errors.unknown_command.inc();
             self.spoil_tx();
             return Pending::Ready(unknown_command(req));
         };
@@ -646,7 +645,7 @@ impl Session {
                 Kind::Local(Local::Auth | Local::Hello | Local::Quit)
             )
         {
-            ctx.metrics.errors.auth.inc();
+            self.ctx.metrics.errors.auth.inc();
             return Pending::Ready(reply::error("NOAUTH Authentication required."));
         }
         if self.acl_check {
@@ -673,7 +672,7 @@ impl Session {
                     outbox,
                 ),
                 _ => {
-                    ctx.metrics.errors.refused.inc();
+                    self.ctx.metrics.errors.refused.inc();
                     Pending::Ready(reply::error(&format!(
                         "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / \
                          PING / QUIT / RESET are allowed in this context",
@@ -695,13 +694,13 @@ impl Session {
             Kind::Split(kind) => self.split(kind, &view.routes, req, outbox),
             Kind::Local(l) => self.local(l, req, outbox),
             Kind::Refused(why) => {
-                ctx.metrics.errors.refused.inc();
+                self.ctx.metrics.errors.refused.inc();
                 Pending::Ready(refused(&entry.name, why))
             }
             Kind::AnyBackend => self.any_backend(req, outbox),
             Kind::SumAll => self.sum_all(req, outbox),
             Kind::Broadcast(kind) => {
-                let cfg = &ctx.config;
+                let cfg = &self.ctx.config;
                 let off = match kind {
                     SplitKind::AllOk if !cfg.allow_flush => Some("allow_flush is off"),
                     SplitKind::Concat if !cfg.allow_keys => {
@@ -711,7 +710,7 @@ impl Session {
                 };
                 match off {
                     Some(why) => {
-                        ctx.metrics.errors.refused.inc();
+                        self.ctx.metrics.errors.refused.inc();
                         Pending::Ready(refused(&entry.name, why))
                     }
                     None => self.broadcast(kind, req, outbox),
@@ -728,7 +727,7 @@ impl Session {
             Kind::PubSub(PubSubCommand::Publish) => self.publish(req, outbox),
             Kind::PubSub(PubSubCommand::Introspect) => self.pubsub_introspect(req, outbox),
             Kind::NoKey => {
-                ctx.metrics.errors.refused.inc();
+                self.ctx.metrics.errors.refused.inc();
                 Pending::Ready(refused(&entry.name, "it has no key to route by"))
             }
         }
