@@ -17,6 +17,7 @@ pub mod dedicated;
 pub mod error;
 pub mod gate;
 pub mod info;
+pub mod key_move;
 mod local;
 pub mod memory;
 pub mod merge;
