@@ -3,7 +3,7 @@
 //!
 //! A key above a size threshold is not moved with one `MIGRATE` (which blocks both
 //! servers for as long as the key takes to serialize and load): it is *hidden* on the
-//! source (renamed, and listed in its slot's in-flight set), copied in chunks to a
+//! source (renamed, and listed in its slot's in-flight hash), copied in chunks to a
 //! temporary key on the target, made visible there, and only then removed from the
 //! source. Every name used for that lives in the key's own slot, through a fixed tag
 //! per slot, so the slot is not empty on the source while a move is unfinished.
@@ -22,6 +22,13 @@ pub const DEFAULT_BYTES: u64 = 1024 * 1024;
 /// What follows a slot's `{tag}` in every name of the migrator's: the NUL keeps them
 /// apart from any name a client would use.
 const MARK: &[u8] = b"\0kodis:";
+
+/// State of a key in flight: hidden on the source, being copied.
+pub const HIDDEN: &str = "hidden";
+/// State of a key in flight: copied; the copy is being made visible on the target
+/// (set before its `RENAMENX` there, so that a restarted migrator knows a key on the
+/// target under that name is its own copy).
+pub const RENAMING: &str = "renaming";
 
 /// For every slot, a short string whose slot it is (computed once: decimal numbers
 /// in order, the first of each slot kept).
@@ -61,8 +68,9 @@ fn name(slot: u16, what: &[u8], key: &[u8]) -> Vec<u8> {
     n
 }
 
-/// The set, on a source, of the keys of `slot` being moved in pieces.
-pub fn inflight_set(slot: u16) -> Vec<u8> {
+/// The hash, on a source, of the keys of `slot` being moved in pieces: field the
+/// key, value its state ([`HIDDEN`] or [`RENAMING`]).
+pub fn inflight_hash(slot: u16) -> Vec<u8> {
     name(slot, b"inflight", b"")
 }
 
@@ -85,21 +93,21 @@ pub fn is_internal(key: &[u8]) -> bool {
             .is_some_and(|end| key[end + 1..].starts_with(MARK))
 }
 
-/// `split_big`: for each key (`KEYS` in threes: the key, [`inflight_set`] of its
+/// `split_big`: for each key (`KEYS` in threes: the key, [`inflight_hash`] of its
 /// slot, [`moving_key`] of it; `ARGV`: the elements and bytes thresholds) answers
 /// one character: `1` if it is in flight (hidden before, or hidden now because it is
 /// big), `0` otherwise (small, or absent: `MIGRATE` moves it). Hiding is
-/// `SADD inflight key` then `RENAME key moving:key`, both O(1), in the script's one
+/// `HSET inflight key hidden` then `RENAME key moving:key`, both O(1), in the script's one
 /// atomic step. A big key of a module's type, or a stream with consumer groups, is
 /// refused with an error naming it (nothing is hidden then); the sizes come from
 /// O(1) commands (`MEMORY USAGE` samples 5 elements).
 pub const SPLIT_BIG: &str = r#"
-local elements, bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
+local elements, bytes, HIDDEN = tonumber(ARGV[1]), tonumber(ARGV[2]), 'hidden'
 local out, big = {}, {}
 for i = 1, #KEYS / 3 do
   local k, set = KEYS[3 * i - 2], KEYS[3 * i - 1]
   out[i] = '0'
-  if redis.call('SISMEMBER', set, k) == 1 then
+  if redis.call('HEXISTS', set, k) == 1 then
     out[i] = '1'
   else
     local t = redis.call('TYPE', k)['ok']
@@ -135,7 +143,7 @@ for i = 1, #KEYS / 3 do
   end
 end
 for _, i in ipairs(big) do
-  redis.call('SADD', KEYS[3 * i - 1], KEYS[3 * i - 2])
+  redis.call('HSET', KEYS[3 * i - 1], KEYS[3 * i - 2], HIDDEN)
   redis.call('RENAME', KEYS[3 * i - 2], KEYS[3 * i])
 end
 return table.concat(out)
@@ -146,7 +154,7 @@ pub fn split_big_keys<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> Vec<Vec<u
     let mut out = Vec::new();
     for k in keys {
         out.push(k.to_vec());
-        out.push(inflight_set(key_slot(k)));
+        out.push(inflight_hash(key_slot(k)));
         out.push(moving_key(k));
     }
     out
@@ -160,7 +168,7 @@ mod tests {
     fn every_name_lives_in_its_keys_slot() {
         for slot in 0..SLOT_COUNT {
             assert_eq!(key_slot(slot_tag(slot).as_bytes()), slot);
-            assert_eq!(key_slot(&inflight_set(slot)), slot);
+            assert_eq!(key_slot(&inflight_hash(slot)), slot);
         }
         for key in [&b"plain"[..], b"{user1}:x", b"a}b{", b"{}odd", b"\0"] {
             let slot = key_slot(key);
@@ -174,6 +182,6 @@ mod tests {
         assert!(!is_internal(b"kodis:inflight"));
         // Fixed for ever: a proxy and a dashboard of different builds must agree.
         assert_eq!(slot_tag(0), "3560");
-        assert_eq!(inflight_set(0), b"{3560}\0kodis:inflight");
+        assert_eq!(inflight_hash(0), b"{3560}\0kodis:inflight");
     }
 }

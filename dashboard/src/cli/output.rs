@@ -348,6 +348,20 @@ pub fn migrations(s: &kodis_common::api::MigrationStatus, bar: Option<(u64, u64)
         s.keys_per_sec,
         s.eta_secs.map_or("unknown".into(), |e| format!("{e}s"))
     ));
+    if !s.big_keys.is_empty() {
+        let mut t = Table::new(&["BIG KEY", "SLOT", "TYPE", "COPIED", "SINCE"]);
+        for b in &s.big_keys {
+            let pct = (b.copied * 100).checked_div(b.total).unwrap_or(100);
+            t.row([
+                b.key.clone(),
+                b.slot.to_string(),
+                b.kind.clone(),
+                format!("{}/{} ({pct}%)", b.copied, b.total),
+                format!("{}s", b.secs),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
     out
 }
 
