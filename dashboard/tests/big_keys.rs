@@ -2,7 +2,8 @@
 //! every type intact with its TTL, through a whole migration with a proxy serving a
 //! write to a key in flight; each crash point recovered (start over, or only the
 //! last step); a conflict and a stream with consumer groups pausing the migration
-//! with a reason; a dashboard stopped mid-key and started again.
+//! with a reason; a dashboard stopped mid-key and started again; the source or the
+//! target killed mid-key and started again.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -648,4 +649,77 @@ fn a_big_stream_with_consumer_groups_pauses_the_migration() {
         assert_eq!(n, 200);
         h.stop().await;
     });
+}
+
+/// Kills server `which` (0: the source, 1: the target; both persist every write)
+/// while a big list is half copied and starts it again: the migration pauses, then
+/// starts the key over and finishes; no half key is visible meanwhile, nothing is
+/// lost or left.
+fn server_killed_mid_key(which: usize) {
+    let aof = ["--appendonly", "yes", "--appendfsync", "always"];
+    let mut servers: Vec<RedisServer> = (0..2).map(|_| RedisServer::start_with(&aof)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let h = kodis_dashboard::start(config(&listen, dir.path(), 2))
+            .await
+            .unwrap();
+        wait_active(&h).await;
+        let api = Api::new(&listen, None);
+        add_group(&api, 1, &servers[0]).await;
+        add_group(&api, 2, &servers[1]).await;
+        api.ok("POST", "/api/v1/slots/init", None).await;
+        let key = name_below("killed", 8192);
+        let items: Vec<String> = (0..30_000).map(|i| format!("i{i}")).collect();
+        {
+            let mut src = connect(&servers[0].addr()).await;
+            for part in items.chunks(1000) {
+                let _: () = src.rpush(&key, part).await.unwrap();
+            }
+            let _: () = src.expire(&key, 100_000).await.unwrap();
+        }
+        api.ok(
+            "POST",
+            "/api/v1/slots/migrate",
+            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
+        )
+        .await;
+        api.wait_migrations("the list to be half copied", |v| {
+            v["big_keys"].as_array().is_some_and(|b| {
+                b.iter()
+                    .any(|k| k["copied"].as_u64().is_some_and(|c| c > 0 && c < 30_000))
+            })
+        })
+        .await;
+        servers[which].kill();
+        // Visible nowhere while it cannot move.
+        let mut other = connect(&servers[1 - which].addr()).await;
+        let n: i64 = other.exists(&key).await.unwrap();
+        assert_eq!(n, 0, "a half key is visible");
+        servers[which].restart();
+        api.wait_no_migrations().await;
+        let (mut src, mut dst) = (
+            connect(&servers[0].addr()).await,
+            connect(&servers[1].addr()).await,
+        );
+        let got: Vec<String> = dst.lrange(&key, 0, -1).await.unwrap();
+        assert_eq!(got.len(), items.len());
+        assert!(got == items, "the list changed in the move");
+        let ttl: i64 = dst.ttl(&key).await.unwrap();
+        assert!(ttl > 99_000, "TTL lost: {ttl}");
+        let n: i64 = redis::cmd("DBSIZE").query_async(&mut src).await.unwrap();
+        assert_eq!(n, 0, "left on the source");
+        assert!(leftovers(&mut dst).await.is_empty());
+        h.stop().await;
+    });
+}
+
+#[test]
+fn a_source_killed_mid_key_is_recovered() {
+    server_killed_mid_key(0);
+}
+
+#[test]
+fn a_target_killed_mid_key_is_recovered() {
+    server_killed_mid_key(1);
 }
