@@ -46,69 +46,61 @@ impl Session {
     /// time, before the request is served there. Returns the error reply to send
     /// instead if a move fails.
     ///
-    /// Per source: `split_big` first (see [`kodis_common::big_key`]): it hides each
-    /// big key (the dashboard moves it in pieces) and says whether any key is in
-    /// flight. If one is, the request is held, asking again with backoff, until the
-    /// dashboard has made it visible on the target and taken it out of the in-flight
-    /// set (a `-TRYAGAIN` after `migrate_timeout_ms`); other sessions go on. Then
-    /// `MIGRATE ... KEYS` moves the rest; `NOKEY` (nothing there) is fine.
+    /// Per source, three commands back to back on this session's connection (one
+    /// round trip; the source runs them in order):
     ///
-    /// The dashboard makes a key visible on the target before it takes it out of
-    /// the in-flight set, so "not in flight" after a MIGRATE means: on the target,
-    /// or nowhere.
+    /// 1. `split_big` (see [`kodis_common::big_key`]) hides each big key, which the
+    ///    dashboard then moves in pieces, so that the MIGRATE never moves one whole;
+    /// 2. `MIGRATE ... KEYS` moves the rest (`NOKEY`: none there, or all hidden);
+    /// 3. `split_big` again: is any key in flight? The dashboard may have hidden one
+    ///    before the MIGRATE (its threshold may be lower than this proxy's); after the
+    ///    MIGRATE no key of the request is left visible on the source to be hidden.
+    ///
+    /// While a key is in flight the request is held, the three sent again with
+    /// backoff, until the dashboard has made the key visible on the target and then
+    /// taken it out of the in-flight hash (`-TRYAGAIN` after `migrate_timeout_ms`).
+    /// Other sessions go on; requests behind this one on its session wait, as
+    /// replies go back in order.
     pub(crate) async fn move_keys(&self, moves: Vec<KeyMove>) -> Result<(), Bytes> {
         let cfg = &self.ctx.config;
         for m in moves {
             let deadline = Instant::now() + Duration::from_millis(cfg.migrate_timeout_ms);
+            let mut wait = FIRST_WAIT;
+            let split = self.split_frame(&m);
+            let migrate = self.migrate_frame(&m)?;
+            self.ctx.metrics.keys_moved.inc_by(m.keys.len() as u64);
             loop {
-                self.wait_in_flight(&m, deadline).await?;
-                self.migrate(&m).await?;
-                // Once more after the MIGRATE: the dashboard may have hidden one of
-                // the keys in between (its threshold may be lower than this proxy's);
-                // MIGRATE then skipped it, and it is not on the target yet. After the
-                // MIGRATE no key of `m` is left visible on the source to be hidden.
-                if self.split_big(&m).await? == Split::Small {
+                let hide = self.send(&m, split.clone()).await;
+                let moved = self.send(&m, migrate.clone()).await;
+                let check = self.send(&m, split.clone()).await;
+                self.split_reply(&m, hide.await)?;
+                self.migrate_reply(&m, moved.await)?;
+                if self.split_reply(&m, check.await)? == Split::Small {
                     break;
                 }
+                if Instant::now() + wait > deadline {
+                    return Err(reply::error(&format!(
+                        "TRYAGAIN kodis: a key of this request is being moved from {} to {} \
+                         in pieces; not done within {} ms",
+                        m.source.addr(),
+                        m.target,
+                        cfg.migrate_timeout_ms
+                    )));
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_WAIT);
             }
         }
         Ok(())
     }
 
-    /// Asks `split_big` until none of the keys of `m` is in flight, with backoff;
-    /// `-TRYAGAIN` past `deadline`.
-    async fn wait_in_flight(&self, m: &KeyMove, deadline: Instant) -> Result<(), Bytes> {
-        let mut wait = FIRST_WAIT;
-        while self.split_big(m).await? == Split::InFlight {
-            if Instant::now() + wait > deadline {
-                return Err(reply::error(&format!(
-                    "TRYAGAIN kodis: a key of this request is being moved from {} to {} \
-                     in pieces; not done within {} ms",
-                    m.source.addr(),
-                    m.target,
-                    self.ctx.config.migrate_timeout_ms
-                )));
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(MAX_WAIT);
-        }
-        Ok(())
+    /// Queues `frame` on this session's connection to the source of `m`.
+    async fn send(&self, m: &KeyMove, frame: Bytes) -> crate::backend::ReplyRx {
+        m.source.send(self.conn(), frame).await
     }
 
-    /// Sends `frame` to the source of `m` and waits for its reply.
-    async fn ask(&self, m: &KeyMove, frame: Vec<u8>) -> Result<Bytes, Bytes> {
-        let rx = m.source.send(self.conn(), Bytes::from(frame)).await;
-        rx.await
-            .unwrap_or_else(|_| {
-                Err(BackendError::ConnectionLost {
-                    addr: m.source.addr().clone(),
-                })
-            })
-            .map_err(|e| e.to_resp())
-    }
-
-    /// One `split_big` call on the source of `m` for its keys.
-    async fn split_big(&self, m: &KeyMove) -> Result<Split, Bytes> {
+    /// The `split_big` call for the keys of `m`.
+    fn split_frame(&self, m: &KeyMove) -> Bytes {
         let cfg = &self.ctx.config;
         let names = big_key::split_big_keys(m.keys.iter().map(|k| k.as_ref()));
         let (n, elements, bytes) = (
@@ -119,24 +111,11 @@ impl Session {
         let mut args: Vec<&[u8]> = vec![b"EVAL", big_key::SPLIT_BIG.as_bytes(), n.as_bytes()];
         args.extend(names.iter().map(Vec::as_slice));
         args.extend([elements.as_bytes(), bytes.as_bytes()]);
-        let answer = self.ask(m, frame(&args)).await?;
-        match split_answer(&answer) {
-            Some(s) => Ok(s),
-            None => {
-                let text = String::from_utf8_lossy(answer.get(1..).unwrap_or_default())
-                    .trim_end()
-                    .to_string();
-                Err(reply::error(&format!(
-                    "TRYAGAIN kodis-proxy could not move the key from {} to {}: {text}",
-                    m.source.addr(),
-                    m.target
-                )))
-            }
-        }
+        Bytes::from(frame(&args))
     }
 
     /// `MIGRATE ... KEYS` of the keys of `m`.
-    async fn migrate(&self, m: &KeyMove) -> Result<(), Bytes> {
+    fn migrate_frame(&self, m: &KeyMove) -> Result<Bytes, Bytes> {
         let cfg = &self.ctx.config;
         let Some((host, port)) = m.target.rsplit_once(':') else {
             return Err(reply::error(&format!(
@@ -160,20 +139,56 @@ impl Session {
         }
         args.push(b"KEYS");
         args.extend(m.keys.iter().map(|k| k.as_ref()));
-        self.ctx.metrics.keys_moved.inc_by(m.keys.len() as u64);
-        let b = self.ask(m, frame(&args)).await?;
+        Ok(Bytes::from(frame(&args)))
+    }
+
+    /// The reply that came on `rx`, or the error reply for the client.
+    fn answer(
+        m: &KeyMove,
+        rx: Result<crate::backend::BackendResult, tokio::sync::oneshot::error::RecvError>,
+    ) -> Result<Bytes, Bytes> {
+        rx.unwrap_or_else(|_| {
+            Err(BackendError::ConnectionLost {
+                addr: m.source.addr().clone(),
+            })
+        })
+        .map_err(|e| e.to_resp())
+    }
+
+    /// What `split_big` said, or the error reply for the client.
+    fn split_reply(
+        &self,
+        m: &KeyMove,
+        rx: Result<crate::backend::BackendResult, tokio::sync::oneshot::error::RecvError>,
+    ) -> Result<Split, Bytes> {
+        let answer = Self::answer(m, rx)?;
+        split_answer(&answer).ok_or_else(|| could_not_move(m, &answer))
+    }
+
+    /// `OK` or `NOKEY` from MIGRATE, or the error reply for the client.
+    fn migrate_reply(
+        &self,
+        m: &KeyMove,
+        rx: Result<crate::backend::BackendResult, tokio::sync::oneshot::error::RecvError>,
+    ) -> Result<(), Bytes> {
+        let b = Self::answer(m, rx)?;
         if b.starts_with(b"+OK") || b.starts_with(b"+NOKEY") {
             return Ok(());
         }
-        let text = String::from_utf8_lossy(b.get(1..).unwrap_or_default())
-            .trim_end()
-            .to_string();
-        Err(reply::error(&format!(
-            "TRYAGAIN kodis-proxy could not move the key from {} to {}: {text}",
-            m.source.addr(),
-            m.target
-        )))
+        Err(could_not_move(m, &b))
     }
+}
+
+/// `-TRYAGAIN` naming the move and the server's error `answer`.
+fn could_not_move(m: &KeyMove, answer: &[u8]) -> Bytes {
+    let text = String::from_utf8_lossy(answer.get(1..).unwrap_or_default())
+        .trim_end()
+        .to_string();
+    reply::error(&format!(
+        "TRYAGAIN kodis-proxy could not move the key from {} to {}: {text}",
+        m.source.addr(),
+        m.target
+    ))
 }
 
 /// A RESP array of bulk strings.
