@@ -269,6 +269,30 @@ fn a_request_for_a_big_key_in_flight_waits_for_its_move() {
     assert_eq!(p.cmd(&["GET", "{mig}small"]), Value::bulk("s"));
     assert_eq!(p.cmd(&["GET", "elsewhere"]), Value::bulk("e"));
     assert!(!held.is_finished(), "served before its key moved");
+    // SCAN lists neither the hidden key nor the in-flight hash.
+    let mut cursor = b"0".to_vec();
+    let mut listed = Vec::new();
+    loop {
+        let Value::Array(Some(reply)) = p.cmd_bytes(&[b"SCAN", &cursor, b"COUNT", b"1000"]) else {
+            panic!("SCAN");
+        };
+        let (Value::Bulk(Some(next)), Value::Array(Some(keys))) = (&reply[0], &reply[1]) else {
+            panic!("SCAN reply {reply:?}");
+        };
+        for k in keys {
+            if let Value::Bulk(Some(k)) = k {
+                listed.push(String::from_utf8_lossy(k).to_string());
+            }
+        }
+        cursor = next.clone();
+        if cursor == b"0" {
+            break;
+        }
+    }
+    // (A SCAN during a migration may list a key twice, as SCAN may.)
+    listed.sort();
+    listed.dedup();
+    assert_eq!(listed, ["elsewhere", "{mig}small"]);
     // The dashboard's last steps: visible on the target, then off the source.
     let Value::Bulk(Some(dump)) = c.direct(from).cmd_bytes(&[b"DUMP", &moving]) else {
         panic!("no dump");

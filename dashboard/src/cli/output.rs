@@ -565,6 +565,45 @@ mod tests {
     }
 
     #[test]
+    fn migrations_list_big_keys_in_flight() {
+        use kodis_common::api::{
+            BigKeyProgress, MigrationProgress, MigrationState, MigrationStatus,
+        };
+        let s = MigrationStatus {
+            migrations: vec![MigrationProgress {
+                start: 0,
+                end: 9,
+                from: 1,
+                to: 2,
+                state: MigrationState::Moving,
+                blocking_proxies: vec![],
+                keys_moved: 5,
+                error: None,
+            }],
+            keys_moved_total: 5,
+            keys_per_sec: 1.0,
+            eta_secs: None,
+            big_keys: vec![BigKeyProgress {
+                key: "big:hash".into(),
+                slot: 7,
+                kind: "hash".into(),
+                copied: 250,
+                total: 1000,
+                secs: 3,
+            }],
+        };
+        let text = migrations(&s, None);
+        assert!(
+            text.contains("BIG KEY   SLOT  TYPE  COPIED          SINCE\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("big:hash  7     hash  250/1000 (25%)  3s\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn role_mismatch_is_shown() {
         let mut o = sample();
         o.groups[0].servers[0].reported_role = Some("slave".into());
