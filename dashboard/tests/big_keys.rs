@@ -3,7 +3,7 @@
 //! write to a key in flight; each crash point recovered (start over, or only the
 //! last step); a conflict and a stream with consumer groups pausing the migration
 //! with a reason; a dashboard stopped mid-key and started again; the source or the
-//! target killed mid-key and started again.
+//! target killed mid-key and started again; a proxy killed while it holds a request.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -722,4 +722,98 @@ fn a_source_killed_mid_key_is_recovered() {
 #[test]
 fn a_target_killed_mid_key_is_recovered() {
     server_killed_mid_key(1);
+}
+
+/// A proxy killed (SIGKILL) while it holds a client's request for a big key in flight:
+/// the proxy keeps no state of the move, the dashboard finishes it, nothing is lost
+/// or left.
+#[test]
+fn a_proxy_killed_while_holding_a_request_for_a_key_in_flight() {
+    use kodis_common::test_util::{until, workspace_binary, Killed};
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let servers: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let h = kodis_dashboard::start(config(&listen, dir.path(), 2))
+            .await
+            .unwrap();
+        wait_active(&h).await;
+        let api = Api::new(&listen, None);
+        add_group(&api, 1, &servers[0]).await;
+        add_group(&api, 2, &servers[1]).await;
+        api.ok("POST", "/api/v1/slots/init", None).await;
+        let key = name_below("held", 8192);
+        let items: Vec<String> = (0..30_000).map(|i| format!("i{i}")).collect();
+        {
+            let mut src = connect(&servers[0].addr()).await;
+            for part in items.chunks(1000) {
+                let _: () = src.rpush(&key, part).await.unwrap();
+            }
+            let _: () = src.expire(&key, 100_000).await.unwrap();
+        }
+        // A real proxy process (default thresholds: the list is big for it too).
+        let (plisten, admin) = (
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        );
+        let mut proxy = Killed(
+            Command::new(workspace_binary(
+                env!("CARGO_BIN_EXE_kodis-dashboard"),
+                "kodis-proxy",
+                "kodis-proxy",
+            ))
+            .args(["--listen", &plisten])
+            .args(["--admin-listen", &admin, "--dashboard", &api.base])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+        );
+        let epoch = api.topology().await.epoch;
+        until(30, "the proxy to register and acknowledge", || async {
+            let (_, list) = api.call("GET", "/api/v1/proxies", None).await;
+            (list[0]["acked_epoch"] == epoch).then_some(())
+        })
+        .await;
+        api.ok(
+            "POST",
+            "/api/v1/slots/migrate",
+            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
+        )
+        .await;
+        // A request for the key: it waits while the key is in flight.
+        let mut client = std::net::TcpStream::connect(&plisten).unwrap();
+        client
+            .write_all(&kodis_common::test_util::encode(&[b"LLEN", key.as_bytes()]))
+            .unwrap();
+        api.wait_migrations("the list to be in flight", |v| {
+            v["big_keys"].as_array().is_some_and(|b| {
+                b.iter()
+                    .any(|k| k["copied"].as_u64().is_some_and(|c| c < 30_000))
+            })
+        })
+        .await;
+        proxy.kill();
+        api.ok("DELETE", &format!("/api/v1/proxies/{admin}"), None)
+            .await;
+        api.wait_no_migrations().await;
+        let (mut src, mut dst) = (
+            connect(&servers[0].addr()).await,
+            connect(&servers[1].addr()).await,
+        );
+        let got: Vec<String> = dst.lrange(&key, 0, -1).await.unwrap();
+        assert!(
+            got == items,
+            "the list changed in the move ({} items)",
+            got.len()
+        );
+        let ttl: i64 = dst.ttl(&key).await.unwrap();
+        assert!(ttl > 99_000, "TTL lost: {ttl}");
+        let n: i64 = redis::cmd("DBSIZE").query_async(&mut src).await.unwrap();
+        assert_eq!(n, 0, "left on the source");
+        assert!(leftovers(&mut dst).await.is_empty());
+        h.stop().await;
+    });
 }
