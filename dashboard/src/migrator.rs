@@ -42,7 +42,7 @@ pub struct Progress {
     error: Option<(Option<(u32, u32)>, String)>,
     slots_done: u64,
     started: Option<Instant>,
-    /// Big keys being moved in pieces: slot, type, copied, total, since.
+    /// Big keys being moved in pieces, by key.
     big: BTreeMap<Vec<u8>, BigKey>,
 }
 
