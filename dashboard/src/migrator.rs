@@ -10,6 +10,11 @@
 //! key to the target before serving it. So no key of a migrating slot is written on
 //! the source any more, and a full SCAN pass of the source that finds no key of a
 //! slot proves the slot empty there.
+//!
+//! Big keys are not MIGRATEd: hidden on the source first (by the migrator before a
+//! batch's MIGRATE, or by a proxy before a request's), they are moved in pieces by
+//! [`crate::big_keys`], found through their slots' in-flight hashes every step and
+//! once more before slots change owner.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
