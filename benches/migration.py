@@ -341,11 +341,16 @@ def main(argv: list[str]) -> int:
             rest(base, "POST", "/api/v1/groups", {"id": 3})
             rest(base, "POST", "/api/v1/groups/3/servers", {"addr": f"{HOST}:{ports[2]}"})
             ended: dict[str, float] = {}
+            # Big keys moved in pieces: when each was first and last seen in flight.
+            big_seen: dict[str, list[float]] = {}
 
             def watch() -> None:
                 while "at" not in ended:
                     try:
                         st = rest(base, "GET", "/api/v1/migrations")
+                        now = time.monotonic()
+                        for b in st.get("big_keys", []):
+                            big_seen.setdefault(b["key"], [now, now])[1] = now
                         if not st["migrations"]:
                             ended["at"] = time.monotonic()
                             ended["dashboard_keys"] = st["keys_moved_total"]
@@ -414,6 +419,7 @@ def main(argv: list[str]) -> int:
     big_note = (f" plus {len(big)} big keys (" + ", ".join(
         f"{k.decode()} {n:,}" for k, n in big.items()) + f"; slots {sorted(key_slot(k) for k in big)})"
         if big else "")
+    big_moves = "; ".join(f"{k} {t[1] - t[0]:.1f}s" for k, t in sorted(big_seen.items()))
     out = [
         f"Migration of {plan['slots']} slots ({moved:,} of {a.keys:,} keys{big_note}) from 2 groups to 3 "
         f"in {secs:.1f}s: **{moved / secs:,.0f} keys/s** "
@@ -421,7 +427,9 @@ def main(argv: list[str]) -> int:
         f"before serving a request); every key checked afterwards.",
         "",
         f"Worst server stall (PING every 5 ms to each master): **{stall_ms:.1f} ms**; "
-        f"slowest command in the servers' SLOWLOG: {slowest_ms:.1f} ms.",
+        f"slowest command in the servers' SLOWLOG: {slowest_ms:.1f} ms."
+        + (f" Big keys in flight (moved in pieces; seen in GET /migrations, 50 ms polls): "
+           f"{big_moves}." if big_seen else ""),
         "",
         f"redis-benchmark -c {a.clients} -r {a.keys} -n {a.chunk}, through kodis-proxy "
         f"(runs during the migration: {len(during['SET'])} SET, {len(during['GET'])} GET):",
@@ -442,6 +450,7 @@ def main(argv: list[str]) -> int:
             "keys_per_sec": moved / secs, "reference": reference, "during": during,
             "partial_runs_after_end": partial, "dashboard_args": a.dashboard_args,
             "worst_stall_ms": stall_ms, "slowest_logged_ms": slowest_ms,
+            "big_keys_in_flight_secs": {k: t[1] - t[0] for k, t in big_seen.items()},
         }, indent=2))
     return 0
 

@@ -423,4 +423,24 @@ pub struct MigrationStatus {
     /// Estimated seconds until every migration is done, once there is a rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_secs: Option<u64>,
+    /// Big keys being moved in pieces right now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub big_keys: Vec<BigKeyProgress>,
+}
+
+/// A big key being moved in pieces (see docs/big-key-migration.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BigKeyProgress {
+    /// The key (not UTF-8 bytes replaced).
+    pub key: String,
+    /// Its slot.
+    pub slot: u16,
+    /// Its Redis type (`hash`, `list`, ...).
+    pub kind: String,
+    /// Elements (bytes for a string) on the target so far.
+    pub copied: u64,
+    /// Elements (bytes) in all.
+    pub total: u64,
+    /// Seconds since its move started.
+    pub secs: u64,
 }

@@ -3,6 +3,7 @@
 
 pub mod acl;
 pub mod api;
+pub mod big_key;
 #[cfg(feature = "certs")]
 pub mod certs;
 #[cfg(feature = "client")]

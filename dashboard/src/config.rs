@@ -69,6 +69,21 @@ pub struct DashboardConfig {
     /// Timeout of one MIGRATE, in milliseconds.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     pub migrate_timeout_ms: u64,
+    /// A hash, list, set, zset or stream with at least this many elements is moved
+    /// in pieces (chunked copy to the target, see docs/big-key-migration.md) instead
+    /// of with one MIGRATE, which blocks both servers for the whole key. Give the
+    /// proxies the same `migrate_big_key_elements`.
+    #[arg(long, default_value_t = kodis_common::big_key::DEFAULT_ELEMENTS, value_name = "N")]
+    pub migrate_big_key_elements: u64,
+    /// A key of at least this many bytes (STRLEN of a string, MEMORY USAGE of the
+    /// rest) is moved in pieces too. Give the proxies the same
+    /// `migrate_big_key_bytes`.
+    #[arg(long, default_value_t = kodis_common::big_key::DEFAULT_BYTES, value_name = "BYTES")]
+    pub migrate_big_key_bytes: u64,
+    /// Elements (or string bytes / 1000) copied per command when a key moves in
+    /// pieces: each command takes the servers well under a millisecond at 1000.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub migrate_big_key_chunk: usize,
     /// Redis ACL user of the data plane (e.g. kodis-proxy): defined on every server
     /// at `server add` and served to `kodis-ha launch` (which defines it before its
     /// server serves). Give the proxies the same
@@ -149,9 +164,11 @@ impl DashboardConfig {
             || self.migrate_slots_in_flight == 0
             || self.migrate_scan_count == 0
             || self.migrate_pipeline == 0
+            || self.migrate_big_key_chunk == 0
         {
             return Err("--migrate-keys-per-batch, --migrate-scan-count, \
-                 --migrate-pipeline and --migrate-slots-in-flight must be at least 1"
+                 --migrate-pipeline, --migrate-slots-in-flight and \
+                 --migrate-big-key-chunk must be at least 1"
                 .into());
         }
         if self.migrate_timeout_ms == 0 {
@@ -224,6 +241,9 @@ impl DashboardConfig {
             migrate_max_keys_per_sec: 0,
             migrate_slots_in_flight: 1024,
             migrate_timeout_ms: 10_000,
+            migrate_big_key_elements: kodis_common::big_key::DEFAULT_ELEMENTS,
+            migrate_big_key_bytes: kodis_common::big_key::DEFAULT_BYTES,
+            migrate_big_key_chunk: 1000,
             proxy_user: None,
             proxy_allow_flush: true,
             proxy_allow_keys: true,

@@ -1,6 +1,7 @@
 //! The Kodis control plane: `kodis-dashboard` (REST admin API, the single writer of
 //! the topology, pushes to proxies) and the `kodis` CLI.
 
+pub mod big_keys;
 pub mod check;
 pub mod cli;
 pub mod cluster;

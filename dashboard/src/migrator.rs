@@ -10,6 +10,11 @@
 //! key to the target before serving it. So no key of a migrating slot is written on
 //! the source any more, and a full SCAN pass of the source that finds no key of a
 //! slot proves the slot empty there.
+//!
+//! Big keys are not MIGRATEd: hidden on the source first (by the migrator before a
+//! batch's MIGRATE, or by a proxy before a request's), they are moved in pieces by
+//! [`crate::big_keys`], found through their slots' in-flight hashes every step and
+//! once more before slots change owner.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -20,6 +25,7 @@ use kodis_common::slot::key_slot;
 use kodis_common::topology::Topology;
 use tracing::{info, warn};
 
+use crate::big_keys;
 use crate::cluster;
 use crate::dashboard::Dashboard;
 use crate::error::ApiError;
@@ -41,6 +47,17 @@ pub struct Progress {
     error: Option<(Option<(u32, u32)>, String)>,
     slots_done: u64,
     started: Option<Instant>,
+    /// Big keys being moved in pieces, by key.
+    big: BTreeMap<Vec<u8>, BigKey>,
+}
+
+/// A big key being moved in pieces.
+#[derive(Debug)]
+struct BigKey {
+    kind: String,
+    copied: u64,
+    total: u64,
+    since: Instant,
 }
 
 impl Progress {
@@ -80,6 +97,29 @@ impl Progress {
     /// Keys moved in all since this dashboard became active.
     pub fn keys_moved_total(&self) -> u64 {
         self.total
+    }
+
+    /// Big keys being moved in pieces right now.
+    pub fn big_keys_in_flight(&self) -> usize {
+        self.big.len()
+    }
+}
+
+/// Reports a big key's progress into the dashboard's [`Progress`].
+struct BigReport<'a>(&'a Dashboard);
+
+impl crate::big_keys::Report for BigReport<'_> {
+    fn copied(&self, key: &[u8], kind: &str, copied: u64, total: u64) {
+        self.0.with_progress(|p| {
+            let e = p.big.entry(key.to_vec()).or_insert_with(|| BigKey {
+                kind: kind.to_string(),
+                copied: 0,
+                total,
+                since: Instant::now(),
+            });
+            e.copied = copied;
+            e.total = total;
+        });
     }
 }
 
@@ -151,11 +191,24 @@ pub fn status(t: &Topology, blocking: &[String], progress: &mut Progress) -> Mig
         }
         _ => None,
     };
+    let big_keys = progress
+        .big
+        .iter()
+        .map(|(k, b)| kodis_common::api::BigKeyProgress {
+            key: String::from_utf8_lossy(k).into_owned(),
+            slot: key_slot(k),
+            kind: b.kind.clone(),
+            copied: b.copied,
+            total: b.total,
+            secs: b.since.elapsed().as_secs(),
+        })
+        .collect();
     MigrationStatus {
         migrations,
         keys_moved_total: progress.total,
         keys_per_sec: progress.rate(),
         eta_secs,
+        big_keys,
     }
 }
 
@@ -311,11 +364,19 @@ async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiEr
         let mut tasks = tokio::task::JoinSet::new();
         let sharing = p.sources.iter().flatten().filter(|s| !s.done).count() as u64;
         for slot in p.sources.iter_mut() {
-            if let Some(scan) = slot.take_if(|s| !s.done) {
+            if let Some(scan) = slot.take() {
                 let (d, t) = (d.clone(), t.clone());
                 tasks.spawn(async move {
                     let mut scan = scan;
-                    let r = move_batch(&d, &t, &mut scan, sharing).await;
+                    let mut r = Ok(());
+                    if !scan.done {
+                        r = move_batch(&d, &t, &mut scan, sharing).await;
+                    }
+                    // Big keys hidden by this step or by a proxy's request (which
+                    // waits for it) move at once, also on a source scanned already.
+                    if r.is_ok() {
+                        r = move_big_keys(&d, &t, &scan.addr, &scan.targets).await;
+                    }
                     (scan, r)
                 });
             }
@@ -341,6 +402,11 @@ async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiEr
         .flatten()
         .flat_map(|s| s.targets.keys().copied())
         .collect();
+    // A key hidden after the SCAN cursor passed its new name is found through its
+    // slot's in-flight hash: none may be left before the slots change owner.
+    for scan in p.sources.iter().flatten() {
+        move_big_keys(d, &t, &scan.addr, &scan.targets).await?;
+    }
     let epoch = p.epoch;
     *pass = None;
     if done.is_empty() {
@@ -412,6 +478,10 @@ async fn move_batch(
             }
         };
         for k in keys {
+            if kodis_common::big_key::is_internal(&k) {
+                // A big key in flight (or its hash): moved by `move_big_keys`.
+                continue;
+            }
             let slot = key_slot(&k);
             if let Some(target) = scan.targets.get(&slot) {
                 pending.entry(target.clone()).or_default().push(k);
@@ -432,9 +502,25 @@ async fn move_batch(
                 }
                 let (d, source, target) = (d.clone(), scan.addr.clone(), target.clone());
                 let timeout = cfg.migrate_timeout_ms;
+                let limits = big_key_limits(&d);
                 calls.spawn(async move {
-                    let r = d.servers.migrate(&source, &target, &batch, timeout).await;
-                    (batch, r)
+                    // Big keys are hidden first (moved in pieces after the step);
+                    // MIGRATE skips them as absent.
+                    let small: Vec<Vec<u8>> =
+                        match big_keys::split(&d.servers, &source, &batch, &limits).await {
+                            Ok(big) => batch
+                                .iter()
+                                .zip(big)
+                                .filter(|(_, big)| !big)
+                                .map(|(k, _)| k.clone())
+                                .collect(),
+                            Err(e) => return (batch, Err(e)),
+                        };
+                    if small.is_empty() {
+                        return (small, Ok(()));
+                    }
+                    let r = d.servers.migrate(&source, &target, &small, timeout).await;
+                    (small, r)
                 });
             }
         }
@@ -468,6 +554,62 @@ async fn move_batch(
             "keys on this group do not belong to it (a script wrote keys it did not \
              declare?): see `kodis check`, `kodis check --fix` moves them home"
         );
+    }
+    Ok(())
+}
+
+/// The big-key settings of `d`'s configuration.
+fn big_key_limits(d: &Dashboard) -> big_keys::Limits {
+    big_keys::Limits {
+        elements: d.config.migrate_big_key_elements,
+        bytes: d.config.migrate_big_key_bytes,
+        chunk: d.config.migrate_big_key_chunk,
+    }
+}
+
+/// Moves every key in flight on `source` among the slots of `targets` to its slot's
+/// target, one after another, each to the end.
+async fn move_big_keys(
+    d: &Arc<Dashboard>,
+    t: &Topology,
+    source: &str,
+    targets: &BTreeMap<u16, String>,
+) -> Result<(), ApiError> {
+    let keys = big_keys::in_flight(&d.servers, source, targets.keys().copied()).await?;
+    for (key, state) in keys {
+        let slot = key_slot(&key);
+        let Some(target) = targets.get(&slot) else {
+            continue;
+        };
+        let mover = big_keys::Mover {
+            servers: &d.servers,
+            source,
+            target,
+            limits: big_key_limits(d),
+        };
+        let started = Instant::now();
+        let r = mover.move_key(&key, &state, &BigReport(d)).await;
+        d.with_progress(|p| {
+            p.big.remove(&key);
+        });
+        if let Err(e) = r {
+            let pair = t
+                .migrations
+                .iter()
+                .find(|m| (m.start..=m.end).contains(&slot))
+                .map(|m| (m.from, m.to));
+            d.with_progress(|pr| pr.error = Some((pair, e.to_string())));
+            return Err(e);
+        }
+        info!(
+            key = %String::from_utf8_lossy(&key),
+            slot,
+            source,
+            target = %target,
+            ms = started.elapsed().as_millis() as u64,
+            "big key moved in pieces"
+        );
+        d.with_progress(|p| p.moved(&HashMap::from([(slot, 1)])));
     }
     Ok(())
 }

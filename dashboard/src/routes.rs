@@ -599,6 +599,13 @@ async fn metrics(State(d): Ctx) -> Response {
         "Keys moved by migrations since this dashboard became active",
         moved_c,
     );
+    let big = Gauge::<i64>::default();
+    big.set(d.with_progress(|p| p.big_keys_in_flight()) as i64);
+    registry.register(
+        "big_keys_moving",
+        "Big keys being moved in pieces right now",
+        big,
+    );
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     (

@@ -361,6 +361,61 @@ impl Servers {
         .await
     }
 
+    /// One command on the bulk connection of `addr` (moves of big keys in pieces).
+    pub async fn bulk<T: redis::FromRedisValue>(
+        &self,
+        addr: &str,
+        cmd: &mut redis::Cmd,
+    ) -> Result<T, ApiError> {
+        self.call(addr, Purpose::Bulk, cmd).await
+    }
+
+    /// A pipeline (atomic when `pipe` says so) on the bulk connection of `addr`.
+    /// Not sent again on a new connection: the caller decides whether it may run
+    /// twice.
+    pub async fn bulk_pipe<T: redis::FromRedisValue>(
+        &self,
+        addr: &str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, ApiError> {
+        let mut con = self.connection(addr, Purpose::Bulk).await?;
+        pipe.query_async(&mut con).await.map_err(|e| {
+            if e.is_io_error()
+                || e.is_timeout()
+                || e.is_connection_dropped()
+                || e.is_unrecoverable_error()
+            {
+                if let Ok(mut c) = self.bulk.lock() {
+                    c.remove(addr);
+                }
+            }
+            ApiError::Server {
+                addr: addr.to_string(),
+                cause: e.to_string(),
+            }
+        })
+    }
+
+    /// `EVAL script` on the bulk connection of `addr` (the body each time: the
+    /// scripts are small, and a restarted server needs no reload).
+    pub async fn bulk_eval<T: redis::FromRedisValue>(
+        &self,
+        addr: &str,
+        script: &str,
+        keys: &[Vec<u8>],
+        args: &[Vec<u8>],
+    ) -> Result<T, ApiError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(script).arg(keys.len());
+        for k in keys {
+            cmd.arg(k.as_slice());
+        }
+        for a in args {
+            cmd.arg(a.as_slice());
+        }
+        self.call(addr, Purpose::Bulk, &mut cmd).await
+    }
+
     /// Moves `keys` from `source` to `target` with one
     /// `MIGRATE host port "" 0 timeout [AUTH pw] KEYS ...`. Without REPLACE: a key
     /// that exists on both fails with BUSYKEY rather than being overwritten. Keys

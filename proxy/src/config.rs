@@ -124,6 +124,14 @@ pub struct ProxyConfig {
     /// Timeout of the `MIGRATE` that moves a request's keys out of a migrating slot,
     /// in milliseconds. Default 10000 (a 10 MB value moves within it on a LAN).
     pub migrate_timeout_ms: u64,
+    /// A key of a migrating slot with at least this many elements is moved in pieces
+    /// by the dashboard, not with one `MIGRATE`: its requests wait until it has
+    /// moved (up to `migrate_timeout_ms`). Default 5000, as the dashboard's
+    /// `--migrate-big-key-elements`.
+    pub migrate_big_key_elements: u64,
+    /// The same for a key of at least this many bytes. Default 1048576, as the
+    /// dashboard's `--migrate-big-key-bytes`.
+    pub migrate_big_key_bytes: u64,
     /// Refresh the command table from a backend's `COMMAND` at start-up. Default true.
     pub refresh_command_table: bool,
     /// Serve FLUSHALL and FLUSHDB (sent to every master). Default true.
@@ -198,6 +206,8 @@ impl Default for ProxyConfig {
             max_client_memory: MemorySize::Percent(25),
             shutdown_timeout_ms: 10_000,
             migrate_timeout_ms: 10_000,
+            migrate_big_key_elements: kodis_common::big_key::DEFAULT_ELEMENTS,
+            migrate_big_key_bytes: kodis_common::big_key::DEFAULT_BYTES,
             refresh_command_table: true,
             allow_flush: true,
             allow_client_pause: false,

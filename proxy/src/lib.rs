@@ -19,6 +19,7 @@ pub mod error_replies;
 pub mod gate;
 pub mod histogram;
 pub mod info;
+pub mod key_move;
 mod local;
 pub mod memory;
 pub mod merge;

@@ -450,8 +450,35 @@ fn scan_reply(r: &Bytes, cursor: crate::scan::ScanCursor, groups: usize) -> Byte
     let mut out = Vec::with_capacity(32 + elems[1].len());
     encode_array_header(&mut out, 2);
     encode_bulk(&mut out, cursor.as_bytes());
-    out.extend_from_slice(elems[1]);
+    push_client_keys(&mut out, elems[1]);
     Bytes::from(out)
+}
+
+/// Appends the array of keys `keys` without the migrator's own names (a big key in
+/// flight and its slot's in-flight hash, see `kodis_common::big_key`): clients never
+/// see them. Copied as it is when there is none (the usual case).
+fn push_client_keys(out: &mut Vec<u8>, keys: &[u8]) {
+    let marked = keys.windows(7).any(|w| w == b"\0kodis:");
+    let elems = if marked { array_elements(keys) } else { None };
+    let Some(elems) = elems else {
+        out.extend_from_slice(keys);
+        return;
+    };
+    let kept: Vec<&[u8]> = elems
+        .into_iter()
+        .filter(|e| !bulk_body(e).is_some_and(kodis_common::big_key::is_internal))
+        .collect();
+    encode_array_header(out, kept.len());
+    for e in kept {
+        out.extend_from_slice(e);
+    }
+}
+
+/// The bytes of a complete bulk string reply (`$<len>\r\n<bytes>\r\n`).
+fn bulk_body(r: &[u8]) -> Option<&[u8]> {
+    let rest = r.strip_prefix(b"$")?;
+    let nl = rest.iter().position(|b| *b == b'\n')?;
+    rest.get(nl + 1..)?.strip_suffix(b"\r\n")
 }
 
 fn unexpected(r: &[u8]) -> Bytes {
@@ -477,5 +504,20 @@ mod tests {
         assert_eq!(bulk_text(b"$5\r\nhello\r\n"), Some("hello"));
         assert_eq!(bulk_text(b":1\r\n"), None);
         assert_eq!(bulk_text(b"=9\r\ntxt:hello\r\n"), Some("hello"));
+    }
+
+    #[test]
+    fn scan_replies_leave_out_the_migrators_names() {
+        let mut keys = Vec::new();
+        encode_array_header(&mut keys, 3);
+        encode_bulk(&mut keys, b"a");
+        encode_bulk(&mut keys, &kodis_common::big_key::moving_key(b"b"));
+        encode_bulk(&mut keys, b"c");
+        let mut out = Vec::new();
+        push_client_keys(&mut out, &keys);
+        assert_eq!(out, b"*2\r\n$1\r\na\r\n$1\r\nc\r\n");
+        let mut out = Vec::new();
+        push_client_keys(&mut out, b"*1\r\n$1\r\na\r\n");
+        assert_eq!(out, b"*1\r\n$1\r\na\r\n");
     }
 }

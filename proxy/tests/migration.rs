@@ -18,7 +18,12 @@ fn exists(c: &Cluster, i: usize, key: &str) -> bool {
 
 #[test]
 fn every_type_moves_with_its_ttl_on_first_access() {
-    let c = Cluster::start(2);
+    // No dashboard here to move big keys in pieces (dashboard/tests/big_keys.rs does):
+    // with the thresholds out of reach the 10 MB value moves with one MIGRATE.
+    let c = Cluster::start_with(2, |cfg| {
+        cfg.migrate_big_key_bytes = u64::MAX;
+        cfg.migrate_big_key_elements = u64::MAX;
+    });
     let mut p = c.proxy.conn();
     let k = |name: &str| format!("{{mig}}{name}");
     assert_eq!(p.cmd(&["SET", &k("str"), "v", "EX", "1000"]), Value::ok());
@@ -224,4 +229,117 @@ fn keys_of_one_source_move_to_each_slots_own_target() {
             assert_eq!(exists(&c, i, key), i == home, "{key} on server {i}");
         }
     }
+}
+
+/// A big key of a migrating slot is hidden on the source by the first request for it,
+/// which then waits (others are served meanwhile) until "the dashboard" (here the
+/// test, by hand) has made it visible on the target and taken it out of its slot's
+/// in-flight hash; the request is then served there, its write kept.
+#[test]
+fn a_request_for_a_big_key_in_flight_waits_for_its_move() {
+    use kodis_common::big_key;
+    let c = Cluster::start_with(2, |cfg| cfg.migrate_big_key_elements = 100);
+    let mut p = c.proxy.conn();
+    let key = "{mig}big";
+    for i in 0..200 {
+        let (f, v) = (format!("f{i}"), format!("v{i}"));
+        assert_eq!(p.cmd(&["HSET", key, &f, &v]), Value::Int(1));
+    }
+    assert_eq!(p.cmd(&["SET", "{mig}small", "s"]), Value::ok());
+    assert_eq!(p.cmd(&["SET", "elsewhere", "e"]), Value::ok());
+    let s = key_slot(b"mig");
+    let (from, to) = c.start_migrating(s, s);
+    let held = {
+        let mut q = c.proxy.conn();
+        std::thread::spawn(move || q.cmd(&["HSET", key, "f0", "written"]))
+    };
+    let moving = big_key::moving_key(key.as_bytes());
+    let hash = big_key::inflight_hash(s);
+    assert!(
+        support::eventually(10, || c.direct(from).cmd_bytes(&[b"EXISTS", &moving])
+            == Value::Int(1)),
+        "the big key was not hidden"
+    );
+    assert!(!exists(&c, from, key), "hidden, yet visible on the source");
+    assert_eq!(
+        c.direct(from).cmd_bytes(&[b"HGET", &hash, key.as_bytes()]),
+        Value::bulk("hidden")
+    );
+    // Other keys, in the same slot and elsewhere, are served while it waits.
+    assert_eq!(p.cmd(&["GET", "{mig}small"]), Value::bulk("s"));
+    assert_eq!(p.cmd(&["GET", "elsewhere"]), Value::bulk("e"));
+    assert!(!held.is_finished(), "served before its key moved");
+    // SCAN lists neither the hidden key nor the in-flight hash.
+    let mut cursor = b"0".to_vec();
+    let mut listed = Vec::new();
+    loop {
+        let Value::Array(Some(reply)) = p.cmd_bytes(&[b"SCAN", &cursor, b"COUNT", b"1000"]) else {
+            panic!("SCAN");
+        };
+        let (Value::Bulk(Some(next)), Value::Array(Some(keys))) = (&reply[0], &reply[1]) else {
+            panic!("SCAN reply {reply:?}");
+        };
+        for k in keys {
+            if let Value::Bulk(Some(k)) = k {
+                listed.push(String::from_utf8_lossy(k).to_string());
+            }
+        }
+        cursor = next.clone();
+        if cursor == b"0" {
+            break;
+        }
+    }
+    // (A SCAN during a migration may list a key twice, as SCAN may.)
+    listed.sort();
+    listed.dedup();
+    assert_eq!(listed, ["elsewhere", "{mig}small"]);
+    // The dashboard's last steps: visible on the target, then off the source.
+    let Value::Bulk(Some(dump)) = c.direct(from).cmd_bytes(&[b"DUMP", &moving]) else {
+        panic!("no dump");
+    };
+    assert_eq!(
+        c.direct(to)
+            .cmd_bytes(&[b"RESTORE", key.as_bytes(), b"0", &dump]),
+        Value::ok()
+    );
+    let mut src = c.direct(from);
+    assert_eq!(src.cmd(&["MULTI"]), Value::ok());
+    src.cmd_bytes(&[b"HDEL", &hash, key.as_bytes()]);
+    src.cmd_bytes(&[b"UNLINK", &moving]);
+    src.cmd(&["EXEC"]);
+    assert_eq!(held.join().unwrap(), Value::Int(0), "f0 existed");
+    assert_eq!(
+        c.direct(to).cmd(&["HGET", key, "f0"]),
+        Value::bulk("written")
+    );
+    assert_eq!(c.direct(to).cmd(&["HLEN", key]), Value::Int(200));
+    assert_eq!(c.direct(from).cmd(&["DBSIZE"]), Value::Int(0));
+}
+
+/// A request whose key stays in flight longer than `migrate_timeout_ms` gets
+/// `-TRYAGAIN`, and the key is left hidden for the dashboard.
+#[test]
+fn a_request_for_a_key_in_flight_too_long_gets_tryagain() {
+    let c = Cluster::start_with(2, |cfg| {
+        cfg.migrate_big_key_elements = 100;
+        cfg.migrate_timeout_ms = 200;
+    });
+    let mut p = c.proxy.conn();
+    let key = "{mig}big";
+    let fields: Vec<String> = (0..300).map(|i| format!("f{i}")).collect();
+    let mut args = vec!["SADD", key];
+    args.extend(fields.iter().map(String::as_str));
+    assert_eq!(p.cmd(&args), Value::Int(300));
+    let s = key_slot(b"mig");
+    let (from, _) = c.start_migrating(s, s);
+    let answer = p.cmd(&["SCARD", key]);
+    assert!(
+        answer.err_text().starts_with("TRYAGAIN") && answer.err_text().contains("in pieces"),
+        "{answer:?}"
+    );
+    assert_eq!(
+        c.direct(from)
+            .cmd_bytes(&[b"SCARD", &kodis_common::big_key::moving_key(key.as_bytes())]),
+        Value::Int(300)
+    );
 }

@@ -348,6 +348,20 @@ pub fn migrations(s: &kodis_common::api::MigrationStatus, bar: Option<(u64, u64)
         s.keys_per_sec,
         s.eta_secs.map_or("unknown".into(), |e| format!("{e}s"))
     ));
+    if !s.big_keys.is_empty() {
+        let mut t = Table::new(&["BIG KEY", "SLOT", "TYPE", "COPIED", "SINCE"]);
+        for b in &s.big_keys {
+            let pct = (b.copied * 100).checked_div(b.total).unwrap_or(100);
+            t.row([
+                b.key.clone(),
+                b.slot.to_string(),
+                b.kind.clone(),
+                format!("{}/{} ({pct}%)", b.copied, b.total),
+                format!("{}s", b.secs),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
     out
 }
 
@@ -546,6 +560,45 @@ mod tests {
         assert!(text.contains("\n2      0      -\n"), "{text}");
         assert!(
             text.contains("127.0.0.1:19000  127.0.0.1:11080  6 (behind 7)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn migrations_list_big_keys_in_flight() {
+        use kodis_common::api::{
+            BigKeyProgress, MigrationProgress, MigrationState, MigrationStatus,
+        };
+        let s = MigrationStatus {
+            migrations: vec![MigrationProgress {
+                start: 0,
+                end: 9,
+                from: 1,
+                to: 2,
+                state: MigrationState::Moving,
+                blocking_proxies: vec![],
+                keys_moved: 5,
+                error: None,
+            }],
+            keys_moved_total: 5,
+            keys_per_sec: 1.0,
+            eta_secs: None,
+            big_keys: vec![BigKeyProgress {
+                key: "big:hash".into(),
+                slot: 7,
+                kind: "hash".into(),
+                copied: 250,
+                total: 1000,
+                secs: 3,
+            }],
+        };
+        let text = migrations(&s, None);
+        assert!(
+            text.contains("BIG KEY   SLOT  TYPE  COPIED          SINCE\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("big:hash  7     hash  250/1000 (25%)  3s\n"),
             "{text}"
         );
     }

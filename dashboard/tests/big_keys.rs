@@ -1,0 +1,819 @@
+//! Big keys moved in pieces (docs/big-key-migration.md) against real redis-servers:
+//! every type intact with its TTL, through a whole migration with a proxy serving a
+//! write to a key in flight; each crash point recovered (start over, or only the
+//! last step); a conflict and a stream with consumer groups pausing the migration
+//! with a reason; a dashboard stopped mid-key and started again; the source or the
+//! target killed mid-key and started again; a proxy killed while it holds a request.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kodis_common::big_key;
+use kodis_common::slot::key_slot;
+use kodis_common::test_util::{free_port, RedisServer};
+use kodis_dashboard::big_keys::{self, Limits, Mover, Report};
+use kodis_dashboard::servers::Servers;
+use kodis_dashboard::DashboardConfig;
+use redis::aio::MultiplexedConnection;
+use redis::AsyncCommands;
+use serde_json::json;
+use support::{add_group, connect, rt, wait_acked, wait_active, Api};
+
+const LIMITS: Limits = Limits {
+    elements: 100,
+    bytes: 10_000,
+    chunk: 10,
+};
+
+struct NoReport;
+
+impl Report for NoReport {
+    fn copied(&self, _: &[u8], _: &str, _: u64, _: u64) {}
+}
+
+fn servers() -> Servers {
+    Servers::new(None, Duration::from_secs(2), Duration::from_secs(10))
+}
+
+/// Every key on `con` that is one of the migrator's names.
+async fn leftovers(con: &mut MultiplexedConnection) -> Vec<Vec<u8>> {
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(con).await.unwrap();
+    keys.into_iter()
+        .filter(|k| big_key::is_internal(k))
+        .collect()
+}
+
+/// A name with hash tag `prefix<n>` whose slot is below `below`.
+fn name_below(prefix: &str, below: u16) -> String {
+    (0..)
+        .map(|i| format!("{{{prefix}{i}}}"))
+        .find(|k| key_slot(k.as_bytes()) < below)
+        .unwrap()
+}
+
+/// What a key holds, read with commands of its type (order-free where Redis is).
+#[derive(Debug, PartialEq)]
+enum Val {
+    Str(Vec<u8>),
+    Hash(BTreeMap<String, String>),
+    List(Vec<String>),
+    Set(Vec<String>),
+    Zset(Vec<(String, f64)>),
+    Stream(Vec<(String, BTreeMap<String, String>)>, Vec<redis::Value>),
+}
+
+async fn read(con: &mut MultiplexedConnection, key: &str) -> Option<Val> {
+    let kind: String = redis::cmd("TYPE").arg(key).query_async(con).await.unwrap();
+    Some(match kind.as_str() {
+        "string" => Val::Str(con.get(key).await.unwrap()),
+        "hash" => Val::Hash(con.hgetall(key).await.unwrap()),
+        "list" => Val::List(con.lrange(key, 0, -1).await.unwrap()),
+        "set" => {
+            let mut m: Vec<String> = con.smembers(key).await.unwrap();
+            m.sort();
+            Val::Set(m)
+        }
+        "zset" => Val::Zset(con.zrange_withscores(key, 0, -1).await.unwrap()),
+        "stream" => {
+            let entries: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XRANGE")
+                .arg(key)
+                .arg("-")
+                .arg("+")
+                .query_async(con)
+                .await
+                .unwrap();
+            let info: Vec<redis::Value> = redis::cmd("XINFO")
+                .arg("STREAM")
+                .arg(key)
+                .query_async(con)
+                .await
+                .unwrap();
+            // The IDs and counters, not the radix tree's shape.
+            let ids = info
+                .chunks(2)
+                .filter(|p| {
+                    matches!(&p[0], redis::Value::BulkString(n)
+                        if [&b"last-generated-id"[..], b"entries-added", b"max-deleted-entry-id", b"length"]
+                            .contains(&n.as_slice()))
+                })
+                .flat_map(|p| p.to_vec())
+                .collect();
+            Val::Stream(entries, ids)
+        }
+        "none" => return None,
+        other => panic!("{key}: type {other}"),
+    })
+}
+
+/// Writes one big key of every type (and a HyperLogLog, a string) with names from
+/// `name`, some with a TTL; their names.
+async fn write_big(con: &mut MultiplexedConnection, name: impl Fn(&str) -> String) -> Vec<String> {
+    let n = 1000;
+    let (h, l, s, z, st, x, hll) = (
+        name("hash"),
+        name("list"),
+        name("set"),
+        name("zset"),
+        name("str"),
+        name("stream"),
+        name("hll"),
+    );
+    let pairs: Vec<(String, String)> = (0..n).map(|i| (format!("f{i}"), format!("v{i}"))).collect();
+    let _: () = con.hset_multiple(&h, &pairs).await.unwrap();
+    let items: Vec<String> = (0..n).map(|i| format!("i{i}")).collect();
+    let _: () = con.rpush(&l, &items).await.unwrap();
+    let _: () = con.sadd(&s, &items).await.unwrap();
+    let scored: Vec<(f64, String)> = (0..n).map(|i| (i as f64 / 3.0, format!("m{i}"))).collect();
+    let _: () = con.zadd_multiple(&z, &scored).await.unwrap();
+    let bytes: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    let _: () = con.set(&st, bytes).await.unwrap();
+    for i in 0..300 {
+        let _: String = redis::cmd("XADD")
+            .arg(&x)
+            .arg("*")
+            .arg("n")
+            .arg(i)
+            .query_async(con)
+            .await
+            .unwrap();
+    }
+    // Deleted entries: the copy must keep the counters, not only the entries.
+    let first: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(&x)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(5)
+        .query_async(con)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("XDEL")
+        .arg(&x)
+        .arg(&first[4].0)
+        .query_async(con)
+        .await
+        .unwrap();
+    let members: Vec<String> = (0..5000).map(|i| format!("e{i}")).collect();
+    let _: () = redis::cmd("PFADD")
+        .arg(&hll)
+        .arg(&members)
+        .query_async(con)
+        .await
+        .unwrap();
+    for k in [&h, &z, &st] {
+        let _: () = con.expire(k, 100_000).await.unwrap();
+    }
+    vec![h, l, s, z, st, x, hll]
+}
+
+/// The first INFO commandstats `calls` of `cmd` on `con`.
+async fn calls(con: &mut MultiplexedConnection, cmd: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(con)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn every_type_moves_in_pieces_with_its_ttl() {
+    let (a, b) = (RedisServer::start(), RedisServer::start());
+    rt().block_on(async {
+        let (mut src, mut dst) = (connect(&a.addr()).await, connect(&b.addr()).await);
+        let keys = write_big(&mut src, |t| format!("{{t}}{t}")).await;
+        let mut before = Vec::new();
+        for k in &keys {
+            before.push(read(&mut src, k).await.unwrap());
+        }
+        let s = servers();
+        let raw: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+        let hidden = big_keys::split(&s, &a.addr(), &raw, &LIMITS).await.unwrap();
+        assert_eq!(hidden, vec![true; keys.len()], "all big");
+        let slot = key_slot(b"t");
+        let in_flight = big_keys::in_flight(&s, &a.addr(), [slot]).await.unwrap();
+        assert_eq!(in_flight.len(), keys.len());
+        for k in &keys {
+            assert!(
+                read(&mut src, k).await.is_none(),
+                "{k} visible while hidden"
+            );
+        }
+        let mover = Mover {
+            servers: &s,
+            source: &a.addr(),
+            target: &b.addr(),
+            limits: LIMITS,
+        };
+        for (k, state) in &in_flight {
+            mover.move_key(k, state, &NoReport).await.unwrap();
+        }
+        for (k, v) in keys.iter().zip(&before) {
+            assert_eq!(read(&mut dst, k).await.as_ref(), Some(v), "{k}");
+            let ttl: i64 = dst.ttl(k).await.unwrap();
+            if k.ends_with("hash") || k.ends_with("zset") || k.ends_with("str") {
+                assert!(ttl > 99_000, "{k} lost its TTL: {ttl}");
+            } else {
+                assert_eq!(ttl, -1, "{k} got a TTL");
+            }
+        }
+        let count: i64 = dst.pfcount(&keys[6]).await.unwrap();
+        assert!((4900..=5100).contains(&count), "HyperLogLog count {count}");
+        let n: i64 = redis::cmd("DBSIZE").query_async(&mut src).await.unwrap();
+        assert_eq!(n, 0, "left on the source");
+        assert!(leftovers(&mut dst).await.is_empty());
+        // Each in pieces: many chunk reads, no MIGRATE.
+        for cmd in ["hscan", "sscan", "zscan", "lrange", "getrange", "xrange"] {
+            assert!(calls(&mut src, cmd).await >= 5, "{cmd}");
+        }
+        assert_eq!(calls(&mut src, "migrate").await, 0);
+    });
+}
+
+#[test]
+fn each_crash_point_resumes_or_starts_over() {
+    let (a, b) = (RedisServer::start(), RedisServer::start());
+    rt().block_on(async {
+        let (mut src, mut dst) = (connect(&a.addr()).await, connect(&b.addr()).await);
+        let s = servers();
+        let mover = Mover {
+            servers: &s,
+            source: &a.addr(),
+            target: &b.addr(),
+            limits: LIMITS,
+        };
+        let pairs: Vec<(String, String)> = (0..500)
+            .map(|i| (format!("f{i}"), format!("v{i}")))
+            .collect();
+        let want: BTreeMap<String, String> = pairs.iter().cloned().collect();
+        for k in ["copying", "renamed", "clash", "expiring"] {
+            let _: () = src.hset_multiple(k, &pairs).await.unwrap();
+        }
+        let _: () = src.pexpire("expiring", 300).await.unwrap();
+        let raw: Vec<Vec<u8>> = ["copying", "renamed", "clash", "expiring"]
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        assert_eq!(
+            big_keys::split(&s, &a.addr(), &raw, &LIMITS).await.unwrap(),
+            vec![true; 4]
+        );
+        let hidden_state = big_key::HIDDEN.as_bytes();
+
+        // 1. Stopped during the copy: a partial copy (and junk) on the target is
+        // dropped and the copy starts over.
+        let incoming = big_key::incoming_key(b"copying");
+        let _: () = dst.hset(&incoming, "junk", "x").await.unwrap();
+        mover
+            .move_key(b"copying", hidden_state, &NoReport)
+            .await
+            .unwrap();
+        let got: BTreeMap<String, String> = dst.hgetall("copying").await.unwrap();
+        assert_eq!(got, want);
+
+        // 2. Stopped after the rename: only the last step is left; the target's
+        // key is the copy and stays as it is.
+        let moving = big_key::moving_key(b"renamed");
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(&moving)
+            .query_async(&mut src)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("RESTORE")
+            .arg("renamed")
+            .arg(0)
+            .arg(&dump)
+            .query_async(&mut dst)
+            .await
+            .unwrap();
+        let _: () = dst.hset("renamed", "marker", "kept").await.unwrap();
+        let hash = big_key::inflight_hash(key_slot(b"renamed"));
+        let _: () = src.hset(&hash, "renamed", big_key::RENAMING).await.unwrap();
+        mover
+            .move_key(b"renamed", big_key::RENAMING.as_bytes(), &NoReport)
+            .await
+            .unwrap();
+        let marker: String = dst.hget("renamed", "marker").await.unwrap();
+        assert_eq!(marker, "kept", "the renamed copy was copied again");
+
+        // 3. A key of that name on the target that is not our copy: refused, and
+        // neither side changes.
+        let _: () = dst.set("clash", "theirs").await.unwrap();
+        let e = mover
+            .move_key(b"clash", hidden_state, &NoReport)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("BUSYKEY") && e.contains("clash"), "{e}");
+        let theirs: String = dst.get("clash").await.unwrap();
+        assert_eq!(theirs, "theirs");
+        let hidden: i64 = src.hlen(big_key::moving_key(b"clash")).await.unwrap();
+        assert_eq!(
+            hidden, 500,
+            "the hidden key is the truth until it has moved"
+        );
+        let _: () = dst.del("clash").await.unwrap();
+        mover
+            .move_key(b"clash", hidden_state, &NoReport)
+            .await
+            .unwrap();
+        let got: BTreeMap<String, String> = dst.hgetall("clash").await.unwrap();
+        assert_eq!(got, want);
+
+        // 4. Expired while hidden: nothing moves, nothing is left.
+        let gone = support_wait(|| async {
+            let mut c = connect(&a.addr()).await;
+            let n: i64 = c.exists(big_key::moving_key(b"expiring")).await.unwrap();
+            n == 0
+        })
+        .await;
+        assert!(gone, "the hidden key never expired");
+        mover
+            .move_key(b"expiring", hidden_state, &NoReport)
+            .await
+            .unwrap();
+        let n: i64 = dst.exists("expiring").await.unwrap();
+        assert_eq!(n, 0);
+
+        let n: i64 = redis::cmd("DBSIZE").query_async(&mut src).await.unwrap();
+        assert_eq!(n, 0, "left on the source");
+        assert!(leftovers(&mut dst).await.is_empty());
+    });
+}
+
+/// Polls `check` (deadline 10 s).
+async fn support_wait<F, Fut>(check: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+fn config(listen: &str, dir: &std::path::Path, chunk: usize) -> DashboardConfig {
+    let mut cfg = DashboardConfig::embedded(listen, dir.join("store"));
+    cfg.migrate_big_key_elements = LIMITS.elements;
+    cfg.migrate_big_key_bytes = LIMITS.bytes;
+    cfg.migrate_big_key_chunk = chunk;
+    cfg
+}
+
+/// A whole migration of group 1's slots to group 2 with a proxy: big keys of every
+/// type among small ones; a write to a big key while it is in flight (seen in
+/// `GET /migrations`) waits for it and is kept; other keys are served meanwhile.
+#[test]
+fn a_migration_moves_big_keys_in_pieces_and_keeps_a_write_made_meanwhile() {
+    let servers: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let h = kodis_dashboard::start(config(&listen, dir.path(), 10))
+            .await
+            .unwrap();
+        wait_active(&h).await;
+        let api = Api::new(&listen, None);
+        let url = format!("http://{listen}");
+        add_group(&api, 1, &servers[0]).await;
+        add_group(&api, 2, &servers[1]).await;
+        api.ok("POST", "/api/v1/slots/init", None).await;
+        let mut pcfg = kodis_proxy::ProxyConfig::for_dashboard(&url);
+        pcfg.migrate_big_key_elements = LIMITS.elements;
+        pcfg.migrate_big_key_bytes = LIMITS.bytes;
+        pcfg.migrate_timeout_ms = 60_000;
+        let proxy = kodis_proxy::start(pcfg).await.unwrap();
+        wait_acked(&api, 1).await;
+        let paddr = proxy.addr.to_string();
+        let mut con = connect(&paddr).await;
+        // All keys in group 1's slots (0..=8191).
+        let keys = write_big(&mut con, |t| name_below(t, 8192)).await;
+        // The key held: far bigger, so that it is in flight long enough to be seen.
+        let huge = name_below("huge", 8192);
+        let pairs: Vec<(String, String)> = (0..20_000)
+            .map(|i| (format!("f{i}"), format!("v{i}")))
+            .collect();
+        for part in pairs.chunks(1000) {
+            let _: () = con.hset_multiple(&huge, part).await.unwrap();
+        }
+        let mut small = Vec::new();
+        for i in 0..300 {
+            let k = name_below(&format!("s{i}x"), 8192);
+            let _: () = con.set(&k, i).await.unwrap();
+            small.push(k);
+        }
+        let elsewhere = (0..)
+            .map(|i| format!("e{i}"))
+            .find(|k| key_slot(k.as_bytes()) >= 8192)
+            .unwrap();
+        let _: () = con.set(&elsewhere, "e").await.unwrap();
+        let mut before = Vec::new();
+        for k in &keys {
+            before.push(read(&mut con, k).await.unwrap());
+        }
+
+        api.ok(
+            "POST",
+            "/api/v1/slots/migrate",
+            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
+        )
+        .await;
+        let st = api
+            .wait_migrations("the huge hash to be in flight", |v| {
+                v["big_keys"]
+                    .as_array()
+                    .is_some_and(|b| b.iter().any(|k| k["key"] == huge.as_str()))
+            })
+            .await;
+        let entry = st["big_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["key"] == huge.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(entry["kind"], "hash", "{st}");
+        assert_eq!(entry["total"], 20_000, "{st}");
+        assert_eq!(entry["slot"], key_slot(huge.as_bytes()), "{st}");
+        let out = kodis_dashboard::cli::output::migrations(
+            &serde_json::from_value(st.clone()).unwrap(),
+            None,
+        );
+        assert!(out.contains("BIG KEY") && out.contains(&huge), "{out}");
+        // A write to it through the proxy waits for its move, and is kept.
+        let writer = {
+            let (paddr, huge) = (paddr.clone(), huge.clone());
+            tokio::spawn(async move {
+                let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+                let mut c = redis::Client::open(format!("redis://{paddr}/"))
+                    .unwrap()
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await
+                    .unwrap();
+                let n: i64 = c.hset(&huge, "during", "kept").await.unwrap();
+                n
+            })
+        };
+        // Other keys are served meanwhile.
+        let e: String = con.get(&elsewhere).await.unwrap();
+        assert_eq!(e, "e");
+        assert_eq!(writer.await.unwrap(), 1);
+        api.wait_no_migrations().await;
+
+        let mut dst = connect(&servers[1].addr()).await;
+        let mut src = connect(&servers[0].addr()).await;
+        for (k, v) in keys.iter().zip(&before) {
+            assert_eq!(
+                read(&mut con, k).await.as_ref(),
+                Some(v),
+                "{k} via the proxy"
+            );
+            assert_eq!(
+                read(&mut dst, k).await.as_ref(),
+                Some(v),
+                "{k} on the target"
+            );
+        }
+        let len: i64 = dst.hlen(&huge).await.unwrap();
+        assert_eq!(len, 20_001);
+        let during: String = dst.hget(&huge, "during").await.unwrap();
+        assert_eq!(during, "kept");
+        for (i, k) in small.iter().enumerate() {
+            let v: i64 = dst.get(k).await.unwrap();
+            assert_eq!(v, i as i64, "{k}");
+        }
+        let n: i64 = redis::cmd("DBSIZE").query_async(&mut src).await.unwrap();
+        assert_eq!(n, 0, "keys left on the source");
+        assert!(leftovers(&mut dst).await.is_empty());
+        assert!(calls(&mut src, "hscan").await >= 2000 / 10);
+        let st = api.ok("GET", "/api/v1/migrations", None).await;
+        assert!(st.get("big_keys").is_none(), "{st}");
+        proxy.shutdown();
+        proxy.wait().await;
+        h.stop().await;
+    });
+}
+
+/// A dashboard stopped while a big key is half copied: the key is visible nowhere
+/// meanwhile (hidden on the source, a partial copy on the target), and the next
+/// dashboard starts it over and finishes; nothing of the migrator's is left.
+#[test]
+fn a_restarted_dashboard_finishes_a_big_key_stopped_mid_copy() {
+    let servers: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let listen = format!("127.0.0.1:{}", free_port());
+        // Tiny chunks: a long copy to stop in the middle of.
+        let h = kodis_dashboard::start(config(&listen, dir.path(), 2))
+            .await
+            .unwrap();
+        wait_active(&h).await;
+        let api = Api::new(&listen, None);
+        add_group(&api, 1, &servers[0]).await;
+        add_group(&api, 2, &servers[1]).await;
+        api.ok("POST", "/api/v1/slots/init", None).await;
+        let mut src = connect(&servers[0].addr()).await;
+        let mut dst = connect(&servers[1].addr()).await;
+        let key = name_below("restart", 8192);
+        let items: Vec<String> = (0..30_000).map(|i| format!("i{i}")).collect();
+        for part in items.chunks(1000) {
+            let _: () = src.rpush(&key, part).await.unwrap();
+        }
+        let _: () = src.expire(&key, 100_000).await.unwrap();
+        api.ok(
+            "POST",
+            "/api/v1/slots/migrate",
+            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
+        )
+        .await;
+        api.wait_migrations("the list to be half copied", |v| {
+            v["big_keys"].as_array().is_some_and(|b| {
+                b.iter()
+                    .any(|k| k["copied"].as_u64().is_some_and(|c| c > 0 && c < 30_000))
+            })
+        })
+        .await;
+        h.stop().await;
+        // Visible nowhere; hidden on the source, in its slot's in-flight hash.
+        let on_src: i64 = src.exists(&key).await.unwrap();
+        let on_dst: i64 = dst.exists(&key).await.unwrap();
+        assert_eq!((on_src, on_dst), (0, 0), "a half key is visible");
+        let hidden: i64 = src.llen(big_key::moving_key(key.as_bytes())).await.unwrap();
+        assert_eq!(hidden, 30_000);
+        let partial: i64 = dst
+            .llen(big_key::incoming_key(key.as_bytes()))
+            .await
+            .unwrap();
+        assert!(partial > 0 && partial < 30_000, "copy {partial}");
+
+        let h = kodis_dashboard::start(config(&listen, dir.path(), 100))
+            .await
+            .unwrap();
+        wait_active(&h).await;
+        api.wait_no_migrations().await;
+        let got: Vec<String> = dst.lrange(&key, 0, -1).await.unwrap();
+        assert_eq!(got, items);
+        let ttl: i64 = dst.ttl(&key).await.unwrap();
+        assert!(ttl > 99_000, "TTL lost: {ttl}");
+        let n: i64 = redis::cmd("DBSIZE").query_async(&mut src).await.unwrap();
+        assert_eq!(n, 0, "left on the source");
+        assert!(leftovers(&mut dst).await.is_empty());
+        h.stop().await;
+    });
+}
+
+/// A big stream with consumer groups cannot move in pieces yet: the migration
+/// pauses naming it, and resumes by itself once it has none.
+#[test]
+fn a_big_stream_with_consumer_groups_pauses_the_migration() {
+    let servers: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let h = kodis_dashboard::start(config(&listen, dir.path(), 10))
+            .await
+            .unwrap();
+        wait_active(&h).await;
+        let api = Api::new(&listen, None);
+        add_group(&api, 1, &servers[0]).await;
+        add_group(&api, 2, &servers[1]).await;
+        api.ok("POST", "/api/v1/slots/init", None).await;
+        let mut src = connect(&servers[0].addr()).await;
+        let key = name_below("grouped", 8192);
+        for i in 0..200 {
+            let _: String = redis::cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg("n")
+                .arg(i)
+                .query_async(&mut src)
+                .await
+                .unwrap();
+        }
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&key)
+            .arg("readers")
+            .arg("0")
+            .query_async(&mut src)
+            .await
+            .unwrap();
+        api.ok(
+            "POST",
+            "/api/v1/slots/migrate",
+            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
+        )
+        .await;
+        let st = api
+            .wait_migrations("the migration to pause", |v| {
+                v["migrations"][0]["state"] == "paused"
+            })
+            .await;
+        let why = st["migrations"][0]["error"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("consumer groups") && why.contains(&key),
+            "the reason names the key: {st}"
+        );
+        let n: i64 = redis::cmd("XLEN")
+            .arg(&key)
+            .query_async(&mut src)
+            .await
+            .unwrap();
+        assert_eq!(n, 200, "the stream left its source while refused");
+        let _: i64 = redis::cmd("XGROUP")
+            .arg("DESTROY")
+            .arg(&key)
+            .arg("readers")
+            .query_async(&mut src)
+            .await
+            .unwrap();
+        api.wait_no_migrations().await;
+        let mut dst = connect(&servers[1].addr()).await;
+        let n: i64 = redis::cmd("XLEN")
+            .arg(&key)
+            .query_async(&mut dst)
+            .await
+            .unwrap();
+        assert_eq!(n, 200);
+        h.stop().await;
+    });
+}
+
+/// Kills server `which` (0: the source, 1: the target; both persist every write)
+/// while a big list is half copied and starts it again: the migration pauses, then
+/// starts the key over and finishes; no half key is visible meanwhile, nothing is
+/// lost or left.
+fn server_killed_mid_key(which: usize) {
+    let aof = ["--appendonly", "yes", "--appendfsync", "always"];
+    let mut servers: Vec<RedisServer> = (0..2).map(|_| RedisServer::start_with(&aof)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let h = kodis_dashboard::start(config(&listen, dir.path(), 2))
+            .await
+            .unwrap();
+        wait_active(&h).await;
+        let api = Api::new(&listen, None);
+        add_group(&api, 1, &servers[0]).await;
+        add_group(&api, 2, &servers[1]).await;
+        api.ok("POST", "/api/v1/slots/init", None).await;
+        let key = name_below("killed", 8192);
+        let items: Vec<String> = (0..30_000).map(|i| format!("i{i}")).collect();
+        {
+            let mut src = connect(&servers[0].addr()).await;
+            for part in items.chunks(1000) {
+                let _: () = src.rpush(&key, part).await.unwrap();
+            }
+            let _: () = src.expire(&key, 100_000).await.unwrap();
+        }
+        api.ok(
+            "POST",
+            "/api/v1/slots/migrate",
+            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
+        )
+        .await;
+        api.wait_migrations("the list to be half copied", |v| {
+            v["big_keys"].as_array().is_some_and(|b| {
+                b.iter()
+                    .any(|k| k["copied"].as_u64().is_some_and(|c| c > 0 && c < 30_000))
+            })
+        })
+        .await;
+        servers[which].kill();
+        // Visible nowhere while it cannot move.
+        let mut other = connect(&servers[1 - which].addr()).await;
+        let n: i64 = other.exists(&key).await.unwrap();
+        assert_eq!(n, 0, "a half key is visible");
+        servers[which].restart();
+        api.wait_no_migrations().await;
+        let (mut src, mut dst) = (
+            connect(&servers[0].addr()).await,
+            connect(&servers[1].addr()).await,
+        );
+        let got: Vec<String> = dst.lrange(&key, 0, -1).await.unwrap();
+        assert_eq!(got.len(), items.len());
+        assert!(got == items, "the list changed in the move");
+        let ttl: i64 = dst.ttl(&key).await.unwrap();
+        assert!(ttl > 99_000, "TTL lost: {ttl}");
+        let n: i64 = redis::cmd("DBSIZE").query_async(&mut src).await.unwrap();
+        assert_eq!(n, 0, "left on the source");
+        assert!(leftovers(&mut dst).await.is_empty());
+        h.stop().await;
+    });
+}
+
+#[test]
+fn a_source_killed_mid_key_is_recovered() {
+    server_killed_mid_key(0);
+}
+
+#[test]
+fn a_target_killed_mid_key_is_recovered() {
+    server_killed_mid_key(1);
+}
+
+/// A proxy killed (SIGKILL) while it holds a client's request for a big key in flight:
+/// the proxy keeps no state of the move, the dashboard finishes it, nothing is lost
+/// or left.
+#[test]
+fn a_proxy_killed_while_holding_a_request_for_a_key_in_flight() {
+    use kodis_common::test_util::{until, workspace_binary, Killed};
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let servers: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let h = kodis_dashboard::start(config(&listen, dir.path(), 2))
+            .await
+            .unwrap();
+        wait_active(&h).await;
+        let api = Api::new(&listen, None);
+        add_group(&api, 1, &servers[0]).await;
+        add_group(&api, 2, &servers[1]).await;
+        api.ok("POST", "/api/v1/slots/init", None).await;
+        let key = name_below("held", 8192);
+        let items: Vec<String> = (0..30_000).map(|i| format!("i{i}")).collect();
+        {
+            let mut src = connect(&servers[0].addr()).await;
+            for part in items.chunks(1000) {
+                let _: () = src.rpush(&key, part).await.unwrap();
+            }
+            let _: () = src.expire(&key, 100_000).await.unwrap();
+        }
+        // A real proxy process (default thresholds: the list is big for it too).
+        let (plisten, admin) = (
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        );
+        let mut proxy = Killed(
+            Command::new(workspace_binary(
+                env!("CARGO_BIN_EXE_kodis-dashboard"),
+                "kodis-proxy",
+                "kodis-proxy",
+            ))
+            .args(["--listen", &plisten])
+            .args(["--admin-listen", &admin, "--dashboard", &api.base])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+        );
+        let epoch = api.topology().await.epoch;
+        until(30, "the proxy to register and acknowledge", || async {
+            let (_, list) = api.call("GET", "/api/v1/proxies", None).await;
+            (list[0]["acked_epoch"] == epoch).then_some(())
+        })
+        .await;
+        api.ok(
+            "POST",
+            "/api/v1/slots/migrate",
+            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
+        )
+        .await;
+        // A request for the key: it waits while the key is in flight.
+        let mut client = std::net::TcpStream::connect(&plisten).unwrap();
+        client
+            .write_all(&kodis_common::test_util::encode(&[b"LLEN", key.as_bytes()]))
+            .unwrap();
+        api.wait_migrations("the list to be in flight", |v| {
+            v["big_keys"].as_array().is_some_and(|b| {
+                b.iter()
+                    .any(|k| k["copied"].as_u64().is_some_and(|c| c < 30_000))
+            })
+        })
+        .await;
+        proxy.kill();
+        api.ok("DELETE", &format!("/api/v1/proxies/{admin}"), None)
+            .await;
+        api.wait_no_migrations().await;
+        let (mut src, mut dst) = (
+            connect(&servers[0].addr()).await,
+            connect(&servers[1].addr()).await,
+        );
+        let got: Vec<String> = dst.lrange(&key, 0, -1).await.unwrap();
+        assert!(
+            got == items,
+            "the list changed in the move ({} items)",
+            got.len()
+        );
+        let ttl: i64 = dst.ttl(&key).await.unwrap();
+        assert!(ttl > 99_000, "TTL lost: {ttl}");
+        let n: i64 = redis::cmd("DBSIZE").query_async(&mut src).await.unwrap();
+        assert_eq!(n, 0, "left on the source");
+        assert!(leftovers(&mut dst).await.is_empty());
+        h.stop().await;
+    });
+}
