@@ -733,6 +733,10 @@ impl Session {
             let name = spec.name.replace('|', " ").to_ascii_uppercase();
             return Pending::Ready(refused(&name, "it has no key to route by"));
         };
+        if keys.iter().any(|&k| internal_key(req.arg(k))) {
+            ctx.metrics.errors.refused.inc();
+            return Pending::Ready(refused(&spec.name, INTERNAL_KEY));
+        }
         let blocking = spec.is_blocking()
             && (!matches!(spec.name.as_str(), "xread" | "xreadgroup") || has_block_option(req));
         if blocking && !self.idle {
@@ -818,6 +822,11 @@ impl Session {
             ctx.metrics.errors.args.inc();
             let name = String::from_utf8_lossy(req.arg(0)).to_ascii_lowercase();
             return Pending::Ready(wrong_args(&name));
+        }
+        if (1..argc).step_by(step).any(|i| internal_key(req.arg(i))) {
+            ctx.metrics.errors.refused.inc();
+            let name = String::from_utf8_lossy(req.arg(0)).to_ascii_uppercase();
+            return Pending::Ready(refused(&name, INTERNAL_KEY));
         }
         let mut moves: Vec<KeyMove> = Vec::new();
         let groups: Option<smallvec::SmallVec<[usize; 16]>> = (1..argc)
@@ -1151,6 +1160,17 @@ impl Session {
             0,
         )))
     }
+}
+
+/// Why a request naming one of the migrator's keys is refused.
+const INTERNAL_KEY: &str =
+    "a key named `{tag}\\0kodis:...` is the migrator's, for moving a big key in pieces";
+
+/// Whether `key` is one of the migrator's names (checked only for keys that start
+/// with `{`, so other keys cost one byte compare).
+#[inline]
+fn internal_key(key: &[u8]) -> bool {
+    key.first() == Some(&b'{') && kodis_common::big_key::is_internal(key)
 }
 
 /// Scripts and functions that may be called without keys (then: the first group).

@@ -467,3 +467,36 @@ fn scan_is_complete_while_keys_are_added_and_slots_migrate() {
         &missing[..missing.len().min(5)]
     );
 }
+
+/// The migrator's own names (`{tag}\0kodis:...`, for big keys moving in pieces) are
+/// refused to clients, by single-key and multi-key commands alike, and nothing reaches
+/// a server; a hash-tagged client key is served as usual.
+#[test]
+fn the_migrators_key_names_are_refused() {
+    let c = Cluster::start(2);
+    let mut p = c.proxy.conn();
+    let slot = kodis_common::slot::key_slot(b"x");
+    let moving = kodis_common::big_key::moving_key(b"x");
+    let inflight = kodis_common::big_key::inflight_hash(slot);
+    assert!(kodis_common::big_key::is_internal(&moving));
+    for args in [
+        vec![b"SET".as_slice(), moving.as_slice(), b"v"],
+        vec![b"GET".as_slice(), moving.as_slice()],
+        vec![b"HGETALL".as_slice(), inflight.as_slice()],
+        vec![b"DEL".as_slice(), b"plain", moving.as_slice()],
+        vec![b"MSET".as_slice(), b"plain", b"1", moving.as_slice(), b"2"],
+    ] {
+        let text = p.cmd_bytes(&args).err_text().to_string();
+        assert!(text.starts_with("ERR kodis-proxy refuses"), "{text}");
+        assert!(text.contains("migrator"), "{text}");
+    }
+    for i in 0..2 {
+        assert_eq!(
+            c.direct(i).cmd(&["DBSIZE"]),
+            Value::Int(0),
+            "nothing reached server {i}"
+        );
+    }
+    assert_eq!(p.cmd(&["SET", "{x}plain", "v"]), Value::ok());
+    assert_eq!(p.cmd(&["GET", "{x}plain"]), Value::bulk("v"));
+}
