@@ -124,6 +124,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--write-baseline", help="write kodis' figures to this JSON file")
     ap.add_argument("--no-twemproxy", action="store_true", help="skip the twemproxy column")
     args = ap.parse_args(argv)
+    # valgrind runs in a temp dir: a relative --proxy-bin would not be found there.
+    args.proxy_bin = str(Path(args.proxy_bin).absolute())
     for tool in ("valgrind", "callgrind_control", "redis-server", "redis-benchmark"):
         if not shutil.which(tool):
             print(f"callgrind.py: {tool} not found (make deps installs valgrind's and Redis' packages)", file=sys.stderr)
