@@ -8,7 +8,7 @@ proxy runs under `valgrind --tool=callgrind` over the same two redis-servers, a 
 fills the key space, the counters are zeroed (`callgrind_control -z`), one fixed
 redis-benchmark load runs, and the counters are dumped (`callgrind_control -d`). The
 figure is user-space instructions (Ir) per request of the proxy process, all threads;
-the kernel's side of each system call is not in it (see `e2e.py` for CPU time).
+the kernel's side of each system call is not in it (see `kb.py` for CPU time).
 
     python3 benches/callgrind.py                      # GET/SET P=1, GET P=16, MSET 10 keys
     python3 benches/callgrind.py --check benches/callgrind-baseline.json
@@ -39,8 +39,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import e2e  # noqa: E402
-from e2e import HOST, Children, log  # noqa: E402
+import kodis_bench as kb  # noqa: E402
+from kodis_bench import HOST, Children, log  # noqa: E402
 
 # (name, redis-benchmark arguments, requests). Small: the proxy runs ~30x slower
 # under callgrind, and the count per request settles after a few thousand.
@@ -97,7 +97,7 @@ def measure(children: Children, name: str, argv: list[str], port: int, rb: str, 
     """Starts argv under callgrind, runs every test, returns Ir per request per test."""
     base = keep / f"{name}.out"
     child = children.start(name, callgrind(argv, base))
-    e2e.wait_ready(child, port, deadline_s=120)
+    kb.wait_ready(child, port, deadline_s=120)
     bench(rb, port, ["-t", "set", "-P", "16"], 100000)  # warm-up: fills the key space
     seen: set[Path] = set()
     result = {}
@@ -116,7 +116,7 @@ def measure(children: Children, name: str, argv: list[str], port: int, rb: str, 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--proxy-bin", default=str(e2e.REPO_ROOT / "target/release/kodis-proxy"))
+    ap.add_argument("--proxy-bin", default=str(kb.REPO_ROOT / "target/release/kodis-proxy"))
     ap.add_argument("--workers", type=int, default=1, help="kodis-proxy --worker-threads (default 1)")
     ap.add_argument("--keep", help="directory for the callgrind.out files (default: a temp dir, removed)")
     ap.add_argument("--check", help="baseline JSON: fail when kodis is above it by more than --tolerance")
@@ -124,6 +124,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--write-baseline", help="write kodis' figures to this JSON file")
     ap.add_argument("--no-twemproxy", action="store_true", help="skip the twemproxy column")
     args = ap.parse_args(argv)
+    # valgrind runs in a temp dir: a relative --proxy-bin would not be found there.
+    args.proxy_bin = str(Path(args.proxy_bin).absolute())
     for tool in ("valgrind", "callgrind_control", "redis-server", "redis-benchmark"):
         if not shutil.which(tool):
             print(f"callgrind.py: {tool} not found (make deps installs valgrind's and Redis' packages)", file=sys.stderr)
@@ -132,25 +134,23 @@ def main(argv: list[str]) -> int:
         print(f"callgrind.py: {args.proxy_bin} missing: cargo build --release -p kodis-proxy", file=sys.stderr)
         return 2
     rs, rb = shutil.which("redis-server"), shutil.which("redis-benchmark")
-    nutcracker = None if args.no_twemproxy else e2e.find_exe(None, "nutcracker", ["/usr/sbin/nutcracker"])
+    nutcracker = None if args.no_twemproxy else kb.find_exe(None, "nutcracker", ["/usr/sbin/nutcracker"])
     for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, e2e._on_signal)
+        signal.signal(s, kb.on_signal)
     tmp = Path(tempfile.mkdtemp(prefix="kodis-callgrind-"))
     keep = Path(args.keep) if args.keep else tmp
     keep.mkdir(parents=True, exist_ok=True)
     children = Children(tmp)
     try:
-        _, a = e2e.start_redis(children, rs, "redis-a")
-        _, b = e2e.start_redis(children, rs, "redis-b")
-        kport, kadmin = e2e.free_port(), e2e.free_port()
-        kargv = [args.proxy_bin, "--listen", f"{HOST}:{kport}", "--admin-listen", f"{HOST}:{kadmin}",
-                 "--worker-threads", str(args.workers), "--group", f"{HOST}:{a}", "--group", f"{HOST}:{b}"]
+        _, a = kb.start_redis(children, rs, "redis-a")
+        _, b = kb.start_redis(children, rs, "redis-b")
+        kport, kadmin = kb.free_port(), kb.free_port()
+        kargv = kb.proxy_argv(args.proxy_bin, kport, kadmin, [a, b], ["--worker-threads", str(args.workers)])
         kodis = measure(children, "kodis", kargv, kport, rb, keep)
         twem = {}
         if nutcracker:
-            tport, tstats = e2e.free_port(), e2e.free_port()
-            conf = tmp / "twemproxy.yml"
-            conf.write_text(e2e.twemproxy_yaml(tport, [a, b]))
+            tport, tstats = kb.free_port(), kb.free_port()
+            conf = kb.write_twemproxy_conf(tmp, tport, [a, b])
             targv = [nutcracker, "-c", str(conf), "-s", str(tstats), "-a", HOST, "-o", str(tmp / "nutcracker.log")]
             twem = measure(children, "twemproxy", targv, tport, rb, keep)
     finally:

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
-import socket
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,52 +32,14 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import kodis_bench as kb  # noqa: E402
+from kodis_bench import Client, resp as enc  # noqa: E402
+
 KINDS = ("tx", "pingpong", "publish", "resp2", "resp3")
 WORKERS = 8
 PAIRS = 8
 SUBSCRIBERS = 10
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def enc(*args: str) -> bytes:
-    out = [f"*{len(args)}\r\n".encode()]
-    for a in args:
-        b = a.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-    return b"".join(out)
-
-
-class Client:
-    """A minimal RESP2 client: enough to count replies and read arrays."""
-
-    def __init__(self, port: int):
-        self.s = socket.create_connection(("127.0.0.1", port))
-        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.f = self.s.makefile("rb")
-
-    def send(self, data: bytes) -> None:
-        self.s.sendall(data)
-
-    def reply(self):
-        line = self.f.readline()
-        t, rest = line[:1], line[1:-2]
-        if t in (b"+", b":"):
-            return rest
-        if t == b"-":
-            raise RuntimeError(rest.decode())
-        if t == b"$":
-            n = int(rest)
-            return None if n < 0 else self.f.read(n + 2)[:-2]
-        if t == b"*":
-            n = int(rest)
-            return None if n < 0 else [self.reply() for _ in range(n)]
-        raise RuntimeError(f"bad reply {line!r}")
 
 
 def tx_worker(port: int, wid: int, seconds: float, out) -> None:
@@ -187,44 +148,21 @@ def run(kind: str, port: int, seconds: float) -> float:
     return total / seconds
 
 
-def wait_ping(port: int) -> None:
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            c = Client(port)
-            c.send(enc("PING"))
-            if c.reply() == b"PONG":
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing answers on {port}")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--proxy-bin", default=str(REPO / "target/release/kodis-proxy"))
+    ap.add_argument("--proxy-bin", default=str(kb.REPO_ROOT / "target/release/kodis-proxy"))
     args = ap.parse_args()
-    procs: list[subprocess.Popen] = []
     tmp = tempfile.mkdtemp(prefix="kodis-cmdbench-")
+    children = kb.Children(Path(tmp))
     try:
-        ports = []
-        for _ in range(3):
-            port = free_port()
-            procs.append(subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL))
-            ports.append(port)
-        for p in ports:
-            wait_ping(p)
-        pport = free_port()
-        procs.append(subprocess.Popen(
-            [args.proxy_bin, "--listen", f"127.0.0.1:{pport}", "--admin-listen",
-             f"127.0.0.1:{free_port()}", "--group", f"127.0.0.1:{ports[0]}",
-             "--group", f"127.0.0.1:{ports[1]}"], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL))
-        wait_ping(pport)
+        rs = kb.find_exe(None, "redis-server", [])
+        if not rs:
+            kb.log("redis-server is needed (make deps)")
+            return 2
+        ports = [kb.start_redis(children, rs, f"redis-{i + 1}")[1] for i in range(3)]
+        _, pport = kb.start_kodis(children, args.proxy_bin, ports[:2], [])
         direct = ports[2]
         results: dict[tuple[str, str], list[float]] = {}
         for rnd in range(args.rounds):
@@ -247,13 +185,8 @@ def main() -> int:
             print(f"| {names[kind]} | {d:.0f} | {k:.0f} | {k / d:.2f}x |")
         return 0
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        children.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -20,229 +20,31 @@ Stdlib only (Python 3.11). See benches/README.md for what the columns mean.
 from __future__ import annotations
 
 import argparse
-import csv
-import ctypes
 import datetime
-import io
-import re
 import json
 import os
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-HOST = "127.0.0.1"
-KEYSPACE = 100_000  # redis-benchmark -r
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kodis_bench import (  # noqa: E402
+    CLK_TCK, HOST, KEYSPACE, REPO_ROOT, Child, Children, Interrupted, Target, TargetDied, Test,
+    command, cpu_model, exited_soon, find_exe, first_line, free_port, log, on_signal, run_bench,
+    start_kodis, start_redis, start_twemproxy,
+)
+
 MSET_KEYS = 10
 MSET_DIVISOR = 4  # MSET runs N/4 requests (each carries 10 keys)
-START_DEADLINE_S = 20.0
 LATENCY_CLIENTS = 10  # -c of the latency test
 
 
-def log(msg: str) -> None:
-    print(f"[e2e {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def _set_pdeathsig() -> None:
-    """In the child: get SIGTERM if this script dies, even by SIGKILL (Linux only)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # tracing's colours
-        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
-
-
-@dataclass
-class Children:
-    tmp: Path
-    items: list[Child] = field(default_factory=list)
-
-    def start(self, name: str, argv: list[str], cwd: Path | None = None) -> Child:
-        log_path = self.tmp / f"{name}.log"
-        with open(log_path, "wb") as out:
-            proc = subprocess.Popen(
-                argv,
-                cwd=cwd or self.tmp,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_set_pdeathsig,
-            )
-        child = Child(name, proc, log_path)
-        self.items.append(child)
-        return child
-
-    def stop_all(self) -> None:
-        for c in self.items:
-            if c.proc.poll() is None:
-                try:
-                    c.proc.terminate()
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 5
-        for c in self.items:
-            try:
-                c.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                c.proc.kill()
-                c.proc.wait()
-        self.items.clear()
-
-
-class Interrupted(Exception):
-    pass
-
-
-class TargetDied(RuntimeError):
-    pass
-
-
-def _on_signal(signum, _frame):
-    raise Interrupted(f"got signal {signal.Signals(signum).name}")
-
-
-# --------------------------------------------------------------------------- helpers
-
-_used_ports: set[int] = set()
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((HOST, 0))
-            port = s.getsockname()[1]
-        if port not in _used_ports:
-            _used_ports.add(port)
-            return port
-
-
-def ping(port: int, timeout: float = 0.5) -> bytes | None:
-    """One PING on a fresh connection; returns the first reply line, None if no answer."""
-    try:
-        with socket.create_connection((HOST, port), timeout=timeout) as s:
-            s.sendall(b"*1\r\n$4\r\nPING\r\n")
-            buf = b""
-            while b"\r\n" not in buf:
-                chunk = s.recv(256)
-                if not chunk:
-                    return None
-                buf += chunk
-            return buf.split(b"\r\n", 1)[0]
-    except OSError:
-        return None
-
-
-def wait_ready(child: Child, port: int, deadline_s: float = START_DEADLINE_S) -> None:
-    """Poll PING until +PONG, the child exits, or the deadline passes."""
-    deadline = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < deadline:
-        if child.proc.poll() is not None:
-            raise RuntimeError(
-                f"{child.name} exited with status {child.proc.returncode} before answering "
-                f"PING on port {port}; log tail:\n{child.log_tail()}"
-            )
-        last = ping(port)
-        if last == b"+PONG":
-            return
-        time.sleep(0.02)
-    raise RuntimeError(
-        f"{child.name} did not answer PING on port {port} within {deadline_s:.0f}s "
-        f"(last reply: {last!r}); log tail:\n{child.log_tail()}"
-    )
-
-
-def exited_soon(child: Child, within_s: float = 1.0) -> bool:
-    """Whether the child has exited, or does within a moment (a failure seen by the client
-    can come just before the process is gone)."""
-    try:
-        child.proc.wait(timeout=within_s)
-        return True
-    except subprocess.TimeoutExpired:
-        return False
-
-
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of a whole process (all threads), in clock ticks."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
-    fields = data[data.rindex(b")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
-
-
-def first_line(argv: list[str]) -> str:
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"unknown ({e})"
-    text = (r.stdout or r.stderr).strip()
-    return text.splitlines()[0] if text else "unknown"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def find_exe(explicit: str | None, name: str, extra: list[str]) -> str | None:
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    found = shutil.which(name)
-    if found:
-        return found
-    for p in extra:
-        if os.access(p, os.X_OK):
-            return p
-    return None
-
-
 # --------------------------------------------------------------------------- workloads
-
-
-@dataclass
-class Test:
-    name: str
-    pipeline: int
-    requests: int
-    args: list[str]  # appended to the common redis-benchmark arguments
-    clients: int | None = None  # -c for this test (default: --clients)
 
 
 def make_tests(n: int) -> list[Test]:
@@ -261,96 +63,6 @@ def make_tests(n: int) -> list[Test]:
     ]
 
 
-@dataclass
-class Target:
-    name: str
-    port: int
-    cpu_pids: list[int]  # whose CPU time is charged to this target
-    backend_pids: list[int]  # redis-servers behind it (recorded in JSON only)
-    description: str
-    guard: list[Child]  # processes that must stay alive
-    client_args: list[str] = field(default_factory=list)  # redis-benchmark's TLS flags
-    ssl_context: object = None  # for the SET/GET probe over TLS
-
-
-def bench_argv(rb: str, port: int, clients: int, t: Test, extra: list[str] | None = None) -> list[str]:
-    return [
-        rb, "-h", HOST, "-p", str(port), "-c", str(clients), "-r", str(KEYSPACE),
-        "-n", str(t.requests), "-P", str(t.pipeline), "-q", "--csv",
-    ] + (extra or []) + t.args
-
-
-def run_bench(children: Children, rb: str, target: Target, clients: int, t: Test) -> dict:
-    """One redis-benchmark run; returns rps, latencies and CPU figures."""
-    for c in target.guard:
-        if c.proc.poll() is not None:
-            raise TargetDied(f"{c.name} has exited (status {c.proc.returncode}); log tail:\n{c.log_tail()}")
-    argv = bench_argv(rb, target.port, t.clients or clients, t, target.client_args)
-    before = [cpu_ticks(p) for p in target.cpu_pids]
-    before_be = [cpu_ticks(p) for p in target.backend_pids]
-    t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_set_pdeathsig)
-    # Tracked so a signal during the run still stops it.
-    children.items.append(Child("redis-benchmark", proc, children.tmp / "none"))
-    try:
-        out, err = proc.communicate(timeout=60 + t.requests / 500)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise RuntimeError(f"redis-benchmark timed out against {target.name}: {shlex.join(argv)}")
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    finally:
-        children.items.pop()
-    wall = time.monotonic() - t0
-    after = [cpu_ticks(p) for p in target.cpu_pids]
-    after_be = [cpu_ticks(p) for p in target.backend_pids]
-    rows = [r for r in csv.reader(io.StringIO(out)) if r and r[0] != "test"]
-    if proc.returncode != 0 or not rows:
-        raise RuntimeError(
-            f"redis-benchmark failed against {target.name} (status {proc.returncode}): "
-            f"{shlex.join(argv)}\nstdout: {out.strip()[-500:]}\nstderr: {err.strip()[-500:]}"
-        )
-    row = rows[0]
-    cpu_s = (sum(after) - sum(before)) / CLK_TCK
-    be_s = (sum(after_be) - sum(before_be)) / CLK_TCK
-    return {
-        "rps": float(row[1]),
-        "avg_ms": float(row[2]),
-        "p50_ms": float(row[4]),
-        "p99_ms": float(row[6]),
-        "wall_s": round(wall, 3),
-        "requests": t.requests,
-        "cpu_s": cpu_s,
-        "cpu_us_per_req": cpu_s * 1e6 / t.requests,
-        "backend_cpu_us_per_req": be_s * 1e6 / t.requests,
-    }
-
-
-def command(port: int, *args: bytes, ssl_context=None) -> bytes:
-    """One request on a fresh connection; returns the raw reply (simple, short replies only)."""
-    req = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-    raw = socket.create_connection((HOST, port), timeout=5)
-    conn = ssl_context.wrap_socket(raw, server_hostname=HOST) if ssl_context else raw
-    with conn as s:
-        s.sendall(req)
-        buf = b""
-        while True:
-            if b"\r\n" in buf:
-                head = buf.split(b"\r\n", 1)[0]
-                if not head.startswith(b"$") or int(head[1:]) < 0:
-                    return buf
-                if len(buf) >= len(head) + 2 + int(head[1:]) + 2:
-                    return buf
-            chunk = s.recv(4096)
-            if not chunk:
-                return buf
-            buf += chunk
-
-
 def check_target(tg: Target) -> None:
     """A write and a read back through the target, so a proxy that answers every request
     with an error or a nil cannot post a flattering number."""
@@ -360,57 +72,6 @@ def check_target(tg: Target) -> None:
     want = b"$%d\r\n%s\r\n" % (len(val), val)
     if got_set != b"+OK\r\n" or got_get != want:
         raise RuntimeError(f"{tg.name} fails a SET/GET probe: SET -> {got_set!r}, GET -> {got_get!r}")
-
-
-# --------------------------------------------------------------------------- setup
-
-
-def start_redis(children: Children, exe: str, label: str) -> tuple[Child, int]:
-    port = free_port()
-    d = children.tmp / label
-    d.mkdir()
-    child = children.start(
-        label,
-        [exe, "--save", "", "--appendonly", "no", "--port", str(port), "--bind", HOST,
-         "--dir", str(d), "--daemonize", "no"],
-        cwd=d,
-    )
-    wait_ready(child, port)
-    return child, port
-
-
-def twemproxy_yaml(listen: int, servers: list[int]) -> str:
-    tmpl = REPO_ROOT / "benches" / "twemproxy.yml.tmpl"
-    text = tmpl.read_text()
-    server_lines = "".join(f"    - {HOST}:{p}:1\n" for p in servers)
-    return text.replace("@LISTEN@", f"{HOST}:{listen}").replace("@SERVERS@\n", server_lines)
-
-
-def start_twemproxy(children: Children, exe: str, servers: list[int]) -> tuple[Child, int]:
-    port, stats = free_port(), free_port()
-    conf = children.tmp / "twemproxy.yml"
-    conf.write_text(twemproxy_yaml(port, servers))
-    t = subprocess.run([exe, "-t", "-c", str(conf)], capture_output=True, text=True, timeout=10)
-    if t.returncode != 0:
-        raise RuntimeError(f"nutcracker rejects {conf}:\n{t.stdout}{t.stderr}\n{conf.read_text()}")
-    child = children.start(
-        "twemproxy",
-        [exe, "-c", str(conf), "-s", str(stats), "-a", HOST, "-o", str(children.tmp / "nutcracker.log"),
-         "-p", str(children.tmp / "nutcracker.pid")],
-    )
-    child.log_path = children.tmp / "nutcracker.log"
-    wait_ready(child, port)
-    return child, port
-
-
-def start_kodis(children: Children, exe: str, servers: list[int], extra: list[str]) -> tuple[Child, int]:
-    port, admin = free_port(), free_port()
-    argv = [exe, "--listen", f"{HOST}:{port}", "--admin-listen", f"{HOST}:{admin}", *extra]
-    for p in servers:
-        argv += ["--group", f"{HOST}:{p}"]
-    child = children.start("kodis-proxy", argv)
-    wait_ready(child, port)
-    return child, port
 
 
 # --------------------------------------------------------------------------- report
@@ -624,7 +285,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     command = shlex.join(["python3"] + sys.argv)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
+        signal.signal(sig, on_signal)
 
     redis_exe = find_exe(args.redis_server, "redis-server", ["/usr/bin/redis-server"])
     rb_exe = find_exe(args.redis_benchmark, "redis-benchmark", ["/usr/bin/redis-benchmark"])

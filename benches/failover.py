@@ -12,7 +12,7 @@ promoted replica lacks (replication is asynchronous). Prints a markdown table of
     cargo build --release -p kodis-proxy -p kodis-dashboard -p kodis-ha
     python3 benches/failover.py [--rounds 3] [--settings "1s:3,500ms:3,1s:2"] [--json out.json]
 
-Stdlib only (Python 3.11); shares its process helpers with benches/e2e.py.
+Stdlib only (Python 3.11); its helpers are in benches/kodis_bench.py.
 """
 
 from __future__ import annotations
@@ -29,17 +29,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import e2e  # noqa: E402
-from e2e import HOST, Children, log  # noqa: E402
-from migration import resp, rest, wait_until  # noqa: E402
+import kodis_bench as kb  # noqa: E402
+from kodis_bench import HOST, Children, http_get, log, resp, rest, wait_until  # noqa: E402
 
 
 def info_field(port: int, name: str) -> str | None:
-    raw = e2e.command(port, b"INFO", b"replication")
-    for line in raw.decode(errors="replace").splitlines():
-        if line.startswith(name + ":"):
-            return line.split(":", 1)[1].strip()
-    return None
+    """A field of the server's INFO replication."""
+    return kb.info_field(port, b"replication", name)
 
 
 class Writer(threading.Thread):
@@ -83,31 +79,20 @@ def trial(bins: Path, rs: str, interval: str, down_after: int) -> dict:
         children = Children(Path(tmp))
         try:
             (master, mport), (_, rport) = (
-                e2e.start_redis(children, rs, "redis-master"),
-                e2e.start_redis(children, rs, "redis-replica"),
+                kb.start_redis(children, rs, "redis-master"),
+                kb.start_redis(children, rs, "redis-replica"),
             )
-            api_port = e2e.free_port()
-            base = f"http://{HOST}:{api_port}"
-            children.start("kodis-dashboard", [
-                str(bins / "kodis-dashboard"), "--listen", f"{HOST}:{api_port}",
-                "--data-dir", str(Path(tmp) / "dashboard")])
-            wait_until("the dashboard to become active",
-                       lambda: rest(base, "GET", "/healthz").get("active"))
-            rest(base, "POST", "/api/v1/groups", {"id": 1})
-            for p in (mport, rport):
-                rest(base, "POST", "/api/v1/groups/1/servers", {"addr": f"{HOST}:{p}"})
+            _, base = kb.start_dashboard(children, str(bins / "kodis-dashboard"))
+            kb.add_group(base, 1, [mport, rport])
             rest(base, "POST", "/api/v1/slots/init")
             wait_until("the replica's first sync", lambda: info_field(rport, "master_link_status") == "up")
-            proxy_port, admin_port, ha_port = e2e.free_port(), e2e.free_port(), e2e.free_port()
-            proxy = children.start("kodis-proxy", [
-                str(bins / "kodis-proxy"), "--listen", f"{HOST}:{proxy_port}",
-                "--admin-listen", f"{HOST}:{admin_port}", "--dashboard", base])
-            e2e.wait_ready(proxy, proxy_port)
+            _, proxy_port = kb.start_kodis(children, str(bins / "kodis-proxy"), [], ["--dashboard", base])
+            ha_port = kb.free_port()
             children.start("kodis-ha", [
                 str(bins / "kodis-ha"), "--dashboard", base, "--listen", f"{HOST}:{ha_port}",
                 "--data-dir", str(Path(tmp) / "ha"), "--interval", interval,
                 "--down-after", str(down_after)])
-            wait_until("kodis-ha to lead", lambda: json.loads(urlget(f"http://{HOST}:{ha_port}/healthz"))["leader"])
+            wait_until("kodis-ha to lead", lambda: json.loads(http_get(f"http://{HOST}:{ha_port}/healthz"))["leader"])
 
             writer = Writer(proxy_port)
             writer.start()
@@ -139,27 +124,21 @@ def trial(bins: Path, rs: str, interval: str, down_after: int) -> dict:
             children.stop_all()
 
 
-def urlget(url: str) -> str:
-    import urllib.request
-    with urllib.request.urlopen(url, timeout=2) as r:
-        return r.read().decode()
-
-
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--settings", default="1s:3,500ms:3,1s:2,200ms:3",
                    help="comma-separated INTERVAL:DOWN_AFTER pairs (the default first)")
-    p.add_argument("--bin-dir", default=str(e2e.REPO_ROOT / "target" / "release"))
+    p.add_argument("--bin-dir", default=str(kb.REPO_ROOT / "target" / "release"))
     p.add_argument("--json")
     a = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, e2e._on_signal)
+    signal.signal(signal.SIGTERM, kb.on_signal)
     bins = Path(a.bin_dir)
     for exe in ("kodis-proxy", "kodis-dashboard", "kodis-ha"):
         if not (bins / exe).is_file():
             log(f"{bins / exe} is missing: cargo build --release -p kodis-proxy -p kodis-dashboard -p kodis-ha")
             return 2
-    rs = e2e.find_exe(None, "redis-server", [])
+    rs = kb.find_exe(None, "redis-server", [])
     if not rs:
         log("redis-server is needed (make deps)")
         return 2
@@ -188,6 +167,6 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main(sys.argv[1:]))
-    except (e2e.Interrupted, KeyboardInterrupt) as e:
+    except (kb.Interrupted, KeyboardInterrupt) as e:
         log(f"stopped: {e}")
         sys.exit(130)

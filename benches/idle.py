@@ -32,16 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import e2e  # noqa: E402
-from e2e import HOST, Children, log  # noqa: E402
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+import kodis_bench as kb  # noqa: E402
+from kodis_bench import HOST, Children, log, resp, rss_kib  # noqa: E402
 
 
 def open_idle(port: int, n: int) -> list[socket.socket]:
@@ -50,7 +42,7 @@ def open_idle(port: int, n: int) -> list[socket.socket]:
     for _ in range(n):
         socks.append(socket.create_connection((HOST, port), timeout=10))
     for s in socks:
-        s.sendall(b"*1\r\n$4\r\nPING\r\n")
+        s.sendall(resp(b"PING"))
     for s in socks:
         if not s.recv(64).startswith(b"+PONG"):
             raise RuntimeError(f"an idle client got no PONG from port {port}")
@@ -61,10 +53,10 @@ def busy(rb: str, port: int, clients: int, n: int) -> float:
     argv = [rb, "-h", HOST, "-p", str(port), "-c", str(clients), "-n", str(n), "-r", "100000",
             "-t", "get", "-q", "--csv"]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    rows = [l.split(",") for l in r.stdout.splitlines() if l and not l.startswith('"test"')]
+    rows = kb.parse_csv(r.stdout)
     if r.returncode != 0 or not rows:
         raise RuntimeError(f"{shlex.join(argv)} failed: {r.stdout[-300:]}{r.stderr[-300:]}")
-    return float(rows[0][1].strip('"'))
+    return float(rows[0][1])
 
 
 def main(argv: list[str]) -> int:
@@ -73,7 +65,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--busy", type=int, default=50)
     ap.add_argument("--requests", type=int, default=100000)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--proxy-bin", default=str(e2e.REPO_ROOT / "target/release/kodis-proxy"))
+    ap.add_argument("--proxy-bin", default=str(kb.REPO_ROOT / "target/release/kodis-proxy"))
     ap.add_argument("--proxy-args", default="", help="more kodis-proxy flags")
     args = ap.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -87,23 +79,23 @@ def main(argv: list[str]) -> int:
             print(f"idle.py: {need} open files needed, the limit is {hard} (ulimit -n)", file=sys.stderr)
             return 2
     rs, rb = shutil.which("redis-server"), shutil.which("redis-benchmark")
-    nut = e2e.find_exe(None, "nutcracker", ["/usr/sbin/nutcracker"])
+    nut = kb.find_exe(None, "nutcracker", ["/usr/sbin/nutcracker"])
     if not rs or not rb:
         print("idle.py: redis-server and redis-benchmark are needed (make deps)", file=sys.stderr)
         return 2
     for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, e2e._on_signal)
+        signal.signal(s, kb.on_signal)
     tmp = Path(tempfile.mkdtemp(prefix="kodis-idle-"))
     children = Children(tmp)
     results: dict[str, dict[str, list[float]]] = {}
     try:
-        _, a = e2e.start_redis(children, rs, "redis-a")
-        _, b = e2e.start_redis(children, rs, "redis-b")
+        _, a = kb.start_redis(children, rs, "redis-a")
+        _, b = kb.start_redis(children, rs, "redis-b")
         extra = ["--max-clients", str(args.idle + args.busy + 100), *shlex.split(args.proxy_args)]
-        kodis, kport = e2e.start_kodis(children, args.proxy_bin, [a, b], extra)
+        kodis, kport = kb.start_kodis(children, args.proxy_bin, [a, b], extra)
         targets = [("kodis", kodis.pid, kport)]
         if nut:
-            tw, tport = e2e.start_twemproxy(children, nut, [a, b])
+            tw, tport = kb.start_twemproxy(children, nut, [a, b])
             targets.append(("twemproxy", tw.pid, tport))
         for name, _, port in targets:
             busy(rb, port, args.busy, args.requests)  # warm-up: fills the key space

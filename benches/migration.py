@@ -16,7 +16,7 @@ still there, each on the master of the group that owns its slot.
                                  [--dashboard-args "--migrate-slots-in-flight 512"]
                                  [--json out.json]
 
-Stdlib only (Python 3.11); shares its process helpers with benches/e2e.py.
+Stdlib only (Python 3.11); its helpers are in benches/kodis_bench.py.
 """
 
 from __future__ import annotations
@@ -35,33 +35,8 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import e2e  # noqa: E402
-from e2e import HOST, Children, Test, log  # noqa: E402
-
-
-# --------------------------------------------------------------------------- REST
-
-
-def rest(base: str, method: str, path: str, body: dict | None = None) -> dict:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method,
-                                 headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        text = r.read()
-    return json.loads(text) if text else {}
-
-
-def wait_until(what: str, check, deadline_s: float = 30.0):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            v = check()
-        except OSError:
-            v = None
-        if v:
-            return v
-        time.sleep(0.05)
-    raise RuntimeError(f"{what}: not within {deadline_s:.0f}s")
+import kodis_bench as kb  # noqa: E402
+from kodis_bench import HOST, Children, Test, log, read_reply, resp, rest, wait_until  # noqa: E402
 
 
 # --------------------------------------------------------------------------- keys
@@ -95,10 +70,6 @@ def key_slot(key: bytes) -> int:
 
 def key_name(i: int) -> bytes:
     return b"key:%012d" % i
-
-
-def resp(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
 def load_keys(port: int, n: int, per_mset: int = 1000) -> None:
@@ -172,16 +143,16 @@ def check_big_keys(port: int, lengths: dict[bytes, int]) -> None:
     for key, n in lengths.items():
         cmd = BIG[key][0]
         length_cmd = {b"HSET": b"HLEN", b"ZADD": b"ZCARD", b"RPUSH": b"LLEN"}[cmd]
-        got = int(e2e.command(port, length_cmd, key)[1:].split(b"\r\n")[0])
+        got = int(kb.command(port, length_cmd, key)[1:].split(b"\r\n")[0])
         if got != n:
             raise RuntimeError(f"{key!r} has {got} elements after the migration, expected {n}")
         for i in range(0, n, 1000):
             if cmd == b"HSET":
-                want, reply = b"v%d" % i, e2e.command(port, b"HGET", key, b"f%d" % i)
+                want, reply = b"v%d" % i, kb.command(port, b"HGET", key, b"f%d" % i)
             elif cmd == b"ZADD":
-                want, reply = b"%d" % i, e2e.command(port, b"ZSCORE", key, b"m%d" % i)
+                want, reply = b"%d" % i, kb.command(port, b"ZSCORE", key, b"m%d" % i)
             else:
-                want, reply = b"e%d" % i, e2e.command(port, b"LINDEX", key, b"%d" % i)
+                want, reply = b"e%d" % i, kb.command(port, b"LINDEX", key, b"%d" % i)
             if reply.split(b"\r\n")[1:2] != [want]:
                 raise RuntimeError(f"{key!r} element {i}: {reply!r}, expected {want!r}")
 
@@ -217,7 +188,7 @@ class StallProbe(threading.Thread):
         with socket.create_connection((HOST, self.port), timeout=10) as s:
             while not self.stop.is_set():
                 t = time.monotonic()
-                s.sendall(b"*1\r\n$4\r\nPING\r\n")
+                s.sendall(resp(b"PING"))
                 buf = b""
                 while not buf.endswith(b"\r\n"):
                     buf += s.recv(64)
@@ -240,21 +211,12 @@ def slowest_logged_ms(port: int) -> float:
             f.readline()
             worst = max(worst, int(f.readline()[1:]))
             for _ in range(fields - 3):
-                _skip_reply(f)
+                read_reply(f)
         return worst / 1000
 
 
-def _skip_reply(f) -> None:
-    line = f.readline()
-    if line[:1] == b"*":
-        for _ in range(max(int(line[1:]), 0)):
-            _skip_reply(f)
-    elif line[:1] == b"$" and int(line[1:]) >= 0:
-        f.read(int(line[1:]) + 2)
-
-
 def dbsize(port: int) -> int:
-    return int(e2e.command(port, b"DBSIZE")[1:].split(b"\r\n")[0])
+    return int(kb.command(port, b"DBSIZE")[1:].split(b"\r\n")[0])
 
 
 # --------------------------------------------------------------------------- run
@@ -278,12 +240,12 @@ def main(argv: list[str]) -> int:
                         "1M elements, times SCALE (1: those sizes; 0: none)")
     p.add_argument("--dashboard-args", default="")
     p.add_argument("--proxy-args", default="")
-    p.add_argument("--bin-dir", default=str(e2e.REPO_ROOT / "target" / "release"))
+    p.add_argument("--bin-dir", default=str(kb.REPO_ROOT / "target" / "release"))
     p.add_argument("--json")
     a = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, e2e._on_signal)
-    rb = e2e.find_exe(None, "redis-benchmark", [])
-    rs = e2e.find_exe(None, "redis-server", [])
+    signal.signal(signal.SIGTERM, kb.on_signal)
+    rb = kb.find_exe(None, "redis-benchmark", [])
+    rs = kb.find_exe(None, "redis-server", [])
     bins = Path(a.bin_dir)
     for exe in ("kodis-proxy", "kodis-dashboard"):
         if not (bins / exe).is_file():
@@ -293,30 +255,23 @@ def main(argv: list[str]) -> int:
         log("redis-server and redis-benchmark are needed (make deps)")
         return 2
     tests = [Test("SET", 1, a.chunk, ["-t", "set"]), Test("GET", 1, a.chunk, ["-t", "get"])]
-    e2e.KEYSPACE = a.keys  # redis-benchmark -r: the loaded keys, nothing new
+    kb.KEYSPACE = a.keys  # redis-benchmark -r: the loaded keys, nothing new
 
     with tempfile.TemporaryDirectory(prefix="kodis-migration-bench-") as tmp:
         children = Children(Path(tmp))
         try:
-            servers = [e2e.start_redis(children, rs, f"redis-{i + 1}") for i in range(3)]
+            servers = [kb.start_redis(children, rs, f"redis-{i + 1}") for i in range(3)]
             ports = [port for _, port in servers]
-            api_port = e2e.free_port()
-            base = f"http://{HOST}:{api_port}"
-            dash = children.start("kodis-dashboard", [
-                str(bins / "kodis-dashboard"), "--listen", f"{HOST}:{api_port}",
-                "--data-dir", str(Path(tmp) / "dashboard"), *shlex.split(a.dashboard_args)])
-            wait_until("the dashboard to become active",
-                       lambda: rest(base, "GET", "/healthz").get("active"))
+            dash, base = kb.start_dashboard(children, str(bins / "kodis-dashboard"),
+                                         shlex.split(a.dashboard_args))
             for g in (1, 2):
-                rest(base, "POST", "/api/v1/groups", {"id": g})
-                rest(base, "POST", f"/api/v1/groups/{g}/servers", {"addr": f"{HOST}:{ports[g - 1]}"})
+                kb.add_group(base, g, [ports[g - 1]])
             rest(base, "POST", "/api/v1/slots/init")
-            proxy_port, admin_port = e2e.free_port(), e2e.free_port()
-            proxy = children.start("kodis-proxy", [
-                str(bins / "kodis-proxy"), "--listen", f"{HOST}:{proxy_port}",
-                "--admin-listen", f"{HOST}:{admin_port}", "--dashboard", base,
-                *shlex.split(a.proxy_args)])
-            e2e.wait_ready(proxy, proxy_port)
+            proxy_port, admin_port = kb.free_port(), kb.free_port()
+            proxy = children.start("kodis-proxy", kb.proxy_argv(
+                str(bins / "kodis-proxy"), proxy_port, admin_port,
+                extra=["--dashboard", base, *shlex.split(a.proxy_args)]))
+            kb.wait_ready(proxy, proxy_port)
             wait_until("the proxy to get the topology", lambda: any(
                 px["acked_epoch"] > 0 for px in rest(base, "GET", "/api/v1/proxies")))
 
@@ -328,18 +283,17 @@ def main(argv: list[str]) -> int:
             if loaded != a.keys + len(big):
                 raise RuntimeError(f"loaded {loaded} keys, expected {a.keys + len(big)}")
 
-            target = e2e.Target("kodis", proxy_port, [proxy.pid], [s.pid for s, _ in servers],
+            target = kb.Target("kodis", proxy_port, [proxy.pid], [s.pid for s, _ in servers],
                                 "kodis-proxy", [proxy, dash])
             reference: dict[str, list[dict]] = {t.name: [] for t in tests}
             for _ in range(a.reference_runs):
                 for test in tests:
-                    reference[test.name].append(e2e.run_bench(children, rb, target, a.clients, test))
+                    reference[test.name].append(kb.run_bench(children, rb, target, a.clients, test))
             log("reference: " + ", ".join(
                 f"{n} {median(r, 'rps'):,.0f} rps p99 {median(r, 'p99_ms')} ms" for n, r in reference.items()))
 
             # The migration, watched by a thread that notes when it ends.
-            rest(base, "POST", "/api/v1/groups", {"id": 3})
-            rest(base, "POST", "/api/v1/groups/3/servers", {"addr": f"{HOST}:{ports[2]}"})
+            kb.add_group(base, 3, [ports[2]])
             ended: dict[str, float] = {}
             # Big keys moved in pieces: when each was first and last seen in flight.
             big_seen: dict[str, list[float]] = {}
@@ -361,9 +315,9 @@ def main(argv: list[str]) -> int:
 
             # Server-side timing of every command over 5 ms during the migration.
             for port in ports:
-                e2e.command(port, b"CONFIG", b"SET", b"slowlog-log-slower-than", b"5000")
-                e2e.command(port, b"CONFIG", b"SET", b"slowlog-max-len", b"1000")
-                e2e.command(port, b"SLOWLOG", b"RESET")
+                kb.command(port, b"CONFIG", b"SET", b"slowlog-log-slower-than", b"5000")
+                kb.command(port, b"CONFIG", b"SET", b"slowlog-max-len", b"1000")
+                kb.command(port, b"SLOWLOG", b"RESET")
             probes = [StallProbe(port) for port in ports]
             for pr in probes:
                 pr.start()
@@ -375,7 +329,7 @@ def main(argv: list[str]) -> int:
             partial = 0
             while "at" not in ended:
                 for test in tests:
-                    run = e2e.run_bench(children, rb, target, a.clients, test)
+                    run = kb.run_bench(children, rb, target, a.clients, test)
                     if "at" not in ended:
                         during[test.name].append(run)
                     else:
@@ -458,6 +412,6 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main(sys.argv[1:]))
-    except (e2e.Interrupted, KeyboardInterrupt) as e:
+    except (kb.Interrupted, KeyboardInterrupt) as e:
         log(f"stopped: {e}")
         sys.exit(130)

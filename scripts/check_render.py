@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Checks that `kodis deploy render` and the kustomize manifests describe the same Redis
-group: the group's StatefulSet, Service and PodDisruptionBudget from the base plus
-deploy/kubernetes/groups/1, against `kodis deploy render --groups 1`.
+groups: each group's StatefulSet, Service and PodDisruptionBudget from the base plus
+deploy/kubernetes/groups/N (and components), against `kodis deploy render --groups N`
+(and the matching flags). Every field counts: container command and args, ports,
+env, probes, preStop, volumes and claims, security context, affinity, ...
 
 What kustomize does on its own is set aside first: hashed ConfigMap and Secret names,
 the image tag (set by each overlay), the group number read from a pod label instead of
 written in, the order of volumes, and fields left at their Kubernetes default. Anything
-else that differs is printed, and the exit code is 1.
+else that differs is printed, as is a group object on one side only, and the exit code
+is 1.
 
     scripts/check_render.py KUSTOMIZE.yaml RENDER.yaml
 """
@@ -17,6 +20,8 @@ import yaml
 
 HASH = re.compile(r"-[a-z0-9]{10}$")
 GROUP_LABEL = "metadata.labels['kodis.io/group']"
+# The kinds `kodis deploy render` writes for a group.
+GROUP_KINDS = {"StatefulSet", "Service", "PodDisruptionBudget"}
 
 
 def objects(path):
@@ -37,6 +42,10 @@ def normalize(obj):
         if "secret" in v:
             v["secret"]["secretName"] = HASH.sub("", v["secret"]["secretName"])
     pod["volumes"] = sorted(pod.get("volumes", []), key=lambda v: v["name"])
+    # A claim template's apiVersion and kind are implied (typed objects write them).
+    for t in spec.get("volumeClaimTemplates", []):
+        t.pop("apiVersion", None)
+        t.pop("kind", None)
     for c in pod.get("containers", []) + pod.get("initContainers", []):
         c["image"] = c["image"].split(":")[0]
         env = c.get("env", [])
@@ -70,6 +79,11 @@ def flat(x, path=""):
 def main():
     kustomized, rendered = objects(sys.argv[1]), objects(sys.argv[2])
     problems = []
+    # The manifests' group objects that the render has no counterpart of.
+    for key, obj in kustomized.items():
+        component = obj["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+        if key[0] in GROUP_KINDS and component == "redis" and key not in rendered:
+            problems.append("%s %s: in the manifests, not rendered" % key)
     for key, obj in rendered.items():
         if key not in kustomized:
             problems.append("%s %s: rendered, not in the manifests" % key)
@@ -83,7 +97,9 @@ def main():
         print("check_render: " + p, file=sys.stderr)
     if problems:
         return 1
-    print("check_render: %d objects of group 1 agree (kustomize and kodis deploy render)" % len(rendered))
+    groups = sorted({o["metadata"].get("labels", {}).get("kodis.io/group", "?") for o in rendered.values()})
+    print("check_render: %d objects of groups %s agree (kustomize and kodis deploy render)"
+          % (len(rendered), ", ".join(groups)))
     return 0
 
 

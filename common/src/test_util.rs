@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::certs::{Ca, Usage};
 use crate::redis_conn::BackendTlsArgs;
+use crate::server_args::{listen_args, ServerTlsFiles};
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
@@ -40,8 +41,9 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
-    /// TLS only (`--port 0 --tls-port`): the server's settings and a client for it.
-    tls: Option<(Vec<String>, Arc<rustls::ClientConfig>)>,
+    /// TLS only (`--port 0 --tls-port`): the server's certificate, key and CA, and
+    /// a client configuration for it.
+    tls: Option<([PathBuf; 3], Arc<rustls::ClientConfig>)>,
 }
 
 /// A throwaway CA in a temp dir with certificates for 127.0.0.1 and localhost:
@@ -82,23 +84,9 @@ impl TestPki {
         self.dir.path().join(name)
     }
 
-    /// redis-server arguments for TLS with these files, replication and MIGRATE
-    /// (`tls-cluster`) over TLS too; the ports are the caller's.
-    pub fn server_args(&self) -> Vec<String> {
-        let p = |n: &str| self.path(n).display().to_string();
-        [
-            "--tls-cert-file".to_string(),
-            p("redis.crt"),
-            "--tls-key-file".into(),
-            p("redis.key"),
-            "--tls-ca-cert-file".into(),
-            p("ca.crt"),
-            "--tls-replication".into(),
-            "yes".into(),
-            "--tls-cluster".into(),
-            "yes".into(),
-        ]
-        .into()
+    /// The server side's files: `redis.crt`, `redis.key` and `ca.crt`.
+    fn server_files(&self) -> [PathBuf; 3] {
+        ["redis.crt", "redis.key", "ca.crt"].map(|n| self.path(n))
     }
 
     /// Backend TLS settings (dashboard, kodis-ha) trusting this CA, with the client
@@ -137,6 +125,47 @@ impl TestPki {
     }
 }
 
+/// A throwaway CA (named `<name> CA`) whose files go to one directory: its own
+/// certificate as `<name>-ca.crt`, and the certificates it issues beside it.
+pub struct TestCa {
+    ca: Ca,
+    dir: PathBuf,
+    /// The CA's certificate file.
+    pub file: PathBuf,
+}
+
+impl TestCa {
+    /// A new CA, its certificate written to `dir/<name>-ca.crt`.
+    pub fn new(dir: &Path, name: &str) -> Self {
+        let ca = Ca::new(&format!("{name} CA")).expect("CA");
+        let file = dir.join(format!("{name}-ca.crt"));
+        ca.write_cert(&file).expect("write the CA certificate");
+        Self {
+            ca,
+            dir: dir.to_path_buf(),
+            file,
+        }
+    }
+
+    /// A certificate for `names` with `usage`, written to `<file>.crt` and
+    /// `<file>.key`: (certificate, key).
+    pub fn issue(&self, file: &str, names: &[&str], usage: Usage) -> (PathBuf, PathBuf) {
+        self.ca
+            .issue(names, usage)
+            .expect("certificate")
+            .write(&self.dir, file)
+            .expect("write the certificate")
+    }
+}
+
+/// A new CA and a server certificate it signed for 127.0.0.1 and localhost, written
+/// to `dir` as `<name>-ca.crt`, `<name>.crt` and `<name>.key`: (CA, certificate, key).
+pub fn server_certificates(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let ca = TestCa::new(dir, name);
+    let (cert, key) = ca.issue(name, &["127.0.0.1", "localhost"], Usage::Server);
+    (ca.file, cert, key)
+}
+
 /// A plain or TLS stream to a test server.
 trait Stream: Read + Write {}
 impl<T: Read + Write> Stream for T {}
@@ -162,7 +191,7 @@ impl RedisServer {
     pub fn start_tls(pki: &TestPki, extra: &[&str]) -> Self {
         for _ in 0..5 {
             if let Some(s) =
-                Self::try_start_with(extra, Some((pki.server_args(), pki.client_config())))
+                Self::try_start_with(extra, Some((pki.server_files(), pki.client_config())))
             {
                 return s;
             }
@@ -176,7 +205,7 @@ impl RedisServer {
 
     fn try_start_with(
         extra: &[&str],
-        tls: Option<(Vec<String>, Arc<rustls::ClientConfig>)>,
+        tls: Option<([PathBuf; 3], Arc<rustls::ClientConfig>)>,
     ) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = Self {
@@ -197,14 +226,11 @@ impl RedisServer {
     /// Starts redis-server on this port and directory; whether it answers PING.
     fn spawn(&mut self) -> bool {
         let (port, extra) = (self.port, self.extra.clone());
-        let ports: Vec<String> = match &self.tls {
-            None => vec!["--port".into(), port.to_string()],
-            Some((args, _)) => ["--port", "0", "--tls-port", &port.to_string()]
-                .iter()
-                .map(|s| s.to_string())
-                .chain(args.iter().cloned())
-                .collect(),
-        };
+        let files = self
+            .tls
+            .as_ref()
+            .map(|([cert, key, ca], _)| ServerTlsFiles { cert, key, ca });
+        let ports = listen_args(port, files);
         let Ok(child) = Command::new("redis-server")
             .args(&ports)
             .args(["--bind", "127.0.0.1"])

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use kodis_common::resp::{
-    array_elements, encode_array_header, encode_bulk, reply_integer, Limits, ReplyScanner,
-    RequestScanner,
+    array_elements, encode_array_header, encode_bulk, encode_command, reply_integer, Limits,
+    ReplyScanner, RequestScanner,
 };
 use proptest::prelude::*;
 use redis_protocol::resp2::{decode::decode, types::OwnedFrame};
@@ -183,11 +183,7 @@ proptest! {
         tail in tail(),
         fractions in splits(),
     ) {
-        let mut buf = Vec::new();
-        encode_array_header(&mut buf, parts.len());
-        for p in &parts {
-            encode_bulk(&mut buf, p);
-        }
+        let mut buf = encode_command(&parts);
         let frame_len = buf.len();
         buf.extend_from_slice(&tail);
 

@@ -6,32 +6,21 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use kodis_common::certs::{Ca, Usage};
+use kodis_common::certs::Usage;
 use kodis_common::client::{ClientError, ClientOptions, DashboardClient};
-use kodis_common::test_util::{free_port, until, EtcdServer, RedisServer};
+use kodis_common::test_util::{
+    free_port, server_certificates, until, EtcdServer, RedisServer, TestCa,
+};
 use kodis_dashboard::{DashboardConfig, DashboardHandle};
 use redis::AsyncCommands;
 
 use support::rt;
 
 const TOKEN: &str = "t0k";
-
-/// A CA and a server certificate for 127.0.0.1 and localhost, written to `dir`:
-/// (CA file, certificate file, key file).
-fn certificates(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let ca = Ca::new(&format!("{name} CA")).unwrap();
-    let ca_file = dir.join(format!("{name}-ca.crt"));
-    ca.write_cert(&ca_file).unwrap();
-    let pem = ca
-        .issue(&["127.0.0.1", "localhost"], Usage::Server)
-        .unwrap();
-    let (cert, key) = pem.write(dir, name).unwrap();
-    (ca_file, cert, key)
-}
 
 /// An HTTPS dashboard (token [`TOKEN`]) on the embedded store in `dir`, active.
 async fn https_dashboard(dir: &Path, cert: &Path, key: &Path) -> (DashboardHandle, String) {
@@ -79,8 +68,8 @@ fn text(b: &[u8]) -> String {
 fn the_cli_needs_the_dashboards_ca() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificates(dir.path(), "dashboard");
-    let (wrong_ca, _, _) = certificates(dir.path(), "other");
+    let (ca, cert, key) = server_certificates(dir.path(), "dashboard");
+    let (wrong_ca, _, _) = server_certificates(dir.path(), "other");
     rt().block_on(async {
         let (h, url) = https_dashboard(dir.path(), &cert, &key).await;
         let args = |ca: &Path, rest: &[&str]| {
@@ -161,8 +150,8 @@ fn the_cli_needs_the_dashboards_ca() {
 fn a_proxy_registers_over_https_and_serves() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificates(dir.path(), "dashboard");
-    let (wrong_ca, _, _) = certificates(dir.path(), "other");
+    let (ca, cert, key) = server_certificates(dir.path(), "dashboard");
+    let (wrong_ca, _, _) = server_certificates(dir.path(), "other");
     rt().block_on(async {
         let (h, url) = https_dashboard(dir.path(), &cert, &key).await;
         let api = client(&url, Some(&ca));
@@ -214,7 +203,7 @@ fn the_typed_client_keeps_the_status_apart() {
     let server = RedisServer::start();
     let etcd = EtcdServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificates(dir.path(), "dashboard");
+    let (ca, cert, key) = server_certificates(dir.path(), "dashboard");
     rt().block_on(async {
         let start = |port: u16| {
             let mut cfg =
@@ -281,8 +270,8 @@ fn the_typed_client_keeps_the_status_apart() {
 #[test]
 fn a_bad_certificate_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, cert, _) = certificates(dir.path(), "dashboard");
-    let (_, _, other_key) = certificates(dir.path(), "other");
+    let (_, cert, _) = server_certificates(dir.path(), "dashboard");
+    let (_, _, other_key) = server_certificates(dir.path(), "other");
     rt().block_on(async {
         let mut cfg = DashboardConfig::embedded("127.0.0.1:0", dir.path().join("store"));
         cfg.tls_cert = Some(cert);
@@ -302,20 +291,11 @@ fn a_bad_certificate_stops_the_start() {
 fn the_dashboard_uses_etcd_over_tls_with_a_client_certificate() {
     use kodis_common::store::{EtcdStore, EtcdTls, Store};
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("etcd CA").unwrap();
-    let ca_file = dir.path().join("etcd-ca.crt");
-    ca.write_cert(&ca_file).unwrap();
-    let (server_cert, server_key) = ca
-        .issue(&["127.0.0.1"], Usage::Both)
-        .unwrap()
-        .write(dir.path(), "etcd")
-        .unwrap();
-    let (client_cert, client_key) = ca
-        .issue(&["kodis-dashboard"], Usage::Client)
-        .unwrap()
-        .write(dir.path(), "client")
-        .unwrap();
-    let (other_ca, _, _) = certificates(dir.path(), "other");
+    let ca = TestCa::new(dir.path(), "etcd");
+    let ca_file = ca.file.clone();
+    let (server_cert, server_key) = ca.issue("etcd", &["127.0.0.1"], Usage::Both);
+    let (client_cert, client_key) = ca.issue("client", &["kodis-dashboard"], Usage::Client);
+    let (other_ca, _, _) = server_certificates(dir.path(), "other");
     let etcd = EtcdServer::start_tls(&server_cert, &server_key, &ca_file);
     let endpoints = vec![etcd.endpoint()];
     assert!(endpoints[0].starts_with("https://"));
@@ -390,8 +370,8 @@ fn the_dashboard_uses_etcd_over_tls_with_a_client_certificate() {
 #[test]
 fn a_rotated_certificate_is_served_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificates(dir.path(), "dashboard");
-    let (new_ca, new_cert, new_key) = certificates(dir.path(), "rotated");
+    let (ca, cert, key) = server_certificates(dir.path(), "dashboard");
+    let (new_ca, new_cert, new_key) = server_certificates(dir.path(), "rotated");
     rt().block_on(async {
         let (h, url) = https_dashboard(dir.path(), &cert, &key).await;
         let old = client(&url, Some(&ca));

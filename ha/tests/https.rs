@@ -5,41 +5,28 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kodis_common::api::Overview;
-use kodis_common::certs::{Ca, Usage};
+use kodis_common::certs::Usage;
 use kodis_common::client::{ClientOptions, DashboardClient};
 use kodis_common::routes;
-use kodis_common::test_util::{until, RedisServer};
+use kodis_common::test_util::{server_certificates, until, RedisServer, TestCa};
 use kodis_ha::orchestrator::Local;
 use kodis_ha::HaConfig;
 use support::rt;
 
 const TOKEN: &str = "t0ken";
 
-/// A CA and a server certificate for 127.0.0.1: (CA file, certificate, key).
-fn certificates(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let ca = Ca::new(&format!("{name} CA")).unwrap();
-    let ca_file = dir.join(format!("{name}-ca.crt"));
-    ca.write_cert(&ca_file).unwrap();
-    let (cert, key) = ca
-        .issue(&["127.0.0.1"], Usage::Server)
-        .unwrap()
-        .write(dir, name)
-        .unwrap();
-    (ca_file, cert, key)
-}
-
 #[test]
 fn ha_reports_to_an_https_dashboard_and_serves_https() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificates(dir.path(), "dashboard");
-    let (wrong_ca, _, _) = certificates(dir.path(), "other");
-    let (ha_ca, ha_cert, ha_key) = certificates(dir.path(), "ha");
+    let (ca, cert, key) = server_certificates(dir.path(), "dashboard");
+    let (wrong_ca, _, _) = server_certificates(dir.path(), "other");
+    let (ha_ca, ha_cert, ha_key) = server_certificates(dir.path(), "ha");
     rt().block_on(async {
         let mut cfg =
             kodis_dashboard::DashboardConfig::embedded("127.0.0.1:0", dir.path().join("store"));
@@ -161,19 +148,10 @@ fn ha_reports_to_an_https_dashboard_and_serves_https() {
 fn ha_takes_its_lock_in_etcd_over_tls() {
     use kodis_common::test_util::EtcdServer;
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("etcd CA").unwrap();
-    let ca_file = dir.path().join("etcd-ca.crt");
-    ca.write_cert(&ca_file).unwrap();
-    let (server_cert, server_key) = ca
-        .issue(&["127.0.0.1"], Usage::Both)
-        .unwrap()
-        .write(dir.path(), "etcd")
-        .unwrap();
-    let (client_cert, client_key) = ca
-        .issue(&["kodis-ha"], Usage::Client)
-        .unwrap()
-        .write(dir.path(), "client")
-        .unwrap();
+    let ca = TestCa::new(dir.path(), "etcd");
+    let ca_file = ca.file.clone();
+    let (server_cert, server_key) = ca.issue("etcd", &["127.0.0.1"], Usage::Both);
+    let (client_cert, client_key) = ca.issue("client", &["kodis-ha"], Usage::Client);
     let etcd = EtcdServer::start_tls(&server_cert, &server_key, &ca_file);
     rt().block_on(async {
         let (dash, url) = support::dashboard(dir.path()).await;

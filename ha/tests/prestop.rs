@@ -322,21 +322,12 @@ fn prestop_refuses_a_missing_dashboard_ca() {
 /// with the dashboard's CA (`--dashboard-ca`) it hands over.
 #[test]
 fn prestop_hands_over_through_an_https_dashboard_with_its_ca_only() {
-    use kodis_common::certs::{Ca, Usage};
     use kodis_common::client::{ClientOptions, DashboardClient};
+    use kodis_common::test_util::server_certificates;
     let servers = synced_servers(2);
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("dashboard CA").unwrap();
-    let ca_file = dir.path().join("ca.crt");
-    ca.write_cert(&ca_file).unwrap();
-    let (cert, key) = ca
-        .issue(&["127.0.0.1"], Usage::Server)
-        .unwrap()
-        .write(dir.path(), "dashboard")
-        .unwrap();
-    let other = Ca::new("another CA").unwrap();
-    let other_file = dir.path().join("other.crt");
-    other.write_cert(&other_file).unwrap();
+    let (ca_file, cert, key) = server_certificates(dir.path(), "dashboard");
+    let (other_file, _, _) = server_certificates(dir.path(), "other");
     rt().block_on(async {
         let (master, replica) = (servers[0].addr(), servers[1].addr());
         let mut cfg = DashboardConfig::embedded("127.0.0.1:0", dir.path().join("store"));

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kodis_common::resp::{encode_array_header, encode_bulk, Request};
+use kodis_common::resp::{encode_command, Request};
 
 use crate::backend::BackendPool;
 use crate::commands::SplitKind;
@@ -86,12 +86,11 @@ impl Session {
         if targets.is_empty() {
             return Pending::Ready(crate::reply::error("ERR kodis: no backend group"));
         }
-        let mut publish = Vec::with_capacity(48);
-        encode_array_header(&mut publish, 3);
-        for a in [&b"PUBLISH"[..], WAIT_CHANNEL.as_bytes(), b""] {
-            encode_bulk(&mut publish, a);
-        }
-        let publish = Bytes::from(publish);
+        let publish = Bytes::from(encode_command(&[
+            &b"PUBLISH"[..],
+            WAIT_CHANNEL.as_bytes(),
+            b"",
+        ]));
         let mut parts = Vec::with_capacity(targets.len());
         let mut conns = Vec::with_capacity(targets.len());
         for pool in targets {

@@ -474,11 +474,7 @@ impl Session {
             return Pending::Ready(plan.assemble(&none));
         }
         let mut frame = Vec::with_capacity(64);
-        kodis_common::resp::encode_array_header(&mut frame, 1 + sections.len());
-        kodis_common::resp::encode_bulk(&mut frame, b"INFO");
-        for s in &sections {
-            kodis_common::resp::encode_bulk(&mut frame, s.as_bytes());
-        }
+        kodis_common::resp::encode_command_to(&mut frame, &["INFO"], &sections);
         let frame = Bytes::from(frame);
         let parts = routes
             .groups

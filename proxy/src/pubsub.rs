@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kodis_common::resp::{array_elements, encode_array_header, encode_bulk, ReplyScanner, Request};
+use kodis_common::resp::{
+    array_elements, encode_bulk, encode_command, encode_command_to, ReplyScanner, Request,
+};
 use kodis_common::slot::key_slot;
 use rustc_hash::FxHashSet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -618,11 +620,7 @@ async fn run(
 }
 
 fn write_order(out: &mut Vec<u8>, kind: SubKind, subscribe: bool, names: &[Bytes]) {
-    encode_array_header(out, names.len() + 1);
-    encode_bulk(out, kind.command(subscribe));
-    for n in names {
-        encode_bulk(out, n);
-    }
+    encode_command_to(out, &[kind.command(subscribe)], names);
 }
 
 /// True for a `message`, `pmessage` or `smessage` push.
@@ -654,10 +652,7 @@ impl Session {
 
     /// The RESP2 reply to PING in subscribe mode: `pong` and the message, as an array.
     pub(crate) fn subscribed_ping(req: &Request) -> Bytes {
-        let mut out = Vec::with_capacity(32);
-        encode_array_header(&mut out, 2);
-        encode_bulk(&mut out, b"pong");
-        encode_bulk(&mut out, if req.argc() > 1 { req.arg(1) } else { b"" });
-        Bytes::from(out)
+        let message = if req.argc() > 1 { req.arg(1) } else { b"" };
+        Bytes::from(encode_command(&[&b"pong"[..], message]))
     }
 }

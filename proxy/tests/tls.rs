@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kodis_common::certs::{Ca, Usage};
-use kodis_common::test_util::{encode, free_port, read_reply, wait_for, Killed, RedisServer};
+use kodis_common::test_util::{encode, read_reply, wait_for, RedisServer, TestPki};
 use kodis_proxy::ProxyConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -487,70 +487,21 @@ fn rotated_certificate_files_are_reloaded_without_dropping_a_request() {
     );
 }
 
-/// A redis-server with TLS only (`--port 0 --tls-port P`), killed on drop.
-struct TlsRedis {
-    _child: Killed,
-    _dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl TlsRedis {
-    fn start(pki: &Pki, extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let p = |n: &str| pki.path(n).to_str().expect("path").to_string();
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args([
-                "--tls-cert-file",
-                &p("redis.crt"),
-                "--tls-key-file",
-                &p("redis.key"),
-            ])
-            .args(["--tls-ca-cert-file", &p("ca.crt")])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let child = Killed(child);
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let (c, k) = (pki.path("client.crt"), pki.path("client.key"));
-        let up = wait_for(Duration::from_secs(10), || {
-            ping(addr, &pki.path("ca.crt"), Some((&c, &k))).ok()
-        });
-        assert_eq!(
-            up,
-            Some(Value::Simple("PONG".into())),
-            "TLS redis-server on {port}"
-        );
-        Self {
-            _child: child,
-            _dir: dir,
-            port,
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
 #[test]
 fn backends_with_tls_only() {
     let pki = Pki::new();
-    // Redis asks clients for a certificate by default (tls-auth-clients yes).
-    pki.issue("redis", &["127.0.0.1"], Usage::Both);
-    let servers = [TlsRedis::start(&pki, &[]), TlsRedis::start(&pki, &[])];
+    // The servers' own CA; Redis asks clients for a certificate by default
+    // (tls-auth-clients yes).
+    let backend = TestPki::new();
+    let servers = [
+        RedisServer::start_tls(&backend, &[]),
+        RedisServer::start_tls(&backend, &[]),
+    ];
     let mut config = pki.server_config(servers.iter().map(|s| vec![s.addr()]).collect(), false);
     config.backend_tls = true;
-    config.backend_tls_ca = Some(pki.path("ca.crt"));
-    config.backend_tls_cert = Some(pki.path("client.crt"));
-    config.backend_tls_key = Some(pki.path("client.key"));
+    config.backend_tls_ca = Some(backend.path("ca.crt"));
+    config.backend_tls_cert = Some(backend.path("client.crt"));
+    config.backend_tls_key = Some(backend.path("client.key"));
     let proxy = TestProxy::start(config);
 
     // Plain text to the proxy, TLS behind it.
@@ -562,17 +513,17 @@ fn backends_with_tls_only() {
     assert_eq!(c.cmd(&["GET", "key:7"]), Value::bulk("v7"));
     assert_eq!(c.cmd(&["DBSIZE"]), Value::Int(20));
     // Both servers hold some.
-    let cli = |s: &TlsRedis, args: &[&str]| {
+    let cli = |s: &RedisServer, args: &[&str]| {
         let mut all = vec![
             "--tls".to_string(),
             "--cacert".into(),
-            pki.path("ca.crt").display().to_string(),
+            backend.path("ca.crt").display().to_string(),
             "--cert".into(),
-            pki.path("client.crt").display().to_string(),
+            backend.path("client.crt").display().to_string(),
             "--key".into(),
-            pki.path("client.key").display().to_string(),
+            backend.path("client.key").display().to_string(),
             "-p".into(),
-            s.port.to_string(),
+            s.port().to_string(),
         ];
         all.extend(args.iter().map(|a| a.to_string()));
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
@@ -625,8 +576,7 @@ fn backends_with_tls_only() {
 #[test]
 fn a_backend_with_an_unknown_certificate_is_unavailable() {
     let pki = Pki::new();
-    pki.issue("redis", &["127.0.0.1"], Usage::Both);
-    let server = TlsRedis::start(&pki, &["--tls-auth-clients", "no"]);
+    let server = RedisServer::start_tls(&TestPki::new(), &["--tls-auth-clients", "no"]);
     // The proxy trusts another CA.
     let other = Ca::new("some other CA").expect("CA");
     other.write_cert(&pki.path("other-ca.crt")).expect("write");
@@ -651,13 +601,13 @@ fn a_backend_with_an_unknown_certificate_is_unavailable() {
 /// MIGRATE's connection TLS, with its own certificate as the client's).
 #[test]
 fn keys_of_a_migrating_slot_move_between_tls_servers() {
-    let pki = Pki::new();
-    pki.issue("redis", &["127.0.0.1"], Usage::Both);
+    // start_tls turns tls-cluster on.
+    let pki = TestPki::new();
     let servers = [
-        TlsRedis::start(&pki, &["--tls-cluster", "yes"]),
-        TlsRedis::start(&pki, &["--tls-cluster", "yes"]),
+        RedisServer::start_tls(&pki, &[]),
+        RedisServer::start_tls(&pki, &[]),
     ];
-    let addrs: Vec<String> = servers.iter().map(TlsRedis::addr).collect();
+    let addrs: Vec<String> = servers.iter().map(RedisServer::addr).collect();
     let config = ProxyConfig {
         groups: addrs.iter().map(|a| vec![a.clone()]).collect(),
         backend_tls: true,
@@ -676,7 +626,7 @@ fn keys_of_a_migrating_slot_move_between_tls_servers() {
     // Slots 0..=8191 migrate from group 1 to group 2: the GET moves the key first.
     support::push_migration(&proxy, &addrs, 0, 8191);
     assert_eq!(c.cmd(&["GET", &key]), Value::bulk("moved"));
-    let on = |s: &TlsRedis| {
+    let on = |s: &RedisServer| {
         let addr: SocketAddr = s.addr().parse().expect("addr");
         let (cert, k) = (pki.path("client.crt"), pki.path("client.key"));
         let mut t = TlsConn::connect(addr, &pki.path("ca.crt"), Some((&cert, &k))).expect("TLS");

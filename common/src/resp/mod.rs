@@ -9,7 +9,8 @@ mod request;
 
 pub use reply::{array_elements, reply_integer, ReplyScanner};
 pub use request::{
-    encode_array_header, encode_bulk, encode_command, Args, ParsedRequest, Request, RequestScanner,
+    encode_array_header, encode_bulk, encode_command, encode_command_to, Args, ParsedRequest,
+    Request, RequestScanner,
 };
 
 /// Size limits checked before any bytes are buffered for an announced length.

@@ -107,11 +107,24 @@ pub fn encode_bulk(out: &mut Vec<u8>, data: &[u8]) {
 pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(16 + args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>());
-    encode_array_header(&mut out, args.len());
-    for a in args {
-        encode_bulk(&mut out, a.as_ref());
-    }
+    encode_command_to::<A, &[u8]>(&mut out, args, &[]);
     out
+}
+
+/// Appends a command to `out` as one RESP frame: the arguments in `head`, then those
+/// in `tail` (a command name and a list of operands, say).
+pub fn encode_command_to<A: AsRef<[u8]>, B: AsRef<[u8]>>(
+    out: &mut Vec<u8>,
+    head: &[A],
+    tail: &[B],
+) {
+    encode_array_header(out, head.len() + tail.len());
+    for a in head {
+        encode_bulk(out, a.as_ref());
+    }
+    for b in tail {
+        encode_bulk(out, b.as_ref());
+    }
 }
 
 /// Longest digit string accepted after `*` or `$` in a header line: an `i64` and its
@@ -560,12 +573,7 @@ mod tests {
     }
 
     fn encode(parts: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_array_header(&mut out, parts.len());
-        for p in parts {
-            encode_bulk(&mut out, p);
-        }
-        out
+        encode_command(parts)
     }
 
     /// Feeds every prefix of `buf` to one scanner: `None` until the whole frame is

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kodis_common::api::{AddServer, AssignSlots, CreateGroup, Overview, Promote, Topology};
+use kodis_common::api::{AssignSlots, Overview, Topology};
 pub use kodis_common::client::{error_message, Answer, ClientError};
 use kodis_common::client::{ClientOptions, CA_ENV};
 use kodis_common::routes;
@@ -97,8 +97,7 @@ impl DashboardClient {
 
     /// `POST /groups`.
     pub async fn create_group(&self, id: u32) -> Result<Answer, ClientError> {
-        self.call(Method::POST, routes::GROUPS, Some(&CreateGroup { id }))
-            .await
+        self.inner.create_group_answer(id).await
     }
 
     /// `DELETE /groups/{id}`.
@@ -118,35 +117,17 @@ impl DashboardClient {
         addr: &str,
         force: bool,
     ) -> Result<Answer, ClientError> {
-        let body = AddServer {
-            addr: addr.to_string(),
-            force,
-        };
-        self.call(
-            Method::POST,
-            &routes::path(routes::GROUP_SERVERS, &[&group.to_string()]),
-            Some(&body),
-        )
-        .await
+        self.inner.add_server_answer(group, addr, force).await
     }
 
     /// `DELETE /groups/{id}/servers/{addr}`.
     pub async fn remove_server(&self, group: u32, addr: &str) -> Result<Answer, ClientError> {
-        let path = routes::path(routes::GROUP_SERVER, &[&group.to_string(), addr]);
-        self.call::<()>(Method::DELETE, &path, None).await
+        self.inner.remove_server_answer(group, addr).await
     }
 
     /// `POST /groups/{id}/promote`.
     pub async fn promote(&self, group: u32, addr: &str) -> Result<Answer, ClientError> {
-        let body = Promote {
-            addr: addr.to_string(),
-        };
-        self.call(
-            Method::POST,
-            &routes::path(routes::GROUP_PROMOTE, &[&group.to_string()]),
-            Some(&body),
-        )
-        .await
+        self.inner.promote_answer(group, addr).await
     }
 
     /// `POST /slots/init`.

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, ExecAction, Lifecycle, LifecycleHandler, ObjectFieldSelector,
@@ -79,7 +81,34 @@ pub fn render(a: &RenderArgs) -> Result<String, String> {
 }
 
 fn yaml<T: serde::Serialize>(v: &T) -> Result<String, String> {
-    serde_yaml::to_string(v).map_err(|e| format!("cannot write YAML: {e}"))
+    serde_yaml::to_string(v)
+        .map(|y| quote_yaml11_booleans(&y))
+        .map_err(|e| format!("cannot write YAML: {e}"))
+}
+
+/// Quotes the plain scalars that YAML 1.1 reads as booleans (`yes`, `no`, `on`,
+/// `off`, ...): serde_yaml writes YAML 1.2, where they are strings, but kubectl and
+/// PyYAML read YAML 1.1, so `--appendonly yes` would reach the API server as `true`.
+fn quote_yaml11_booleans(text: &str) -> String {
+    const WORDS: [&str; 16] = [
+        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
+        "OFF",
+    ];
+    let mut out = String::with_capacity(text.len() + 16);
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        // The value: after a list item's `- `, and after a key's `: ` (in `- k: v` too).
+        let item = body.len() - body.trim_start().trim_start_matches("- ").len();
+        let at = body[item..].find(": ").map_or(item, |i| item + i + 2);
+        let (head, value) = body.split_at(at);
+        if WORDS.contains(&value) {
+            out.push_str(&format!("{head}'{value}'"));
+            out.push_str(&line[body.len()..]);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 fn name(n: u32) -> String {
@@ -241,6 +270,13 @@ fn stateful_set(a: &RenderArgs, n: u32) -> StatefulSet {
                 "/etc/kodis/redis.conf",
             ]
             .iter()
+            // With a volume, the append-only file too (after the config file, so it
+            // wins), as components/persistence does: a server restarted on its claim
+            // comes back with its data.
+            .chain(match a.storage {
+                Some(_) => &["--appendonly", "yes", "--appendfsync", "everysec"][..],
+                None => &[],
+            })
             .map(|s| s.to_string())
             .collect(),
         ),
@@ -336,6 +372,15 @@ fn stateful_set(a: &RenderArgs, n: u32) -> StatefulSet {
         Some(size) => Some(vec![PersistentVolumeClaim {
             metadata: ObjectMeta {
                 name: Some("data".into()),
+                labels: Some(
+                    [
+                        ("app.kubernetes.io/name", "kodis"),
+                        ("app.kubernetes.io/component", "redis"),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ),
                 ..ObjectMeta::default()
             },
             spec: Some(PersistentVolumeClaimSpec {
@@ -416,6 +461,14 @@ fn stateful_set(a: &RenderArgs, n: u32) -> StatefulSet {
                     ..PodSpec::default()
                 }),
             },
+            // Claims outlive the StatefulSet and a scale-down: the data is kept
+            // until someone deletes it.
+            persistent_volume_claim_retention_policy: a.storage.as_ref().map(|_| {
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".into()),
+                    when_scaled: Some("Retain".into()),
+                }
+            }),
             volume_claim_templates: claims,
             ..StatefulSetSpec::default()
         }),
@@ -496,6 +549,35 @@ mod tests {
             sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
                 .as_str(),
             Some("10Gi")
+        );
+        // --storage: the append-only file on, claims kept, as components/persistence.
+        let args_of = |c: &serde_yaml::Value| -> Vec<String> {
+            c["args"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            args_of(c)[args_of(c).len() - 4..],
+            ["--appendonly", "yes", "--appendfsync", "everysec"]
+        );
+        assert_eq!(
+            sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"].as_str(),
+            Some("Retain")
+        );
+        let plain = render(&RenderArgs {
+            storage: None,
+            ..args(1)
+        })
+        .unwrap();
+        assert!(!plain.contains("--appendonly"), "{plain}");
+        // Quoted: YAML 1.1 readers (kubectl, PyYAML) would take a plain yes for true.
+        assert!(y.contains("- --appendonly\n        - 'yes'\n"), "{y}");
+        assert_eq!(
+            quote_yaml11_booleans("a:\n- on\n- one\nb: off\nc: 'no'\n- k: n\n  - - no\n"),
+            "a:\n- 'on'\n- one\nb: 'off'\nc: 'no'\n- k: 'n'\n  - - 'no'\n"
         );
         assert!(render(&RenderArgs {
             groups: 0,
