@@ -7,6 +7,9 @@ pub mod api;
 pub mod certs;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "etcd-flags")]
+pub mod etcd_flags;
+pub mod failover;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "redis-conn")]

@@ -95,3 +95,66 @@ impl IntoResponse for ApiError {
             .into_response()
     }
 }
+
+/// The API's answer to a refused topology change: 400 for malformed input, 404 for
+/// an unknown group or server, 409 when the cluster's state does not allow it, 500
+/// for a stored topology that is itself invalid.
+impl From<crate::cluster::ClusterError> for ApiError {
+    fn from(e: crate::cluster::ClusterError) -> Self {
+        use crate::cluster::ClusterError as C;
+        let text = e.to_string();
+        match e {
+            C::ZeroGroupId | C::BadAddress(_) | C::BadRange { .. } | C::BadMove { .. } => {
+                ApiError::BadRequest(text)
+            }
+            C::NoGroup(_) | C::NotAServer { .. } => ApiError::NotFound(text),
+            C::GroupExists(_)
+            | C::GroupOwnsSlots { .. }
+            | C::GroupHasServers { .. }
+            | C::ServerTaken { .. }
+            | C::LastServerOfTarget { .. }
+            | C::MasterWithReplicas { .. }
+            | C::MasterOwnsSlots { .. }
+            | C::AlreadyMaster { .. }
+            | C::NoServingGroup
+            | C::AllSlotsOwned
+            | C::NoServerToServe(_)
+            | C::NoServerToTake(_)
+            | C::SlotOwned { .. }
+            | C::SlotUnowned(_)
+            | C::SlotHome { .. }
+            | C::SlotNotOwnedBy { .. }
+            | C::AlreadyMigrating { .. } => ApiError::Conflict(text),
+            C::Invalid(_) => ApiError::Internal(text),
+        }
+    }
+}
+
+/// The API's answer to a plan that cannot be made (404, 409, or 500 for an invalid
+/// stored topology).
+impl From<crate::plan::PlanError> for ApiError {
+    fn from(e: crate::plan::PlanError) -> Self {
+        use crate::plan::PlanError as P;
+        let text = e.to_string();
+        match e {
+            P::NoGroup(_) => ApiError::NotFound(text),
+            P::NoServingGroup | P::OwnerWithoutServer(_) | P::NoReceiver(_) => {
+                ApiError::Conflict(text)
+            }
+            P::Invalid(_) => ApiError::Internal(text),
+        }
+    }
+}
+
+/// The API's answer to a hand-over that cannot be done: 404 for an unknown group,
+/// 409 for "not the master" (nothing to do) or "no synced replica".
+impl From<kodis_common::failover::HandoverError> for ApiError {
+    fn from(e: kodis_common::failover::HandoverError) -> Self {
+        use kodis_common::failover::HandoverError as H;
+        let text = e.to_string();
+        match e {
+            H::NoGroup(_) => ApiError::NotFound(text),
+            H::NotMaster { .. } | H::NoSyncedReplica { .. } => ApiError::Conflict(text),
+        }
+    }
+}

@@ -8,6 +8,7 @@ pub mod config;
 pub mod console;
 pub mod dashboard;
 pub mod error;
+pub mod handover;
 pub mod join;
 pub mod migrator;
 pub mod openapi;

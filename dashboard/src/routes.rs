@@ -15,7 +15,7 @@ use kodis_common::api::{
 };
 use kodis_common::routes as r;
 use serde::de::DeserializeOwned;
-use tracing::{info, warn, Instrument};
+use tracing::{info, Instrument};
 
 use crate::cluster;
 use crate::dashboard::Dashboard;
@@ -274,55 +274,13 @@ async fn remove_server(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `POST /groups/{id}/promote`: makes a server the master (see
+/// [`crate::handover::promote`]).
 async fn promote(State(d): Ctx, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let id = group_id(&id)?;
     let req: Promote = parse(&body)?;
-    let change = d.begin().await?;
-    let next = cluster::promote(&change.current, id, &req.addr)?;
-    change.ensure_active().await?;
-    let old = change
-        .current
-        .group(id)
-        .and_then(|g| g.servers.first().cloned())
-        .unwrap_or_default();
-    switch(&d, &old, &req.addr).await?;
-    crate::settings::apply_to_promoted(&d, &req.addr).await;
-    // The old master and the other replicas follow the new master; one that is down
-    // is re-pointed when it comes back (HA's job), so failures only warn here.
-    for s in next
-        .group(id)
-        .map(|g| g.servers[1..].to_vec())
-        .unwrap_or_default()
-    {
-        if let Err(e) = d.servers.replicate(&s, &req.addr).await {
-            warn!(server = %s, error = %e, "could not re-point to the new master");
-        }
-    }
-    let t = change.commit(next).await?;
-    Ok(Json(t.group(id).cloned()).into_response())
-}
-
-/// Makes `target` the master: a planned switch (no write lost) while the old master
-/// answers as a master with `target` among its replicas, else a forced promotion
-/// (the old master is gone: what it had not replicated is lost with it).
-async fn switch(d: &Dashboard, old: &str, target: &str) -> Result<(), ApiError> {
-    let planned = match d.servers.replication(old).await {
-        Ok(r) => r.is_master(),
-        Err(_) => false,
-    };
-    let follows = match d.servers.replication(target).await {
-        Ok(r) => r.follows(old) && r.link_up,
-        Err(e) => return Err(e),
-    };
-    if planned && follows {
-        info!(from = %old, to = %target, "planned switch (FAILOVER)");
-        d.servers
-            .planned_failover(old, target, Duration::from_secs(10))
-            .await
-    } else {
-        info!(from = %old, to = %target, "forced promotion");
-        d.servers.make_master(target).await
-    }
+    let g = crate::handover::promote(&d, id, &req.addr).await?;
+    Ok(Json(g).into_response())
 }
 
 /// `POST /groups/{id}/switchover`: the master `from` is about to stop (a preStop
@@ -335,54 +293,8 @@ async fn switchover(
 ) -> Result<Response, ApiError> {
     let id = group_id(&id)?;
     let req: kodis_common::api::Switchover = parse(&body)?;
-    let change = d.begin().await?;
-    let g = change
-        .current
-        .group(id)
-        .cloned()
-        .ok_or_else(|| ApiError::NotFound(format!("group {id} does not exist")))?;
-    if g.servers.first() != Some(&req.from) {
-        return Err(ApiError::Conflict(format!(
-            "{} is not the master of group {id}",
-            req.from
-        )));
-    }
-    // The synced replica with the most of the stream.
-    let mut best: Option<(i64, String)> = None;
-    for s in &g.servers[1..] {
-        if let Ok(r) = d.servers.replication(s).await {
-            let synced = r.follows(&req.from) && r.link_up;
-            if synced && best.as_ref().is_none_or(|(o, _)| r.offset > *o) {
-                best = Some((r.offset, s.clone()));
-            }
-        }
-    }
-    let Some((_, target)) = best else {
-        return Err(ApiError::Conflict(format!(
-            "group {id} has no synced replica of {} to hand over to",
-            req.from
-        )));
-    };
-    let next = cluster::promote(&change.current, id, &target)?;
-    change.ensure_active().await?;
-    d.servers
-        .planned_failover(&req.from, &target, Duration::from_secs(10))
-        .await?;
-    crate::settings::apply_to_promoted(&d, &target).await;
-    for s in next
-        .group(id)
-        .map(|g| g.servers[1..].to_vec())
-        .unwrap_or_default()
-    {
-        if s == req.from {
-            continue;
-        }
-        if let Err(e) = d.servers.replicate(&s, &target).await {
-            warn!(server = %s, error = %e, "could not re-point to the new master");
-        }
-    }
-    let t = change.commit(next).await?;
-    Ok(Json(t.group(id).cloned()).into_response())
+    let g = crate::handover::switchover(&d, id, &req.from).await?;
+    Ok(Json(g).into_response())
 }
 
 async fn init_slots(State(d): Ctx) -> Result<Response, ApiError> {

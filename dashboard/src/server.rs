@@ -38,7 +38,7 @@ impl DashboardHandle {
 pub async fn start(mut config: DashboardConfig) -> anyhow::Result<DashboardHandle> {
     // An empty token (an empty variable or Secret key) is no token.
     config.admin_token = config.admin_token.take().filter(|t| !t.is_empty());
-    config.validate().map_err(anyhow::Error::msg)?;
+    config.validate()?;
     let listener = TcpListener::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
     config.listen = addr.to_string();
