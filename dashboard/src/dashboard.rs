@@ -39,6 +39,8 @@ pub struct Dashboard {
     writes: tokio::sync::Mutex<()>,
     /// Talks to Redis servers.
     pub servers: Servers,
+    /// What `/metrics` serves.
+    pub metrics: crate::metrics::Metrics,
     published: watch::Sender<Arc<Topology>>,
     acked: Mutex<HashMap<String, u64>>,
     pushers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
@@ -119,6 +121,7 @@ impl Dashboard {
                     .map_err(|e| ApiError::Internal(format!("backend TLS: {e}")))?,
             ),
             config,
+            metrics: crate::metrics::Metrics::new(),
             store: RwLock::new(None),
             guard: RwLock::new(None),
             writes: tokio::sync::Mutex::new(()),

@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod error;
 pub mod handover;
 pub mod join;
+pub mod metrics;
 pub mod migrator;
 pub mod openapi;
 pub mod overview;

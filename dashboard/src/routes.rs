@@ -418,106 +418,48 @@ async fn readyz(State(d): Ctx) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// Label of per-group metrics.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct GroupLabel {
-    group: String,
-}
-
-/// Label of per-proxy metrics.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct ProxyLabel {
-    proxy: String,
-}
-
-/// Prometheus text: whether this dashboard is active, the epoch it last published,
-/// and per proxy the epoch it acknowledged. Built per scrape from the live state.
+/// Prometheus text: the dashboard's registry, set from its live state now (see
+/// [`crate::metrics`]).
 async fn metrics(State(d): Ctx) -> Response {
-    use prometheus_client::metrics::family::Family;
-    use prometheus_client::metrics::gauge::Gauge;
-    let mut registry = prometheus_client::registry::Registry::with_prefix("kodis_dashboard");
-    let active = Gauge::<i64>::default();
-    active.set(i64::from(d.is_active()));
-    registry.register("active", "Whether this dashboard holds the lock", active);
-    let epoch = Gauge::<i64>::default();
-    epoch.set(d.published_epoch() as i64);
-    registry.register("epoch", "Epoch of the topology last published", epoch);
-    let acked = Family::<ProxyLabel, Gauge>::default();
-    for (proxy, e) in d.acked_epochs() {
-        acked.get_or_create(&ProxyLabel { proxy }).set(e as i64);
-    }
-    registry.register(
-        "proxy_acked_epoch",
-        "Epoch each registered proxy acknowledged",
-        acked,
-    );
-    let migrations = d.published_migrations();
-    let slots: i64 = migrations
-        .iter()
-        .map(|m| i64::from(m.end - m.start) + 1)
-        .sum();
-    let migrating = Gauge::<i64>::default();
-    migrating.set(slots);
-    registry.register(
-        "slots_migrating",
-        "Slots migrating in the topology last published",
-        migrating,
-    );
-    let queued = Gauge::<i64>::default();
-    queued.set(d.published_queued_slots());
-    registry.register(
-        "slots_queued",
-        "Slots queued to migrate in the topology last published",
-        queued,
-    );
-    // Computed like GET /migrations: from the proxies' acknowledgements right now.
-    let blocked = !migrations.is_empty()
-        && crate::migrator::blockers(&d, d.published_epoch())
-            .await
-            .is_ok_and(|b| !b.is_empty());
-    let waiting = Gauge::<i64>::default();
-    waiting.set(if blocked { slots } else { 0 });
-    registry.register(
-        "slots_waiting_for_proxies",
-        "Migrating slots whose keys wait for every proxy to acknowledge",
-        waiting,
-    );
-    let owned = Family::<GroupLabel, Gauge>::default();
-    if let Ok(t) = d.topology().await {
-        for g in &t.groups {
-            let n: i64 = t
-                .slots
-                .iter()
-                .filter(|r| r.group == g.id)
-                .map(|r| i64::from(r.end - r.start) + 1)
-                .sum();
-            owned
-                .get_or_create(&GroupLabel {
-                    group: g.id.to_string(),
-                })
-                .set(n);
-        }
-    }
-    registry.register(
-        "group_slots",
-        "Slots each group owns in the topology",
-        owned,
-    );
-    let moved = d.with_progress(|p| p.keys_moved_total());
-    let moved_c = prometheus_client::metrics::counter::Counter::<u64>::default();
-    moved_c.inc_by(moved);
-    registry.register(
-        "migrated_keys",
-        "Keys moved by migrations since this dashboard became active",
-        moved_c,
-    );
-    let mut out = String::new();
-    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    let out = d.metrics.encode(&snapshot(&d).await);
     (
         [(header::CONTENT_TYPE, kodis_common::telemetry::OPENMETRICS)],
         out,
     )
         .into_response()
+}
+
+/// What `/metrics` reports, read now: whether this dashboard is active, the epoch it
+/// last published, and per proxy the epoch it acknowledged.
+async fn snapshot(d: &Dashboard) -> crate::metrics::Snapshot {
+    let migrations = d.published_migrations();
+    let slots: i64 = migrations
+        .iter()
+        .map(|m| i64::from(m.end - m.start) + 1)
+        .sum();
+    // Computed like GET /migrations: from the proxies' acknowledgements right now.
+    let blocked = !migrations.is_empty()
+        && crate::migrator::blockers(d, d.published_epoch())
+            .await
+            .is_ok_and(|b| !b.is_empty());
+    let group_slots = match d.topology().await {
+        Ok(t) => t
+            .groups
+            .iter()
+            .map(|g| (g.id, i64::from(cluster::slot_count(&t, g.id))))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    crate::metrics::Snapshot {
+        active: d.is_active(),
+        epoch: d.published_epoch(),
+        acked: d.acked_epochs(),
+        slots_migrating: slots,
+        slots_queued: d.published_queued_slots(),
+        slots_waiting: if blocked { slots } else { 0 },
+        group_slots,
+        keys_moved: d.with_progress(|p| p.keys_moved_total()),
+    }
 }
 
 async fn openapi() -> Response {
