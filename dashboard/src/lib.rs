@@ -20,6 +20,7 @@ pub mod routes;
 pub mod server;
 pub mod servers;
 pub mod settings;
+pub mod supervisor;
 pub mod users;
 
 pub use config::DashboardConfig;
