@@ -754,6 +754,15 @@ mod tests {
             assign_slots(&t, 5, 2, 1),
             Err(ClusterError::BadRange { from: 5, to: 2 })
         ));
+        // The texts are the API's error messages.
+        assert_eq!(
+            assign_slots(&t, 5, 2, 1).map_err(|e| e.to_string()),
+            Err("slots 5..=2 are not a range within 0..=16383".to_string())
+        );
+        assert_eq!(
+            remove_server(&t, 2, "h:3").map_err(|e| e.to_string()),
+            Err("h:3 is the master of group 2, which owns 8192 slots".to_string())
+        );
         assert!(matches!(
             remove_server(&t, 2, "h:3"),
             Err(ClusterError::MasterOwnsSlots { group: 2, .. })

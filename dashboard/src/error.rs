@@ -158,3 +158,48 @@ impl From<kodis_common::failover::HandoverError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ClusterError;
+    use crate::plan::PlanError;
+    use kodis_common::failover::HandoverError;
+
+    /// Logic errors become the statuses and texts the API has always answered.
+    #[test]
+    fn logic_errors_map_to_their_statuses_at_the_edge() {
+        let cases: [(ApiError, u16, &str); 6] = [
+            (
+                ClusterError::ZeroGroupId.into(),
+                400,
+                "group ids start at 1",
+            ),
+            (ClusterError::NoGroup(3).into(), 404, "no group 3"),
+            (
+                ClusterError::AlreadyMigrating { slot: 9, to: 2 }.into(),
+                409,
+                "slot 9 is already migrating to group 2",
+            ),
+            (PlanError::NoGroup(4).into(), 404, "no group 4"),
+            (
+                HandoverError::NotMaster {
+                    group: 1,
+                    from: "h:1".into(),
+                }
+                .into(),
+                409,
+                "h:1 is not the master of group 1",
+            ),
+            (
+                HandoverError::NoGroup(5).into(),
+                404,
+                "group 5 does not exist",
+            ),
+        ];
+        for (e, status, text) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e}");
+            assert_eq!(e.to_string(), text);
+        }
+    }
+}
