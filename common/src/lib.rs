@@ -8,6 +8,9 @@ pub mod big_key;
 pub mod certs;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "etcd-flags")]
+pub mod etcd_flags;
+pub mod failover;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "redis-conn")]

@@ -115,50 +115,71 @@ pub struct DashboardConfig {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     // --- end HTTPS of the API ---
-    // --- TLS to etcd ---
-    /// PEM CA certificate of etcd's server certificate: etcd is reached over TLS
-    /// (https:// endpoints) [default: none, plain HTTP].
-    #[arg(long, value_name = "FILE")]
-    pub etcd_ca: Option<PathBuf>,
-    /// PEM client certificate for an etcd started with --client-cert-auth (needs
-    /// --etcd-key and --etcd-ca).
-    #[arg(long, value_name = "FILE", requires = "etcd_key")]
-    pub etcd_cert: Option<PathBuf>,
-    /// PEM private key of --etcd-cert.
-    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
-    pub etcd_key: Option<PathBuf>,
-    // --- end TLS to etcd ---
+    /// TLS to etcd (off by default).
+    #[command(flatten)]
+    pub etcd_tls_flags: kodis_common::etcd_flags::EtcdTlsFlags,
     /// How the Redis servers are reached over TLS (off by default).
     #[command(flatten)]
     pub backend_tls: kodis_common::redis_conn::BackendTlsArgs,
 }
 
+/// Why the dashboard's flags cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--listen` is not `IP:port`.
+    #[error("--listen {0:?} is not an IP:port address")]
+    Listen(String),
+    /// A non-loopback `--listen` without an admin token.
+    #[error(
+        "--listen {0:?} is not a loopback address and no admin token is set: anyone \
+         who reaches it could add servers, move slots and read the topology; set \
+         KODIS_ADMIN_TOKEN (or --admin-token) or listen on 127.0.0.1"
+    )]
+    PublicWithoutToken(String),
+    /// `--cluster` cannot name a key prefix.
+    #[error("--cluster {0:?} must be non-empty without '/'")]
+    Cluster(String),
+    /// A migration knob is 0.
+    #[error(
+        "--migrate-keys-per-batch, --migrate-scan-count, \
+         --migrate-pipeline, --migrate-slots-in-flight and --migrate-big-key-chunk \
+         must be at least 1"
+    )]
+    MigrateZero,
+    /// `--migrate-timeout-ms` is 0.
+    #[error("--migrate-timeout-ms must be at least 1")]
+    MigrateTimeout,
+    /// `--proxy-user` is not a name Redis takes.
+    #[error("--proxy-user: {0}")]
+    ProxyUser(kodis_common::acl::AclError),
+    /// `--lock-ttl-secs` too short to renew.
+    #[error("--lock-ttl-secs must be at least 2")]
+    LockTtl,
+    /// `--tls-cert` without `--tls-key`.
+    #[error("--tls-cert needs --tls-key")]
+    TlsCertWithoutKey,
+    /// `--tls-key` without `--tls-cert`.
+    #[error("--tls-key needs --tls-cert")]
+    TlsKeyWithoutCert,
+    /// The etcd TLS flags do not go together (the text names them).
+    #[error("{0}")]
+    EtcdTls(String),
+    /// The backend TLS files cannot be used.
+    #[error("{0}")]
+    BackendTls(kodis_common::redis_conn::TlsSettingsError),
+}
+
 impl DashboardConfig {
     /// Rejects values the dashboard cannot run with.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!(
-                "--listen {:?} is not an IP:port address",
-                self.listen
-            ));
-        }
-        let loopback = self
-            .listen
-            .parse::<std::net::SocketAddr>()
-            .is_ok_and(|a| a.ip().is_loopback());
-        if self.admin_token.as_deref().is_none_or(str::is_empty) && !loopback {
-            return Err(format!(
-                "--listen {:?} is not a loopback address and no admin token is set: anyone \
-                 who reaches it could add servers, move slots and read the topology; set \
-                 KODIS_ADMIN_TOKEN (or --admin-token) or listen on 127.0.0.1",
-                self.listen
-            ));
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let Ok(listen) = self.listen.parse::<std::net::SocketAddr>() else {
+            return Err(ConfigError::Listen(self.listen.clone()));
+        };
+        if self.admin_token.as_deref().is_none_or(str::is_empty) && !listen.ip().is_loopback() {
+            return Err(ConfigError::PublicWithoutToken(self.listen.clone()));
         }
         if self.cluster.is_empty() || self.cluster.contains('/') {
-            return Err(format!(
-                "--cluster {:?} must be non-empty without '/'",
-                self.cluster
-            ));
+            return Err(ConfigError::Cluster(self.cluster.clone()));
         }
         if self.migrate_keys_per_batch == 0
             || self.migrate_slots_in_flight == 0
@@ -166,47 +187,29 @@ impl DashboardConfig {
             || self.migrate_pipeline == 0
             || self.migrate_big_key_chunk == 0
         {
-            return Err("--migrate-keys-per-batch, --migrate-scan-count, \
-                 --migrate-pipeline, --migrate-slots-in-flight and \
-                 --migrate-big-key-chunk must be at least 1"
-                .into());
+            return Err(ConfigError::MigrateZero);
         }
         if self.migrate_timeout_ms == 0 {
-            return Err("--migrate-timeout-ms must be at least 1".into());
+            return Err(ConfigError::MigrateTimeout);
         }
         if let Some(u) = self.data_user() {
-            u.validate().map_err(|e| format!("--proxy-user: {e}"))?;
+            u.validate().map_err(ConfigError::ProxyUser)?;
         }
         if self.lock_ttl_secs < 2 {
-            return Err("--lock-ttl-secs must be at least 2".into());
+            return Err(ConfigError::LockTtl);
         }
         check_tls_pair(self.tls_cert.as_deref(), self.tls_key.as_deref())?;
-        self.check_etcd_tls()?;
+        self.etcd_tls_flags
+            .checked(&self.etcd)
+            .map_err(ConfigError::EtcdTls)?;
         // The files are read now so that a missing or broken one stops the start.
-        self.backend_tls.load().map_err(|e| e.to_string())?;
+        self.backend_tls.load().map_err(ConfigError::BackendTls)?;
         Ok(())
-    }
-
-    /// The etcd TLS flags go together, with https:// endpoints, and name files.
-    fn check_etcd_tls(&self) -> Result<(), String> {
-        kodis_common::store::EtcdTls::from_flags(
-            &self.etcd,
-            self.etcd_ca.as_deref(),
-            self.etcd_cert.as_deref(),
-            self.etcd_key.as_deref(),
-        )
-        .map(drop)
     }
 
     /// TLS to etcd, if --etcd-ca is given.
     pub fn etcd_tls(&self) -> Option<kodis_common::store::EtcdTls> {
-        self.etcd_ca
-            .as_ref()
-            .map(|ca| kodis_common::store::EtcdTls {
-                ca: ca.clone(),
-                cert: self.etcd_cert.clone(),
-                key: self.etcd_key.clone(),
-            })
+        self.etcd_tls_flags.settings()
     }
 
     /// The data-plane ACL user, if one is configured.
@@ -251,9 +254,7 @@ impl DashboardConfig {
             redis_password: None,
             tls_cert: None,
             tls_key: None,
-            etcd_ca: None,
-            etcd_cert: None,
-            etcd_key: None,
+            etcd_tls_flags: Default::default(),
             backend_tls: Default::default(),
         }
     }
@@ -264,10 +265,10 @@ impl DashboardConfig {
 pub(crate) fn check_tls_pair(
     cert: Option<&std::path::Path>,
     key: Option<&std::path::Path>,
-) -> Result<(), String> {
+) -> Result<(), ConfigError> {
     match (cert, key) {
-        (Some(_), None) => Err("--tls-cert needs --tls-key".into()),
-        (None, Some(_)) => Err("--tls-key needs --tls-cert".into()),
+        (Some(_), None) => Err(ConfigError::TlsCertWithoutKey),
+        (None, Some(_)) => Err(ConfigError::TlsKeyWithoutCert),
         _ => Ok(()),
     }
 }
@@ -287,6 +288,8 @@ mod tests {
         };
         for (listen, token) in [("0.0.0.0:18080", None), ("10.1.2.3:18080", Some(""))] {
             let err = cfg(listen, token).validate().expect_err(listen);
+            assert!(matches!(err, ConfigError::PublicWithoutToken(_)), "{err}");
+            let err = err.to_string();
             assert!(
                 err.contains("--listen") && err.contains("loopback") && err.contains("token"),
                 "{err}"

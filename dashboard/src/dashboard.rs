@@ -39,13 +39,19 @@ pub struct Dashboard {
     writes: tokio::sync::Mutex<()>,
     /// Talks to Redis servers.
     pub servers: Servers,
+    /// What `/metrics` serves.
+    pub metrics: crate::metrics::Metrics,
     published: watch::Sender<Arc<Topology>>,
     acked: Mutex<HashMap<String, u64>>,
     pushers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     http: reqwest::Client,
     owner: String,
     progress: Mutex<crate::migrator::Progress>,
-    migrator: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The current term of leadership (`None`: standby); see
+    /// [`Dashboard::leadership`].
+    term: watch::Sender<Option<u64>>,
+    /// Terms begun so far.
+    terms: std::sync::atomic::AtomicU64,
     /// kodis-ha's latest report and when it arrived (memory only: HA resends it
     /// every round).
     health: Mutex<Option<(std::time::Instant, kodis_common::api::HealthReport)>>,
@@ -119,6 +125,7 @@ impl Dashboard {
                     .map_err(|e| ApiError::Internal(format!("backend TLS: {e}")))?,
             ),
             config,
+            metrics: crate::metrics::Metrics::new(),
             store: RwLock::new(None),
             guard: RwLock::new(None),
             writes: tokio::sync::Mutex::new(()),
@@ -128,7 +135,8 @@ impl Dashboard {
             http,
             owner,
             progress: Mutex::new(crate::migrator::Progress::default()),
-            migrator: Mutex::new(None),
+            term: watch::channel(None).0,
+            terms: std::sync::atomic::AtomicU64::new(0),
             health: Mutex::new(None),
             later: Mutex::new(HashMap::new()),
         }))
@@ -298,13 +306,18 @@ impl Dashboard {
         }
     }
 
+    /// Leadership changes: `Some(term)` from the moment this dashboard is active (a
+    /// new number each time it becomes so), `None` when it steps down. What runs only
+    /// on the active dashboard starts and stops on these (see [`crate::supervisor`]).
+    pub fn leadership(&self) -> watch::Receiver<Option<u64>> {
+        self.term.subscribe()
+    }
+
     fn step_down(&self) {
         if let Ok(mut g) = self.guard.write() {
             *g = None;
         }
-        if let Some(task) = self.migrator.lock().ok().and_then(|mut m| m.take()) {
-            task.abort();
-        }
+        self.term.send_if_modified(|t| t.take().is_some());
         if let Ok(mut p) = self.pushers.lock() {
             for (_, task) in p.drain() {
                 task.abort();
@@ -315,11 +328,13 @@ impl Dashboard {
     /// After taking the lock: publish the stored topology and push it to every
     /// registered proxy.
     async fn on_active(self: &Arc<Self>) -> Result<(), ApiError> {
-        // Started first: it resumes the stored migrations and retries by itself.
-        let task = tokio::spawn(crate::migrator::run(Arc::clone(self)));
-        if let Some(old) = self.migrator.lock().ok().and_then(|mut m| m.replace(task)) {
-            old.abort();
-        }
+        // A new term first: the migrator starts on it, resumes the stored migrations
+        // and retries by itself.
+        let term = self
+            .terms
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        self.term.send_replace(Some(term));
         let store = self.store()?;
         let (topology, _) = self.read_topology(&store).await?;
         self.published.send_replace(Arc::new(topology));

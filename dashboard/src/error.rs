@@ -95,3 +95,111 @@ impl IntoResponse for ApiError {
             .into_response()
     }
 }
+
+/// The API's answer to a refused topology change: 400 for malformed input, 404 for
+/// an unknown group or server, 409 when the cluster's state does not allow it, 500
+/// for a stored topology that is itself invalid.
+impl From<crate::cluster::ClusterError> for ApiError {
+    fn from(e: crate::cluster::ClusterError) -> Self {
+        use crate::cluster::ClusterError as C;
+        let text = e.to_string();
+        match e {
+            C::ZeroGroupId | C::BadAddress(_) | C::BadRange { .. } | C::BadMove { .. } => {
+                ApiError::BadRequest(text)
+            }
+            C::NoGroup(_) | C::NotAServer { .. } => ApiError::NotFound(text),
+            C::GroupExists(_)
+            | C::GroupOwnsSlots { .. }
+            | C::GroupHasServers { .. }
+            | C::ServerTaken { .. }
+            | C::LastServerOfTarget { .. }
+            | C::MasterWithReplicas { .. }
+            | C::MasterOwnsSlots { .. }
+            | C::AlreadyMaster { .. }
+            | C::NoServingGroup
+            | C::AllSlotsOwned
+            | C::NoServerToServe(_)
+            | C::NoServerToTake(_)
+            | C::SlotOwned { .. }
+            | C::SlotUnowned(_)
+            | C::SlotHome { .. }
+            | C::SlotNotOwnedBy { .. }
+            | C::AlreadyMigrating { .. } => ApiError::Conflict(text),
+            C::Invalid(_) => ApiError::Internal(text),
+        }
+    }
+}
+
+/// The API's answer to a plan that cannot be made (404, 409, or 500 for an invalid
+/// stored topology).
+impl From<crate::plan::PlanError> for ApiError {
+    fn from(e: crate::plan::PlanError) -> Self {
+        use crate::plan::PlanError as P;
+        let text = e.to_string();
+        match e {
+            P::NoGroup(_) => ApiError::NotFound(text),
+            P::NoServingGroup | P::OwnerWithoutServer(_) | P::NoReceiver(_) => {
+                ApiError::Conflict(text)
+            }
+            P::Invalid(_) => ApiError::Internal(text),
+        }
+    }
+}
+
+/// The API's answer to a hand-over that cannot be done: 404 for an unknown group,
+/// 409 for "not the master" (nothing to do) or "no synced replica".
+impl From<kodis_common::failover::HandoverError> for ApiError {
+    fn from(e: kodis_common::failover::HandoverError) -> Self {
+        use kodis_common::failover::HandoverError as H;
+        let text = e.to_string();
+        match e {
+            H::NoGroup(_) => ApiError::NotFound(text),
+            H::NotMaster { .. } | H::NoSyncedReplica { .. } => ApiError::Conflict(text),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ClusterError;
+    use crate::plan::PlanError;
+    use kodis_common::failover::HandoverError;
+
+    /// Logic errors become the statuses and texts the API has always answered.
+    #[test]
+    fn logic_errors_map_to_their_statuses_at_the_edge() {
+        let cases: [(ApiError, u16, &str); 6] = [
+            (
+                ClusterError::ZeroGroupId.into(),
+                400,
+                "group ids start at 1",
+            ),
+            (ClusterError::NoGroup(3).into(), 404, "no group 3"),
+            (
+                ClusterError::AlreadyMigrating { slot: 9, to: 2 }.into(),
+                409,
+                "slot 9 is already migrating to group 2",
+            ),
+            (PlanError::NoGroup(4).into(), 404, "no group 4"),
+            (
+                HandoverError::NotMaster {
+                    group: 1,
+                    from: "h:1".into(),
+                }
+                .into(),
+                409,
+                "h:1 is not the master of group 1",
+            ),
+            (
+                HandoverError::NoGroup(5).into(),
+                404,
+                "group 5 does not exist",
+            ),
+        ];
+        for (e, status, text) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e}");
+            assert_eq!(e.to_string(), text);
+        }
+    }
+}

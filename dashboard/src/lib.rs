@@ -9,7 +9,9 @@ pub mod config;
 pub mod console;
 pub mod dashboard;
 pub mod error;
+pub mod handover;
 pub mod join;
+pub mod metrics;
 pub mod migrator;
 pub mod openapi;
 pub mod overview;
@@ -19,6 +21,7 @@ pub mod routes;
 pub mod server;
 pub mod servers;
 pub mod settings;
+pub mod supervisor;
 pub mod users;
 
 pub use config::DashboardConfig;

@@ -4,15 +4,33 @@ use kodis_common::api::{RebalancePlan, SlotMove};
 use kodis_common::slot::SLOT_COUNT;
 use kodis_common::topology::Topology;
 
-use crate::error::ApiError;
+use kodis_common::topology::TopologyError;
+
+/// Why no plan can be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The group to drain does not exist.
+    #[error("no group {0}")]
+    NoGroup(u32),
+    /// No group has a server to hold slots.
+    #[error("no group has a server")]
+    NoServingGroup,
+    /// A group owns slots but has no server to move them from.
+    #[error("group {0} owns slots but has no server")]
+    OwnerWithoutServer(u32),
+    /// Draining: no other group has a server to take the slots.
+    #[error("no other group has a server to take group {0}'s slots")]
+    NoReceiver(u32),
+    /// The current topology itself is invalid (a bug or corrupt state).
+    #[error("stored topology is invalid: {0}")]
+    Invalid(#[source] TopologyError),
+}
 
 /// The fewest slot moves that leave every group with servers within one slot of the
 /// others. Groups that already hold the most keep the extra slots; donors give their
 /// highest slots first, so ranges stay contiguous.
-pub fn rebalance(t: &Topology) -> Result<RebalancePlan, ApiError> {
-    let owners = t
-        .slot_owners()
-        .map_err(|e| ApiError::Internal(format!("stored topology is invalid: {e}")))?;
+pub fn rebalance(t: &Topology) -> Result<RebalancePlan, PlanError> {
+    let owners = t.slot_owners().map_err(PlanError::Invalid)?;
     let groups: Vec<u32> = t
         .groups
         .iter()
@@ -20,15 +38,13 @@ pub fn rebalance(t: &Topology) -> Result<RebalancePlan, ApiError> {
         .map(|g| g.id)
         .collect();
     if groups.is_empty() {
-        return Err(ApiError::Conflict("no group has a server".into()));
+        return Err(PlanError::NoServingGroup);
     }
     let count = |g: u32| owners.iter().filter(|o| **o == Some(g)).count();
     let mut counts: Vec<(u32, usize)> = groups.iter().map(|&g| (g, count(g))).collect();
     let total: usize = counts.iter().map(|c| c.1).sum();
     if let Some(g) = owners.iter().flatten().find(|g| !groups.contains(g)) {
-        return Err(ApiError::Conflict(format!(
-            "group {g} owns slots but has no server"
-        )));
+        return Err(PlanError::OwnerWithoutServer(*g));
     }
     // Targets: the groups holding the most get the remainder.
     let n = groups.len();
@@ -86,12 +102,10 @@ pub fn rebalance(t: &Topology) -> Result<RebalancePlan, ApiError> {
 /// Moves every slot of group `id` to the other groups with servers, filling the
 /// emptiest first so counts end as even as possible; each receiver takes one
 /// contiguous run of the drained slots.
-pub fn drain(t: &Topology, id: u32) -> Result<RebalancePlan, ApiError> {
-    let owners = t
-        .slot_owners()
-        .map_err(|e| ApiError::Internal(format!("stored topology is invalid: {e}")))?;
+pub fn drain(t: &Topology, id: u32) -> Result<RebalancePlan, PlanError> {
+    let owners = t.slot_owners().map_err(PlanError::Invalid)?;
     if t.group(id).is_none() {
-        return Err(ApiError::NotFound(format!("no group {id}")));
+        return Err(PlanError::NoGroup(id));
     }
     let mut counts: Vec<(u32, usize)> = t
         .groups
@@ -100,9 +114,7 @@ pub fn drain(t: &Topology, id: u32) -> Result<RebalancePlan, ApiError> {
         .map(|g| (g.id, owners.iter().filter(|o| **o == Some(g.id)).count()))
         .collect();
     if counts.is_empty() {
-        return Err(ApiError::Conflict(format!(
-            "no other group has a server to take group {id}'s slots"
-        )));
+        return Err(PlanError::NoReceiver(id));
     }
     let mine: Vec<u16> = (0..SLOT_COUNT)
         .filter(|&s| owners[s as usize] == Some(id))
@@ -208,9 +220,9 @@ mod tests {
         let c2 = owners.iter().filter(|o| **o == Some(2)).count();
         assert!(c1.abs_diff(c2) <= 1, "{c1} {c2}");
         assert_eq!(plan.moves.len(), 2);
-        assert!(matches!(drain(&t, 9), Err(ApiError::NotFound(_))));
+        assert_eq!(drain(&t, 9), Err(PlanError::NoGroup(9)));
         let one = init_slots(&cluster(1)).expect("init");
-        assert!(matches!(drain(&one, 1), Err(ApiError::Conflict(_))));
+        assert_eq!(drain(&one, 1), Err(PlanError::NoReceiver(1)));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use kodis_common::api::{
 };
 use kodis_common::routes as r;
 use serde::de::DeserializeOwned;
-use tracing::{info, warn, Instrument};
+use tracing::{info, Instrument};
 
 use crate::cluster;
 use crate::dashboard::Dashboard;
@@ -274,55 +274,13 @@ async fn remove_server(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `POST /groups/{id}/promote`: makes a server the master (see
+/// [`crate::handover::promote`]).
 async fn promote(State(d): Ctx, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let id = group_id(&id)?;
     let req: Promote = parse(&body)?;
-    let change = d.begin().await?;
-    let next = cluster::promote(&change.current, id, &req.addr)?;
-    change.ensure_active().await?;
-    let old = change
-        .current
-        .group(id)
-        .and_then(|g| g.servers.first().cloned())
-        .unwrap_or_default();
-    switch(&d, &old, &req.addr).await?;
-    crate::settings::apply_to_promoted(&d, &req.addr).await;
-    // The old master and the other replicas follow the new master; one that is down
-    // is re-pointed when it comes back (HA's job), so failures only warn here.
-    for s in next
-        .group(id)
-        .map(|g| g.servers[1..].to_vec())
-        .unwrap_or_default()
-    {
-        if let Err(e) = d.servers.replicate(&s, &req.addr).await {
-            warn!(server = %s, error = %e, "could not re-point to the new master");
-        }
-    }
-    let t = change.commit(next).await?;
-    Ok(Json(t.group(id).cloned()).into_response())
-}
-
-/// Makes `target` the master: a planned switch (no write lost) while the old master
-/// answers as a master with `target` among its replicas, else a forced promotion
-/// (the old master is gone: what it had not replicated is lost with it).
-async fn switch(d: &Dashboard, old: &str, target: &str) -> Result<(), ApiError> {
-    let planned = match d.servers.replication(old).await {
-        Ok(r) => r.is_master(),
-        Err(_) => false,
-    };
-    let follows = match d.servers.replication(target).await {
-        Ok(r) => r.follows(old) && r.link_up,
-        Err(e) => return Err(e),
-    };
-    if planned && follows {
-        info!(from = %old, to = %target, "planned switch (FAILOVER)");
-        d.servers
-            .planned_failover(old, target, Duration::from_secs(10))
-            .await
-    } else {
-        info!(from = %old, to = %target, "forced promotion");
-        d.servers.make_master(target).await
-    }
+    let g = crate::handover::promote(&d, id, &req.addr).await?;
+    Ok(Json(g).into_response())
 }
 
 /// `POST /groups/{id}/switchover`: the master `from` is about to stop (a preStop
@@ -335,54 +293,8 @@ async fn switchover(
 ) -> Result<Response, ApiError> {
     let id = group_id(&id)?;
     let req: kodis_common::api::Switchover = parse(&body)?;
-    let change = d.begin().await?;
-    let g = change
-        .current
-        .group(id)
-        .cloned()
-        .ok_or_else(|| ApiError::NotFound(format!("group {id} does not exist")))?;
-    if g.servers.first() != Some(&req.from) {
-        return Err(ApiError::Conflict(format!(
-            "{} is not the master of group {id}",
-            req.from
-        )));
-    }
-    // The synced replica with the most of the stream.
-    let mut best: Option<(i64, String)> = None;
-    for s in &g.servers[1..] {
-        if let Ok(r) = d.servers.replication(s).await {
-            let synced = r.follows(&req.from) && r.link_up;
-            if synced && best.as_ref().is_none_or(|(o, _)| r.offset > *o) {
-                best = Some((r.offset, s.clone()));
-            }
-        }
-    }
-    let Some((_, target)) = best else {
-        return Err(ApiError::Conflict(format!(
-            "group {id} has no synced replica of {} to hand over to",
-            req.from
-        )));
-    };
-    let next = cluster::promote(&change.current, id, &target)?;
-    change.ensure_active().await?;
-    d.servers
-        .planned_failover(&req.from, &target, Duration::from_secs(10))
-        .await?;
-    crate::settings::apply_to_promoted(&d, &target).await;
-    for s in next
-        .group(id)
-        .map(|g| g.servers[1..].to_vec())
-        .unwrap_or_default()
-    {
-        if s == req.from {
-            continue;
-        }
-        if let Err(e) = d.servers.replicate(&s, &target).await {
-            warn!(server = %s, error = %e, "could not re-point to the new master");
-        }
-    }
-    let t = change.commit(next).await?;
-    Ok(Json(t.group(id).cloned()).into_response())
+    let g = crate::handover::switchover(&d, id, &req.from).await?;
+    Ok(Json(g).into_response())
 }
 
 async fn init_slots(State(d): Ctx) -> Result<Response, ApiError> {
@@ -506,113 +418,49 @@ async fn readyz(State(d): Ctx) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// Label of per-group metrics.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct GroupLabel {
-    group: String,
-}
-
-/// Label of per-proxy metrics.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct ProxyLabel {
-    proxy: String,
-}
-
-/// Prometheus text: whether this dashboard is active, the epoch it last published,
-/// and per proxy the epoch it acknowledged. Built per scrape from the live state.
+/// Prometheus text: the dashboard's registry, set from its live state now (see
+/// [`crate::metrics`]).
 async fn metrics(State(d): Ctx) -> Response {
-    use prometheus_client::metrics::family::Family;
-    use prometheus_client::metrics::gauge::Gauge;
-    let mut registry = prometheus_client::registry::Registry::with_prefix("kodis_dashboard");
-    let active = Gauge::<i64>::default();
-    active.set(i64::from(d.is_active()));
-    registry.register("active", "Whether this dashboard holds the lock", active);
-    let epoch = Gauge::<i64>::default();
-    epoch.set(d.published_epoch() as i64);
-    registry.register("epoch", "Epoch of the topology last published", epoch);
-    let acked = Family::<ProxyLabel, Gauge>::default();
-    for (proxy, e) in d.acked_epochs() {
-        acked.get_or_create(&ProxyLabel { proxy }).set(e as i64);
-    }
-    registry.register(
-        "proxy_acked_epoch",
-        "Epoch each registered proxy acknowledged",
-        acked,
-    );
-    let migrations = d.published_migrations();
-    let slots: i64 = migrations
-        .iter()
-        .map(|m| i64::from(m.end - m.start) + 1)
-        .sum();
-    let migrating = Gauge::<i64>::default();
-    migrating.set(slots);
-    registry.register(
-        "slots_migrating",
-        "Slots migrating in the topology last published",
-        migrating,
-    );
-    let queued = Gauge::<i64>::default();
-    queued.set(d.published_queued_slots());
-    registry.register(
-        "slots_queued",
-        "Slots queued to migrate in the topology last published",
-        queued,
-    );
-    // Computed like GET /migrations: from the proxies' acknowledgements right now.
-    let blocked = !migrations.is_empty()
-        && crate::migrator::blockers(&d, d.published_epoch())
-            .await
-            .is_ok_and(|b| !b.is_empty());
-    let waiting = Gauge::<i64>::default();
-    waiting.set(if blocked { slots } else { 0 });
-    registry.register(
-        "slots_waiting_for_proxies",
-        "Migrating slots whose keys wait for every proxy to acknowledge",
-        waiting,
-    );
-    let owned = Family::<GroupLabel, Gauge>::default();
-    if let Ok(t) = d.topology().await {
-        for g in &t.groups {
-            let n: i64 = t
-                .slots
-                .iter()
-                .filter(|r| r.group == g.id)
-                .map(|r| i64::from(r.end - r.start) + 1)
-                .sum();
-            owned
-                .get_or_create(&GroupLabel {
-                    group: g.id.to_string(),
-                })
-                .set(n);
-        }
-    }
-    registry.register(
-        "group_slots",
-        "Slots each group owns in the topology",
-        owned,
-    );
-    let moved = d.with_progress(|p| p.keys_moved_total());
-    let moved_c = prometheus_client::metrics::counter::Counter::<u64>::default();
-    moved_c.inc_by(moved);
-    registry.register(
-        "migrated_keys",
-        "Keys moved by migrations since this dashboard became active",
-        moved_c,
-    );
-    let big = Gauge::<i64>::default();
-    big.set(d.with_progress(|p| p.big_keys_in_flight()) as i64);
-    registry.register(
-        "big_keys_moving",
-        "Big keys being moved in pieces right now",
-        big,
-    );
-    let mut out = String::new();
-    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    let out = d.metrics.encode(&snapshot(&d).await);
     (
         [(header::CONTENT_TYPE, kodis_common::telemetry::OPENMETRICS)],
         out,
     )
         .into_response()
+}
+
+/// What `/metrics` reports, read now: whether this dashboard is active, the epoch it
+/// last published, and per proxy the epoch it acknowledged.
+async fn snapshot(d: &Dashboard) -> crate::metrics::Snapshot {
+    let migrations = d.published_migrations();
+    let slots: i64 = migrations
+        .iter()
+        .map(|m| i64::from(m.end - m.start) + 1)
+        .sum();
+    // Computed like GET /migrations: from the proxies' acknowledgements right now.
+    let blocked = !migrations.is_empty()
+        && crate::migrator::blockers(d, d.published_epoch())
+            .await
+            .is_ok_and(|b| !b.is_empty());
+    let group_slots = match d.topology().await {
+        Ok(t) => t
+            .groups
+            .iter()
+            .map(|g| (g.id, i64::from(cluster::slot_count(&t, g.id))))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    crate::metrics::Snapshot {
+        active: d.is_active(),
+        epoch: d.published_epoch(),
+        acked: d.acked_epochs(),
+        slots_migrating: slots,
+        slots_queued: d.published_queued_slots(),
+        slots_waiting: if blocked { slots } else { 0 },
+        group_slots,
+        keys_moved: d.with_progress(|p| p.keys_moved_total()),
+        big_keys_moving: d.with_progress(|p| p.big_keys_in_flight()) as i64,
+    }
 }
 
 async fn openapi() -> Response {

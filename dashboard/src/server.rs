@@ -21,6 +21,8 @@ pub struct DashboardHandle {
     stop: watch::Sender<bool>,
     api: JoinHandle<()>,
     leadership: JoinHandle<()>,
+    /// Starts and stops the migrator on leadership changes.
+    migrator: JoinHandle<()>,
 }
 
 impl DashboardHandle {
@@ -30,6 +32,8 @@ impl DashboardHandle {
         self.leadership.abort();
         let _ = self.leadership.await;
         self.dashboard.close().await;
+        self.migrator.abort();
+        let _ = self.migrator.await;
         let _ = self.api.await;
     }
 }
@@ -38,7 +42,7 @@ impl DashboardHandle {
 pub async fn start(mut config: DashboardConfig) -> anyhow::Result<DashboardHandle> {
     // An empty token (an empty variable or Secret key) is no token.
     config.admin_token = config.admin_token.take().filter(|t| !t.is_empty());
-    config.validate().map_err(anyhow::Error::msg)?;
+    config.validate()?;
     let listener = TcpListener::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
     config.listen = addr.to_string();
@@ -54,6 +58,8 @@ pub async fn start(mut config: DashboardConfig) -> anyhow::Result<DashboardHandl
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let dashboard = Dashboard::new(config)?;
+    // Subscribed before leadership runs, so that no term is missed.
+    let migrator = crate::supervisor::spawn_migrator(&dashboard);
     let leadership = tokio::spawn(dashboard.clone().run_leadership());
     let app = crate::routes::router(dashboard.clone());
     let api = tokio::spawn(async move {
@@ -70,5 +76,6 @@ pub async fn start(mut config: DashboardConfig) -> anyhow::Result<DashboardHandl
         stop,
         api,
         leadership,
+        migrator,
     })
 }

@@ -667,3 +667,41 @@ fn readyz_answers_503_promptly_while_etcd_does_not_answer() {
         h.stop().await;
     });
 }
+
+/// Leadership is published in terms (what starts and stops the migrator): a standby
+/// has none, the active dashboard its first, and a standby that takes over begins
+/// its own; stopping ends it.
+#[test]
+fn leadership_terms_follow_the_lock() {
+    let etcd = EtcdServer::start();
+    rt().block_on(async {
+        let cfg = || {
+            let mut c = DashboardConfig::embedded("127.0.0.1:0", std::path::PathBuf::new());
+            c.etcd = vec![etcd.endpoint()];
+            c.cluster = "terms".into();
+            c
+        };
+        let first = kodis_dashboard::start(cfg()).await.unwrap();
+        wait_active(&first).await;
+        assert_eq!(*first.dashboard.leadership().borrow(), Some(1));
+        let second = kodis_dashboard::start(cfg()).await.unwrap();
+        let mut terms = second.dashboard.leadership();
+        assert_eq!(*terms.borrow_and_update(), None, "a standby has no term");
+        assert!(!second.dashboard.is_active());
+        let standby = second.dashboard.clone();
+        // Stopping releases the lock: the standby takes over at once.
+        first.stop().await;
+        tokio::time::timeout(Duration::from_secs(20), terms.wait_for(Option::is_some))
+            .await
+            .expect("the standby never began a term")
+            .unwrap();
+        assert_eq!(*terms.borrow(), Some(1));
+        assert!(standby.is_active());
+        second.stop().await;
+        assert_eq!(
+            *standby.leadership().borrow(),
+            None,
+            "stopping ends the term"
+        );
+    });
+}

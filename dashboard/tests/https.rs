@@ -337,9 +337,9 @@ fn the_dashboard_uses_etcd_over_tls_with_a_client_certificate() {
         // The dashboard with --etcd-ca, --etcd-cert and --etcd-key.
         let mut cfg = DashboardConfig::embedded("127.0.0.1:0", dir.path().join("x"));
         cfg.etcd = endpoints.clone();
-        cfg.etcd_ca = Some(ca_file.clone());
-        cfg.etcd_cert = Some(client_cert.clone());
-        cfg.etcd_key = Some(client_key.clone());
+        cfg.etcd_tls_flags.etcd_ca = Some(ca_file.clone());
+        cfg.etcd_tls_flags.etcd_cert = Some(client_cert.clone());
+        cfg.etcd_tls_flags.etcd_key = Some(client_key.clone());
         let h = kodis_dashboard::start(cfg).await.unwrap();
         support::wait_active(&h).await;
         let api = support::Api::new(h.addr, None);
@@ -356,7 +356,7 @@ fn the_dashboard_uses_etcd_over_tls_with_a_client_certificate() {
         // A CA for plain http:// endpoints is refused at start-up.
         let mut cfg = DashboardConfig::embedded("127.0.0.1:0", dir.path().join("y"));
         cfg.etcd = vec!["http://127.0.0.1:2379".into()];
-        cfg.etcd_ca = Some(ca_file);
+        cfg.etcd_tls_flags.etcd_ca = Some(ca_file);
         let e = kodis_dashboard::start(cfg)
             .await
             .expect_err("http:// with a CA");

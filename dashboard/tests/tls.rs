@@ -187,10 +187,10 @@ fn a_server_signed_by_another_ca_is_refused_with_a_clear_error() {
         backend_tls_ca: Some(junk),
         ..Default::default()
     };
-    let e = cfg.validate().unwrap_err();
+    let e = cfg.validate().unwrap_err().to_string();
     assert!(e.contains("junk.crt") && e.contains("PEM"), "{e}");
     cfg.backend_tls.backend_tls_ca = Some(dir.path().join("missing.crt"));
-    let e = cfg.validate().unwrap_err();
+    let e = cfg.validate().unwrap_err().to_string();
     assert!(
         e.contains("missing.crt") && e.contains("cannot read"),
         "{e}"

@@ -4,7 +4,70 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kodis_common::etcd_flags::EtcdTlsFlags;
 use kodis_common::redis_conn::{BackendTlsArgs, ConnSettings, TlsSettingsError};
+
+/// Why flags of `kodis-ha` (any subcommand) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--down-after` is 0.
+    #[error("--down-after must be at least 1")]
+    DownAfter,
+    /// `--interval` too short to probe in.
+    #[error("--interval must be at least 10ms")]
+    Interval,
+    /// `--lock-ttl-secs` too short to renew.
+    #[error("--lock-ttl-secs must be at least 2")]
+    LockTtl,
+    /// One of `--tls-cert` and `--tls-key` without the other.
+    #[error("--tls-cert and --tls-key come together")]
+    TlsPair,
+    /// The etcd TLS flags do not go together (the text names them).
+    #[error("{0}")]
+    EtcdTls(String),
+    /// The backend TLS files cannot be used.
+    #[error("{0}")]
+    BackendTls(TlsSettingsError),
+    /// `--dashboard` is not a URL HA's client takes.
+    #[error("--dashboard: {0}")]
+    Dashboard(String),
+    /// `--dashboard-ca` for a dashboard that is not https://.
+    #[error("--dashboard-ca {} is given but --dashboard {url:?} is not https://", ca.display())]
+    CaWithoutHttps {
+        /// The CA file.
+        ca: PathBuf,
+        /// The dashboard's URL.
+        url: String,
+    },
+    /// A file named by a flag cannot be read.
+    #[error("{flag} {}: {cause}", path.display())]
+    File {
+        /// The flag.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
+    /// `prestop --addr` is empty.
+    #[error("--addr must name this server (HOST:PORT)")]
+    NoAddr,
+    /// `launch --addr` has no port.
+    #[error("--addr {0:?} is not host:port")]
+    Addr(String),
+    /// `prestop --timeout` is 0.
+    #[error("--timeout must be more than 0")]
+    Timeout,
+    /// `--server-tls-cert` without `--backend-tls`.
+    #[error(
+        "--server-tls-cert needs --backend-tls: the gate reaches its \
+         TLS-only server over TLS"
+    )]
+    ServerTlsWithoutBackendTls,
+    /// `--server-tls-cert` without a CA.
+    #[error("--server-tls-cert needs --server-tls-ca or --backend-tls-ca")]
+    ServerTlsWithoutCa,
+}
 
 /// How HA reaches the Redis servers: the password, the backend TLS settings (files
 /// read and checked now) and a 2 s bound on connecting and on each reply.
@@ -75,12 +138,12 @@ pub struct PrestopConfig {
 
 impl PrestopConfig {
     /// Checks the values that flags alone cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.addr.is_empty() {
-            return Err("--addr must name this server (HOST:PORT)".into());
+            return Err(ConfigError::NoAddr);
         }
         if self.timeout.is_zero() {
-            return Err("--timeout must be more than 0".into());
+            return Err(ConfigError::Timeout);
         }
         check_dashboard(&self.dashboard, self.dashboard_ca.as_deref())
     }
@@ -88,18 +151,29 @@ impl PrestopConfig {
 
 /// `--dashboard` must be a URL HA's client can reach (see [`crate::client::check_url`]),
 /// and `--dashboard-ca` a file there is, for an https:// one.
-fn check_dashboard(url: &str, ca: Option<&std::path::Path>) -> Result<(), String> {
-    crate::client::check_url(url).map_err(|e| format!("--dashboard: {e}"))?;
+fn check_dashboard(url: &str, ca: Option<&std::path::Path>) -> Result<(), ConfigError> {
+    crate::client::check_url(url).map_err(ConfigError::Dashboard)?;
     if let Some(ca) = ca {
         if !url.starts_with("https://") {
-            return Err(format!(
-                "--dashboard-ca {} is given but --dashboard {url:?} is not https://",
-                ca.display()
-            ));
+            return Err(ConfigError::CaWithoutHttps {
+                ca: ca.to_path_buf(),
+                url: url.to_string(),
+            });
         }
-        std::fs::metadata(ca).map_err(|e| format!("--dashboard-ca {}: {e}", ca.display()))?;
+        file_exists("--dashboard-ca", ca)?;
     }
     Ok(())
+}
+
+/// `path`, named by `flag`, is there.
+fn file_exists(flag: &'static str, path: &std::path::Path) -> Result<(), ConfigError> {
+    std::fs::metadata(path)
+        .map(drop)
+        .map_err(|cause| ConfigError::File {
+            flag,
+            path: path.to_path_buf(),
+            cause,
+        })
 }
 
 /// What `kodis-ha probe` checks.
@@ -212,18 +286,9 @@ pub struct HaConfig {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     // --- end HTTPS ---
-    // --- TLS to etcd (the leader lock) ---
-    /// PEM CA certificate of etcd's server certificate: etcd is reached over TLS
-    /// (https:// endpoints) [default: none, plain HTTP].
-    #[arg(long, value_name = "FILE")]
-    pub etcd_ca: Option<PathBuf>,
-    /// PEM client certificate for an etcd started with --client-cert-auth.
-    #[arg(long, value_name = "FILE", requires = "etcd_key")]
-    pub etcd_cert: Option<PathBuf>,
-    /// PEM private key of --etcd-cert.
-    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
-    pub etcd_key: Option<PathBuf>,
-    // --- end TLS to etcd ---
+    /// TLS to etcd, for the leader lock (off by default).
+    #[command(flatten)]
+    pub etcd_tls_flags: EtcdTlsFlags,
     /// How the Redis servers are reached over TLS (off by default).
     #[command(flatten)]
     pub backend_tls: BackendTlsArgs,
@@ -248,21 +313,16 @@ impl HaConfig {
             redis_password: None,
             tls_cert: None,
             tls_key: None,
-            etcd_ca: None,
-            etcd_cert: None,
-            etcd_key: None,
+            etcd_tls_flags: EtcdTlsFlags::default(),
             backend_tls: BackendTlsArgs::default(),
         }
     }
 
     /// TLS to etcd, from --etcd-ca, --etcd-cert and --etcd-key (checked).
-    pub fn etcd_tls(&self) -> Result<Option<kodis_common::store::EtcdTls>, String> {
-        kodis_common::store::EtcdTls::from_flags(
-            &self.etcd,
-            self.etcd_ca.as_deref(),
-            self.etcd_cert.as_deref(),
-            self.etcd_key.as_deref(),
-        )
+    pub fn etcd_tls(&self) -> Result<Option<kodis_common::store::EtcdTls>, ConfigError> {
+        self.etcd_tls_flags
+            .checked(&self.etcd)
+            .map_err(ConfigError::EtcdTls)
     }
 
     /// How the servers are reached (see [`BackendTlsArgs::load`]).
@@ -271,21 +331,21 @@ impl HaConfig {
     }
 
     /// Checks the values that flags alone cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.down_after == 0 {
-            return Err("--down-after must be at least 1".into());
+            return Err(ConfigError::DownAfter);
         }
         if self.interval < Duration::from_millis(10) {
-            return Err("--interval must be at least 10ms".into());
+            return Err(ConfigError::Interval);
         }
         if self.lock_ttl_secs < 2 {
-            return Err("--lock-ttl-secs must be at least 2".into());
+            return Err(ConfigError::LockTtl);
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err("--tls-cert and --tls-key come together".into());
+            return Err(ConfigError::TlsPair);
         }
         self.etcd_tls()?;
-        self.redis().map_err(|e| e.to_string())?;
+        self.redis().map_err(ConfigError::BackendTls)?;
         check_dashboard(&self.dashboard, self.dashboard_ca.as_deref())
     }
 
@@ -352,8 +412,8 @@ pub struct LaunchConfig {
 
 impl LaunchConfig {
     /// Checks the values that flags alone cannot.
-    pub fn validate(&self) -> Result<(), String> {
-        self.redis().map_err(|e| e.to_string())?;
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.redis().map_err(ConfigError::BackendTls)?;
         if self.server_tls_cert.is_some() {
             self.server_tls_args()?;
         }
@@ -362,34 +422,30 @@ impl LaunchConfig {
 
     /// The redis-server arguments of `--server-tls-*` (none without them), checked:
     /// files that exist, a port in --addr, and --backend-tls on.
-    pub fn server_tls_args(&self) -> Result<Vec<String>, String> {
+    pub fn server_tls_args(&self) -> Result<Vec<String>, ConfigError> {
         let (Some(cert), Some(key)) = (&self.server_tls_cert, &self.server_tls_key) else {
             return Ok(Vec::new());
         };
         if !self.backend_tls.backend_tls {
-            return Err(
-                "--server-tls-cert needs --backend-tls: the gate reaches its \
-                        TLS-only server over TLS"
-                    .into(),
-            );
+            return Err(ConfigError::ServerTlsWithoutBackendTls);
         }
         let ca = self
             .server_tls_ca
             .as_ref()
             .or(self.backend_tls.backend_tls_ca.as_ref())
-            .ok_or("--server-tls-cert needs --server-tls-ca or --backend-tls-ca")?;
+            .ok_or(ConfigError::ServerTlsWithoutCa)?;
         for (flag, f) in [
             ("--server-tls-cert", cert),
             ("--server-tls-key", key),
             ("--server-tls-ca", ca),
         ] {
-            std::fs::metadata(f).map_err(|e| format!("{flag} {}: {e}", f.display()))?;
+            file_exists(flag, f)?;
         }
         let port = self
             .addr
             .rsplit_once(':')
             .and_then(|(_, p)| p.parse::<u16>().ok())
-            .ok_or_else(|| format!("--addr {:?} is not host:port", self.addr))?;
+            .ok_or_else(|| ConfigError::Addr(self.addr.clone()))?;
         let path = |p: &PathBuf| p.display().to_string();
         Ok([
             "--port".to_string(),
@@ -429,9 +485,11 @@ mod tests {
         assert!(ha.validate().is_ok());
         ha.dashboard_ca = Some(PathBuf::from("/nonexistent/ca.pem"));
         let e = ha.validate().expect_err("a missing CA file");
+        assert!(matches!(e, ConfigError::File { .. }), "{e}");
+        let e = e.to_string();
         assert!(e.contains("--dashboard-ca"), "{e}");
         ha.dashboard = "http://dashboard:18080".into();
-        let e = ha.validate().expect_err("a CA for http://");
+        let e = ha.validate().expect_err("a CA for http://").to_string();
         assert!(e.contains("not https://"), "{e}");
         assert!(HaConfig::new("dashboard:18080", PathBuf::new())
             .validate()
@@ -472,6 +530,7 @@ mod tests {
         assert!(launch
             .validate()
             .expect_err("a missing CA file")
+            .to_string()
             .contains("--dashboard-ca"));
     }
 }

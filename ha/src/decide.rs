@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use kodis_common::failover::{self, Candidate, Handover};
 use kodis_common::topology::Topology;
 
 use crate::health::Health;
@@ -50,30 +51,25 @@ pub enum Action {
     },
 }
 
-/// The replica to promote when a master fails: a healthy one that still is a
-/// replica and completed a sync at least once (a server that restarted as an empty
-/// master, or whose first sync never finished, never qualifies), with the largest
-/// replication offset; ties go to the one whose link went down last.
+/// The replica to promote when `master` fails, by the one rule of
+/// [`kodis_common::failover`]: a healthy replica of `master` that completed a sync at
+/// least once, with the largest replication offset (ties: the link that went down
+/// last, then the group's order). A server without a health record is not a
+/// candidate: nothing is known of its data.
 pub fn best_replica<'a>(
+    master: &str,
     replicas: &'a [String],
-    health: &HashMap<String, Health>,
+    health: &'a HashMap<String, Health>,
 ) -> Option<&'a str> {
-    replicas
-        .iter()
-        .filter_map(|addr| {
-            let h = health.get(addr)?;
-            let r = h.replication.as_ref()?;
-            (h.is_up() && r.has_synced()).then_some((addr, r))
+    let candidates = replicas.iter().filter_map(|addr| {
+        let h = health.get(addr)?;
+        Some(Candidate {
+            addr,
+            up: h.is_up(),
+            replication: h.replication.as_ref(),
         })
-        .max_by(|(_, a), (_, b)| {
-            a.offset.cmp(&b.offset).then_with(|| {
-                // Smaller link_down_since wins: reversed.
-                b.link_down_since
-                    .unwrap_or(0)
-                    .cmp(&a.link_down_since.unwrap_or(0))
-            })
-        })
-        .map(|(addr, _)| addr.as_str())
+    });
+    failover::best_replica(master, candidates, Handover::Failover)
 }
 
 /// The actions for `t` given the servers' health (by address) and the registered
@@ -90,7 +86,7 @@ pub fn decide(
             continue;
         };
         if !up(master) {
-            match best_replica(replicas, servers) {
+            match best_replica(master, replicas, servers) {
                 Some(to) => out.push(Action::Failover {
                     group: g.id,
                     from: master.clone(),
@@ -219,16 +215,22 @@ mod tests {
             "r:2".to_string(),
             health(true, "slave", Some("m:1"), 100, Some(9)),
         );
-        assert_eq!(best_replica(&t.groups[0].servers[1..], &s), Some("r:1"));
+        assert_eq!(
+            best_replica("m:1", &t.groups[0].servers[1..], &s),
+            Some("r:1")
+        );
         // A replica that restarted as an empty master is never promoted, nor one
         // whose first sync never finished.
         s.insert("r:1".to_string(), health(true, "master", None, 5000, None));
-        assert_eq!(best_replica(&t.groups[0].servers[1..], &s), Some("r:2"));
+        assert_eq!(
+            best_replica("m:1", &t.groups[0].servers[1..], &s),
+            Some("r:2")
+        );
         s.insert(
             "r:2".to_string(),
             health(true, "slave", Some("m:1"), 0, Some(-1)),
         );
-        assert_eq!(best_replica(&t.groups[0].servers[1..], &s), None);
+        assert_eq!(best_replica("m:1", &t.groups[0].servers[1..], &s), None);
     }
 
     #[test]

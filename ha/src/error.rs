@@ -39,6 +39,9 @@ pub enum HaError {
     /// The backend TLS settings cannot be used (a file missing, not PEM, ...).
     #[error("backend TLS: {0}")]
     Tls(#[from] kodis_common::redis_conn::TlsSettingsError),
+    /// The flags cannot be used.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The configuration or the topology does not allow it.
     #[error("{0}")]
     Invalid(String),

@@ -26,6 +26,7 @@ use tokio::process::{Child, Command};
 use tracing::{info, warn};
 
 use kodis_common::acl::DataUser;
+use kodis_common::failover::{self, Candidate, Handover};
 use kodis_common::server_config::ServerSettings;
 
 use crate::client::Dashboard;
@@ -51,7 +52,7 @@ pub async fn run(cfg: LaunchConfig) -> Result<i32, HaError> {
         .map_err(|e| HaError::Invalid(format!("cannot watch SIGTERM: {e}")))?;
     let mut int = signal(SignalKind::interrupt())
         .map_err(|e| HaError::Invalid(format!("cannot watch SIGINT: {e}")))?;
-    cfg.validate().map_err(HaError::Invalid)?;
+    cfg.validate()?;
     let dashboard = Dashboard::new(
         &cfg.dashboard,
         cfg.admin_token.clone(),
@@ -193,7 +194,7 @@ fn spawn(
     cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
     // After the given command line: redis-server takes the last of a repeated
     // setting, so `--port 0` here wins over a `--port P` given there.
-    cmd.args(cfg.server_tls_args().map_err(HaError::Invalid)?);
+    cmd.args(cfg.server_tls_args()?);
     let role = match role {
         Role::Joining(r) => r.as_ref(),
         r => r,
@@ -336,20 +337,42 @@ async fn try_decide(cfg: &LaunchConfig, dashboard: &Dashboard) -> Result<Option<
         return Ok(Some(Role::Replica(master.clone())));
     }
     // This server is the recorded master: is any replica alive to take over?
-    let mut best: Option<(String, i64)> = None;
     let conn = cfg.redis()?.with_timeout(Duration::from_secs(1));
+    let mut states = Vec::with_capacity(replicas.len());
     for r in replicas {
-        match server_replication(r, &conn).await {
-            Ok(rep) if rep.has_synced() => {
-                if best.as_ref().is_none_or(|(_, o)| rep.offset > *o) {
-                    best = Some((r.clone(), rep.offset));
-                }
+        let state = match server_replication(r, &conn).await {
+            Ok(rep) => Some(rep),
+            Err(e) => {
+                info!(replica = %r, error = %e, "not alive");
+                None
             }
-            Ok(rep) => info!(replica = %r, role = ?rep.role,
-                             "alive, but not a synced replica: not a failover target"),
-            Err(e) => info!(replica = %r, error = %e, "not alive"),
+        };
+        states.push(state);
+    }
+    let candidates: Vec<Candidate<'_>> = replicas
+        .iter()
+        .zip(&states)
+        .map(|(r, rep)| Candidate {
+            addr: r,
+            up: rep.is_some(),
+            replication: rep.as_ref(),
+        })
+        .collect();
+    for c in &candidates {
+        if c.up && !failover::qualifies(&cfg.addr, c, Handover::Failover) {
+            info!(replica = %c.addr, role = ?c.replication.map(|r| &r.role),
+                  "alive, but not a synced replica of this server: not a failover target");
         }
     }
+    let best = failover::best_replica(&cfg.addr, candidates.iter().copied(), Handover::Failover)
+        .map(|to| {
+            let offset = candidates
+                .iter()
+                .find(|c| c.addr == to)
+                .and_then(|c| c.replication)
+                .map_or(0, |r| r.offset);
+            (to.to_string(), offset)
+        });
     let Some((to, offset)) = best else {
         info!(
             server = %cfg.addr,

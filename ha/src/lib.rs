@@ -11,6 +11,7 @@ pub mod gate;
 pub mod health;
 pub mod http;
 pub mod kubernetes;
+pub mod metrics;
 pub mod monitor;
 pub mod orchestrator;
 pub mod prestop;
@@ -51,7 +52,7 @@ pub async fn start(
     mut config: HaConfig,
     orchestrator: Arc<dyn Orchestrator>,
 ) -> Result<HaHandle, HaError> {
-    config.validate().map_err(HaError::Invalid)?;
+    config.validate()?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| HaError::Invalid(format!("cannot listen on {}: {e}", config.listen)))?;

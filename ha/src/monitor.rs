@@ -50,10 +50,6 @@ pub struct State {
     pub servers: HashMap<String, (u32, Health)>,
     /// Proxy health by id.
     pub proxies: HashMap<String, Health>,
-    /// Failovers carried out.
-    pub failovers: u64,
-    /// Restarts asked for.
-    pub restarts: u64,
     /// Groups whose master is down with no replica to promote.
     pub without_replica: Vec<u32>,
     /// The latest events, oldest first.
@@ -82,6 +78,8 @@ pub struct Monitor {
     orchestrator: Arc<dyn Orchestrator>,
     /// Shared with the HTTP endpoint.
     pub state: Mutex<State>,
+    /// What `/metrics` serves.
+    pub metrics: crate::metrics::Metrics,
     /// When each restart or re-point was last asked for.
     asked: Mutex<HashMap<String, Instant>>,
     /// Re-points seen but not acted on yet: the epoch they were seen at and when
@@ -131,6 +129,7 @@ impl Monitor {
             prober: Prober::new(config.probe_timeout(), config.redis()?)?,
             orchestrator,
             state: Mutex::new(State::default()),
+            metrics: crate::metrics::Metrics::new(),
             asked: Mutex::new(HashMap::new()),
             repoints: Mutex::new(HashMap::new()),
             owner: format!("{}@{}", std::process::id(), config.listen),
@@ -371,8 +370,8 @@ impl Monitor {
         match action {
             Action::Failover { group, from, to } => {
                 self.dashboard.promote(*group, to).await?;
+                self.metrics.failovers.inc();
                 self.with_state(|s| {
-                    s.failovers += 1;
                     s.event(format!(
                         "group {group}: master {from} is down; promoted {to}"
                     ));
@@ -405,8 +404,8 @@ impl Monitor {
             Action::RestartServer { group, addr } => {
                 if self.may_ask(&format!("restart {addr}")) {
                     self.orchestrator.restart_server(*group, addr).await?;
+                    self.metrics.restarts.inc();
                     self.with_state(|s| {
-                        s.restarts += 1;
                         s.event(format!(
                             "group {group}: server {addr} is down; restart asked"
                         ))
@@ -461,9 +460,9 @@ impl Monitor {
                     self.orchestrator.restart_proxy(p).await?;
                 }
                 self.dashboard.deregister(id).await?;
+                self.metrics.restarts.inc();
                 self.with_state(|s| {
                     s.proxies.remove(id);
-                    s.restarts += 1;
                     s.event(format!(
                         "proxy {id} is down; restart asked, registration removed"
                     ));

@@ -64,7 +64,7 @@ impl fmt::Display for Outcome {
 
 /// Hands over if needed, trying again until that is confirmed or `cfg.timeout` ends.
 pub async fn run(cfg: &PrestopConfig) -> Result<Outcome, HaError> {
-    cfg.validate().map_err(HaError::Invalid)?;
+    cfg.validate()?;
     let client = Dashboard::new(
         &cfg.dashboard,
         cfg.admin_token.clone(),

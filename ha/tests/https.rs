@@ -159,18 +159,22 @@ fn ha_takes_its_lock_in_etcd_over_tls() {
             let mut c = HaConfig::new(&url, dir.path().join(name));
             c.interval = Duration::from_millis(100);
             c.etcd = vec![etcd.endpoint()];
-            c.etcd_ca = Some(ca_file.clone());
-            c.etcd_cert = Some(client_cert.clone());
-            c.etcd_key = Some(client_key.clone());
+            c.etcd_tls_flags.etcd_ca = Some(ca_file.clone());
+            c.etcd_tls_flags.etcd_cert = Some(client_cert.clone());
+            c.etcd_tls_flags.etcd_key = Some(client_key.clone());
             c
         };
         // A client certificate without a CA, or a CA for http:// endpoints: refused.
         let mut bad = config("bad");
-        bad.etcd_ca = None;
-        assert!(bad.validate().unwrap_err().contains("--etcd-ca"));
+        bad.etcd_tls_flags.etcd_ca = None;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--etcd-ca"));
         let mut bad = config("bad");
         bad.etcd = vec!["http://127.0.0.1:2379".into()];
-        assert!(bad.validate().unwrap_err().contains("https://"));
+        assert!(bad.validate().unwrap_err().to_string().contains("https://"));
 
         let ha = kodis_ha::start(config("ha"), Arc::new(Local::new(None)))
             .await

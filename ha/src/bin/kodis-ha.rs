@@ -44,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
         None => {}
     }
     let cfg = cli.ha;
-    cfg.validate().map_err(anyhow::Error::msg)?;
+    cfg.validate()?;
     let orchestrator: Arc<dyn Orchestrator> = match cfg.orchestrator {
         OrchestratorKind::Local => Arc::new(Local::new(cfg.pid_dir.clone())),
         OrchestratorKind::Kubernetes => Arc::new(kodis_ha::kubernetes::Kubernetes::infer().await?),
