@@ -1,7 +1,7 @@
 //! Where the proxy's command table comes from, and loading it: the first master's
 //! `COMMAND` (so commands newer than the compiled-in table route correctly) or the
 //! table compiled in; a proxy that started without backends loads the real one once a
-//! topology names one.
+//! topology names one (`Shared::refresh_command_table`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,6 @@ use tracing::{info, warn};
 use crate::command_table::CommandTable;
 use crate::config::ProxyConfig;
 use crate::router::Routes;
-use crate::shared::Shared;
 
 /// Where a command table came from (INFO's `kodis_command_table`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,26 +98,4 @@ pub(crate) async fn load(config: &ProxyConfig, routes: &Routes) -> Loaded {
             compiled_in(version)
         }
     }
-}
-
-/// A proxy that started without backends runs on the compiled-in command table;
-/// once a topology names a backend, read the real one from it (in the background).
-pub(crate) fn refresh(ctx: &Arc<Shared>) {
-    use std::sync::atomic::Ordering;
-    if !ctx.config.refresh_command_table
-        || ctx.commands.load().source != TableSource::CompiledIn
-        || ctx.router.load().groups.is_empty()
-        || ctx.refreshing.swap(true, Ordering::AcqRel)
-    {
-        return;
-    }
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let routes = ctx.router.load_full();
-        let loaded = load(&ctx.config, &routes).await;
-        if loaded.source != TableSource::CompiledIn {
-            ctx.commands.store(Arc::new(ctx.commands_for(loaded)));
-        }
-        ctx.refreshing.store(false, Ordering::Release);
-    });
 }

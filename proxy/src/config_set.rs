@@ -13,6 +13,9 @@
 //! both modes. Both run on connections of their own as `default` with the servers'
 //! password, not on the backend connections (the data-plane ACL user may run only
 //! `CONFIG GET`).
+//!
+//! This module holds applying a setting to every server; the session's side (the
+//! commands as a client sends them) is `crate::session::config_set`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,15 +31,15 @@ use crate::reply;
 use crate::shared::Shared;
 
 /// How long one server may take to connect or to answer.
-fn server_timeout(ctx: &Shared) -> Duration {
+pub(crate) fn server_timeout(ctx: &Shared) -> Duration {
     Duration::from_millis(ctx.config.connect_timeout_ms).max(Duration::from_secs(5))
 }
 
 /// How long the dashboard may take to apply and record a CONFIG SET.
-const DASHBOARD_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DASHBOARD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Every server of every group in the proxy's topology, masters first.
-fn all_servers(ctx: &Shared) -> Vec<String> {
+pub(crate) fn all_servers(ctx: &Shared) -> Vec<String> {
     let routes = ctx.router.load();
     routes
         .topology
@@ -88,7 +91,7 @@ pub(crate) async fn reset_stats(ctx: Arc<Shared>) -> Bytes {
 /// `POST /api/v1/config` on the dashboard: `+OK`, or its error as the RESP error
 /// (the dashboard's error texts are RESP errors already: a server's own words when
 /// every server refused alike).
-async fn through_dashboard(ctx: &Shared, base: &str, pairs: Vec<ConfigPair>) -> Bytes {
+pub(crate) async fn through_dashboard(ctx: &Shared, base: &str, pairs: Vec<ConfigPair>) -> Bytes {
     let fail = |why: String| {
         reply::error(&format!(
             "ERR kodis: CONFIG SET needs the dashboard, which applies and records it: {why}"
@@ -121,98 +124,7 @@ async fn through_dashboard(ctx: &Shared, base: &str, pairs: Vec<ConfigPair>) -> 
 }
 
 /// Whether `text` starts like a RESP error: an upper-case code and a space.
-fn starts_with_code(text: &str) -> bool {
+pub(crate) fn starts_with_code(text: &str) -> bool {
     text.split_once(' ')
         .is_some_and(|(code, _)| !code.is_empty() && code.bytes().all(|c| c.is_ascii_uppercase()))
-}
-
-impl crate::session::Session {
-    /// CONFIG: GET from the first group's master (on the backend connections), SET
-    /// and RESETSTAT on every server (see the module doc), REWRITE refused.
-    pub(crate) fn config(
-        &mut self,
-        req: &kodis_common::resp::Request,
-        outbox: &mut crate::outbox::Outbox,
-    ) -> crate::pending::Pending {
-        use crate::error_replies::{refused, wrong_args};
-        use crate::pending::Pending;
-        let argc = req.argc();
-        if argc < 2 {
-            return Pending::Ready(wrong_args("config"));
-        }
-        let sub = String::from_utf8_lossy(req.arg(1)).to_ascii_uppercase();
-        match sub.as_str() {
-            "GET" if argc == 2 => Pending::Ready(wrong_args("config|get")),
-            "GET" if (2..argc).any(|i| crate::local::is_secret_config(req.arg(i))) => {
-                self.ctx.metrics.errors.refused.inc();
-                Pending::Ready(refused(
-                    "CONFIG GET",
-                    "glob patterns and password parameters would reveal backend secrets; \
-                     ask for parameters by name",
-                ))
-            }
-            "GET" => {
-                let routes = self.ctx.router.load();
-                match routes.groups.first() {
-                    Some(g) => outbox.forward(&g.master, req.to_resp()),
-                    None => Pending::Ready(reply::error("ERR kodis: no backend group")),
-                }
-            }
-            "SET" | "RESETSTAT" if !self.ctx.config.allow_config_set => {
-                self.ctx.metrics.errors.refused.inc();
-                Pending::Ready(refused(
-                    &format!("CONFIG {sub}"),
-                    "allow_config_set is off (it changes every server of the cluster)",
-                ))
-            }
-            "SET" if argc < 4 => Pending::Ready(wrong_args("config|set")),
-            "RESETSTAT" if argc != 2 => Pending::Ready(wrong_args("config|resetstat")),
-            "SET" | "RESETSTAT" => {
-                let pairs = if sub == "SET" {
-                    let args: Vec<&[u8]> = (2..argc).map(|i| req.arg(i)).collect();
-                    match server_config::parse_pairs(&args) {
-                        Ok(p) => Some(p),
-                        Err(e) => {
-                            self.ctx.metrics.errors.refused.inc();
-                            return Pending::Ready(Bytes::from(e.to_resp()));
-                        }
-                    }
-                } else {
-                    None
-                };
-                // As on one server: it takes effect after the client's earlier
-                // requests and before its later ones.
-                if !self.idle {
-                    return Pending::Barrier;
-                }
-                let (tx, rx) = crate::reply_slot::channel();
-                let ctx = self.ctx.clone();
-                tokio::spawn(async move {
-                    let r = match pairs {
-                        Some(p) => config_set(ctx, p).await,
-                        None => reset_stats(ctx).await,
-                    };
-                    tx.send(Ok(r));
-                });
-                self.paused = true;
-                Pending::Backend(rx, Arc::from("kodis-proxy (CONFIG on every server)"))
-            }
-            "REWRITE" => {
-                self.ctx.metrics.errors.refused.inc();
-                Pending::Ready(refused(
-                    "CONFIG REWRITE",
-                    "the cluster's configuration is kept by kodis (CONFIG SET through the \
-                     proxy is recorded by the dashboard and applied again to every server \
-                     that starts), not in the servers' config files",
-                ))
-            }
-            _ => {
-                self.ctx.metrics.errors.refused.inc();
-                Pending::Ready(refused(
-                    &format!("CONFIG {sub}"),
-                    "only CONFIG GET, SET and RESETSTAT are served by the proxy",
-                ))
-            }
-        }
-    }
 }

@@ -227,6 +227,6 @@ pub(crate) async fn install_topology(
     t: Topology,
 ) -> Result<(), crate::router::InstallError> {
     ctx.router.install_and_drain(t).await?;
-    crate::command_source::refresh(ctx);
+    ctx.refresh_command_table();
     Ok(())
 }

@@ -423,7 +423,7 @@ impl InfoPlan {
 
     fn keyspace(&self, masters: &[(String, Option<&str>)]) -> String {
         let texts: Vec<&str> = masters.iter().filter_map(|(_, t)| *t).collect();
-        let mut out = crate::merge::keyspace_sum(&texts);
+        let mut out = keyspace_sum(&texts);
         // Only the lines: the header is written by the caller.
         out.replace_range(..out.find('\n').map_or(0, |i| i + 1), "");
         let missing: Vec<&str> = masters
@@ -721,12 +721,59 @@ fn sections(text: &str) -> BTreeMap<String, Vec<(String, String)>> {
     out
 }
 
+/// The `# Keyspace` section of several servers' `INFO keyspace`, summed per
+/// database: keys and expires added, avg_ttl weighted by each server's expires.
+pub fn keyspace_sum(texts: &[&str]) -> String {
+    // db -> (keys, expires, sum of avg_ttl * expires)
+    let mut dbs: std::collections::BTreeMap<u32, (u64, u64, u128)> = Default::default();
+    for text in texts {
+        for line in text.lines() {
+            let Some((db, fields)) = line.trim_end().split_once(':') else {
+                continue;
+            };
+            let Some(n) = db.strip_prefix("db").and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let field = |name: &str| -> u64 {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            let e = dbs.entry(n).or_default();
+            e.0 += field("keys");
+            e.1 += field("expires");
+            e.2 += u128::from(field("avg_ttl")) * u128::from(field("expires"));
+        }
+    }
+    let mut out = String::from("# Keyspace\r\n");
+    for (db, (keys, expires, ttl)) in dbs {
+        let avg = ttl.checked_div(u128::from(expires)).unwrap_or(0);
+        out.push_str(&format!(
+            "db{db}:keys={keys},expires={expires},avg_ttl={avg}\r\n"
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sel(args: &[&str]) -> Selection {
         Selection::parse(args.iter().map(|a| a.as_bytes()))
+    }
+
+    #[test]
+    fn keyspace_sections_are_summed_per_database() {
+        let a = "# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=1000,subexpiry=0\r\n";
+        let b =
+            "# Keyspace\r\ndb0:keys=5,expires=6,avg_ttl=2000\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n";
+        assert_eq!(
+            keyspace_sum(&[a, b, "# Keyspace\r\n"]),
+            "# Keyspace\r\ndb0:keys=15,expires=8,avg_ttl=1750\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n"
+        );
     }
 
     #[test]

@@ -20,7 +20,6 @@ pub mod gate;
 pub mod histogram;
 pub mod info;
 pub mod key_move;
-mod local;
 pub mod memory;
 pub mod merge;
 pub mod metrics;

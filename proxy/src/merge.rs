@@ -390,42 +390,6 @@ fn bulk_text(r: &[u8]) -> Option<&str> {
     std::str::from_utf8(body.get(skip..)?).ok()
 }
 
-/// The `# Keyspace` section of several servers' `INFO keyspace`, summed per
-/// database: keys and expires added, avg_ttl weighted by each server's expires.
-pub fn keyspace_sum(texts: &[&str]) -> String {
-    // db -> (keys, expires, sum of avg_ttl * expires)
-    let mut dbs: std::collections::BTreeMap<u32, (u64, u64, u128)> = Default::default();
-    for text in texts {
-        for line in text.lines() {
-            let Some((db, fields)) = line.trim_end().split_once(':') else {
-                continue;
-            };
-            let Some(n) = db.strip_prefix("db").and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            let field = |name: &str| -> u64 {
-                fields
-                    .split(',')
-                    .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0)
-            };
-            let e = dbs.entry(n).or_default();
-            e.0 += field("keys");
-            e.1 += field("expires");
-            e.2 += u128::from(field("avg_ttl")) * u128::from(field("expires"));
-        }
-    }
-    let mut out = String::from("# Keyspace\r\n");
-    for (db, (keys, expires, ttl)) in dbs {
-        let avg = ttl.checked_div(u128::from(expires)).unwrap_or(0);
-        out.push_str(&format!(
-            "db{db}:keys={keys},expires={expires},avg_ttl={avg}\r\n"
-        ));
-    }
-    out
-}
-
 /// Re-encodes a group's `SCAN` reply `[cursor, keys]` with the client's cursor.
 fn scan_reply(r: &Bytes, cursor: crate::scan::ScanCursor, groups: usize) -> Bytes {
     let Some(elems) = array_elements(r).filter(|e| e.len() == 2) else {
@@ -493,14 +457,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keyspace_sections_are_summed_per_database() {
-        let a = "# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=1000,subexpiry=0\r\n";
-        let b =
-            "# Keyspace\r\ndb0:keys=5,expires=6,avg_ttl=2000\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n";
-        assert_eq!(
-            keyspace_sum(&[a, b, "# Keyspace\r\n"]),
-            "# Keyspace\r\ndb0:keys=15,expires=8,avg_ttl=1750\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n"
-        );
+    fn bulk_texts_are_read_from_resp2_and_resp3() {
         assert_eq!(bulk_text(b"$5\r\nhello\r\n"), Some("hello"));
         assert_eq!(bulk_text(b":1\r\n"), None);
         assert_eq!(bulk_text(b"=9\r\ntxt:hello\r\n"), Some("hello"));

@@ -9,10 +9,10 @@ use kodis_common::resp::Request;
 use crate::backend::{BackendPool, ReplyRx};
 use crate::dedicated::Dedicated;
 use crate::error::BackendError;
+use crate::key_move::KeyMove;
 use crate::merge::Merge;
 use crate::metrics::Metrics;
 use crate::reply;
-use crate::session::KeyMove;
 use crate::shared::Shared;
 
 /// A reply owed to the client, in request order.

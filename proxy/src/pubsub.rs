@@ -12,29 +12,25 @@
 //! session subscribes its channels on their new owners and its patterns on new
 //! groups, then leaves the old ones; messages published in between may be missed,
 //! as Pub/Sub promises at most once anyway.
+//!
+//! This module holds the subscriber connections and their state; the session's side
+//! (the commands as a client sends them) is `crate::session::pubsub`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kodis_common::resp::{
-    array_elements, encode_bulk, encode_command, encode_command_to, ReplyScanner, Request,
-};
-use kodis_common::slot::key_slot;
+use kodis_common::resp::{array_elements, encode_bulk, encode_command_to, ReplyScanner};
 use rustc_hash::FxHashSet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::backend::{self, BackendOptions, BackendPool};
-use crate::error_replies::{crossslot, wrong_args};
-use crate::pending::Pending;
-use crate::reply;
-use crate::session::Session;
 
 /// Messages buffered per session before its subscriber connections stop reading.
-const EVENTS: usize = 1024;
+pub(crate) const EVENTS: usize = 1024;
 
 /// What a subscription names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,7 +44,7 @@ pub enum SubKind {
 }
 
 impl SubKind {
-    fn command(self, sub: bool) -> &'static [u8] {
+    pub(crate) fn command(self, sub: bool) -> &'static [u8] {
         match (self, sub) {
             (SubKind::Channel, true) => b"SUBSCRIBE",
             (SubKind::Pattern, true) => b"PSUBSCRIBE",
@@ -59,7 +55,7 @@ impl SubKind {
         }
     }
 
-    fn confirmation(self, sub: bool) -> &'static [u8] {
+    pub(crate) fn confirmation(self, sub: bool) -> &'static [u8] {
         match (self, sub) {
             (SubKind::Channel, true) => b"subscribe",
             (SubKind::Pattern, true) => b"psubscribe",
@@ -73,42 +69,42 @@ impl SubKind {
 
 /// An order for a subscriber connection.
 #[derive(Debug)]
-struct Order {
-    kind: SubKind,
-    subscribe: bool,
-    names: Vec<Bytes>,
+pub(crate) struct Order {
+    pub(crate) kind: SubKind,
+    pub(crate) subscribe: bool,
+    pub(crate) names: Vec<Bytes>,
     /// Fired once the server confirmed every name (dropped if it never will).
-    done: Option<oneshot::Sender<()>>,
+    pub(crate) done: Option<oneshot::Sender<()>>,
 }
 
 /// A session's subscriber connection to one server.
 #[derive(Debug)]
-struct SubConn {
-    pool: Arc<BackendPool>,
-    orders: mpsc::UnboundedSender<Order>,
+pub(crate) struct SubConn {
+    pub(crate) pool: Arc<BackendPool>,
+    pub(crate) orders: mpsc::UnboundedSender<Order>,
     /// It was given the session's patterns.
-    patterns: bool,
+    pub(crate) patterns: bool,
 }
 
 /// A session's subscriptions.
 #[derive(Debug)]
 pub struct Subs {
     /// Channel → the server it is subscribed on, in subscription order.
-    channels: Vec<(Bytes, Arc<BackendPool>)>,
+    pub(crate) channels: Vec<(Bytes, Arc<BackendPool>)>,
     /// Shard channel → the server it is subscribed on.
-    shards: Vec<(Bytes, Arc<BackendPool>)>,
+    pub(crate) shards: Vec<(Bytes, Arc<BackendPool>)>,
     /// Patterns, subscribed on every group's master.
-    patterns: Vec<Bytes>,
-    conns: Vec<SubConn>,
-    events_tx: mpsc::Sender<Bytes>,
-    events: mpsc::Receiver<Bytes>,
+    pub(crate) patterns: Vec<Bytes>,
+    pub(crate) conns: Vec<SubConn>,
+    pub(crate) events_tx: mpsc::Sender<Bytes>,
+    pub(crate) events: mpsc::Receiver<Bytes>,
     /// Messages taken from `events` while a reply was owed: kept in order here, so
     /// the subscriber connections never stall behind a full channel (they would stop
     /// reading the very confirmation the owed reply waits for).
-    held: std::collections::VecDeque<Bytes>,
+    pub(crate) held: std::collections::VecDeque<Bytes>,
     /// Bytes of the messages in `held` (counted against `max_output_buffer`).
-    held_bytes: usize,
-    changes: watch::Receiver<u64>,
+    pub(crate) held_bytes: usize,
+    pub(crate) changes: watch::Receiver<u64>,
 }
 
 /// What woke a subscribed session.
@@ -123,7 +119,7 @@ pub enum SubEvent {
 }
 
 impl Subs {
-    fn new(changes: watch::Receiver<u64>) -> Self {
+    pub(crate) fn new(changes: watch::Receiver<u64>) -> Self {
         let (events_tx, events) = mpsc::channel(EVENTS);
         Self {
             channels: Vec::new(),
@@ -139,7 +135,7 @@ impl Subs {
     }
 
     /// The count Redis reports after a (un)subscribe of `kind`.
-    fn count(&self, kind: SubKind) -> usize {
+    pub(crate) fn count(&self, kind: SubKind) -> usize {
         match kind {
             SubKind::Shard => self.shards.len(),
             _ => self.channels.len() + self.patterns.len(),
@@ -147,12 +143,16 @@ impl Subs {
     }
 
     /// True while anything is subscribed (RESP2 subscribe mode).
-    fn active(&self) -> bool {
+    pub(crate) fn active(&self) -> bool {
         !(self.channels.is_empty() && self.shards.is_empty() && self.patterns.is_empty())
     }
 
     /// The subscriber connection to `pool`, started on first use.
-    fn conn(&mut self, pool: &Arc<BackendPool>, opts: &Arc<BackendOptions>) -> &mut SubConn {
+    pub(crate) fn conn(
+        &mut self,
+        pool: &Arc<BackendPool>,
+        opts: &Arc<BackendOptions>,
+    ) -> &mut SubConn {
         let i = match self.conns.iter().position(|c| Arc::ptr_eq(&c.pool, pool)) {
             Some(i) => i,
             None => {
@@ -176,7 +176,7 @@ impl Subs {
 
     /// Sends an order to `pool`'s subscriber connection; returns where its
     /// confirmation arrives.
-    fn order(
+    pub(crate) fn order(
         &mut self,
         pool: &Arc<BackendPool>,
         opts: &Arc<BackendOptions>,
@@ -248,7 +248,7 @@ impl Confirm {
     }
 }
 
-fn confirmation(
+pub(crate) fn confirmation(
     out: &mut Vec<u8>,
     resp3: bool,
     kind: SubKind,
@@ -266,242 +266,10 @@ fn confirmation(
     out.extend_from_slice(format!(":{n}\r\n").as_bytes());
 }
 
-impl Session {
-    /// True while the client is in RESP2 subscribe mode.
-    pub(crate) fn subscribed(&self) -> bool {
-        self.subs.as_ref().is_some_and(|s| s.active())
-    }
-
-    /// SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE.
-    pub(crate) fn subscribe(&mut self, kind: SubKind, req: &Request) -> Pending {
-        let argc = req.argc();
-        if argc < 2 {
-            self.ctx.metrics.errors.args.inc();
-            let name = String::from_utf8_lossy(req.arg(0)).to_ascii_lowercase();
-            return Pending::Ready(wrong_args(&name));
-        }
-        if kind == SubKind::Shard {
-            let slot = key_slot(req.arg(1));
-            if (2..argc).any(|i| key_slot(req.arg(i)) != slot) {
-                self.ctx.metrics.errors.crossslot.inc();
-                return Pending::Ready(crossslot());
-            }
-        }
-        let routes = self.ctx.router.load_full();
-        if routes.groups.is_empty() {
-            return Pending::Ready(reply::error("ERR kodis: no backend group"));
-        }
-        // Every channel's owner first: nothing changes if one has none.
-        let mut owners = Vec::with_capacity(argc - 1);
-        if kind != SubKind::Pattern {
-            for i in 1..argc {
-                match routes.group_of_slot(key_slot(req.arg(i))) {
-                    Some(g) => owners.push(routes.groups[g].master.clone()),
-                    None => {
-                        return Pending::Ready(reply::error("CLUSTERDOWN Hash slot not served"))
-                    }
-                }
-            }
-        }
-        let opts = self.ctx.router.options().clone();
-        let changes = self.ctx.router.changes();
-        let resp3 = self.resp3;
-        let subs = self
-            .subs
-            .get_or_insert_with(|| Box::new(Subs::new(changes)));
-        let mut orders: Vec<(Arc<BackendPool>, Vec<Bytes>)> = Vec::new();
-        let mut out = Vec::with_capacity(64 * (argc - 1));
-        for i in 1..argc {
-            let name = req.arg_bytes(i);
-            let new = match kind {
-                SubKind::Channel => !subs.channels.iter().any(|(c, _)| *c == name),
-                SubKind::Shard => !subs.shards.iter().any(|(c, _)| *c == name),
-                SubKind::Pattern => !subs.patterns.contains(&name),
-            };
-            if new {
-                let pools: Vec<Arc<BackendPool>> = match kind {
-                    SubKind::Pattern => routes.groups.iter().map(|g| g.master.clone()).collect(),
-                    _ => vec![owners[i - 1].clone()],
-                };
-                match kind {
-                    SubKind::Channel => subs.channels.push((name.clone(), pools[0].clone())),
-                    SubKind::Shard => subs.shards.push((name.clone(), pools[0].clone())),
-                    SubKind::Pattern => subs.patterns.push(name.clone()),
-                }
-                for pool in pools {
-                    match orders.iter_mut().find(|(p, _)| Arc::ptr_eq(p, &pool)) {
-                        Some((_, names)) => names.push(name.clone()),
-                        None => orders.push((pool, vec![name.clone()])),
-                    }
-                }
-            }
-            confirmation(&mut out, resp3, kind, true, Some(&name), subs.count(kind));
-        }
-        let dones = orders
-            .into_iter()
-            .map(|(pool, names)| subs.order(&pool, &opts, kind, true, names))
-            .collect();
-        Pending::Confirm(Box::new(Confirm {
-            dones,
-            reply: Bytes::from(out),
-        }))
-    }
-
-    /// UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE (no name: every one of that kind).
-    pub(crate) fn unsubscribe(&mut self, kind: SubKind, req: &Request) -> Pending {
-        let opts = self.ctx.router.options().clone();
-        let changes = self.ctx.router.changes();
-        let resp3 = self.resp3;
-        let subs = self
-            .subs
-            .get_or_insert_with(|| Box::new(Subs::new(changes)));
-        let names: Vec<Bytes> = if req.argc() > 1 {
-            (1..req.argc()).map(|i| req.arg_bytes(i)).collect()
-        } else {
-            match kind {
-                SubKind::Channel => subs.channels.iter().map(|(c, _)| c.clone()).collect(),
-                SubKind::Shard => subs.shards.iter().map(|(c, _)| c.clone()).collect(),
-                SubKind::Pattern => subs.patterns.clone(),
-            }
-        };
-        let mut out = Vec::new();
-        if names.is_empty() {
-            confirmation(&mut out, resp3, kind, false, None, subs.count(kind));
-        }
-        let mut orders: Vec<(Arc<BackendPool>, Vec<Bytes>)> = Vec::new();
-        for name in names {
-            let pools: Vec<Arc<BackendPool>> = match kind {
-                SubKind::Channel | SubKind::Shard => {
-                    let list = if kind == SubKind::Channel {
-                        &mut subs.channels
-                    } else {
-                        &mut subs.shards
-                    };
-                    match list.iter().position(|(c, _)| *c == name) {
-                        Some(i) => vec![list.remove(i).1],
-                        None => Vec::new(),
-                    }
-                }
-                SubKind::Pattern => match subs.patterns.iter().position(|p| *p == name) {
-                    Some(i) => {
-                        subs.patterns.remove(i);
-                        subs.conns.iter().map(|c| c.pool.clone()).collect()
-                    }
-                    None => Vec::new(),
-                },
-            };
-            for pool in pools {
-                match orders.iter_mut().find(|(p, _)| Arc::ptr_eq(p, &pool)) {
-                    Some((_, names)) => names.push(name.clone()),
-                    None => orders.push((pool, vec![name.clone()])),
-                }
-            }
-            confirmation(&mut out, resp3, kind, false, Some(&name), subs.count(kind));
-        }
-        let dones = if subs.active() {
-            orders
-                .into_iter()
-                .map(|(pool, names)| subs.order(&pool, &opts, kind, false, names))
-                .collect()
-        } else {
-            // Nothing left: closing the subscriber connections unsubscribes them,
-            // and messages not delivered yet are dropped with them (a client out of
-            // subscribe mode must not get one).
-            self.subs = None;
-            Vec::new()
-        };
-        Pending::Ready(Bytes::new()).or_confirm(dones, out)
-    }
-
-    /// Follows a topology change: each channel to its slot's owner now, patterns to
-    /// every group's master; connections to servers no longer needed are closed.
-    pub(crate) fn resubscribe(&mut self) {
-        let Some(subs) = self.subs.as_mut() else {
-            return;
-        };
-        let routes = self.ctx.router.load_full();
-        let opts = self.ctx.router.options().clone();
-        for kind in [SubKind::Channel, SubKind::Shard] {
-            let list = if kind == SubKind::Channel {
-                std::mem::take(&mut subs.channels)
-            } else {
-                std::mem::take(&mut subs.shards)
-            };
-            let mut kept = Vec::with_capacity(list.len());
-            for (name, pool) in list {
-                let owner = routes
-                    .group_of_slot(key_slot(&name))
-                    .map(|g| routes.groups[g].master.clone());
-                match owner {
-                    Some(o) if !Arc::ptr_eq(&o, &pool) => {
-                        debug!(channel = %String::from_utf8_lossy(&name), from = %pool.addr(), to = %o.addr(), "channel moves");
-                        drop(subs.order(&o, &opts, kind, true, vec![name.clone()]));
-                        drop(subs.order(&pool, &opts, kind, false, vec![name.clone()]));
-                        kept.push((name, o));
-                    }
-                    _ => kept.push((name, pool)),
-                }
-            }
-            if kind == SubKind::Channel {
-                subs.channels = kept;
-            } else {
-                subs.shards = kept;
-            }
-        }
-        if !subs.patterns.is_empty() {
-            for g in &routes.groups {
-                let has = subs
-                    .conns
-                    .iter()
-                    .any(|c| c.patterns && Arc::ptr_eq(&c.pool, &g.master));
-                if !has {
-                    let patterns = subs.patterns.clone();
-                    drop(subs.order(&g.master, &opts, SubKind::Pattern, true, patterns));
-                }
-            }
-        }
-        // Close what no longer serves: not a master now, and holding no channel.
-        let (channels, shards) = (&subs.channels, &subs.shards);
-        subs.conns.retain(|c| {
-            routes
-                .groups
-                .iter()
-                .any(|g| Arc::ptr_eq(&g.master, &c.pool))
-                || channels
-                    .iter()
-                    .chain(shards)
-                    .any(|(_, p)| Arc::ptr_eq(p, &c.pool))
-        });
-    }
-
-    /// The next message for a subscribed client, or a topology change; never
-    /// resolves for a session without subscriptions.
-    pub(crate) async fn sub_event(subs: &mut Option<Box<Subs>>, deliver: bool) -> SubEvent {
-        match subs {
-            Some(s) => s.next(deliver).await,
-            None => std::future::pending().await,
-        }
-    }
-}
-
-impl Pending {
-    /// A Confirm of `reply` after `dones` (or `reply` at once if there are none).
-    fn or_confirm(self, dones: Vec<oneshot::Receiver<()>>, reply: Vec<u8>) -> Pending {
-        if dones.is_empty() {
-            Pending::Ready(Bytes::from(reply))
-        } else {
-            Pending::Confirm(Box::new(Confirm {
-                dones,
-                reply: Bytes::from(reply),
-            }))
-        }
-    }
-}
-
 /// A subscriber connection: carries out orders, forwards messages, and after a lost
 /// connection reconnects (with backoff) and subscribes again to all it held. Ends
 /// when the session drops it.
-async fn run(
+pub(crate) async fn run(
     addr: Arc<str>,
     opts: Arc<BackendOptions>,
     mut orders: mpsc::UnboundedReceiver<Order>,
@@ -619,12 +387,12 @@ async fn run(
     }
 }
 
-fn write_order(out: &mut Vec<u8>, kind: SubKind, subscribe: bool, names: &[Bytes]) {
+pub(crate) fn write_order(out: &mut Vec<u8>, kind: SubKind, subscribe: bool, names: &[Bytes]) {
     encode_command_to(out, &[kind.command(subscribe)], names);
 }
 
 /// True for a `message`, `pmessage` or `smessage` push.
-fn is_message(frame: &[u8]) -> bool {
+pub(crate) fn is_message(frame: &[u8]) -> bool {
     let Some(elems) = array_elements(frame) else {
         return false;
     };
@@ -632,27 +400,4 @@ fn is_message(frame: &[u8]) -> bool {
         return false;
     };
     kind == b"$7\r\nmessage\r\n" || kind == b"$8\r\npmessage\r\n" || kind == b"$8\r\nsmessage\r\n"
-}
-
-impl Session {
-    /// PUBLISH and SPUBLISH: to the master of the group that owns the channel's slot
-    /// (where its subscribers listen).
-    pub(crate) fn publish(&mut self, req: &Request, outbox: &mut crate::outbox::Outbox) -> Pending {
-        if req.argc() != 3 {
-            self.ctx.metrics.errors.args.inc();
-            let name = String::from_utf8_lossy(req.arg(0)).to_ascii_lowercase();
-            return Pending::Ready(wrong_args(&name));
-        }
-        let routes = self.ctx.router.load();
-        match routes.group_of_slot(key_slot(req.arg(1))) {
-            Some(g) => outbox.forward(&routes.groups[g].master, req.to_resp()),
-            None => Pending::Ready(reply::error("CLUSTERDOWN Hash slot not served")),
-        }
-    }
-
-    /// The RESP2 reply to PING in subscribe mode: `pong` and the message, as an array.
-    pub(crate) fn subscribed_ping(req: &Request) -> Bytes {
-        let message = if req.argc() > 1 { req.arg(1) } else { b"" };
-        Bytes::from(encode_command(&[&b"pong"[..], message]))
-    }
 }

@@ -87,4 +87,28 @@ impl Shared {
             &self.served_users(),
         )
     }
+
+    /// A proxy that started without backends runs on the compiled-in command table;
+    /// once a topology names a backend, read the real one from it (in the background;
+    /// loading is [`crate::command_source::load`]).
+    pub(crate) fn refresh_command_table(self: &Arc<Self>) {
+        use crate::command_source::TableSource;
+        use std::sync::atomic::Ordering;
+        if !self.config.refresh_command_table
+            || self.commands.load().source != TableSource::CompiledIn
+            || self.router.load().groups.is_empty()
+            || self.refreshing.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let routes = ctx.router.load_full();
+            let loaded = crate::command_source::load(&ctx.config, &routes).await;
+            if loaded.source != TableSource::CompiledIn {
+                ctx.commands.store(Arc::new(ctx.commands_for(loaded)));
+            }
+            ctx.refreshing.store(false, Ordering::Release);
+        });
+    }
 }

@@ -9,8 +9,7 @@
 //! `acl_id`), key patterns and channel patterns. A session whose user may do
 //! everything (`default` unless configured otherwise) skips the check entirely.
 
-mod command;
-mod describe;
+pub(crate) mod describe;
 mod glob;
 mod user;
 

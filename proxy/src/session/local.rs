@@ -6,13 +6,13 @@ use bytes::Bytes;
 use kodis_common::resp::Request;
 use kodis_common::slot::key_slot;
 
+use super::Session;
 use crate::commands::{Local, SplitKind};
 use crate::error_replies::{refused, wrong_args};
 use crate::merge::Merge;
 use crate::outbox::Outbox;
 use crate::pending::Pending;
 use crate::reply;
-use crate::session::Session;
 
 impl Session {
     /// Answers a local command, or forwards the part of it a backend must answer.

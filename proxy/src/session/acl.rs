@@ -5,12 +5,12 @@
 use bytes::Bytes;
 use kodis_common::resp::Request;
 
+use super::Session;
 use crate::command_table::{AclCategories, CommandSpec, CommandTable};
 use crate::error_replies::{refused, wrong_args};
 use crate::reply;
-use crate::session::Session;
 
-use super::{describe, Acl};
+use crate::acl::{describe, Acl};
 
 impl Session {
     /// Answers `ACL <subcommand> ...`.
@@ -188,6 +188,6 @@ fn dryrun(acl: &Acl, table: &CommandTable, req: &Request) -> Bytes {
     }
     match acl.check(i, spec, &argv) {
         Ok(()) => reply::simple("OK"),
-        Err(d) => reply::bulk(super::dryrun_text(d, spec, &argv).as_bytes()),
+        Err(d) => reply::bulk(crate::acl::dryrun_text(d, spec, &argv).as_bytes()),
     }
 }
