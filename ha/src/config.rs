@@ -152,7 +152,7 @@ impl PrestopConfig {
 /// `--dashboard` must be a URL HA's client can reach (see [`crate::client::check_url`]),
 /// and `--dashboard-ca` a file there is, for an https:// one.
 fn check_dashboard(url: &str, ca: Option<&std::path::Path>) -> Result<(), ConfigError> {
-    crate::client::check_url(url).map_err(ConfigError::Dashboard)?;
+    check_url(url).map_err(ConfigError::Dashboard)?;
     if let Some(ca) = ca {
         if !url.starts_with("https://") {
             return Err(ConfigError::CaWithoutHttps {
@@ -472,12 +472,31 @@ impl LaunchConfig {
     }
 }
 
+/// Checks that `url` is one this client can reach: `http://` or `https://` (verified
+/// against `--dashboard-ca`, else the system's roots).
+pub fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Ok(());
+    }
+    Err(format!(
+        "dashboard URL {url:?} is not an http:// or https:// URL"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Every subcommand takes an https:// dashboard, and refuses a CA for an
     /// http:// one or a CA file that is not there, at start-up.
+    /// https:// is taken (TLS through rustls), anything but http(s):// is not.
+    #[test]
+    fn http_and_https_urls_are_taken() {
+        assert!(check_url("http://127.0.0.1:18080").is_ok());
+        assert!(check_url("https://dashboard:18080").is_ok());
+        assert!(check_url("dashboard:18080").is_err());
+    }
+
     #[test]
     fn dashboard_urls_and_cas_are_checked_at_validation() {
         let url = "https://dashboard:18080";

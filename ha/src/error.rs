@@ -5,7 +5,7 @@
 pub enum HaError {
     /// The dashboard could not be reached or refused a call (with the status).
     #[error("dashboard: {}", .0.detailed())]
-    Dashboard(#[from] crate::client::DashboardError),
+    Dashboard(#[from] kodis_common::client::ClientError),
     /// A Redis server did not answer as expected.
     #[error("server {addr}: {cause}")]
     Server {

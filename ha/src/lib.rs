@@ -16,6 +16,7 @@ pub mod monitor;
 pub mod orchestrator;
 pub mod prestop;
 pub mod probe;
+pub mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

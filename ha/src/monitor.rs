@@ -1,14 +1,13 @@
 //! The failure detector: holds the leader lock, probes every server and proxy each
 //! interval, and carries out what [`crate::decide`] says.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kodis_common::api::{HealthReport, ProxyInfo, TargetHealth};
 use kodis_common::store::{KeepAlive, LockGuard, Store, Txn, TxnOutcome};
 use kodis_common::topology::Topology;
-use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -19,6 +18,7 @@ use crate::error::HaError;
 use crate::health::Health;
 use crate::orchestrator::Orchestrator;
 use crate::probe::Prober;
+pub use crate::state::{Event, State};
 
 /// How often the same restart or re-point is asked for at most.
 const REPEAT: Duration = Duration::from_secs(15);
@@ -29,45 +29,6 @@ const REPEAT: Duration = Duration::from_secs(15);
 /// moment would point the new master back at the old one, which already follows it,
 /// and leave the group with no master.
 const REPOINT_AFTER: Duration = Duration::from_secs(3);
-/// Events kept for `GET /events`.
-const EVENTS: usize = 200;
-
-/// Something HA did or found, for `GET /events` and the log.
-#[derive(Debug, Clone, Serialize)]
-pub struct Event {
-    /// Seconds since the Unix epoch.
-    pub at: u64,
-    /// What happened, in words.
-    pub what: String,
-}
-
-/// What the monitor knows, shared with the HTTP endpoint.
-#[derive(Debug, Default)]
-pub struct State {
-    /// Whether this HA holds the leader lock.
-    pub leader: bool,
-    /// Server health by address, with its group.
-    pub servers: HashMap<String, (u32, Health)>,
-    /// Proxy health by id.
-    pub proxies: HashMap<String, Health>,
-    /// Groups whose master is down with no replica to promote.
-    pub without_replica: Vec<u32>,
-    /// The latest events, oldest first.
-    pub events: VecDeque<Event>,
-}
-
-impl State {
-    fn event(&mut self, what: String) {
-        info!("{what}");
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.events.push_back(Event { at, what });
-        while self.events.len() > EVENTS {
-            self.events.pop_front();
-        }
-    }
-}
 
 /// The failure detector of one HA process.
 #[derive(Debug)]
