@@ -10,6 +10,7 @@ pub mod console;
 pub mod dashboard;
 pub mod error;
 pub mod handover;
+pub mod identity;
 pub mod join;
 pub mod metrics;
 pub mod migrator;

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::dashboard::Dashboard;
 use crate::error::ApiError;
-use crate::join::Identity;
+use crate::identity::Identity;
 
 /// Runs one recovery request.
 pub async fn recover(d: &Arc<Dashboard>, req: Recover) -> Result<Recovered, ApiError> {

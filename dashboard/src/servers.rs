@@ -450,7 +450,7 @@ impl Servers {
     /// What `addr` is: its run id, the addresses it is reached at, what it holds
     /// and its replication state. Reads only (`INFO`, `CLIENT INFO`): nothing
     /// changes on the server.
-    pub async fn identify(&self, addr: &str) -> Result<crate::join::Identity, ApiError> {
+    pub async fn identify(&self, addr: &str) -> Result<crate::identity::Identity, ApiError> {
         let text: String = self
             .cmd(
                 addr,
@@ -463,18 +463,18 @@ impl Servers {
         // The local address of this very connection, as the server reports it
         // (Redis 6.2+); older servers answer an error and are known by name only.
         let client: Option<String> = self.cmd(addr, redis::cmd("CLIENT").arg("INFO")).await.ok();
-        let mut addrs = crate::join::resolve(addr).await;
-        if let Some(laddr) = client.as_deref().and_then(crate::join::laddr) {
+        let mut addrs = crate::identity::resolve(addr).await;
+        if let Some(laddr) = client.as_deref().and_then(crate::identity::laddr) {
             if !addrs.contains(&laddr) {
                 addrs.push(laddr);
             }
         }
         let replication = Replication::parse(&text);
         let master_addrs = match &replication.master {
-            Some(m) if replication.is_replica() => crate::join::resolve(m).await,
+            Some(m) if replication.is_replica() => crate::identity::resolve(m).await,
             _ => Vec::new(),
         };
-        Ok(crate::join::Identity::parse(
+        Ok(crate::identity::Identity::parse(
             addr,
             &text,
             addrs,
