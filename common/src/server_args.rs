@@ -1,5 +1,6 @@
 //! redis-server command-line arguments that more than one part of Kodis starts
-//! servers with (`kodis up`, the test helpers), built in one place.
+//! servers with (`kodis up`, `kodis-ha launch --server-tls-cert`, the test helpers),
+//! built in one place.
 
 use std::path::Path;
 

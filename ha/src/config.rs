@@ -446,24 +446,10 @@ impl LaunchConfig {
             .rsplit_once(':')
             .and_then(|(_, p)| p.parse::<u16>().ok())
             .ok_or_else(|| ConfigError::Addr(self.addr.clone()))?;
-        let path = |p: &PathBuf| p.display().to_string();
-        Ok([
-            "--port".to_string(),
-            "0".into(),
-            "--tls-port".into(),
-            port.to_string(),
-            "--tls-cert-file".into(),
-            path(cert),
-            "--tls-key-file".into(),
-            path(key),
-            "--tls-ca-cert-file".into(),
-            path(ca),
-            "--tls-replication".into(),
-            "yes".into(),
-            "--tls-cluster".into(),
-            "yes".into(),
-        ]
-        .into())
+        Ok(kodis_common::server_args::listen_args(
+            port,
+            Some(kodis_common::server_args::ServerTlsFiles { cert, key, ca }),
+        ))
     }
 
     /// How the server (and its group's others) are reached.
