@@ -13,6 +13,8 @@ pub mod etcd_flags;
 pub mod failover;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "https-flags")]
+pub mod https_flags;
 #[cfg(feature = "redis-conn")]
 pub mod redis_conn;
 pub mod replication;

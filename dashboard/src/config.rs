@@ -105,16 +105,9 @@ pub struct DashboardConfig {
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
-    // --- HTTPS of the API ---
-    /// PEM certificate chain (leaf first) the API is served with over HTTPS
-    /// [default: none, plain HTTP]. Needs --tls-key; both files are read again every
-    /// 5 s, and a change is used by new connections.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    // --- end HTTPS of the API ---
+    /// HTTPS of the API (`--tls-cert`, `--tls-key`; off by default).
+    #[command(flatten)]
+    pub https: kodis_common::https_flags::HttpsFlags,
     /// TLS to etcd (off by default).
     #[command(flatten)]
     pub etcd_tls_flags: kodis_common::etcd_flags::EtcdTlsFlags,
@@ -155,12 +148,9 @@ pub enum ConfigError {
     /// `--lock-ttl-secs` too short to renew.
     #[error("--lock-ttl-secs must be at least 2")]
     LockTtl,
-    /// `--tls-cert` without `--tls-key`.
-    #[error("--tls-cert needs --tls-key")]
-    TlsCertWithoutKey,
-    /// `--tls-key` without `--tls-cert`.
-    #[error("--tls-key needs --tls-cert")]
-    TlsKeyWithoutCert,
+    /// `--tls-cert` and `--tls-key` do not come together.
+    #[error(transparent)]
+    Https(#[from] kodis_common::https_flags::HttpsFlagsError),
     /// The etcd TLS flags do not go together (the text names them).
     #[error("{0}")]
     EtcdTls(String),
@@ -198,7 +188,7 @@ impl DashboardConfig {
         if self.lock_ttl_secs < 2 {
             return Err(ConfigError::LockTtl);
         }
-        check_tls_pair(self.tls_cert.as_deref(), self.tls_key.as_deref())?;
+        self.https.check()?;
         self.etcd_tls_flags
             .checked(&self.etcd)
             .map_err(ConfigError::EtcdTls)?;
@@ -252,24 +242,10 @@ impl DashboardConfig {
             proxy_allow_keys: true,
             proxy_allow_client_pause: false,
             redis_password: None,
-            tls_cert: None,
-            tls_key: None,
+            https: Default::default(),
             etcd_tls_flags: Default::default(),
             backend_tls: Default::default(),
         }
-    }
-}
-
-/// `--tls-cert` and `--tls-key` come together (their contents are checked when they
-/// are loaded, at start-up).
-pub(crate) fn check_tls_pair(
-    cert: Option<&std::path::Path>,
-    key: Option<&std::path::Path>,
-) -> Result<(), ConfigError> {
-    match (cert, key) {
-        (Some(_), None) => Err(ConfigError::TlsCertWithoutKey),
-        (None, Some(_)) => Err(ConfigError::TlsKeyWithoutCert),
-        _ => Ok(()),
     }
 }
 

@@ -49,13 +49,7 @@ pub async fn start(mut config: DashboardConfig) -> anyhow::Result<DashboardHandl
     let (stop, mut stopped) = watch::channel(false);
     // Loaded before anything else starts: a certificate that does not load stops the
     // start, with the file named.
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(
-            kodis_common::http::https(cert, key, stopped.clone())
-                .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))?,
-        ),
-        _ => None,
-    };
+    let tls = config.https.load(stopped.clone())?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let dashboard = Dashboard::new(config)?;
     // Subscribed before leadership runs, so that no term is missed.

@@ -26,8 +26,8 @@ const TOKEN: &str = "t0k";
 async fn https_dashboard(dir: &Path, cert: &Path, key: &Path) -> (DashboardHandle, String) {
     let mut cfg = DashboardConfig::embedded("127.0.0.1:0", dir.join("store"));
     cfg.admin_token = Some(TOKEN.into());
-    cfg.tls_cert = Some(cert.to_path_buf());
-    cfg.tls_key = Some(key.to_path_buf());
+    cfg.https.tls_cert = Some(cert.to_path_buf());
+    cfg.https.tls_key = Some(key.to_path_buf());
     let h = kodis_dashboard::start(cfg).await.unwrap();
     support::wait_active(&h).await;
     let url = format!("https://{}", h.addr);
@@ -210,8 +210,8 @@ fn the_typed_client_keeps_the_status_apart() {
                 DashboardConfig::embedded(&format!("127.0.0.1:{port}"), dir.path().join("x"));
             cfg.etcd = vec![etcd.endpoint()];
             cfg.admin_token = Some(TOKEN.into());
-            cfg.tls_cert = Some(cert.clone());
-            cfg.tls_key = Some(key.clone());
+            cfg.https.tls_cert = Some(cert.clone());
+            cfg.https.tls_key = Some(key.clone());
             kodis_dashboard::start(cfg)
         };
         let active = start(free_port()).await.unwrap();
@@ -274,8 +274,8 @@ fn a_bad_certificate_stops_the_start() {
     let (_, _, other_key) = server_certificates(dir.path(), "other");
     rt().block_on(async {
         let mut cfg = DashboardConfig::embedded("127.0.0.1:0", dir.path().join("store"));
-        cfg.tls_cert = Some(cert);
-        cfg.tls_key = Some(other_key);
+        cfg.https.tls_cert = Some(cert);
+        cfg.https.tls_key = Some(other_key);
         let e = kodis_dashboard::start(cfg)
             .await
             .expect_err("a key of another certificate");

@@ -19,9 +19,9 @@ pub enum ConfigError {
     /// `--lock-ttl-secs` too short to renew.
     #[error("--lock-ttl-secs must be at least 2")]
     LockTtl,
-    /// One of `--tls-cert` and `--tls-key` without the other.
-    #[error("--tls-cert and --tls-key come together")]
-    TlsPair,
+    /// `--tls-cert` and `--tls-key` do not come together, or do not load.
+    #[error(transparent)]
+    Https(#[from] kodis_common::https_flags::HttpsFlagsError),
     /// The etcd TLS flags do not go together (the text names them).
     #[error("{0}")]
     EtcdTls(String),
@@ -276,16 +276,10 @@ pub struct HaConfig {
     /// Password of the Redis servers (environment only).
     #[arg(skip = std::env::var("KODIS_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub redis_password: Option<String>,
-    // --- HTTPS of /metrics, /healthz and /events ---
-    /// PEM certificate chain (leaf first) HA's HTTP endpoint is served with over HTTPS
-    /// [default: none, plain HTTP]. Needs --tls-key; both files are read again every
-    /// 5 s, and a change is used by new connections.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    // --- end HTTPS ---
+    /// HTTPS of /metrics, /healthz and /events (`--tls-cert`, `--tls-key`; off by
+    /// default).
+    #[command(flatten)]
+    pub https: kodis_common::https_flags::HttpsFlags,
     /// TLS to etcd, for the leader lock (off by default).
     #[command(flatten)]
     pub etcd_tls_flags: EtcdTlsFlags,
@@ -311,8 +305,7 @@ impl HaConfig {
             pid_dir: None,
             admin_token: None,
             redis_password: None,
-            tls_cert: None,
-            tls_key: None,
+            https: Default::default(),
             etcd_tls_flags: EtcdTlsFlags::default(),
             backend_tls: BackendTlsArgs::default(),
         }
@@ -341,9 +334,7 @@ impl HaConfig {
         if self.lock_ttl_secs < 2 {
             return Err(ConfigError::LockTtl);
         }
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(ConfigError::TlsPair);
-        }
+        self.https.check()?;
         self.etcd_tls()?;
         self.redis().map_err(ConfigError::BackendTls)?;
         check_dashboard(&self.dashboard, self.dashboard_ca.as_deref())

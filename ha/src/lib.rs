@@ -21,6 +21,7 @@ pub mod state;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use config::ConfigError;
 pub use config::{HaConfig, LaunchConfig, OrchestratorKind};
 pub use error::HaError;
 pub use monitor::Monitor;
@@ -63,13 +64,7 @@ pub async fn start(
     // The bound address (not a :0 from the flags) names this HA in the lock and reports.
     config.listen = addr.to_string();
     let (stop, rx) = watch::channel(false);
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(
-            kodis_common::http::https(cert, key, rx.clone())
-                .map_err(|e| HaError::Invalid(format!("--tls-cert/--tls-key: {e}")))?,
-        ),
-        _ => None,
-    };
+    let tls = config.https.load(rx.clone()).map_err(ConfigError::Https)?;
     let monitor = Monitor::new(config, orchestrator)?;
     let app = http::router(monitor.clone());
     let http = tokio::spawn(async move {

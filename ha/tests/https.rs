@@ -31,8 +31,8 @@ fn ha_reports_to_an_https_dashboard_and_serves_https() {
         let mut cfg =
             kodis_dashboard::DashboardConfig::embedded("127.0.0.1:0", dir.path().join("store"));
         cfg.admin_token = Some(TOKEN.into());
-        cfg.tls_cert = Some(cert);
-        cfg.tls_key = Some(key);
+        cfg.https.tls_cert = Some(cert);
+        cfg.https.tls_key = Some(key);
         let dash = kodis_dashboard::start(cfg).await.unwrap();
         until(20, "the dashboard to become active", || async {
             dash.dashboard.is_active().then_some(())
@@ -58,8 +58,8 @@ fn ha_reports_to_an_https_dashboard_and_serves_https() {
         ha_cfg.interval = Duration::from_millis(100);
         ha_cfg.admin_token = Some(TOKEN.into());
         ha_cfg.dashboard_ca = Some(ca.clone());
-        ha_cfg.tls_cert = Some(ha_cert);
-        ha_cfg.tls_key = Some(ha_key);
+        ha_cfg.https.tls_cert = Some(ha_cert);
+        ha_cfg.https.tls_key = Some(ha_key);
         let ha = kodis_ha::start(ha_cfg, Arc::new(Local::new(None)))
             .await
             .unwrap();

@@ -331,8 +331,8 @@ fn prestop_hands_over_through_an_https_dashboard_with_its_ca_only() {
     rt().block_on(async {
         let (master, replica) = (servers[0].addr(), servers[1].addr());
         let mut cfg = DashboardConfig::embedded("127.0.0.1:0", dir.path().join("store"));
-        cfg.tls_cert = Some(cert);
-        cfg.tls_key = Some(key);
+        cfg.https.tls_cert = Some(cert);
+        cfg.https.tls_key = Some(key);
         let dash = kodis_dashboard::start(cfg).await.unwrap();
         until(20, "the dashboard to become active", || async {
             dash.dashboard.is_active().then_some(())
