@@ -405,14 +405,6 @@ fn error_text(frame: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(line).into_owned())
 }
 
-/// The content of a bulk string reply.
-fn bulk_body(frame: &[u8]) -> Option<&[u8]> {
-    let rest = frame.strip_prefix(b"$")?;
-    let cr = rest.iter().position(|&c| c == b'\r')?;
-    let len: usize = std::str::from_utf8(&rest[..cr]).ok()?.parse().ok()?;
-    rest.get(cr + 2..cr + 2 + len)
-}
-
 /// The value `CONFIG GET name` answered (`None`: no such parameter).
 fn config_value(frame: &[u8]) -> Result<Option<String>, String> {
     if let Some(e) = error_text(frame) {
@@ -421,7 +413,7 @@ fn config_value(frame: &[u8]) -> Result<Option<String>, String> {
     let elems = array_elements(frame).ok_or("CONFIG GET answered no array")?;
     Ok(elems
         .get(1)
-        .and_then(|v| bulk_body(v))
+        .and_then(|v| crate::resp::reply_bulk(v))
         .map(|v| String::from_utf8_lossy(v).into_owned()))
 }
 

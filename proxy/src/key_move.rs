@@ -63,11 +63,7 @@ pub(crate) fn frame(args: &[&[u8]]) -> Vec<u8> {
 
 /// `split_big`'s answer (a bulk string of `0`s and `1`s); `None`: an error.
 pub(crate) fn split_answer(reply: &[u8]) -> Option<Split> {
-    let rest = reply.strip_prefix(b"$")?;
-    let end = rest.iter().position(|&b| b == b'\r')?;
-    let body = rest.get(end + 2..)?;
-    let len: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
-    let flags = body.get(..len)?;
+    let flags = kodis_common::resp::reply_bulk(reply)?;
     if flags.contains(&b'1') {
         Some(Split::InFlight)
     } else {

@@ -430,19 +430,14 @@ fn push_client_keys(out: &mut Vec<u8>, keys: &[u8]) {
     };
     let kept: Vec<&[u8]> = elems
         .into_iter()
-        .filter(|e| !bulk_body(e).is_some_and(kodis_common::big_key::is_internal))
+        .filter(|e| {
+            !kodis_common::resp::reply_bulk(e).is_some_and(kodis_common::big_key::is_internal)
+        })
         .collect();
     encode_array_header(out, kept.len());
     for e in kept {
         out.extend_from_slice(e);
     }
-}
-
-/// The bytes of a complete bulk string reply (`$<len>\r\n<bytes>\r\n`).
-fn bulk_body(r: &[u8]) -> Option<&[u8]> {
-    let rest = r.strip_prefix(b"$")?;
-    let nl = rest.iter().position(|b| *b == b'\n')?;
-    rest.get(nl + 1..)?.strip_suffix(b"\r\n")
 }
 
 fn unexpected(r: &[u8]) -> Bytes {

@@ -7,7 +7,7 @@
 mod reply;
 mod request;
 
-pub use reply::{array_elements, reply_integer, ReplyScanner};
+pub use reply::{array_elements, reply_bulk, reply_integer, ReplyScanner};
 pub use request::{
     encode_array_header, encode_bulk, encode_command, encode_command_to, Args, ParsedRequest,
     Request, RequestScanner,

@@ -236,10 +236,42 @@ pub fn reply_integer(frame: &[u8]) -> Option<i64> {
     parse_i64(digits)
 }
 
+/// The bytes of a complete bulk string reply (`$<len>\r\n<bytes>\r\n`), `None` for
+/// any other reply (a null bulk string included).
+pub fn reply_bulk(frame: &[u8]) -> Option<&[u8]> {
+    let rest = frame.strip_prefix(b"$")?;
+    let cr = memchr::memchr(b'\r', rest)?;
+    let len = usize::try_from(parse_i64(&rest[..cr])?).ok()?;
+    let body = rest.get(cr + 2..)?.strip_suffix(b"\r\n")?;
+    (body.len() == len).then_some(body)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A bulk string's bytes, binary and empty ones too; anything else is `None`.
+    #[test]
+    fn bulk_replies_give_their_bytes() {
+        assert_eq!(reply_bulk(b"$5\r\nhe\r\no\r\n"), Some(&b"he\r\no"[..]));
+        assert_eq!(reply_bulk(b"$0\r\n\r\n"), Some(&b""[..]));
+        for other in [
+            &b"$-1\r\n"[..],
+            b"$3\r\nab\r\n",
+            b"$2\r\nabc\r\n",
+            b":1\r\n",
+            b"+OK\r\n",
+            b"$x\r\n\r\n",
+        ] {
+            assert_eq!(
+                reply_bulk(other),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
 
     fn scan_all(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
         ReplyScanner::new(Limits::default()).scan(buf)
