@@ -98,9 +98,9 @@ pub fn is_internal(key: &[u8]) -> bool {
 /// one character: `1` if it is in flight (hidden before, or hidden now because it is
 /// big), `0` otherwise (small, or absent: `MIGRATE` moves it). Hiding is
 /// `HSET inflight key hidden` then `RENAME key moving:key`, both O(1), in the script's one
-/// atomic step. A big key of a module's type, or a stream with consumer groups, is
-/// refused with an error naming it (nothing is hidden then); the sizes come from
-/// O(1) commands (`MEMORY USAGE` samples 5 elements).
+/// atomic step. A big key of a module's type is refused with an error naming it
+/// (nothing is hidden then); the sizes come from O(1) commands (`MEMORY USAGE`
+/// samples 5 elements).
 pub const SPLIT_BIG: &str = r#"
 local elements, bytes, HIDDEN = tonumber(ARGV[1]), tonumber(ARGV[2]), 'hidden'
 local out, big = {}, {}
@@ -126,15 +126,6 @@ for i = 1, #KEYS / 3 do
         if len < 0 then
           return redis.error_reply('KODIS key ' .. k .. ' has the module type ' .. t ..
             ' and is too big to move in pieces: move it by hand')
-        end
-        if t == 'stream' then
-          local info = redis.call('XINFO', 'STREAM', k)
-          for j = 1, #info, 2 do
-            if info[j] == 'groups' and info[j + 1] > 0 then
-              return redis.error_reply('KODIS stream ' .. k ..
-                ' has consumer groups and is too big to move in pieces: move it by hand')
-            end
-          end
         end
         big[#big + 1] = i
         out[i] = '1'

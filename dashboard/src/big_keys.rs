@@ -50,8 +50,8 @@ pub trait Report: Sync {
 }
 
 /// `split_big` on `source` for `keys`: whether each is in flight (hidden before, or
-/// now because it is big). A big key that cannot move in pieces (a module's type, a
-/// stream with consumer groups) fails the call, naming it; nothing is hidden then.
+/// now because it is big). A big key that cannot move in pieces (a module's type)
+/// fails the call, naming it; nothing is hidden then.
 pub async fn split(
     servers: &Servers,
     source: &str,
@@ -309,6 +309,15 @@ impl Mover<'_> {
         }
         if kind == "stream" {
             self.stream_ids(moving, incoming).await?;
+            crate::stream_groups::copy(
+                self.servers,
+                self.source,
+                self.target,
+                moving,
+                incoming,
+                self.limits.chunk,
+            )
+            .await?;
         }
         report.copied(key, kind, total, total);
         Ok(())

@@ -22,6 +22,7 @@ pub mod routes;
 pub mod server;
 pub mod servers;
 pub mod settings;
+pub mod stream_groups;
 pub mod supervisor;
 pub mod users;
 

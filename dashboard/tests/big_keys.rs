@@ -1,8 +1,8 @@
 //! Big keys moved in pieces (docs/big-key-migration.md) against real redis-servers:
 //! every type intact with its TTL, through a whole migration with a proxy serving a
-//! write to a key in flight; each crash point recovered (start over, or only the
-//! last step); a conflict and a stream with consumer groups pausing the migration
-//! with a reason; a dashboard stopped mid-key and started again; the source or the
+//! write to a key in flight; each crash point recovered (start over, or only the last
+//! step); a conflict pausing the migration with a reason; a stream with consumer groups
+//! moving with them; a dashboard stopped mid-key and started again; the source or the
 //! target killed mid-key and started again; a proxy killed while it holds a request.
 #![allow(clippy::unwrap_used)]
 
@@ -574,10 +574,10 @@ fn a_restarted_dashboard_finishes_a_big_key_stopped_mid_copy() {
     });
 }
 
-/// A big stream with consumer groups cannot move in pieces yet: the migration
-/// pauses naming it, and resumes by itself once it has none.
+/// A big stream with consumer groups moves in pieces through a whole migration, its
+/// group with it (tests/big_stream_groups.rs checks the groups in detail).
 #[test]
-fn a_big_stream_with_consumer_groups_pauses_the_migration() {
+fn a_big_stream_with_consumer_groups_moves_with_its_groups() {
     let servers: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
@@ -610,35 +610,24 @@ fn a_big_stream_with_consumer_groups_pauses_the_migration() {
             .query_async(&mut src)
             .await
             .unwrap();
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("readers")
+            .arg("alice")
+            .arg("COUNT")
+            .arg(25)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(">")
+            .query_async(&mut src)
+            .await
+            .unwrap();
         api.ok(
             "POST",
             "/api/v1/slots/migrate",
             Some(json!({ "from": 0, "to": 8191, "group": 2 })),
         )
         .await;
-        let st = api
-            .wait_migrations("the migration to pause", |v| {
-                v["migrations"][0]["state"] == "paused"
-            })
-            .await;
-        let why = st["migrations"][0]["error"].as_str().unwrap_or_default();
-        assert!(
-            why.contains("consumer groups") && why.contains(&key),
-            "the reason names the key: {st}"
-        );
-        let n: i64 = redis::cmd("XLEN")
-            .arg(&key)
-            .query_async(&mut src)
-            .await
-            .unwrap();
-        assert_eq!(n, 200, "the stream left its source while refused");
-        let _: i64 = redis::cmd("XGROUP")
-            .arg("DESTROY")
-            .arg(&key)
-            .arg("readers")
-            .query_async(&mut src)
-            .await
-            .unwrap();
         api.wait_no_migrations().await;
         let mut dst = connect(&servers[1].addr()).await;
         let n: i64 = redis::cmd("XLEN")
@@ -647,6 +636,14 @@ fn a_big_stream_with_consumer_groups_pauses_the_migration() {
             .await
             .unwrap();
         assert_eq!(n, 200);
+        let (count, ..): (i64, String, String, redis::Value) = redis::cmd("XPENDING")
+            .arg(&key)
+            .arg("readers")
+            .query_async(&mut dst)
+            .await
+            .unwrap();
+        assert_eq!(count, 25, "alice's pending entries came along");
+        assert_eq!(calls(&mut src, "migrate").await, 0, "moved in pieces");
         h.stop().await;
     });
 }

@@ -81,7 +81,7 @@ mod tests {
         assert_eq!(split_answer(b"$3\r\n010\r\n"), Some(Split::InFlight));
         assert_eq!(split_answer(b"$0\r\n\r\n"), Some(Split::Small));
         assert_eq!(
-            split_answer(b"-KODIS stream s has consumer groups\r\n"),
+            split_answer(b"-KODIS key k has the module type t\r\n"),
             None
         );
         assert_eq!(split_answer(b"$3\r\n0"), None);
