@@ -90,14 +90,36 @@ impl Request {
 /// Appends a RESP array header `*n\r\n` to `out`.
 pub fn encode_array_header(out: &mut Vec<u8>, n: usize) {
     out.push(b'*');
-    out.extend_from_slice(n.to_string().as_bytes());
+    push_decimal(out, n);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal without allocating (`to_string` was a malloc and a free
+/// per argument of every split MSET: a fifth of its instructions).
+#[inline]
+fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Appends a RESP bulk string to `out`.
 pub fn encode_bulk(out: &mut Vec<u8>, data: &[u8]) {
+    out.reserve(data.len() + 16);
     out.push(b'$');
-    out.extend_from_slice(data.len().to_string().as_bytes());
+    push_decimal(out, data.len());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
@@ -858,6 +880,20 @@ mod tests {
             }
         }
         assert!(s.bytes_examined() <= buf.len() as u64 + calls * 34);
+    }
+
+    /// Lengths of every magnitude are written as `to_string` would.
+    #[test]
+    fn headers_and_bulks_carry_their_lengths_in_decimal() {
+        for n in [0usize, 1, 9, 10, 99, 100, 12_345, usize::MAX] {
+            let mut out = Vec::new();
+            encode_array_header(&mut out, n);
+            assert_eq!(out, format!("*{n}\r\n").into_bytes());
+        }
+        let mut out = Vec::new();
+        encode_bulk(&mut out, &[b'x'; 1234]);
+        assert_eq!(&out[..7], b"$1234\r\n");
+        assert_eq!(out.len(), 7 + 1234 + 2);
     }
 
     #[test]
