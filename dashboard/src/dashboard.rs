@@ -46,7 +46,7 @@ pub struct Dashboard {
     pushers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     http: reqwest::Client,
     owner: String,
-    progress: Mutex<crate::migrator::Progress>,
+    progress: Mutex<crate::progress::Progress>,
     /// The current term of leadership (`None`: standby); see
     /// [`Dashboard::leadership`].
     term: watch::Sender<Option<u64>>,
@@ -134,7 +134,7 @@ impl Dashboard {
             pushers: Mutex::new(HashMap::new()),
             http,
             owner,
-            progress: Mutex::new(crate::migrator::Progress::default()),
+            progress: Mutex::new(crate::progress::Progress::default()),
             term: watch::channel(None).0,
             terms: std::sync::atomic::AtomicU64::new(0),
             health: Mutex::new(None),
@@ -298,7 +298,7 @@ impl Dashboard {
     }
 
     /// Runs `f` on the migrator's progress counters.
-    pub fn with_progress<T>(&self, f: impl FnOnce(&mut crate::migrator::Progress) -> T) -> T {
+    pub fn with_progress<T>(&self, f: impl FnOnce(&mut crate::progress::Progress) -> T) -> T {
         match self.progress.lock() {
             Ok(mut p) => f(&mut p),
             // A panic while holding the lock leaves counters only; keep using them.

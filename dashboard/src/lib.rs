@@ -17,6 +17,7 @@ pub mod migrator;
 pub mod openapi;
 pub mod overview;
 pub mod plan;
+pub mod progress;
 pub mod recover;
 pub mod routes;
 pub mod server;

@@ -127,7 +127,7 @@ async fn migrations(
     } else {
         crate::migrator::blockers(d, t.epoch).await?
     };
-    Ok(d.with_progress(|p| crate::migrator::status(t, &blocking, p)))
+    Ok(d.with_progress(|p| crate::progress::status(t, &blocking, p)))
 }
 
 /// One client for proxies' `/metrics`, made on first use.

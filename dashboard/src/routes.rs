@@ -371,7 +371,7 @@ async fn migrations(State(d): Ctx) -> Result<Response, ApiError> {
     } else {
         crate::migrator::blockers(&d, t.epoch).await?
     };
-    let status = d.with_progress(|p| crate::migrator::status(&t, &blocking, p));
+    let status = d.with_progress(|p| crate::progress::status(&t, &blocking, p));
     Ok(Json(status).into_response())
 }
 
