@@ -88,6 +88,9 @@ impl CommandSpec {
             NativeKeys::Sort => return Ok(sort_keys(argv, true)),
             NativeKeys::SortRo => return Ok(sort_keys(argv, false)),
             NativeKeys::Migrate => return migrate_keys(argv),
+            // What the spec walk below gives for it, in a few instructions.
+            NativeKeys::First if argv.argc() > 1 => return Ok(KeyPositions::from_slice(&[1])),
+            NativeKeys::First => return Err(KeyError::TooFewArgs),
             NativeKeys::None => {}
         }
         let mut out = KeyPositions::new();
@@ -147,7 +150,8 @@ impl CommandSpec {
                 );
                 return Ok(with(migrate_keys(argv)?, f));
             }
-            NativeKeys::None => {}
+            // The spec's own flags: the walk below.
+            NativeKeys::First | NativeKeys::None => {}
         }
         let variable = self
             .key_specs

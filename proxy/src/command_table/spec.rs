@@ -303,6 +303,9 @@ pub(crate) enum NativeKeys {
     SortRo,
     /// MIGRATE: the key at 3, or everything after the KEYS option.
     Migrate,
+    /// The one key is the first argument, as its only spec says (GET, SET, HSET, ...,
+    /// most commands): found without walking the spec on every request.
+    First,
 }
 
 impl NativeKeys {
@@ -313,6 +316,28 @@ impl NativeKeys {
             "sort_ro" => Self::SortRo,
             "migrate" => Self::Migrate,
             _ => Self::None,
+        }
+    }
+
+    /// [`NativeKeys::First`] for a command whose only key spec is the first argument
+    /// (begin at index 1, a range of one key), else `self`.
+    pub(crate) fn or_first(self, specs: &[KeySpec]) -> Self {
+        let first = matches!(
+            specs,
+            [KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range {
+                    last_key: 0,
+                    key_step: 1,
+                    limit: 0,
+                },
+                flags,
+            }] if !flags.intersects(KeySpecFlags::NOT_KEY | KeySpecFlags::INCOMPLETE)
+        );
+        if self == Self::None && first {
+            Self::First
+        } else {
+            self
         }
     }
 }
