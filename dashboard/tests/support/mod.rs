@@ -118,8 +118,17 @@ impl Api {
 
 /// An in-process dashboard on the embedded store in `dir`: handle, client, URL.
 pub async fn start_dashboard(dir: &std::path::Path) -> (DashboardHandle, Api, String) {
+    start_dashboard_with(dir, |_| {}).await
+}
+
+/// [`start_dashboard`] with settings changed by `tweak` first.
+pub async fn start_dashboard_with(
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut DashboardConfig),
+) -> (DashboardHandle, Api, String) {
     let listen = format!("127.0.0.1:{}", free_port());
-    let cfg = DashboardConfig::embedded(&listen, dir.join("store"));
+    let mut cfg = DashboardConfig::embedded(&listen, dir.join("store"));
+    tweak(&mut cfg);
     let h = kodis_dashboard::start(cfg).await.unwrap();
     wait_active(&h).await;
     let api = Api::new(&listen, None);
