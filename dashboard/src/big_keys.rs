@@ -17,6 +17,8 @@
 //! target with the state `renaming` and no copy left is the renamed copy (no client
 //! writes it while it is in flight), and only step 3 is left.
 
+use std::time::Duration;
+
 use kodis_common::big_key::{self, HIDDEN, RENAMING};
 use kodis_common::slot::key_slot;
 
@@ -30,6 +32,33 @@ const IN_FLIGHT: &str = "local r = {} for _, h in ipairs(KEYS) do \
 /// Most in-flight hashes looked at by one script call (each an O(1) miss when
 /// empty): keeps the call well under a millisecond.
 const HASHES_PER_CALL: usize = 512;
+
+/// How long a replica of the target may take to acknowledge a big key made visible
+/// there before the move is retried (see `Mover::target_replicated`).
+pub const REPLICA_WAIT: Duration = Duration::from_secs(5);
+
+/// `master_repl_offset` of an `INFO replication` text; `None` unless it is a master.
+fn master_offset(info: &str) -> Option<i64> {
+    if !info.lines().any(|l| l.trim_end() == "role:master") {
+        return None;
+    }
+    info.lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The acknowledged offsets of a master's online replicas (`slaveN:...,state=online,
+/// offset=N,...` lines of `INFO replication`).
+fn replica_offsets(info: &str) -> Vec<i64> {
+    info.lines()
+        .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+        .filter_map(|l| {
+            l.split(',')
+                .find_map(|f| f.strip_prefix("offset="))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect()
+}
 
 /// How big keys are told apart and moved.
 #[derive(Debug, Clone, Copy)]
@@ -161,6 +190,7 @@ impl Mover<'_> {
             let copy: i64 = self.dst(redis::cmd("EXISTS").arg(&incoming)).await?;
             if state == RENAMING.as_bytes() && copy == 0 {
                 // A migrator stopped between the rename and step 3.
+                self.target_replicated(key).await?;
                 return self.finish(&hash, key, &moving).await;
             }
             return Err(self.busy(key));
@@ -204,7 +234,41 @@ impl Mover<'_> {
             Err(ApiError::Server { cause, .. }) if cause.contains("no such key") => {}
             Err(e) => return Err(e),
         }
+        self.target_replicated(key).await?;
         self.finish(&hash, key, &moving).await
+    }
+
+    /// Returns once a replica of the target has all the target master has now (at
+    /// once when it has none online): the source's copy is removed only after that,
+    /// so a failover of the target right after the rename cannot lose the key. Past
+    /// [`REPLICA_WAIT`] it fails, and the move is tried again (from its last step).
+    async fn target_replicated(&self, key: &[u8]) -> Result<(), ApiError> {
+        let info: String = self.dst(redis::cmd("INFO").arg("replication")).await?;
+        let Some(goal) = master_offset(&info) else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + REPLICA_WAIT;
+        let mut info = info;
+        loop {
+            let offsets = replica_offsets(&info);
+            if offsets.is_empty() || offsets.iter().any(|&o| o >= goal) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(server_error(
+                    self.target,
+                    format!(
+                        "kodis: no replica of the target acknowledged big key {:?} within                          {REPLICA_WAIT:?}; its source copy is kept and the move retried",
+                        String::from_utf8_lossy(key)
+                    ),
+                ));
+            }
+            // WAIT makes the master ask its replicas for their offsets at once
+            // (they report them by themselves only every second).
+            let _: i64 = self.dst(redis::cmd("WAIT").arg(1).arg(50)).await?;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            info = self.dst(redis::cmd("INFO").arg("replication")).await?;
+        }
     }
 
     fn busy(&self, key: &[u8]) -> ApiError {
@@ -470,5 +534,26 @@ impl Mover<'_> {
             )
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A master's offset and its online replicas' offsets are read from `INFO
+    /// replication`; a replica's text has no master offset to wait for.
+    #[test]
+    fn replication_offsets_are_read_from_info() {
+        let master = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+                      slave0:ip=127.0.0.1,port=7001,state=online,offset=120,lag=0\r\n\
+                      slave1:ip=127.0.0.1,port=7002,state=wait_bgsave,offset=0,lag=0\r\n\
+                      master_failover_state:no-failover\r\nmaster_repl_offset:150\r\n";
+        assert_eq!(master_offset(master), Some(150));
+        assert_eq!(replica_offsets(master), vec![120]);
+        let replica = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\n\
+                       master_repl_offset:150\r\n";
+        assert_eq!(master_offset(replica), None);
+        assert!(replica_offsets("role:master\r\nconnected_slaves:0\r\n").is_empty());
     }
 }

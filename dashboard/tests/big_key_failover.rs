@@ -1,7 +1,8 @@
 //! A big key moving in pieces while the master of its source or target group fails
 //! and the group's replica is promoted (real redis-servers, a master and a replica
 //! per group): the migration goes on with the new master and finishes with the key
-//! whole on its new owner, once, and nothing of the migrator's left behind.
+//! whole on its new owner, once, and nothing of the migrator's left behind; and the
+//! source's copy is removed only once a replica of the target has the key.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -178,4 +179,84 @@ fn the_source_master_failed_over_mid_key() {
 #[test]
 fn the_target_master_failed_over_mid_key() {
     master_failed_over_mid_key(2);
+}
+
+/// The target's replica is frozen while a big key moves: the key is made visible on
+/// the target, but its source copy stays (the migration pauses saying why) until
+/// the replica has it too, so a failover of the target then could not lose it.
+#[test]
+fn a_big_key_leaves_its_source_only_once_a_target_replica_has_it() {
+    // [group 1 master, group 2 master, its replica]
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let (h, api, _) = start_dashboard_with(dir.path(), |cfg| {
+            cfg.migrate_big_key_elements = 100;
+        })
+        .await;
+        add_group(&api, 1, &servers[0]).await;
+        add_group(&api, 2, &servers[1]).await;
+        api.ok(
+            "POST",
+            "/api/v1/groups/2/servers",
+            Some(json!({ "addr": servers[2].addr() })),
+        )
+        .await;
+        api.ok("POST", "/api/v1/slots/init", None).await;
+        let key = name_in_first_half("replicated");
+        let items: Vec<String> = (0..1000).map(|i| format!("i{i}")).collect();
+        let mut src = connect(&servers[0].addr()).await;
+        let _: () = src.rpush(&key, &items).await.unwrap();
+        let replica = connect(&servers[2].addr()).await;
+        until("the replica to be online", || {
+            let mut dst = servers[1].addr();
+            async move {
+                let mut m = connect(&std::mem::take(&mut dst)).await;
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut m)
+                    .await
+                    .unwrap();
+                info.contains("state=online")
+            }
+        })
+        .await;
+        servers[2].freeze();
+        api.ok(
+            "POST",
+            "/api/v1/slots/migrate",
+            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
+        )
+        .await;
+        let st = api
+            .wait_migrations("the move to wait for the target's replica", |v| {
+                v["migrations"][0]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("no replica of the target acknowledged"))
+            })
+            .await;
+        let mut dst = connect(&servers[1].addr()).await;
+        let visible: usize = dst.llen(&key).await.unwrap();
+        assert_eq!(visible, 1000, "made visible on the target: {st}");
+        let kept = leftovers(&mut src).await;
+        assert!(
+            kept.iter()
+                .any(|k| k == &big_key::moving_key(key.as_bytes())),
+            "the source's copy is kept while no replica has the key: {kept:?}"
+        );
+        servers[2].resume();
+        api.wait_no_migrations().await;
+        until("the source to be empty", || {
+            let mut src = src.clone();
+            async move {
+                let n: i64 = redis::cmd("DBSIZE").query_async(&mut src).await.unwrap();
+                n == 0
+            }
+        })
+        .await;
+        let mut replica = replica;
+        let n: usize = replica.llen(&key).await.unwrap();
+        assert_eq!(n, 1000, "the replica has the key");
+        h.stop().await;
+    });
 }
