@@ -16,7 +16,7 @@
 //! [`crate::big_keys`], found through their slots' in-flight hashes every step and
 //! once more before slots change owner.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use kodis_common::topology::Topology;
 use tracing::{info, warn};
 
 use crate::big_keys;
+use crate::buckets::Buckets;
 use crate::cluster;
 use crate::dashboard::Dashboard;
 use crate::error::ApiError;
@@ -241,11 +242,20 @@ struct SourceScan {
     plan: Arc<crate::check::Plan>,
     /// Such keys seen in this pass.
     misplaced: u64,
+    /// Slots that move off this source in a later pass: their keys' names are
+    /// remembered in `seen` (up to `room` of them) for that pass.
+    later: HashSet<u16>,
+    seen: HashMap<u16, Vec<Vec<u8>>>,
+    room: usize,
+    /// Names remembered by earlier passes for this pass's slots, by target: moved
+    /// before the scan starts (the scan still proves the slots empty).
+    premove: Vec<(String, Vec<Vec<u8>>)>,
 }
 
 impl Pass {
-    /// Up to `in_flight` slots of each source group.
-    fn new(t: &Topology, in_flight: usize) -> Result<Self, ApiError> {
+    /// Up to `in_flight` slots of each source group; the names `buckets` holds for
+    /// them are taken as the pass's premoves.
+    fn new(t: &Topology, in_flight: usize, buckets: &mut Buckets) -> Result<Self, ApiError> {
         let master = |g: u32| {
             t.group(g)
                 .and_then(|g| g.master())
@@ -254,33 +264,66 @@ impl Pass {
         };
         let plan = Arc::new(crate::check::Plan::new(t)?);
         let mut by_source: BTreeMap<String, (u32, BTreeMap<u16, String>)> = BTreeMap::new();
+        let mut later: HashMap<String, HashSet<u16>> = HashMap::new();
         for m in &t.migrations {
             let (from, to) = (master(m.from)?, master(m.to)?);
-            let (_, targets) = by_source.entry(from).or_insert((m.from, BTreeMap::new()));
+            let (_, targets) = by_source
+                .entry(from.clone())
+                .or_insert((m.from, BTreeMap::new()));
             for s in m.start..=m.end {
                 if targets.len() >= in_flight {
-                    break;
+                    later.entry(from.clone()).or_default().insert(s);
+                } else {
+                    targets.insert(s, to.clone());
                 }
-                targets.insert(s, to.clone());
             }
+        }
+        // A queued move whose source has no master yet just gets no hints.
+        for m in &t.queued {
+            if let Ok(from) = master(m.from) {
+                later.entry(from).or_default().extend(m.start..=m.end);
+            }
+        }
+        let room = buckets.room() / by_source.len().max(1);
+        let mut sources = Vec::new();
+        for (addr, (group, targets)) in by_source {
+            let mut premove: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+            for (slot, keys) in buckets.take(&addr, targets.keys().copied()) {
+                if let Some(target) = targets.get(&slot) {
+                    premove.entry(target.clone()).or_default().extend(keys);
+                }
+            }
+            // A name seen twice (a failed step scanned again) must be in one MIGRATE
+            // once only: a second RESTORE of it would fail the call.
+            for keys in premove.values_mut() {
+                keys.sort_unstable();
+                keys.dedup();
+            }
+            sources.push(Some(SourceScan {
+                later: later.remove(&addr).unwrap_or_default(),
+                addr,
+                cursor: 0,
+                done: false,
+                targets,
+                group,
+                plan: plan.clone(),
+                misplaced: 0,
+                seen: HashMap::new(),
+                room,
+                premove: premove.into_iter().collect(),
+            }));
         }
         Ok(Self {
             epoch: t.epoch,
-            sources: by_source
-                .into_iter()
-                .map(|(addr, (group, targets))| {
-                    Some(SourceScan {
-                        addr,
-                        cursor: 0,
-                        done: false,
-                        targets,
-                        group,
-                        plan: plan.clone(),
-                        misplaced: 0,
-                    })
-                })
-                .collect(),
+            sources,
         })
+    }
+
+    /// Hands the names this pass remembered to `buckets`, for the passes after it.
+    fn harvest(self, buckets: &mut Buckets) {
+        for scan in self.sources.into_iter().flatten() {
+            buckets.add(&scan.addr, scan.seen);
+        }
     }
 
     fn complete(&self) -> bool {
@@ -299,9 +342,10 @@ enum Step {
 /// Runs until this dashboard is no longer active.
 pub async fn run(d: Arc<Dashboard>) {
     let mut pass: Option<Pass> = None;
+    let mut buckets = Buckets::default();
     info!("migrator started");
     while d.is_active() {
-        let pause = match step(&d, &mut pass).await {
+        let pause = match step(&d, &mut pass, &mut buckets).await {
             Ok(Step::Busy) => None,
             Ok(Step::Idle) => Some(IDLE),
             // The stored topology is not served (invalid, or lost): nothing to
@@ -324,10 +368,15 @@ pub async fn run(d: Arc<Dashboard>) {
     }
 }
 
-async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiError> {
+async fn step(
+    d: &Arc<Dashboard>,
+    pass: &mut Option<Pass>,
+    buckets: &mut Buckets,
+) -> Result<Step, ApiError> {
     let t = d.topology().await?;
     if !t.has_moves() {
         *pass = None;
+        buckets.clear();
         d.with_progress(|p| p.error = None);
         return Ok(Step::Idle);
     }
@@ -353,7 +402,11 @@ async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiEr
         return Ok(Step::Idle);
     }
     if pass.as_ref().is_none_or(|p| p.epoch != t.epoch) {
-        *pass = Some(Pass::new(&t, d.config.migrate_slots_in_flight)?);
+        if let Some(old) = pass.take() {
+            old.harvest(buckets);
+        }
+        forget_stale(&t, buckets);
+        *pass = Some(Pass::new(&t, d.config.migrate_slots_in_flight, buckets)?);
     }
     let Some(p) = pass.as_mut() else {
         return Ok(Step::Idle);
@@ -375,7 +428,7 @@ async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiEr
                     // Big keys hidden by this step or by a proxy's request (which
                     // waits for it) move at once, also on a source scanned already.
                     if r.is_ok() {
-                        r = move_big_keys(&d, &t, &scan.addr, &scan.targets).await;
+                        r = move_big_keys(&d, &t, &scan.addr, &scan.targets, sharing).await;
                     }
                     (scan, r)
                 });
@@ -405,10 +458,12 @@ async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiEr
     // A key hidden after the SCAN cursor passed its new name is found through its
     // slot's in-flight hash: none may be left before the slots change owner.
     for scan in p.sources.iter().flatten() {
-        move_big_keys(d, &t, &scan.addr, &scan.targets).await?;
+        move_big_keys(d, &t, &scan.addr, &scan.targets, 1).await?;
     }
     let epoch = p.epoch;
-    *pass = None;
+    if let Some(old) = pass.take() {
+        old.harvest(buckets);
+    }
     if done.is_empty() {
         return Ok(Step::Busy);
     }
@@ -429,6 +484,23 @@ async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiEr
     );
     d.with_progress(|p| p.slots_done += done.len() as u64);
     Ok(Step::Busy)
+}
+
+/// Drops remembered names of slots that no longer move off the source they were
+/// seen on (finished, cancelled, or their group's master changed).
+fn forget_stale(t: &Topology, buckets: &mut Buckets) {
+    if buckets.is_empty() {
+        return;
+    }
+    let mut source: HashMap<u16, &str> = HashMap::new();
+    for m in t.migrations.iter().chain(&t.queued) {
+        if let Some(addr) = t.group(m.from).and_then(|g| g.master()) {
+            for s in m.start..=m.end {
+                source.insert(s, addr);
+            }
+        }
+    }
+    buckets.retain(|addr, slot| source.get(&slot) == Some(&addr));
 }
 
 /// How long one step works a source before the migrator looks at the topology and
@@ -465,7 +537,25 @@ async fn move_batch(
     // between two; Redis runs them one after another, so none is made longer.
     let depth = if limited { 1 } else { cfg.migrate_pipeline };
     let mut failure: Option<(Vec<Vec<u8>>, ApiError)> = None;
-    loop {
+    // Names remembered for these slots first, in whole batches; the scan that
+    // follows (in this step or a later one) still sees every key left.
+    while let Some((target, mut keys)) = scan.premove.pop() {
+        if started.elapsed() >= STEP_BUDGET || failure.is_some() {
+            scan.premove.push((target, keys));
+            break;
+        }
+        let rest = keys.split_off(keys.len().min(cfg.migrate_keys_per_batch));
+        if !rest.is_empty() {
+            scan.premove.push((target.clone(), rest));
+        }
+        while calls.len() >= depth {
+            settle(d, sharing, &mut calls, &mut failure).await?;
+        }
+        queue(d, &mut calls, &scan.addr, &target, keys);
+    }
+    // Without a failure, a step that premoved for its whole budget scans nothing.
+    let mut scanning = scan.premove.is_empty() && failure.is_none();
+    while scanning {
         let (next, keys) = match d
             .servers
             .scan(&scan.addr, cursor, cfg.migrate_scan_count)
@@ -485,6 +575,11 @@ async fn move_batch(
             let slot = key_slot(&k);
             if let Some(target) = scan.targets.get(&slot) {
                 pending.entry(target.clone()).or_default().push(k);
+            } else if scan.later.contains(&slot) {
+                if scan.room > 0 {
+                    scan.room -= 1;
+                    scan.seen.entry(slot).or_default().push(k);
+                }
             } else if let crate::check::Verdict::Misplaced(_) = scan.plan.verdict(slot, scan.group)
             {
                 scan.misplaced += 1;
@@ -500,33 +595,10 @@ async fn move_batch(
                 while calls.len() >= depth {
                     settle(d, sharing, &mut calls, &mut failure).await?;
                 }
-                let (d, source, target) = (d.clone(), scan.addr.clone(), target.clone());
-                let timeout = cfg.migrate_timeout_ms;
-                let limits = big_key_limits(&d);
-                calls.spawn(async move {
-                    // Big keys are hidden first (moved in pieces after the step);
-                    // MIGRATE skips them as absent.
-                    let small: Vec<Vec<u8>> =
-                        match big_keys::split(&d.servers, &source, &batch, &limits).await {
-                            Ok(big) => batch
-                                .iter()
-                                .zip(big)
-                                .filter(|(_, big)| !big)
-                                .map(|(k, _)| k.clone())
-                                .collect(),
-                            Err(e) => return (batch, Err(e)),
-                        };
-                    if small.is_empty() {
-                        return (small, Ok(()));
-                    }
-                    let r = d.servers.migrate(&source, &target, &small, timeout).await;
-                    (small, r)
-                });
+                queue(d, &mut calls, &scan.addr, target, batch);
             }
         }
-        if last || failure.is_some() {
-            break;
-        }
+        scanning = !(last || failure.is_some());
     }
     while !calls.is_empty() {
         settle(d, sharing, &mut calls, &mut failure).await?;
@@ -544,6 +616,10 @@ async fn move_batch(
         // The cursor stays: the retry scans these keys again.
         return Err(e);
     }
+    if !scan.premove.is_empty() {
+        // The scan has not started in this step: the cursor stays where it was.
+        return Ok(());
+    }
     scan.cursor = cursor;
     scan.done = cursor == 0;
     if scan.done && scan.misplaced > 0 {
@@ -558,12 +634,46 @@ async fn move_batch(
     Ok(())
 }
 
-/// The big-key settings of `d`'s configuration.
-fn big_key_limits(d: &Dashboard) -> big_keys::Limits {
+/// Queues one `MIGRATE ... KEYS` of `batch` from `source` to `target` on `calls`.
+fn queue(d: &Arc<Dashboard>, calls: &mut Calls, source: &str, target: &str, batch: Vec<Vec<u8>>) {
+    let (d, source, target) = (d.clone(), source.to_string(), target.to_string());
+    let timeout = d.config.migrate_timeout_ms;
+    // Only the element and byte thresholds matter to `split`.
+    let limits = big_key_limits(&d, 1);
+    calls.spawn(async move {
+        // Big keys are hidden first (moved in pieces after the step); MIGRATE skips
+        // them as absent.
+        let small: Vec<Vec<u8>> = match big_keys::split(&d.servers, &source, &batch, &limits).await
+        {
+            Ok(big) => batch
+                .iter()
+                .zip(big)
+                .filter(|(_, big)| !big)
+                .map(|(k, _)| k.clone())
+                .collect(),
+            Err(e) => return (batch, Err(e)),
+        };
+        if small.is_empty() {
+            return (small, Ok(()));
+        }
+        let r = d.servers.migrate(&source, &target, &small, timeout).await;
+        (small, r)
+    });
+}
+
+/// The big-key settings of `d`'s configuration, for one of `sharing` sources that
+/// move keys at the same time (they share the rate limit).
+fn big_key_limits(d: &Dashboard, sharing: u64) -> big_keys::Limits {
+    let limit = d.config.migrate_max_keys_per_sec;
     big_keys::Limits {
         elements: d.config.migrate_big_key_elements,
         bytes: d.config.migrate_big_key_bytes,
         chunk: d.config.migrate_big_key_chunk,
+        per_sec: if limit == 0 {
+            0
+        } else {
+            (limit / sharing.max(1)).max(1)
+        },
     }
 }
 
@@ -574,6 +684,7 @@ async fn move_big_keys(
     t: &Topology,
     source: &str,
     targets: &BTreeMap<u16, String>,
+    sharing: u64,
 ) -> Result<(), ApiError> {
     let keys = big_keys::in_flight(&d.servers, source, targets.keys().copied()).await?;
     for (key, state) in keys {
@@ -585,7 +696,7 @@ async fn move_big_keys(
             servers: &d.servers,
             source,
             target,
-            limits: big_key_limits(d),
+            limits: big_key_limits(d, sharing),
         };
         let started = Instant::now();
         let r = mover.move_key(&key, &state, &BigReport(d)).await;

@@ -26,6 +26,7 @@ const LIMITS: Limits = Limits {
     elements: 100,
     bytes: 10_000,
     chunk: 10,
+    per_sec: 0,
 };
 
 struct NoReport;
