@@ -757,3 +757,86 @@ async fn settle(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kodis_common::topology::{Group, Migration, SlotRange};
+
+    /// Groups 1 (a:1) and 2 (b:1); slots 0..=3 move from 1 to 2, 0..=1 now and
+    /// 2..=3 later (queued).
+    fn moving() -> Topology {
+        let mut t = Topology::empty();
+        t.epoch = 7;
+        t.groups = vec![
+            Group {
+                id: 1,
+                servers: vec!["a:1".into()],
+            },
+            Group {
+                id: 2,
+                servers: vec!["b:1".into()],
+            },
+        ];
+        t.slots = vec![SlotRange {
+            start: 0,
+            end: 16383,
+            group: 1,
+        }];
+        t.migrations = vec![Migration {
+            start: 0,
+            end: 1,
+            from: 1,
+            to: 2,
+        }];
+        t.queued = vec![Migration {
+            start: 2,
+            end: 3,
+            from: 1,
+            to: 2,
+        }];
+        t
+    }
+
+    fn names(keys: &[&str]) -> Vec<Vec<u8>> {
+        keys.iter().map(|k| k.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn a_pass_remembers_later_slots_and_premoves_its_own_once() {
+        let t = moving();
+        let mut buckets = Buckets::default();
+        buckets.add(
+            "a:1",
+            HashMap::from([(1, names(&["x", "y", "x"])), (2, names(&["z"]))]),
+        );
+        let pass = Pass::new(&t, 1024, &mut buckets).expect("pass");
+        let scan = pass.sources[0].as_ref().expect("scan");
+        assert_eq!(scan.addr, "a:1");
+        assert_eq!(scan.targets.keys().copied().collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(scan.later, HashSet::from([2, 3]));
+        // Slot 1's names, each once, to its target; slot 2's wait for their pass.
+        assert_eq!(scan.premove, vec![("b:1".to_string(), names(&["x", "y"]))]);
+        assert_eq!(buckets.len(), 1);
+
+        // Slot 2 no longer moving (say, cancelled): its names are dropped.
+        let mut t2 = t.clone();
+        t2.queued.clear();
+        forget_stale(&t2, &mut buckets);
+        assert!(buckets.is_empty());
+    }
+
+    #[test]
+    fn in_flight_caps_a_pass_and_the_rest_is_remembered() {
+        let mut t = moving();
+        t.queued.clear();
+        t.migrations[0].end = 3;
+        let mut buckets = Buckets::default();
+        let mut pass = Pass::new(&t, 2, &mut buckets).expect("pass");
+        let scan = pass.sources[0].as_mut().expect("scan");
+        assert_eq!(scan.later, HashSet::from([2, 3]));
+        scan.seen.insert(3, names(&["k"]));
+        pass.harvest(&mut buckets);
+        assert_eq!(buckets.take("a:1", [3]), vec![(3, names(&["k"]))]);
+    }
+}
