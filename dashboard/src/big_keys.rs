@@ -306,7 +306,11 @@ impl Mover<'_> {
                 copied += n;
                 report.copied(key, kind, copied.min(total), total);
                 // Spread the chunks so that the long-run rate stays under the limit.
-                let units = if kind == "string" { n.div_ceil(1024) } else { n };
+                let units = if kind == "string" {
+                    n.div_ceil(1024)
+                } else {
+                    n
+                };
                 if let Some(ms) = (units * 1000).checked_div(self.limits.per_sec) {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                 }
