@@ -196,23 +196,41 @@ class StallProbe(threading.Thread):
                 time.sleep(0.005)
 
 
-def slowest_logged_ms(port: int) -> float:
+def slowest_logged(port: int) -> tuple[float, str]:
     """The slowest command in the server's SLOWLOG (its own timing, no network or
-    scheduling noise), in ms; 0 if none was logged."""
+    scheduling noise), in ms, and its first two words; (0, "") if none was logged."""
     with socket.create_connection((HOST, port), timeout=10) as s:
         s.sendall(resp(b"SLOWLOG", b"GET", b"1000"))
         f = s.makefile("rb")
-        worst = 0
+        worst, name = 0, ""
         n = int(f.readline()[1:])
         for _ in range(n):
             fields = int(f.readline()[1:])
-            # id, timestamp, duration (us), then the arguments and client fields.
+            # id, timestamp, duration (us), the arguments, then the client fields.
             f.readline()
             f.readline()
-            worst = max(worst, int(f.readline()[1:]))
-            for _ in range(fields - 3):
+            us = int(f.readline()[1:])
+            args = read_reply(f)
+            for _ in range(fields - 4):
                 read_reply(f)
-        return worst / 1000
+            if us > worst:
+                words = [a.decode(errors="replace") for a in args[:2]] if isinstance(args, list) else []
+                worst, name = us, " ".join(words)
+        return worst / 1000, name
+
+
+def command_usec(port: int) -> dict[str, int]:
+    """Microseconds the server spent in each command since CONFIG RESETSTAT."""
+    with socket.create_connection((HOST, port), timeout=10) as s:
+        s.sendall(resp(b"INFO", b"commandstats"))
+        text = read_reply(s.makefile("rb")).decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("cmdstat_"):
+            name, fields = line[len("cmdstat_"):].split(":", 1)
+            stats = dict(f.split("=", 1) for f in fields.split(","))
+            out[name] = int(stats["usec"])
+    return out
 
 
 def dbsize(port: int) -> int:
@@ -318,6 +336,7 @@ def main(argv: list[str]) -> int:
                 kb.command(port, b"CONFIG", b"SET", b"slowlog-log-slower-than", b"5000")
                 kb.command(port, b"CONFIG", b"SET", b"slowlog-max-len", b"1000")
                 kb.command(port, b"SLOWLOG", b"RESET")
+                kb.command(port, b"CONFIG", b"RESETSTAT")
             probes = [StallProbe(port) for port in ports]
             for pr in probes:
                 pr.start()
@@ -340,7 +359,11 @@ def main(argv: list[str]) -> int:
                 pr.stop.set()
                 pr.join()
             stall_ms = max(pr.worst_ms for pr in probes)
-            slowest_ms = max(slowest_logged_ms(port) for port in ports)
+            slowest_ms, slowest_cmd = max(slowest_logged(port) for port in ports)
+            server_ms: dict[str, float] = {}
+            for port in ports:
+                for name, usec in command_usec(port).items():
+                    server_ms[name] = server_ms.get(name, 0.0) + usec / 1000
             moved = dbsize(ports[2])
             metrics = urllib.request.urlopen(f"http://{HOST}:{admin_port}/metrics", timeout=5).read().decode()
             by_proxy = next((int(float(line.split()[1])) for line in metrics.splitlines()
@@ -381,7 +404,11 @@ def main(argv: list[str]) -> int:
         f"before serving a request); every key checked afterwards.",
         "",
         f"Worst server stall (PING every 5 ms to each master): **{stall_ms:.1f} ms**; "
-        f"slowest command in the servers' SLOWLOG: {slowest_ms:.1f} ms."
+        f"slowest command in the servers' SLOWLOG: {slowest_ms:.1f} ms"
+        + (f" ({slowest_cmd})." if slowest_cmd else ".")
+        + " Server time in the masters from the migration's start to the end of the run, "
+        + "by command: " + ", ".join(f"{n} {ms:,.0f} ms" for n, ms in
+                                     sorted(server_ms.items(), key=lambda x: -x[1])[:8]) + "."
         + (f" Big keys in flight (moved in pieces; seen in GET /migrations, 50 ms polls): "
            f"{big_moves}." if big_seen else ""),
         "",
@@ -404,6 +431,7 @@ def main(argv: list[str]) -> int:
             "keys_per_sec": moved / secs, "reference": reference, "during": during,
             "partial_runs_after_end": partial, "dashboard_args": a.dashboard_args,
             "worst_stall_ms": stall_ms, "slowest_logged_ms": slowest_ms,
+            "slowest_logged_command": slowest_cmd, "server_ms_by_command": server_ms,
             "big_keys_in_flight_secs": {k: t[1] - t[0] for k, t in big_seen.items()},
         }, indent=2))
     return 0

@@ -69,6 +69,10 @@ pub struct Limits {
     pub bytes: u64,
     /// Elements per command of the copy (strings: KiB per piece).
     pub chunk: usize,
+    /// Most elements (string KiB) copied per second, as the migration's keys per
+    /// second limit counts small keys: one element costs the servers about what a
+    /// small key does (0: no limit).
+    pub per_sec: u64,
 }
 
 /// Where a big key's move stands, for `kodis migrations`.
@@ -363,6 +367,15 @@ impl Mover<'_> {
             if let Some((_, n)) = write.take() {
                 copied += n;
                 report.copied(key, kind, copied.min(total), total);
+                // Spread the chunks so that the long-run rate stays under the limit.
+                let units = if kind == "string" {
+                    n.div_ceil(1024)
+                } else {
+                    n
+                };
+                if let Some(ms) = (units * 1000).checked_div(self.limits.per_sec) {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
             }
             match read? {
                 // An empty step of a scan: nothing to send.

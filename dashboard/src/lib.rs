@@ -2,6 +2,7 @@
 //! the topology, pushes to proxies) and the `kodis` CLI.
 
 pub mod big_keys;
+pub mod buckets;
 pub mod check;
 pub mod cli;
 pub mod cluster;

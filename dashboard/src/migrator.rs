@@ -16,7 +16,7 @@
 //! [`crate::big_keys`], found through their slots' in-flight hashes every step and
 //! once more before slots change owner.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use kodis_common::topology::Topology;
 use tracing::{info, warn};
 
 use crate::big_keys;
+use crate::buckets::Buckets;
 use crate::cluster;
 use crate::dashboard::Dashboard;
 use crate::error::ApiError;
@@ -35,7 +36,7 @@ const IDLE: Duration = Duration::from_millis(100);
 /// Pause before retrying after an error.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// Reports a big key's progress into the dashboard's [`Progress`].
+/// Reports a big key's progress into the dashboard's [`crate::progress::Progress`].
 struct BigReport<'a>(&'a Dashboard);
 
 impl crate::big_keys::Report for BigReport<'_> {
@@ -92,11 +93,20 @@ struct SourceScan {
     plan: Arc<crate::check::Plan>,
     /// Such keys seen in this pass.
     misplaced: u64,
+    /// Slots that move off this source in a later pass: their keys' names are
+    /// remembered in `seen` (up to `room` of them) for that pass.
+    later: HashSet<u16>,
+    seen: HashMap<u16, Vec<Vec<u8>>>,
+    room: usize,
+    /// Names remembered by earlier passes for this pass's slots, by target: moved
+    /// before the scan starts (the scan still proves the slots empty).
+    premove: Vec<(String, Vec<Vec<u8>>)>,
 }
 
 impl Pass {
-    /// Up to `in_flight` slots of each source group.
-    fn new(t: &Topology, in_flight: usize) -> Result<Self, ApiError> {
+    /// Up to `in_flight` slots of each source group; the names `buckets` holds for
+    /// them are taken as the pass's premoves.
+    fn new(t: &Topology, in_flight: usize, buckets: &mut Buckets) -> Result<Self, ApiError> {
         let master = |g: u32| {
             t.group(g)
                 .and_then(|g| g.master())
@@ -105,33 +115,66 @@ impl Pass {
         };
         let plan = Arc::new(crate::check::Plan::new(t)?);
         let mut by_source: BTreeMap<String, (u32, BTreeMap<u16, String>)> = BTreeMap::new();
+        let mut later: HashMap<String, HashSet<u16>> = HashMap::new();
         for m in &t.migrations {
             let (from, to) = (master(m.from)?, master(m.to)?);
-            let (_, targets) = by_source.entry(from).or_insert((m.from, BTreeMap::new()));
+            let (_, targets) = by_source
+                .entry(from.clone())
+                .or_insert((m.from, BTreeMap::new()));
             for s in m.start..=m.end {
                 if targets.len() >= in_flight {
-                    break;
+                    later.entry(from.clone()).or_default().insert(s);
+                } else {
+                    targets.insert(s, to.clone());
                 }
-                targets.insert(s, to.clone());
             }
+        }
+        // A queued move whose source has no master yet just gets no hints.
+        for m in &t.queued {
+            if let Ok(from) = master(m.from) {
+                later.entry(from).or_default().extend(m.start..=m.end);
+            }
+        }
+        let room = buckets.room() / by_source.len().max(1);
+        let mut sources = Vec::new();
+        for (addr, (group, targets)) in by_source {
+            let mut premove: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+            for (slot, keys) in buckets.take(&addr, targets.keys().copied()) {
+                if let Some(target) = targets.get(&slot) {
+                    premove.entry(target.clone()).or_default().extend(keys);
+                }
+            }
+            // A name seen twice (a failed step scanned again) must be in one MIGRATE
+            // once only: a second RESTORE of it would fail the call.
+            for keys in premove.values_mut() {
+                keys.sort_unstable();
+                keys.dedup();
+            }
+            sources.push(Some(SourceScan {
+                later: later.remove(&addr).unwrap_or_default(),
+                addr,
+                cursor: 0,
+                done: false,
+                targets,
+                group,
+                plan: plan.clone(),
+                misplaced: 0,
+                seen: HashMap::new(),
+                room,
+                premove: premove.into_iter().collect(),
+            }));
         }
         Ok(Self {
             epoch: t.epoch,
-            sources: by_source
-                .into_iter()
-                .map(|(addr, (group, targets))| {
-                    Some(SourceScan {
-                        addr,
-                        cursor: 0,
-                        done: false,
-                        targets,
-                        group,
-                        plan: plan.clone(),
-                        misplaced: 0,
-                    })
-                })
-                .collect(),
+            sources,
         })
+    }
+
+    /// Hands the names this pass remembered to `buckets`, for the passes after it.
+    fn harvest(self, buckets: &mut Buckets) {
+        for scan in self.sources.into_iter().flatten() {
+            buckets.add(&scan.addr, scan.seen);
+        }
     }
 
     fn complete(&self) -> bool {
@@ -150,9 +193,10 @@ enum Step {
 /// Runs until this dashboard is no longer active.
 pub async fn run(d: Arc<Dashboard>) {
     let mut pass: Option<Pass> = None;
+    let mut buckets = Buckets::default();
     info!("migrator started");
     while d.is_active() {
-        let pause = match step(&d, &mut pass).await {
+        let pause = match step(&d, &mut pass, &mut buckets).await {
             Ok(Step::Busy) => None,
             Ok(Step::Idle) => Some(IDLE),
             // The stored topology is not served (invalid, or lost): nothing to
@@ -175,10 +219,15 @@ pub async fn run(d: Arc<Dashboard>) {
     }
 }
 
-async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiError> {
+async fn step(
+    d: &Arc<Dashboard>,
+    pass: &mut Option<Pass>,
+    buckets: &mut Buckets,
+) -> Result<Step, ApiError> {
     let t = d.topology().await?;
     if !t.has_moves() {
         *pass = None;
+        buckets.clear();
         d.with_progress(|p| p.error = None);
         return Ok(Step::Idle);
     }
@@ -204,7 +253,11 @@ async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiEr
         return Ok(Step::Idle);
     }
     if pass.as_ref().is_none_or(|p| p.epoch != t.epoch) {
-        *pass = Some(Pass::new(&t, d.config.migrate_slots_in_flight)?);
+        if let Some(old) = pass.take() {
+            old.harvest(buckets);
+        }
+        forget_stale(&t, buckets);
+        *pass = Some(Pass::new(&t, d.config.migrate_slots_in_flight, buckets)?);
     }
     let Some(p) = pass.as_mut() else {
         return Ok(Step::Idle);
@@ -226,7 +279,7 @@ async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiEr
                     // Big keys hidden by this step or by a proxy's request (which
                     // waits for it) move at once, also on a source scanned already.
                     if r.is_ok() {
-                        r = move_big_keys(&d, &t, &scan.addr, &scan.targets).await;
+                        r = move_big_keys(&d, &t, &scan.addr, &scan.targets, sharing).await;
                     }
                     (scan, r)
                 });
@@ -256,10 +309,12 @@ async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiEr
     // A key hidden after the SCAN cursor passed its new name is found through its
     // slot's in-flight hash: none may be left before the slots change owner.
     for scan in p.sources.iter().flatten() {
-        move_big_keys(d, &t, &scan.addr, &scan.targets).await?;
+        move_big_keys(d, &t, &scan.addr, &scan.targets, 1).await?;
     }
     let epoch = p.epoch;
-    *pass = None;
+    if let Some(old) = pass.take() {
+        old.harvest(buckets);
+    }
     if done.is_empty() {
         return Ok(Step::Busy);
     }
@@ -280,6 +335,23 @@ async fn step(d: &Arc<Dashboard>, pass: &mut Option<Pass>) -> Result<Step, ApiEr
     );
     d.with_progress(|p| p.slots_done += done.len() as u64);
     Ok(Step::Busy)
+}
+
+/// Drops remembered names of slots that no longer move off the source they were
+/// seen on (finished, cancelled, or their group's master changed).
+fn forget_stale(t: &Topology, buckets: &mut Buckets) {
+    if buckets.is_empty() {
+        return;
+    }
+    let mut source: HashMap<u16, &str> = HashMap::new();
+    for m in t.migrations.iter().chain(&t.queued) {
+        if let Some(addr) = t.group(m.from).and_then(|g| g.master()) {
+            for s in m.start..=m.end {
+                source.insert(s, addr);
+            }
+        }
+    }
+    buckets.retain(|addr, slot| source.get(&slot) == Some(&addr));
 }
 
 /// How long one step works a source before the migrator looks at the topology and
@@ -316,7 +388,25 @@ async fn move_batch(
     // between two; Redis runs them one after another, so none is made longer.
     let depth = if limited { 1 } else { cfg.migrate_pipeline };
     let mut failure: Option<(Vec<Vec<u8>>, ApiError)> = None;
-    loop {
+    // Names remembered for these slots first, in whole batches; the scan that
+    // follows (in this step or a later one) still sees every key left.
+    while let Some((target, mut keys)) = scan.premove.pop() {
+        if started.elapsed() >= STEP_BUDGET || failure.is_some() {
+            scan.premove.push((target, keys));
+            break;
+        }
+        let rest = keys.split_off(keys.len().min(cfg.migrate_keys_per_batch));
+        if !rest.is_empty() {
+            scan.premove.push((target.clone(), rest));
+        }
+        while calls.len() >= depth {
+            settle(d, sharing, &mut calls, &mut failure).await?;
+        }
+        queue(d, &mut calls, &scan.addr, &target, keys);
+    }
+    // Without a failure, a step that premoved for its whole budget scans nothing.
+    let mut scanning = scan.premove.is_empty() && failure.is_none();
+    while scanning {
         let (next, keys) = match d
             .servers
             .scan(&scan.addr, cursor, cfg.migrate_scan_count)
@@ -336,6 +426,11 @@ async fn move_batch(
             let slot = key_slot(&k);
             if let Some(target) = scan.targets.get(&slot) {
                 pending.entry(target.clone()).or_default().push(k);
+            } else if scan.later.contains(&slot) {
+                if scan.room > 0 {
+                    scan.room -= 1;
+                    scan.seen.entry(slot).or_default().push(k);
+                }
             } else if let crate::check::Verdict::Misplaced(_) = scan.plan.verdict(slot, scan.group)
             {
                 scan.misplaced += 1;
@@ -351,33 +446,10 @@ async fn move_batch(
                 while calls.len() >= depth {
                     settle(d, sharing, &mut calls, &mut failure).await?;
                 }
-                let (d, source, target) = (d.clone(), scan.addr.clone(), target.clone());
-                let timeout = cfg.migrate_timeout_ms;
-                let limits = big_key_limits(&d);
-                calls.spawn(async move {
-                    // Big keys are hidden first (moved in pieces after the step);
-                    // MIGRATE skips them as absent.
-                    let small: Vec<Vec<u8>> =
-                        match big_keys::split(&d.servers, &source, &batch, &limits).await {
-                            Ok(big) => batch
-                                .iter()
-                                .zip(big)
-                                .filter(|(_, big)| !big)
-                                .map(|(k, _)| k.clone())
-                                .collect(),
-                            Err(e) => return (batch, Err(e)),
-                        };
-                    if small.is_empty() {
-                        return (small, Ok(()));
-                    }
-                    let r = d.servers.migrate(&source, &target, &small, timeout).await;
-                    (small, r)
-                });
+                queue(d, &mut calls, &scan.addr, target, batch);
             }
         }
-        if last || failure.is_some() {
-            break;
-        }
+        scanning = !(last || failure.is_some());
     }
     while !calls.is_empty() {
         settle(d, sharing, &mut calls, &mut failure).await?;
@@ -395,6 +467,10 @@ async fn move_batch(
         // The cursor stays: the retry scans these keys again.
         return Err(e);
     }
+    if !scan.premove.is_empty() {
+        // The scan has not started in this step: the cursor stays where it was.
+        return Ok(());
+    }
     scan.cursor = cursor;
     scan.done = cursor == 0;
     if scan.done && scan.misplaced > 0 {
@@ -409,12 +485,46 @@ async fn move_batch(
     Ok(())
 }
 
-/// The big-key settings of `d`'s configuration.
-fn big_key_limits(d: &Dashboard) -> big_keys::Limits {
+/// Queues one `MIGRATE ... KEYS` of `batch` from `source` to `target` on `calls`.
+fn queue(d: &Arc<Dashboard>, calls: &mut Calls, source: &str, target: &str, batch: Vec<Vec<u8>>) {
+    let (d, source, target) = (d.clone(), source.to_string(), target.to_string());
+    let timeout = d.config.migrate_timeout_ms;
+    // Only the element and byte thresholds matter to `split`.
+    let limits = big_key_limits(&d, 1);
+    calls.spawn(async move {
+        // Big keys are hidden first (moved in pieces after the step); MIGRATE skips
+        // them as absent.
+        let small: Vec<Vec<u8>> = match big_keys::split(&d.servers, &source, &batch, &limits).await
+        {
+            Ok(big) => batch
+                .iter()
+                .zip(big)
+                .filter(|(_, big)| !big)
+                .map(|(k, _)| k.clone())
+                .collect(),
+            Err(e) => return (batch, Err(e)),
+        };
+        if small.is_empty() {
+            return (small, Ok(()));
+        }
+        let r = d.servers.migrate(&source, &target, &small, timeout).await;
+        (small, r)
+    });
+}
+
+/// The big-key settings of `d`'s configuration, for one of `sharing` sources that
+/// move keys at the same time (they share the rate limit).
+fn big_key_limits(d: &Dashboard, sharing: u64) -> big_keys::Limits {
+    let limit = d.config.migrate_max_keys_per_sec;
     big_keys::Limits {
         elements: d.config.migrate_big_key_elements,
         bytes: d.config.migrate_big_key_bytes,
         chunk: d.config.migrate_big_key_chunk,
+        per_sec: if limit == 0 {
+            0
+        } else {
+            (limit / sharing.max(1)).max(1)
+        },
     }
 }
 
@@ -425,6 +535,7 @@ async fn move_big_keys(
     t: &Topology,
     source: &str,
     targets: &BTreeMap<u16, String>,
+    sharing: u64,
 ) -> Result<(), ApiError> {
     let keys = big_keys::in_flight(&d.servers, source, targets.keys().copied()).await?;
     for (key, state) in keys {
@@ -436,7 +547,7 @@ async fn move_big_keys(
             servers: &d.servers,
             source,
             target,
-            limits: big_key_limits(d),
+            limits: big_key_limits(d, sharing),
         };
         let started = Instant::now();
         let r = mover.move_key(&key, &state, &BigReport(d)).await;
@@ -496,4 +607,87 @@ async fn settle(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kodis_common::topology::{Group, Migration, SlotRange};
+
+    /// Groups 1 (a:1) and 2 (b:1); slots 0..=3 move from 1 to 2, 0..=1 now and
+    /// 2..=3 later (queued).
+    fn moving() -> Topology {
+        let mut t = Topology::empty();
+        t.epoch = 7;
+        t.groups = vec![
+            Group {
+                id: 1,
+                servers: vec!["a:1".into()],
+            },
+            Group {
+                id: 2,
+                servers: vec!["b:1".into()],
+            },
+        ];
+        t.slots = vec![SlotRange {
+            start: 0,
+            end: 16383,
+            group: 1,
+        }];
+        t.migrations = vec![Migration {
+            start: 0,
+            end: 1,
+            from: 1,
+            to: 2,
+        }];
+        t.queued = vec![Migration {
+            start: 2,
+            end: 3,
+            from: 1,
+            to: 2,
+        }];
+        t
+    }
+
+    fn names(keys: &[&str]) -> Vec<Vec<u8>> {
+        keys.iter().map(|k| k.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn a_pass_remembers_later_slots_and_premoves_its_own_once() {
+        let t = moving();
+        let mut buckets = Buckets::default();
+        buckets.add(
+            "a:1",
+            HashMap::from([(1, names(&["x", "y", "x"])), (2, names(&["z"]))]),
+        );
+        let pass = Pass::new(&t, 1024, &mut buckets).expect("pass");
+        let scan = pass.sources[0].as_ref().expect("scan");
+        assert_eq!(scan.addr, "a:1");
+        assert_eq!(scan.targets.keys().copied().collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(scan.later, HashSet::from([2, 3]));
+        // Slot 1's names, each once, to its target; slot 2's wait for their pass.
+        assert_eq!(scan.premove, vec![("b:1".to_string(), names(&["x", "y"]))]);
+        assert_eq!(buckets.len(), 1);
+
+        // Slot 2 no longer moving (say, cancelled): its names are dropped.
+        let mut t2 = t.clone();
+        t2.queued.clear();
+        forget_stale(&t2, &mut buckets);
+        assert!(buckets.is_empty());
+    }
+
+    #[test]
+    fn in_flight_caps_a_pass_and_the_rest_is_remembered() {
+        let mut t = moving();
+        t.queued.clear();
+        t.migrations[0].end = 3;
+        let mut buckets = Buckets::default();
+        let mut pass = Pass::new(&t, 2, &mut buckets).expect("pass");
+        let scan = pass.sources[0].as_mut().expect("scan");
+        assert_eq!(scan.later, HashSet::from([2, 3]));
+        scan.seen.insert(3, names(&["k"]));
+        pass.harvest(&mut buckets);
+        assert_eq!(buckets.take("a:1", [3]), vec![(3, names(&["k"]))]);
+    }
 }

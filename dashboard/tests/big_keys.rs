@@ -26,6 +26,7 @@ const LIMITS: Limits = Limits {
     elements: 100,
     bytes: 10_000,
     chunk: 10,
+    per_sec: 0,
 };
 
 struct NoReport;
@@ -812,5 +813,44 @@ fn a_proxy_killed_while_holding_a_request_for_a_key_in_flight() {
         assert_eq!(n, 0, "left on the source");
         assert!(leftovers(&mut dst).await.is_empty());
         h.stop().await;
+    });
+}
+
+#[test]
+fn a_big_key_is_copied_no_faster_than_the_rate_limit() {
+    let (a, b) = (RedisServer::start(), RedisServer::start());
+    rt().block_on(async {
+        let (mut src, mut dst) = (connect(&a.addr()).await, connect(&b.addr()).await);
+        let s = servers();
+        let items: Vec<i64> = (0..300).collect();
+        let _: () = src.rpush("{r}list", &items).await.unwrap();
+        let hidden = big_keys::split(&s, &a.addr(), &[b"{r}list".to_vec()], &LIMITS)
+            .await
+            .unwrap();
+        assert_eq!(hidden, vec![true]);
+        let in_flight = big_keys::in_flight(&s, &a.addr(), [key_slot(b"r")])
+            .await
+            .unwrap();
+        // 300 elements at 1,000 a second: 30 chunks of 10, each followed by 10 ms.
+        let mover = Mover {
+            servers: &s,
+            source: &a.addr(),
+            target: &b.addr(),
+            limits: Limits {
+                per_sec: 1000,
+                ..LIMITS
+            },
+        };
+        let started = std::time::Instant::now();
+        for (k, state) in &in_flight {
+            mover.move_key(k, state, &NoReport).await.unwrap();
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= std::time::Duration::from_millis(250),
+            "300 elements moved in {took:?} under a limit of 1000/s"
+        );
+        let got: Vec<i64> = dst.lrange("{r}list", 0, -1).await.unwrap();
+        assert_eq!(got, items);
     });
 }

@@ -21,6 +21,7 @@ const LIMITS: Limits = Limits {
     elements: 100,
     bytes: 1_000_000,
     chunk: 7,
+    per_sec: 0,
 };
 
 /// An XREADGROUP answer: per stream, its entries (ID, fields).
