@@ -121,9 +121,6 @@ pub struct BatchRx {
 #[derive(Debug)]
 struct Chan {
     state: Mutex<ChanState>,
-    /// Wakes the connection task: signalled when the queue stops being empty or the
-    /// last sender goes (a stored permit covers a task not waiting yet).
-    ready: tokio::sync::Notify,
     /// Wakes senders waiting for room, or for the receiver to be gone.
     room: tokio::sync::Notify,
     /// Batches queued before senders wait (back-pressure).
@@ -137,8 +134,9 @@ struct ChanState {
     /// The receiver was dropped or closed: sends fail.
     closed: bool,
     /// The receiver found the queue empty and waits: the next send wakes it (and
-    /// only that one, so a busy task is not woken for nothing).
-    waiting: bool,
+    /// only that one, so a busy task is not woken for nothing). Kept under the same
+    /// lock as the queue, so a wake-up costs no more than the waker call.
+    waiting: Option<std::task::Waker>,
 }
 
 /// A queue of at most `cap` batches.
@@ -148,9 +146,8 @@ pub(crate) fn batch_queue(cap: usize) -> (BatchTx, BatchRx) {
             queue: VecDeque::with_capacity(cap.clamp(1, 64)),
             senders: 1,
             closed: false,
-            waiting: false,
+            waiting: None,
         }),
-        ready: tokio::sync::Notify::new(),
         room: tokio::sync::Notify::new(),
         cap: cap.max(1),
     });
@@ -179,8 +176,8 @@ impl BatchTx {
                     st.queue.push_back(batch);
                     let wake = std::mem::take(&mut st.waiting);
                     drop(st);
-                    if wake {
-                        self.chan.ready.notify_one();
+                    if let Some(w) = wake {
+                        w.wake();
                     }
                     return Ok(());
                 }
@@ -204,8 +201,8 @@ impl BatchTx {
         st.queue.push_back(batch);
         let wake = std::mem::take(&mut st.waiting);
         drop(st);
-        if wake {
-            self.chan.ready.notify_one();
+        if let Some(w) = wake {
+            w.wake();
         }
         Ok(())
     }
@@ -227,13 +224,17 @@ impl Clone for BatchTx {
 
 impl Drop for BatchTx {
     fn drop(&mut self) {
-        let last = {
+        let wake = {
             let mut st = self.chan.lock();
             st.senders -= 1;
-            st.senders == 0
+            if st.senders == 0 {
+                st.waiting.take()
+            } else {
+                None
+            }
         };
-        if last {
-            self.chan.ready.notify_one();
+        if let Some(w) = wake {
+            w.wake();
         }
     }
 }
@@ -243,24 +244,37 @@ impl BatchRx {
     /// if none is queued; 0 once every sender is gone (or the queue was closed) and
     /// nothing is left. Cancel-safe: batches move only in the synchronous part.
     pub async fn recv_many(&mut self, out: &mut Vec<Batch>, limit: usize) -> usize {
-        loop {
-            let n = self.try_recv_many(out, limit);
-            if n > 0 {
-                return n;
-            }
-            {
-                let mut st = self.chan.lock();
-                if !st.queue.is_empty() {
-                    continue;
-                }
+        std::future::poll_fn(|cx| self.poll_recv_many(cx, out, limit)).await
+    }
+
+    fn poll_recv_many(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        out: &mut Vec<Batch>,
+        limit: usize,
+    ) -> std::task::Poll<usize> {
+        let (n, was_full) = {
+            let mut st = self.chan.lock();
+            let was_full = st.queue.len() >= self.chan.cap;
+            let n = st.queue.len().min(limit);
+            if n == 0 {
                 if st.senders == 0 || st.closed {
-                    return 0;
+                    return std::task::Poll::Ready(0);
                 }
-                // notify_one keeps a permit if the send comes before the wait.
-                st.waiting = true;
+                // Checked and registered under one lock: no send slips between.
+                match &mut st.waiting {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    w => *w = Some(cx.waker().clone()),
+                }
+                return std::task::Poll::Pending;
             }
-            self.chan.ready.notified().await;
+            out.extend(st.queue.drain(..n));
+            (n, was_full)
+        };
+        if was_full {
+            self.chan.room.notify_waiters();
         }
+        std::task::Poll::Ready(n)
     }
 
     /// Moves up to `limit` queued batches into `out` without waiting.
@@ -281,24 +295,11 @@ impl BatchRx {
     /// The next batch, waiting for one; `None` once every sender is gone (or the
     /// queue was closed) and nothing is left.
     pub async fn recv(&mut self) -> Option<Batch> {
-        loop {
-            {
-                let mut st = self.chan.lock();
-                let was_full = st.queue.len() >= self.chan.cap;
-                if let Some(b) = st.queue.pop_front() {
-                    drop(st);
-                    if was_full {
-                        self.chan.room.notify_waiters();
-                    }
-                    return Some(b);
-                }
-                if st.senders == 0 || st.closed {
-                    return None;
-                }
-                st.waiting = true;
-            }
-            self.chan.ready.notified().await;
+        let mut one = Vec::with_capacity(1);
+        if self.recv_many(&mut one, 1).await == 0 {
+            return None;
         }
+        one.pop()
     }
 
     /// Stops taking requests: sends fail from now on; what is queued can still be
@@ -849,7 +850,9 @@ pub(crate) async fn serve(
                 }
             }
             if progress.owed.fetch_add(n, Ordering::Relaxed) == 0 {
-                progress.since_ms.store(now_ms(), Ordering::Relaxed);
+                // The batch's clock reading, not a second one.
+                let ms = now.saturating_duration_since(base).as_millis() as u64;
+                progress.since_ms.store(ms, Ordering::Relaxed);
             }
             if let Err(e) = wr.write_all(&wbuf).await {
                 return ServeEnd::Broken(format!("write failed: {e}"));
@@ -997,4 +1000,60 @@ pub(crate) async fn serve(
         f.reply.send(Err(err));
     }
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(tag: &'static [u8]) -> (Batch, ReplyRx) {
+        let (reply, rx) = crate::reply_slot::channel();
+        let mut b = Batch::new();
+        b.push(BackendRequest {
+            frame: Bytes::from_static(tag),
+            reply,
+            fence: 0,
+        });
+        (b, rx)
+    }
+
+    #[tokio::test]
+    async fn batch_queue_is_fifo_bounded_and_closes() {
+        let (tx, mut rx) = batch_queue(2);
+        let (a, _ra) = one(b"a");
+        let (b, _rb) = one(b"b");
+        let (c, _rc) = one(b"c");
+        tx.send(a).await.expect("room");
+        tx.try_send(b).expect("room");
+        // Full: a send waits until the receiver takes something.
+        let c = match tx.try_send(c) {
+            Err(mpsc::error::TrySendError::Full(c)) => c,
+            other => panic!("expected Full, got {other:?}"),
+        };
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(c).await.is_ok() }
+        });
+        let mut got = Vec::new();
+        assert_eq!(rx.recv_many(&mut got, 256).await, 2);
+        assert!(waiting.await.expect("task"));
+        assert_eq!(rx.recv_many(&mut got, 256).await, 1);
+        let frames: Vec<&[u8]> = got.iter().map(|b| &b[0].frame[..]).collect();
+        assert_eq!(frames, [b"a".as_slice(), b"b", b"c"]);
+        // Every sender gone: the receiver sees the end.
+        drop(tx);
+        assert_eq!(rx.recv_many(&mut got, 256).await, 0);
+    }
+
+    #[tokio::test]
+    async fn dropped_receiver_fails_what_is_queued_and_later_sends() {
+        let (tx, rx) = batch_queue(4);
+        let (a, ra) = one(b"a");
+        tx.send(a).await.expect("room");
+        drop(rx);
+        assert!(tx.is_closed());
+        assert!(ra.await.is_err(), "a queued request's reply closes");
+        let (b, _rb) = one(b"b");
+        assert!(tx.send(b).await.is_err());
+    }
 }
