@@ -14,7 +14,9 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
-use crate::backend::{self, BackendOptions, BackendRequest, Batch, Fence, ReplyRx, ServeEnd};
+use crate::backend::{
+    self, BackendOptions, BackendRequest, Batch, BatchRx, BatchTx, Fence, ReplyRx, ServeEnd,
+};
 use crate::error::BackendError;
 use crate::metrics::BackendMetrics;
 
@@ -33,7 +35,7 @@ pub struct DedicatedSet {
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<Dedicated>>,
     /// Connections a WATCH holds, by token: a topology change drains them too.
-    watching: Mutex<FxHashMap<u64, mpsc::Sender<Batch>>>,
+    watching: Mutex<FxHashMap<u64, BatchTx>>,
     /// Connections blocked in a command, by token: the key's slot, the server's
     /// client id (to unblock them when the slot moves away) and the mark the router
     /// sets when it does.
@@ -46,7 +48,7 @@ pub struct DedicatedSet {
 /// One dedicated connection: requests sent on it run in order, on it alone.
 #[derive(Debug)]
 pub struct Dedicated {
-    tx: mpsc::Sender<Batch>,
+    tx: BatchTx,
     addr: Arc<str>,
     /// Switched to RESP3 (`HELLO 3`) for a RESP3 session.
     resp3: bool,
@@ -79,7 +81,7 @@ impl DedicatedSet {
     }
 
     /// Lists a connection a WATCH now holds; returns its token.
-    pub fn register(&self, tx: &mpsc::Sender<Batch>) -> u64 {
+    pub fn register(&self, tx: &BatchTx) -> u64 {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut w) = self.watching.lock() {
             w.insert(token, tx.clone());
@@ -137,7 +139,7 @@ impl DedicatedSet {
     /// are in, no request routed by an older topology is left on them. (Blocking
     /// commands never run on these: they take a connection of their own.)
     pub async fn ping_watching(&self) -> Vec<ReplyRx> {
-        let senders: Vec<mpsc::Sender<Batch>> = self
+        let senders: Vec<BatchTx> = self
             .watching
             .lock()
             .map(|w| w.values().cloned().collect())
@@ -182,7 +184,7 @@ impl DedicatedSet {
             }
         })?;
         // Room for a whole pipeline of a pinned session (see outbox::Outbox).
-        let (tx, rx) = mpsc::channel(self.opts.queue);
+        let (tx, rx) = backend::batch_queue(self.opts.queue);
         let id = Arc::new(AtomicU64::new(0));
         tokio::spawn(run(
             self.addr.clone(),
@@ -249,7 +251,7 @@ impl Dedicated {
     }
 
     /// The channel its connection task reads batches from.
-    pub fn sender(&self) -> &mpsc::Sender<Batch> {
+    pub fn sender(&self) -> &BatchTx {
         &self.tx
     }
 }
@@ -259,7 +261,7 @@ impl Dedicated {
 /// gone with it, so later requests fail rather than run without it.
 async fn run(
     addr: Arc<str>,
-    mut rx: mpsc::Receiver<Batch>,
+    mut rx: BatchRx,
     opts: Arc<BackendOptions>,
     metrics: BackendMetrics,
     resp3: bool,
