@@ -21,6 +21,7 @@ test: deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	scripts/validate-manifests.sh
+	python3 scripts/import-cycles.py
 	scripts/run-tests.sh
 	scripts/cluster.sh smoke
 	$(MAKE) --no-print-directory perf-guard TOLERANCE=0.05

@@ -14,11 +14,11 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
-use crate::backend::{
-    self, BackendOptions, BackendRequest, Batch, BatchRx, BatchTx, Fence, ReplyRx, ServeEnd,
-};
+use crate::conn::{self, BackendOptions, Fence, ServeEnd};
 use crate::error::BackendError;
 use crate::metrics::BackendMetrics;
+use crate::reply_slot::ReplyRx;
+use crate::request_queue::{self, BackendRequest, Batch, BatchRx, BatchTx};
 
 /// Idle dedicated connections kept per server for the next session that needs one.
 const MAX_IDLE: usize = 64;
@@ -184,7 +184,7 @@ impl DedicatedSet {
             }
         })?;
         // Room for a whole pipeline of a pinned session (see outbox::Outbox).
-        let (tx, rx) = backend::batch_queue(self.opts.queue);
+        let (tx, rx) = request_queue::batch_queue(self.opts.queue);
         let id = Arc::new(AtomicU64::new(0));
         tokio::spawn(run(
             self.addr.clone(),
@@ -268,7 +268,7 @@ async fn run(
     id: Arc<AtomicU64>,
     fence: Arc<Fence>,
 ) {
-    let stream = match backend::connect(&addr, &opts, resp3).await {
+    let stream = match conn::connect(&addr, &opts, resp3).await {
         Ok(s) => s,
         Err(cause) => {
             let err = BackendError::Unavailable {
@@ -301,7 +301,7 @@ async fn run(
             }
         }
     });
-    if let ServeEnd::Broken(e) = backend::serve(
+    if let ServeEnd::Broken(e) = conn::serve(
         stream,
         &addr,
         &mut rx,
@@ -309,7 +309,7 @@ async fn run(
         &opts,
         &metrics,
         &fence,
-        backend::ConnKind::Dedicated,
+        conn::ConnKind::Dedicated,
     )
     .await
     {

@@ -13,7 +13,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use crate::backend::BackendResult;
+use bytes::Bytes;
+
+use crate::error::BackendError;
+
+/// A reply, or why there is none.
+pub type BackendResult = Result<Bytes, BackendError>;
 
 /// The state of one slot.
 #[derive(Debug)]
