@@ -88,19 +88,8 @@ fn master_failed_over_mid_key(failing: usize) {
             async move { r.llen::<_, usize>(&key).await.unwrap() == 20_000 }
         })
         .await;
-        api.ok(
-            "POST",
-            "/api/v1/slots/migrate",
-            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
-        )
-        .await;
-        api.wait_migrations("the list to be half copied", |v| {
-            v["big_keys"].as_array().is_some_and(|b| {
-                b.iter()
-                    .any(|k| k["copied"].as_u64().is_some_and(|c| c > 1000 && c < 15_000))
-            })
-        })
-        .await;
+        api.migrate(0, 8191, 2).await;
+        api.wait_big_key_copied(1000, 15_000).await;
         let (old, new) = (2 * failing - 2, 2 * failing - 1);
         // What the master wrote so far reaches its replica before it dies: the
         // failover loses no acknowledged write (that is kodis-ha's job, not this
@@ -222,12 +211,7 @@ fn a_big_key_leaves_its_source_only_once_a_target_replica_has_it() {
         })
         .await;
         servers[2].freeze();
-        api.ok(
-            "POST",
-            "/api/v1/slots/migrate",
-            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
-        )
-        .await;
+        api.migrate(0, 8191, 2).await;
         let st = api
             .wait_migrations("the move to wait for the target's replica", |v| {
                 v["migrations"][0]["error"]

@@ -19,7 +19,6 @@ use kodis_dashboard::servers::Servers;
 use kodis_dashboard::DashboardConfig;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
-use serde_json::json;
 use support::{add_group, connect, rt, wait_acked, wait_active, Api};
 
 const LIMITS: Limits = Limits {
@@ -425,12 +424,7 @@ fn a_migration_moves_big_keys_in_pieces_and_keeps_a_write_made_meanwhile() {
             before.push(read(&mut con, k).await.unwrap());
         }
 
-        api.ok(
-            "POST",
-            "/api/v1/slots/migrate",
-            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
-        )
-        .await;
+        api.migrate(0, 8191, 2).await;
         let st = api
             .wait_migrations("the huge hash to be in flight", |v| {
                 v["big_keys"]
@@ -533,19 +527,8 @@ fn a_restarted_dashboard_finishes_a_big_key_stopped_mid_copy() {
             let _: () = src.rpush(&key, part).await.unwrap();
         }
         let _: () = src.expire(&key, 100_000).await.unwrap();
-        api.ok(
-            "POST",
-            "/api/v1/slots/migrate",
-            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
-        )
-        .await;
-        api.wait_migrations("the list to be half copied", |v| {
-            v["big_keys"].as_array().is_some_and(|b| {
-                b.iter()
-                    .any(|k| k["copied"].as_u64().is_some_and(|c| c > 0 && c < 30_000))
-            })
-        })
-        .await;
+        api.migrate(0, 8191, 2).await;
+        api.wait_big_key_copied(0, 30_000).await;
         h.stop().await;
         // Visible nowhere; hidden on the source, in its slot's in-flight hash.
         let on_src: i64 = src.exists(&key).await.unwrap();
@@ -623,12 +606,7 @@ fn a_big_stream_with_consumer_groups_moves_with_its_groups() {
             .query_async(&mut src)
             .await
             .unwrap();
-        api.ok(
-            "POST",
-            "/api/v1/slots/migrate",
-            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
-        )
-        .await;
+        api.migrate(0, 8191, 2).await;
         api.wait_no_migrations().await;
         let mut dst = connect(&servers[1].addr()).await;
         let n: i64 = redis::cmd("XLEN")
@@ -676,19 +654,8 @@ fn server_killed_mid_key(which: usize) {
             }
             let _: () = src.expire(&key, 100_000).await.unwrap();
         }
-        api.ok(
-            "POST",
-            "/api/v1/slots/migrate",
-            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
-        )
-        .await;
-        api.wait_migrations("the list to be half copied", |v| {
-            v["big_keys"].as_array().is_some_and(|b| {
-                b.iter()
-                    .any(|k| k["copied"].as_u64().is_some_and(|c| c > 0 && c < 30_000))
-            })
-        })
-        .await;
+        api.migrate(0, 8191, 2).await;
+        api.wait_big_key_copied(0, 30_000).await;
         servers[which].kill();
         // Visible nowhere while it cannot move.
         let mut other = connect(&servers[1 - which].addr()).await;
@@ -775,12 +742,7 @@ fn a_proxy_killed_while_holding_a_request_for_a_key_in_flight() {
             (list[0]["acked_epoch"] == epoch).then_some(())
         })
         .await;
-        api.ok(
-            "POST",
-            "/api/v1/slots/migrate",
-            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
-        )
-        .await;
+        api.migrate(0, 8191, 2).await;
         // A request for the key: it waits while the key is in flight.
         let mut client = std::net::TcpStream::connect(&plisten).unwrap();
         client

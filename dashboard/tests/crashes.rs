@@ -101,12 +101,7 @@ fn a_killed_proxy_blocks_until_removed_and_a_killed_dashboard_is_replaced() {
         })
         .await;
 
-        a.ok(
-            "POST",
-            "/api/v1/slots/migrate",
-            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
-        )
-        .await;
+        a.migrate(0, 8191, 2).await;
         a.wait_migrations("some keys to move", |v| {
             v["keys_moved_total"].as_u64().is_some_and(|n| n > 20)
         })

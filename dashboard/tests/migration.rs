@@ -390,12 +390,7 @@ fn a_restarted_dashboard_resumes_a_rate_limited_migration() {
         api.ok("POST", "/api/v1/slots/init", None).await;
         let mut src = connect(&servers[0].addr()).await;
         let moving = write_below(&mut src, "r", 1200, 8192).await;
-        api.ok(
-            "POST",
-            "/api/v1/slots/migrate",
-            Some(json!({ "from": 0, "to": 8191, "group": 2 })),
-        )
-        .await;
+        api.migrate(0, 8191, 2).await;
         let st = api
             .wait_migrations("some keys to move", |v| {
                 v["keys_moved_total"].as_u64().is_some_and(|n| n >= 50)
@@ -438,12 +433,7 @@ fn a_migration_to_an_unreachable_target_pauses_and_resumes_by_itself() {
         let moving = write_below(&mut src, "u", 5000, 200).await;
         let target = servers[1].addr();
         servers[1].kill();
-        api.ok(
-            "POST",
-            "/api/v1/slots/migrate",
-            Some(json!({ "from": 0, "to": 199, "group": 2 })),
-        )
-        .await;
+        api.migrate(0, 199, 2).await;
         let st = api
             .wait_migrations("the migration to pause", |v| {
                 v["migrations"][0]["state"] == "paused"

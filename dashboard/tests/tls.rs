@@ -60,12 +60,7 @@ async fn migrate_half(servers: &[RedisServer; 2], tls: BackendTlsArgs, n: usize)
     assert!(moving.len() > n / 3, "{} keys", moving.len());
 
     let started = Instant::now();
-    api.ok(
-        "POST",
-        "/api/v1/slots/migrate",
-        Some(json!({ "from": 0, "to": 8191, "group": 2 })),
-    )
-    .await;
+    api.migrate(0, 8191, 2).await;
     api.wait_no_migrations().await;
     let rate = moving.len() as f64 / started.elapsed().as_secs_f64();
 

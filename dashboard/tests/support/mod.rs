@@ -89,6 +89,24 @@ impl Api {
         v
     }
 
+    /// Starts moving slots `from..=to` to group `group` (`POST /slots/migrate`).
+    pub async fn migrate(&self, from: u16, to: u16, group: u32) -> Value {
+        let body = json!({ "from": from, "to": to, "group": group });
+        self.ok("POST", "/api/v1/slots/migrate", Some(body)).await
+    }
+
+    /// Polls until a big key in flight has more than `above` and fewer than `below`
+    /// elements copied: a move caught in its middle.
+    pub async fn wait_big_key_copied(&self, above: u64, below: u64) -> Value {
+        self.wait_migrations("a big key to be partly copied", |v| {
+            v["big_keys"].as_array().is_some_and(|b| {
+                b.iter()
+                    .any(|k| k["copied"].as_u64().is_some_and(|c| c > above && c < below))
+            })
+        })
+        .await
+    }
+
     /// The current topology.
     pub async fn topology(&self) -> Topology {
         serde_json::from_value(self.ok("GET", "/api/v1/topology", None).await).unwrap()
