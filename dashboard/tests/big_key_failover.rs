@@ -41,6 +41,18 @@ where
     }
 }
 
+/// Polls until the server behind `con` holds no key.
+async fn until_empty(con: &MultiplexedConnection) {
+    until("the source to be empty", || {
+        let mut con = con.clone();
+        async move {
+            let n: i64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+            n == 0
+        }
+    })
+    .await;
+}
+
 /// Keys on `con` that are the migrator's own names.
 async fn leftovers(con: &mut MultiplexedConnection) -> Vec<Vec<u8>> {
     let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(con).await.unwrap();
@@ -146,14 +158,7 @@ fn master_failed_over_mid_key(failing: usize) {
         assert!(got == items, "the list changed in the move");
         let ttl: i64 = dst.ttl(&key).await.unwrap();
         assert!(ttl > 99_000, "TTL lost: {ttl}");
-        until("the source to be empty", || {
-            let mut src = src.clone();
-            async move {
-                let n: i64 = redis::cmd("DBSIZE").query_async(&mut src).await.unwrap();
-                n == 0
-            }
-        })
-        .await;
+        until_empty(&src).await;
         assert!(leftovers(&mut dst).await.is_empty(), "migrator keys left");
         assert!(leftovers(&mut src).await.is_empty(), "migrator keys left");
         h.stop().await;
@@ -230,14 +235,7 @@ fn a_big_key_leaves_its_source_only_once_a_target_replica_has_it() {
         );
         servers[2].resume();
         api.wait_no_migrations().await;
-        until("the source to be empty", || {
-            let mut src = src.clone();
-            async move {
-                let n: i64 = redis::cmd("DBSIZE").query_async(&mut src).await.unwrap();
-                n == 0
-            }
-        })
-        .await;
+        until_empty(&src).await;
         let mut replica = replica;
         let n: usize = replica.llen(&key).await.unwrap();
         assert_eq!(n, 1000, "the replica has the key");
