@@ -98,38 +98,41 @@ pub fn is_internal(key: &[u8]) -> bool {
 /// one character: `1` if it is in flight (hidden before, or hidden now because it is
 /// big), `0` otherwise (small, or absent: `MIGRATE` moves it). Hiding is
 /// `HSET inflight key hidden` then `RENAME key moving:key`, both O(1), in the script's one
-/// atomic step. A big key of a module's type is refused with an error naming it
+/// atomic step (a key named twice is hidden once). A big key of a module's type is refused with an error naming it
 /// (nothing is hidden then); the sizes come from O(1) commands (`MEMORY USAGE`
 /// samples 5 elements).
+///
+/// One command per small key, which is most keys: `MEMORY USAGE` answers whether it
+/// is there and bounds its size; only a key using at least as many bytes as either
+/// threshold is looked at further (`TYPE`, its length, `STRLEN`), since an element
+/// takes at least a byte. The in-flight hash is asked only about absent keys: a
+/// hidden key is absent under its name (nothing writes a key of a migrating slot on
+/// its source). This halves the script's server time for small keys (2.7 to 1.3 µs
+/// a key, `docs/big-key-migration.md`).
 pub const SPLIT_BIG: &str = r#"
 local elements, bytes, HIDDEN = tonumber(ARGV[1]), tonumber(ARGV[2]), 'hidden'
-local out, big = {}, {}
+local out, big, seen = {}, {}, {}
 for i = 1, #KEYS / 3 do
-  local k, set = KEYS[3 * i - 2], KEYS[3 * i - 1]
+  local k = KEYS[3 * i - 2]
   out[i] = '0'
-  if redis.call('HEXISTS', set, k) == 1 then
-    out[i] = '1'
-  else
-    local t = redis.call('TYPE', k)['ok']
-    if t ~= 'none' then
-      local len, size = -1, 0
-      if t == 'string' then len = 0; size = redis.call('STRLEN', k)
-      else
-        if t == 'hash' then len = redis.call('HLEN', k)
-        elseif t == 'list' then len = redis.call('LLEN', k)
-        elseif t == 'set' then len = redis.call('SCARD', k)
-        elseif t == 'zset' then len = redis.call('ZCARD', k)
-        elseif t == 'stream' then len = redis.call('XLEN', k) end
-        size = redis.call('MEMORY', 'USAGE', k, 'SAMPLES', '5') or 0
+  local size = redis.call('MEMORY', 'USAGE', k, 'SAMPLES', '5')
+  if not size then
+    if redis.call('HEXISTS', KEYS[3 * i - 1], k) == 1 then out[i] = '1' end
+  elseif size >= bytes or size >= elements then
+    local t, len = redis.call('TYPE', k)['ok'], -1
+    if t == 'string' then len = 0; size = redis.call('STRLEN', k)
+    elseif t == 'hash' then len = redis.call('HLEN', k)
+    elseif t == 'list' then len = redis.call('LLEN', k)
+    elseif t == 'set' then len = redis.call('SCARD', k)
+    elseif t == 'zset' then len = redis.call('ZCARD', k)
+    elseif t == 'stream' then len = redis.call('XLEN', k) end
+    if len >= elements or size >= bytes then
+      if len < 0 then
+        return redis.error_reply('KODIS key ' .. k .. ' has the module type ' .. t ..
+          ' and is too big to move in pieces: move it by hand')
       end
-      if len >= elements or size >= bytes then
-        if len < 0 then
-          return redis.error_reply('KODIS key ' .. k .. ' has the module type ' .. t ..
-            ' and is too big to move in pieces: move it by hand')
-        end
-        big[#big + 1] = i
-        out[i] = '1'
-      end
+      if not seen[k] then big[#big + 1] = i; seen[k] = true end
+      out[i] = '1'
     end
   end
 end

@@ -237,6 +237,114 @@ fn every_type_moves_in_pieces_with_its_ttl() {
     });
 }
 
+/// Writes `key` of `kind` with `n` elements (a string: `n` bytes), small members so
+/// that a compact encoding (listpack, intset) is used where Redis allows it.
+async fn write_sized(con: &mut MultiplexedConnection, kind: &str, key: &str, n: usize) {
+    let items: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let cmd = match kind {
+        "string" => {
+            let mut c = redis::cmd("SET");
+            c.arg(key).arg(vec![b'x'; n]);
+            c
+        }
+        "hash" => {
+            let mut c = redis::cmd("HSET");
+            c.arg(key);
+            for i in &items {
+                c.arg(i).arg(1);
+            }
+            c
+        }
+        "list" => {
+            let mut c = redis::cmd("RPUSH");
+            c.arg(key).arg(&items);
+            c
+        }
+        "set" => {
+            let mut c = redis::cmd("SADD");
+            c.arg(key).arg(&items);
+            c
+        }
+        "zset" => {
+            let mut c = redis::cmd("ZADD");
+            c.arg(key);
+            for i in &items {
+                c.arg(1).arg(i);
+            }
+            c
+        }
+        _ => {
+            for i in 1..=n {
+                let _: String = redis::cmd("XADD")
+                    .arg(key)
+                    .arg(format!("{i}-1"))
+                    .arg("f")
+                    .arg(1)
+                    .query_async(con)
+                    .await
+                    .unwrap();
+            }
+            return;
+        }
+    };
+    let _: () = cmd.query_async(con).await.unwrap();
+}
+
+/// `split_big` asks `MEMORY USAGE` first and looks closer only at keys of at least a
+/// threshold's bytes: the thresholds must still be exact, for every type, compact
+/// encodings included (an intset takes 2 bytes an element), and an absent key or one
+/// already hidden must get the answers they always had.
+#[test]
+fn the_big_key_thresholds_are_exact_for_every_type() {
+    let a = RedisServer::start();
+    rt().block_on(async {
+        let mut src = connect(&a.addr()).await;
+        let s = servers();
+        for elements in [2u64, 100, 700] {
+            let limits = Limits {
+                elements,
+                bytes: 1 << 30,
+                ..LIMITS
+            };
+            for kind in ["hash", "list", "set", "zset", "stream"] {
+                let n = elements as usize;
+                let (below, at) = (format!("{kind}:{n}:below"), format!("{kind}:{n}:at"));
+                write_sized(&mut src, kind, &below, n - 1).await;
+                write_sized(&mut src, kind, &at, n).await;
+                let raw = vec![below.clone().into_bytes(), at.clone().into_bytes()];
+                let got = big_keys::split(&s, &a.addr(), &raw, &limits).await.unwrap();
+                assert_eq!(got, vec![false, true], "{kind} around {elements} elements");
+                let visible: i64 = src.exists(&below).await.unwrap();
+                assert_eq!(visible, 1, "{below} hidden");
+                let visible: i64 = src.exists(&at).await.unwrap();
+                assert_eq!(visible, 0, "{at} not hidden");
+            }
+        }
+        // Strings by bytes, with an elements threshold below their size (so that
+        // both go past `MEMORY USAGE` to STRLEN).
+        let limits = Limits {
+            elements: 100,
+            bytes: 10_000,
+            ..LIMITS
+        };
+        write_sized(&mut src, "string", "str:below", 9_999).await;
+        write_sized(&mut src, "string", "str:at", 10_000).await;
+        write_sized(&mut src, "string", "str:tiny", 3).await;
+        let raw: Vec<Vec<u8>> = ["str:below", "str:at", "str:tiny", "absent", "str:at"]
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        let got = big_keys::split(&s, &a.addr(), &raw, &limits).await.unwrap();
+        // The second `str:at` was hidden by the first: in flight.
+        assert_eq!(got, vec![false, true, false, false, true]);
+        // Asked again: the hidden key is still in flight, the rest unchanged.
+        let got = big_keys::split(&s, &a.addr(), &raw, &limits).await.unwrap();
+        assert_eq!(got, vec![false, true, false, false, true]);
+        let moving: i64 = src.exists(big_key::moving_key(b"str:at")).await.unwrap();
+        assert_eq!(moving, 1);
+    });
+}
+
 #[test]
 fn each_crash_point_resumes_or_starts_over() {
     let (a, b) = (RedisServer::start(), RedisServer::start());

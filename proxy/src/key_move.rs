@@ -61,6 +61,17 @@ pub(crate) fn frame(args: &[&[u8]]) -> Vec<u8> {
     frame
 }
 
+/// Drops the repeats of a key from `keys`, keeping the first of each: `MIGRATE ...
+/// KEYS k k` moves `k` once and then fails on the target's `BUSYKEY`, so `MGET k k`
+/// in a migrating slot would get an error for a valid request.
+pub(crate) fn dedup(keys: &mut Vec<Bytes>) {
+    if keys.len() < 2 {
+        return;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    keys.retain(|k| seen.insert(k.clone()));
+}
+
 /// `split_big`'s answer (a bulk string of `0`s and `1`s); `None`: an error.
 pub(crate) fn split_answer(reply: &[u8]) -> Option<Split> {
     let flags = kodis_common::resp::reply_bulk(reply)?;
@@ -74,6 +85,16 @@ pub(crate) fn split_answer(reply: &[u8]) -> Option<Split> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_keys_are_moved_once_in_order() {
+        let mut keys: Vec<Bytes> = [b"a", b"b", b"a", b"c", b"b"]
+            .into_iter()
+            .map(|k| Bytes::from_static(k))
+            .collect();
+        dedup(&mut keys);
+        assert_eq!(keys, [&b"a"[..], b"b", b"c"]);
+    }
 
     #[test]
     fn split_answers() {

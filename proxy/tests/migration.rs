@@ -121,6 +121,30 @@ fn split_commands_move_their_migrating_keys_first() {
     assert_eq!(p.cmd(&del), Value::Int(40));
 }
 
+/// A request naming a key twice in a migrating slot: `MIGRATE ... KEYS k k` would
+/// move `k` and then fail on the target's BUSYKEY, so the proxy moves each key once.
+#[test]
+fn a_request_naming_a_migrating_key_twice_is_served() {
+    let c = Cluster::start(2);
+    let mut p = c.proxy.conn();
+    for k in ["{tw}a", "{tw}b", "{tw}c"] {
+        assert_eq!(p.cmd(&["SET", k, k]), Value::ok());
+    }
+    let s = key_slot(b"tw");
+    let (from, to) = c.start_migrating(s, s);
+    assert_eq!(
+        p.cmd(&["MGET", "{tw}a", "{tw}a"]),
+        Value::Array(Some(vec![Value::bulk("{tw}a"), Value::bulk("{tw}a")]))
+    );
+    assert_eq!(p.cmd(&["MSET", "{tw}b", "1", "{tw}b", "2"]), Value::ok());
+    assert_eq!(p.cmd(&["GET", "{tw}b"]), Value::bulk("2"));
+    assert_eq!(p.cmd(&["DEL", "{tw}c", "{tw}c"]), Value::Int(1));
+    for k in ["{tw}a", "{tw}b"] {
+        assert!(!exists(&c, from, k) && exists(&c, to, k), "{k}");
+    }
+    assert!(!exists(&c, from, "{tw}c") && !exists(&c, to, "{tw}c"));
+}
+
 /// INCRs from several clients while the slot starts to migrate: every acknowledged
 /// increment counts exactly once, and the key ends in one group only.
 #[test]

@@ -3,7 +3,9 @@
 
 use super::Session;
 use crate::error::BackendError;
-use crate::key_move::{could_not_move, frame, split_answer, KeyMove, Split, FIRST_WAIT, MAX_WAIT};
+use crate::key_move::{
+    could_not_move, dedup, frame, split_answer, KeyMove, Split, FIRST_WAIT, MAX_WAIT,
+};
 use crate::reply;
 use bytes::Bytes;
 use kodis_common::big_key;
@@ -32,7 +34,8 @@ impl Session {
     /// replies go back in order.
     pub(crate) async fn move_keys(&self, moves: Vec<KeyMove>) -> Result<(), Bytes> {
         let cfg = &self.ctx.config;
-        for m in moves {
+        for mut m in moves {
+            dedup(&mut m.keys);
             let deadline = Instant::now() + Duration::from_millis(cfg.migrate_timeout_ms);
             let mut wait = FIRST_WAIT;
             let split = self.split_frame(&m);
