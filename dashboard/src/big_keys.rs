@@ -262,7 +262,8 @@ impl Mover<'_> {
                 return Err(server_error(
                     self.target,
                     format!(
-                        "kodis: no replica of the target acknowledged big key {:?} within                          {REPLICA_WAIT:?}; its source copy is kept and the move retried",
+                        "kodis: no replica of the target acknowledged big key {:?} within \
+                         {REPLICA_WAIT:?}; its source copy is kept and the move retried",
                         String::from_utf8_lossy(key)
                     ),
                 ));

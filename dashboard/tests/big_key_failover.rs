@@ -7,14 +7,13 @@
 
 mod support;
 
-use std::time::Duration;
-
 use kodis_common::big_key;
 use kodis_common::slot::key_slot;
 use kodis_common::test_util::RedisServer;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use serde_json::json;
+use support::big::{leftovers, until};
 use support::{add_group, connect, rt, start_dashboard_with};
 
 /// A key with hash tag `prefix<n>` in the first half of the slots (group 1's).
@@ -23,22 +22,6 @@ fn name_in_first_half(prefix: &str) -> String {
         .map(|i| format!("{{{prefix}{i}}}"))
         .find(|k| key_slot(k.as_bytes()) < 8192)
         .unwrap()
-}
-
-/// Polls `check` every 20 ms for up to 20 s.
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Polls until the server behind `con` holds no key.
@@ -51,14 +34,6 @@ async fn until_empty(con: &MultiplexedConnection) {
         }
     })
     .await;
-}
-
-/// Keys on `con` that are the migrator's own names.
-async fn leftovers(con: &mut MultiplexedConnection) -> Vec<Vec<u8>> {
-    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(con).await.unwrap();
-    keys.into_iter()
-        .filter(|k| big_key::is_internal(k))
-        .collect()
 }
 
 /// Fails over group `failing` (1: the source, 2: the target) while a big list is

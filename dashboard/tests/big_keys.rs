@@ -9,16 +9,15 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use kodis_common::big_key;
 use kodis_common::slot::key_slot;
 use kodis_common::test_util::{free_port, RedisServer};
-use kodis_dashboard::big_keys::{self, Limits, Mover, Report};
-use kodis_dashboard::servers::Servers;
+use kodis_dashboard::big_keys::{self, Limits, Mover};
 use kodis_dashboard::DashboardConfig;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
+use support::big::{leftovers, move_in_pieces, servers, until, NoReport};
 use support::{add_group, connect, rt, wait_acked, wait_active, Api};
 
 const LIMITS: Limits = Limits {
@@ -27,24 +26,6 @@ const LIMITS: Limits = Limits {
     chunk: 10,
     per_sec: 0,
 };
-
-struct NoReport;
-
-impl Report for NoReport {
-    fn copied(&self, _: &[u8], _: &str, _: u64, _: u64) {}
-}
-
-fn servers() -> Servers {
-    Servers::new(None, Duration::from_secs(2), Duration::from_secs(10))
-}
-
-/// Every key on `con` that is one of the migrator's names.
-async fn leftovers(con: &mut MultiplexedConnection) -> Vec<Vec<u8>> {
-    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(con).await.unwrap();
-    keys.into_iter()
-        .filter(|k| big_key::is_internal(k))
-        .collect()
-}
 
 /// A name with hash tag `prefix<n>` whose slot is below `below`.
 fn name_below(prefix: &str, below: u16) -> String {
@@ -206,15 +187,9 @@ fn every_type_moves_in_pieces_with_its_ttl() {
                 "{k} visible while hidden"
             );
         }
-        let mover = Mover {
-            servers: &s,
-            source: &a.addr(),
-            target: &b.addr(),
-            limits: LIMITS,
-        };
-        for (k, state) in &in_flight {
-            mover.move_key(k, state, &NoReport).await.unwrap();
-        }
+        let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let (_, moved) = move_in_pieces(&s, &a.addr(), &b.addr(), &names, LIMITS).await;
+        assert_eq!(moved, keys.len());
         for (k, v) in keys.iter().zip(&before) {
             assert_eq!(read(&mut dst, k).await.as_ref(), Some(v), "{k}");
             let ttl: i64 = dst.ttl(k).await.unwrap();
@@ -436,13 +411,12 @@ fn each_crash_point_resumes_or_starts_over() {
         assert_eq!(got, want);
 
         // 4. Expired while hidden: nothing moves, nothing is left.
-        let gone = support_wait(|| async {
+        until("the hidden key to expire", || async {
             let mut c = connect(&a.addr()).await;
             let n: i64 = c.exists(big_key::moving_key(b"expiring")).await.unwrap();
             n == 0
         })
         .await;
-        assert!(gone, "the hidden key never expired");
         mover
             .move_key(b"expiring", hidden_state, &NoReport)
             .await
@@ -454,22 +428,6 @@ fn each_crash_point_resumes_or_starts_over() {
         assert_eq!(n, 0, "left on the source");
         assert!(leftovers(&mut dst).await.is_empty());
     });
-}
-
-/// Polls `check` (deadline 10 s).
-async fn support_wait<F, Fut>(check: F) -> bool
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 fn config(listen: &str, dir: &std::path::Path, chunk: usize) -> DashboardConfig {
@@ -894,27 +852,14 @@ fn a_big_key_is_copied_no_faster_than_the_rate_limit() {
         let s = servers();
         let items: Vec<i64> = (0..300).collect();
         let _: () = src.rpush("{r}list", &items).await.unwrap();
-        let hidden = big_keys::split(&s, &a.addr(), &[b"{r}list".to_vec()], &LIMITS)
-            .await
-            .unwrap();
-        assert_eq!(hidden, vec![true]);
-        let in_flight = big_keys::in_flight(&s, &a.addr(), [key_slot(b"r")])
-            .await
-            .unwrap();
         // 300 elements at 1,000 a second: 30 chunks of 10, each followed by 10 ms.
-        let mover = Mover {
-            servers: &s,
-            source: &a.addr(),
-            target: &b.addr(),
-            limits: Limits {
-                per_sec: 1000,
-                ..LIMITS
-            },
+        let limits = Limits {
+            per_sec: 1000,
+            ..LIMITS
         };
         let started = std::time::Instant::now();
-        for (k, state) in &in_flight {
-            mover.move_key(k, state, &NoReport).await.unwrap();
-        }
+        let moved = move_in_pieces(&s, &a.addr(), &b.addr(), &["{r}list"], limits).await;
+        assert_eq!(moved, (vec![true], 1));
         let took = started.elapsed();
         assert!(
             took >= std::time::Duration::from_millis(250),

@@ -7,14 +7,12 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use kodis_common::slot::key_slot;
 use kodis_common::test_util::RedisServer;
-use kodis_dashboard::big_keys::{self, Limits, Mover, Report};
-use kodis_dashboard::servers::Servers;
+use kodis_dashboard::big_keys::Limits;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
+use support::big::{move_in_pieces, servers};
 use support::{connect, rt};
 
 const LIMITS: Limits = Limits {
@@ -26,12 +24,6 @@ const LIMITS: Limits = Limits {
 
 /// An XREADGROUP answer: per stream, its entries (ID, fields).
 type StreamsReply = Vec<(String, Vec<(String, BTreeMap<String, String>)>)>;
-
-struct NoReport;
-
-impl Report for NoReport {
-    fn copied(&self, _: &[u8], _: &str, _: u64, _: u64) {}
-}
 
 async fn cmd<T: redis::FromRedisValue>(con: &mut MultiplexedConnection, args: &[&str]) -> T {
     let mut c = redis::cmd(args[0]);
@@ -197,27 +189,13 @@ fn a_big_stream_keeps_its_consumer_groups_and_pending_entries() {
         }
         assert_eq!(groups_before.len(), 3);
 
-        let s = Servers::new(None, Duration::from_secs(2), Duration::from_secs(10));
-        let hidden = big_keys::split(&s, &a.addr(), &[key.as_bytes().to_vec()], &LIMITS)
-            .await
-            .unwrap();
+        let s = servers();
+        let moved = move_in_pieces(&s, &a.addr(), &b.addr(), &[key], LIMITS).await;
         assert_eq!(
-            hidden,
-            vec![true],
+            moved,
+            (vec![true], 1),
             "a big stream with groups is moved in pieces"
         );
-        let in_flight = big_keys::in_flight(&s, &a.addr(), [key_slot(key.as_bytes())])
-            .await
-            .unwrap();
-        let mover = Mover {
-            servers: &s,
-            source: &a.addr(),
-            target: &b.addr(),
-            limits: LIMITS,
-        };
-        for (k, state) in &in_flight {
-            mover.move_key(k, state, &NoReport).await.unwrap();
-        }
         let n: i64 = cmd(&mut src, &["DBSIZE"]).await;
         assert_eq!(n, 0, "left on the source");
 

@@ -11,6 +11,8 @@ use kodis_dashboard::{DashboardConfig, DashboardHandle};
 use redis::aio::MultiplexedConnection;
 use serde_json::{json, Value};
 
+pub mod big;
+
 pub use kodis_common::test_util::runtime as rt;
 
 /// Waits (deadline 20 s) until the dashboard holds its lock.

@@ -3,7 +3,7 @@
 //! state are [`crate::pubsub`].
 
 use super::Session;
-use crate::backend::BackendPool;
+use crate::backend::{BackendOptions, BackendPool};
 use crate::error_replies::{crossslot, wrong_args};
 use crate::pending::Pending;
 use crate::pubsub::{confirmation, Confirm, SubEvent, SubKind, Subs};
@@ -15,7 +15,31 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tracing::debug;
 
+/// Names to subscribe or unsubscribe, gathered per server (one order each).
+type Orders = Vec<(Arc<BackendPool>, Vec<Bytes>)>;
+
+/// Adds `name` to the order for each of `pools`.
+fn add_orders(orders: &mut Orders, pools: Vec<Arc<BackendPool>>, name: &Bytes) {
+    for pool in pools {
+        match orders.iter_mut().find(|(p, _)| Arc::ptr_eq(p, &pool)) {
+            Some((_, names)) => names.push(name.clone()),
+            None => orders.push((pool, vec![name.clone()])),
+        }
+    }
+}
+
 impl Session {
+    /// What (un)subscribing needs: the backend options, whether the client speaks
+    /// RESP3, and its subscriptions (made at the first use).
+    fn order_state(&mut self) -> (Arc<BackendOptions>, bool, &mut Subs) {
+        let opts = self.ctx.router.options().clone();
+        let changes = self.ctx.router.changes();
+        let subs = self
+            .subs
+            .get_or_insert_with(|| Box::new(Subs::new(changes)));
+        (opts, self.resp3, subs)
+    }
+
     /// True while the client is in RESP2 subscribe mode.
     pub(crate) fn subscribed(&self) -> bool {
         self.subs.as_ref().is_some_and(|s| s.active())
@@ -52,13 +76,8 @@ impl Session {
                 }
             }
         }
-        let opts = self.ctx.router.options().clone();
-        let changes = self.ctx.router.changes();
-        let resp3 = self.resp3;
-        let subs = self
-            .subs
-            .get_or_insert_with(|| Box::new(Subs::new(changes)));
-        let mut orders: Vec<(Arc<BackendPool>, Vec<Bytes>)> = Vec::new();
+        let (opts, resp3, subs) = self.order_state();
+        let mut orders = Orders::new();
         let mut out = Vec::with_capacity(64 * (argc - 1));
         for i in 1..argc {
             let name = req.arg_bytes(i);
@@ -77,12 +96,7 @@ impl Session {
                     SubKind::Shard => subs.shards.push((name.clone(), pools[0].clone())),
                     SubKind::Pattern => subs.patterns.push(name.clone()),
                 }
-                for pool in pools {
-                    match orders.iter_mut().find(|(p, _)| Arc::ptr_eq(p, &pool)) {
-                        Some((_, names)) => names.push(name.clone()),
-                        None => orders.push((pool, vec![name.clone()])),
-                    }
-                }
+                add_orders(&mut orders, pools, &name);
             }
             confirmation(&mut out, resp3, kind, true, Some(&name), subs.count(kind));
         }
@@ -98,12 +112,7 @@ impl Session {
 
     /// UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE (no name: every one of that kind).
     pub(crate) fn unsubscribe(&mut self, kind: SubKind, req: &Request) -> Pending {
-        let opts = self.ctx.router.options().clone();
-        let changes = self.ctx.router.changes();
-        let resp3 = self.resp3;
-        let subs = self
-            .subs
-            .get_or_insert_with(|| Box::new(Subs::new(changes)));
+        let (opts, resp3, subs) = self.order_state();
         let names: Vec<Bytes> = if req.argc() > 1 {
             (1..req.argc()).map(|i| req.arg_bytes(i)).collect()
         } else {
@@ -117,7 +126,7 @@ impl Session {
         if names.is_empty() {
             confirmation(&mut out, resp3, kind, false, None, subs.count(kind));
         }
-        let mut orders: Vec<(Arc<BackendPool>, Vec<Bytes>)> = Vec::new();
+        let mut orders = Orders::new();
         for name in names {
             let pools: Vec<Arc<BackendPool>> = match kind {
                 SubKind::Channel | SubKind::Shard => {
@@ -139,12 +148,7 @@ impl Session {
                     None => Vec::new(),
                 },
             };
-            for pool in pools {
-                match orders.iter_mut().find(|(p, _)| Arc::ptr_eq(p, &pool)) {
-                    Some((_, names)) => names.push(name.clone()),
-                    None => orders.push((pool, vec![name.clone()])),
-                }
-            }
+            add_orders(&mut orders, pools, &name);
             confirmation(&mut out, resp3, kind, false, Some(&name), subs.count(kind));
         }
         let dones = if subs.active() {
