@@ -35,6 +35,11 @@ use crate::progress::BigKey;
 const IDLE: Duration = Duration::from_millis(100);
 /// Pause before retrying after an error.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often a step looks through a source's in-flight hashes for big keys (one
+/// `HGETALL` per slot in flight): every step was up to 10% of a source's time under a
+/// rate limit, whose steps are short. A proxy's request held for a key it hid waits
+/// up to this long more; the look before a commit is not skipped.
+const BIG_KEY_LOOK: Duration = Duration::from_millis(100);
 
 /// Reports a big key's progress into the dashboard's [`crate::progress::Progress`].
 struct BigReport<'a>(&'a Dashboard);
@@ -101,6 +106,8 @@ struct SourceScan {
     /// Names remembered by earlier passes for this pass's slots, by target: moved
     /// before the scan starts (the scan still proves the slots empty).
     premove: Vec<(String, Vec<Vec<u8>>)>,
+    /// When a step last looked for big keys in flight ([`BIG_KEY_LOOK`]).
+    big_looked: Option<Instant>,
 }
 
 impl Pass {
@@ -162,6 +169,7 @@ impl Pass {
                 seen: HashMap::new(),
                 room,
                 premove: premove.into_iter().collect(),
+                big_looked: None,
             }));
         }
         Ok(Self {
@@ -277,9 +285,13 @@ async fn step(
                         r = move_batch(&d, &t, &mut scan, sharing).await;
                     }
                     // Big keys hidden by this step or by a proxy's request (which
-                    // waits for it) move at once, also on a source scanned already.
-                    if r.is_ok() {
+                    // waits for it) move soon, also on a source scanned already.
+                    let due = scan
+                        .big_looked
+                        .is_none_or(|at| at.elapsed() >= BIG_KEY_LOOK);
+                    if r.is_ok() && due {
                         r = move_big_keys(&d, &t, &scan.addr, &scan.targets, sharing).await;
+                        scan.big_looked = Some(Instant::now());
                     }
                     (scan, r)
                 });

@@ -22,6 +22,8 @@ pub struct KeyMove {
     pub target: Arc<str>,
     /// The keys.
     pub keys: Vec<Bytes>,
+    /// The epoch of the topology that routed them (see [`crate::moved_keys`]).
+    pub epoch: u64,
 }
 
 /// First wait for a key in flight; doubled after each look, up to [`MAX_WAIT`].

@@ -24,6 +24,7 @@ pub mod key_move;
 pub mod memory;
 pub mod merge;
 pub mod metrics;
+pub mod moved_keys;
 pub mod outbox;
 pub mod pending;
 pub mod pubsub;

@@ -38,6 +38,8 @@ pub struct Shared {
     pub(crate) dashboard_users: std::sync::Mutex<(u64, Vec<crate::acl::UserConfig>)>,
     /// The next session id.
     pub(crate) next_id: AtomicU64,
+    /// Keys of migrating slots already moved to their target.
+    pub moved_keys: crate::moved_keys::MovedKeys,
 }
 
 impl Shared {
@@ -65,6 +67,7 @@ impl Shared {
             info: crate::info::InfoState::new(),
             dashboard_users: std::sync::Mutex::new((0, Vec::new())),
             next_id: AtomicU64::new(1),
+            moved_keys: crate::moved_keys::MovedKeys::default(),
         }
     }
 

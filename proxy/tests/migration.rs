@@ -145,6 +145,60 @@ fn a_request_naming_a_migrating_key_twice_is_served() {
     assert!(!exists(&c, from, "{tw}c") && !exists(&c, to, "{tw}c"));
 }
 
+/// `calls` of `cmd` in server `i`'s INFO commandstats.
+fn calls(c: &Cluster, i: usize, cmd: &str) -> u64 {
+    c.info_field(i, "commandstats", &format!("cmdstat_{cmd}"))
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|f| f.strip_prefix("calls=").map(str::to_string))
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A key this proxy moved (or found absent) is served from the target afterwards
+/// without asking the source again, until the topology changes: a new epoch asks once
+/// more. What reached the source is counted in its INFO commandstats.
+#[test]
+fn a_moved_key_is_not_asked_of_its_source_again_in_the_same_epoch() {
+    let c = Cluster::start(2);
+    let mut p = c.proxy.conn();
+    assert_eq!(p.cmd(&["SET", "{mk}a", "1"]), Value::ok());
+    assert_eq!(p.cmd(&["SET", "{mk}b", "2"]), Value::ok());
+    let s = key_slot(b"mk");
+    let (from, to) = c.start_migrating(s, s);
+    assert_eq!(p.cmd(&["GET", "{mk}a"]), Value::bulk("1"));
+    assert_eq!(calls(&c, from, "migrate"), 1);
+    for _ in 0..5 {
+        assert_eq!(p.cmd(&["GET", "{mk}a"]), Value::bulk("1"));
+    }
+    assert_eq!(p.cmd(&["INCR", "{mk}a"]), Value::Int(2));
+    // From another connection too: the proxy remembers, not the session.
+    assert_eq!(c.proxy.conn().cmd(&["GET", "{mk}a"]), Value::bulk("2"));
+    assert_eq!(calls(&c, from, "migrate"), 1, "asked the source again");
+    // A split command moves only the key not known yet.
+    assert_eq!(
+        p.cmd(&["MGET", "{mk}a", "{mk}b"]),
+        Value::Array(Some(vec![Value::bulk("2"), Value::bulk("2")]))
+    );
+    assert_eq!(calls(&c, from, "migrate"), 2);
+    assert_eq!(p.cmd(&["EXISTS", "{mk}a", "{mk}b"]), Value::Int(2));
+    // An absent key: asked once, then known to be on the target if anywhere.
+    assert_eq!(p.cmd(&["GET", "{mk}none"]), Value::Bulk(None));
+    assert_eq!(p.cmd(&["SET", "{mk}none", "3"]), Value::ok());
+    assert_eq!(calls(&c, from, "migrate"), 3);
+    assert_eq!(c.direct(to).cmd(&["GET", "{mk}none"]), Value::bulk("3"));
+    // The same migration in a new epoch: asked again, once.
+    let servers: Vec<String> = c.servers.iter().map(RedisServer::addr).collect();
+    support::push_migration_at(&c.proxy, &servers, s, s, 3);
+    assert_eq!(p.cmd(&["GET", "{mk}a"]), Value::bulk("2"));
+    assert_eq!(p.cmd(&["GET", "{mk}a"]), Value::bulk("2"));
+    assert_eq!(calls(&c, from, "migrate"), 4);
+    for k in ["{mk}a", "{mk}b", "{mk}none"] {
+        assert!(!exists(&c, from, k) && exists(&c, to, k), "{k}");
+    }
+}
+
 /// INCRs from several clients while the slot starts to migrate: every acknowledged
 /// increment counts exactly once, and the key ends in one group only.
 #[test]

@@ -213,11 +213,17 @@ impl Session {
             return Pending::Ready(clusterdown());
         };
         if let Some(target) = routes.migration_target(slot) {
-            if !self.keys_moved {
+            let epoch = routes.topology.epoch;
+            let known = || {
+                ctx.moved_keys
+                    .all_moved(epoch, keys.iter().map(|&k| req.arg(k)))
+            };
+            if !self.keys_moved && !known() {
                 return Pending::Migrate(vec![KeyMove {
                     source: routes.groups[group].master.clone(),
                     target: routes.groups[target].master.addr().clone(),
                     keys: keys.iter().map(|&k| req.arg_bytes(k)).collect(),
+                    epoch,
                 }]);
             }
             group = target;
@@ -290,7 +296,9 @@ impl Session {
                 let Some(target) = routes.migration_target(slot) else {
                     return Some(owner);
                 };
-                if !self.keys_moved {
+                let epoch = routes.topology.epoch;
+                let key = req.arg(i);
+                if !self.keys_moved && !ctx.moved_keys.all_moved(epoch, std::iter::once(key)) {
                     // One MIGRATE per (source, target): a drained group sends its
                     // slots to several targets at once.
                     let source = &routes.groups[owner].master;
@@ -304,6 +312,7 @@ impl Session {
                             source: source.clone(),
                             target: dest.clone(),
                             keys: vec![req.arg_bytes(i)],
+                            epoch,
                         }),
                     }
                 }

@@ -48,6 +48,7 @@ impl Session {
                 self.split_reply(&m, hide.await)?;
                 self.migrate_reply(&m, moved.await)?;
                 if self.split_reply(&m, check.await)? == Split::Small {
+                    self.ctx.moved_keys.remember(m.epoch, &m.keys);
                     break;
                 }
                 if Instant::now() + wait > deadline {

@@ -205,6 +205,7 @@ impl Session {
                             source: routes.groups[owner].master.clone(),
                             target: pinned.addr().clone(),
                             keys: tx.keys.clone(),
+                            epoch: routes.topology.epoch,
                         }]);
                     }
                 }
@@ -315,6 +316,7 @@ impl Session {
                 source: routes.groups[group].master.clone(),
                 target: routes.groups[target].master.addr().clone(),
                 keys,
+                epoch: routes.topology.epoch,
             }])),
             None => Ok(routes.groups[group].master.clone()),
         }

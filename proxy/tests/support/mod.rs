@@ -338,10 +338,21 @@ pub fn push_migration(
     start: u16,
     end: u16,
 ) -> (usize, usize) {
+    push_migration_at(proxy, servers, start, end, 2)
+}
+
+/// [`push_migration`] as epoch `epoch`.
+pub fn push_migration_at(
+    proxy: &TestProxy,
+    servers: &[String],
+    start: u16,
+    end: u16,
+    epoch: u64,
+) -> (usize, usize) {
     let from = usize::from(start >= 8192);
     let to = 1 - from;
     let body = format!(
-        r#"{{"epoch": 2,
+        r#"{{"epoch": {epoch},
             "groups": [{{"id": 1, "servers": ["{}"]}}, {{"id": 2, "servers": ["{}"]}}],
             "slots": [{{"start": 0, "end": 8191, "group": 1}}, {{"start": 8192, "end": 16383, "group": 2}}],
             "migrations": [{{"start": {start}, "end": {end}, "from": {}, "to": {}}}]}}"#,
