@@ -73,6 +73,7 @@ impl MovedKeys {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn keys(names: &[&'static str]) -> Vec<Bytes> {
