@@ -373,7 +373,8 @@ fn forget_stale(t: &Topology, buckets: &mut Buckets) {
 const STEP_BUDGET: Duration = Duration::from_millis(50);
 
 /// The MIGRATEs a step has queued: each hands back its keys with its outcome.
-type Calls = tokio::task::JoinSet<(Vec<Vec<u8>>, Result<(), ApiError>)>;
+/// (When it was queued, its keys, the outcome.)
+type Calls = tokio::task::JoinSet<(Instant, Vec<Vec<u8>>, Result<(), ApiError>)>;
 
 /// One step on a source: SCAN steps for up to [`STEP_BUDGET`], the in-flight keys
 /// they find moved with pipelined `MIGRATE ... KEYS` of `--migrate-keys-per-batch`
@@ -503,6 +504,7 @@ fn queue(d: &Arc<Dashboard>, calls: &mut Calls, source: &str, target: &str, batc
     let timeout = d.config.migrate_timeout_ms;
     // Only the element and byte thresholds matter to `split`.
     let limits = big_key_limits(&d, 1);
+    let queued = Instant::now();
     calls.spawn(async move {
         // Big keys are hidden first (moved in pieces after the step); MIGRATE skips
         // them as absent.
@@ -514,13 +516,13 @@ fn queue(d: &Arc<Dashboard>, calls: &mut Calls, source: &str, target: &str, batc
                 .filter(|(_, big)| !big)
                 .map(|(k, _)| k.clone())
                 .collect(),
-            Err(e) => return (batch, Err(e)),
+            Err(e) => return (queued, batch, Err(e)),
         };
         if small.is_empty() {
-            return (small, Ok(()));
+            return (queued, small, Ok(()));
         }
         let r = d.servers.migrate(&source, &target, &small, timeout).await;
-        (small, r)
+        (queued, small, r)
     });
 }
 
@@ -599,7 +601,7 @@ async fn settle(
     let Some(joined) = calls.join_next().await else {
         return Ok(());
     };
-    let (batch, r) = joined.map_err(|e| ApiError::Internal(format!("migrator: {e}")))?;
+    let (queued, batch, r) = joined.map_err(|e| ApiError::Internal(format!("migrator: {e}")))?;
     match r {
         Ok(()) => {
             let mut per_slot: HashMap<u16, u64> = HashMap::new();
@@ -607,11 +609,15 @@ async fn settle(
                 *per_slot.entry(key_slot(k)).or_default() += 1;
             }
             d.with_progress(|pr| pr.moved(&per_slot));
-            // Spread the moves so that the long-run rate stays under the limit.
-            if let Some(ms) =
-                (batch.len() as u64 * 1000 * sharing).checked_div(d.config.migrate_max_keys_per_sec)
+            // Spread the moves so that the long-run rate stays under the limit: the
+            // batch's share of time counts from when it was queued, so the MIGRATE's
+            // own time is part of it (counted on top, it kept the rate well below the
+            // limit under load).
+            if let Some(us) = (batch.len() as u64 * 1_000_000 * sharing)
+                .checked_div(d.config.migrate_max_keys_per_sec)
             {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let due = queued + Duration::from_micros(us);
+                tokio::time::sleep_until(due.into()).await;
             }
         }
         Err(e) => {
