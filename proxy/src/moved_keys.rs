@@ -19,16 +19,22 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-/// Most keys remembered at once: beyond it no more are added until the next epoch
-/// (requests for the others ask the source, as without this). At about 100 bytes a
-/// key, 100 MB at most.
-pub const MAX_KEYS: usize = 1_000_000;
+/// Most memory the remembered keys take, counting [`OVERHEAD`] a key: beyond it no
+/// more are added until the next epoch (requests for the others ask the source, as
+/// without this). The keys requests reach first, the hot ones, are the ones kept.
+pub const MAX_BYTES: usize = 32 << 20;
+
+/// What a remembered key costs besides its bytes (its `Bytes` handle, the hash
+/// table's slot and the allocation's rounding), for [`MAX_BYTES`].
+pub const OVERHEAD: usize = 64;
 
 /// The keys known moved in one topology epoch.
 #[derive(Debug, Default)]
 struct Moved {
     epoch: u64,
     keys: HashSet<Bytes>,
+    /// What `keys` take, as [`MAX_BYTES`] counts it.
+    bytes: usize,
 }
 
 /// Keys known moved to their migration target, for the current topology epoch.
@@ -57,15 +63,19 @@ impl MovedKeys {
             return;
         }
         if epoch > m.epoch {
-            m.epoch = epoch;
-            m.keys = HashSet::new();
+            *m = Moved {
+                epoch,
+                ..Moved::default()
+            };
         }
         for k in keys {
-            if m.keys.len() >= MAX_KEYS {
+            let cost = k.len() + OVERHEAD;
+            if m.bytes + cost > MAX_BYTES {
                 break;
             }
             if !m.keys.contains(k.as_ref()) {
                 m.keys.insert(Bytes::copy_from_slice(k));
+                m.bytes += cost;
             }
         }
     }
@@ -101,6 +111,21 @@ mod tests {
         m.remember(6, &keys(&["c"]));
         assert!(m.all_moved(6, [&b"c"[..]].into_iter()));
         assert!(!m.all_moved(6, [&b"a"[..]].into_iter()));
+    }
+
+    #[test]
+    fn no_key_is_added_past_the_memory_cap() {
+        let m = MovedKeys::default();
+        let key = |i: usize| Bytes::from(format!("{i:0>100}"));
+        let fit = MAX_BYTES / (100 + OVERHEAD);
+        let all: Vec<Bytes> = (0..fit + 10).map(key).collect();
+        m.remember(1, &all);
+        assert!(m.all_moved(1, all[..fit].iter().map(|k| k.as_ref())));
+        assert!(!m.all_moved(1, std::iter::once(all[fit].as_ref())));
+        assert!(m.inner.lock().unwrap().bytes <= MAX_BYTES);
+        // A new epoch starts empty, with room again.
+        m.remember(2, &all[fit..]);
+        assert!(m.all_moved(2, all[fit..].iter().map(|k| k.as_ref())));
     }
 
     #[test]
