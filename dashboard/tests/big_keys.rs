@@ -265,10 +265,10 @@ async fn write_sized(con: &mut MultiplexedConnection, kind: &str, key: &str, n: 
     let _: () = cmd.query_async(con).await.unwrap();
 }
 
-/// `split_big` asks `MEMORY USAGE` first and looks closer only at keys of at least a
-/// threshold's bytes: the thresholds must still be exact, for every type, compact
-/// encodings included (an intset takes 2 bytes an element), and an absent key or one
-/// already hidden must get the answers they always had.
+/// `split_big` asks the in-flight hash only about absent keys and `MEMORY USAGE` only
+/// below the elements threshold: the thresholds must still be exact for every type and
+/// encoding (a list with small head nodes included), and an absent key or one already hidden must get the
+/// answers they always had.
 #[test]
 fn the_big_key_thresholds_are_exact_for_every_type() {
     let a = RedisServer::start();
@@ -295,8 +295,26 @@ fn the_big_key_thresholds_are_exact_for_every_type() {
                 assert_eq!(visible, 0, "{at} not hidden");
             }
         }
-        // Strings by bytes, with an elements threshold below their size (so that
-        // both go past `MEMORY USAGE` to STRLEN).
+        // A list whose first nodes are small (`MEMORY USAGE` samples the first
+        // nodes): its length decides.
+        let limits = Limits {
+            elements: 5_000,
+            bytes: 1 << 30,
+            ..LIMITS
+        };
+        for (key, n) in [("list:skewed:below", 4_999), ("list:skewed:at", 5_000)] {
+            let wide = vec![b'w'; 5_000];
+            let _: () = src.rpush(key, vec![wide; 5]).await.unwrap();
+            for i in 0..5 {
+                let _: () = src.lset(key, i, "x").await.unwrap();
+            }
+            let rest: Vec<i64> = (0..n - 5).collect();
+            let _: () = src.rpush(key, rest).await.unwrap();
+        }
+        let raw = vec![b"list:skewed:below".to_vec(), b"list:skewed:at".to_vec()];
+        let got = big_keys::split(&s, &a.addr(), &raw, &limits).await.unwrap();
+        assert_eq!(got, vec![false, true], "a list with small head nodes");
+        // Strings by bytes, with an elements threshold below their size.
         let limits = Limits {
             elements: 100,
             bytes: 10_000,
