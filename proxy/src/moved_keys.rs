@@ -9,10 +9,14 @@
 //! Why a remembered key stays moved: it is remembered with the topology epoch whose
 //! routes sent it to the source, and only while that epoch is current. Within one
 //! epoch a migrating slot's source and target are fixed, no client writes a key of a
-//! migrating slot on its source (every proxy moves it first), and the source's answer
-//! said the key was neither there nor in flight (hidden for a move in pieces) after
-//! this proxy's `MIGRATE`. So it cannot be on the source again until the topology
-//! changes, and a new epoch forgets every key.
+//! migrating slot on its source once every proxy has acknowledged the epoch (each
+//! moves the key first), and the source's answer said the key was neither there nor
+//! in flight (hidden for a move in pieces) after this proxy's `MIGRATE`. So it cannot
+//! be on the source again until the topology changes, and a new epoch forgets every
+//! key. One window is as before: a proxy still on the previous epoch can write the key
+//! on the source after this one moved it. Without this memory the next request here
+//! met `BUSYKEY` at once; with it, the conflict is met by that proxy's own move or by
+//! the migrator's pass (which pauses, naming the key), and nothing is overwritten.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
