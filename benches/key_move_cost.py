@@ -20,7 +20,6 @@ Stdlib only (benches/kodis_bench.py); needs redis-server.
 from __future__ import annotations
 
 import argparse
-import binascii
 import shutil
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import kodis_bench as kb
+from migration import key_slot
 
 SRC = Path(__file__).resolve().parent.parent / "common" / "src" / "big_key.rs"
 
@@ -61,15 +61,6 @@ return 0
 def split_big_source() -> str:
     text = SRC.read_text()
     return text.split('pub const SPLIT_BIG: &str = r#"', 1)[1].split('"#;', 1)[0]
-
-
-def key_slot(k: bytes) -> int:
-    s = k.find(b"{")
-    if s >= 0:
-        e = k.find(b"}", s + 1)
-        if e > s + 1:
-            k = k[s + 1:e]
-    return binascii.crc_hqx(k, 0) % 16384
 
 
 def slot_tags() -> list[bytes]:
